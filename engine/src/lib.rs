@@ -1,0 +1,19 @@
+//! The ijepa tensor engine: a wgpu device, f32 tensors in pooled GPU buffers,
+//! hand-written WGSL kernels, a reverse-mode autodiff tape, the CPU reference every
+//! kernel is tested against, and a finite-difference gradient checker.
+
+pub mod cpu;
+pub mod device;
+pub mod error;
+pub mod gradcheck;
+pub mod ops;
+pub mod optim;
+pub mod shaders;
+pub mod tape;
+pub mod tensor;
+
+pub use device::{Device, DeviceInfo};
+pub use error::{Error, Result};
+pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+pub use tape::{backward, no_grad, Gradients};
+pub use tensor::{Indices, Tensor};

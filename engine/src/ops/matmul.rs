@@ -1,0 +1,164 @@
+//! Batched matmul with transpose flags and an optional bias epilogue.
+//!
+//! a: [.., M, K] ([.., K, M] with `trans_a`), b: [K, N] shared or [.., K, N] per batch
+//! ([.., N, K] with `trans_b`), bias: [N]. out: [.., M, N].
+
+use crate::device::KernelDef;
+use crate::error::{shape_err, Result};
+use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
+use crate::shaders;
+use crate::tape::record;
+use crate::tensor::Tensor;
+
+const KERNEL: KernelDef = KernelDef {
+    file: "matmul.wgsl",
+    source: shaders::MATMUL,
+    entry: "matmul",
+    reads: 3,
+    writes: 1,
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transpose {
+    pub a: bool,
+    pub b: bool,
+}
+
+impl Transpose {
+    pub const NONE: Transpose = Transpose { a: false, b: false };
+    /// `x @ w^T`, the layout of a torch `nn.Linear` weight [out, in].
+    pub const B: Transpose = Transpose { a: false, b: true };
+    pub const A: Transpose = Transpose { a: true, b: false };
+}
+
+/// The sizes of one call, after checking the shapes.
+struct Dims {
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    b_shared: bool,
+    out_shape: Vec<usize>,
+}
+
+fn dims(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<Dims> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() < 2 || sb.len() < 2 {
+        return shape_err("matmul", format!("operands must be at least 2-D, got a {sa:?}, b {sb:?}"));
+    }
+    let lead = &sa[..sa.len() - 2];
+    let (m, ka) = if t.a { (sa[sa.len() - 1], sa[sa.len() - 2]) } else { (sa[sa.len() - 2], sa[sa.len() - 1]) };
+    let (kb, n) = if t.b { (sb[sb.len() - 1], sb[sb.len() - 2]) } else { (sb[sb.len() - 2], sb[sb.len() - 1]) };
+    let b_shared = sb.len() == 2;
+    if !b_shared && sb[..sb.len() - 2] != *lead {
+        return shape_err("matmul", format!("batch dims differ: a {sa:?}, b {sb:?}"));
+    }
+    if ka != kb {
+        return shape_err(
+            "matmul",
+            format!("inner dims differ: a {sa:?} (trans {}) gives K={ka}, b {sb:?} (trans {}) gives K={kb}", t.a, t.b),
+        );
+    }
+    if let Some(bias) = bias {
+        if bias.shape() != [n] {
+            return shape_err("matmul", format!("bias {:?} does not match N={n}", bias.shape()));
+        }
+    }
+    let mut out_shape = lead.to_vec();
+    out_shape.extend([m, n]);
+    Ok(Dims { batch: lead.iter().product(), m, k: ka, n, b_shared, out_shape })
+}
+
+/// out = op(a) @ op(b) (+ bias).
+pub fn matmul_forward(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<Tensor> {
+    let d = dims(a, b, t, bias)?;
+    let dev = a.device();
+    let out = Tensor::empty(dev, &d.out_shape)?;
+    if d.k == 0 {
+        crate::ops::elementwise::fill(&out, 0.0);
+        return Ok(out);
+    }
+    let constants = [
+        ("TRANS_A", t.a as u32 as f64),
+        ("TRANS_B", t.b as u32 as f64),
+        ("HAS_BIAS", bias.is_some() as u32 as f64),
+    ];
+    let b_stride = if d.b_shared { 0 } else { d.k * d.n };
+    dev.dispatch(
+        &KERNEL,
+        &constants,
+        &[d.m as u32, d.n as u32, d.k as u32, (d.m * d.k) as u32, b_stride as u32],
+        &[a.buffer(), b.buffer(), bias.map_or(dev.dummy(), |x| x.buffer()), out.buffer()],
+        [d.n.div_ceil(64) as u32, d.m.div_ceil(64) as u32, d.batch as u32],
+    );
+    Ok(out)
+}
+
+/// Gradients (da, db, dbias) of `op(a) @ op(b) + bias` given dc.
+pub fn matmul_backward(
+    a: &Tensor,
+    b: &Tensor,
+    t: Transpose,
+    has_bias: bool,
+    dc: &Tensor,
+    needs: &[bool],
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let d = dims(a, b, t, None)?;
+    let da = if needs[0] {
+        Some(if t.a {
+            matmul_forward(b, dc, Transpose { a: t.b, b: true }, None)?
+        } else {
+            matmul_forward(dc, b, Transpose { a: false, b: !t.b }, None)?
+        })
+    } else {
+        None
+    };
+    let db = if needs[1] {
+        let per_batch = if t.b {
+            matmul_forward(dc, a, Transpose { a: true, b: t.a }, None)?
+        } else {
+            matmul_forward(a, dc, Transpose { a: !t.a, b: false }, None)?
+        };
+        // A b shared by every batch receives the sum of the per-batch gradients.
+        Some(if d.b_shared { sum_to_shape(&per_batch, b.shape())? } else { per_batch })
+    } else {
+        None
+    };
+    let dbias = if has_bias && needs.get(2).copied().unwrap_or(false) {
+        Some(sum_leading_forward(dc, d.n)?)
+    } else {
+        None
+    };
+    Ok((da, db, dbias))
+}
+
+/// Differentiable `op(a) @ op(b) (+ bias)`.
+pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = matmul_forward(a, b, t, bias)?;
+    let (a2, b2, has_bias) = (a.clone(), b.clone(), bias.is_some());
+    let mut inputs = vec![a, b];
+    inputs.extend(bias);
+    record("matmul", &inputs, &y, move |dc, needs| {
+        let (da, db, dbias) = matmul_backward(&a2, &b2, t, has_bias, dc, needs)?;
+        let mut grads = vec![da, db];
+        if has_bias {
+            grads.push(dbias);
+        }
+        Ok(grads)
+    });
+    Ok(y)
+}
+
+/// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out].
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let sx = x.shape();
+    if sx.is_empty() {
+        return shape_err("linear", "x must be at least 1-D");
+    }
+    let rows = x.numel() / sx[sx.len() - 1];
+    let x2 = crate::ops::layout::reshape(x, &[rows, sx[sx.len() - 1]])?;
+    let y = matmul(&x2, w, Transpose::B, bias)?;
+    let mut out_shape = sx[..sx.len() - 1].to_vec();
+    out_shape.push(y.shape()[1]);
+    crate::ops::layout::reshape(&y, &out_shape)
+}

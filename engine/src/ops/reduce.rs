@@ -1,0 +1,115 @@
+//! Sums: over leading dims (bias gradients, broadcast backward), and to a scalar.
+
+use crate::device::KernelDef;
+use crate::error::{shape_err, Result};
+use crate::ops::elementwise::broadcast_forward;
+use crate::shaders;
+use crate::tape::record;
+use crate::tensor::{numel, Tensor};
+
+const fn kernel(entry: &'static str) -> KernelDef {
+    KernelDef {
+        file: "reduce.wgsl",
+        source: shaders::REDUCE,
+        entry,
+        reads: 1,
+        writes: 1,
+    }
+}
+
+const CHUNK: usize = 256;
+const SUM_ALL_PER_GROUP: usize = 1024;
+
+/// x viewed as [rows, inner] summed over rows: out [inner].
+pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
+    if inner == 0 || x.numel() % inner != 0 {
+        return shape_err("sum_leading", format!("{:?} is not a multiple of {inner}", x.shape()));
+    }
+    let dev = x.device();
+    let mut rows = x.numel() / inner;
+    let mut current = x.clone();
+    // Each pass shrinks rows by CHUNK (or 1024 for a plain sum) until one row is left.
+    loop {
+        if inner == 1 {
+            let groups = rows.div_ceil(SUM_ALL_PER_GROUP);
+            let out = Tensor::empty(dev, &[groups])?;
+            dev.dispatch(
+                &kernel("sum_all"),
+                &[],
+                &[rows as u32, 1],
+                &[current.buffer(), out.buffer()],
+                dev.grid_1d(groups as u32),
+            );
+            current = out;
+            rows = groups;
+        } else {
+            let chunks = rows.div_ceil(CHUNK);
+            let out = Tensor::empty(dev, &[chunks, inner])?;
+            dev.dispatch(
+                &kernel("sum_columns"),
+                &[],
+                &[rows as u32, inner as u32],
+                &[current.buffer(), out.buffer()],
+                [inner.div_ceil(64) as u32, chunks as u32, 1],
+            );
+            current = out;
+            rows = chunks;
+        }
+        if rows == 1 {
+            return current.view(&[inner]);
+        }
+    }
+}
+
+/// Sum `t` over the leading dims it has beyond `shape` (a suffix of t's shape, or a
+/// one-element shape): the gradient of a broadcast operand.
+pub fn sum_to_shape(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let n = numel(shape);
+    if t.numel() == n {
+        return t.view(shape);
+    }
+    sum_leading_forward(t, n)?.view(shape)
+}
+
+/// Sum over leading dims: x [.., inner dims] -> [inner dims] where `inner` = number of
+/// trailing dims kept. dx = dy broadcast back.
+pub fn sum_leading(x: &Tensor, keep_dims: usize) -> Result<Tensor> {
+    let rank = x.shape().len();
+    if keep_dims > rank {
+        return shape_err("sum_leading", format!("cannot keep {keep_dims} dims of {:?}", x.shape()));
+    }
+    let kept = x.shape()[rank - keep_dims..].to_vec();
+    let y = sum_leading_forward(x, numel(&kept))?.view(&kept)?;
+    let shape = x.shape().to_vec();
+    record("sum_leading", &[x], &y, move |dy, _| {
+        Ok(vec![Some(broadcast_forward(dy, &shape, 1.0)?)])
+    });
+    Ok(y)
+}
+
+/// Sum of all elements: [1].
+pub fn sum(x: &Tensor) -> Result<Tensor> {
+    scaled_total("sum", x, 1.0)
+}
+
+/// Mean of all elements: [1].
+pub fn mean(x: &Tensor) -> Result<Tensor> {
+    scaled_total("mean", x, 1.0 / x.numel() as f32)
+}
+
+fn scaled_total(op: &'static str, x: &Tensor, s: f32) -> Result<Tensor> {
+    if x.numel() == 0 {
+        return shape_err(op, "empty tensor");
+    }
+    let total = sum_leading_forward(x, 1)?;
+    let y = if s == 1.0 {
+        total
+    } else {
+        crate::ops::elementwise::scale_forward(&total, s)?
+    };
+    let shape = x.shape().to_vec();
+    record(op, &[x], &y, move |dy, _| {
+        Ok(vec![Some(broadcast_forward(dy, &shape, s)?)])
+    });
+    Ok(y)
+}

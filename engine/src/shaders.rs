@@ -1,0 +1,28 @@
+//! Every WGSL source of the project, one file per kernel family, compiled into the
+//! binary. `ALL` lets the tests validate each with naga.
+
+pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
+pub const LAYERNORM: &str = include_str!("../../shaders/layernorm.wgsl");
+pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
+pub const COPY: &str = include_str!("../../shaders/copy.wgsl");
+pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
+pub const LOSS: &str = include_str!("../../shaders/loss.wgsl");
+pub const CROSS_ENTROPY: &str = include_str!("../../shaders/cross_entropy.wgsl");
+pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
+
+pub const ALL: &[(&str, &str)] = &[
+    ("elementwise.wgsl", ELEMENTWISE),
+    ("reduce.wgsl", REDUCE),
+    ("matmul.wgsl", MATMUL),
+    ("softmax.wgsl", SOFTMAX),
+    ("layernorm.wgsl", LAYERNORM),
+    ("layout.wgsl", LAYOUT),
+    ("copy.wgsl", COPY),
+    ("gather.wgsl", GATHER),
+    ("loss.wgsl", LOSS),
+    ("cross_entropy.wgsl", CROSS_ENTROPY),
+    ("optim.wgsl", OPTIM),
+];

@@ -1,0 +1,147 @@
+//! Reverse-mode autodiff: a per-thread tape of nodes in execution order.
+//!
+//! Each differentiable op runs its forward kernel, then calls [`record`] with its
+//! inputs, its output and a closure that maps the output's gradient to the inputs'
+//! gradients. The closure owns the activations it saved; [`backward`] walks the tape
+//! in reverse, calls each closure once and drops it, so saved activations are freed as
+//! soon as their gradient has been computed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::ops::elementwise::add_forward;
+use crate::tensor::{Tensor, TensorId};
+
+/// Gradients of the inputs given the output's gradient; `needs[i]` says whether input
+/// `i` wants one (return `None` for those that do not).
+pub type BackwardFn = Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>>>;
+
+struct Node {
+    op: &'static str,
+    inputs: Vec<(TensorId, Vec<usize>, bool)>,
+    output: TensorId,
+    backward: BackwardFn,
+}
+
+thread_local! {
+    static TAPE: RefCell<Vec<Node>> = const { RefCell::new(Vec::new()) };
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops are being recorded on this thread.
+pub fn is_recording() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Run `f` without recording anything (target encoder, EMA, evaluation).
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+/// Record `output = op(inputs)` if recording is on and any input tracks gradients.
+pub fn record(
+    op: &'static str,
+    inputs: &[&Tensor],
+    output: &Tensor,
+    backward: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + 'static,
+) {
+    if !is_recording() || !inputs.iter().any(|t| t.tracks_grad()) {
+        return;
+    }
+    output.mark_requires_grad();
+    let node = Node {
+        op,
+        inputs: inputs
+            .iter()
+            .map(|t| (t.id(), t.shape().to_vec(), t.tracks_grad()))
+            .collect(),
+        output: output.id(),
+        backward: Box::new(backward),
+    };
+    TAPE.with(|tape| tape.borrow_mut().push(node));
+}
+
+/// Forget everything recorded on this thread (e.g. after a forward pass whose
+/// gradients are not wanted).
+pub fn clear() {
+    TAPE.with(|tape| tape.borrow_mut().clear());
+}
+
+/// Number of nodes currently on this thread's tape.
+pub fn len() -> usize {
+    TAPE.with(|tape| tape.borrow().len())
+}
+
+/// Gradients of the leaves (tensors made with `requires_grad`) after [`backward`].
+#[derive(Default)]
+pub struct Gradients {
+    grads: HashMap<TensorId, Tensor>,
+}
+
+impl Gradients {
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.grads.get(&t.id())
+    }
+
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
+/// Backpropagate from a one-element `loss`, consuming this thread's tape.
+pub fn backward(loss: &Tensor) -> Result<Gradients> {
+    let nodes = TAPE.with(|tape| std::mem::take(&mut *tape.borrow_mut()));
+    if loss.numel() != 1 {
+        return Err(Error::Autodiff(format!(
+            "backward needs a one-element loss, got shape {:?}",
+            loss.shape()
+        )));
+    }
+    if !loss.tracks_grad() {
+        return Err(Error::Autodiff(
+            "the loss does not depend on any tensor that requires grad".into(),
+        ));
+    }
+    let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
+    grads.insert(loss.id(), Tensor::full(loss.device(), loss.shape(), 1.0)?);
+    for node in nodes.into_iter().rev() {
+        // Nodes whose output does not reach the loss are dropped unused.
+        let Some(grad_out) = grads.remove(&node.output) else {
+            continue;
+        };
+        let needs: Vec<bool> = node.inputs.iter().map(|i| i.2).collect();
+        let grad_in = (node.backward)(&grad_out, &needs)?;
+        for ((id, shape, needed), g) in node.inputs.into_iter().zip(grad_in) {
+            let Some(g) = g.filter(|_| needed) else {
+                continue;
+            };
+            if g.shape() != shape.as_slice() {
+                return Err(Error::Autodiff(format!(
+                    "{}: backward produced a gradient of shape {:?} for an input of shape {:?}",
+                    node.op,
+                    g.shape(),
+                    shape
+                )));
+            }
+            // A tensor used twice receives the sum of its gradients.
+            let total = match grads.remove(&id) {
+                Some(prev) => add_forward(&prev, &g)?,
+                None => g,
+            };
+            grads.insert(id, total);
+        }
+    }
+    Ok(Gradients { grads })
+}

@@ -1,0 +1,123 @@
+// LayerNorm over the last dim of x viewed as [rows, cols]:
+// y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps) (biased variance).
+// AFFINE = false: no gamma/beta (the target path's parameter-free LayerNorm).
+// forward writes y and the per-row statistics [rows, 2] = (mean, rstd) that the
+// backward reads instead of recomputing them.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+}
+
+override AFFINE: bool = true;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read> stats_in: array<f32>;
+@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> stats_out: array<f32>;
+
+const WG: u32 = 64u;
+var<workgroup> partial: array<f32, 128>;
+
+// Sums of two values over the workgroup at once.
+fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
+    partial[lid] = a;
+    partial[WG + lid] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+            partial[WG + lid] += partial[WG + lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(partial[0], partial[WG]);
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    let n = f32(p.cols);
+    var s = 0.0;
+    for (var c = lid; c < p.cols; c += WG) { s += x[base + c]; }
+    let mean = reduce_sum2(lid, s, 0.0).x / n;
+    // Two-pass variance: no cancellation for rows with a large mean.
+    var v = 0.0;
+    for (var c = lid; c < p.cols; c += WG) { let d = x[base + c] - mean; v += d * d; }
+    let rstd = inverseSqrt(reduce_sum2(lid, v, 0.0).x / n + p.eps);
+    for (var c = lid; c < p.cols; c += WG) {
+        var y = (x[base + c] - mean) * rstd;
+        if (AFFINE) { y = y * gamma[c] + beta[c]; }
+        out[base + c] = y;
+    }
+    if (lid == 0u) {
+        stats_out[2u * row] = mean;
+        stats_out[2u * row + 1u] = rstd;
+    }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
+@compute @workgroup_size(64)
+fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    let mean = stats_in[2u * row];
+    let rstd = stats_in[2u * row + 1u];
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var c = lid; c < p.cols; c += WG) {
+        var g = dy[base + c];
+        if (AFFINE) { g *= gamma[c]; }
+        let xhat = (x[base + c] - mean) * rstd;
+        sg += g;
+        sgx += g * xhat;
+    }
+    let sums = reduce_sum2(lid, sg, sgx) / f32(p.cols);
+    for (var c = lid; c < p.cols; c += WG) {
+        var g = dy[base + c];
+        if (AFFINE) { g *= gamma[c]; }
+        let xhat = (x[base + c] - mean) * rstd;
+        out[base + c] = rstd * (g - sums.x - xhat * sums.y);
+    }
+}
+
+const CHUNK: u32 = 256u;
+const ROW_LANES: u32 = 4u;
+var<workgroup> lanes: array<vec2<f32>, 256>;
+
+// Partial sums over a chunk of CHUNK rows of (dy * xhat, dy) per column: out is
+// [chunks, 2, cols] (dgamma partials, then dbeta partials). Workgroup (64 cols x 4
+// row lanes); grid (column groups, chunks).
+@compute @workgroup_size(64, 4)
+fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = wid.x * 64u + lid.x;
+    let row_start = wid.y * CHUNK;
+    let row_end = min(row_start + CHUNK, p.rows);
+    var acc = vec2<f32>(0.0);
+    if (col < p.cols) {
+        for (var r = row_start + lid.y; r < row_end; r += ROW_LANES) {
+            let xhat = (x[r * p.cols + col] - stats_in[2u * r]) * stats_in[2u * r + 1u];
+            let g = dy[r * p.cols + col];
+            acc += vec2<f32>(g * xhat, g);
+        }
+    }
+    lanes[lid.y * 64u + lid.x] = acc;
+    workgroupBarrier();
+    if (lid.y == 0u && col < p.cols) {
+        let t = lanes[lid.x] + lanes[64u + lid.x] + lanes[128u + lid.x] + lanes[192u + lid.x];
+        out[wid.y * 2u * p.cols + col] = t.x;
+        out[wid.y * 2u * p.cols + p.cols + col] = t.y;
+    }
+}

@@ -1,0 +1,33 @@
+// Layout changes as explicit copies (tensors are always contiguous).
+//
+// permute: out = x.permute(perm) for rank <= 6. `out_dims` are the output's sizes and
+// `in_strides` the input strides taken in output order (stride of x's dim perm[i]);
+// unused leading dims have size 1.
+
+struct Params {
+    n: u32,
+    out_dims: array<vec4<u32>, 2>,    // 6 used
+    in_strides: array<vec4<u32>, 2>,  // 6 used
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+fn dim(i: u32) -> u32 { return p.out_dims[i / 4u][i % 4u]; }
+fn stride(i: u32) -> u32 { return p.in_strides[i / 4u][i % 4u]; }
+
+@compute @workgroup_size(256)
+fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= p.n) { return; }
+    var rest = i;
+    var src = 0u;
+    for (var d = 5; d >= 0; d--) {
+        let size = dim(u32(d));
+        src += (rest % size) * stride(u32(d));
+        rest /= size;
+    }
+    out[i] = x[src];
+}

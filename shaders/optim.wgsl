@@ -1,0 +1,52 @@
+// Optimiser updates, in place, one thread per parameter element.
+//
+// adamw (torch.optim.AdamW): p -= lr * wd * p; m = b1 m + (1 - b1) g;
+//   v = b2 v + (1 - b2) g^2; p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),
+//   bc1 = 1 - b1^t, bc2 = 1 - b2^t.
+// ema_update: target = momentum * target + (1 - momentum) * source.
+
+struct Params {
+    n: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bias_correction1: f32,
+    bias_correction2_sqrt: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;      // grad, or EMA source
+@group(0) @binding(2) var<storage, read_write> param: array<f32>;
+@group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
+@group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 256u + lid;
+}
+
+@compute @workgroup_size(256)
+fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let g = src[i];
+    let w = param[i] * (1.0 - p.lr * p.weight_decay);
+    let m = p.beta1 * exp_avg[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * exp_avg_sq[i] + (1.0 - p.beta2) * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    let denom = sqrt(v) / p.bias_correction2_sqrt + p.eps;
+    param[i] = w - (p.lr / p.bias_correction1) * m / denom;
+}
+
+// Params: n, then lr holds the momentum.
+@compute @workgroup_size(256)
+fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let m = p.lr;
+    param[i] = m * param[i] + (1.0 - m) * src[i];
+}

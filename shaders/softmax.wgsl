@@ -1,0 +1,68 @@
+// Softmax over the last dim of x viewed as [rows, cols]; one 64-thread workgroup per
+// row with tree reductions in workgroup memory.
+// forward: out = softmax(x). backward (x = y, dy): out = y * (dy - sum(dy * y)).
+
+struct Params {
+    rows: u32,
+    cols: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 64u;
+var<workgroup> partial: array<f32, 64>;
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { partial[lid] = max(partial[lid], partial[lid + s]); }
+        workgroupBarrier();
+    }
+    let r = partial[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { partial[lid] += partial[lid + s]; }
+        workgroupBarrier();
+    }
+    let r = partial[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var m = -3.4e38;
+    for (var c = lid; c < p.cols; c += WG) { m = max(m, x[base + c]); }
+    m = reduce_max(lid, m);
+    var s = 0.0;
+    for (var c = lid; c < p.cols; c += WG) { s += exp(x[base + c] - m); }
+    s = reduce_sum(lid, s);
+    let inv = 1.0 / s;
+    for (var c = lid; c < p.cols; c += WG) { out[base + c] = exp(x[base + c] - m) * inv; }
+}
+
+@compute @workgroup_size(64)
+fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var d = 0.0;
+    for (var c = lid; c < p.cols; c += WG) { d += dy[base + c] * x[base + c]; }
+    d = reduce_sum(lid, d);
+    for (var c = lid; c < p.cols; c += WG) { out[base + c] = x[base + c] * (dy[base + c] - d); }
+}

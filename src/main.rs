@@ -1,0 +1,43 @@
+//! The `ijepa` command line.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ijepa", version, about = "I-JEPA pretraining of Vision Transformers on any wgpu GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the GPU adapter, its limits and optional features.
+    Info,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Info => info(),
+    }
+}
+
+fn info() -> Result<()> {
+    let device = engine::Device::shared()?;
+    let i = device.info();
+    println!("adapter:                {}", i.name);
+    println!("backend:                {}", i.backend);
+    println!("device type:            {}", i.device_type);
+    println!("driver:                 {} ({})", i.driver, i.driver_info);
+    println!("max storage binding:    {} MiB", i.max_storage_binding >> 20);
+    println!("max buffer size:        {} MiB", i.max_buffer_size >> 20);
+    println!("workgroup storage:      {} KiB", i.workgroup_storage >> 10);
+    println!("invocations/workgroup:  {}", i.invocations_per_workgroup);
+    println!("workgroups/dimension:   {}", i.workgroups_per_dimension);
+    match i.subgroup_size {
+        Some((lo, hi)) => println!("subgroup size:          {lo}..{hi}"),
+        None => println!("subgroup size:          (no subgroup support)"),
+    }
+    println!("optional features:      {}", if i.features.is_empty() { "none".into() } else { i.features.join(", ") });
+    Ok(())
+}
