@@ -4,7 +4,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ijepa", version, about = "I-JEPA pretraining of Vision Transformers on any wgpu GPU")]
+#[command(
+    name = "ijepa",
+    version,
+    about = "I-JEPA pretraining of Vision Transformers on any wgpu GPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +33,10 @@ fn info() -> Result<()> {
     println!("backend:                {}", i.backend);
     println!("device type:            {}", i.device_type);
     println!("driver:                 {} ({})", i.driver, i.driver_info);
-    println!("max storage binding:    {} MiB", i.max_storage_binding >> 20);
+    println!(
+        "max storage binding:    {} MiB",
+        i.max_storage_binding >> 20
+    );
     println!("max buffer size:        {} MiB", i.max_buffer_size >> 20);
     println!("workgroup storage:      {} KiB", i.workgroup_storage >> 10);
     println!("invocations/workgroup:  {}", i.invocations_per_workgroup);
@@ -38,6 +45,13 @@ fn info() -> Result<()> {
         Some((lo, hi)) => println!("subgroup size:          {lo}..{hi}"),
         None => println!("subgroup size:          (no subgroup support)"),
     }
-    println!("optional features:      {}", if i.features.is_empty() { "none".into() } else { i.features.join(", ") });
+    println!(
+        "optional features:      {}",
+        if i.features.is_empty() {
+            "none".into()
+        } else {
+            i.features.join(", ")
+        }
+    );
     Ok(())
 }

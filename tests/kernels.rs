@@ -6,23 +6,35 @@ mod common;
 
 use common::{assert_close, device, random, rng, upload};
 use engine::cpu;
-use engine::ops::{self, elementwise, gather, layernorm, layout, loss, matmul, reduce, softmax};
 use engine::ops::matmul::Transpose;
+use engine::ops::{self, elementwise, gather, layernorm, layout, loss, matmul, reduce, softmax};
 use engine::{Indices, Tensor};
 
 #[test]
 fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
     let mut r = rng(1);
-    let shapes = [(1, 1, 1, 1), (1, 3, 7, 5), (2, 33, 65, 7), (3, 65, 33, 130), (1, 130, 7, 65), (2, 64, 64, 64)];
+    let shapes = [
+        (1, 1, 1, 1),
+        (1, 3, 7, 5),
+        (2, 33, 65, 7),
+        (3, 65, 33, 130),
+        (1, 130, 7, 65),
+        (2, 64, 64, 64),
+    ];
     for &(batch, m, k, n) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            for b_shared in [false, true] {
+            // A shared b with a transposed batched a is refused (tests/errors.rs).
+            for b_shared in [false, !ta] {
                 for with_bias in [false, true] {
                     let a = random(&mut r, batch * m * k);
                     let b_batches = if b_shared { 1 } else { batch };
                     let b = random(&mut r, b_batches * k * n);
                     let bias = random(&mut r, n);
-                    let a_shape = if ta { vec![batch, k, m] } else { vec![batch, m, k] };
+                    let a_shape = if ta {
+                        vec![batch, k, m]
+                    } else {
+                        vec![batch, m, k]
+                    };
                     let mut b_shape = if tb { vec![n, k] } else { vec![k, n] };
                     if !b_shared {
                         b_shape.insert(0, batch);
@@ -36,7 +48,18 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                     )
                     .unwrap();
                     assert_eq!(got.shape(), [batch, m, n]);
-                    let want = cpu::matmul(&a, &b, with_bias.then_some(&bias[..]), batch, m, k, n, ta, tb, b_shared);
+                    let want = cpu::matmul(
+                        &a,
+                        &b,
+                        with_bias.then_some(&bias[..]),
+                        batch,
+                        m,
+                        k,
+                        n,
+                        ta,
+                        tb,
+                        b_shared,
+                    );
                     let what = format!("matmul b{batch} {m}x{k}x{n} ta={ta} tb={tb} shared={b_shared} bias={with_bias}");
                     assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
                 }
@@ -66,13 +89,39 @@ fn matmul_backward_matches_cpu() {
             .unwrap();
             // dÂ = dC B̂^T as [m, k], then laid out as a is stored.
             let da_hat = cpu::matmul(&dc, &b, None, batch, m, n, k, false, !tb, false);
-            let want_da = if ta { transpose_batches(&da_hat, batch, m, k) } else { da_hat };
+            let want_da = if ta {
+                transpose_batches(&da_hat, batch, m, k)
+            } else {
+                da_hat
+            };
             let db_hat = cpu::matmul(&a, &dc, None, batch, k, m, n, !ta, false, false);
-            let want_db = if tb { transpose_batches(&db_hat, batch, k, n) } else { db_hat };
+            let want_db = if tb {
+                transpose_batches(&db_hat, batch, k, n)
+            } else {
+                db_hat
+            };
             let what = format!("matmul backward b{batch} {m}x{k}x{n} ta={ta} tb={tb}");
-            assert_close(&format!("{what} da"), &da.unwrap().to_vec(), &want_da, 1e-5 * n as f32, 1e-4);
-            assert_close(&format!("{what} db"), &db.unwrap().to_vec(), &want_db, 1e-5 * m as f32, 1e-4);
-            assert_close(&format!("{what} dbias"), &dbias.unwrap().to_vec(), &cpu::sum_leading(&dc, n), 1e-5 * m as f32, 1e-4);
+            assert_close(
+                &format!("{what} da"),
+                &da.unwrap().to_vec(),
+                &want_da,
+                1e-5 * n as f32,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} db"),
+                &db.unwrap().to_vec(),
+                &want_db,
+                1e-5 * m as f32,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} dbias"),
+                &dbias.unwrap().to_vec(),
+                &cpu::sum_leading(&dc, n),
+                1e-5 * m as f32,
+                1e-4,
+            );
         }
     }
 }
@@ -84,8 +133,14 @@ fn transpose_batches(x: &[f32], batch: usize, rows: usize, cols: usize) -> Vec<f
 #[test]
 fn binary_ops_broadcast_forward_and_backward_match_cpu() {
     let mut r = rng(3);
-    let cases: [(&[usize], &[usize]); 4] = [(&[7], &[7]), (&[3, 33], &[33]), (&[2, 5, 7], &[5, 7]), (&[4, 65], &[1])];
-    let ops_: [(elementwise::BinaryOp, fn(f64, f64) -> f64); 4] = [
+    let cases: [(&[usize], &[usize]); 4] = [
+        (&[7], &[7]),
+        (&[3, 33], &[33]),
+        (&[2, 5, 7], &[5, 7]),
+        (&[4, 65], &[1]),
+    ];
+    type Reference = fn(f64, f64) -> f64;
+    let ops_: [(elementwise::BinaryOp, Reference); 4] = [
         (elementwise::BinaryOp::Add, |a, b| a + b),
         (elementwise::BinaryOp::Sub, |a, b| a - b),
         (elementwise::BinaryOp::Mul, |a, b| a * b),
@@ -94,12 +149,21 @@ fn binary_ops_broadcast_forward_and_backward_match_cpu() {
     for (sa, sb) in cases {
         let a = random(&mut r, sa.iter().product());
         // Keep divisors away from zero.
-        let b: Vec<f32> = random(&mut r, sb.iter().product()).iter().map(|v| v.signum() * (0.5 + v.abs())).collect();
+        let b: Vec<f32> = random(&mut r, sb.iter().product())
+            .iter()
+            .map(|v| v.signum() * (0.5 + v.abs()))
+            .collect();
         let dy = random(&mut r, a.len());
         for (op, f) in ops_ {
             let (ta, tb, tdy) = (upload(sa, &a), upload(sb, &b), upload(sa, &dy));
             let got = elementwise::binary_forward(op, &ta, &tb).unwrap();
-            assert_close(&format!("{op:?} {sa:?} {sb:?}"), &got.to_vec(), &cpu::binary(&a, &b, f), 1e-6, 1e-6);
+            assert_close(
+                &format!("{op:?} {sa:?} {sb:?}"),
+                &got.to_vec(),
+                &cpu::binary(&a, &b, f),
+                1e-6,
+                1e-6,
+            );
             let grads = elementwise::binary_backward(op, &ta, &tb, &tdy, &[true, true]).unwrap();
             // Reference gradients from the closed forms.
             let (da, db_full): (Vec<f64>, Vec<f64>) = a
@@ -118,8 +182,20 @@ fn binary_ops_broadcast_forward_and_backward_match_cpu() {
             let da: Vec<f32> = da.iter().map(|&v| v as f32).collect();
             let db_full: Vec<f32> = db_full.iter().map(|&v| v as f32).collect();
             let db = cpu::sum_leading(&db_full, b.len());
-            assert_close(&format!("{op:?} da"), &grads[0].as_ref().unwrap().to_vec(), &da, 1e-5, 1e-5);
-            assert_close(&format!("{op:?} db"), &grads[1].as_ref().unwrap().to_vec(), &db, 1e-4, 1e-4);
+            assert_close(
+                &format!("{op:?} da"),
+                &grads[0].as_ref().unwrap().to_vec(),
+                &da,
+                1e-5,
+                1e-5,
+            );
+            assert_close(
+                &format!("{op:?} db"),
+                &grads[1].as_ref().unwrap().to_vec(),
+                &db,
+                1e-4,
+                1e-4,
+            );
         }
     }
 }
@@ -128,10 +204,14 @@ fn binary_ops_broadcast_forward_and_backward_match_cpu() {
 fn scale_and_broadcast_match_cpu() {
     let mut r = rng(4);
     let x = random(&mut r, 65);
-    let got = elementwise::scale_forward(&upload(&[65], &x), -2.5).unwrap().to_vec();
+    let got = elementwise::scale_forward(&upload(&[65], &x), -2.5)
+        .unwrap()
+        .to_vec();
     let want: Vec<f32> = x.iter().map(|v| v * -2.5).collect();
     assert_close("scale", &got, &want, 0.0, 1e-7);
-    let got = elementwise::broadcast_forward(&upload(&[5], &x[..5]), &[3, 5], 2.0).unwrap().to_vec();
+    let got = elementwise::broadcast_forward(&upload(&[5], &x[..5]), &[3, 5], 2.0)
+        .unwrap()
+        .to_vec();
     let want: Vec<f32> = (0..15).map(|i| 2.0 * x[i % 5]).collect();
     assert_close("broadcast", &got, &want, 0.0, 1e-7);
 }
@@ -139,19 +219,40 @@ fn scale_and_broadcast_match_cpu() {
 #[test]
 fn gelu_is_accurate_to_1e6_against_f64_erf() {
     let n = 4001;
-    let x: Vec<f32> = (0..n).map(|i| -10.0 + 20.0 * i as f32 / (n - 1) as f32).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|i| -10.0 + 20.0 * i as f32 / (n - 1) as f32)
+        .collect();
     let t = upload(&[n], &x);
     // The f64 reference rounded to f32 is exact to half an ulp; allow 1e-6 abs + 2 ulp.
-    assert_close("gelu", &elementwise::gelu_forward(&t).unwrap().to_vec(), &cpu::gelu(&x), 1e-6, 2.4e-7);
+    assert_close(
+        "gelu",
+        &elementwise::gelu_forward(&t).unwrap().to_vec(),
+        &cpu::gelu(&x),
+        1e-6,
+        2.4e-7,
+    );
     let dy = vec![1.0; n];
-    let got = elementwise::gelu_backward(&t, &upload(&[n], &dy)).unwrap().to_vec();
-    assert_close("gelu backward", &got, &cpu::gelu_backward(&x, &dy), 1e-6, 2.4e-7);
+    let got = elementwise::gelu_backward(&t, &upload(&[n], &dy))
+        .unwrap()
+        .to_vec();
+    assert_close(
+        "gelu backward",
+        &got,
+        &cpu::gelu_backward(&x, &dy),
+        1e-6,
+        2.4e-7,
+    );
 }
 
 #[test]
 fn cpu_erf_matches_known_values() {
     // Independent spot values of erf (Abramowitz & Stegun table 7.1).
-    for (x, want) in [(0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7), (3.5, 0.999_999_256_901_627_7)] {
+    for (x, want) in [
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (2.0, 0.995_322_265_018_952_7),
+        (3.5, 0.999_999_256_901_627_7),
+    ] {
         assert!((cpu::erf(x) - want).abs() < 1e-15, "erf({x})");
         assert!((cpu::erf(-x) + want).abs() < 1e-15, "erf(-{x})");
     }
@@ -162,13 +263,22 @@ fn softmax_forward_and_backward_match_cpu() {
     let mut r = rng(5);
     for &cols in &[1, 3, 7, 33, 65, 130, 257] {
         let rows = 5;
-        let x: Vec<f32> = random(&mut r, rows * cols).iter().map(|v| v * 8.0).collect();
+        let x: Vec<f32> = random(&mut r, rows * cols)
+            .iter()
+            .map(|v| v * 8.0)
+            .collect();
         let dy = random(&mut r, rows * cols);
         let y = softmax::softmax_forward(&upload(&[rows, cols], &x)).unwrap();
         let want = cpu::softmax(&x, cols);
         assert_close(&format!("softmax {cols}"), &y.to_vec(), &want, 1e-7, 1e-5);
         let dx = softmax::softmax_backward(&y, &upload(&[rows, cols], &dy)).unwrap();
-        assert_close(&format!("softmax backward {cols}"), &dx.to_vec(), &cpu::softmax_backward(&want, &dy, cols), 1e-6, 1e-4);
+        assert_close(
+            &format!("softmax backward {cols}"),
+            &dx.to_vec(),
+            &cpu::softmax_backward(&want, &dy, cols),
+            1e-6,
+            1e-4,
+        );
     }
 }
 
@@ -177,22 +287,45 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine() {
     let mut r = rng(6);
     for &cols in &[3, 7, 33, 65, 130] {
         for &rows in &[1, 7, 300] {
-            let x: Vec<f32> = random(&mut r, rows * cols).iter().map(|v| 3.0 * v + 1.5).collect();
+            let x: Vec<f32> = random(&mut r, rows * cols)
+                .iter()
+                .map(|v| 3.0 * v + 1.5)
+                .collect();
             let dy = random(&mut r, rows * cols);
             let g = random(&mut r, cols);
             let b = random(&mut r, cols);
-            let (tx, tg, tb, tdy) = (upload(&[rows, cols], &x), upload(&[cols], &g), upload(&[cols], &b), upload(&[rows, cols], &dy));
+            let (tx, tg, tb, tdy) = (
+                upload(&[rows, cols], &x),
+                upload(&[cols], &g),
+                upload(&[cols], &b),
+                upload(&[rows, cols], &dy),
+            );
             for affine in [false, true] {
                 let what = format!("layernorm {rows}x{cols} affine={affine}");
-                let (y, saved) = layernorm::layernorm_forward(&tx, affine.then_some((&tg, &tb)), 1e-6).unwrap();
+                let (y, saved) =
+                    layernorm::layernorm_forward(&tx, affine.then_some((&tg, &tb)), 1e-6).unwrap();
                 let (want, _) = cpu::layernorm(&x, cols, affine.then_some((&g[..], &b[..])), 1e-6);
                 assert_close(&what, &y.to_vec(), &want, 1e-5, 1e-5);
-                let (dx, params) = layernorm::layernorm_backward(&saved, affine.then_some(&tg), &tdy).unwrap();
-                let (wdx, wdg, wdb) = cpu::layernorm_backward(&x, &dy, cols, affine.then_some(&g[..]), 1e-6);
+                let (dx, params) =
+                    layernorm::layernorm_backward(&saved, affine.then_some(&tg), &tdy).unwrap();
+                let (wdx, wdg, wdb) =
+                    cpu::layernorm_backward(&x, &dy, cols, affine.then_some(&g[..]), 1e-6);
                 assert_close(&format!("{what} dx"), &dx.to_vec(), &wdx, 1e-4, 1e-4);
                 if let Some((dg, db)) = params {
-                    assert_close(&format!("{what} dgamma"), &dg.to_vec(), &wdg, 1e-4 * rows as f32, 1e-4);
-                    assert_close(&format!("{what} dbeta"), &db.to_vec(), &wdb, 1e-5 * rows as f32, 1e-4);
+                    assert_close(
+                        &format!("{what} dgamma"),
+                        &dg.to_vec(),
+                        &wdg,
+                        1e-4 * rows as f32,
+                        1e-4,
+                    );
+                    assert_close(
+                        &format!("{what} dbeta"),
+                        &db.to_vec(),
+                        &wdb,
+                        1e-5 * rows as f32,
+                        1e-4,
+                    );
                 }
             }
         }
@@ -202,23 +335,48 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine() {
 #[test]
 fn sums_match_cpu_across_multiple_passes() {
     let mut r = rng(7);
-    for &(rows, inner) in &[(1, 1), (1000, 1), (300_000, 1), (7, 33), (70_000, 3), (513, 130)] {
+    for &(rows, inner) in &[
+        (1, 1),
+        (1000, 1),
+        (300_000, 1),
+        (7, 33),
+        (70_000, 3),
+        (513, 130),
+    ] {
         let x = random(&mut r, rows * inner);
         let got = reduce::sum_leading_forward(&upload(&[rows * inner], &x), inner).unwrap();
         let tol = 1e-6 * (rows as f32).sqrt() * 10.0;
-        assert_close(&format!("sum {rows}x{inner}"), &got.to_vec(), &cpu::sum_leading(&x, inner), tol, 1e-5);
+        assert_close(
+            &format!("sum {rows}x{inner}"),
+            &got.to_vec(),
+            &cpu::sum_leading(&x, inner),
+            tol,
+            1e-5,
+        );
     }
 }
 
 #[test]
 fn permute_and_patchify_match_cpu() {
     let mut r = rng(8);
-    let cases: [(&[usize], &[usize]); 4] = [(&[3, 7], &[1, 0]), (&[2, 3, 5, 7], &[0, 2, 1, 3]), (&[2, 3, 4, 5, 6], &[4, 2, 0, 3, 1]), (&[1, 2, 3, 2, 3, 2], &[0, 2, 4, 1, 3, 5])];
+    let cases: [(&[usize], &[usize]); 4] = [
+        (&[3, 7], &[1, 0]),
+        (&[2, 3, 5, 7], &[0, 2, 1, 3]),
+        (&[2, 3, 4, 5, 6], &[4, 2, 0, 3, 1]),
+        (&[1, 2, 3, 2, 3, 2], &[0, 2, 4, 1, 3, 5]),
+    ];
     for (shape, perm) in cases {
         let x = random(&mut r, shape.iter().product());
         let got = layout::permute_forward(&upload(shape, &x), perm).unwrap();
-        assert_eq!(got.shape(), perm.iter().map(|&d| shape[d]).collect::<Vec<_>>());
-        assert_eq!(got.to_vec(), cpu::permute(&x, shape, perm), "permute {shape:?} {perm:?}");
+        assert_eq!(
+            got.shape(),
+            perm.iter().map(|&d| shape[d]).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            got.to_vec(),
+            cpu::permute(&x, shape, perm),
+            "permute {shape:?} {perm:?}"
+        );
     }
     // patchify against a direct im2col.
     let (b, c, h, w, p) = (2, 3, 8, 12, 4);
@@ -266,7 +424,10 @@ fn gather_rows_forward_and_backward_match_cpu_with_repeated_indices() {
     let mut r = rng(10);
     let (b, n, d, k, masks) = (3, 13, 7, 5, 2);
     let x = random(&mut r, b * n * d);
-    let idx: Vec<i64> = (0..masks * b * k).map(|i| ((i * 7 + 3) % n) as i64).chain([]).collect();
+    let idx: Vec<i64> = (0..masks * b * k)
+        .map(|i| ((i * 7 + 3) % n) as i64)
+        .chain([])
+        .collect();
     // Repeat one index inside a row: the backward must add both contributions.
     let mut idx = idx;
     idx[1] = idx[0];
@@ -275,8 +436,15 @@ fn gather_rows_forward_and_backward_match_cpu_with_repeated_indices() {
     let got = gather::gather_rows_forward(&upload(&[b, n, d], &x), &ti).unwrap();
     assert_eq!(got.to_vec(), cpu::gather_rows(&x, b, n, d, &idx_u, k));
     let dy = random(&mut r, masks * b * k * d);
-    let dx = gather::gather_rows_backward(&[b, n, d], &ti, &upload(&[masks * b, k, d], &dy)).unwrap();
-    assert_close("gather backward", &dx.to_vec(), &cpu::gather_rows_backward(&dy, b, n, d, &idx_u, k), 1e-6, 1e-6);
+    let dx =
+        gather::gather_rows_backward(&[b, n, d], &ti, &upload(&[masks * b, k, d], &dy)).unwrap();
+    assert_close(
+        "gather backward",
+        &dx.to_vec(),
+        &cpu::gather_rows_backward(&dy, b, n, d, &idx_u, k),
+        1e-6,
+        1e-6,
+    );
 }
 
 #[test]
@@ -289,17 +457,38 @@ fn losses_match_cpu() {
     let dy = upload(&[1], &[0.7]);
     for beta in [1.0f32, 0.5] {
         let kind = loss::Regression::SmoothL1 { beta };
-        let got = loss::regression_loss_forward(kind, &tp, &tt).unwrap().item();
+        let got = loss::regression_loss_forward(kind, &tp, &tt)
+            .unwrap()
+            .item();
         let want = cpu::smooth_l1(&p, &t, beta as f64);
-        assert!((got as f64 - want).abs() < 1e-6, "smooth-L1 beta {beta}: {got} vs {want}");
-        let g = loss::regression_loss_backward(kind, &tp, &tt, &dy).unwrap().to_vec();
-        let want: Vec<f32> = p.iter().zip(&t).map(|(&a, &b)| (0.7 * ((a - b) as f64 / beta as f64).clamp(-1.0, 1.0) / n as f64) as f32).collect();
+        assert!(
+            (got as f64 - want).abs() < 1e-6,
+            "smooth-L1 beta {beta}: {got} vs {want}"
+        );
+        let g = loss::regression_loss_backward(kind, &tp, &tt, &dy)
+            .unwrap()
+            .to_vec();
+        let want: Vec<f32> = p
+            .iter()
+            .zip(&t)
+            .map(|(&a, &b)| {
+                (0.7 * ((a - b) as f64 / beta as f64).clamp(-1.0, 1.0) / n as f64) as f32
+            })
+            .collect();
         assert_close("smooth-L1 backward", &g, &want, 1e-9, 1e-5);
     }
-    let got = loss::regression_loss_forward(loss::Regression::Mse, &tp, &tt).unwrap().item();
+    let got = loss::regression_loss_forward(loss::Regression::Mse, &tp, &tt)
+        .unwrap()
+        .item();
     assert!((got as f64 - cpu::mse(&p, &t)).abs() < 1e-5, "mse");
-    let g = loss::regression_loss_backward(loss::Regression::Mse, &tp, &tt, &dy).unwrap().to_vec();
-    let want: Vec<f32> = p.iter().zip(&t).map(|(&a, &b)| (0.7 * 2.0 * (a - b) as f64 / n as f64) as f32).collect();
+    let g = loss::regression_loss_backward(loss::Regression::Mse, &tp, &tt, &dy)
+        .unwrap()
+        .to_vec();
+    let want: Vec<f32> = p
+        .iter()
+        .zip(&t)
+        .map(|(&a, &b)| (0.7 * 2.0 * (a - b) as f64 / n as f64) as f32)
+        .collect();
     assert_close("mse backward", &g, &want, 1e-9, 1e-5);
 }
 
@@ -307,21 +496,31 @@ fn losses_match_cpu() {
 fn cross_entropy_matches_cpu() {
     let mut r = rng(12);
     for &(rows, classes) in &[(1, 1), (7, 10), (300, 33)] {
-        let x: Vec<f32> = random(&mut r, rows * classes).iter().map(|v| v * 5.0).collect();
+        let x: Vec<f32> = random(&mut r, rows * classes)
+            .iter()
+            .map(|v| v * 5.0)
+            .collect();
         let labels: Vec<i64> = (0..rows).map(|i| ((i * 7) % classes) as i64).collect();
         let tl = Indices::new(&device(), &[rows], &labels).unwrap();
         let tx = upload(&[rows, classes], &x);
         let (loss_t, saved) = loss::cross_entropy_forward(&tx, &tl).unwrap();
         let lu: Vec<u32> = labels.iter().map(|&v| v as u32).collect();
         let want = cpu::cross_entropy(&x, &lu, classes);
-        assert!((loss_t.item() as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "ce {rows}x{classes}");
+        assert!(
+            (loss_t.item() as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+            "ce {rows}x{classes}"
+        );
         let dy = upload(&[1], &[1.3]);
-        let g = loss::cross_entropy_backward(&tx, &tl, &saved, &dy).unwrap().to_vec();
+        let g = loss::cross_entropy_backward(&tx, &tl, &saved, &dy)
+            .unwrap()
+            .to_vec();
         let sm = cpu::softmax(&x, classes);
         let want: Vec<f32> = sm
             .iter()
             .enumerate()
-            .map(|(i, &s)| 1.3 * (s - (lu[i / classes] as usize == i % classes) as i32 as f32) / rows as f32)
+            .map(|(i, &s)| {
+                1.3 * (s - (lu[i / classes] as usize == i % classes) as i32 as f32) / rows as f32
+            })
             .collect();
         assert_close("ce backward", &g, &want, 1e-7, 1e-4);
     }
@@ -331,9 +530,28 @@ fn cross_entropy_matches_cpu() {
 fn adamw_and_ema_match_cpu() {
     let mut r = rng(13);
     let n = 1001;
-    let (p, g, m, v) = (random(&mut r, n), random(&mut r, n), random(&mut r, n), random(&mut r, n).iter().map(|x| x.abs()).collect::<Vec<_>>());
-    let (tp, tg, tm, tv) = (upload(&[n], &p), upload(&[n], &g), upload(&[n], &m), upload(&[n], &v));
-    let h = engine::optim::AdamW { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+    let (p, g, m, v) = (
+        random(&mut r, n),
+        random(&mut r, n),
+        random(&mut r, n),
+        random(&mut r, n)
+            .iter()
+            .map(|x| x.abs())
+            .collect::<Vec<_>>(),
+    );
+    let (tp, tg, tm, tv) = (
+        upload(&[n], &p),
+        upload(&[n], &g),
+        upload(&[n], &m),
+        upload(&[n], &v),
+    );
+    let h = engine::optim::AdamW {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.05,
+    };
     engine::optim::adamw_update(&h, 3, &tp, &tg, &tm, &tv).unwrap();
     let (wp, wm, wv) = cpu::adamw(&p, &g, &m, &v, 3, 1e-2, 0.9, 0.999, 1e-8, 0.05);
     assert_close("adamw param", &tp.to_vec(), &wp, 1e-6, 1e-5);
@@ -342,12 +560,22 @@ fn adamw_and_ema_match_cpu() {
     let target = random(&mut r, n);
     let tt = upload(&[n], &target);
     engine::optim::ema_update(&tt, &tp, 0.996).unwrap();
-    assert_close("ema", &tt.to_vec(), &cpu::ema(&target, &wp, 0.996), 1e-7, 1e-6);
+    assert_close(
+        "ema",
+        &tt.to_vec(),
+        &cpu::ema(&target, &wp, 0.996),
+        1e-7,
+        1e-6,
+    );
 }
 
 #[test]
 fn fill_and_zeros() {
     let t = Tensor::full(&device(), &[3, 65], 2.5).unwrap();
     assert!(t.to_vec().iter().all(|&v| v == 2.5));
-    assert!(Tensor::zeros(&device(), &[1000]).unwrap().to_vec().iter().all(|&v| v == 0.0));
+    assert!(Tensor::zeros(&device(), &[1000])
+        .unwrap()
+        .to_vec()
+        .iter()
+        .all(|&v| v == 0.0));
 }

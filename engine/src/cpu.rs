@@ -112,13 +112,22 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], cols: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(y.len());
     for (yr, gr) in y.chunks(cols).zip(dy.chunks(cols)) {
         let d: f64 = yr.iter().zip(gr).map(|(&a, &b)| a as f64 * b as f64).sum();
-        out.extend(yr.iter().zip(gr).map(|(&a, &b)| (a as f64 * (b as f64 - d)) as f32));
+        out.extend(
+            yr.iter()
+                .zip(gr)
+                .map(|(&a, &b)| (a as f64 * (b as f64 - d)) as f32),
+        );
     }
     out
 }
 
 /// LayerNorm of each row; returns y and (mean, rstd) per row.
-pub fn layernorm(x: &[f32], cols: usize, affine: Option<(&[f32], &[f32])>, eps: f64) -> (Vec<f32>, Vec<(f64, f64)>) {
+pub fn layernorm(
+    x: &[f32],
+    cols: usize,
+    affine: Option<(&[f32], &[f32])>,
+    eps: f64,
+) -> (Vec<f32>, Vec<(f64, f64)>) {
     let mut y = Vec::with_capacity(x.len());
     let mut stats = Vec::new();
     for row in x.chunks(cols) {
@@ -151,7 +160,9 @@ pub fn layernorm_backward(
     let mut dbeta = vec![0.0f64; cols];
     for ((row, g), (mean, rstd)) in x.chunks(cols).zip(dy.chunks(cols)).zip(stats) {
         let xhat: Vec<f64> = row.iter().map(|&v| (v as f64 - mean) * rstd).collect();
-        let gh: Vec<f64> = (0..cols).map(|c| g[c] as f64 * gamma.map_or(1.0, |w| w[c] as f64)).collect();
+        let gh: Vec<f64> = (0..cols)
+            .map(|c| g[c] as f64 * gamma.map_or(1.0, |w| w[c] as f64))
+            .collect();
         let mg = gh.iter().sum::<f64>() / cols as f64;
         let mgx = gh.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / cols as f64;
         for c in 0..cols {
@@ -212,7 +223,14 @@ pub fn gather_rows(x: &[f32], b: usize, n: usize, d: usize, idx: &[u32], k: usiz
 }
 
 /// Scatter-add backward of [`gather_rows`].
-pub fn gather_rows_backward(dy: &[f32], b: usize, n: usize, d: usize, idx: &[u32], k: usize) -> Vec<f32> {
+pub fn gather_rows_backward(
+    dy: &[f32],
+    b: usize,
+    n: usize,
+    d: usize,
+    idx: &[u32],
+    k: usize,
+) -> Vec<f32> {
     let mut dx = vec![0.0f64; b * n * d];
     for (row, &i) in idx.iter().enumerate() {
         let dst = ((row / k) % b * n + i as usize) * d;
@@ -229,14 +247,22 @@ pub fn smooth_l1(pred: &[f32], target: &[f32], beta: f64) -> f64 {
         .zip(target)
         .map(|(&p, &t)| {
             let d = (p as f64 - t as f64).abs();
-            if d < beta { 0.5 * d * d / beta } else { d - 0.5 * beta }
+            if d < beta {
+                0.5 * d * d / beta
+            } else {
+                d - 0.5 * beta
+            }
         })
         .sum();
     total / pred.len() as f64
 }
 
 pub fn mse(pred: &[f32], target: &[f32]) -> f64 {
-    pred.iter().zip(target).map(|(&p, &t)| (p as f64 - t as f64).powi(2)).sum::<f64>() / pred.len() as f64
+    pred.iter()
+        .zip(target)
+        .map(|(&p, &t)| (p as f64 - t as f64).powi(2))
+        .sum::<f64>()
+        / pred.len() as f64
 }
 
 /// Mean cross-entropy of logits [rows, classes] against labels.

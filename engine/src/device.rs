@@ -7,6 +7,7 @@
 //! read-write ones.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
@@ -62,6 +63,7 @@ struct Pending {
 #[derive(Default)]
 struct BufferPool {
     free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    created: AtomicU64,
 }
 
 /// A storage buffer on loan from the pool; it goes back when dropped.
@@ -193,9 +195,15 @@ impl Device {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| Error::Device(format!("could not create a device on {}: {e}", adapter_info.name)))?;
+        .map_err(|e| {
+            Error::Device(format!(
+                "could not create a device on {}: {e}",
+                adapter_info.name
+            ))
+        })?;
 
-        let param_stride = (limits.min_uniform_buffer_offset_alignment as usize).max(PARAM_WORDS * 4);
+        let param_stride =
+            (limits.min_uniform_buffer_offset_alignment as usize).max(PARAM_WORDS * 4);
         let params_arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kernel params"),
             size: (param_stride * MAX_DISPATCHES_PER_SUBMIT) as u64,
@@ -208,16 +216,17 @@ impl Device {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let subgroup_size = features
-            .contains(wgpu::Features::SUBGROUP)
-            .then_some((adapter_info.subgroup_min_size, adapter_info.subgroup_max_size));
+        let subgroup_size = features.contains(wgpu::Features::SUBGROUP).then_some((
+            adapter_info.subgroup_min_size,
+            adapter_info.subgroup_max_size,
+        ));
         let info = DeviceInfo {
             name: adapter_info.name.clone(),
             backend: format!("{:?}", adapter_info.backend),
             device_type: format!("{:?}", adapter_info.device_type),
             driver: adapter_info.driver.clone(),
             driver_info: adapter_info.driver_info.clone(),
-            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             workgroup_storage: limits.max_compute_workgroup_storage_size,
             invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -252,6 +261,11 @@ impl Device {
         &self.dummy
     }
 
+    /// How many storage buffers the pool has created so far (not reused).
+    pub fn buffers_created(&self) -> u64 {
+        self.pool.created.load(Ordering::Relaxed)
+    }
+
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == "Cpu"
     }
@@ -268,8 +282,15 @@ impl Device {
             return Err(Error::TooLarge { bytes, limit });
         }
         let class = size_class(bytes);
-        let reused = self.pool.free.lock().unwrap().get_mut(&class).and_then(|v| v.pop());
+        let reused = self
+            .pool
+            .free
+            .lock()
+            .unwrap()
+            .get_mut(&class)
+            .and_then(|v| v.pop());
         let buffer = reused.unwrap_or_else(|| {
+            self.pool.created.fetch_add(1, Ordering::Relaxed);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size: class,
@@ -353,7 +374,8 @@ impl Device {
     fn submit(&self, pending: &mut Pending) {
         if let Some(encoder) = pending.encoder.take() {
             if !pending.params.is_empty() {
-                self.queue.write_buffer(&self.params_arena, 0, &pending.params);
+                self.queue
+                    .write_buffer(&self.params_arena, 0, &pending.params);
             }
             self.queue.submit([encoder.finish()]);
         }
@@ -366,10 +388,11 @@ impl Device {
         modules
             .entry(def.file)
             .or_insert_with(|| {
-                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(def.file),
-                    source: wgpu::ShaderSource::Wgsl(def.source.into()),
-                })
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(def.file),
+                        source: wgpu::ShaderSource::Wgsl(def.source.into()),
+                    })
             })
             .clone()
     }
@@ -448,15 +471,26 @@ impl Device {
         buffers: &[&wgpu::Buffer],
         grid: [u32; 3],
     ) {
-        assert_eq!(buffers.len(), def.reads + def.writes, "{}: binding count", def.entry);
-        assert!(params.len() <= PARAM_WORDS, "{}: too many params", def.entry);
+        assert_eq!(
+            buffers.len(),
+            def.reads + def.writes,
+            "{}: binding count",
+            def.entry
+        );
+        assert!(
+            params.len() <= PARAM_WORDS,
+            "{}: too many params",
+            def.entry
+        );
         if grid.contains(&0) {
             return;
         }
         let kernel = self.kernel(def, constants);
         let mut pending = self.pending.lock().unwrap();
         let offset = pending.params.len();
-        pending.params.extend_from_slice(bytemuck::cast_slice(params));
+        pending
+            .params
+            .extend_from_slice(bytemuck::cast_slice(params));
         pending.params.resize(offset + self.param_stride, 0);
 
         let mut entries = vec![wgpu::BindGroupEntry {

@@ -12,7 +12,9 @@ pub enum Error {
     #[error("{op}: {detail}")]
     Shape { op: &'static str, detail: String },
     /// An index is outside the dimension it indexes.
-    #[error("{op}: index {index} at position {position} is out of range for a dimension of size {size}")]
+    #[error(
+        "{op}: index {index} at position {position} is out of range for a dimension of size {size}"
+    )]
     Index {
         op: &'static str,
         index: i64,
@@ -20,7 +22,9 @@ pub enum Error {
         size: usize,
     },
     /// A tensor is larger than the adapter can bind.
-    #[error("a tensor of {bytes} bytes exceeds the adapter's max storage binding size of {limit} bytes")]
+    #[error(
+        "a tensor of {bytes} bytes exceeds the adapter's max storage binding size of {limit} bytes"
+    )]
     TooLarge { bytes: u64, limit: u64 },
     /// Autodiff misuse (backward of a non-scalar, missing gradient, ...).
     #[error("autodiff: {0}")]

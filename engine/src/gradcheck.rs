@@ -41,7 +41,12 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions { h: 1e-2, atol: 2e-3, rtol: 2e-2, max_entries: 24 }
+        GradcheckOptions {
+            h: 1e-2,
+            atol: 2e-3,
+            rtol: 2e-2,
+            max_entries: 24,
+        }
     }
 }
 
@@ -96,7 +101,11 @@ pub fn gradcheck(
             report.checked += 1;
             if ratio > report.worst_ratio || !ratio.is_finite() {
                 report = GradcheckReport {
-                    worst_ratio: if ratio.is_finite() { ratio } else { f64::INFINITY },
+                    worst_ratio: if ratio.is_finite() {
+                        ratio
+                    } else {
+                        f64::INFINITY
+                    },
                     worst_input: which,
                     worst_index: i,
                     analytic: a,

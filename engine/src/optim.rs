@@ -27,7 +27,13 @@ pub struct AdamW {
 
 impl Default for AdamW {
     fn default() -> Self {
-        AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamW {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -41,7 +47,14 @@ fn check_same(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 
 /// One AdamW step (`step` counts from 1) on `param` with moments `exp_avg`,
 /// `exp_avg_sq`, all updated in place.
-pub fn adamw_update(h: &AdamW, step: u32, param: &Tensor, grad: &Tensor, exp_avg: &Tensor, exp_avg_sq: &Tensor) -> Result<()> {
+pub fn adamw_update(
+    h: &AdamW,
+    step: u32,
+    param: &Tensor,
+    grad: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+) -> Result<()> {
     check_same("adamw", &[param, grad, exp_avg, exp_avg_sq])?;
     let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
@@ -61,7 +74,12 @@ pub fn adamw_update(h: &AdamW, step: u32, param: &Tensor, grad: &Tensor, exp_avg
         &kernel("adamw", 3),
         &[],
         &words,
-        &[grad.buffer(), param.buffer(), exp_avg.buffer(), exp_avg_sq.buffer()],
+        &[
+            grad.buffer(),
+            param.buffer(),
+            exp_avg.buffer(),
+            exp_avg_sq.buffer(),
+        ],
         dev.grid_1d(n.div_ceil(256)),
     );
     Ok(())

@@ -81,7 +81,7 @@ pub fn len() -> usize {
 }
 
 /// Gradients of the leaves (tensors made with `requires_grad`) after [`backward`].
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Gradients {
     grads: HashMap<TensorId, Tensor>,
 }

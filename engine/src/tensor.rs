@@ -62,7 +62,11 @@ impl Tensor {
         if numel(shape) != data.len() {
             return shape_err(
                 "from_slice",
-                format!("shape {shape:?} holds {} values, data has {}", numel(shape), data.len()),
+                format!(
+                    "shape {shape:?} holds {} values, data has {}",
+                    numel(shape),
+                    data.len()
+                ),
             );
         }
         let t = Self::empty(device, shape)?;
@@ -83,13 +87,20 @@ impl Tensor {
 
     /// Read the values back to the host (submits pending work and waits).
     pub fn to_vec(&self) -> Vec<f32> {
-        let bytes = self.device().download(self.buffer(), (self.numel() * 4) as u64);
+        let bytes = self
+            .device()
+            .download(self.buffer(), (self.numel() * 4) as u64);
         bytemuck::cast_slice(&bytes).to_vec()
     }
 
     /// The single value of a one-element tensor.
     pub fn item(&self) -> f32 {
-        assert_eq!(self.numel(), 1, "item() of a tensor of shape {:?}", self.shape());
+        assert_eq!(
+            self.numel(),
+            1,
+            "item() of a tensor of shape {:?}",
+            self.shape()
+        );
         self.to_vec()[0]
     }
 
@@ -177,7 +188,11 @@ impl Indices {
         if numel(shape) != values.len() {
             return shape_err(
                 "indices",
-                format!("shape {shape:?} holds {} values, got {}", numel(shape), values.len()),
+                format!(
+                    "shape {shape:?} holds {} values, got {}",
+                    numel(shape),
+                    values.len()
+                ),
             );
         }
         let mut host = Vec::with_capacity(values.len());
@@ -195,7 +210,11 @@ impl Indices {
         Self::from_u32(device, shape, host)
     }
 
-    pub(crate) fn from_u32(device: &Arc<Device>, shape: &[usize], host: Vec<u32>) -> Result<Indices> {
+    pub(crate) fn from_u32(
+        device: &Arc<Device>,
+        shape: &[usize],
+        host: Vec<u32>,
+    ) -> Result<Indices> {
         let buffer = device.alloc((host.len() * 4) as u64)?;
         device.upload(buffer.raw(), bytemuck::cast_slice(&host));
         Ok(Indices {

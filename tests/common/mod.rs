@@ -9,7 +9,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub fn device() -> Arc<Device> {
-    Device::shared().expect("a GPU adapter (on a CPU-only machine: apt-get install mesa-vulkan-drivers)")
+    Device::shared()
+        .expect("a GPU adapter (on a CPU-only machine: apt-get install mesa-vulkan-drivers)")
 }
 
 pub fn rng(seed: u64) -> StdRng {
@@ -31,8 +32,15 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f32, rto
     let mut worst = (0.0f32, 0usize);
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let excess = (a - e).abs() / (atol + rtol * e.abs());
-        if !(excess <= worst.0) {
-            worst = (if excess.is_nan() { f32::INFINITY } else { excess }, i);
+        let excess = if a == e {
+            0.0
+        } else if excess.is_nan() {
+            f32::INFINITY
+        } else {
+            excess
+        };
+        if excess > worst.0 {
+            worst = (excess, i);
         }
     }
     let i = worst.1;

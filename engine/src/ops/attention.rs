@@ -12,7 +12,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) -> Resul
     if s.len() != 3 || k.shape() != s || v.shape() != s {
         return shape_err(
             "attention",
-            format!("q {:?}, k {:?}, v {:?} must share one shape [batch*heads, tokens, head_dim]", s, k.shape(), v.shape()),
+            format!(
+                "q {:?}, k {:?}, v {:?} must share one shape [batch*heads, tokens, head_dim]",
+                s,
+                k.shape(),
+                v.shape()
+            ),
         );
     }
     let scores = scale(&matmul(q, k, Transpose::B, None)?, scale_factor)?;

@@ -74,7 +74,9 @@ fn check_broadcast(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     } else {
         shape_err(
             op,
-            format!("cannot broadcast b {sb:?} over a {sa:?} (b must be a trailing part of a's shape)"),
+            format!(
+                "cannot broadcast b {sb:?} over a {sa:?} (b must be a trailing part of a's shape)"
+            ),
         )
     }
 }
@@ -180,7 +182,10 @@ pub fn gelu_forward(x: &Tensor) -> Result<Tensor> {
 /// dx = dy * (Phi(x) + x * phi(x)).
 pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     if x.shape() != dy.shape() {
-        return shape_err("gelu_backward", format!("x {:?} vs dy {:?}", x.shape(), dy.shape()));
+        return shape_err(
+            "gelu_backward",
+            format!("x {:?} vs dy {:?}", x.shape(), dy.shape()),
+        );
     }
     let out = Tensor::empty(x.device(), x.shape())?;
     launch("gelu_backward", x, Some(dy), 0.0, &out);

@@ -42,28 +42,52 @@ pub fn layernorm_forward(
 ) -> Result<(Tensor, LayerNormSaved)> {
     let (rows, cols) = rows_cols(x);
     if x.shape().is_empty() || cols == 0 {
-        return shape_err("layernorm", format!("needs a non-empty last dim, got {:?}", x.shape()));
+        return shape_err(
+            "layernorm",
+            format!("needs a non-empty last dim, got {:?}", x.shape()),
+        );
     }
     if let Some((g, b)) = affine {
         if g.shape() != [cols] || b.shape() != [cols] {
             return shape_err(
                 "layernorm",
-                format!("weight {:?} and bias {:?} must be [{cols}] for x {:?}", g.shape(), b.shape(), x.shape()),
+                format!(
+                    "weight {:?} and bias {:?} must be [{cols}] for x {:?}",
+                    g.shape(),
+                    b.shape(),
+                    x.shape()
+                ),
             );
         }
     }
     let dev = x.device();
     let y = Tensor::empty(dev, x.shape())?;
     let stats = Tensor::empty(dev, &[rows, 2])?;
-    let (g, b) = affine.map_or((dev.dummy(), dev.dummy()), |(g, b)| (g.buffer(), b.buffer()));
+    let (g, b) = affine.map_or((dev.dummy(), dev.dummy()), |(g, b)| {
+        (g.buffer(), b.buffer())
+    });
     dev.dispatch(
         &kernel("layernorm_forward", 5, 2),
         &[("AFFINE", affine.is_some() as u32 as f64)],
         &[rows as u32, cols as u32, eps.to_bits()],
-        &[x.buffer(), g, b, dev.dummy(), dev.dummy(), y.buffer(), stats.buffer()],
+        &[
+            x.buffer(),
+            g,
+            b,
+            dev.dummy(),
+            dev.dummy(),
+            y.buffer(),
+            stats.buffer(),
+        ],
         dev.grid_1d(rows as u32),
     );
-    Ok((y, LayerNormSaved { x: x.clone(), stats }))
+    Ok((
+        y,
+        LayerNormSaved {
+            x: x.clone(),
+            stats,
+        },
+    ))
 }
 
 /// Gradients (dx, dgamma, dbeta) given dy; the last two only with affine parameters.
@@ -81,7 +105,14 @@ pub fn layernorm_backward(
         &kernel("layernorm_backward", 5, 1),
         &[("AFFINE", gamma.is_some() as u32 as f64)],
         &params,
-        &[x.buffer(), gamma.map_or(dev.dummy(), |g| g.buffer()), dev.dummy(), saved.stats.buffer(), dy.buffer(), dx.buffer()],
+        &[
+            x.buffer(),
+            gamma.map_or(dev.dummy(), |g| g.buffer()),
+            dev.dummy(),
+            saved.stats.buffer(),
+            dy.buffer(),
+            dx.buffer(),
+        ],
         dev.grid_1d(rows as u32),
     );
     let param_grads = match gamma {
@@ -93,7 +124,14 @@ pub fn layernorm_backward(
                 &kernel("layernorm_param_grads", 5, 1),
                 &[],
                 &params,
-                &[x.buffer(), dev.dummy(), dev.dummy(), saved.stats.buffer(), dy.buffer(), partial.buffer()],
+                &[
+                    x.buffer(),
+                    dev.dummy(),
+                    dev.dummy(),
+                    saved.stats.buffer(),
+                    dy.buffer(),
+                    partial.buffer(),
+                ],
                 [cols.div_ceil(64) as u32, chunks as u32, 1],
             );
             let both = sum_leading_forward(&partial, 2 * cols)?.view(&[2, cols])?;

@@ -30,7 +30,9 @@ const MAX_RANK: usize = 6;
 pub fn reshape(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let y = x.view(shape)?;
     let in_shape = x.shape().to_vec();
-    record("reshape", &[x], &y, move |dy, _| Ok(vec![Some(dy.view(&in_shape)?)]));
+    record("reshape", &[x], &y, move |dy, _| {
+        Ok(vec![Some(dy.view(&in_shape)?)])
+    });
     Ok(y)
 }
 
@@ -39,8 +41,16 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let shape = x.shape();
     let rank = shape.len();
     let mut seen = [false; MAX_RANK];
-    if rank > MAX_RANK || perm.len() != rank || perm.iter().any(|&d| d >= rank || std::mem::replace(&mut seen[d], true)) {
-        return shape_err("permute", format!("{perm:?} is not a permutation of the dims of {shape:?} (rank <= {MAX_RANK})"));
+    if rank > MAX_RANK
+        || perm.len() != rank
+        || perm
+            .iter()
+            .any(|&d| d >= rank || std::mem::replace(&mut seen[d], true))
+    {
+        return shape_err(
+            "permute",
+            format!("{perm:?} is not a permutation of the dims of {shape:?} (rank <= {MAX_RANK})"),
+        );
     }
     let mut strides = vec![1usize; rank];
     for d in (0..rank.saturating_sub(1)).rev() {
@@ -53,14 +63,24 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     params[0] = x.numel() as u32;
     for i in 0..MAX_RANK {
         let j = (i + rank) as isize - MAX_RANK as isize;
-        let (size, stride) = if j < 0 { (1, 0) } else { (out_shape[j as usize], strides[perm[j as usize]]) };
+        let (size, stride) = if j < 0 {
+            (1, 0)
+        } else {
+            (out_shape[j as usize], strides[perm[j as usize]])
+        };
         params[4 + i] = size as u32;
         params[12 + i] = stride as u32;
     }
     let dev = x.device();
     let out = Tensor::empty(dev, &out_shape)?;
     let n = x.numel() as u32;
-    dev.dispatch(&PERMUTE, &[], &params, &[x.buffer(), out.buffer()], dev.grid_1d(n.div_ceil(256)));
+    dev.dispatch(
+        &PERMUTE,
+        &[],
+        &params,
+        &[x.buffer(), out.buffer()],
+        dev.grid_1d(n.div_ceil(256)),
+    );
     Ok(out)
 }
 
@@ -71,7 +91,9 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     for (i, &d) in perm.iter().enumerate() {
         inverse[d] = i;
     }
-    record("permute", &[x], &y, move |dy, _| Ok(vec![Some(permute_forward(dy, &inverse)?)]));
+    record("permute", &[x], &y, move |dy, _| {
+        Ok(vec![Some(permute_forward(dy, &inverse)?)])
+    });
     Ok(y)
 }
 
@@ -80,7 +102,7 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
 /// [D, C, p, p], so Conv2d(stride = kernel = p) is `linear(patchify(x), w.view(D, C*p*p))`.
 pub fn patchify(images: &Tensor, patch: usize) -> Result<Tensor> {
     let s = images.shape();
-    if s.len() != 4 || patch == 0 || s[2] % patch != 0 || s[3] % patch != 0 {
+    if s.len() != 4 || patch == 0 || !s[2].is_multiple_of(patch) || !s[3].is_multiple_of(patch) {
         return shape_err("patchify", format!("images {s:?} must be [B, C, H, W] with H and W divisible by the patch size {patch}"));
     }
     let (b, c, gh, gw) = (s[0], s[1], s[2] / patch, s[3] / patch);
@@ -91,7 +113,14 @@ pub fn patchify(images: &Tensor, patch: usize) -> Result<Tensor> {
 
 /// Copy rows [src_start, src_start + len) of `src` along `axis` into rows
 /// [dst_start, ..) of `dst` (both viewed as [outer, rows, inner]).
-fn copy_block(src: &Tensor, src_start: usize, dst: &Tensor, dst_start: usize, len: usize, axis: usize) {
+fn copy_block(
+    src: &Tensor,
+    src_start: usize,
+    dst: &Tensor,
+    dst_start: usize,
+    len: usize,
+    axis: usize,
+) {
     let outer: usize = src.shape()[..axis].iter().product();
     let inner: usize = src.shape()[axis + 1..].iter().product();
     let n = (outer * len * inner) as u32;
@@ -116,7 +145,13 @@ fn copy_block(src: &Tensor, src_start: usize, dst: &Tensor, dst_start: usize, le
 pub fn narrow_forward(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
     let s = x.shape();
     if axis >= s.len() || start + len > s[axis] {
-        return shape_err("narrow", format!("rows {start}..{} of axis {axis} do not fit in {s:?}", start + len));
+        return shape_err(
+            "narrow",
+            format!(
+                "rows {start}..{} of axis {axis} do not fit in {s:?}",
+                start + len
+            ),
+        );
     }
     let mut out_shape = s.to_vec();
     out_shape[axis] = len;
@@ -148,8 +183,16 @@ pub fn concat(parts: &[&Tensor], axis: usize) -> Result<Tensor> {
     }
     for p in parts {
         let s = p.shape();
-        if s.len() != s0.len() || s.iter().zip(s0).enumerate().any(|(d, (a, b))| d != axis && a != b) {
-            return shape_err("concat", format!("{s:?} does not match {s0:?} outside axis {axis}"));
+        if s.len() != s0.len()
+            || s.iter()
+                .zip(s0)
+                .enumerate()
+                .any(|(d, (a, b))| d != axis && a != b)
+        {
+            return shape_err(
+                "concat",
+                format!("{s:?} does not match {s0:?} outside axis {axis}"),
+            );
         }
     }
     let sizes: Vec<usize> = parts.iter().map(|p| p.shape()[axis]).collect();
@@ -165,7 +208,11 @@ pub fn concat(parts: &[&Tensor], axis: usize) -> Result<Tensor> {
         let mut start = 0;
         let mut grads = Vec::new();
         for (&len, &need) in sizes.iter().zip(needs) {
-            grads.push(if need { Some(narrow_forward(dy, axis, start, len)?) } else { None });
+            grads.push(if need {
+                Some(narrow_forward(dy, axis, start, len)?)
+            } else {
+                None
+            });
             start += len;
         }
         Ok(grads)
@@ -186,7 +233,9 @@ pub fn repeat_batch(x: &Tensor, times: usize) -> Result<Tensor> {
     let y = flat.view(&out_shape)?;
     let shape = s.to_vec();
     record("repeat_batch", &[x], &y, move |dy, _| {
-        Ok(vec![Some(sum_leading_forward(dy, numel(&shape))?.view(&shape)?)])
+        Ok(vec![Some(
+            sum_leading_forward(dy, numel(&shape))?.view(&shape)?,
+        )])
     });
     Ok(y)
 }

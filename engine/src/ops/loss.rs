@@ -32,7 +32,9 @@ const fn classification(entry: &'static str) -> KernelDef {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Regression {
     /// Smooth-L1 (Huber with slope 1) with threshold beta; I-JEPA uses beta = 1.
-    SmoothL1 { beta: f32 },
+    SmoothL1 {
+        beta: f32,
+    },
     Mse,
 }
 
@@ -45,7 +47,13 @@ impl Regression {
     }
 }
 
-fn regression_launch(entry: &'static str, beta: f32, pred: &Tensor, target: &Tensor, dy: Option<&Tensor>) -> Result<Tensor> {
+fn regression_launch(
+    entry: &'static str,
+    beta: f32,
+    pred: &Tensor,
+    target: &Tensor,
+    dy: Option<&Tensor>,
+) -> Result<Tensor> {
     let dev = pred.device();
     let n = pred.numel() as u32;
     let out = Tensor::empty(dev, pred.shape())?;
@@ -54,7 +62,12 @@ fn regression_launch(entry: &'static str, beta: f32, pred: &Tensor, target: &Ten
         &regression(entry),
         &[],
         &[n, beta.to_bits(), s.to_bits()],
-        &[pred.buffer(), target.buffer(), dy.map_or(dev.dummy(), |d| d.buffer()), out.buffer()],
+        &[
+            pred.buffer(),
+            target.buffer(),
+            dy.map_or(dev.dummy(), |d| d.buffer()),
+            out.buffer(),
+        ],
         dev.grid_1d(n.div_ceil(256)),
     );
     Ok(out)
@@ -63,15 +76,30 @@ fn regression_launch(entry: &'static str, beta: f32, pred: &Tensor, target: &Ten
 /// mean(l(pred - target)) : [1].
 pub fn regression_loss_forward(kind: Regression, pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     if pred.shape() != target.shape() || pred.numel() == 0 {
-        return shape_err("loss", format!("prediction {:?} and target {:?} must have one non-empty shape", pred.shape(), target.shape()));
+        return shape_err(
+            "loss",
+            format!(
+                "prediction {:?} and target {:?} must have one non-empty shape",
+                pred.shape(),
+                target.shape()
+            ),
+        );
     }
     let (fwd, _, beta) = kind.entries();
     let per_element = regression_launch(fwd, beta, pred, target, None)?;
-    scale_forward(&sum_leading_forward(&per_element, 1)?, 1.0 / pred.numel() as f32)
+    scale_forward(
+        &sum_leading_forward(&per_element, 1)?,
+        1.0 / pred.numel() as f32,
+    )
 }
 
 /// d loss / d pred given the loss's gradient dy [1]; d loss / d target is its negation.
-pub fn regression_loss_backward(kind: Regression, pred: &Tensor, target: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn regression_loss_backward(
+    kind: Regression,
+    pred: &Tensor,
+    target: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
     let (_, bwd, beta) = kind.entries();
     regression_launch(bwd, beta, pred, target, Some(dy))
 }
@@ -81,7 +109,11 @@ pub fn regression_loss(kind: Regression, pred: &Tensor, target: &Tensor) -> Resu
     let (p, t) = (pred.clone(), target.clone());
     record("loss", &[pred, target], &y, move |dy, needs| {
         let dp = regression_loss_backward(kind, &p, &t, dy)?;
-        let dt = if needs[1] { Some(scale_forward(&dp, -1.0)?) } else { None };
+        let dt = if needs[1] {
+            Some(scale_forward(&dp, -1.0)?)
+        } else {
+            None
+        };
         Ok(vec![Some(dp), dt])
     });
     Ok(y)
@@ -101,7 +133,13 @@ pub fn mse_loss(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
 pub fn cross_entropy_forward(logits: &Tensor, labels: &Indices) -> Result<(Tensor, Tensor)> {
     let s = logits.shape();
     if s.len() != 2 || labels.shape() != [s[0]] || s[1] == 0 {
-        return shape_err("cross_entropy", format!("logits {s:?} must be [rows, classes] and labels {:?} [rows]", labels.shape()));
+        return shape_err(
+            "cross_entropy",
+            format!(
+                "logits {s:?} must be [rows, classes] and labels {:?} [rows]",
+                labels.shape()
+            ),
+        );
     }
     labels.check_below("cross_entropy", s[1])?;
     let (rows, classes) = (s[0], s[1]);
@@ -111,7 +149,13 @@ pub fn cross_entropy_forward(logits: &Tensor, labels: &Indices) -> Result<(Tenso
         &classification("cross_entropy_forward"),
         &[],
         &[rows as u32, classes as u32, 0],
-        &[logits.buffer(), labels.buffer(), dev.dummy(), dev.dummy(), saved.buffer()],
+        &[
+            logits.buffer(),
+            labels.buffer(),
+            dev.dummy(),
+            dev.dummy(),
+            saved.buffer(),
+        ],
         dev.grid_1d((rows as u32).div_ceil(256)),
     );
     let row_losses = crate::ops::layout::narrow_forward(&saved, 0, 0, 1)?;
@@ -120,7 +164,12 @@ pub fn cross_entropy_forward(logits: &Tensor, labels: &Indices) -> Result<(Tenso
 }
 
 /// d loss / d logits = dy * (softmax(logits) - onehot(labels)) / rows.
-pub fn cross_entropy_backward(logits: &Tensor, labels: &Indices, saved: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn cross_entropy_backward(
+    logits: &Tensor,
+    labels: &Indices,
+    saved: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
     let (rows, classes) = (logits.shape()[0], logits.shape()[1]);
     let dev = logits.device();
     let out = Tensor::empty(dev, logits.shape())?;
@@ -129,7 +178,13 @@ pub fn cross_entropy_backward(logits: &Tensor, labels: &Indices, saved: &Tensor,
         &classification("cross_entropy_backward"),
         &[],
         &[rows as u32, classes as u32, (1.0 / rows as f32).to_bits()],
-        &[logits.buffer(), labels.buffer(), saved.buffer(), dy.buffer(), out.buffer()],
+        &[
+            logits.buffer(),
+            labels.buffer(),
+            saved.buffer(),
+            dy.buffer(),
+            out.buffer(),
+        ],
         dev.grid_1d(n.div_ceil(256)),
     );
     Ok(out)

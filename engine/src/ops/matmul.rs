@@ -44,14 +44,31 @@ struct Dims {
 fn dims(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<Dims> {
     let (sa, sb) = (a.shape(), b.shape());
     if sa.len() < 2 || sb.len() < 2 {
-        return shape_err("matmul", format!("operands must be at least 2-D, got a {sa:?}, b {sb:?}"));
+        return shape_err(
+            "matmul",
+            format!("operands must be at least 2-D, got a {sa:?}, b {sb:?}"),
+        );
     }
     let lead = &sa[..sa.len() - 2];
-    let (m, ka) = if t.a { (sa[sa.len() - 1], sa[sa.len() - 2]) } else { (sa[sa.len() - 2], sa[sa.len() - 1]) };
-    let (kb, n) = if t.b { (sb[sb.len() - 1], sb[sb.len() - 2]) } else { (sb[sb.len() - 2], sb[sb.len() - 1]) };
+    let (m, ka) = if t.a {
+        (sa[sa.len() - 1], sa[sa.len() - 2])
+    } else {
+        (sa[sa.len() - 2], sa[sa.len() - 1])
+    };
+    let (kb, n) = if t.b {
+        (sb[sb.len() - 1], sb[sb.len() - 2])
+    } else {
+        (sb[sb.len() - 2], sb[sb.len() - 1])
+    };
     let b_shared = sb.len() == 2;
     if !b_shared && sb[..sb.len() - 2] != *lead {
         return shape_err("matmul", format!("batch dims differ: a {sa:?}, b {sb:?}"));
+    }
+    if b_shared && t.a && !lead.is_empty() {
+        return shape_err(
+            "matmul",
+            format!("a shared 2-D b {sb:?} needs an untransposed a, got a {sa:?} with trans_a"),
+        );
     }
     if ka != kb {
         return shape_err(
@@ -61,16 +78,31 @@ fn dims(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<D
     }
     if let Some(bias) = bias {
         if bias.shape() != [n] {
-            return shape_err("matmul", format!("bias {:?} does not match N={n}", bias.shape()));
+            return shape_err(
+                "matmul",
+                format!("bias {:?} does not match N={n}", bias.shape()),
+            );
         }
     }
     let mut out_shape = lead.to_vec();
     out_shape.extend([m, n]);
-    Ok(Dims { batch: lead.iter().product(), m, k: ka, n, b_shared, out_shape })
+    Ok(Dims {
+        batch: lead.iter().product(),
+        m,
+        k: ka,
+        n,
+        b_shared,
+        out_shape,
+    })
 }
 
 /// out = op(a) @ op(b) (+ bias).
-pub fn matmul_forward(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<Tensor> {
+pub fn matmul_forward(
+    a: &Tensor,
+    b: &Tensor,
+    t: Transpose,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     let d = dims(a, b, t, bias)?;
     let dev = a.device();
     let out = Tensor::empty(dev, &d.out_shape)?;
@@ -87,9 +119,24 @@ pub fn matmul_forward(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor
     dev.dispatch(
         &KERNEL,
         &constants,
-        &[d.m as u32, d.n as u32, d.k as u32, (d.m * d.k) as u32, b_stride as u32],
-        &[a.buffer(), b.buffer(), bias.map_or(dev.dummy(), |x| x.buffer()), out.buffer()],
-        [d.n.div_ceil(64) as u32, d.m.div_ceil(64) as u32, d.batch as u32],
+        &[
+            d.m as u32,
+            d.n as u32,
+            d.k as u32,
+            (d.m * d.k) as u32,
+            b_stride as u32,
+        ],
+        &[
+            a.buffer(),
+            b.buffer(),
+            bias.map_or(dev.dummy(), |x| x.buffer()),
+            out.buffer(),
+        ],
+        [
+            d.n.div_ceil(64) as u32,
+            d.m.div_ceil(64) as u32,
+            d.batch as u32,
+        ],
     );
     Ok(out)
 }
@@ -120,7 +167,11 @@ pub fn matmul_backward(
             matmul_forward(a, dc, Transpose { a: !t.a, b: false }, None)?
         };
         // A b shared by every batch receives the sum of the per-batch gradients.
-        Some(if d.b_shared { sum_to_shape(&per_batch, b.shape())? } else { per_batch })
+        Some(if d.b_shared {
+            sum_to_shape(&per_batch, b.shape())?
+        } else {
+            per_batch
+        })
     } else {
         None
     };

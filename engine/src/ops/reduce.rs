@@ -22,8 +22,11 @@ const SUM_ALL_PER_GROUP: usize = 1024;
 
 /// x viewed as [rows, inner] summed over rows: out [inner].
 pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
-    if inner == 0 || x.numel() % inner != 0 {
-        return shape_err("sum_leading", format!("{:?} is not a multiple of {inner}", x.shape()));
+    if inner == 0 || !x.numel().is_multiple_of(inner) {
+        return shape_err(
+            "sum_leading",
+            format!("{:?} is not a multiple of {inner}", x.shape()),
+        );
     }
     let dev = x.device();
     let mut rows = x.numel() / inner;
@@ -76,7 +79,10 @@ pub fn sum_to_shape(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
 pub fn sum_leading(x: &Tensor, keep_dims: usize) -> Result<Tensor> {
     let rank = x.shape().len();
     if keep_dims > rank {
-        return shape_err("sum_leading", format!("cannot keep {keep_dims} dims of {:?}", x.shape()));
+        return shape_err(
+            "sum_leading",
+            format!("cannot keep {keep_dims} dims of {:?}", x.shape()),
+        );
     }
     let kept = x.shape()[rank - keep_dims..].to_vec();
     let y = sum_leading_forward(x, numel(&kept))?.view(&kept)?;

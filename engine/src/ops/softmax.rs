@@ -25,7 +25,11 @@ fn launch(entry: &'static str, x: &Tensor, dy: Option<&Tensor>) -> Result<Tensor
         &kernel(entry),
         &[],
         &[rows as u32, cols as u32],
-        &[x.buffer(), dy.map_or(x.buffer(), |d| d.buffer()), out.buffer()],
+        &[
+            x.buffer(),
+            dy.map_or(x.buffer(), |d| d.buffer()),
+            out.buffer(),
+        ],
         dev.grid_1d(rows as u32),
     );
     Ok(out)
@@ -33,7 +37,10 @@ fn launch(entry: &'static str, x: &Tensor, dy: Option<&Tensor>) -> Result<Tensor
 
 pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
     if x.shape().is_empty() || x.last_dim() == 0 {
-        return shape_err("softmax", format!("needs a non-empty last dim, got {:?}", x.shape()));
+        return shape_err(
+            "softmax",
+            format!("needs a non-empty last dim, got {:?}", x.shape()),
+        );
     }
     launch("softmax_forward", x, None)
 }
@@ -41,7 +48,10 @@ pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
 /// dx = y * (dy - sum(dy * y)) over each row, from the forward's output y.
 pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     if y.shape() != dy.shape() {
-        return shape_err("softmax_backward", format!("y {:?} vs dy {:?}", y.shape(), dy.shape()));
+        return shape_err(
+            "softmax_backward",
+            format!("y {:?} vs dy {:?}", y.shape(), dy.shape()),
+        );
     }
     launch("softmax_backward", y, Some(dy))
 }
@@ -49,6 +59,8 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let y = softmax_forward(x)?;
     let y2 = y.detach();
-    record("softmax", &[x], &y, move |dy, _| Ok(vec![Some(softmax_backward(&y2, dy)?)]));
+    record("softmax", &[x], &y, move |dy, _| {
+        Ok(vec![Some(softmax_backward(&y2, dy)?)])
+    });
     Ok(y)
 }

@@ -1,0 +1,103 @@
+//! Bad shapes and indices are refused on the host, before any dispatch, with an error
+//! that names both shapes or the offending index.
+
+mod common;
+
+use common::{device, upload};
+use engine::ops::{self, Transpose};
+use engine::{Indices, Tensor};
+
+fn message<T: std::fmt::Debug>(r: engine::Result<T>) -> String {
+    r.expect_err("expected an error").to_string()
+}
+
+#[test]
+fn matmul_inner_dim_mismatch_names_both_shapes() {
+    let a = upload(&[2, 3], &[0.0; 6]);
+    let b = upload(&[4, 5], &[0.0; 20]);
+    let m = message(ops::matmul(&a, &b, Transpose::NONE, None));
+    assert!(m.contains("[2, 3]") && m.contains("[4, 5]"), "{m}");
+    let m = message(ops::matmul(
+        &upload(&[2, 2, 3], &[0.0; 12]),
+        &upload(&[3, 3, 4], &[0.0; 36]),
+        Transpose::NONE,
+        None,
+    ));
+    assert!(m.contains("[2, 2, 3]") && m.contains("[3, 3, 4]"), "{m}");
+    let m = message(ops::matmul(
+        &a,
+        &upload(&[3, 4], &[0.0; 12]),
+        Transpose::NONE,
+        Some(&upload(&[3], &[0.0; 3])),
+    ));
+    assert!(m.contains("bias [3]") && m.contains("N=4"), "{m}");
+}
+
+#[test]
+fn broadcast_mismatch_names_both_shapes() {
+    let m = message(ops::add(
+        &upload(&[2, 3], &[0.0; 6]),
+        &upload(&[2], &[0.0; 2]),
+    ));
+    assert!(m.contains("[2, 3]") && m.contains("[2]"), "{m}");
+}
+
+#[test]
+fn gather_index_out_of_range_names_the_index() {
+    let x = upload(&[1, 4, 2], &[0.0; 8]);
+    let idx = Indices::new(&device(), &[1, 3], &[0, 7, 1]).unwrap();
+    let m = message(ops::gather_rows(&x, &idx));
+    assert!(
+        m.contains("index 7") && m.contains("position 1") && m.contains("size 4"),
+        "{m}"
+    );
+    let m = message(Indices::new(&device(), &[2], &[0, -1]));
+    assert!(m.contains("index -1"), "{m}");
+}
+
+#[test]
+fn cross_entropy_label_out_of_range_names_the_label() {
+    let logits = upload(&[2, 3], &[0.0; 6]);
+    let labels = Indices::new(&device(), &[2], &[2, 3]).unwrap();
+    let m = message(ops::cross_entropy(&logits, &labels));
+    assert!(m.contains("index 3") && m.contains("size 3"), "{m}");
+}
+
+#[test]
+fn other_shape_errors_name_the_shapes() {
+    let x = upload(&[2, 3], &[0.0; 6]);
+    let m = message(ops::layernorm(
+        &x,
+        Some((&upload(&[2], &[0.0; 2]), &upload(&[3], &[0.0; 3]))),
+        1e-6,
+    ));
+    assert!(m.contains("[2]") && m.contains("[2, 3]"), "{m}");
+    let m = message(ops::concat(&[&x, &upload(&[3, 3], &[0.0; 9])], 1));
+    assert!(m.contains("[3, 3]") && m.contains("[2, 3]"), "{m}");
+    let m = message(ops::permute(&x, &[0, 0]));
+    assert!(m.contains("[0, 0]") && m.contains("[2, 3]"), "{m}");
+    let m = message(ops::reshape(&x, &[4]));
+    assert!(m.contains("[2, 3]") && m.contains("[4]"), "{m}");
+    let m = message(ops::patchify(&upload(&[1, 1, 5, 4], &[0.0; 20]), 2));
+    assert!(m.contains("[1, 1, 5, 4]") && m.contains('2'), "{m}");
+    let m = message(ops::smooth_l1_loss(&x, &upload(&[3, 2], &[0.0; 6]), 1.0));
+    assert!(m.contains("[2, 3]") && m.contains("[3, 2]"), "{m}");
+    let m = message(Tensor::from_slice(&device(), &[2, 2], &[0.0; 3]));
+    assert!(m.contains("[2, 2]") && m.contains('3'), "{m}");
+}
+
+#[test]
+fn backward_of_a_non_scalar_is_refused() {
+    let x = upload(&[2], &[1.0, 2.0]).requires_grad();
+    let y = ops::scale(&x, 2.0).unwrap();
+    let m = message(engine::backward(&y));
+    assert!(m.contains("[2]"), "{m}");
+}
+
+#[test]
+fn oversized_tensor_is_refused_before_allocation() {
+    let limit = device().info().max_storage_binding;
+    let elems = (limit / 4 + 1) as usize;
+    let m = message(Tensor::zeros(&device(), &[elems]));
+    assert!(m.contains("max storage binding"), "{m}");
+}
