@@ -1,5 +1,9 @@
 //! The `ijepa` command line.
 
+mod reference;
+
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -18,11 +22,25 @@ struct Cli {
 enum Command {
     /// Print the GPU adapter, its limits and optional features.
     Info,
+    /// Replay a golden I-JEPA step of the official PyTorch code and report the errors
+    /// per group; exit status 1 when any is out of tolerance.
+    CheckReference {
+        /// A golden-step safetensors file (format: shared/reference/README.md).
+        file: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Info => info(),
+        Command::CheckReference { file } => {
+            let report = reference::check_reference(&engine::Device::shared()?, &file)?;
+            reference::print(&report);
+            if !report.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -314,6 +314,16 @@ impl Device {
         self.queue.write_buffer(buffer, 0, data);
     }
 
+    /// Record a GPU-side copy of the first `bytes` bytes of `src` into `dst`.
+    pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap();
+        self.encoder(&mut pending)
+            .copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+    }
+
     /// Copy `bytes` bytes of a buffer back to the host (submits and waits).
     pub(crate) fn download(&self, buffer: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
         if bytes == 0 {

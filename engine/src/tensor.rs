@@ -85,6 +85,42 @@ impl Tensor {
         Self::full(device, shape, 0.0)
     }
 
+    /// Overwrite the contents in place (same storage, so every handle sees the new
+    /// values); `data` must hold exactly `numel` values.
+    pub fn write(&self, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return shape_err(
+                "write",
+                format!(
+                    "tensor {:?} holds {} values, data has {}",
+                    self.shape(),
+                    self.numel(),
+                    data.len()
+                ),
+            );
+        }
+        self.device()
+            .upload(self.buffer(), bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Overwrite the contents in place with those of `src` (copied on the GPU).
+    pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return shape_err(
+                "copy_from",
+                format!(
+                    "source {:?} does not match destination {:?}",
+                    src.shape(),
+                    self.shape()
+                ),
+            );
+        }
+        self.device()
+            .copy(src.buffer(), self.buffer(), (self.numel() * 4) as u64);
+        Ok(())
+    }
+
     /// Read the values back to the host (submits pending work and waits).
     pub fn to_vec(&self) -> Vec<f32> {
         let bytes = self

@@ -1,1 +1,14 @@
-//! model
+//! The I-JEPA model on the ijepa engine: ViT encoder, predictor, target path, init as
+//! the official code, parameters named as its `state_dict()`, safetensors checkpoints.
+
+pub mod checkpoint;
+pub mod config;
+pub mod ijepa;
+pub mod layers;
+pub mod masks;
+pub mod pos_embed;
+pub mod vit;
+
+pub use config::{IjepaConfig, PredictorConfig, VitConfig};
+pub use ijepa::{IJepa, StepOutputs};
+pub use masks::Masks;

@@ -1,1 +1,3 @@
-//! train
+//! I-JEPA training on the ijepa engine and model.
+
+pub mod optim;

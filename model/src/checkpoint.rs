@@ -1,0 +1,190 @@
+//! safetensors save and load of named parameters, names as the official `state_dict()`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use engine::Tensor;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+/// Write tensors (name, host data, shape) and string metadata to `path` atomically:
+/// a temporary file in the same directory, then a rename, so a crash never leaves a
+/// half-written file where a good one was.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<f32>, Vec<usize>)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, data, shape)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .context("tensor view")?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata)).context("serialising safetensors")?;
+    write_atomically(path, &bytes)
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot move {} to {}", tmp.display(), path.display())
+    })
+}
+
+/// Save named GPU tensors (read back to the host).
+pub fn save(
+    path: &Path,
+    params: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let host: Vec<(String, Vec<f32>, Vec<usize>)> = params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_vec(), t.shape().to_vec()))
+        .collect();
+    write_safetensors(path, &host, metadata)
+}
+
+/// A safetensors file read into memory.
+pub struct SafetensorsFile {
+    path: String,
+    bytes: Vec<u8>,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: &Path) -> Result<SafetensorsFile> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+        Ok(SafetensorsFile {
+            path: path.display().to_string(),
+            bytes,
+        })
+    }
+
+    fn tensors(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("validated in open")
+    }
+
+    pub fn metadata(&self) -> HashMap<String, String> {
+        SafeTensors::read_metadata(&self.bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .unwrap_or_default()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tensors()
+            .names()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors().tensor(name).is_ok()
+    }
+
+    /// An f32 tensor's values and shape.
+    pub fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let st = self.tensors();
+        let t = st
+            .tensor(name)
+            .with_context(|| format!("{}: no tensor named `{name}`", self.path))?;
+        if t.dtype() != Dtype::F32 {
+            bail!("{}: `{name}` is {:?}, expected F32", self.path, t.dtype());
+        }
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((data, t.shape().to_vec()))
+    }
+
+    /// An integer tensor (I32 or I64) as i64 values and its shape.
+    pub fn ints(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>)> {
+        let st = self.tensors();
+        let t = st
+            .tensor(name)
+            .with_context(|| format!("{}: no tensor named `{name}`", self.path))?;
+        let data = match t.dtype() {
+            Dtype::I32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            Dtype::I64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            other => bail!(
+                "{}: `{name}` is {other:?}, expected an integer type",
+                self.path
+            ),
+        };
+        Ok((data, t.shape().to_vec()))
+    }
+
+    /// Write the file's tensors `prefix + name` into `params` (in place), refusing a
+    /// file whose names or shapes do not fit: the error lists what is missing,
+    /// unexpected or of the wrong shape.
+    pub fn load_into(&self, prefix: &str, params: &[(String, Tensor)]) -> Result<()> {
+        let mut problems = Vec::new();
+        let st = self.tensors();
+        for (name, t) in params {
+            let full = format!("{prefix}{name}");
+            match st.tensor(&full) {
+                Err(_) => problems.push(format!("missing `{full}` {:?}", t.shape())),
+                Ok(v) if v.shape() != t.shape() => problems.push(format!(
+                    "`{full}` is {:?} in the file but {:?} in the model",
+                    v.shape(),
+                    t.shape()
+                )),
+                Ok(v) if v.dtype() != Dtype::F32 => {
+                    problems.push(format!("`{full}` is {:?}, expected F32", v.dtype()))
+                }
+                Ok(_) => {}
+            }
+        }
+        let expected: std::collections::HashSet<String> =
+            params.iter().map(|(n, _)| format!("{prefix}{n}")).collect();
+        for name in st.names() {
+            if name.starts_with(prefix) && !expected.contains(name) {
+                problems.push(format!("unexpected `{name}`"));
+            }
+        }
+        if !problems.is_empty() {
+            bail!(
+                "{} does not fit the configured model ({} problem(s)): {}",
+                self.path,
+                problems.len(),
+                problems.join("; ")
+            );
+        }
+        for (name, t) in params {
+            let (data, _) = self.f32(&format!("{prefix}{name}"))?;
+            t.write(&data)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! The ViT building blocks, each with its parameters named as the official
+//! `state_dict()` and a forward pass built from engine ops (whose backward the tape
+//! records).
+//!
+//! Shapes: B batch, N tokens, D width, H heads, hd = D / H.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use engine::ops::{self, attention, layout};
+use engine::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+/// Named parameters in `state_dict()` order.
+pub type NamedParams = Vec<(String, Tensor)>;
+
+fn push(out: &mut NamedParams, prefix: &str, name: &str, t: &Tensor) {
+    out.push((format!("{prefix}{name}"), t.clone()));
+}
+
+/// Creates parameters: trainable ones are tape leaves, the others (target encoder)
+/// are plain tensors the tape never tracks.
+pub struct Init<'a> {
+    pub device: &'a Arc<Device>,
+    pub rng: &'a mut StdRng,
+    pub trainable: bool,
+}
+
+impl Init<'_> {
+    pub fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        let t = Tensor::from_slice(self.device, shape, data)?;
+        Ok(if self.trainable { t.requires_grad() } else { t })
+    }
+
+    /// Normal(0, std) truncated to [-2, 2] (absolute bounds, as the official
+    /// `trunc_normal_`), scaled by `rescale`.
+    pub fn trunc_normal(&mut self, shape: &[usize], std: f32, rescale: f32) -> Result<Tensor> {
+        let normal = Normal::new(0.0f32, std).expect("finite std");
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| loop {
+                let v = normal.sample(self.rng);
+                if (-2.0..=2.0).contains(&v) {
+                    break v * rescale;
+                }
+            })
+            .collect();
+        self.tensor(shape, &data)
+    }
+
+    pub fn full(&mut self, shape: &[usize], value: f32) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        self.tensor(shape, &vec![value; n])
+    }
+}
+
+pub const INIT_STD: f32 = 0.02;
+
+/// y = x W^T + b with a torch-layout weight [out, in].
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// trunc-normal(0.02) weight divided by `rescale`, zero bias.
+    pub fn new(
+        init: &mut Init,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+        rescale: f32,
+    ) -> Result<Linear> {
+        Ok(Linear {
+            weight: init.trunc_normal(&[outputs, inputs], INIT_STD, 1.0 / rescale)?,
+            bias: if bias {
+                Some(init.full(&[outputs], 0.0)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// x [.., in] -> [.., out].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::linear(x, &self.weight, self.bias.as_ref())?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut NamedParams) {
+        push(out, prefix, "weight", &self.weight);
+        if let Some(b) = &self.bias {
+            push(out, prefix, "bias", b);
+        }
+    }
+}
+
+/// LayerNorm over the last dim with weight (1) and bias (0).
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn new(init: &mut Init, dim: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: init.full(&[dim], 1.0)?,
+            bias: init.full(&[dim], 0.0)?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::layernorm(
+            x,
+            Some((&self.weight, &self.bias)),
+            self.eps,
+        )?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut NamedParams) {
+        push(out, prefix, "weight", &self.weight);
+        push(out, prefix, "bias", &self.bias);
+    }
+}
+
+/// fc2(gelu(fc1(x))): [.., D] -> [.., D] through a hidden width of ratio * D.
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&ops::gelu(&self.fc1.forward(x)?)?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut NamedParams) {
+        self.fc1.params(&format!("{prefix}fc1."), out);
+        self.fc2.params(&format!("{prefix}fc2."), out);
+    }
+}
+
+/// Multi-head self-attention with a fused qkv projection.
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub num_heads: usize,
+}
+
+impl Attention {
+    /// x [B, N, D] -> [B, N, D]: q, k, v split into heads, softmax(q k^T / sqrt(hd)) v,
+    /// heads merged, projected.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let (h, hd) = (self.num_heads, d / self.num_heads);
+        // [B, N, 3D] -> [B, N, 3, H, hd] -> [3, B, H, N, hd] -> [3, B*H, N, hd]
+        let qkv = ops::reshape(&self.qkv.forward(x)?, &[b, n, 3, h, hd])?;
+        let qkv = ops::reshape(&ops::permute(&qkv, &[2, 0, 3, 1, 4])?, &[3, b * h, n, hd])?;
+        let part = |i| -> Result<Tensor> {
+            Ok(ops::reshape(
+                &layout::narrow(&qkv, 0, i, 1)?,
+                &[b * h, n, hd],
+            )?)
+        };
+        let out = attention::attention(&part(0)?, &part(1)?, &part(2)?, (hd as f32).powf(-0.5))?;
+        // [B*H, N, hd] -> [B, H, N, hd] -> [B, N, H, hd] -> [B, N, D]
+        let out = ops::permute(&ops::reshape(&out, &[b, h, n, hd])?, &[0, 2, 1, 3])?;
+        self.proj.forward(&ops::reshape(&out, &[b, n, d])?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut NamedParams) {
+        self.qkv.params(&format!("{prefix}qkv."), out);
+        self.proj.params(&format!("{prefix}proj."), out);
+    }
+}
+
+/// Pre-norm transformer block: x += attn(norm1(x)); x += mlp(norm2(x)).
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// Block `layer_id` (from 1) of a stack: the official init divides attn.proj and
+    /// mlp.fc2 weights by sqrt(2 * layer_id).
+    pub fn new(
+        init: &mut Init,
+        dim: usize,
+        heads: usize,
+        hidden: usize,
+        qkv_bias: bool,
+        eps: f32,
+        layer_id: usize,
+    ) -> Result<Block> {
+        let rescale = (2.0 * layer_id as f32).sqrt();
+        Ok(Block {
+            norm1: LayerNorm::new(init, dim, eps)?,
+            attn: Attention {
+                qkv: Linear::new(init, dim, 3 * dim, qkv_bias, 1.0)?,
+                proj: Linear::new(init, dim, dim, true, rescale)?,
+                num_heads: heads,
+            },
+            norm2: LayerNorm::new(init, dim, eps)?,
+            mlp: Mlp {
+                fc1: Linear::new(init, dim, hidden, true, 1.0)?,
+                fc2: Linear::new(init, hidden, dim, true, rescale)?,
+            },
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = ops::add(x, &self.attn.forward(&self.norm1.forward(x)?)?)?;
+        Ok(ops::add(&x, &self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut NamedParams) {
+        self.norm1.params(&format!("{prefix}norm1."), out);
+        self.attn.params(&format!("{prefix}attn."), out);
+        self.norm2.params(&format!("{prefix}norm2."), out);
+        self.mlp.params(&format!("{prefix}mlp."), out);
+    }
+}
+
+/// Conv2d(C, D, kernel = stride = p) as patchify + matmul: weight [D, C, p, p].
+pub struct PatchEmbed {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub patch: usize,
+}
+
+impl PatchEmbed {
+    pub fn new(init: &mut Init, chans: usize, dim: usize, patch: usize) -> Result<PatchEmbed> {
+        Ok(PatchEmbed {
+            weight: init.trunc_normal(&[dim, chans, patch, patch], INIT_STD, 1.0)?,
+            bias: init.full(&[dim], 0.0)?,
+            patch,
+        })
+    }
+
+    /// images [B, C, H, W] -> [B, (H/p)*(W/p), D].
+    pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        let s = self.weight.shape();
+        let w = ops::reshape(&self.weight, &[s[0], s[1] * s[2] * s[3]])?;
+        Ok(ops::linear(
+            &ops::patchify(images, self.patch)?,
+            &w,
+            Some(&self.bias),
+        )?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut NamedParams) {
+        push(out, prefix, "proj.weight", &self.weight);
+        push(out, prefix, "proj.bias", &self.bias);
+    }
+}

@@ -1,0 +1,101 @@
+//! AdamW over named parameters with the official parameter groups, and the EMA of the
+//! target encoder.
+
+use anyhow::{bail, Result};
+use engine::optim::{adamw_update, ema_update, AdamW};
+use engine::{Gradients, Tensor};
+
+/// One trained tensor and its moments.
+struct Slot {
+    name: String,
+    param: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    decay: bool,
+}
+
+/// Whether a parameter gets weight decay: not biases and not 1-D tensors (the
+/// official groups: `'bias' not in name and len(p.shape) != 1`).
+pub fn decays(name: &str, shape: &[usize]) -> bool {
+    !name.contains("bias") && shape.len() != 1
+}
+
+pub struct AdamWOptimizer {
+    slots: Vec<Slot>,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Steps taken so far.
+    pub step: u32,
+}
+
+impl AdamWOptimizer {
+    /// Betas (0.9, 0.999), eps 1e-8 (torch defaults).
+    pub fn new(params: &[(String, Tensor)]) -> Result<AdamWOptimizer> {
+        let slots = params
+            .iter()
+            .map(|(name, p)| {
+                Ok(Slot {
+                    name: name.clone(),
+                    param: p.clone(),
+                    exp_avg: Tensor::zeros(p.device(), p.shape())?,
+                    exp_avg_sq: Tensor::zeros(p.device(), p.shape())?,
+                    decay: decays(name, p.shape()),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(AdamWOptimizer {
+            slots,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step: 0,
+        })
+    }
+
+    /// One update with learning rate `lr` and weight decay `weight_decay` (applied to
+    /// the decaying group only). Every parameter must have a gradient.
+    pub fn step(&mut self, grads: &Gradients, lr: f32, weight_decay: f32) -> Result<()> {
+        self.step += 1;
+        for s in &self.slots {
+            let Some(g) = grads.get(&s.param) else {
+                bail!("no gradient for `{}`: it does not reach the loss", s.name);
+            };
+            let h = AdamW {
+                lr,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                weight_decay: if s.decay { weight_decay } else { 0.0 },
+            };
+            adamw_update(&h, self.step, &s.param, g, &s.exp_avg, &s.exp_avg_sq)?;
+        }
+        Ok(())
+    }
+
+    /// (name, exp_avg, exp_avg_sq) of every slot, for checkpoints.
+    pub fn moments(&self) -> Vec<(&str, &Tensor, &Tensor)> {
+        self.slots
+            .iter()
+            .map(|s| (s.name.as_str(), &s.exp_avg, &s.exp_avg_sq))
+            .collect()
+    }
+}
+
+/// target = m * target + (1 - m) * source for each pair of same-named tensors.
+pub fn ema(target: &[(String, Tensor)], source: &[(String, Tensor)], momentum: f32) -> Result<()> {
+    if target.len() != source.len() {
+        bail!(
+            "EMA: {} target tensors but {} source tensors",
+            target.len(),
+            source.len()
+        );
+    }
+    for ((tn, t), (sn, s)) in target.iter().zip(source) {
+        if tn != sn {
+            bail!("EMA: target `{tn}` paired with source `{sn}`");
+        }
+        ema_update(t, s, momentum)?;
+    }
+    Ok(())
+}
