@@ -33,7 +33,7 @@ impl VitConfig {
 
     /// Reject configurations the model cannot be built for.
     pub fn validate(&self) -> Result<()> {
-        if self.patch_size == 0 || self.img_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) {
             bail!(
                 "image size {} is not divisible by the patch size {}",
                 self.img_size,
@@ -49,7 +49,7 @@ impl VitConfig {
 }
 
 fn check_heads(what: &str, dim: usize, heads: usize) -> Result<()> {
-    if heads == 0 || dim % heads != 0 || dim % 4 != 0 {
+    if heads == 0 || !dim.is_multiple_of(heads) || !dim.is_multiple_of(4) {
         bail!("{what} width {dim} must be a multiple of 4 (sin-cos table) and of the head count {heads}");
     }
     Ok(())

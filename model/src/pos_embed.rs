@@ -7,7 +7,7 @@
 /// The table [g * g, dim], row-major over the grid.
 pub fn sincos_2d(dim: usize, grid: usize) -> Vec<f32> {
     assert!(
-        dim % 4 == 0,
+        dim.is_multiple_of(4),
         "sin-cos table width {dim} must be a multiple of 4"
     );
     let quarter = dim / 4;
