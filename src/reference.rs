@@ -113,7 +113,8 @@ fn compare(
     };
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w as f64).abs();
-        let bad = !(err <= tol.atol + tol.rtol * (w as f64).abs());
+        // NaN errors count as bad.
+        let bad = err.is_nan() || err > tol.atol + tol.rtol * (w as f64).abs();
         match tiny {
             Some((grad, lr)) if bad && grad[i].abs() < TINY_GRADIENT => {
                 r.noisy += 1;
