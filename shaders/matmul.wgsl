@@ -3,8 +3,8 @@
 // ever materialised. a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when
 // TRANS_B), c is [M, N]; b_batch_stride is 0 when one b is shared by every batch.
 //
-// Each invocation owns a 4x4 block of c in four vec4 registers; a 16x16 workgroup
-// covers a 64x64 tile. Out-of-range rows/columns are clamped on load (the results are
+// Each invocation owns a 4x4 block of c in four vec4 registers, strided by 16 rows
+// and columns; a 16x16 workgroup covers a 64x64 tile. Out-of-range rows/columns are clamped on load (the results are
 // computed and discarded), so the inner loop has no branches.
 
 struct Params {
@@ -35,33 +35,32 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
     return b[base + kk * p.n + col];
 }
 
-fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
-    if (row >= p.m) { return; }
-    for (var j = 0u; j < 4u; j++) {
-        let col = col0 + j;
-        if (col < p.n) {
-            var x = v[j];
-            if (HAS_BIAS) { x += bias[col]; }
-            c[base + row * p.n + col] = x;
-        }
+fn store(base: u32, row: u32, col: u32, v: f32) {
+    if (row < p.m && col < p.n) {
+        var x = v;
+        if (HAS_BIAS) { x += bias[col]; }
+        c[base + row * p.n + col] = x;
     }
 }
 
+// Invocation (x, y) of a 16x16 workgroup owns rows y + 16 i and columns x + 16 j
+// (i, j < 4) of the workgroup's 64x64 tile: neighbouring invocations read
+// neighbouring columns of b (contiguous, vectorisable) and share the rows of a.
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let batch = wid.z;
-    let row0 = (wid.y * 16u + lid.y) * 4u;
-    let col0 = (wid.x * 16u + lid.x) * 4u;
+    let row0 = wid.y * 64u + lid.y;
+    let col0 = wid.x * 64u + lid.x;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
     let r0 = min(row0, p.m - 1u);
-    let r1 = min(row0 + 1u, p.m - 1u);
-    let r2 = min(row0 + 2u, p.m - 1u);
-    let r3 = min(row0 + 3u, p.m - 1u);
+    let r1 = min(row0 + 16u, p.m - 1u);
+    let r2 = min(row0 + 32u, p.m - 1u);
+    let r3 = min(row0 + 48u, p.m - 1u);
     let q0 = min(col0, p.n - 1u);
-    let q1 = min(col0 + 1u, p.n - 1u);
-    let q2 = min(col0 + 2u, p.n - 1u);
-    let q3 = min(col0 + 3u, p.n - 1u);
+    let q1 = min(col0 + 16u, p.n - 1u);
+    let q2 = min(col0 + 32u, p.n - 1u);
+    let q3 = min(col0 + 48u, p.n - 1u);
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -75,8 +74,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         c3 += load_a(a_base, r3, kk) * bv;
     }
     let c_base = batch * p.m * p.n;
-    store_row(c_base, row0, col0, c0);
-    store_row(c_base, row0 + 1u, col0, c1);
-    store_row(c_base, row0 + 2u, col0, c2);
-    store_row(c_base, row0 + 3u, col0, c3);
+    for (var j = 0u; j < 4u; j++) {
+        let col = col0 + 16u * j;
+        store(c_base, row0, col, c0[j]);
+        store(c_base, row0 + 16u, col, c1[j]);
+        store(c_base, row0 + 32u, col, c2[j]);
+        store(c_base, row0 + 48u, col, c3[j]);
+    }
 }

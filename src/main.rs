@@ -1,5 +1,6 @@
 //! The `ijepa` command line.
 
+mod bench;
 mod reference;
 
 use std::path::PathBuf;
@@ -22,6 +23,11 @@ struct Cli {
 enum Command {
     /// Print the GPU adapter, its limits and optional features.
     Info,
+    /// Measure kernel throughput on the adapter in use.
+    Bench {
+        #[command(subcommand)]
+        what: BenchKind,
+    },
     /// Replay a golden I-JEPA step of the official PyTorch code and report the errors
     /// per group; exit status 1 when any is out of tolerance.
     CheckReference {
@@ -30,9 +36,39 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Square and ViT-shaped matmuls; the last line is the size^3 case.
+    Matmul {
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// Attention forward + backward.
+    Attention {
+        /// Token counts.
+        #[arg(long, value_delimiter = ',', default_value = "49,196,256,1024")]
+        tokens: Vec<usize>,
+        /// Head dims.
+        #[arg(long, value_delimiter = ',', default_value = "32,64")]
+        head_dims: Vec<usize>,
+        /// Batch x heads.
+        #[arg(long, default_value_t = 8)]
+        batch_heads: usize,
+    },
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Info => info(),
+        Command::Bench { what } => {
+            let dev = engine::Device::shared()?;
+            match what {
+                BenchKind::Matmul { size } => bench::matmul(&dev, size),
+                BenchKind::Attention { tokens, head_dims, batch_heads } => {
+                    bench::attention(&dev, &tokens, &head_dims, batch_heads)
+                }
+            }
+        }
         Command::CheckReference { file } => {
             let report = reference::check_reference(&engine::Device::shared()?, &file)?;
             reference::print(&report);

@@ -110,6 +110,8 @@ pub struct Device {
     param_stride: usize,
     /// Bound to storage slots a kernel declares but does not use in this dispatch.
     dummy: wgpu::Buffer,
+    /// Keep wgpu's runtime bounds checks in shaders (IJEPA_CHECKED_SHADERS=1).
+    checked_shaders: bool,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
@@ -250,6 +252,7 @@ impl Device {
             params_arena,
             param_stride,
             dummy,
+            checked_shaders: std::env::var("IJEPA_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -398,11 +401,21 @@ impl Device {
         modules
             .entry(def.file)
             .or_insert_with(|| {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(def.file),
-                        source: wgpu::ShaderSource::Wgsl(def.source.into()),
-                    })
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(def.file),
+                    source: wgpu::ShaderSource::Wgsl(def.source.into()),
+                };
+                if self.checked_shaders {
+                    return self.device.create_shader_module(desc);
+                }
+                // SAFETY: every kernel bounds its own indices (guards, clamped loads,
+                // host-validated index tensors) and is tested against the CPU reference
+                // on sizes that are not multiples of its tiles; wgpu's extra runtime
+                // checks only cost time. IJEPA_CHECKED_SHADERS=1 turns them back on.
+                unsafe {
+                    self.device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
             })
             .clone()
     }

@@ -1,0 +1,81 @@
+//! `ijepa bench`: kernel throughput on the adapter in use, one line per case.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use engine::ops::{self, matmul::matmul_forward, Transpose};
+use engine::{Device, Tensor};
+
+fn filled(dev: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    Ok(Tensor::from_slice(dev, shape, &data)?)
+}
+
+/// Seconds per call of `f`, after a warm-up, over enough calls to fill ~`budget` s.
+fn time_per_call(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    dev.synchronize();
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while calls < 3 || start.elapsed().as_secs_f64() < budget {
+        f()?;
+        dev.synchronize();
+        calls += 1;
+    }
+    Ok(start.elapsed().as_secs_f64() / calls as f64)
+}
+
+/// Square matmuls up to `size`, then ViT-shaped ones; the last line is the
+/// `size`^3 case.
+pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
+    let name = &dev.info().name;
+    let mut cases: Vec<(String, usize, usize, usize)> = Vec::new();
+    for (d, tokens) in [(192, 8 * 196), (384, 8 * 196), (768, 8 * 196)] {
+        cases.push((format!("vit fc1 [{tokens}x{d}]x[{d}x{}]", 4 * d), tokens, d, 4 * d));
+    }
+    let mut n = 256;
+    while n < size {
+        cases.push((format!("{n}x{n}x{n}"), n, n, n));
+        n *= 2;
+    }
+    cases.push((format!("{size}x{size}x{size}"), size, size, size));
+    for (label, m, k, n) in cases {
+        let (a, b) = (filled(dev, &[m, k])?, filled(dev, &[k, n])?);
+        let secs = time_per_call(dev, 1.0, || {
+            matmul_forward(&a, &b, Transpose::NONE, None)?;
+            Ok(())
+        })?;
+        println!("[{name}] matmul {label}: {:.2} GFLOP/s", 2.0 * (m * k * n) as f64 / secs / 1e9);
+    }
+    Ok(())
+}
+
+/// Attention forward + backward over `batch_heads` heads for each token count.
+pub fn attention(dev: &Arc<Device>, tokens: &[usize], head_dims: &[usize], batch_heads: usize) -> Result<()> {
+    let name = &dev.info().name;
+    for &hd in head_dims {
+        for &n in tokens {
+            let q = filled(dev, &[batch_heads, n, hd])?.requires_grad();
+            let k = filled(dev, &[batch_heads, n, hd])?.requires_grad();
+            let v = filled(dev, &[batch_heads, n, hd])?.requires_grad();
+            let w = filled(dev, &[batch_heads, n, hd])?;
+            let scale = (hd as f32).powf(-0.5);
+            let secs = time_per_call(dev, 1.0, || {
+                let o = ops::attention(&q, &k, &v, scale)?;
+                let loss = ops::sum(&ops::mul(&o, &w)?)?;
+                engine::backward(&loss)?;
+                Ok(())
+            })?;
+            // Forward 4 N^2 hd, backward 8 N^2 hd (plus the recomputation, not counted).
+            let flops = 12.0 * (batch_heads * n * n * hd) as f64;
+            println!(
+                "[{name}] attention fwd+bwd heads={batch_heads} N={n} hd={hd}: {:.2} ms, {:.2} GFLOP/s",
+                secs * 1e3,
+                flops / secs / 1e9
+            );
+        }
+    }
+    Ok(())
+}
