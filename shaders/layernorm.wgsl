@@ -121,3 +121,51 @@ fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         out[wid.y * 2u * p.cols + p.cols + col] = t.y;
     }
 }
+
+// The same with one invocation per row and no barriers (short rows).
+@compute @workgroup_size(64)
+fn layernorm_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    let n = f32(p.cols);
+    var s = 0.0;
+    for (var c = 0u; c < p.cols; c++) { s += x[base + c]; }
+    let mean = s / n;
+    var v = 0.0;
+    for (var c = 0u; c < p.cols; c++) { let d = x[base + c] - mean; v += d * d; }
+    let rstd = inverseSqrt(v / n + p.eps);
+    for (var c = 0u; c < p.cols; c++) {
+        var y = (x[base + c] - mean) * rstd;
+        if (AFFINE) { y = y * gamma[c] + beta[c]; }
+        out[base + c] = y;
+    }
+    stats_out[2u * row] = mean;
+    stats_out[2u * row + 1u] = rstd;
+}
+
+@compute @workgroup_size(64)
+fn layernorm_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    let mean = stats_in[2u * row];
+    let rstd = stats_in[2u * row + 1u];
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        var g = dy[base + c];
+        if (AFFINE) { g *= gamma[c]; }
+        sg += g;
+        sgx += g * (x[base + c] - mean) * rstd;
+    }
+    let mg = sg / f32(p.cols);
+    let mgx = sgx / f32(p.cols);
+    for (var c = 0u; c < p.cols; c++) {
+        var g = dy[base + c];
+        if (AFFINE) { g *= gamma[c]; }
+        out[base + c] = rstd * (g - mg - (x[base + c] - mean) * rstd * mgx);
+    }
+}

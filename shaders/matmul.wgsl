@@ -82,3 +82,78 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         store(c_base, row0 + 48u, col, c3[j]);
     }
 }
+
+// The vec4 kernel, for M, N and K all multiples of 4: the same 4x4 block per
+// invocation, but every load is a vec4 (four k of a row, or four rows/columns of a
+// k), and each 4-deep step of k is two 4x4 matrix products. Its bindings are the same
+// buffers seen as vec4 arrays.
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> c4: array<vec4<f32>>;
+
+// Rows r..r+4 of op(a) over k..k+4: result[i] = op(a)[r + i][k..k+4].
+fn a_block(base: u32, r: u32, k: u32) -> mat4x4<f32> {
+    if (TRANS_A) {
+        // Stored [K, M]: a vec4 holds four rows of one k.
+        let m4 = p.m / 4u;
+        let i = (base + k * p.m + r) / 4u;
+        return transpose(mat4x4<f32>(a4[i], a4[i + m4], a4[i + 2u * m4], a4[i + 3u * m4]));
+    }
+    let k4 = p.k / 4u;
+    let i = (base + r * p.k + k) / 4u;
+    return mat4x4<f32>(a4[i], a4[i + k4], a4[i + 2u * k4], a4[i + 3u * k4]);
+}
+
+// Row i of the 4x4 block of op(a) times the 4x4 block of op(b) over k..k+4, columns
+// c..c+4.
+fn b_block(base: u32, k: u32, c: u32) -> mat4x4<f32> {
+    if (TRANS_B) {
+        // Stored [N, K]: column j of the matrix is op(b)[k..k+4][c + j].
+        let k4 = p.k / 4u;
+        let i = (base + c * p.k + k) / 4u;
+        return mat4x4<f32>(b4[i], b4[i + k4], b4[i + 2u * k4], b4[i + 3u * k4]);
+    }
+    // Stored [K, N]: column t of the matrix is op(b)[k + t][c..c+4].
+    let n4 = p.n / 4u;
+    let i = (base + k * p.n + c) / 4u;
+    return mat4x4<f32>(b4[i], b4[i + n4], b4[i + 2u * n4], b4[i + 3u * n4]);
+}
+
+fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
+    if (TRANS_B) { return a_row * b; }
+    return b * a_row;
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let batch = wid.z;
+    let row0 = (wid.y * 16u + lid.y) * 4u;
+    let col0 = (wid.x * 16u + lid.x) * 4u;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    // Blocks past the edge are clamped onto the last one, computed and not stored.
+    let r = min(row0, p.m - 4u);
+    let c = min(col0, p.n - 4u);
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k += 4u) {
+        let a = a_block(a_base, r, k);
+        let b = b_block(b_base, k, c);
+        c0 += times(a[0], b);
+        c1 += times(a[1], b);
+        c2 += times(a[2], b);
+        c3 += times(a[3], b);
+    }
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    var bv = vec4<f32>(0.0);
+    if (HAS_BIAS) { bv = bias4[col0 / 4u]; }
+    let n4 = p.n / 4u;
+    let o = (batch * p.m * p.n + row0 * p.n + col0) / 4u;
+    c4[o] = c0 + bv;
+    c4[o + n4] = c1 + bv;
+    c4[o + 2u * n4] = c2 + bv;
+    c4[o + 3u * n4] = c3 + bv;
+}

@@ -66,3 +66,30 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     d = reduce_sum(lid, d);
     for (var c = lid; c < p.cols; c += WG) { out[base + c] = x[base + c] * (dy[base + c] - d); }
 }
+
+// The same with one invocation per row and no barriers: faster for short rows
+// (attention over a few hundred tokens), where a workgroup per row mostly waits.
+@compute @workgroup_size(64)
+fn softmax_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var m = -3.4e38;
+    for (var c = 0u; c < p.cols; c++) { m = max(m, x[base + c]); }
+    var s = 0.0;
+    for (var c = 0u; c < p.cols; c++) { s += exp(x[base + c] - m); }
+    let inv = 1.0 / s;
+    for (var c = 0u; c < p.cols; c++) { out[base + c] = exp(x[base + c] - m) * inv; }
+}
+
+@compute @workgroup_size(64)
+fn softmax_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var d = 0.0;
+    for (var c = 0u; c < p.cols; c++) { d += dy[base + c] * x[base + c]; }
+    for (var c = 0u; c < p.cols; c++) { out[base + c] = x[base + c] * (dy[base + c] - d); }
+}

@@ -9,7 +9,9 @@ use engine::{Device, Tensor};
 
 fn filled(dev: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     Ok(Tensor::from_slice(dev, shape, &data)?)
 }
 
@@ -33,7 +35,12 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
     let name = &dev.info().name;
     let mut cases: Vec<(String, usize, usize, usize)> = Vec::new();
     for (d, tokens) in [(192, 8 * 196), (384, 8 * 196), (768, 8 * 196)] {
-        cases.push((format!("vit fc1 [{tokens}x{d}]x[{d}x{}]", 4 * d), tokens, d, 4 * d));
+        cases.push((
+            format!("vit fc1 [{tokens}x{d}]x[{d}x{}]", 4 * d),
+            tokens,
+            d,
+            4 * d,
+        ));
     }
     let mut n = 256;
     while n < size {
@@ -47,13 +54,21 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
             matmul_forward(&a, &b, Transpose::NONE, None)?;
             Ok(())
         })?;
-        println!("[{name}] matmul {label}: {:.2} GFLOP/s", 2.0 * (m * k * n) as f64 / secs / 1e9);
+        println!(
+            "[{name}] matmul {label}: {:.2} GFLOP/s",
+            2.0 * (m * k * n) as f64 / secs / 1e9
+        );
     }
     Ok(())
 }
 
 /// Attention forward + backward over `batch_heads` heads for each token count.
-pub fn attention(dev: &Arc<Device>, tokens: &[usize], head_dims: &[usize], batch_heads: usize) -> Result<()> {
+pub fn attention(
+    dev: &Arc<Device>,
+    tokens: &[usize],
+    head_dims: &[usize],
+    batch_heads: usize,
+) -> Result<()> {
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
@@ -77,5 +92,76 @@ pub fn attention(dev: &Arc<Device>, tokens: &[usize], head_dims: &[usize], batch
             );
         }
     }
+    Ok(())
+}
+
+/// One I-JEPA training step of a pretraining preset on random data, split into its
+/// phases; prints images/s.
+pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
+    use train::masks::{MaskCollator, MaskConfig};
+    let config = train::pretrain::PretrainConfig::preset(preset)?;
+    let size = 28;
+    let data = train::data::Dataset {
+        channels: 1,
+        height: size,
+        width: size,
+        pixels: vec![0; size * size],
+        labels: vec![0],
+        classes: 1,
+    };
+    let model_config = config.model_config(&data)?;
+    let model = model::IJepa::new(dev, &model_config, 0)?;
+    let mut optimizer = train::optim::AdamWOptimizer::new(&model.trainable_params())?;
+    let grid = model_config.encoder.grid();
+    let collator = MaskCollator::new(
+        MaskConfig {
+            min_keep: config.min_keep,
+            ..MaskConfig::official(grid)
+        },
+        0,
+    )?;
+    let b = config.batch_size;
+    let images = filled(dev, &[b, 1, size, size])?;
+    let (mut t_fwd, mut t_bwd, mut t_opt) = (0.0, 0.0, 0.0);
+    for s in 0..=steps {
+        let m = collator.sample(s as u64, b)?;
+        let masks = model::Masks::new(
+            dev,
+            &m.context,
+            &m.target,
+            model_config.encoder.num_patches(),
+        )?;
+        let t = Instant::now();
+        let out = model.forward(&images, &masks)?;
+        out.loss.item();
+        let fwd = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let grads = engine::backward(&out.loss)?;
+        dev.synchronize();
+        let bwd = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        optimizer.step(&grads, 1e-3, 0.04)?;
+        train::optim::ema(&model.target_params(), &model.encoder_params(), 0.996)?;
+        dev.synchronize();
+        let opt = t.elapsed().as_secs_f64();
+        if s > 0 {
+            t_fwd += fwd;
+            t_bwd += bwd;
+            t_opt += opt;
+        }
+    }
+    for (kernel, calls, secs) in dev.profile_report().iter().take(12) {
+        println!("  {kernel:<40} {calls:>6} calls {:>9.1} ms", secs * 1e3);
+    }
+    let n = steps as f64;
+    let total = (t_fwd + t_bwd + t_opt) / n;
+    println!(
+        "[{}] train step {preset} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s",
+        dev.info().name,
+        t_fwd / n * 1e3,
+        t_bwd / n * 1e3,
+        t_opt / n * 1e3,
+        b as f64 / total
+    );
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The `ijepa` command line.
 
 mod bench;
+mod commands;
+mod plot;
 mod reference;
 
 use std::path::PathBuf;
@@ -23,6 +25,13 @@ struct Cli {
 enum Command {
     /// Print the GPU adapter, its limits and optional features.
     Info,
+    /// Pretrain an encoder with I-JEPA.
+    Pretrain(commands::PretrainArgs),
+    /// Evaluate a checkpoint: linear probe (all labels, 1%) and k-NN of the frozen
+    /// target encoder, against raw pixels and a random-init encoder.
+    Probe { checkpoint: PathBuf },
+    /// Draw sampled context and target blocks over images of the data set.
+    Masks(commands::MasksArgs),
     /// Measure kernel throughput on the adapter in use.
     Bench {
         #[command(subcommand)]
@@ -55,18 +64,31 @@ enum BenchKind {
         #[arg(long, default_value_t = 8)]
         batch_heads: usize,
     },
+    /// A full I-JEPA training step (forward, backward, AdamW + EMA) of a preset.
+    Step {
+        #[arg(long, default_value = "fmnist")]
+        preset: String,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Info => info(),
+        Command::Pretrain(args) => commands::pretrain(args),
+        Command::Probe { checkpoint } => commands::probe(&checkpoint),
+        Command::Masks(args) => commands::masks(args),
         Command::Bench { what } => {
             let dev = engine::Device::shared()?;
             match what {
                 BenchKind::Matmul { size } => bench::matmul(&dev, size),
-                BenchKind::Attention { tokens, head_dims, batch_heads } => {
-                    bench::attention(&dev, &tokens, &head_dims, batch_heads)
-                }
+                BenchKind::Attention {
+                    tokens,
+                    head_dims,
+                    batch_heads,
+                } => bench::attention(&dev, &tokens, &head_dims, batch_heads),
+                BenchKind::Step { preset, steps } => bench::step(&dev, &preset, steps),
             }
         }
         Command::CheckReference { file } => {

@@ -13,6 +13,7 @@ use engine::{Indices, Tensor};
 #[test]
 fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
     let mut r = rng(1);
+    // The last three have M, N, K multiples of 4 (the vec4 kernel) but not of its tile.
     let shapes = [
         (1, 1, 1, 1),
         (1, 3, 7, 5),
@@ -20,6 +21,8 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
         (3, 65, 33, 130),
         (1, 130, 7, 65),
         (2, 64, 64, 64),
+        (3, 4, 8, 12),
+        (1, 68, 20, 132),
     ];
     for &(batch, m, k, n) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -71,7 +74,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
 #[test]
 fn matmul_backward_matches_cpu() {
     let mut r = rng(2);
-    for &(batch, m, k, n) in &[(1, 3, 7, 5), (2, 33, 17, 9), (3, 7, 65, 33)] {
+    for &(batch, m, k, n) in &[(1, 3, 7, 5), (2, 33, 17, 9), (3, 7, 65, 33), (2, 12, 8, 68)] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = random(&mut r, batch * m * k);
             let b = random(&mut r, batch * k * n);

@@ -22,13 +22,15 @@ const MAX_DISPATCHES_PER_SUBMIT: usize = 64;
 const PARAM_WORDS: usize = 32;
 
 /// A WGSL kernel: which source file, which entry point, how many storage buffers it
-/// reads and writes (bound in that order after the parameter block).
+/// reads and writes, bound in that order from binding `first_binding` on (1 unless a
+/// file gives one entry point its own view of the buffers).
 pub struct KernelDef {
     pub file: &'static str,
     pub source: &'static str,
     pub entry: &'static str,
     pub reads: usize,
     pub writes: usize,
+    pub first_binding: u32,
 }
 
 struct Kernel {
@@ -112,6 +114,9 @@ pub struct Device {
     dummy: wgpu::Buffer,
     /// Keep wgpu's runtime bounds checks in shaders (IJEPA_CHECKED_SHADERS=1).
     checked_shaders: bool,
+    /// With IJEPA_PROFILE=1 every dispatch is submitted and waited for, and its wall
+    /// time added here by kernel: (calls, seconds).
+    profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
@@ -253,6 +258,9 @@ impl Device {
             param_stride,
             dummy,
             checked_shaders: std::env::var("IJEPA_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
+            profile: std::env::var("IJEPA_PROFILE")
+                .is_ok_and(|v| v == "1")
+                .then(|| Mutex::new(HashMap::new())),
         })
     }
 
@@ -450,7 +458,7 @@ impl Device {
             count: None,
         }];
         for i in 0..def.reads + def.writes {
-            entries.push(storage(1 + i as u32, i < def.reads));
+            entries.push(storage(def.first_binding + i as u32, i < def.reads));
         }
         let layout = self
             .device
@@ -526,7 +534,7 @@ impl Device {
         }];
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
-                binding: 1 + i as u32,
+                binding: def.first_binding + i as u32,
                 resource: b.as_entire_binding(),
             });
         }
@@ -543,9 +551,36 @@ impl Device {
             pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
         }
         pending.dispatches += 1;
-        if pending.dispatches >= MAX_DISPATCHES_PER_SUBMIT {
+        if let Some(profile) = &self.profile {
+            let start = std::time::Instant::now();
+            self.submit(&mut pending);
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .expect("device lost");
+            let mut p = profile.lock().unwrap();
+            let e = p.entry(format!("{}:{}", def.file, def.entry)).or_default();
+            e.0 += 1;
+            e.1 += start.elapsed().as_secs_f64();
+        } else if pending.dispatches >= MAX_DISPATCHES_PER_SUBMIT {
             self.submit(&mut pending);
         }
+    }
+
+    /// Per-kernel (calls, seconds) collected under IJEPA_PROFILE=1, slowest first.
+    pub fn profile_report(&self) -> Vec<(String, u64, f64)> {
+        let mut rows: Vec<(String, u64, f64)> = self
+            .profile
+            .as_ref()
+            .map(|p| {
+                p.lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.0, v.1))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        rows
     }
 
     /// A grid for `groups` workgroups that respects the per-dimension limit: kernels

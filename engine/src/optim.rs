@@ -13,6 +13,7 @@ const fn kernel(entry: &'static str, writes: usize) -> KernelDef {
         entry,
         reads: 1,
         writes,
+        first_binding: 1,
     }
 }
 

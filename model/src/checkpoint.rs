@@ -166,19 +166,32 @@ impl SafetensorsFile {
                 Ok(_) => {}
             }
         }
+        // Names under the same top-level groups as the model's (a checkpoint may hold
+        // other groups, such as optimiser state) that the model does not have.
         let expected: std::collections::HashSet<String> =
             params.iter().map(|(n, _)| format!("{prefix}{n}")).collect();
+        let group = |n: &str| {
+            n[prefix.len()..]
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let groups: std::collections::HashSet<String> = expected.iter().map(|n| group(n)).collect();
         for name in st.names() {
-            if name.starts_with(prefix) && !expected.contains(name) {
+            if name.starts_with(prefix) && groups.contains(&group(name)) && !expected.contains(name)
+            {
                 problems.push(format!("unexpected `{name}`"));
             }
         }
         if !problems.is_empty() {
+            let shown = problems.len().min(8);
             bail!(
-                "{} does not fit the configured model ({} problem(s)): {}",
+                "{} does not fit the configured model ({} problem(s)): {}{}",
                 self.path,
                 problems.len(),
-                problems.join("; ")
+                problems[..shown].join("; "),
+                if problems.len() > shown { "; ..." } else { "" }
             );
         }
         for (name, t) in params {

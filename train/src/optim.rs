@@ -99,3 +99,31 @@ pub fn ema(target: &[(String, Tensor)], source: &[(String, Tensor)], momentum: f
     }
     Ok(())
 }
+
+impl AdamWOptimizer {
+    /// Scale all gradients so that their global L2 norm is at most `max_norm`
+    /// (torch `clip_grad_norm_`); returns the norm before clipping.
+    pub fn clip_grad_norm(&self, grads: &Gradients, max_norm: f64) -> Result<f64> {
+        let mut total = 0.0f64;
+        let mut present = Vec::new();
+        for s in &self.slots {
+            if let Some(g) = grads.get(&s.param) {
+                total += g.to_vec().iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+                present.push(g);
+            }
+        }
+        let norm = total.sqrt();
+        let factor = max_norm / (norm + 1e-6);
+        if factor < 1.0 {
+            for g in present {
+                g.write(
+                    &g.to_vec()
+                        .iter()
+                        .map(|v| v * factor as f32)
+                        .collect::<Vec<_>>(),
+                )?;
+            }
+        }
+        Ok(norm)
+    }
+}

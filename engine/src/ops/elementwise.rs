@@ -15,6 +15,7 @@ const fn kernel(entry: &'static str) -> KernelDef {
         entry,
         reads: 2,
         writes: 1,
+        first_binding: 1,
     }
 }
 

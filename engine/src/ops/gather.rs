@@ -13,6 +13,7 @@ const fn kernel(entry: &'static str) -> KernelDef {
         entry,
         reads: 3,
         writes: 1,
+        first_binding: 1,
     }
 }
 

@@ -16,6 +16,7 @@ const fn kernel(entry: &'static str, reads: usize, writes: usize) -> KernelDef {
         entry,
         reads,
         writes,
+        first_binding: 1,
     }
 }
 
@@ -27,6 +28,21 @@ pub struct LayerNormSaved {
     pub x: Tensor,
     /// [rows, 2]: mean and 1 / sqrt(var + eps) of each row.
     pub stats: Tensor,
+}
+
+/// The kernel for `rows` rows of `cols`: one invocation per row for short rows, one
+/// workgroup per row otherwise; returns it with its workgroup count.
+fn row_kernel(
+    entry: &'static str,
+    rows_entry: &'static str,
+    rows: usize,
+    cols: usize,
+) -> (&'static str, u32) {
+    if cols <= crate::ops::softmax::SHORT_ROW {
+        (rows_entry, rows.div_ceil(64) as u32)
+    } else {
+        (entry, rows as u32)
+    }
 }
 
 fn rows_cols(x: &Tensor) -> (usize, usize) {
@@ -66,8 +82,9 @@ pub fn layernorm_forward(
     let (g, b) = affine.map_or((dev.dummy(), dev.dummy()), |(g, b)| {
         (g.buffer(), b.buffer())
     });
+    let (entry, groups) = row_kernel("layernorm_forward", "layernorm_forward_rows", rows, cols);
     dev.dispatch(
-        &kernel("layernorm_forward", 5, 2),
+        &kernel(entry, 5, 2),
         &[("AFFINE", affine.is_some() as u32 as f64)],
         &[rows as u32, cols as u32, eps.to_bits()],
         &[
@@ -79,7 +96,7 @@ pub fn layernorm_forward(
             y.buffer(),
             stats.buffer(),
         ],
-        dev.grid_1d(rows as u32),
+        dev.grid_1d(groups),
     );
     Ok((
         y,
@@ -101,8 +118,9 @@ pub fn layernorm_backward(
     let dev = x.device();
     let dx = Tensor::empty(dev, x.shape())?;
     let params = [rows as u32, cols as u32, 0];
+    let (entry, groups) = row_kernel("layernorm_backward", "layernorm_backward_rows", rows, cols);
     dev.dispatch(
-        &kernel("layernorm_backward", 5, 1),
+        &kernel(entry, 5, 1),
         &[("AFFINE", gamma.is_some() as u32 as f64)],
         &params,
         &[
@@ -113,7 +131,7 @@ pub fn layernorm_backward(
             dy.buffer(),
             dx.buffer(),
         ],
-        dev.grid_1d(rows as u32),
+        dev.grid_1d(groups),
     );
     let param_grads = match gamma {
         None => None,

@@ -14,6 +14,7 @@ const PERMUTE: KernelDef = KernelDef {
     entry: "permute",
     reads: 1,
     writes: 1,
+    first_binding: 1,
 };
 
 const COPY_BLOCK: KernelDef = KernelDef {
@@ -22,6 +23,7 @@ const COPY_BLOCK: KernelDef = KernelDef {
     entry: "copy_block",
     reads: 1,
     writes: 1,
+    first_binding: 1,
 };
 
 const MAX_RANK: usize = 6;

@@ -16,6 +16,7 @@ const fn regression(entry: &'static str) -> KernelDef {
         entry,
         reads: 3,
         writes: 1,
+        first_binding: 1,
     }
 }
 
@@ -26,6 +27,7 @@ const fn classification(entry: &'static str) -> KernelDef {
         entry,
         reads: 4,
         writes: 1,
+        first_binding: 1,
     }
 }
 

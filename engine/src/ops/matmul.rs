@@ -10,12 +10,24 @@ use crate::shaders;
 use crate::tape::record;
 use crate::tensor::Tensor;
 
-const KERNEL: KernelDef = KernelDef {
+/// Any shape: scalar loads, edges clamped.
+const SCALAR: KernelDef = KernelDef {
     file: "matmul.wgsl",
     source: shaders::MATMUL,
     entry: "matmul",
     reads: 3,
     writes: 1,
+    first_binding: 1,
+};
+
+/// M, N, K multiples of 4: vec4 loads and stores (the buffers bound as vec4 arrays).
+const VEC4: KernelDef = KernelDef {
+    file: "matmul.wgsl",
+    source: shaders::MATMUL,
+    entry: "matmul_vec4",
+    reads: 3,
+    writes: 1,
+    first_binding: 5,
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,8 +128,13 @@ pub fn matmul_forward(
         ("HAS_BIAS", bias.is_some() as u32 as f64),
     ];
     let b_stride = if d.b_shared { 0 } else { d.k * d.n };
+    let kernel = if [d.m, d.n, d.k].iter().all(|v| v % 4 == 0) {
+        &VEC4
+    } else {
+        &SCALAR
+    };
     dev.dispatch(
-        &KERNEL,
+        kernel,
         &constants,
         &[
             d.m as u32,

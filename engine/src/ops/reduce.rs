@@ -14,6 +14,7 @@ const fn kernel(entry: &'static str) -> KernelDef {
         entry,
         reads: 1,
         writes: 1,
+        first_binding: 1,
     }
 }
 

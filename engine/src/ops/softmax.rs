@@ -13,14 +13,29 @@ const fn kernel(entry: &'static str) -> KernelDef {
         entry,
         reads: 2,
         writes: 1,
+        first_binding: 1,
     }
 }
 
-fn launch(entry: &'static str, x: &Tensor, dy: Option<&Tensor>) -> Result<Tensor> {
+/// Rows up to this long get one invocation each; longer rows one workgroup each.
+pub const SHORT_ROW: usize = 256;
+
+/// `entry` is the workgroup-per-row kernel; short rows use its `_rows` sibling.
+fn launch(
+    entry: &'static str,
+    rows_entry: &'static str,
+    x: &Tensor,
+    dy: Option<&Tensor>,
+) -> Result<Tensor> {
     let cols = x.last_dim();
     let rows = x.numel() / cols.max(1);
     let dev = x.device();
     let out = Tensor::empty(dev, x.shape())?;
+    let (entry, groups) = if cols <= SHORT_ROW {
+        (rows_entry, rows.div_ceil(64))
+    } else {
+        (entry, rows)
+    };
     dev.dispatch(
         &kernel(entry),
         &[],
@@ -30,7 +45,7 @@ fn launch(entry: &'static str, x: &Tensor, dy: Option<&Tensor>) -> Result<Tensor
             dy.map_or(x.buffer(), |d| d.buffer()),
             out.buffer(),
         ],
-        dev.grid_1d(rows as u32),
+        dev.grid_1d(groups as u32),
     );
     Ok(out)
 }
@@ -42,7 +57,7 @@ pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
             format!("needs a non-empty last dim, got {:?}", x.shape()),
         );
     }
-    launch("softmax_forward", x, None)
+    launch("softmax_forward", "softmax_forward_rows", x, None)
 }
 
 /// dx = y * (dy - sum(dy * y)) over each row, from the forward's output y.
@@ -53,7 +68,7 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
             format!("y {:?} vs dy {:?}", y.shape(), dy.shape()),
         );
     }
-    launch("softmax_backward", y, Some(dy))
+    launch("softmax_backward", "softmax_backward_rows", y, Some(dy))
 }
 
 pub fn softmax(x: &Tensor) -> Result<Tensor> {

@@ -1,0 +1,250 @@
+//! `ijepa pretrain`, `ijepa probe` and `ijepa masks`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use engine::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use train::masks::{MaskCollator, MaskConfig};
+use train::pretrain::{PretrainConfig, Trainer, CHECKPOINT};
+use train::probe::{probe_checkpoint, ProbeResult};
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Start from a preset: fmnist (the full Fashion-MNIST run), fmnist-cpu (small and
+    /// short), or auto (fmnist on a GPU, fmnist-cpu on a CPU adapter).
+    #[arg(long, default_value = "auto")]
+    preset: String,
+    /// A JSON file with any subset of the configuration (applied over the preset).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory: checkpoint, metrics.jsonl, loss curve.
+    #[arg(long, default_value = "runs/ijepa")]
+    out: PathBuf,
+    /// Continue from the checkpoint in the output directory.
+    #[arg(long)]
+    resume: bool,
+    /// Override the number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many steps (the schedules still span all epochs).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Override the data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override the seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the resolved configuration as JSON and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The preset the quick start uses on this adapter.
+pub fn auto_preset(device: &Device) -> &'static str {
+    if device.is_cpu() {
+        "fmnist-cpu"
+    } else {
+        "fmnist"
+    }
+}
+
+fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn resolve_config(args: &PretrainArgs, device: &Device) -> Result<PretrainConfig> {
+    let preset = if args.preset == "auto" {
+        auto_preset(device)
+    } else {
+        args.preset.as_str()
+    };
+    let mut config = PretrainConfig::preset(preset)?;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        let over: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+        let mut value = serde_json::to_value(&config)?;
+        merge_json(&mut value, over);
+        config = serde_json::from_value(value)
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    }
+    if let Some(e) = args.epochs {
+        config.epochs = e;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data.dir = d.clone();
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn pretrain(args: PretrainArgs) -> Result<()> {
+    let device = Device::shared()?;
+    let config = resolve_config(&args, &device)?;
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    let mut trainer = Trainer::new(&device, config, &args.out)?;
+    let checkpoint = args.out.join(CHECKPOINT);
+    if args.resume {
+        trainer.resume(&checkpoint)?;
+        eprintln!(
+            "resumed from {} at step {}",
+            checkpoint.display(),
+            trainer.step
+        );
+    } else if checkpoint.exists() {
+        bail!(
+            "{} already exists: pass --resume to continue it, or choose another --out",
+            checkpoint.display()
+        );
+    }
+    let until = args
+        .max_steps
+        .map_or(trainer.total_steps(), |m| m.min(trainer.total_steps()));
+    let m = &trainer.model.config;
+    eprintln!(
+        "[{}] pretraining {} (D={}, depth {}, predictor {}x{}) on {} images of {}x{}x{}: {} steps of {} ({} per epoch)",
+        device.info().name,
+        trainer.config.model,
+        m.encoder.embed_dim,
+        m.encoder.depth,
+        m.predictor.embed_dim,
+        m.predictor.depth,
+        trainer.splits.train.len(),
+        trainer.splits.train.channels,
+        trainer.splits.train.height,
+        trainer.splits.train.width,
+        trainer.total_steps(),
+        trainer.config.batch_size,
+        trainer.steps_per_epoch
+    );
+    let bar = ProgressBar::new(until as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+    )?);
+    bar.set_position(trainer.step as u64);
+    let mut curve = Vec::new();
+    let log = std::fs::read_to_string(args.out.join(train::pretrain::METRICS)).unwrap_or_default();
+    for line in log.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v["step"]
+                .as_u64()
+                .is_some_and(|s| (s as usize) <= trainer.step)
+            {
+                curve.push((
+                    v["step"].as_f64().unwrap_or(0.0),
+                    v["loss"].as_f64().unwrap_or(0.0),
+                    v["knn_top1"].as_f64(),
+                ));
+            }
+        }
+    }
+    let result = trainer.run(until, |m| {
+        bar.set_position(m.step as u64);
+        let knn = m
+            .knn_top1
+            .map_or(String::new(), |k| format!(" knn {k:.1}%"));
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} img/s{knn}",
+            m.loss, m.lr, m.images_per_s
+        ));
+        if let Some(k) = m.knn_top1 {
+            bar.println(format!(
+                "epoch {} done: loss {:.4}, k-NN top-1 {k:.2}%",
+                m.epoch + 1,
+                m.loss
+            ));
+        }
+        curve.push((m.step as f64, m.loss as f64, m.knn_top1));
+    });
+    bar.finish();
+    crate::plot::loss_curve(&args.out.join("loss.png"), &curve)?;
+    result?;
+    eprintln!("checkpoint: {}", checkpoint.display());
+    Ok(())
+}
+
+pub fn print_table(results: &[ProbeResult]) {
+    println!("| features probed (test top-1) | all labels | 1% labels | k-NN (k=20) |");
+    println!("| --- | --- | --- | --- |");
+    for r in results {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} |",
+            r.features, r.all_labels, r.one_percent, r.knn
+        );
+    }
+}
+
+pub fn probe(checkpoint: &Path) -> Result<()> {
+    let device = Device::shared()?;
+    eprintln!("[{}] probing {}", device.info().name, checkpoint.display());
+    let results = probe_checkpoint(&device, checkpoint, |r| {
+        eprintln!(
+            "{}: all labels {:.2}%, 1% labels {:.2}%, k-NN {:.2}%",
+            r.features, r.all_labels, r.one_percent, r.knn
+        );
+    })?;
+    print_table(&results);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct MasksArgs {
+    /// PNG to write.
+    #[arg(long, default_value = "masks.png")]
+    out: PathBuf,
+    /// Images to draw.
+    #[arg(long, default_value_t = 8)]
+    count: usize,
+    /// Patch size (the grid is image size / patch size).
+    #[arg(long, default_value_t = 4)]
+    patch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Data directory (MNIST-format IDX files).
+    #[arg(long, default_value = train::data::FASHION_MNIST_DIR)]
+    data_dir: PathBuf,
+}
+
+pub fn masks(args: MasksArgs) -> Result<()> {
+    let splits = train::data::load_idx_dir(&args.data_dir)?;
+    let data = &splits.train;
+    if data.height % args.patch_size != 0 {
+        bail!(
+            "image size {} is not divisible by the patch size {}",
+            data.height,
+            args.patch_size
+        );
+    }
+    let grid = data.height / args.patch_size;
+    let collator = MaskCollator::new(MaskConfig::official(grid), args.seed)?;
+    let batch = collator.sample(0, args.count)?;
+    crate::plot::masks(&args.out, data, &batch, args.patch_size, args.count)?;
+    println!(
+        "wrote {} ({} images, {grid}x{grid} grid)",
+        args.out.display(),
+        args.count
+    );
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! Data sets held in memory as u8 pixels [N, C, H, W]: Fashion-MNIST/MNIST IDX files
+//! (gzip or plain), CIFAR-10 binary batches, and image folders (one sub-folder per
+//! class, JPEG/PNG).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// The default data: Debian's `dataset-fashion-mnist` package.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// [N, C, H, W] pixels.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub classes: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.pixels[i * self.image_len()..(i + 1) * self.image_len()]
+    }
+
+    /// The first `n` images (all if fewer).
+    pub fn take(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            pixels: self.pixels[..n * self.image_len()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            ..self.clone()
+        }
+    }
+
+    /// Per-channel mean and standard deviation of the pixels scaled to [0, 1].
+    pub fn channel_stats(&self) -> Vec<(f32, f32)> {
+        let plane = self.height * self.width;
+        (0..self.channels)
+            .map(|c| {
+                let (mut s, mut s2, mut n) = (0f64, 0f64, 0f64);
+                for i in 0..self.len() {
+                    for &p in &self.image(i)[c * plane..(c + 1) * plane] {
+                        let v = p as f64 / 255.0;
+                        s += v;
+                        s2 += v * v;
+                        n += 1.0;
+                    }
+                }
+                let mean = s / n;
+                (mean as f32, (s2 / n - mean * mean).max(1e-12).sqrt() as f32)
+            })
+            .collect()
+    }
+}
+
+/// A train and a test split.
+pub struct Splits {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+/// Read a file, gunzipping it when it starts with the gzip magic bytes.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("{} is not a valid gzip file", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// An IDX file of u8 values: returns the dims and the data, checking the header
+/// against the file's length.
+pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let bytes = read_maybe_gz(path)?;
+    let name = path.display();
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        bail!("{name}: not an IDX file (bad magic number)");
+    }
+    if bytes[2] != 0x08 {
+        bail!(
+            "{name}: IDX element type 0x{:02x}, expected 0x08 (unsigned byte)",
+            bytes[2]
+        );
+    }
+    let rank = bytes[3] as usize;
+    let header = 4 + 4 * rank;
+    if rank == 0 || bytes.len() < header {
+        bail!("{name}: truncated IDX header");
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let expected: usize = dims.iter().product();
+    if bytes.len() - header != expected {
+        bail!(
+            "{name}: header says {dims:?} = {expected} values, the file holds {}",
+            bytes.len() - header
+        );
+    }
+    Ok((dims, bytes[header..].to_vec()))
+}
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    for candidate in [format!("{stem}.gz"), stem.to_string()] {
+        let p = dir.join(&candidate);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("{}: no {stem} or {stem}.gz", dir.display())
+}
+
+fn idx_split(dir: &Path, prefix: &str) -> Result<Dataset> {
+    let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let labels = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let (dims, pixels) = read_idx(&images)?;
+    let (ldims, labels_u8) = read_idx(&labels)?;
+    if dims.len() != 3 || ldims.len() != 1 || dims[0] != ldims[0] {
+        bail!(
+            "{}: images {dims:?} and labels {ldims:?} do not match",
+            dir.display()
+        );
+    }
+    let labels: Vec<u32> = labels_u8.iter().map(|&l| l as u32).collect();
+    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    Ok(Dataset {
+        channels: 1,
+        height: dims[1],
+        width: dims[2],
+        pixels,
+        labels,
+        classes,
+    })
+}
+
+/// MNIST-format data (Fashion-MNIST, MNIST): `train-*` and `t10k-*` IDX files.
+pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
+    if !dir.is_dir() {
+        bail!("data directory {} does not exist (for Fashion-MNIST: apt-get install dataset-fashion-mnist)", dir.display());
+    }
+    Ok(Splits {
+        train: idx_split(dir, "train")?,
+        test: idx_split(dir, "t10k")?,
+    })
+}
+
+/// CIFAR-10 binary batches: `data_batch_{1..5}.bin` and `test_batch.bin`, records of
+/// one label byte and 3x32x32 pixels.
+pub fn load_cifar10_dir(dir: &Path) -> Result<Splits> {
+    if !dir.is_dir() {
+        bail!("data directory {} does not exist", dir.display());
+    }
+    let read = |files: &[PathBuf]| -> Result<Dataset> {
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        for f in files {
+            let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+            const RECORD: usize = 1 + 3 * 32 * 32;
+            if bytes.is_empty() || bytes.len() % RECORD != 0 {
+                bail!(
+                    "{}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records",
+                    f.display(),
+                    bytes.len()
+                );
+            }
+            for rec in bytes.chunks(RECORD) {
+                if rec[0] > 9 {
+                    bail!("{}: label {} out of range 0..10", f.display(), rec[0]);
+                }
+                labels.push(rec[0] as u32);
+                pixels.extend_from_slice(&rec[1..]);
+            }
+        }
+        Ok(Dataset {
+            channels: 3,
+            height: 32,
+            width: 32,
+            pixels,
+            labels,
+            classes: 10,
+        })
+    };
+    let train: Vec<PathBuf> = (1..=5)
+        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+        .collect();
+    for f in &train {
+        if !f.exists() {
+            bail!("{}: missing {}", dir.display(), f.display());
+        }
+    }
+    Ok(Splits {
+        train: read(&train)?,
+        test: read(&[dir.join("test_batch.bin")])?,
+    })
+}
+
+/// What loading an image folder skipped.
+#[derive(Debug, Default)]
+pub struct FolderReport {
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// An ImageNet-style folder: `dir/<class>/<image>`; classes in sorted order. Each
+/// image is resized (shorter side to `size`, bilinear) and centre-cropped to
+/// size x size, as `channels` (1 = luma, 3 = RGB). Unreadable images are skipped and
+/// reported, not fatal.
+pub fn load_image_folder(
+    dir: &Path,
+    size: usize,
+    channels: usize,
+) -> Result<(Dataset, FolderReport)> {
+    if channels != 1 && channels != 3 {
+        bail!("image folders load as 1 or 3 channels, not {channels}");
+    }
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read data directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        bail!("{}: no class sub-folders", dir.display());
+    }
+    let mut data = Dataset {
+        channels,
+        height: size,
+        width: size,
+        pixels: Vec::new(),
+        labels: Vec::new(),
+        classes: classes.len(),
+    };
+    let mut report = FolderReport::default();
+    for (label, class_dir) in classes.iter().enumerate() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(class_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for f in files {
+            match image::open(&f) {
+                Ok(img) => {
+                    let (w, h) = (img.width() as f64, img.height() as f64);
+                    let s = size as f64 / w.min(h);
+                    let (nw, nh) = (
+                        (w * s).round().max(size as f64) as u32,
+                        (h * s).round().max(size as f64) as u32,
+                    );
+                    let img = img.resize_exact(nw, nh, image::imageops::FilterType::Triangle);
+                    let img = img.crop_imm(
+                        (nw - size as u32) / 2,
+                        (nh - size as u32) / 2,
+                        size as u32,
+                        size as u32,
+                    );
+                    if channels == 1 {
+                        data.pixels.extend_from_slice(img.to_luma8().as_raw());
+                    } else {
+                        let rgb = img.to_rgb8();
+                        for c in 0..3 {
+                            data.pixels.extend(rgb.pixels().map(|p| p.0[c]));
+                        }
+                    }
+                    data.labels.push(label as u32);
+                }
+                Err(e) => report.skipped.push((f, e.to_string())),
+            }
+        }
+    }
+    if data.is_empty() {
+        bail!("{}: no readable images", dir.display());
+    }
+    Ok((data, report))
+}
