@@ -1,5 +1,6 @@
 //! `ijepa pretrain`, `ijepa probe` and `ijepa masks`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -170,11 +171,19 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             m.loss, m.lr, m.images_per_s
         ));
         if let Some(k) = m.knn_top1 {
-            bar.println(format!(
-                "epoch {} done: loss {:.4}, k-NN top-1 {k:.2}%",
+            let line = format!(
+                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%",
                 m.epoch + 1,
-                m.loss
-            ));
+                m.step,
+                m.loss,
+                m.images_per_s
+            );
+            // indicatif draws nothing when stderr is not a terminal (logs, CI).
+            if std::io::stderr().is_terminal() {
+                bar.println(line);
+            } else {
+                eprintln!("{line}");
+            }
         }
         curve.push((m.step as f64, m.loss as f64, m.knn_top1));
     });

@@ -86,8 +86,9 @@ impl IjepaConfig {
 }
 
 /// Encoder presets: (name, width, depth, heads). The official ViTs, plus small ones
-/// for 28-32 px images (Fashion-MNIST, CIFAR-10).
+/// for 28-32 px images (Fashion-MNIST, CIFAR-10; vit_femto is for smoke tests).
 pub const PRESETS: &[(&str, usize, usize, usize)] = &[
+    ("vit_femto", 32, 2, 2),
     ("vit_pico", 64, 4, 4),
     ("vit_nano", 128, 6, 4),
     ("vit_tiny", 192, 12, 3),

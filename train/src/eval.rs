@@ -296,12 +296,11 @@ pub fn linear_accuracy(w: &[f32], b: &[f32], x: &[f32], y: &[u32], cols: usize) 
 
 /// Cosine k-NN top-1 accuracy (%), votes weighted by exp(similarity / 0.07); the
 /// similarities are one GPU matmul.
+/// `train` and `test` are (features [n, cols], labels [n]).
 pub fn knn_accuracy(
     device: &Arc<Device>,
-    train: &[f32],
-    train_y: &[u32],
-    test: &[f32],
-    test_y: &[u32],
+    (train, train_y): (&[f32], &[u32]),
+    (test, test_y): (&[f32], &[u32]),
     cols: usize,
     classes: usize,
     k: usize,

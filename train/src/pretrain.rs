@@ -161,7 +161,7 @@ impl PretrainConfig {
                 pred_embed_dim: 32,
                 pred_depth: 2,
                 batch_size: 64,
-                epochs: 2,
+                epochs: 1,
                 data: DataConfig {
                     train_limit: 10_000,
                     test_limit: 2_000,
@@ -191,7 +191,7 @@ impl PretrainConfig {
                 data.width
             );
         }
-        if data.height % self.patch_size != 0 {
+        if !data.height.is_multiple_of(self.patch_size) {
             bail!(
                 "image size {} is not divisible by the patch size {}",
                 data.height,
@@ -457,10 +457,8 @@ impl Trainer {
         let classes = self.splits.train.classes;
         Ok(Some(knn_accuracy(
             &self.device,
-            &tr,
-            &self.splits.train.labels[..n_train],
-            &te,
-            &self.splits.test.labels[..n_test],
+            (&tr, &self.splits.train.labels[..n_train]),
+            (&te, &self.splits.test.labels[..n_test]),
             d,
             classes,
             20,
@@ -539,8 +537,8 @@ impl Trainer {
                 momentum as f32,
             )?;
             self.step += 1;
-            let epoch_end = self.step % self.steps_per_epoch == 0;
-            let log_detail = self.step % 50 == 0 || epoch_end || self.step == until;
+            let epoch_end = self.step.is_multiple_of(self.steps_per_epoch);
+            let log_detail = self.step.is_multiple_of(50) || epoch_end || self.step == until;
             let target_std = if log_detail {
                 let d = self.model.config.encoder.embed_dim;
                 Some(feature_std(&out.target.to_vec(), d))
@@ -564,7 +562,7 @@ impl Trainer {
             };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             on_step(&m);
-            if self.step % self.config.checkpoint_every == 0 || self.step == until {
+            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == until {
                 self.save(&self.out_dir.join(CHECKPOINT))?;
             }
         }

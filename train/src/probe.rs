@@ -43,7 +43,7 @@ pub fn probe_features(
         &splits.test.labels,
         splits.train.classes,
     );
-    let knn = knn_accuracy(device, &train, ty, &test, vy, cols, classes, 20)?;
+    let knn = knn_accuracy(device, (&train, ty), (&test, vy), cols, classes, 20)?;
     let (mean, std) = column_stats(&train, cols);
     standardise(&mut train, cols, &mean, &std);
     standardise(&mut test, cols, &mean, &std);

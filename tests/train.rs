@@ -1,0 +1,323 @@
+//! Training: loaders on files the test writes, schedules against their closed forms,
+//! exact resume, an end-to-end run on a Fashion-MNIST subset, and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::device;
+use train::data::{load_cifar10_dir, load_idx_dir, load_image_folder, read_idx};
+use train::pretrain::{DataConfig, PretrainConfig, Trainer, CHECKPOINT, METRICS};
+use train::schedule::Schedules;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ijepa_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn idx_files_load_plain_and_gzipped_and_bad_ones_are_named() {
+    let dir = temp_dir("idx");
+    let pixels: Vec<u8> = (0..3 * 4 * 5).map(|i| i as u8).collect();
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte.gz"),
+        gzip(&idx_bytes(&[3, 4, 5], &pixels)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte"),
+        idx_bytes(&[3], &[2, 0, 1]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[1, 4, 5], &pixels[..20]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx_bytes(&[1], &[1])).unwrap();
+    let s = load_idx_dir(&dir).unwrap();
+    assert_eq!(
+        (
+            s.train.len(),
+            s.train.height,
+            s.train.width,
+            s.train.classes
+        ),
+        (3, 4, 5, 3)
+    );
+    assert_eq!(s.train.image(1), &pixels[20..40]);
+    assert_eq!(s.train.labels, vec![2, 0, 1]);
+    // Truncated: the header promises more than the file holds.
+    std::fs::write(dir.join("bad"), &idx_bytes(&[3, 4, 5], &pixels)[..50]).unwrap();
+    let e = read_idx(&dir.join("bad")).unwrap_err().to_string();
+    assert!(e.contains("bad") && e.contains("[3, 4, 5]"), "{e}");
+    // Corrupt gzip.
+    std::fs::write(dir.join("bad.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
+    let e = read_idx(&dir.join("bad.gz")).unwrap_err().to_string();
+    assert!(e.contains("bad.gz") && e.contains("gzip"), "{e}");
+    let e = load_idx_dir(&dir.join("nope")).err().unwrap().to_string();
+    assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cifar_batches_load_and_a_truncated_one_is_refused() {
+    let dir = temp_dir("cifar");
+    let record = |label: u8| {
+        let mut r = vec![label];
+        r.extend((0..3072).map(|i| (i % 251) as u8));
+        r
+    };
+    for i in 1..=5 {
+        std::fs::write(
+            dir.join(format!("data_batch_{i}.bin")),
+            [record(i), record(9)].concat(),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("test_batch.bin"), record(3)).unwrap();
+    let s = load_cifar10_dir(&dir).unwrap();
+    assert_eq!(
+        (s.train.len(), s.train.channels, s.train.height),
+        (10, 3, 32)
+    );
+    assert_eq!(s.train.labels[..4], [1, 9, 2, 9]);
+    assert_eq!(s.test.image(0)[..3], [0, 1, 2]);
+    std::fs::write(dir.join("test_batch.bin"), &record(3)[..1000]).unwrap();
+    let e = load_cifar10_dir(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains("test_batch.bin") && e.contains("1000 bytes"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn image_folders_load_and_skip_a_corrupt_image() {
+    let dir = temp_dir("folder");
+    for (class, shade) in [("cat", 40u8), ("dog", 200u8)] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        let img = image::RgbImage::from_pixel(12, 8, image::Rgb([shade, shade / 2, 10]));
+        img.save(dir.join(class).join("a.png")).unwrap();
+    }
+    std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
+    let (data, report) = load_image_folder(&dir, 8, 3).unwrap();
+    assert_eq!(
+        (data.len(), data.classes, data.height, data.channels),
+        (2, 2, 8, 3)
+    );
+    assert_eq!(data.labels, vec![0, 1]);
+    assert_eq!(data.image(1)[0], 200);
+    assert_eq!(report.skipped.len(), 1);
+    assert!(report.skipped[0].0.ends_with("broken.png"));
+    let (gray, _) = load_image_folder(&dir, 4, 1).unwrap();
+    assert_eq!(gray.image_len(), 16);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn schedules_follow_their_closed_forms() {
+    let s = Schedules {
+        total_steps: 100,
+        warmup_steps: 10,
+        start_lr: 2e-4,
+        lr: 1e-3,
+        final_lr: 1e-6,
+        weight_decay: 0.04,
+        final_weight_decay: 0.4,
+        ema_start: 0.996,
+        ema_end: 1.0,
+    };
+    let pi = std::f64::consts::PI;
+    // Warm-up: the schedule advances before its first update, so update 0 uses 1/10.
+    assert!((s.lr(0) - (2e-4 + 0.1 * 8e-4)).abs() < 1e-15);
+    assert!((s.lr(8) - (2e-4 + 0.9 * 8e-4)).abs() < 1e-15);
+    assert!((s.lr(9) - 1e-3).abs() < 1e-15, "peak right after warm-up");
+    let at =
+        |t: usize| 1e-6 + (1e-3 - 1e-6) * 0.5 * (1.0 + (pi * (t + 1 - 10) as f64 / 90.0).cos());
+    for t in [20, 54, 99] {
+        assert!((s.lr(t) - at(t)).abs() < 1e-15, "lr at {t}");
+    }
+    assert!((s.lr(99) - 1e-6).abs() < 1e-15);
+    for t in [0, 49, 99] {
+        let wd = 0.4 + (0.04 - 0.4) * 0.5 * (1.0 + (pi * (t + 1) as f64 / 100.0).cos());
+        assert!((s.weight_decay(t) - wd).abs() < 1e-15, "wd at {t}");
+    }
+    assert!((s.momentum(0) - 0.996).abs() < 1e-15);
+    assert!((s.momentum(50) - 0.998).abs() < 1e-15);
+    assert!((s.momentum(100) - 1.0).abs() < 1e-15);
+}
+
+/// A tiny run on the first `images` Fashion-MNIST training images.
+fn tiny_config(images: usize, epochs: usize) -> PretrainConfig {
+    PretrainConfig {
+        data: DataConfig {
+            train_limit: images,
+            test_limit: 200,
+            ..DataConfig::default()
+        },
+        model: "vit_femto".into(),
+        pred_embed_dim: 16,
+        pred_depth: 1,
+        batch_size: 16,
+        epochs,
+        checkpoint_every: 10,
+        knn_train: 200,
+        knn_test: 100,
+        ..PretrainConfig::default()
+    }
+}
+
+fn losses(dir: &Path) -> Vec<(usize, f32)> {
+    std::fs::read_to_string(dir.join(METRICS))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap() as usize,
+                v["loss"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let (a, b) = (temp_dir("resume_a"), temp_dir("resume_b"));
+    let config = tiny_config(320, 2);
+    let mut straight = Trainer::new(&device(), config.clone(), &a).unwrap();
+    straight.run(30, |_| {}).unwrap();
+    let mut first = Trainer::new(&device(), config.clone(), &b).unwrap();
+    first.run(20, |_| {}).unwrap();
+    drop(first);
+    let mut resumed = Trainer::new(&device(), config, &b).unwrap();
+    resumed.resume(&b.join(CHECKPOINT)).unwrap();
+    assert_eq!(resumed.step, 20);
+    resumed.run(30, |_| {}).unwrap();
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 30);
+    assert_eq!(lb.len(), 30);
+    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
+        assert_eq!(sa, sb);
+        assert_eq!(
+            x.to_bits(),
+            y.to_bits(),
+            "step {sa}: {x} straight vs {y} resumed"
+        );
+    }
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+#[test]
+fn end_to_end_run_lowers_the_loss_keeps_features_alive_and_probes() {
+    let dir = temp_dir("e2e");
+    // 800 images, 16 per batch, 4 epochs: 200 steps.
+    let mut t = Trainer::new(&device(), tiny_config(800, 4), &dir).unwrap();
+    let mut stds = Vec::new();
+    let mut knn = Vec::new();
+    t.run(usize::MAX, |m| {
+        stds.extend(m.target_std);
+        knn.extend(m.knn_top1);
+    })
+    .unwrap();
+    let l = losses(&dir);
+    assert_eq!(l.len(), 200);
+    let mean = |s: &[(usize, f32)]| s.iter().map(|x| x.1 as f64).sum::<f64>() / s.len() as f64;
+    let (early, late) = (mean(&l[..20]), mean(&l[180..]));
+    assert!(
+        late < 0.5 * early,
+        "loss did not go down: first 20 steps {early}, last 20 {late}"
+    );
+    assert!(
+        stds.iter().all(|&s| s > 0.05),
+        "target features collapsed: stds {stds:?}"
+    );
+    assert_eq!(knn.len(), 4, "one k-NN per epoch");
+    assert!(dir.join("checkpoint.safetensors").exists());
+    let results = train::probe::probe_checkpoint(&device(), &dir.join(CHECKPOINT), |_| {}).unwrap();
+    assert_eq!(results.len(), 3);
+    // Raw pixels of Fashion-MNIST are linearly separable far above chance (10%).
+    assert!(results[0].all_labels > 50.0, "{results:?}");
+    for r in &results {
+        assert!(r.all_labels > 20.0 && r.knn > 20.0, "{r:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+    let dir = temp_dir("nan");
+    let mut config = tiny_config(320, 1);
+    config.lr = 1e12;
+    config.start_lr = 1e12;
+    config.checkpoint_every = 1;
+    let mut t = Trainer::new(&device(), config.clone(), &dir).unwrap();
+    let e = t.run(20, |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("the loss became") && e.contains("checkpoint"),
+        "{e}"
+    );
+    let file = model::checkpoint::SafetensorsFile::open(&dir.join(CHECKPOINT)).unwrap();
+    let step: usize = file.metadata()["step"].parse().unwrap();
+    assert!(step >= 1 && step < t.step + 1, "checkpoint of step {step}");
+    let mut again = Trainer::new(&device(), config, &dir).unwrap();
+    again.resume(&dir.join(CHECKPOINT)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_error() {
+    let dir = temp_dir("badcfg");
+    let path = dir.join("c.json");
+    std::fs::write(&path, r#"{"batch_size": 8, "learning_rate": 1}"#).unwrap();
+    let e = format!("{:#}", PretrainConfig::from_file(&path).unwrap_err());
+    assert!(e.contains("c.json") && e.contains("learning_rate"), "{e}");
+    std::fs::write(&path, r#"{"batch_size": "eight"}"#).unwrap();
+    let e = format!("{:#}", PretrainConfig::from_file(&path).unwrap_err());
+    assert!(
+        e.contains("c.json") && e.contains("batch_size") || e.contains("invalid type"),
+        "{e}"
+    );
+    let mut c = tiny_config(64, 1);
+    c.lr = -1.0;
+    assert!(Trainer::new(&device(), c, &dir)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("lr = -1"));
+    let mut c = tiny_config(64, 1);
+    c.patch_size = 5;
+    let e = Trainer::new(&device(), c, &dir).err().unwrap().to_string();
+    assert!(e.contains("28") && e.contains("patch size 5"), "{e}");
+    let mut c = tiny_config(64, 1);
+    c.data.dir = dir.join("missing");
+    let e = Trainer::new(&device(), c, &dir).err().unwrap().to_string();
+    assert!(e.contains("missing") && e.contains("does not exist"), "{e}");
+    // An output directory that cannot be created (its parent is a file).
+    let e = Trainer::new(&device(), tiny_config(64, 1), &path.join("out"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("c.json/out"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
