@@ -62,13 +62,9 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Attention forward + backward over `batch_heads` heads for each token count.
-pub fn attention(
-    dev: &Arc<Device>,
-    tokens: &[usize],
-    head_dims: &[usize],
-    batch_heads: usize,
-) -> Result<()> {
+/// Attention forward + backward over `batch_heads` heads for each token count: the
+/// fused kernels against the composed path (matmul, scale, softmax, matmul).
+pub fn attention(dev: &Arc<Device>, tokens: &[usize], head_dims: &[usize], batch_heads: usize) -> Result<()> {
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
@@ -77,18 +73,25 @@ pub fn attention(
             let v = filled(dev, &[batch_heads, n, hd])?.requires_grad();
             let w = filled(dev, &[batch_heads, n, hd])?;
             let scale = (hd as f32).powf(-0.5);
-            let secs = time_per_call(dev, 1.0, || {
-                let o = ops::attention(&q, &k, &v, scale)?;
-                let loss = ops::sum(&ops::mul(&o, &w)?)?;
-                engine::backward(&loss)?;
-                Ok(())
-            })?;
-            // Forward 4 N^2 hd, backward 8 N^2 hd (plus the recomputation, not counted).
+            type Attention = fn(&Tensor, &Tensor, &Tensor, f32) -> engine::Result<Tensor>;
+            let mut time = |f: Attention| {
+                time_per_call(dev, 1.0, || {
+                    let o = f(&q, &k, &v, scale)?;
+                    let loss = ops::sum(&ops::mul(&o, &w)?)?;
+                    engine::backward(&loss)?;
+                    Ok(())
+                })
+            };
+            let fused = time(ops::attention)?;
+            let composed = time(ops::attention::attention_composed)?;
+            // Forward 4 N^2 hd, backward 8 N^2 hd (recomputation not counted).
             let flops = 12.0 * (batch_heads * n * n * hd) as f64;
             println!(
-                "[{name}] attention fwd+bwd heads={batch_heads} N={n} hd={hd}: {:.2} ms, {:.2} GFLOP/s",
-                secs * 1e3,
-                flops / secs / 1e9
+                "[{name}] attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms: {:.2}x",
+                fused * 1e3,
+                flops / fused / 1e9,
+                composed * 1e3,
+                composed / fused
             );
         }
     }

@@ -4,6 +4,7 @@
 pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../shaders/layernorm.wgsl");
 pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
@@ -17,6 +18,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("elementwise.wgsl", ELEMENTWISE),
     ("reduce.wgsl", REDUCE),
     ("matmul.wgsl", MATMUL),
+    ("attention.wgsl", ATTENTION),
     ("softmax.wgsl", SOFTMAX),
     ("layernorm.wgsl", LAYERNORM),
     ("layout.wgsl", LAYOUT),

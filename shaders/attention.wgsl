@@ -1,0 +1,193 @@
+// Fused scaled-dot-product attention, flash style: softmax(q k^T * scale) v without
+// ever writing the tokens x tokens score matrix.
+//
+// q, k, v, out: [BH, N, HD] (one head per leading index). Each invocation owns one row
+// (a query row in the forward and dq kernels, a key row in the dk/dv kernel) and keeps
+// it and its accumulators in private memory; a workgroup of 64 rows walks over the other
+// side's rows in tiles of TILE rows staged in workgroup memory.
+//
+// forward: online softmax over key tiles; writes out and the row log-sum-exp `lse`.
+// backward (from lse, with delta_i = dout_i . out_i):
+//   p_ij = exp(scale q_i.k_j - lse_i), ds_ij = p_ij (dout_i.v_j - delta_i),
+//   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i.
+
+struct Params {
+    bh: u32,
+    n: u32,
+    hd: u32,
+    scale: f32,
+}
+
+const MAX_HD: u32 = 128u;
+const ROWS: u32 = 64u;
+// Rows of the other side per tile; TILE * HD <= 2048 (the host picks it per HD).
+override TILE: u32 = 32u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// forward
+@group(0) @binding(1) var<storage, read> f_q: array<f32>;
+@group(0) @binding(2) var<storage, read> f_k: array<f32>;
+@group(0) @binding(3) var<storage, read> f_v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_lse: array<f32>;
+
+// backward, dq (also writes delta)
+@group(0) @binding(10) var<storage, read> q_q: array<f32>;
+@group(0) @binding(11) var<storage, read> q_k: array<f32>;
+@group(0) @binding(12) var<storage, read> q_v: array<f32>;
+@group(0) @binding(13) var<storage, read> q_out: array<f32>;
+@group(0) @binding(14) var<storage, read> q_dout: array<f32>;
+@group(0) @binding(15) var<storage, read> q_lse: array<f32>;
+@group(0) @binding(16) var<storage, read_write> q_dq: array<f32>;
+@group(0) @binding(17) var<storage, read_write> q_delta: array<f32>;
+
+// backward, dk and dv
+@group(0) @binding(20) var<storage, read> kv_q: array<f32>;
+@group(0) @binding(21) var<storage, read> kv_k: array<f32>;
+@group(0) @binding(22) var<storage, read> kv_v: array<f32>;
+@group(0) @binding(23) var<storage, read> kv_dout: array<f32>;
+@group(0) @binding(24) var<storage, read> kv_lse: array<f32>;
+@group(0) @binding(25) var<storage, read> kv_delta: array<f32>;
+@group(0) @binding(26) var<storage, read_write> kv_dk: array<f32>;
+@group(0) @binding(27) var<storage, read_write> kv_dv: array<f32>;
+
+// Two tiles of TILE rows x HD floats (16.5 KiB in all with tile_s).
+var<workgroup> tile_a: array<f32, 2048>;
+var<workgroup> tile_b: array<f32, 2048>;
+var<workgroup> tile_s: array<vec2<f32>, 64>;
+
+@compute @workgroup_size(64)
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wid.y;
+    let row = wid.x * ROWS + lid;
+    let base = head * p.n * p.hd;
+    let live = row < p.n;
+    var q: array<f32, 128>;
+    var acc: array<f32, 128>;
+    let r = min(row, p.n - 1u);
+    for (var d = 0u; d < p.hd; d++) {
+        q[d] = f_q[base + r * p.hd + d] * p.scale;
+        acc[d] = 0.0;
+    }
+    var m = -3.4e38;
+    var l = 0.0;
+    for (var t0 = 0u; t0 < p.n; t0 += TILE) {
+        let count = min(TILE, p.n - t0);
+        workgroupBarrier();
+        for (var e = lid; e < count * p.hd; e += ROWS) {
+            tile_a[e] = f_k[base + t0 * p.hd + e];
+            tile_b[e] = f_v[base + t0 * p.hd + e];
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < count; j++) {
+            var s = 0.0;
+            for (var d = 0u; d < p.hd; d++) { s += q[d] * tile_a[j * p.hd + d]; }
+            let m_new = max(m, s);
+            let corr = exp(m - m_new);
+            let w = exp(s - m_new);
+            l = l * corr + w;
+            for (var d = 0u; d < p.hd; d++) { acc[d] = acc[d] * corr + w * tile_b[j * p.hd + d]; }
+            m = m_new;
+        }
+    }
+    if (live) {
+        let inv = 1.0 / l;
+        for (var d = 0u; d < p.hd; d++) { f_out[base + row * p.hd + d] = acc[d] * inv; }
+        f_lse[head * p.n + row] = m + log(l);
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wid.y;
+    let row = wid.x * ROWS + lid;
+    let base = head * p.n * p.hd;
+    let live = row < p.n;
+    let r = min(row, p.n - 1u);
+    var q: array<f32, 128>;
+    var dout: array<f32, 128>;
+    var dq: array<f32, 128>;
+    var delta = 0.0;
+    for (var d = 0u; d < p.hd; d++) {
+        q[d] = q_q[base + r * p.hd + d] * p.scale;
+        dout[d] = q_dout[base + r * p.hd + d];
+        delta += dout[d] * q_out[base + r * p.hd + d];
+        dq[d] = 0.0;
+    }
+    let lse = q_lse[head * p.n + r];
+    for (var t0 = 0u; t0 < p.n; t0 += TILE) {
+        let count = min(TILE, p.n - t0);
+        workgroupBarrier();
+        for (var e = lid; e < count * p.hd; e += ROWS) {
+            tile_a[e] = q_k[base + t0 * p.hd + e];
+            tile_b[e] = q_v[base + t0 * p.hd + e];
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < count; j++) {
+            var s = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < p.hd; d++) {
+                s += q[d] * tile_a[j * p.hd + d];
+                dp += dout[d] * tile_b[j * p.hd + d];
+            }
+            let ds = exp(s - lse) * (dp - delta);
+            for (var d = 0u; d < p.hd; d++) { dq[d] += ds * tile_a[j * p.hd + d]; }
+        }
+    }
+    if (live) {
+        for (var d = 0u; d < p.hd; d++) { q_dq[base + row * p.hd + d] = dq[d] * p.scale; }
+        q_delta[head * p.n + row] = delta;
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wid.y;
+    let row = wid.x * ROWS + lid;
+    let base = head * p.n * p.hd;
+    let live = row < p.n;
+    let r = min(row, p.n - 1u);
+    var k: array<f32, 128>;
+    var v: array<f32, 128>;
+    var dk: array<f32, 128>;
+    var dv: array<f32, 128>;
+    for (var d = 0u; d < p.hd; d++) {
+        k[d] = kv_k[base + r * p.hd + d] * p.scale;
+        v[d] = kv_v[base + r * p.hd + d];
+        dk[d] = 0.0;
+        dv[d] = 0.0;
+    }
+    for (var t0 = 0u; t0 < p.n; t0 += TILE) {
+        let count = min(TILE, p.n - t0);
+        workgroupBarrier();
+        for (var e = lid; e < count * p.hd; e += ROWS) {
+            tile_a[e] = kv_q[base + t0 * p.hd + e];
+            tile_b[e] = kv_dout[base + t0 * p.hd + e];
+        }
+        if (lid < count) {
+            tile_s[lid] = vec2<f32>(kv_lse[head * p.n + t0 + lid], kv_delta[head * p.n + t0 + lid]);
+        }
+        workgroupBarrier();
+        for (var i = 0u; i < count; i++) {
+            var s = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < p.hd; d++) {
+                s += k[d] * tile_a[i * p.hd + d];
+                dp += v[d] * tile_b[i * p.hd + d];
+            }
+            let pr = exp(s - tile_s[i].x);
+            let ds = pr * (dp - tile_s[i].y);
+            for (var d = 0u; d < p.hd; d++) {
+                dv[d] += pr * tile_b[i * p.hd + d];
+                dk[d] += ds * tile_a[i * p.hd + d];
+            }
+        }
+    }
+    if (live) {
+        for (var d = 0u; d < p.hd; d++) {
+            kv_dk[base + row * p.hd + d] = dk[d] * p.scale;
+            kv_dv[base + row * p.hd + d] = dv[d];
+        }
+    }
+}
