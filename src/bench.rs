@@ -74,7 +74,7 @@ pub fn attention(dev: &Arc<Device>, tokens: &[usize], head_dims: &[usize], batch
             let w = filled(dev, &[batch_heads, n, hd])?;
             let scale = (hd as f32).powf(-0.5);
             type Attention = fn(&Tensor, &Tensor, &Tensor, f32) -> engine::Result<Tensor>;
-            let mut time = |f: Attention| {
+            let time = |f: Attention| {
                 time_per_call(dev, 1.0, || {
                     let o = f(&q, &k, &v, scale)?;
                     let loss = ops::sum(&ops::mul(&o, &w)?)?;
