@@ -1,5 +1,5 @@
-//! Kernel throughput: matmul (square and ViT shapes) and attention, forward and
-//! backward, in GFLOP/s via criterion's throughput (reported as elements = flops).
+//! Kernel throughput: matmul (square and ViT shapes) and attention in GFLOP/s via
+//! criterion's throughput (elements = flops), and training-step throughput in images.
 //! Run with `cargo bench --bench kernels`; `IJEPA_ADAPTER` picks the adapter.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -62,5 +62,42 @@ fn attention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, attention);
+/// One I-JEPA training step (forward, backward, AdamW, EMA) of a small ViT on random
+/// images; throughput in images.
+fn train_step(c: &mut Criterion) {
+    use train::masks::{MaskCollator, MaskConfig};
+    let dev = Device::shared().unwrap();
+    let mut group = c.benchmark_group(format!("train step [{}]", dev.info().name));
+    group.sample_size(10);
+    let config = model::IjepaConfig {
+        encoder: model::config::vit_preset("vit_pico", 28, 4, 1).unwrap(),
+        predictor: model::PredictorConfig {
+            embed_dim: 32,
+            depth: 2,
+            num_heads: 4,
+        },
+    };
+    let net = model::IJepa::new(&dev, &config, 0).unwrap();
+    let mut optimizer = train::optim::AdamWOptimizer::new(&net.trainable_params()).unwrap();
+    let collator = MaskCollator::new(MaskConfig::official(7), 0).unwrap();
+    let batch = 32;
+    let images = filled(&dev, &[batch, 1, 28, 28]);
+    group.throughput(Throughput::Elements(batch as u64));
+    let mut step = 0u64;
+    group.bench_function("vit_pico 28x28 batch 32", |bench| {
+        bench.iter(|| {
+            let m = collator.sample(step, batch).unwrap();
+            step += 1;
+            let masks = model::Masks::new(&dev, &m.context, &m.target, 49).unwrap();
+            let out = net.forward(&images, &masks).unwrap();
+            let grads = engine::backward(&out.loss).unwrap();
+            optimizer.step(&grads, 1e-3, 0.04).unwrap();
+            train::optim::ema(&net.target_params(), &net.encoder_params(), 0.996).unwrap();
+            out.loss.item()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, matmul, attention, train_step);
 criterion_main!(benches);

@@ -64,7 +64,12 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
 
 /// Attention forward + backward over `batch_heads` heads for each token count: the
 /// fused kernels against the composed path (matmul, scale, softmax, matmul).
-pub fn attention(dev: &Arc<Device>, tokens: &[usize], head_dims: &[usize], batch_heads: usize) -> Result<()> {
+pub fn attention(
+    dev: &Arc<Device>,
+    tokens: &[usize],
+    head_dims: &[usize],
+    batch_heads: usize,
+) -> Result<()> {
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {

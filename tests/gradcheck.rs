@@ -172,8 +172,22 @@ fn gradcheck_softmax() {
 fn gradcheck_composed_attention() {
     check(
         "attention (composed)",
-        &[input(&[2, 5, 4], 1), input(&[2, 5, 4], 2), input(&[2, 5, 4], 3)],
-        |x| weighted_sum(&ops::attention::attention_composed(&upstream(&x[0])?, &upstream(&x[1])?, &upstream(&x[2])?, 0.5)?, 9),
+        &[
+            input(&[2, 5, 4], 1),
+            input(&[2, 5, 4], 2),
+            input(&[2, 5, 4], 3),
+        ],
+        |x| {
+            weighted_sum(
+                &ops::attention::attention_composed(
+                    &upstream(&x[0])?,
+                    &upstream(&x[1])?,
+                    &upstream(&x[2])?,
+                    0.5,
+                )?,
+                9,
+            )
+        },
         default(),
     );
 }

@@ -589,23 +589,51 @@ fn fused_attention_matches_the_composed_path_forward_and_backward() {
     let mut r = rng(14);
     // Odd token counts (not multiples of the 64-row workgroup or the key tile) and
     // head dims from 16 to 128 (tiles of 32, 32 and 16 keys).
-    for &(bh, n, hd) in &[(1, 1, 16), (3, 7, 16), (2, 33, 32), (2, 65, 64), (1, 130, 128), (2, 197, 24)] {
+    for &(bh, n, hd) in &[
+        (1, 1, 16),
+        (3, 7, 16),
+        (2, 33, 32),
+        (2, 65, 64),
+        (1, 130, 128),
+        (2, 197, 24),
+    ] {
         let data = |r: &mut rand::rngs::StdRng| random(r, bh * n * hd);
         let (qd, kd, vd, gd) = (data(&mut r), data(&mut r), data(&mut r), data(&mut r));
         let scale = (hd as f32).powf(-0.5) * 2.0;
         let what = format!("attention bh={bh} n={n} hd={hd}");
-        let (q, k, v) = (upload(&[bh, n, hd], &qd).requires_grad(), upload(&[bh, n, hd], &kd).requires_grad(), upload(&[bh, n, hd], &vd).requires_grad());
+        let (q, k, v) = (
+            upload(&[bh, n, hd], &qd).requires_grad(),
+            upload(&[bh, n, hd], &kd).requires_grad(),
+            upload(&[bh, n, hd], &vd).requires_grad(),
+        );
         let dout = upload(&[bh, n, hd], &gd);
         // Oracle: the composed path and its tape gradients.
         let want = attention_composed(&q, &k, &v, scale).unwrap();
         let loss = ops::sum(&ops::mul(&want, &dout).unwrap()).unwrap();
         let grads = engine::backward(&loss).unwrap();
         let (out, lse) = attention_forward(&q, &k, &v, scale).unwrap();
-        assert_close(&format!("{what} out"), &out.to_vec(), &want.to_vec(), 2e-6, 1e-4);
+        assert_close(
+            &format!("{what} out"),
+            &out.to_vec(),
+            &want.to_vec(),
+            2e-6,
+            1e-4,
+        );
         // lse against the CPU reference of the scores.
         let mut scores = Vec::new();
         for b in 0..bh {
-            let s = cpu::matmul(&qd[b * n * hd..], &kd[b * n * hd..], None, 1, n, hd, n, false, true, false);
+            let s = cpu::matmul(
+                &qd[b * n * hd..],
+                &kd[b * n * hd..],
+                None,
+                1,
+                n,
+                hd,
+                n,
+                false,
+                true,
+                false,
+            );
             scores.extend(s.iter().map(|x| x * scale));
         }
         let want_lse: Vec<f32> = scores

@@ -46,7 +46,15 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((s[0], s[1], s[2]))
 }
 
-fn launch(def: &KernelDef, bh: usize, n: usize, hd: usize, scale: f32, buffers: &[&wgpu::Buffer], dev: &crate::Device) {
+fn launch(
+    def: &KernelDef,
+    bh: usize,
+    n: usize,
+    hd: usize,
+    scale: f32,
+    buffers: &[&wgpu::Buffer],
+    dev: &crate::Device,
+) {
     let tile = (TILE_FLOATS / hd).min(32);
     dev.dispatch(
         def,
@@ -58,15 +66,37 @@ fn launch(def: &KernelDef, bh: usize, n: usize, hd: usize, scale: f32, buffers: 
 }
 
 /// Fused forward: (out [BH, N, hd], row log-sum-exp [BH, N]).
-pub fn attention_forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<(Tensor, Tensor)> {
+pub fn attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+) -> Result<(Tensor, Tensor)> {
     let (bh, n, hd) = check(q, k, v)?;
     if hd > MAX_HEAD_DIM {
-        return shape_err("attention", format!("head dim {hd} exceeds the fused kernels' {MAX_HEAD_DIM}"));
+        return shape_err(
+            "attention",
+            format!("head dim {hd} exceeds the fused kernels' {MAX_HEAD_DIM}"),
+        );
     }
     let dev = q.device();
     let out = Tensor::empty(dev, q.shape())?;
     let lse = Tensor::empty(dev, &[bh, n])?;
-    launch(&FORWARD, bh, n, hd, scale, &[q.buffer(), k.buffer(), v.buffer(), out.buffer(), lse.buffer()], dev);
+    launch(
+        &FORWARD,
+        bh,
+        n,
+        hd,
+        scale,
+        &[
+            q.buffer(),
+            k.buffer(),
+            v.buffer(),
+            out.buffer(),
+            lse.buffer(),
+        ],
+        dev,
+    );
     Ok((out, lse))
 }
 
@@ -82,7 +112,11 @@ pub fn attention_backward(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let (bh, n, hd) = check(q, k, v)?;
     let dev = q.device();
-    let (dq, dk, dv) = (Tensor::empty(dev, q.shape())?, Tensor::empty(dev, q.shape())?, Tensor::empty(dev, q.shape())?);
+    let (dq, dk, dv) = (
+        Tensor::empty(dev, q.shape())?,
+        Tensor::empty(dev, q.shape())?,
+        Tensor::empty(dev, q.shape())?,
+    );
     let delta = Tensor::empty(dev, &[bh, n])?;
     launch(
         &BACKWARD_DQ,
@@ -90,7 +124,16 @@ pub fn attention_backward(
         n,
         hd,
         scale,
-        &[q.buffer(), k.buffer(), v.buffer(), out.buffer(), dout.buffer(), lse.buffer(), dq.buffer(), delta.buffer()],
+        &[
+            q.buffer(),
+            k.buffer(),
+            v.buffer(),
+            out.buffer(),
+            dout.buffer(),
+            lse.buffer(),
+            dq.buffer(),
+            delta.buffer(),
+        ],
         dev,
     );
     launch(
@@ -99,7 +142,16 @@ pub fn attention_backward(
         n,
         hd,
         scale,
-        &[q.buffer(), k.buffer(), v.buffer(), dout.buffer(), lse.buffer(), delta.buffer(), dk.buffer(), dv.buffer()],
+        &[
+            q.buffer(),
+            k.buffer(),
+            v.buffer(),
+            dout.buffer(),
+            lse.buffer(),
+            delta.buffer(),
+            dk.buffer(),
+            dv.buffer(),
+        ],
         dev,
     );
     Ok((dq, dk, dv))
