@@ -20,6 +20,9 @@ struct Params {
 
 const MAX_HD: u32 = 128u;
 const ROWS: u32 = 64u;
+// The head dim as a pipeline constant, so the per-row loops have fixed trip counts and
+// the row arrays can live in registers.
+override HD: u32 = 64u;
 // Rows of the other side per tile; TILE * HD <= 2048 (the host picks it per HD).
 override TILE: u32 = 32u;
 
@@ -61,13 +64,13 @@ var<workgroup> tile_s: array<vec2<f32>, 64>;
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let row = wid.x * ROWS + lid;
-    let base = head * p.n * p.hd;
+    let base = head * p.n * HD;
     let live = row < p.n;
     var q: array<f32, 128>;
     var acc: array<f32, 128>;
     let r = min(row, p.n - 1u);
-    for (var d = 0u; d < p.hd; d++) {
-        q[d] = f_q[base + r * p.hd + d] * p.scale;
+    for (var d = 0u; d < HD; d++) {
+        q[d] = f_q[base + r * HD + d] * p.scale;
         acc[d] = 0.0;
     }
     var m = -3.4e38;
@@ -75,25 +78,25 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     for (var t0 = 0u; t0 < p.n; t0 += TILE) {
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
-        for (var e = lid; e < count * p.hd; e += ROWS) {
-            tile_a[e] = f_k[base + t0 * p.hd + e];
-            tile_b[e] = f_v[base + t0 * p.hd + e];
+        for (var e = lid; e < count * HD; e += ROWS) {
+            tile_a[e] = f_k[base + t0 * HD + e];
+            tile_b[e] = f_v[base + t0 * HD + e];
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
             var s = 0.0;
-            for (var d = 0u; d < p.hd; d++) { s += q[d] * tile_a[j * p.hd + d]; }
+            for (var d = 0u; d < HD; d++) { s += q[d] * tile_a[j * HD + d]; }
             let m_new = max(m, s);
             let corr = exp(m - m_new);
             let w = exp(s - m_new);
             l = l * corr + w;
-            for (var d = 0u; d < p.hd; d++) { acc[d] = acc[d] * corr + w * tile_b[j * p.hd + d]; }
+            for (var d = 0u; d < HD; d++) { acc[d] = acc[d] * corr + w * tile_b[j * HD + d]; }
             m = m_new;
         }
     }
     if (live) {
         let inv = 1.0 / l;
-        for (var d = 0u; d < p.hd; d++) { f_out[base + row * p.hd + d] = acc[d] * inv; }
+        for (var d = 0u; d < HD; d++) { f_out[base + row * HD + d] = acc[d] * inv; }
         f_lse[head * p.n + row] = m + log(l);
     }
 }
@@ -102,41 +105,41 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let row = wid.x * ROWS + lid;
-    let base = head * p.n * p.hd;
+    let base = head * p.n * HD;
     let live = row < p.n;
     let r = min(row, p.n - 1u);
     var q: array<f32, 128>;
     var dout: array<f32, 128>;
     var dq: array<f32, 128>;
     var delta = 0.0;
-    for (var d = 0u; d < p.hd; d++) {
-        q[d] = q_q[base + r * p.hd + d] * p.scale;
-        dout[d] = q_dout[base + r * p.hd + d];
-        delta += dout[d] * q_out[base + r * p.hd + d];
+    for (var d = 0u; d < HD; d++) {
+        q[d] = q_q[base + r * HD + d] * p.scale;
+        dout[d] = q_dout[base + r * HD + d];
+        delta += dout[d] * q_out[base + r * HD + d];
         dq[d] = 0.0;
     }
     let lse = q_lse[head * p.n + r];
     for (var t0 = 0u; t0 < p.n; t0 += TILE) {
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
-        for (var e = lid; e < count * p.hd; e += ROWS) {
-            tile_a[e] = q_k[base + t0 * p.hd + e];
-            tile_b[e] = q_v[base + t0 * p.hd + e];
+        for (var e = lid; e < count * HD; e += ROWS) {
+            tile_a[e] = q_k[base + t0 * HD + e];
+            tile_b[e] = q_v[base + t0 * HD + e];
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
             var s = 0.0;
             var dp = 0.0;
-            for (var d = 0u; d < p.hd; d++) {
-                s += q[d] * tile_a[j * p.hd + d];
-                dp += dout[d] * tile_b[j * p.hd + d];
+            for (var d = 0u; d < HD; d++) {
+                s += q[d] * tile_a[j * HD + d];
+                dp += dout[d] * tile_b[j * HD + d];
             }
             let ds = exp(s - lse) * (dp - delta);
-            for (var d = 0u; d < p.hd; d++) { dq[d] += ds * tile_a[j * p.hd + d]; }
+            for (var d = 0u; d < HD; d++) { dq[d] += ds * tile_a[j * HD + d]; }
         }
     }
     if (live) {
-        for (var d = 0u; d < p.hd; d++) { q_dq[base + row * p.hd + d] = dq[d] * p.scale; }
+        for (var d = 0u; d < HD; d++) { q_dq[base + row * HD + d] = dq[d] * p.scale; }
         q_delta[head * p.n + row] = delta;
     }
 }
@@ -145,25 +148,25 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let row = wid.x * ROWS + lid;
-    let base = head * p.n * p.hd;
+    let base = head * p.n * HD;
     let live = row < p.n;
     let r = min(row, p.n - 1u);
     var k: array<f32, 128>;
     var v: array<f32, 128>;
     var dk: array<f32, 128>;
     var dv: array<f32, 128>;
-    for (var d = 0u; d < p.hd; d++) {
-        k[d] = kv_k[base + r * p.hd + d] * p.scale;
-        v[d] = kv_v[base + r * p.hd + d];
+    for (var d = 0u; d < HD; d++) {
+        k[d] = kv_k[base + r * HD + d] * p.scale;
+        v[d] = kv_v[base + r * HD + d];
         dk[d] = 0.0;
         dv[d] = 0.0;
     }
     for (var t0 = 0u; t0 < p.n; t0 += TILE) {
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
-        for (var e = lid; e < count * p.hd; e += ROWS) {
-            tile_a[e] = kv_q[base + t0 * p.hd + e];
-            tile_b[e] = kv_dout[base + t0 * p.hd + e];
+        for (var e = lid; e < count * HD; e += ROWS) {
+            tile_a[e] = kv_q[base + t0 * HD + e];
+            tile_b[e] = kv_dout[base + t0 * HD + e];
         }
         if (lid < count) {
             tile_s[lid] = vec2<f32>(kv_lse[head * p.n + t0 + lid], kv_delta[head * p.n + t0 + lid]);
@@ -172,22 +175,22 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         for (var i = 0u; i < count; i++) {
             var s = 0.0;
             var dp = 0.0;
-            for (var d = 0u; d < p.hd; d++) {
-                s += k[d] * tile_a[i * p.hd + d];
-                dp += v[d] * tile_b[i * p.hd + d];
+            for (var d = 0u; d < HD; d++) {
+                s += k[d] * tile_a[i * HD + d];
+                dp += v[d] * tile_b[i * HD + d];
             }
             let pr = exp(s - tile_s[i].x);
             let ds = pr * (dp - tile_s[i].y);
-            for (var d = 0u; d < p.hd; d++) {
-                dv[d] += pr * tile_b[i * p.hd + d];
-                dk[d] += ds * tile_a[i * p.hd + d];
+            for (var d = 0u; d < HD; d++) {
+                dv[d] += pr * tile_b[i * HD + d];
+                dk[d] += ds * tile_a[i * HD + d];
             }
         }
     }
     if (live) {
-        for (var d = 0u; d < p.hd; d++) {
-            kv_dk[base + row * p.hd + d] = dk[d] * p.scale;
-            kv_dv[base + row * p.hd + d] = dv[d];
+        for (var d = 0u; d < HD; d++) {
+            kv_dk[base + row * HD + d] = dk[d] * p.scale;
+            kv_dv[base + row * HD + d] = dv[d];
         }
     }
 }

@@ -87,7 +87,7 @@ pub fn attention(
                     Ok(())
                 })
             };
-            let fused = time(ops::attention)?;
+            let fused = time(ops::attention::attention_fused)?;
             let composed = time(ops::attention::attention_composed)?;
             // Forward 4 N^2 hd, backward 8 N^2 hd (recomputation not counted).
             let flops = 12.0 * (batch_heads * n * n * hd) as f64;

@@ -193,9 +193,9 @@ fn gradcheck_composed_attention() {
 }
 
 #[test]
-fn gradcheck_attention() {
+fn gradcheck_fused_attention() {
     check(
-        "attention",
+        "attention (fused)",
         &[
             input(&[2, 5, 4], 1),
             input(&[2, 5, 4], 2),
@@ -203,7 +203,12 @@ fn gradcheck_attention() {
         ],
         |x| {
             weighted_sum(
-                &ops::attention(&upstream(&x[0])?, &upstream(&x[1])?, &upstream(&x[2])?, 0.5)?,
+                &ops::attention::attention_fused(
+                    &upstream(&x[0])?,
+                    &upstream(&x[1])?,
+                    &upstream(&x[2])?,
+                    0.5,
+                )?,
                 9,
             )
         },
