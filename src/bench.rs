@@ -92,7 +92,7 @@ pub fn attention(
             // Forward 4 N^2 hd, backward 8 N^2 hd (recomputation not counted).
             let flops = 12.0 * (batch_heads * n * n * hd) as f64;
             println!(
-                "[{name}] attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms: {:.2}x",
+                "attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
                 fused * 1e3,
                 flops / fused / 1e9,
                 composed * 1e3,
@@ -164,12 +164,12 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
     let n = steps as f64;
     let total = (t_fwd + t_bwd + t_opt) / n;
     println!(
-        "[{}] train step {preset} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s",
-        dev.info().name,
+        "train step {preset} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s on {}",
         t_fwd / n * 1e3,
         t_bwd / n * 1e3,
         t_opt / n * 1e3,
-        b as f64 / total
+        b as f64 / total,
+        dev.info().name
     );
     Ok(())
 }
