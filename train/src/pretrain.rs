@@ -545,6 +545,8 @@ impl Trainer {
             } else {
                 None
             };
+            // Throughput of the step itself, before the monitor below.
+            let images_per_s = b as f64 / started.elapsed().as_secs_f64();
             let knn_top1 = if epoch_end { self.knn_monitor()? } else { None };
             let m = StepMetrics {
                 step: self.step,
@@ -553,7 +555,7 @@ impl Trainer {
                 lr,
                 wd,
                 momentum,
-                images_per_s: b as f64 / started.elapsed().as_secs_f64(),
+                images_per_s,
                 context_patches: masks.context.shape()[1],
                 target_patches: masks.target.shape()[1],
                 target_std,
