@@ -295,21 +295,25 @@ pub fn print(report: &Report) {
             g.group, g.max_abs, g.max_rel, g.failures, g.noisy
         );
     }
-    let worst = |prefix: &str| {
-        report
+    // Group kinds: 0 forward (features, loss, tables), 1 gradients, 2 after the step.
+    let kind = |g: &str| match g {
+        g if g.starts_with("grad ") => 1,
+        g if g.starts_with("after_step ") => 2,
+        _ => 0,
+    };
+    let labels = [
+        ("features+loss", FEATURES),
+        ("gradients", GRADIENTS),
+        ("after step", AFTER_STEP),
+    ];
+    for (k, (label, tol)) in labels.iter().enumerate() {
+        let (a, r) = report
             .groups
             .iter()
-            .filter(|g| g.group.starts_with(prefix))
+            .filter(|g| kind(&g.group) == k)
             .fold((0.0f64, 0.0f64), |(a, r), g| {
                 (a.max(g.max_abs), r.max(g.max_rel))
-            })
-    };
-    for (label, prefix, tol) in [
-        ("features+loss", "", FEATURES),
-        ("gradients", "grad ", GRADIENTS),
-        ("after step", "after_step ", AFTER_STEP),
-    ] {
-        let (a, r) = worst(prefix);
+            });
         println!(
             "worst {label:<14} abs {a:.3e} rel {r:.3e} (tolerance |err| <= {:e} + {:e} |ref|)",
             tol.atol, tol.rtol
