@@ -158,8 +158,20 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
             t_opt += opt;
         }
     }
-    for (kernel, calls, secs) in dev.profile_report().iter().take(12) {
-        println!("  {kernel:<40} {calls:>6} calls {:>9.1} ms", secs * 1e3);
+    let (rows, gpu_timed) = dev.profile_report();
+    if !rows.is_empty() {
+        println!(
+            "per kernel over {} steps ({}):",
+            steps + 1,
+            if gpu_timed {
+                "GPU timestamps"
+            } else {
+                "host wall time"
+            }
+        );
+    }
+    for (kernel, calls, secs) in rows.iter().take(12) {
+        println!("  {kernel:<40} {calls:>6} calls {:>9.2} ms", secs * 1e3);
     }
     let n = steps as f64;
     let total = (t_fwd + t_bwd + t_opt) / n;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
+use crate::profile::Profiler;
 
 /// Environment variable that picks an adapter by (case-insensitive) name substring.
 /// The backend is picked by wgpu's own `WGPU_BACKEND` (vulkan, metal, dx12, gl).
@@ -114,9 +115,8 @@ pub struct Device {
     dummy: wgpu::Buffer,
     /// Keep wgpu's runtime bounds checks in shaders (IJEPA_CHECKED_SHADERS=1).
     checked_shaders: bool,
-    /// With IJEPA_PROFILE=1 every dispatch is submitted and waited for, and its wall
-    /// time added here by kernel: (calls, seconds).
-    profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
+    /// Per-kernel timing, with IJEPA_PROFILE=1.
+    profiler: Option<Profiler>,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
@@ -241,6 +241,9 @@ impl Device {
             subgroup_size,
             features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
         };
+        let profiler = std::env::var("IJEPA_PROFILE")
+            .is_ok_and(|v| v == "1")
+            .then(|| Profiler::new(&device, &queue));
         Ok(Device {
             device,
             queue,
@@ -258,9 +261,7 @@ impl Device {
             param_stride,
             dummy,
             checked_shaders: std::env::var("IJEPA_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
-            profile: std::env::var("IJEPA_PROFILE")
-                .is_ok_and(|v| v == "1")
-                .then(|| Mutex::new(HashMap::new())),
+            profiler,
         })
     }
 
@@ -545,42 +546,41 @@ impl Device {
         });
         {
             let encoder = self.encoder(&mut pending);
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: self.profiler.as_ref().and_then(|p| p.pass_writes()),
+            });
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[offset as u32]);
             pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            drop(pass);
+            if let Some(p) = &self.profiler {
+                p.after_pass(encoder);
+            }
         }
         pending.dispatches += 1;
-        if let Some(profile) = &self.profile {
+        if let Some(profiler) = &self.profiler {
             let start = std::time::Instant::now();
             self.submit(&mut pending);
             self.device
                 .poll(wgpu::PollType::wait_indefinitely())
                 .expect("device lost");
-            let mut p = profile.lock().unwrap();
-            let e = p.entry(format!("{}:{}", def.file, def.entry)).or_default();
-            e.0 += 1;
-            e.1 += start.elapsed().as_secs_f64();
+            profiler.record(
+                &self.device,
+                format!("{}:{}", def.file, def.entry),
+                start.elapsed().as_secs_f64(),
+            );
         } else if pending.dispatches >= MAX_DISPATCHES_PER_SUBMIT {
             self.submit(&mut pending);
         }
     }
 
-    /// Per-kernel (calls, seconds) collected under IJEPA_PROFILE=1, slowest first.
-    pub fn profile_report(&self) -> Vec<(String, u64, f64)> {
-        let mut rows: Vec<(String, u64, f64)> = self
-            .profile
+    /// Per-kernel (calls, seconds) collected under IJEPA_PROFILE=1, slowest first, and
+    /// whether the times are the GPU's (timestamp queries) or the host's.
+    pub fn profile_report(&self) -> (Vec<(String, u64, f64)>, bool) {
+        self.profiler
             .as_ref()
-            .map(|p| {
-                p.lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.0, v.1))
-                    .collect()
-            })
-            .unwrap_or_default();
-        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
-        rows
+            .map_or((Vec::new(), false), |p| (p.report(), p.gpu_timed()))
     }
 
     /// A grid for `groups` workgroups that respects the per-dimension limit: kernels

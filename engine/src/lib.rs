@@ -8,6 +8,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod ops;
 pub mod optim;
+mod profile;
 pub mod shaders;
 pub mod tape;
 pub mod tensor;
