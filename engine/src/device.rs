@@ -282,10 +282,6 @@ impl Device {
         self.info.device_type == "Cpu"
     }
 
-    pub fn max_workgroups_per_dimension(&self) -> u32 {
-        self.limits.max_compute_workgroups_per_dimension
-    }
-
     /// A storage buffer of at least `bytes` bytes from the pool. Its contents are
     /// whatever the last user left: every kernel writes all of its output.
     pub(crate) fn alloc(&self, bytes: u64) -> Result<PooledBuffer> {

@@ -91,18 +91,6 @@ impl SafetensorsFile {
             .unwrap_or_default()
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.tensors()
-            .names()
-            .into_iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.tensors().tensor(name).is_ok()
-    }
-
     /// An f32 tensor's values and shape.
     pub fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let st = self.tensors();
