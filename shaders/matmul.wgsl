@@ -157,3 +157,83 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     c4[o + 2u * n4] = c2 + bv;
     c4[o + 3u * n4] = c3 + bv;
 }
+
+// The tiled kernel, for GPUs: a 16x16 workgroup computes a 128x128 tile of c, each
+// invocation an 8x8 block (rows ty + 16 i, columns 4 tx + 64 j .. +4) held in
+// registers. Each step over k stages a 128x16 tile of op(a) and a 16x128 tile of op(b)
+// in workgroup memory (k-major, so the inner loop reads a broadcast scalar of a and a
+// vec4 of b), with coalesced, bounds-checked loads for either transpose.
+const TILE_M: u32 = 128u;
+const TILE_K: u32 = 16u;
+
+@group(0) @binding(9) var<storage, read> ta: array<f32>;
+@group(0) @binding(10) var<storage, read> tb: array<f32>;
+@group(0) @binding(11) var<storage, read> tbias: array<f32>;
+@group(0) @binding(12) var<storage, read_write> tc: array<f32>;
+
+var<workgroup> a_tile: array<f32, 2048>;        // [TILE_K][TILE_M]
+var<workgroup> b_tile: array<vec4<f32>, 512>;   // [TILE_K][TILE_M / 4]
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) t: u32) {
+    let batch = wid.z;
+    let m0 = wid.y * TILE_M;
+    let n0 = wid.x * TILE_M;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    var acc: array<vec4<f32>, 16>;   // row i, column group j at 2 i + j
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var q = 0u; q < 8u; q++) {
+            let e = t + 256u * q;
+            // op(a)[m][k]: walk k fastest when a is [M, K], m fastest when [K, M].
+            var m = e / TILE_K;
+            var k = e % TILE_K;
+            if (TRANS_A) { m = e % TILE_M; k = e / TILE_M; }
+            var av = 0.0;
+            if (m0 + m < p.m && k0 + k < p.k) {
+                if (TRANS_A) { av = ta[a_base + (k0 + k) * p.m + m0 + m]; }
+                else { av = ta[a_base + (m0 + m) * p.k + k0 + k]; }
+            }
+            a_tile[k * TILE_M + m] = av;
+            // op(b)[k][n]: n fastest when b is [K, N], k fastest when [N, K].
+            var n = e % TILE_M;
+            var kb = e / TILE_M;
+            if (TRANS_B) { n = e / TILE_K; kb = e % TILE_K; }
+            var bv = 0.0;
+            if (n0 + n < p.n && k0 + kb < p.k) {
+                if (TRANS_B) { bv = tb[b_base + (n0 + n) * p.k + k0 + kb]; }
+                else { bv = tb[b_base + (k0 + kb) * p.n + n0 + n]; }
+            }
+            b_tile[kb * (TILE_M / 4u) + n / 4u][n % 4u] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let b0 = b_tile[kk * (TILE_M / 4u) + lid.x];
+            let b1 = b_tile[kk * (TILE_M / 4u) + lid.x + 16u];
+            for (var i = 0u; i < 8u; i++) {
+                let a = a_tile[kk * TILE_M + lid.y + 16u * i];
+                acc[2u * i] += a * b0;
+                acc[2u * i + 1u] += a * b1;
+            }
+        }
+        workgroupBarrier();
+    }
+    let c_base = batch * p.m * p.n;
+    for (var i = 0u; i < 8u; i++) {
+        let row = m0 + lid.y + 16u * i;
+        if (row >= p.m) { continue; }
+        for (var j = 0u; j < 2u; j++) {
+            let col0 = n0 + 4u * lid.x + 64u * j;
+            for (var c = 0u; c < 4u; c++) {
+                let col = col0 + c;
+                if (col < p.n) {
+                    var x = acc[2u * i + j][c];
+                    if (HAS_BIAS) { x += tbias[col]; }
+                    tc[c_base + row * p.n + col] = x;
+                }
+            }
+        }
+    }
+}

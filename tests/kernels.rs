@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_close, device, random, rng, upload};
 use engine::cpu;
-use engine::ops::matmul::Transpose;
+use engine::ops::matmul::{MatmulKernel, Transpose};
 use engine::ops::{self, elementwise, gather, layernorm, layout, loss, matmul, reduce, softmax};
 use engine::{Indices, Tensor};
 
@@ -23,6 +23,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
         (2, 64, 64, 64),
         (3, 4, 8, 12),
         (1, 68, 20, 132),
+        (2, 200, 36, 144),
     ];
     for &(batch, m, k, n) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -43,14 +44,6 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                         b_shape.insert(0, batch);
                     }
                     let bias_t = upload(&[n], &bias);
-                    let got = matmul::matmul_forward(
-                        &upload(&a_shape, &a),
-                        &upload(&b_shape, &b),
-                        Transpose { a: ta, b: tb },
-                        with_bias.then_some(&bias_t),
-                    )
-                    .unwrap();
-                    assert_eq!(got.shape(), [batch, m, n]);
                     let want = cpu::matmul(
                         &a,
                         &b,
@@ -63,8 +56,28 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                         tb,
                         b_shared,
                     );
-                    let what = format!("matmul b{batch} {m}x{k}x{n} ta={ta} tb={tb} shared={b_shared} bias={with_bias}");
-                    assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
+                    // Every kernel that takes the shape, not only the one this adapter picks.
+                    let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
+                    for kernel in [
+                        MatmulKernel::Scalar,
+                        MatmulKernel::Vec4,
+                        MatmulKernel::Tiled,
+                    ] {
+                        if kernel == MatmulKernel::Vec4 && !vec4_ok {
+                            continue;
+                        }
+                        let got = matmul::matmul_with(
+                            kernel,
+                            &upload(&a_shape, &a),
+                            &upload(&b_shape, &b),
+                            Transpose { a: ta, b: tb },
+                            with_bias.then_some(&bias_t),
+                        )
+                        .unwrap();
+                        assert_eq!(got.shape(), [batch, m, n]);
+                        let what = format!("matmul {kernel:?} b{batch} {m}x{k}x{n} ta={ta} tb={tb} shared={b_shared} bias={with_bias}");
+                        assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
+                    }
                 }
             }
         }
