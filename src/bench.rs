@@ -55,7 +55,7 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
             Ok(())
         })?;
         println!(
-            "[{name}] matmul {label}: {:.2} GFLOP/s",
+            "matmul {label}: {:.2} GFLOP/s on {name}",
             2.0 * (m * k * n) as f64 / secs / 1e9
         );
     }
