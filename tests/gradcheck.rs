@@ -169,51 +169,29 @@ fn gradcheck_softmax() {
 }
 
 #[test]
-fn gradcheck_composed_attention() {
-    check(
-        "attention (composed)",
-        &[
-            input(&[2, 5, 4], 1),
-            input(&[2, 5, 4], 2),
-            input(&[2, 5, 4], 3),
-        ],
-        |x| {
-            weighted_sum(
-                &ops::attention::attention_composed(
-                    &upstream(&x[0])?,
-                    &upstream(&x[1])?,
-                    &upstream(&x[2])?,
-                    0.5,
-                )?,
-                9,
-            )
-        },
-        default(),
-    );
-}
-
-#[test]
-fn gradcheck_fused_attention() {
-    check(
-        "attention (fused)",
-        &[
-            input(&[2, 5, 4], 1),
-            input(&[2, 5, 4], 2),
-            input(&[2, 5, 4], 3),
-        ],
-        |x| {
-            weighted_sum(
-                &ops::attention::attention_fused(
-                    &upstream(&x[0])?,
-                    &upstream(&x[1])?,
-                    &upstream(&x[2])?,
-                    0.5,
-                )?,
-                9,
-            )
-        },
-        default(),
-    );
+fn gradcheck_attention_composed_and_fused() {
+    type Attention = fn(&Tensor, &Tensor, &Tensor, f32) -> Result<Tensor>;
+    let paths: [(&str, Attention); 2] = [
+        ("attention (composed)", ops::attention::attention_composed),
+        ("attention (fused)", ops::attention::attention_fused),
+    ];
+    for (name, attention) in paths {
+        check(
+            name,
+            &[
+                input(&[2, 5, 4], 1),
+                input(&[2, 5, 4], 2),
+                input(&[2, 5, 4], 3),
+            ],
+            |x| {
+                weighted_sum(
+                    &attention(&upstream(&x[0])?, &upstream(&x[1])?, &upstream(&x[2])?, 0.5)?,
+                    9,
+                )
+            },
+            default(),
+        );
+    }
 }
 
 #[test]
