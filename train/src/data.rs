@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -69,10 +70,10 @@ impl Dataset {
     }
 }
 
-/// A train and a test split.
+/// A train and a test split, shared with the background loader without copies.
 pub struct Splits {
-    pub train: Dataset,
-    pub test: Dataset,
+    pub train: Arc<Dataset>,
+    pub test: Arc<Dataset>,
 }
 
 /// Read a file, gunzipping it when it starts with the gzip magic bytes.
@@ -160,8 +161,8 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
         bail!("data directory {} does not exist (for Fashion-MNIST: apt-get install dataset-fashion-mnist)", dir.display());
     }
     Ok(Splits {
-        train: idx_split(dir, "train")?,
-        test: idx_split(dir, "t10k")?,
+        train: Arc::new(idx_split(dir, "train")?),
+        test: Arc::new(idx_split(dir, "t10k")?),
     })
 }
 
@@ -209,8 +210,8 @@ pub fn load_cifar10_dir(dir: &Path) -> Result<Splits> {
         }
     }
     Ok(Splits {
-        train: read(&train)?,
-        test: read(&[dir.join("test_batch.bin")])?,
+        train: Arc::new(read(&train)?),
+        test: Arc::new(read(&[dir.join("test_batch.bin")])?),
     })
 }
 

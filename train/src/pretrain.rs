@@ -70,15 +70,18 @@ impl DataConfig {
                 if skipped > 0 {
                     eprintln!("warning: {skipped} unreadable image(s) skipped");
                 }
-                Splits { train, test }
+                Splits {
+                    train: Arc::new(train),
+                    test: Arc::new(test),
+                }
             }
             other => bail!("data kind `{other}` is not one of idx, cifar10, folder"),
         };
         if self.train_limit > 0 {
-            splits.train = splits.train.take(self.train_limit);
+            splits.train = Arc::new(splits.train.take(self.train_limit));
         }
         if self.test_limit > 0 {
-            splits.test = splits.test.take(self.test_limit);
+            splits.test = Arc::new(splits.test.take(self.test_limit));
         }
         Ok(splits)
     }
@@ -479,7 +482,7 @@ impl Trainer {
             seed: self.config.seed,
             stats: self.stats.clone(),
         };
-        let train = Arc::new(self.splits.train.clone());
+        let train = self.splits.train.clone();
         let loader = BatchLoader::spawn(
             train,
             loader_config,
