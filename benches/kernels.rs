@@ -79,6 +79,7 @@ fn train_step(c: &mut Criterion) {
     };
     let net = model::IJepa::new(&dev, &config, 0).unwrap();
     let mut optimizer = train::optim::AdamWOptimizer::new(&net.trainable_params()).unwrap();
+    let (target, source) = (net.target_params(), net.encoder_params());
     let collator = MaskCollator::new(MaskConfig::official(7), 0).unwrap();
     let batch = 32;
     let images = filled(&dev, &[batch, 1, 28, 28]);
@@ -92,7 +93,7 @@ fn train_step(c: &mut Criterion) {
             let out = net.forward(&images, &masks).unwrap();
             let grads = engine::backward(&out.loss).unwrap();
             optimizer.step(&grads, 1e-3, 0.04).unwrap();
-            train::optim::ema(&net.target_params(), &net.encoder_params(), 0.996).unwrap();
+            train::optim::ema(&target, &source, 0.996).unwrap();
             out.loss.item()
         })
     });

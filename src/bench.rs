@@ -120,6 +120,7 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
     let model_config = config.model_config(&data)?;
     let model = model::IJepa::new(dev, &model_config, 0)?;
     let mut optimizer = train::optim::AdamWOptimizer::new(&model.trainable_params())?;
+    let (target, source) = (model.target_params(), model.encoder_params());
     let grid = model_config.encoder.grid();
     let collator = MaskCollator::new(
         MaskConfig {
@@ -149,7 +150,7 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
         let bwd = t.elapsed().as_secs_f64();
         let t = Instant::now();
         optimizer.step(&grads, 1e-3, 0.04)?;
-        train::optim::ema(&model.target_params(), &model.encoder_params(), 0.996)?;
+        train::optim::ema(&target, &source, 0.996)?;
         dev.synchronize();
         let opt = t.elapsed().as_secs_f64();
         if s > 0 {

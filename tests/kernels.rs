@@ -67,7 +67,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                             continue;
                         }
                         let got = matmul::matmul_with(
-                            kernel,
+                            Some(kernel),
                             &upload(&a_shape, &a),
                             &upload(&b_shape, &b),
                             Transpose { a: ta, b: tb },

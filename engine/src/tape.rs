@@ -69,12 +69,6 @@ pub fn record(
     TAPE.with(|tape| tape.borrow_mut().push(node));
 }
 
-/// Forget everything recorded on this thread (e.g. after a forward pass whose
-/// gradients are not wanted).
-pub fn clear() {
-    TAPE.with(|tape| tape.borrow_mut().clear());
-}
-
 /// Number of nodes currently on this thread's tape.
 pub fn len() -> usize {
     TAPE.with(|tape| tape.borrow().len())

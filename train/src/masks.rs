@@ -130,10 +130,6 @@ impl MaskCollator {
         Ok(collator)
     }
 
-    pub fn config(&self) -> &MaskConfig {
-        &self.config
-    }
-
     /// Block size for the uniform draw r, as the official `_sample_block_size`: scale
     /// and aspect ratio both interpolate with the same r; Python's round (ties to
     /// even); each side kept below the grid size.

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use engine::{backward, Device, Tensor};
 use model::checkpoint::{write_safetensors, SafetensorsFile};
 use model::config::vit_preset;
+use model::layers::NamedParams;
 use model::{IJepa, IjepaConfig, Masks, PredictorConfig};
 use serde::{Deserialize, Serialize};
 
@@ -289,6 +290,8 @@ pub struct Trainer {
     /// Next step to run.
     pub step: usize,
     pub steps_per_epoch: usize,
+    /// (target encoder, encoder) parameters, listed once for the EMA of every step.
+    ema_pairs: (NamedParams, NamedParams),
     device: Arc<Device>,
 }
 
@@ -333,6 +336,7 @@ impl Trainer {
         let collator = Arc::new(MaskCollator::new(mask_config, config.seed)?);
         let model = IJepa::new(device, &model_config, config.seed)?;
         let optimizer = AdamWOptimizer::new(&model.trainable_params())?;
+        let ema_pairs = (model.target_params(), model.encoder_params());
         let schedules = Schedules {
             total_steps: total,
             warmup_steps: (config.warmup_fraction * total as f64) as usize,
@@ -355,6 +359,7 @@ impl Trainer {
             out_dir: out_dir.to_path_buf(),
             step: 0,
             steps_per_epoch,
+            ema_pairs,
             device: device.clone(),
         })
     }
@@ -534,11 +539,7 @@ impl Trainer {
             };
             self.optimizer.step(&grads, lr as f32, wd as f32)?;
             let momentum = self.schedules.momentum(self.step);
-            ema(
-                &self.model.target_params(),
-                &self.model.encoder_params(),
-                momentum as f32,
-            )?;
+            ema(&self.ema_pairs.0, &self.ema_pairs.1, momentum as f32)?;
             self.step += 1;
             let epoch_end = self.step.is_multiple_of(self.steps_per_epoch);
             let log_detail = self.step.is_multiple_of(50) || epoch_end || self.step == until;

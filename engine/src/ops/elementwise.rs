@@ -94,10 +94,6 @@ pub fn add_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary_forward(BinaryOp::Add, a, b)
 }
 
-pub fn mul_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary_forward(BinaryOp::Mul, a, b)
-}
-
 /// Gradients (da, db) of `a (op) b` given dy. `db` is summed over the broadcast dims.
 pub fn binary_backward(
     op: BinaryOp,

@@ -153,25 +153,20 @@ pub fn matmul_forward(
     t: Transpose,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let d = dims(a, b, t, bias)?;
-    matmul_with(
-        MatmulKernel::choose(a.device(), d.m, d.n, d.k),
-        a,
-        b,
-        t,
-        bias,
-    )
+    matmul_with(None, a, b, t, bias)
 }
 
-/// [`matmul_forward`] with a given kernel (tests hold every kernel against the CPU).
+/// [`matmul_forward`] with a given kernel, or the chosen one for `None` (tests hold
+/// every kernel against the CPU).
 pub fn matmul_with(
-    kernel: MatmulKernel,
+    kernel: Option<MatmulKernel>,
     a: &Tensor,
     b: &Tensor,
     t: Transpose,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     let d = dims(a, b, t, bias)?;
+    let kernel = kernel.unwrap_or_else(|| MatmulKernel::choose(a.device(), d.m, d.n, d.k));
     if kernel == MatmulKernel::Vec4 && [d.m, d.n, d.k].iter().any(|v| v % 4 != 0) {
         return shape_err(
             "matmul",
