@@ -18,6 +18,8 @@ struct Params {
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
+// The epilogue: c = gelu(op(a) @ op(b) + bias) (gelu.wgsl).
+override HAS_GELU: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -39,6 +41,7 @@ fn store(base: u32, row: u32, col: u32, v: f32) {
     if (row < p.m && col < p.n) {
         var x = v;
         if (HAS_BIAS) { x += bias[col]; }
+        if (HAS_GELU) { x = gelu(x); }
         c[base + row * p.n + col] = x;
     }
 }
@@ -125,6 +128,11 @@ fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
     return b * a_row;
 }
 
+fn epilogue4(v: vec4<f32>) -> vec4<f32> {
+    if (HAS_GELU) { return gelu4(v); }
+    return v;
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let batch = wid.z;
@@ -152,10 +160,10 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (HAS_BIAS) { bv = bias4[col0 / 4u]; }
     let n4 = p.n / 4u;
     let o = (batch * p.m * p.n + row0 * p.n + col0) / 4u;
-    c4[o] = c0 + bv;
-    c4[o + n4] = c1 + bv;
-    c4[o + 2u * n4] = c2 + bv;
-    c4[o + 3u * n4] = c3 + bv;
+    c4[o] = epilogue4(c0 + bv);
+    c4[o + n4] = epilogue4(c1 + bv);
+    c4[o + 2u * n4] = epilogue4(c2 + bv);
+    c4[o + 3u * n4] = epilogue4(c3 + bv);
 }
 
 // The tiled kernel, for GPUs: a 16x16 workgroup computes a 128x128 tile of c, each
@@ -231,6 +239,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 if (col < p.n) {
                     var x = acc[2u * i + j][c];
                     if (HAS_BIAS) { x += tbias[col]; }
+                    if (HAS_GELU) { x = gelu(x); }
                     tc[c_base + row * p.n + col] = x;
                 }
             }

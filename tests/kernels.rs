@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_close, device, random, rng, upload};
 use engine::cpu;
-use engine::ops::matmul::{MatmulKernel, Transpose};
+use engine::ops::matmul::{Epilogue, MatmulKernel, Transpose};
 use engine::ops::{self, elementwise, gather, layernorm, layout, loss, matmul, reduce, softmax};
 use engine::{Indices, Tensor};
 
@@ -24,6 +24,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
         (3, 4, 8, 12),
         (1, 68, 20, 132),
         (2, 200, 36, 144),
+        (2, 12, 132, 36),
     ];
     for &(batch, m, k, n) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -56,14 +57,18 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                         tb,
                         b_shared,
                     );
-                    // Every kernel that takes the shape, not only the one this adapter picks.
+                    // Every kernel that takes the shape and runs on this adapter, not
+                    // only the one it picks.
                     let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
                     for kernel in [
                         MatmulKernel::Scalar,
                         MatmulKernel::Vec4,
                         MatmulKernel::Tiled,
+                        MatmulKernel::Subgroup,
                     ] {
-                        if kernel == MatmulKernel::Vec4 && !vec4_ok {
+                        let needs_vec4 =
+                            matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
+                        if (needs_vec4 && !vec4_ok) || !kernel.runs_on(&device()) {
                             continue;
                         }
                         let got = matmul::matmul_with(
@@ -72,6 +77,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                             &upload(&b_shape, &b),
                             Transpose { a: ta, b: tb },
                             with_bias.then_some(&bias_t),
+                            Epilogue::None,
                         )
                         .unwrap();
                         assert_eq!(got.shape(), [batch, m, n]);
@@ -82,6 +88,86 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
             }
         }
     }
+}
+
+/// The GELU epilogue of every kernel against GELU applied to the CPU product, plus
+/// `linear_gelu` in both of its modes.
+#[test]
+fn matmul_gelu_epilogue_matches_cpu() {
+    let mut r = rng(11);
+    for &(batch, m, k, n) in &[(1, 3, 7, 5), (2, 36, 20, 12), (1, 130, 12, 68)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = random(&mut r, batch * m * k);
+            let b = random(&mut r, batch * k * n);
+            let bias = random(&mut r, n);
+            let a_shape = if ta { [batch, k, m] } else { [batch, m, k] };
+            let b_shape = if tb { [batch, n, k] } else { [batch, k, n] };
+            let product = cpu::matmul(&a, &b, Some(&bias), batch, m, k, n, ta, tb, false);
+            let want = cpu::gelu(&product);
+            let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
+            for kernel in [
+                MatmulKernel::Scalar,
+                MatmulKernel::Vec4,
+                MatmulKernel::Tiled,
+                MatmulKernel::Subgroup,
+            ] {
+                let needs_vec4 = matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
+                if (needs_vec4 && !vec4_ok) || !kernel.runs_on(&device()) {
+                    continue;
+                }
+                let got = matmul::matmul_with(
+                    Some(kernel),
+                    &upload(&a_shape, &a),
+                    &upload(&b_shape, &b),
+                    Transpose { a: ta, b: tb },
+                    Some(&upload(&[n], &bias)),
+                    Epilogue::Gelu,
+                )
+                .unwrap();
+                let what = format!("matmul+gelu {kernel:?} b{batch} {m}x{k}x{n} ta={ta} tb={tb}");
+                assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
+            }
+        }
+    }
+    // linear_gelu: fused without a tape, composed (and differentiable) with one.
+    let (x, w, bias) = (
+        random(&mut r, 6 * 20),
+        random(&mut r, 12 * 20),
+        random(&mut r, 12),
+    );
+    let want = cpu::gelu(&cpu::matmul(
+        &x,
+        &w,
+        Some(&bias),
+        1,
+        6,
+        20,
+        12,
+        false,
+        true,
+        true,
+    ));
+    let (xt, wt, bt) = (
+        upload(&[2, 3, 20], &x),
+        upload(&[12, 20], &w),
+        upload(&[12], &bias),
+    );
+    let fused = engine::no_grad(|| ops::linear_gelu(&xt, &wt, Some(&bt))).unwrap();
+    assert_eq!(fused.shape(), [2, 3, 12]);
+    assert_close("linear_gelu fused", &fused.to_vec(), &want, 1e-4, 1e-4);
+    let wt = wt.requires_grad();
+    let composed = ops::linear_gelu(&xt, &wt, Some(&bt)).unwrap();
+    assert!(
+        composed.tracks_grad(),
+        "linear_gelu under a tape must be differentiable"
+    );
+    assert_close(
+        "linear_gelu composed",
+        &composed.to_vec(),
+        &want,
+        1e-4,
+        1e-4,
+    );
 }
 
 #[test]

@@ -1,9 +1,21 @@
 //! Every WGSL source of the project, one file per kernel family, compiled into the
-//! binary. `ALL` lets the tests validate each with naga.
+//! binary. `ALL` lets the tests validate each with naga. gelu.wgsl holds functions
+//! only; the kernels that apply GELU have it prepended.
 
-pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+pub const GELU: &str = include_str!("../../shaders/gelu.wgsl");
+pub const ELEMENTWISE: &str = concat!(
+    include_str!("../../shaders/gelu.wgsl"),
+    include_str!("../../shaders/elementwise.wgsl")
+);
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
-pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const MATMUL: &str = concat!(
+    include_str!("../../shaders/gelu.wgsl"),
+    include_str!("../../shaders/matmul.wgsl")
+);
+pub const MATMUL_SUBGROUP: &str = concat!(
+    include_str!("../../shaders/gelu.wgsl"),
+    include_str!("../../shaders/matmul_subgroup.wgsl")
+);
 pub const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../shaders/layernorm.wgsl");
@@ -15,9 +27,11 @@ pub const CROSS_ENTROPY: &str = include_str!("../../shaders/cross_entropy.wgsl")
 pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 
 pub const ALL: &[(&str, &str)] = &[
+    ("gelu.wgsl", GELU),
     ("elementwise.wgsl", ELEMENTWISE),
     ("reduce.wgsl", REDUCE),
     ("matmul.wgsl", MATMUL),
+    ("matmul_subgroup.wgsl", MATMUL_SUBGROUP),
     ("attention.wgsl", ATTENTION),
     ("softmax.wgsl", SOFTMAX),
     ("layernorm.wgsl", LAYERNORM),

@@ -133,7 +133,8 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&ops::gelu(&self.fc1.forward(x)?)?)
+        let hidden = ops::linear_gelu(x, &self.fc1.weight, self.fc1.bias.as_ref())?;
+        self.fc2.forward(&hidden)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {

@@ -1,4 +1,4 @@
-//! Batched matmul with transpose flags and an optional bias epilogue.
+//! Batched matmul with transpose flags and an optional bias and GELU epilogue.
 //!
 //! a: [.., M, K] ([.., K, M] with `trans_a`), b: [K, N] shared or [.., K, N] per batch
 //! ([.., N, K] with `trans_b`), bias: [N]. out: [.., M, N].
@@ -40,6 +40,17 @@ const TILED: KernelDef = KernelDef {
     first_binding: 9,
 };
 
+/// M, N, K multiples of 4, on CPU adapters with 8-lane subgroups: rows of op(a)
+/// shared between lanes by subgroup broadcasts.
+const SUBGROUP: KernelDef = KernelDef {
+    file: "matmul_subgroup.wgsl",
+    source: shaders::MATMUL_SUBGROUP,
+    entry: "matmul_subgroup",
+    reads: 3,
+    writes: 1,
+    first_binding: 1,
+};
+
 /// Which matmul kernel runs a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
@@ -49,23 +60,48 @@ pub enum MatmulKernel {
     Vec4,
     /// 128x128 workgroup tiles in workgroup memory, 8x8 per invocation: any shape.
     Tiled,
+    /// 16x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: M, N, K
+    /// multiples of 4, on adapters whose subgroups are exactly 8 lanes (CPU drivers).
+    Subgroup,
 }
 
 impl MatmulKernel {
     /// The kernel for a product on this device: workgroup tiles pay off on GPUs for
     /// large products only (on an H200: 26 TFLOP/s against 22 at 4096^3, but half the
-    /// vec4 kernel's speed at 1024^3); on CPU adapters barriers are costly and the
-    /// register-blocked kernels win.
+    /// vec4 kernel's speed at 1024^3). On CPU adapters barriers and storage loads are
+    /// costly, and the subgroup kernel, which loads least, wins (on lavapipe about 3x
+    /// the vec4 kernel at 1024^3).
     pub fn choose(device: &crate::Device, m: usize, n: usize, k: usize) -> MatmulKernel {
         const TILED_FROM: f64 = 4.0e9;
-        if !device.is_cpu() && (m * n * k) as f64 >= TILED_FROM {
+        let vec4 = [m, n, k].iter().all(|v| v % 4 == 0);
+        if vec4 && MatmulKernel::Subgroup.runs_on(device) {
+            MatmulKernel::Subgroup
+        } else if !device.is_cpu() && (m * n * k) as f64 >= TILED_FROM {
             MatmulKernel::Tiled
-        } else if [m, n, k].iter().all(|v| v % 4 == 0) {
+        } else if vec4 {
             MatmulKernel::Vec4
         } else {
             MatmulKernel::Scalar
         }
     }
+
+    /// Whether the device can run this kernel at all.
+    pub fn runs_on(self, device: &crate::Device) -> bool {
+        match self {
+            MatmulKernel::Subgroup => {
+                device.is_cpu() && device.info().subgroup_size == Some((8, 8))
+            }
+            _ => true,
+        }
+    }
+}
+
+/// What the kernel applies to `op(a) @ op(b) + bias` before storing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    /// GELU (exact erf form), as `gelu` applies it.
+    Gelu,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,45 +189,66 @@ pub fn matmul_forward(
     t: Transpose,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    matmul_with(None, a, b, t, bias)
+    matmul_with(None, a, b, t, bias, Epilogue::None)
 }
 
-/// [`matmul_forward`] with a given kernel, or the chosen one for `None` (tests hold
-/// every kernel against the CPU).
+/// [`matmul_forward`] with an epilogue and a given kernel, or the chosen one for
+/// `None` (tests hold every kernel against the CPU).
 pub fn matmul_with(
     kernel: Option<MatmulKernel>,
     a: &Tensor,
     b: &Tensor,
     t: Transpose,
     bias: Option<&Tensor>,
+    epilogue: Epilogue,
 ) -> Result<Tensor> {
     let d = dims(a, b, t, bias)?;
     let kernel = kernel.unwrap_or_else(|| MatmulKernel::choose(a.device(), d.m, d.n, d.k));
-    if kernel == MatmulKernel::Vec4 && [d.m, d.n, d.k].iter().any(|v| v % 4 != 0) {
+    let needs_vec4 = matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
+    if needs_vec4 && [d.m, d.n, d.k].iter().any(|v| v % 4 != 0) {
         return shape_err(
             "matmul",
             format!(
-                "the vec4 kernel needs M, N, K multiples of 4, got {}x{}x{}",
+                "the {kernel:?} kernel needs M, N, K multiples of 4, got {}x{}x{}",
                 d.m, d.n, d.k
+            ),
+        );
+    }
+    if !kernel.runs_on(a.device()) {
+        return shape_err(
+            "matmul",
+            format!(
+                "the {kernel:?} kernel needs a CPU adapter with 8-lane subgroups, this one is {}",
+                a.device().info().name
             ),
         );
     }
     let dev = a.device();
     let out = Tensor::empty(dev, &d.out_shape)?;
     if d.k == 0 {
+        // An empty sum: the bias, through the epilogue, is what is left.
         crate::ops::elementwise::fill(&out, 0.0);
-        return Ok(out);
+        let out = match bias {
+            Some(bias) => crate::ops::elementwise::add_forward(&out, bias)?,
+            None => out,
+        };
+        return match epilogue {
+            Epilogue::None => Ok(out),
+            Epilogue::Gelu => crate::ops::elementwise::gelu_forward(&out),
+        };
     }
     let constants = [
         ("TRANS_A", t.a as u32 as f64),
         ("TRANS_B", t.b as u32 as f64),
         ("HAS_BIAS", bias.is_some() as u32 as f64),
+        ("HAS_GELU", (epilogue == Epilogue::Gelu) as u32 as f64),
     ];
     let b_stride = if d.b_shared { 0 } else { d.k * d.n };
     let (def, tile) = match kernel {
         MatmulKernel::Scalar => (&SCALAR, 64),
         MatmulKernel::Vec4 => (&VEC4, 64),
         MatmulKernel::Tiled => (&TILED, 128),
+        MatmulKernel::Subgroup => (&SUBGROUP, 64),
     };
     dev.dispatch(
         def,
@@ -279,13 +336,34 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Re
 
 /// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out].
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    on_rows(x, |x2| matmul(x2, w, Transpose::B, bias))
+}
+
+/// `gelu(linear(x, w, bias))`. With nothing to differentiate (the target encoder,
+/// evaluation) it is one kernel with a GELU epilogue; otherwise the two ops, since
+/// GELU's backward needs the pre-activation.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let differentiable = [Some(x), Some(w), bias]
+        .into_iter()
+        .flatten()
+        .any(|t| t.tracks_grad());
+    if crate::tape::is_recording() && differentiable {
+        return crate::ops::elementwise::gelu(&linear(x, w, bias)?);
+    }
+    on_rows(x, |x2| {
+        matmul_with(None, x2, w, Transpose::B, bias, Epilogue::Gelu)
+    })
+}
+
+/// `f` applied to x [.., in] seen as [rows, in], its [rows, out] result given x's
+/// leading dims back.
+fn on_rows(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let sx = x.shape();
     if sx.is_empty() {
         return shape_err("linear", "x must be at least 1-D");
     }
     let rows = x.numel() / sx[sx.len() - 1];
-    let x2 = crate::ops::layout::reshape(x, &[rows, sx[sx.len() - 1]])?;
-    let y = matmul(&x2, w, Transpose::B, bias)?;
+    let y = f(&crate::ops::layout::reshape(x, &[rows, sx[sx.len() - 1]])?)?;
     let mut out_shape = sx[..sx.len() - 1].to_vec();
     out_shape.push(y.shape()[1]);
     crate::ops::layout::reshape(&y, &out_shape)

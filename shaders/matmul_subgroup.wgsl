@@ -1,0 +1,114 @@
+// Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
+// x86): c[batch] = op(a[batch]) @ op(b[batch]) (+ bias), with the parameters and
+// transposes and epilogue of matmul.wgsl, for M, N, K multiples of 4. It lives in its own file
+// because it needs the subgroup feature, which not every adapter has.
+//
+// On such a driver each invocation is one lane of a SIMD register, and a storage
+// load costs a loop over the 8 lanes whether or not their addresses agree. So the
+// kernel loads as little as it can per multiply-add: a subgroup computes a 16x32
+// block of c, lane l owning columns 4l..4l+4 of it for all 16 rows (16 vec4
+// accumulators). Each 4-deep step of k, the 16x4 block of op(a) shared by the
+// lanes is fetched two vec4 per lane and handed round with subgroupBroadcast, and
+// each lane loads only its own 4x4 block of op(b): 6 loads for 256 multiply-adds,
+// against 8 for 64 in the vec4 kernel.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+}
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override HAS_BIAS: bool = false;
+override HAS_GELU: bool = false;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c4: array<vec4<f32>>;
+
+// op(b)[k..k+4][c..c+4] as a matrix for `times`.
+fn b_block(base: u32, k: u32, c: u32) -> mat4x4<f32> {
+    if (TRANS_B) {
+        // Stored [N, K]: column j of the matrix is op(b)[k..k+4][c + j].
+        let k4 = p.k / 4u;
+        let i = (base + c * p.k + k) / 4u;
+        return mat4x4<f32>(b4[i], b4[i + k4], b4[i + 2u * k4], b4[i + 3u * k4]);
+    }
+    // Stored [K, N]: column t of the matrix is op(b)[k + t][c..c+4].
+    let n4 = p.n / 4u;
+    let i = (base + k * p.n + c) / 4u;
+    return mat4x4<f32>(b4[i], b4[i + n4], b4[i + 2u * n4], b4[i + 3u * n4]);
+}
+
+// A row of op(a) over k..k+4 times the 4x4 block of op(b): four columns of c.
+fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
+    if (TRANS_B) { return a_row * b; }
+    return b * a_row;
+}
+
+// A workgroup is 8 subgroups, 4 down and 2 across: a 64x64 tile of c.
+@compute @workgroup_size(64)
+fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
+                   @builtin(subgroup_invocation_id) lane: u32) {
+    let batch = wid.z;
+    let row0 = wid.y * 64u + (sg / 2u) * 16u;
+    let col0 = wid.x * 64u + (sg % 2u) * 32u + 4u * lane;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    let c = min(col0, p.n - 4u);
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var k = 0u; k < p.k; k += 4u) {
+        // Lane l fetches rows l and l + 8 of the 16x4 block of op(a) (when a is stored
+        // [K, M]: rows 4(l/4)..+4, and 8 more, at k + l%4). Rows past M are clamped:
+        // computed, never stored.
+        var m0: vec4<f32>;
+        var m1: vec4<f32>;
+        if (TRANS_A) {
+            let kk = k + lane % 4u;
+            m0 = a4[(a_base + kk * p.m + min(row0 + 4u * (lane / 4u), p.m - 4u)) / 4u];
+            m1 = a4[(a_base + kk * p.m + min(row0 + 8u + 4u * (lane / 4u), p.m - 4u)) / 4u];
+        } else {
+            m0 = a4[(a_base + min(row0 + lane, p.m - 1u) * p.k + k) / 4u];
+            m1 = a4[(a_base + min(row0 + 8u + lane, p.m - 1u) * p.k + k) / 4u];
+        }
+        var rows = array<vec4<f32>, 16>(
+            subgroupBroadcast(m0, 0u), subgroupBroadcast(m0, 1u),
+            subgroupBroadcast(m0, 2u), subgroupBroadcast(m0, 3u),
+            subgroupBroadcast(m0, 4u), subgroupBroadcast(m0, 5u),
+            subgroupBroadcast(m0, 6u), subgroupBroadcast(m0, 7u),
+            subgroupBroadcast(m1, 0u), subgroupBroadcast(m1, 1u),
+            subgroupBroadcast(m1, 2u), subgroupBroadcast(m1, 3u),
+            subgroupBroadcast(m1, 4u), subgroupBroadcast(m1, 5u),
+            subgroupBroadcast(m1, 6u), subgroupBroadcast(m1, 7u));
+        if (TRANS_A) {
+            // rows[4g + t] holds rows 4g..4g+4 at k + t: transpose each 4x4 group.
+            for (var g = 0u; g < 4u; g++) {
+                let tg = transpose(mat4x4<f32>(rows[4u * g], rows[4u * g + 1u], rows[4u * g + 2u], rows[4u * g + 3u]));
+                rows[4u * g] = tg[0];
+                rows[4u * g + 1u] = tg[1];
+                rows[4u * g + 2u] = tg[2];
+                rows[4u * g + 3u] = tg[3];
+            }
+        }
+        let b0 = b_block(b_base, k, c);
+        for (var i = 0u; i < 16u; i++) {
+            acc[i] += times(rows[i], b0);
+        }
+    }
+    if (col0 >= p.n) { return; }
+    var bv = vec4<f32>(0.0);
+    if (HAS_BIAS) { bv = bias4[col0 / 4u]; }
+    let n4 = p.n / 4u;
+    let o = (batch * p.m * p.n + col0) / 4u;
+    for (var i = 0u; i < 16u; i++) {
+        var v = acc[i] + bv;
+        if (HAS_GELU) { v = gelu4(v); }
+        if (row0 + i < p.m) { c4[o + (row0 + i) * n4] = v; }
+    }
+}
