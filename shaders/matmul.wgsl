@@ -13,6 +13,7 @@ struct Params {
     k: u32,
     a_batch_stride: u32,
     b_batch_stride: u32,
+    batch: u32,
 }
 
 override TRANS_A: bool = false;
@@ -83,6 +84,39 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         store(c_base, row0 + 16u, col, c1[j]);
         store(c_base, row0 + 32u, col, c2[j]);
         store(c_base, row0 + 48u, col, c3[j]);
+    }
+}
+
+// The flat kernel, for small products of any shape: the 4x4 blocks of every batch
+// are numbered one after another and handed out 64 to a workgroup, so a batch of 7x7
+// attention scores keeps every invocation busy instead of one 64x64 tile each.
+// Scalar loads, edges clamped as in `matmul`.
+@compute @workgroup_size(64)
+fn matmul_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row_blocks = (p.m + 3u) / 4u;
+    let col_blocks = (p.n + 3u) / 4u;
+    let block = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let batch = block / (row_blocks * col_blocks);
+    if (batch >= p.batch) { return; }
+    let within = block % (row_blocks * col_blocks);
+    let row0 = (within / col_blocks) * 4u;
+    let col0 = (within % col_blocks) * 4u;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    let r = vec4<u32>(min(row0, p.m - 1u), min(row0 + 1u, p.m - 1u),
+                      min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
+    let q = vec4<u32>(min(col0, p.n - 1u), min(col0 + 1u, p.n - 1u),
+                      min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let bv = vec4<f32>(load_b(b_base, kk, q.x), load_b(b_base, kk, q.y),
+                           load_b(b_base, kk, q.z), load_b(b_base, kk, q.w));
+        for (var i = 0u; i < 4u; i++) { acc[i] += load_a(a_base, r[i], kk) * bv; }
+    }
+    let c_base = batch * p.m * p.n;
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) { store(c_base, row0 + i, col0 + j, acc[i][j]); }
     }
 }
 

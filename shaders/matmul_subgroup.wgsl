@@ -18,6 +18,7 @@ struct Params {
     k: u32,
     a_batch_stride: u32,
     b_batch_stride: u32,
+    batch: u32,
 }
 
 override TRANS_A: bool = false;

@@ -62,6 +62,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                     let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
                     for kernel in [
                         MatmulKernel::Scalar,
+                        MatmulKernel::Flat,
                         MatmulKernel::Vec4,
                         MatmulKernel::Tiled,
                         MatmulKernel::Subgroup,
@@ -107,6 +108,7 @@ fn matmul_gelu_epilogue_matches_cpu() {
             let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
             for kernel in [
                 MatmulKernel::Scalar,
+                MatmulKernel::Flat,
                 MatmulKernel::Vec4,
                 MatmulKernel::Tiled,
                 MatmulKernel::Subgroup,

@@ -20,6 +20,16 @@ const SCALAR: KernelDef = KernelDef {
     first_binding: 1,
 };
 
+/// Any shape, 4x4 blocks numbered across the batch: for small products.
+const FLAT: KernelDef = KernelDef {
+    file: "matmul.wgsl",
+    source: shaders::MATMUL,
+    entry: "matmul_flat",
+    reads: 3,
+    writes: 1,
+    first_binding: 1,
+};
+
 /// M, N, K multiples of 4: vec4 loads and stores (the buffers bound as vec4 arrays).
 const VEC4: KernelDef = KernelDef {
     file: "matmul.wgsl",
@@ -56,6 +66,9 @@ const SUBGROUP: KernelDef = KernelDef {
 pub enum MatmulKernel {
     /// Scalar loads, 4x4 register blocks, no workgroup memory: any shape.
     Scalar,
+    /// The scalar kernel's blocks numbered across the batch, 64 per workgroup: any
+    /// shape, no idle invocations on small products (attention over few tokens).
+    Flat,
     /// vec4 loads, 4x4 blocks as mat4x4 products: M, N, K multiples of 4.
     Vec4,
     /// 128x128 workgroup tiles in workgroup memory, 8x8 per invocation: any shape.
@@ -80,6 +93,8 @@ impl MatmulKernel {
             MatmulKernel::Tiled
         } else if vec4 {
             MatmulKernel::Vec4
+        } else if device.is_cpu() || m.min(n) < 32 {
+            MatmulKernel::Flat
         } else {
             MatmulKernel::Scalar
         }
@@ -244,11 +259,22 @@ pub fn matmul_with(
         ("HAS_GELU", (epilogue == Epilogue::Gelu) as u32 as f64),
     ];
     let b_stride = if d.b_shared { 0 } else { d.k * d.n };
-    let (def, tile) = match kernel {
-        MatmulKernel::Scalar => (&SCALAR, 64),
-        MatmulKernel::Vec4 => (&VEC4, 64),
-        MatmulKernel::Tiled => (&TILED, 128),
-        MatmulKernel::Subgroup => (&SUBGROUP, 64),
+    let tiles = |tile: usize| {
+        [
+            d.n.div_ceil(tile) as u32,
+            d.m.div_ceil(tile) as u32,
+            d.batch as u32,
+        ]
+    };
+    let (def, grid) = match kernel {
+        MatmulKernel::Scalar => (&SCALAR, tiles(64)),
+        MatmulKernel::Flat => {
+            let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);
+            (&FLAT, dev.grid_1d(blocks.div_ceil(64) as u32))
+        }
+        MatmulKernel::Vec4 => (&VEC4, tiles(64)),
+        MatmulKernel::Tiled => (&TILED, tiles(128)),
+        MatmulKernel::Subgroup => (&SUBGROUP, tiles(64)),
     };
     dev.dispatch(
         def,
@@ -259,6 +285,7 @@ pub fn matmul_with(
             d.k as u32,
             (d.m * d.k) as u32,
             b_stride as u32,
+            d.batch as u32,
         ],
         &[
             a.buffer(),
@@ -266,11 +293,7 @@ pub fn matmul_with(
             bias.map_or(dev.dummy(), |x| x.buffer()),
             out.buffer(),
         ],
-        [
-            d.n.div_ceil(tile) as u32,
-            d.m.div_ceil(tile) as u32,
-            d.batch as u32,
-        ],
+        grid,
     );
     Ok(out)
 }
