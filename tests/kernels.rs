@@ -686,7 +686,9 @@ fn fill_and_zeros() {
 
 #[test]
 fn fused_attention_matches_the_composed_path_forward_and_backward() {
-    use engine::ops::attention::{attention_backward, attention_composed, attention_forward};
+    use engine::ops::attention::{
+        attention_backward, attention_composed, attention_forward, FusedAttention,
+    };
     let mut r = rng(14);
     // Odd token counts (not multiples of the 64-row workgroup or the key tile) and
     // head dims from 16 to 128 (tiles of 32, 32 and 16 keys).
@@ -712,43 +714,50 @@ fn fused_attention_matches_the_composed_path_forward_and_backward() {
         let want = attention_composed(&q, &k, &v, scale).unwrap();
         let loss = ops::sum(&ops::mul(&want, &dout).unwrap()).unwrap();
         let grads = engine::backward(&loss).unwrap();
-        let (out, lse) = attention_forward(&q, &k, &v, scale).unwrap();
-        assert_close(
-            &format!("{what} out"),
-            &out.to_vec(),
-            &want.to_vec(),
-            2e-6,
-            1e-4,
-        );
-        // lse against the CPU reference of the scores.
-        let mut scores = Vec::new();
-        for b in 0..bh {
-            let s = cpu::matmul(
-                &qd[b * n * hd..],
-                &kd[b * n * hd..],
-                None,
-                1,
-                n,
-                hd,
-                n,
-                false,
-                true,
-                false,
+        for kind in [FusedAttention::Tiled, FusedAttention::Subgroup] {
+            if !kind.runs_on(&device(), hd) {
+                continue;
+            }
+            let what = format!("{what} {kind:?}");
+            let (out, lse) = attention_forward(kind, &q, &k, &v, scale).unwrap();
+            assert_close(
+                &format!("{what} out"),
+                &out.to_vec(),
+                &want.to_vec(),
+                2e-6,
+                1e-4,
             );
-            scores.extend(s.iter().map(|x| x * scale));
-        }
-        let want_lse: Vec<f32> = scores
-            .chunks(n)
-            .map(|row| {
-                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-                (m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()) as f32
-            })
-            .collect();
-        assert_close(&format!("{what} lse"), &lse.to_vec(), &want_lse, 1e-5, 1e-5);
-        let (dq, dk, dv) = attention_backward(&q, &k, &v, &out, &lse, &dout, scale).unwrap();
-        for (name, got, t) in [("dq", dq, &q), ("dk", dk, &k), ("dv", dv, &v)] {
-            let want = grads.get(t).unwrap().to_vec();
-            assert_close(&format!("{what} {name}"), &got.to_vec(), &want, 1e-5, 1e-3);
+            // lse against the CPU reference of the scores.
+            let mut scores = Vec::new();
+            for b in 0..bh {
+                let s = cpu::matmul(
+                    &qd[b * n * hd..],
+                    &kd[b * n * hd..],
+                    None,
+                    1,
+                    n,
+                    hd,
+                    n,
+                    false,
+                    true,
+                    false,
+                );
+                scores.extend(s.iter().map(|x| x * scale));
+            }
+            let want_lse: Vec<f32> = scores
+                .chunks(n)
+                .map(|row| {
+                    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+                    (m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()) as f32
+                })
+                .collect();
+            assert_close(&format!("{what} lse"), &lse.to_vec(), &want_lse, 1e-5, 1e-5);
+            let (dq, dk, dv) =
+                attention_backward(kind, &q, &k, &v, &out, &lse, &dout, scale).unwrap();
+            for (name, got, t) in [("dq", dq, &q), ("dk", dk, &k), ("dv", dv, &v)] {
+                let want = grads.get(t).unwrap().to_vec();
+                assert_close(&format!("{what} {name}"), &got.to_vec(), &want, 1e-5, 1e-3);
+            }
         }
     }
 }

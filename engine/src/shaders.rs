@@ -17,6 +17,7 @@ pub const MATMUL_SUBGROUP: &str = concat!(
     include_str!("../../shaders/matmul_subgroup.wgsl")
 );
 pub const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
+pub const ATTENTION_SUBGROUP: &str = include_str!("../../shaders/attention_subgroup.wgsl");
 pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../shaders/layernorm.wgsl");
 pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
@@ -33,6 +34,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("matmul.wgsl", MATMUL),
     ("matmul_subgroup.wgsl", MATMUL_SUBGROUP),
     ("attention.wgsl", ATTENTION),
+    ("attention_subgroup.wgsl", ATTENTION_SUBGROUP),
     ("softmax.wgsl", SOFTMAX),
     ("layernorm.wgsl", LAYERNORM),
     ("layout.wgsl", LAYOUT),

@@ -1,13 +1,14 @@
 //! Scaled dot-product attention, out = softmax(q k^T * scale) v per head.
 //! q, k, v, out: [BH, N, hd].
 //!
-//! `attention_fused` runs the flash-style kernels (shaders/attention.wgsl): the forward
+//! `attention_fused` runs the flash-style kernels: the forward
 //! saves only the row log-sum-exp, the backward recomputes the scores from it, and the
 //! tokens x tokens matrix is never written. `attention_composed` builds the same from
-//! matmul, scale and softmax; it is the oracle the fused kernels are tested against and,
-//! for now, the faster of the two on the adapters measured (lavapipe and an H200: the
-//! fused kernels keep one row per invocation and lose to the tiled matmuls), so
-//! `attention` uses it.
+//! matmul, scale and softmax; it is the oracle the fused kernels are tested against.
+//! The fused kernels come in two families: `attention.wgsl` (workgroup-memory tiles,
+//! any adapter) and `attention_subgroup.wgsl` (subgroup broadcasts, CPU adapters with
+//! 8-lane subgroups). `attention`, which the model calls, takes whichever path was
+//! measured faster for the adapter and head dim.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
@@ -23,20 +24,76 @@ pub const MAX_HEAD_DIM: usize = 128;
 const ROWS_PER_WORKGROUP: usize = 64;
 const TILE_FLOATS: usize = 2048;
 
-const fn kernel(entry: &'static str, reads: usize, writes: usize, first_binding: u32) -> KernelDef {
-    KernelDef {
-        file: "attention.wgsl",
-        source: shaders::ATTENTION,
-        entry,
-        reads,
-        writes,
-        first_binding,
+/// The forward, dq and dk/dv kernels of one WGSL file (both files share entry names
+/// and bindings).
+const fn kernels(file: &'static str, source: &'static str) -> [KernelDef; 3] {
+    const fn def(
+        file: &'static str,
+        source: &'static str,
+        entry: &'static str,
+        reads: usize,
+        first_binding: u32,
+    ) -> KernelDef {
+        KernelDef {
+            file,
+            source,
+            entry,
+            reads,
+            writes: 2,
+            first_binding,
+        }
     }
+    [
+        def(file, source, "attention_forward", 3, 1),
+        def(file, source, "attention_backward_dq", 6, 10),
+        def(file, source, "attention_backward_dkv", 6, 20),
+    ]
 }
 
-const FORWARD: KernelDef = kernel("attention_forward", 3, 2, 1);
-const BACKWARD_DQ: KernelDef = kernel("attention_backward_dq", 6, 2, 10);
-const BACKWARD_DKV: KernelDef = kernel("attention_backward_dkv", 6, 2, 20);
+const TILED: [KernelDef; 3] = kernels("attention.wgsl", shaders::ATTENTION);
+const SUBGROUP: [KernelDef; 3] = kernels("attention_subgroup.wgsl", shaders::ATTENTION_SUBGROUP);
+const FORWARD: usize = 0;
+const BACKWARD_DQ: usize = 1;
+const BACKWARD_DKV: usize = 2;
+
+/// Which fused kernels run attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedAttention {
+    /// One row per invocation, the other side staged in workgroup memory tiles.
+    Tiled,
+    /// One row per lane, the other side read 8 rows at a time and shared by subgroup
+    /// broadcasts: head dims that are multiples of 4, on adapters whose subgroups are
+    /// exactly 8 lanes (CPU drivers, where workgroup memory costs as much as storage).
+    Subgroup,
+}
+
+impl FusedAttention {
+    pub fn choose(device: &crate::Device, head_dim: usize) -> FusedAttention {
+        if FusedAttention::Subgroup.runs_on(device, head_dim) {
+            FusedAttention::Subgroup
+        } else {
+            FusedAttention::Tiled
+        }
+    }
+
+    /// Whether the device can run these kernels for this head dim.
+    pub fn runs_on(self, device: &crate::Device, head_dim: usize) -> bool {
+        match self {
+            FusedAttention::Tiled => true,
+            FusedAttention::Subgroup => {
+                head_dim.is_multiple_of(4)
+                    && crate::ops::matmul::MatmulKernel::Subgroup.runs_on(device)
+            }
+        }
+    }
+
+    fn defs(self) -> &'static [KernelDef; 3] {
+        match self {
+            FusedAttention::Tiled => &TILED,
+            FusedAttention::Subgroup => &SUBGROUP,
+        }
+    }
+}
 
 fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize)> {
     let s = q.shape();
@@ -49,8 +106,10 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((s[0], s[1], s[2]))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn launch(
-    def: &KernelDef,
+    kind: FusedAttention,
+    kernel: usize,
     bh: usize,
     n: usize,
     hd: usize,
@@ -59,34 +118,55 @@ fn launch(
     dev: &crate::Device,
 ) {
     let tile = (TILE_FLOATS / hd).min(32);
+    let constants: &[(&str, f64)] = match kind {
+        FusedAttention::Tiled => &[("HD", hd as f64), ("TILE", tile as f64)],
+        FusedAttention::Subgroup => &[("HD", hd as f64)],
+    };
     dev.dispatch(
-        def,
-        &[("HD", hd as f64), ("TILE", tile as f64)],
+        &kind.defs()[kernel],
+        constants,
         &[bh as u32, n as u32, hd as u32, scale.to_bits()],
         buffers,
         [n.div_ceil(ROWS_PER_WORKGROUP) as u32, bh as u32, 1],
     );
 }
 
-/// Fused forward: (out [BH, N, hd], row log-sum-exp [BH, N]).
-pub fn attention_forward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f32,
-) -> Result<(Tensor, Tensor)> {
-    let (bh, n, hd) = check(q, k, v)?;
+/// Checks that `kind` can run this head dim here.
+fn check_kind(kind: FusedAttention, dev: &crate::Device, hd: usize) -> Result<()> {
     if hd > MAX_HEAD_DIM {
         return shape_err(
             "attention",
             format!("head dim {hd} exceeds the fused kernels' {MAX_HEAD_DIM}"),
         );
     }
+    if !kind.runs_on(dev, hd) {
+        return shape_err(
+            "attention",
+            format!(
+                "the {kind:?} kernels need a head dim that is a multiple of 4 (got {hd}) and a CPU adapter with 8-lane subgroups (this one is {})",
+                dev.info().name
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Fused forward with `kind`'s kernels: (out [BH, N, hd], row log-sum-exp [BH, N]).
+pub fn attention_forward(
+    kind: FusedAttention,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+) -> Result<(Tensor, Tensor)> {
+    let (bh, n, hd) = check(q, k, v)?;
     let dev = q.device();
+    check_kind(kind, dev, hd)?;
     let out = Tensor::empty(dev, q.shape())?;
     let lse = Tensor::empty(dev, &[bh, n])?;
     launch(
-        &FORWARD,
+        kind,
+        FORWARD,
         bh,
         n,
         hd,
@@ -103,8 +183,11 @@ pub fn attention_forward(
     Ok((out, lse))
 }
 
-/// Fused backward: (dq, dk, dv) from the forward's out and lse and the gradient dout.
+/// Fused backward with `kind`'s kernels: (dq, dk, dv) from the forward's out and lse
+/// and the gradient dout.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
+    kind: FusedAttention,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -115,6 +198,7 @@ pub fn attention_backward(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let (bh, n, hd) = check(q, k, v)?;
     let dev = q.device();
+    check_kind(kind, dev, hd)?;
     let (dq, dk, dv) = (
         Tensor::empty(dev, q.shape())?,
         Tensor::empty(dev, q.shape())?,
@@ -122,7 +206,8 @@ pub fn attention_backward(
     );
     let delta = Tensor::empty(dev, &[bh, n])?;
     launch(
-        &BACKWARD_DQ,
+        kind,
+        BACKWARD_DQ,
         bh,
         n,
         hd,
@@ -140,7 +225,8 @@ pub fn attention_backward(
         dev,
     );
     launch(
-        &BACKWARD_DKV,
+        kind,
+        BACKWARD_DKV,
         bh,
         n,
         hd,
@@ -160,9 +246,17 @@ pub fn attention_backward(
     Ok((dq, dk, dv))
 }
 
-/// Differentiable attention: the path that is currently faster (see the module docs).
+/// Differentiable attention by the path measured faster on this kind of adapter: the
+/// subgroup kernels for head dims up to 32 (on lavapipe 1.2-4x the composed path from
+/// 49 to 256 tokens, but 0.8x at head dim 64 from 128 tokens), otherwise the composed
+/// path (the tiled fused kernels lose to it on lavapipe and on an H200).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) -> Result<Tensor> {
-    attention_composed(q, k, v, scale_factor)
+    let (_, _, hd) = check(q, k, v)?;
+    if hd <= 32 && FusedAttention::Subgroup.runs_on(q.device(), hd) {
+        attention_fused(q, k, v, scale_factor)
+    } else {
+        attention_composed(q, k, v, scale_factor)
+    }
 }
 
 /// Differentiable fused attention (head dims up to 128; larger ones take the composed
@@ -172,10 +266,11 @@ pub fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) ->
     if hd > MAX_HEAD_DIM {
         return attention_composed(q, k, v, scale_factor);
     }
-    let (out, lse) = attention_forward(q, k, v, scale_factor)?;
+    let kind = FusedAttention::choose(q.device(), hd);
+    let (out, lse) = attention_forward(kind, q, k, v, scale_factor)?;
     let (q2, k2, v2, o2) = (q.clone(), k.clone(), v.clone(), out.detach());
     record("attention", &[q, k, v], &out, move |dout, _| {
-        let (dq, dk, dv) = attention_backward(&q2, &k2, &v2, &o2, &lse, dout, scale_factor)?;
+        let (dq, dk, dv) = attention_backward(kind, &q2, &k2, &v2, &o2, &lse, dout, scale_factor)?;
         Ok(vec![Some(dq), Some(dk), Some(dv)])
     });
     Ok(out)

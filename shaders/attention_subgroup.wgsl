@@ -1,0 +1,219 @@
+// Fused attention for CPU adapters whose subgroups are 8 lanes wide: the same three
+// kernels and bindings as attention.wgsl, for head dims that are multiples of 4 (up
+// to 128). It lives in its own file because it needs the subgroup feature.
+//
+// Each lane owns one row (a query row in the forward and dq kernels, a key row in the
+// dk/dv kernel) and its accumulators, as vec4 chunks of the head dim. The other side
+// is walked 8 rows at a time: chunk c of those 8 rows is one load per lane (lane t
+// reads row t), handed round with subgroupBroadcast, so a lane pays one storage load
+// per chunk instead of eight and the exponentials of the online softmax are taken
+// once per block of 8.
+
+struct Params {
+    bh: u32,
+    n: u32,
+    hd: u32,
+    scale: f32,
+}
+
+override HD: u32 = 64u;
+const CHUNKS: u32 = 32u;      // vec4 chunks of the largest head dim, 128
+const NEG: f32 = -3.4e38;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(1) var<storage, read> f_q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> f_k: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> f_v: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> f_out: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> f_lse: array<f32>;
+
+@group(0) @binding(10) var<storage, read> q_q: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> q_k: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> q_v: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read> q_out: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> q_dout: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read> q_lse: array<f32>;
+@group(0) @binding(16) var<storage, read_write> q_dq: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read_write> q_delta: array<f32>;
+
+@group(0) @binding(20) var<storage, read> kv_q: array<vec4<f32>>;
+@group(0) @binding(21) var<storage, read> kv_k: array<vec4<f32>>;
+@group(0) @binding(22) var<storage, read> kv_v: array<vec4<f32>>;
+@group(0) @binding(23) var<storage, read> kv_dout: array<vec4<f32>>;
+@group(0) @binding(24) var<storage, read> kv_lse: array<f32>;
+@group(0) @binding(25) var<storage, read> kv_delta: array<f32>;
+@group(0) @binding(26) var<storage, read_write> kv_dk: array<vec4<f32>>;
+@group(0) @binding(27) var<storage, read_write> kv_dv: array<vec4<f32>>;
+
+// What each of the 8 lanes holds, to every lane.
+fn share(x: vec4<f32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u),
+        subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u),
+        subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u),
+        subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
+}
+
+fn share_scalar(x: f32) -> array<f32, 8> {
+    return array<f32, 8>(
+        subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u),
+        subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u),
+        subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u),
+        subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
+}
+
+// A workgroup is 8 subgroups: 64 rows of one head.
+fn my_row(wid: vec3<u32>, sg: u32, lane: u32) -> u32 {
+    return wid.x * 64u + sg * 8u + lane;
+}
+
+@compute @workgroup_size(64)
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
+                     @builtin(subgroup_invocation_id) lane: u32) {
+    let head = wid.y;
+    let row = my_row(wid, sg, lane);
+    let r = min(row, p.n - 1u);
+    let c4 = HD / 4u;
+    let base = head * p.n * c4;
+    var q: array<vec4<f32>, CHUNKS>;
+    var acc: array<vec4<f32>, CHUNKS>;
+    for (var c = 0u; c < c4; c++) { q[c] = f_q[base + r * c4 + c] * p.scale; }
+    var m = NEG;
+    var l = 0.0;
+    for (var j0 = 0u; j0 < p.n; j0 += 8u) {
+        let mine = base + min(j0 + lane, p.n - 1u) * c4;
+        var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for (var c = 0u; c < c4; c++) {
+            let k = share(f_k[mine + c]);
+            for (var t = 0u; t < 8u; t++) { s[t] += dot(q[c], k[t]); }
+        }
+        var m_new = m;
+        for (var t = 0u; t < 8u; t++) {
+            if (j0 + t >= p.n) { s[t] = NEG; }
+            m_new = max(m_new, s[t]);
+        }
+        let corr = exp(m - m_new);
+        l *= corr;
+        for (var t = 0u; t < 8u; t++) {
+            s[t] = exp(s[t] - m_new);
+            l += s[t];
+        }
+        for (var c = 0u; c < c4; c++) {
+            let v = share(f_v[mine + c]);
+            var a = acc[c] * corr;
+            for (var t = 0u; t < 8u; t++) { a += s[t] * v[t]; }
+            acc[c] = a;
+        }
+        m = m_new;
+    }
+    if (row < p.n) {
+        for (var c = 0u; c < c4; c++) { f_out[base + row * c4 + c] = acc[c] / l; }
+        f_lse[head * p.n + row] = m + log(l);
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
+                         @builtin(subgroup_invocation_id) lane: u32) {
+    let head = wid.y;
+    let row = my_row(wid, sg, lane);
+    let r = min(row, p.n - 1u);
+    let c4 = HD / 4u;
+    let base = head * p.n * c4;
+    var q: array<vec4<f32>, CHUNKS>;
+    var dout: array<vec4<f32>, CHUNKS>;
+    var dq: array<vec4<f32>, CHUNKS>;
+    var delta = 0.0;
+    for (var c = 0u; c < c4; c++) {
+        q[c] = q_q[base + r * c4 + c] * p.scale;
+        dout[c] = q_dout[base + r * c4 + c];
+        delta += dot(dout[c], q_out[base + r * c4 + c]);
+    }
+    let lse = q_lse[head * p.n + r];
+    for (var j0 = 0u; j0 < p.n; j0 += 8u) {
+        let mine = base + min(j0 + lane, p.n - 1u) * c4;
+        var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        var dp = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for (var c = 0u; c < c4; c++) {
+            let k = share(q_k[mine + c]);
+            let v = share(q_v[mine + c]);
+            for (var t = 0u; t < 8u; t++) {
+                s[t] += dot(q[c], k[t]);
+                dp[t] += dot(dout[c], v[t]);
+            }
+        }
+        // ds_t = p_t (dp_t - delta), zero past the last key.
+        for (var t = 0u; t < 8u; t++) {
+            s[t] = select(exp(s[t] - lse) * (dp[t] - delta), 0.0, j0 + t >= p.n);
+        }
+        for (var c = 0u; c < c4; c++) {
+            let k = share(q_k[mine + c]);
+            var d = dq[c];
+            for (var t = 0u; t < 8u; t++) { d += s[t] * k[t]; }
+            dq[c] = d;
+        }
+    }
+    if (row < p.n) {
+        for (var c = 0u; c < c4; c++) { q_dq[base + row * c4 + c] = dq[c] * p.scale; }
+        q_delta[head * p.n + row] = delta;
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
+                          @builtin(subgroup_invocation_id) lane: u32) {
+    let head = wid.y;
+    let row = my_row(wid, sg, lane);
+    let r = min(row, p.n - 1u);
+    let c4 = HD / 4u;
+    let base = head * p.n * c4;
+    var k: array<vec4<f32>, CHUNKS>;
+    var v: array<vec4<f32>, CHUNKS>;
+    var dk: array<vec4<f32>, CHUNKS>;
+    var dv: array<vec4<f32>, CHUNKS>;
+    for (var c = 0u; c < c4; c++) {
+        k[c] = kv_k[base + r * c4 + c] * p.scale;
+        v[c] = kv_v[base + r * c4 + c];
+    }
+    for (var i0 = 0u; i0 < p.n; i0 += 8u) {
+        let i_mine = min(i0 + lane, p.n - 1u);
+        let mine = base + i_mine * c4;
+        let lse = share_scalar(kv_lse[head * p.n + i_mine]);
+        let delta = share_scalar(kv_delta[head * p.n + i_mine]);
+        var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        var dp = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for (var c = 0u; c < c4; c++) {
+            let q = share(kv_q[mine + c]);
+            let g = share(kv_dout[mine + c]);
+            for (var t = 0u; t < 8u; t++) {
+                s[t] += dot(k[c], q[t]);
+                dp[t] += dot(v[c], g[t]);
+            }
+        }
+        // s becomes p_t and dp becomes ds_t, both zero past the last query.
+        for (var t = 0u; t < 8u; t++) {
+            let pr = select(exp(s[t] - lse[t]), 0.0, i0 + t >= p.n);
+            s[t] = pr;
+            dp[t] = pr * (dp[t] - delta[t]);
+        }
+        for (var c = 0u; c < c4; c++) {
+            let q = share(kv_q[mine + c]);
+            let g = share(kv_dout[mine + c]);
+            var a = dk[c];
+            var b = dv[c];
+            for (var t = 0u; t < 8u; t++) {
+                a += dp[t] * q[t];
+                b += s[t] * g[t];
+            }
+            dk[c] = a;
+            dv[c] = b;
+        }
+    }
+    if (row < p.n) {
+        for (var c = 0u; c < c4; c++) {
+            kv_dk[base + row * c4 + c] = dk[c] * p.scale;
+            kv_dv[base + row * c4 + c] = dv[c];
+        }
+    }
+}
