@@ -91,8 +91,9 @@ pub fn attention(
             let composed = time(ops::attention::attention_composed)?;
             // Forward 4 N^2 hd, backward 8 N^2 hd (recomputation not counted).
             let flops = 12.0 * (batch_heads * n * n * hd) as f64;
+            let kind = ops::attention::FusedAttention::choose(dev, hd);
             println!(
-                "attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
+                "attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
                 fused * 1e3,
                 flops / fused / 1e9,
                 composed * 1e3,
