@@ -1,7 +1,8 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
-// x86): c[batch] = op(a[batch]) @ op(b[batch]) (+ bias), with the parameters and
-// transposes and epilogue of matmul.wgsl, for M, N, K multiples of 4. It lives in its own file
-// because it needs the subgroup feature, which not every adapter has.
+// x86), for M, N, K multiples of 4. The engine appends this file to matmul.wgsl and
+// the kernel uses that file's parameters, transposes, epilogue and vec4 bindings and
+// helpers; it is a module of its own because it needs the subgroup feature, which
+// not every adapter has.
 //
 // On such a driver each invocation is one lane of a SIMD register, and a storage
 // load costs a loop over the 8 lanes whether or not their addresses agree. So the
@@ -11,46 +12,6 @@
 // lanes is fetched two vec4 per lane and handed round with subgroupBroadcast, and
 // each lane loads only its own 4x4 block of op(b): 6 loads for 256 multiply-adds,
 // against 8 for 64 in the vec4 kernel.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    batch: u32,
-}
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override HAS_BIAS: bool = false;
-override HAS_GELU: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> c4: array<vec4<f32>>;
-
-// op(b)[k..k+4][c..c+4] as a matrix for `times`.
-fn b_block(base: u32, k: u32, c: u32) -> mat4x4<f32> {
-    if (TRANS_B) {
-        // Stored [N, K]: column j of the matrix is op(b)[k..k+4][c + j].
-        let k4 = p.k / 4u;
-        let i = (base + c * p.k + k) / 4u;
-        return mat4x4<f32>(b4[i], b4[i + k4], b4[i + 2u * k4], b4[i + 3u * k4]);
-    }
-    // Stored [K, N]: column t of the matrix is op(b)[k + t][c..c+4].
-    let n4 = p.n / 4u;
-    let i = (base + k * p.n + c) / 4u;
-    return mat4x4<f32>(b4[i], b4[i + n4], b4[i + 2u * n4], b4[i + 3u * n4]);
-}
-
-// A row of op(a) over k..k+4 times the 4x4 block of op(b): four columns of c.
-fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
-    if (TRANS_B) { return a_row * b; }
-    return b * a_row;
-}
 
 // A workgroup is 8 subgroups, 4 down and 2 across: a 64x64 tile of c.
 @compute @workgroup_size(64)
@@ -108,8 +69,6 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) 
     let n4 = p.n / 4u;
     let o = (batch * p.m * p.n + col0) / 4u;
     for (var i = 0u; i < 16u; i++) {
-        var v = acc[i] + bv;
-        if (HAS_GELU) { v = gelu4(v); }
-        if (row0 + i < p.m) { c4[o + (row0 + i) * n4] = v; }
+        if (row0 + i < p.m) { c4[o + (row0 + i) * n4] = epilogue4(acc[i] + bv); }
     }
 }

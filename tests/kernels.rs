@@ -10,6 +10,25 @@ use engine::ops::matmul::{Epilogue, MatmulKernel, Transpose};
 use engine::ops::{self, elementwise, gather, layernorm, layout, loss, matmul, reduce, softmax};
 use engine::{Indices, Tensor};
 
+/// Every matmul kernel that takes an MxKxN product and runs on this adapter, not only
+/// the one it picks.
+fn matmul_kernels(m: usize, n: usize, k: usize) -> Vec<MatmulKernel> {
+    let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
+    [
+        MatmulKernel::Scalar,
+        MatmulKernel::Flat,
+        MatmulKernel::Vec4,
+        MatmulKernel::Tiled,
+        MatmulKernel::Subgroup,
+    ]
+    .into_iter()
+    .filter(|&kernel| {
+        let needs_vec4 = matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
+        (vec4_ok || !needs_vec4) && kernel.runs_on(&device())
+    })
+    .collect()
+}
+
 #[test]
 fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
     let mut r = rng(1);
@@ -57,21 +76,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                         tb,
                         b_shared,
                     );
-                    // Every kernel that takes the shape and runs on this adapter, not
-                    // only the one it picks.
-                    let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
-                    for kernel in [
-                        MatmulKernel::Scalar,
-                        MatmulKernel::Flat,
-                        MatmulKernel::Vec4,
-                        MatmulKernel::Tiled,
-                        MatmulKernel::Subgroup,
-                    ] {
-                        let needs_vec4 =
-                            matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
-                        if (needs_vec4 && !vec4_ok) || !kernel.runs_on(&device()) {
-                            continue;
-                        }
+                    for kernel in matmul_kernels(m, n, k) {
                         let got = matmul::matmul_with(
                             Some(kernel),
                             &upload(&a_shape, &a),
@@ -105,18 +110,7 @@ fn matmul_gelu_epilogue_matches_cpu() {
             let b_shape = if tb { [batch, n, k] } else { [batch, k, n] };
             let product = cpu::matmul(&a, &b, Some(&bias), batch, m, k, n, ta, tb, false);
             let want = cpu::gelu(&product);
-            let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
-            for kernel in [
-                MatmulKernel::Scalar,
-                MatmulKernel::Flat,
-                MatmulKernel::Vec4,
-                MatmulKernel::Tiled,
-                MatmulKernel::Subgroup,
-            ] {
-                let needs_vec4 = matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
-                if (needs_vec4 && !vec4_ok) || !kernel.runs_on(&device()) {
-                    continue;
-                }
+            for kernel in matmul_kernels(m, n, k) {
                 let got = matmul::matmul_with(
                     Some(kernel),
                     &upload(&a_shape, &a),

@@ -1,6 +1,7 @@
 //! Every WGSL source of the project, one file per kernel family, compiled into the
 //! binary. `ALL` lets the tests validate each with naga. gelu.wgsl holds functions
-//! only; the kernels that apply GELU have it prepended.
+//! only; the kernels that apply GELU have it prepended. matmul_subgroup.wgsl holds one
+//! entry point that builds on matmul.wgsl.
 
 pub const GELU: &str = include_str!("../../shaders/gelu.wgsl");
 pub const ELEMENTWISE: &str = concat!(
@@ -14,6 +15,7 @@ pub const MATMUL: &str = concat!(
 );
 pub const MATMUL_SUBGROUP: &str = concat!(
     include_str!("../../shaders/gelu.wgsl"),
+    include_str!("../../shaders/matmul.wgsl"),
     include_str!("../../shaders/matmul_subgroup.wgsl")
 );
 pub const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");

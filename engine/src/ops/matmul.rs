@@ -58,7 +58,7 @@ const SUBGROUP: KernelDef = KernelDef {
     entry: "matmul_subgroup",
     reads: 3,
     writes: 1,
-    first_binding: 1,
+    first_binding: 5,
 };
 
 /// Which matmul kernel runs a product.
