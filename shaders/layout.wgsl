@@ -2,7 +2,9 @@
 //
 // permute: out = x.permute(perm) for rank <= 6. `out_dims` are the output's sizes and
 // `in_strides` the input strides taken in output order (stride of x's dim perm[i]);
-// unused leading dims have size 1.
+// unused leading dims have size 1. `permute_vec4` is the same for a permutation that
+// keeps the last dim last, when it is a multiple of 4: the host describes the tensors
+// in vec4 units and each invocation moves four floats.
 
 struct Params {
     n: u32,
@@ -17,11 +19,8 @@ struct Params {
 fn dim(i: u32) -> u32 { return p.out_dims[i / 4u][i % 4u]; }
 fn stride(i: u32) -> u32 { return p.in_strides[i / 4u][i % 4u]; }
 
-@compute @workgroup_size(256)
-fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if (i >= p.n) { return; }
+// The input index of output element i.
+fn source(i: u32) -> u32 {
     var rest = i;
     var src = 0u;
     for (var d = 5; d >= 0; d--) {
@@ -29,5 +28,22 @@ fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         src += (rest % size) * stride(u32(d));
         rest /= size;
     }
-    out[i] = x[src];
+    return src;
+}
+
+@compute @workgroup_size(256)
+fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i < p.n) { out[i] = x[source(i)]; }
+}
+
+@group(0) @binding(3) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn permute_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i < p.n) { out4[i] = x4[source(i)]; }
 }

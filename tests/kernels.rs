@@ -457,11 +457,15 @@ fn sums_match_cpu_across_multiple_passes() {
 #[test]
 fn permute_and_patchify_match_cpu() {
     let mut r = rng(8);
-    let cases: [(&[usize], &[usize]); 4] = [
+    // The last two keep a last dim that is a multiple of 4 (the vec4 kernel): the
+    // attention head split and merge.
+    let cases: [(&[usize], &[usize]); 6] = [
         (&[3, 7], &[1, 0]),
         (&[2, 3, 5, 7], &[0, 2, 1, 3]),
         (&[2, 3, 4, 5, 6], &[4, 2, 0, 3, 1]),
         (&[1, 2, 3, 2, 3, 2], &[0, 2, 4, 1, 3, 5]),
+        (&[2, 5, 3, 2, 8], &[2, 0, 3, 1, 4]),
+        (&[3, 2, 7, 4], &[0, 2, 1, 3]),
     ];
     for (shape, perm) in cases {
         let x = random(&mut r, shape.iter().product());
@@ -515,6 +519,16 @@ fn concat_narrow_and_repeat_match_cpu() {
     let rep = ops::repeat_batch(&ta, 3).unwrap();
     assert_eq!(rep.shape(), [6, 3, 5]);
     assert_eq!(rep.to_vec(), [a.clone(), a.clone(), a.clone()].concat());
+    // Rows of 8 floats: the vec4 copy.
+    let (c, d) = (random(&mut r, 3 * 2 * 8), random(&mut r, 3 * 5 * 8));
+    let (tc, td) = (upload(&[3, 2, 8], &c), upload(&[3, 5, 8], &d));
+    let cat = ops::concat(&[&tc, &td], 1).unwrap();
+    let want = cpu::concat(&[(&c, &[3, 2, 8]), (&d, &[3, 5, 8])], 1);
+    assert_eq!(cat.to_vec(), want);
+    assert_eq!(layout::narrow_forward(&cat, 1, 2, 5).unwrap().to_vec(), d);
+    let middle = layout::narrow_forward(&cat, 1, 1, 3).unwrap().to_vec();
+    let want_middle: Vec<f32> = want.chunks(7 * 8).flat_map(|b| b[8..32].to_vec()).collect();
+    assert_eq!(middle, want_middle);
 }
 
 #[test]

@@ -17,6 +17,16 @@ const PERMUTE: KernelDef = KernelDef {
     first_binding: 1,
 };
 
+/// The same for a permutation that keeps a last dim that is a multiple of 4 in place.
+const PERMUTE_VEC4: KernelDef = KernelDef {
+    file: "layout.wgsl",
+    source: shaders::LAYOUT,
+    entry: "permute_vec4",
+    reads: 1,
+    writes: 1,
+    first_binding: 3,
+};
+
 const COPY_BLOCK: KernelDef = KernelDef {
     file: "copy.wgsl",
     source: shaders::COPY,
@@ -24,6 +34,16 @@ const COPY_BLOCK: KernelDef = KernelDef {
     reads: 1,
     writes: 1,
     first_binding: 1,
+};
+
+/// The same when the copied rows are a multiple of 4 floats long.
+const COPY_BLOCK_VEC4: KernelDef = KernelDef {
+    file: "copy.wgsl",
+    source: shaders::COPY,
+    entry: "copy_block_vec4",
+    reads: 1,
+    writes: 1,
+    first_binding: 3,
 };
 
 const MAX_RANK: usize = 6;
@@ -58,11 +78,24 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     for d in (0..rank.saturating_sub(1)).rev() {
         strides[d] = strides[d + 1] * shape[d + 1];
     }
-    let out_shape: Vec<usize> = perm.iter().map(|&d| shape[d]).collect();
+    let mut out_shape: Vec<usize> = perm.iter().map(|&d| shape[d]).collect();
+    let dev = x.device();
+    let out = Tensor::empty(dev, &out_shape)?;
+    // With the last dim kept in place and a multiple of 4, count in vec4s: the last
+    // dim and every other stride shrink by 4 (the last stride stays one vec4).
+    let vec4 = rank > 0 && perm[rank - 1] == rank - 1 && shape[rank - 1].is_multiple_of(4);
+    let unit = if vec4 { 4 } else { 1 };
+    if vec4 {
+        out_shape[rank - 1] /= 4;
+        for stride in &mut strides[..rank - 1] {
+            *stride /= 4;
+        }
+    }
+    let n = (x.numel() / unit) as u32;
     // Pad to 6 dims at the front with size-1 dims. Words: n, 3 of padding, then
     // out_dims and in_strides as two vec4 each (6 of 8 used).
     let mut params = vec![0u32; 20];
-    params[0] = x.numel() as u32;
+    params[0] = n;
     for i in 0..MAX_RANK {
         let j = (i + rank) as isize - MAX_RANK as isize;
         let (size, stride) = if j < 0 {
@@ -73,11 +106,8 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         params[4 + i] = size as u32;
         params[12 + i] = stride as u32;
     }
-    let dev = x.device();
-    let out = Tensor::empty(dev, &out_shape)?;
-    let n = x.numel() as u32;
     dev.dispatch(
-        &PERMUTE,
+        if vec4 { &PERMUTE_VEC4 } else { &PERMUTE },
         &[],
         &params,
         &[x.buffer(), out.buffer()],
@@ -125,10 +155,13 @@ fn copy_block(
 ) {
     let outer: usize = src.shape()[..axis].iter().product();
     let inner: usize = src.shape()[axis + 1..].iter().product();
+    // Every size below is a multiple of `inner`: count in vec4s when it is one of 4.
+    let vec4 = inner.is_multiple_of(4);
+    let inner = if vec4 { inner / 4 } else { inner };
     let n = (outer * len * inner) as u32;
     let dev = src.device();
     dev.dispatch(
-        &COPY_BLOCK,
+        if vec4 { &COPY_BLOCK_VEC4 } else { &COPY_BLOCK },
         &[],
         &[
             n,
