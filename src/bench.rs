@@ -54,8 +54,9 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
             matmul_forward(&a, &b, Transpose::NONE, None)?;
             Ok(())
         })?;
+        let kernel = engine::ops::matmul::MatmulKernel::choose(dev, m, n, k);
         println!(
-            "matmul {label}: {:.2} GFLOP/s on {name}",
+            "matmul {label}: {:.2} GFLOP/s on {name}, {kernel:?} kernel",
             2.0 * (m * k * n) as f64 / secs / 1e9
         );
     }

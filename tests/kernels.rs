@@ -231,11 +231,14 @@ fn transpose_batches(x: &[f32], batch: usize, rows: usize, cols: usize) -> Vec<f
 #[test]
 fn binary_ops_broadcast_forward_and_backward_match_cpu() {
     let mut r = rng(3);
-    let cases: [(&[usize], &[usize]); 4] = [
+    // The last two have n and nb multiples of 4: the vec4 kernels.
+    let cases: [(&[usize], &[usize]); 6] = [
         (&[7], &[7]),
         (&[3, 33], &[33]),
         (&[2, 5, 7], &[5, 7]),
         (&[4, 65], &[1]),
+        (&[3, 8], &[8]),
+        (&[2, 4, 12], &[4, 12]),
     ];
     type Reference = fn(f64, f64) -> f64;
     let ops_: [(elementwise::BinaryOp, Reference); 4] = [
@@ -302,21 +305,32 @@ fn binary_ops_broadcast_forward_and_backward_match_cpu() {
 fn scale_and_broadcast_match_cpu() {
     let mut r = rng(4);
     let x = random(&mut r, 65);
-    let got = elementwise::scale_forward(&upload(&[65], &x), -2.5)
-        .unwrap()
-        .to_vec();
-    let want: Vec<f32> = x.iter().map(|v| v * -2.5).collect();
-    assert_close("scale", &got, &want, 0.0, 1e-7);
-    let got = elementwise::broadcast_forward(&upload(&[5], &x[..5]), &[3, 5], 2.0)
-        .unwrap()
-        .to_vec();
-    let want: Vec<f32> = (0..15).map(|i| 2.0 * x[i % 5]).collect();
-    assert_close("broadcast", &got, &want, 0.0, 1e-7);
+    // 65 and 5 elements take the f32 kernels, 64 and 8 the vec4 ones.
+    for n in [65, 64] {
+        let got = elementwise::scale_forward(&upload(&[n], &x[..n]), -2.5)
+            .unwrap()
+            .to_vec();
+        let want: Vec<f32> = x[..n].iter().map(|v| v * -2.5).collect();
+        assert_close(&format!("scale {n}"), &got, &want, 0.0, 1e-7);
+    }
+    for m in [5, 8] {
+        let got = elementwise::broadcast_forward(&upload(&[m], &x[..m]), &[3, m], 2.0)
+            .unwrap()
+            .to_vec();
+        let want: Vec<f32> = (0..3 * m).map(|i| 2.0 * x[i % m]).collect();
+        assert_close(&format!("broadcast {m}"), &got, &want, 0.0, 1e-7);
+    }
 }
 
 #[test]
 fn gelu_is_accurate_to_1e6_against_f64_erf() {
-    let n = 4001;
+    // 4001 points take the f32 kernels, 4000 the vec4 ones.
+    for n in [4001, 4000] {
+        gelu_check(n);
+    }
+}
+
+fn gelu_check(n: usize) {
     let x: Vec<f32> = (0..n)
         .map(|i| -10.0 + 20.0 * i as f32 / (n - 1) as f32)
         .collect();

@@ -165,7 +165,7 @@ impl PretrainConfig {
                 pred_embed_dim: 32,
                 pred_depth: 2,
                 batch_size: 64,
-                epochs: 1,
+                epochs: 3,
                 data: DataConfig {
                     train_limit: 10_000,
                     test_limit: 2_000,

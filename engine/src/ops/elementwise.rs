@@ -8,43 +8,73 @@ use crate::shaders;
 use crate::tape::record;
 use crate::tensor::Tensor;
 
-const fn kernel(entry: &'static str) -> KernelDef {
-    KernelDef {
+/// The entry points of elementwise.wgsl, each over f32s and over vec4s.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Scale,
+    Fill,
+    GeluForward,
+    GeluBackward,
+    Broadcast,
+}
+
+impl Kernel {
+    /// (f32 entry, vec4 entry).
+    fn entries(self) -> (&'static str, &'static str) {
+        match self {
+            Kernel::Add => ("add", "add_vec4"),
+            Kernel::Sub => ("sub", "sub_vec4"),
+            Kernel::Mul => ("mul", "mul_vec4"),
+            Kernel::Div => ("div", "div_vec4"),
+            Kernel::Scale => ("scale", "scale_vec4"),
+            Kernel::Fill => ("fill", "fill_vec4"),
+            Kernel::GeluForward => ("gelu_forward", "gelu_forward_vec4"),
+            Kernel::GeluBackward => ("gelu_backward", "gelu_backward_vec4"),
+            Kernel::Broadcast => ("broadcast", "broadcast_vec4"),
+        }
+    }
+}
+
+/// One thread per element of `out`, or per vec4 when `out` and `b` both have a
+/// multiple of 4 elements; `b` (if any) is broadcast by `i % b.numel()`.
+fn launch(kernel: Kernel, a: Option<&Tensor>, b: Option<&Tensor>, s: f32, out: &Tensor) {
+    let dev = out.device();
+    let nb = b.map_or(4, |b| b.numel());
+    let n = out.numel();
+    let vec4 = n.is_multiple_of(4) && nb.is_multiple_of(4);
+    let (unit, entry, first_binding) = match (vec4, kernel.entries()) {
+        (true, (_, entry)) => (4, entry, 4),
+        (false, (entry, _)) => (1, entry, 1),
+    };
+    let def = KernelDef {
         file: "elementwise.wgsl",
         source: shaders::ELEMENTWISE,
         entry,
         reads: 2,
         writes: 1,
-        first_binding: 1,
-    }
-}
-
-/// One thread per element of `out`; `b` (if any) is broadcast by `i % b.numel()`.
-fn launch(entry: &'static str, a: &Tensor, b: Option<&Tensor>, s: f32, out: &Tensor) {
-    let dev = a.device();
-    let b_buf = b.map_or(a.buffer(), |b| b.buffer());
-    let nb = b.map_or(1, |b| b.numel()) as u32;
-    let n = out.numel() as u32;
+        first_binding,
+    };
+    let n = (n / unit) as u32;
     dev.dispatch(
-        &kernel(entry),
+        &def,
         &[],
-        &[n, nb, s.to_bits()],
-        &[a.buffer(), b_buf, out.buffer()],
+        &[n, (nb / unit) as u32, s.to_bits()],
+        &[
+            a.map_or(dev.dummy(), |a| a.buffer()),
+            b.map_or(dev.dummy(), |b| b.buffer()),
+            out.buffer(),
+        ],
         dev.grid_1d(n.div_ceil(256)),
     );
 }
 
 /// Set every element of `t` to `value`.
 pub(crate) fn fill(t: &Tensor, value: f32) {
-    let dev = t.device();
-    let n = t.numel() as u32;
-    dev.dispatch(
-        &kernel("fill"),
-        &[],
-        &[n, 1, value.to_bits()],
-        &[dev.dummy(), dev.dummy(), t.buffer()],
-        dev.grid_1d(n.div_ceil(256)),
-    );
+    launch(Kernel::Fill, None, None, value, t);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +86,15 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    fn kernel(self) -> Kernel {
+        match self {
+            BinaryOp::Add => Kernel::Add,
+            BinaryOp::Sub => Kernel::Sub,
+            BinaryOp::Mul => Kernel::Mul,
+            BinaryOp::Div => Kernel::Div,
+        }
+    }
+
     fn entry(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
@@ -86,7 +125,7 @@ fn check_broadcast(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 pub fn binary_forward(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_broadcast(op.entry(), a, b)?;
     let out = Tensor::empty(a.device(), a.shape())?;
-    launch(op.entry(), a, Some(b), 0.0, &out);
+    launch(op.kernel(), Some(a), Some(b), 0.0, &out);
     Ok(out)
 }
 
@@ -156,7 +195,7 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// y = s * x.
 pub fn scale_forward(x: &Tensor, s: f32) -> Result<Tensor> {
     let out = Tensor::empty(x.device(), x.shape())?;
-    launch("scale", x, None, s, &out);
+    launch(Kernel::Scale, Some(x), None, s, &out);
     Ok(out)
 }
 
@@ -172,7 +211,7 @@ pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
 /// y = x * Phi(x) (exact erf GELU). Any shape.
 pub fn gelu_forward(x: &Tensor) -> Result<Tensor> {
     let out = Tensor::empty(x.device(), x.shape())?;
-    launch("gelu_forward", x, None, 0.0, &out);
+    launch(Kernel::GeluForward, Some(x), None, 0.0, &out);
     Ok(out)
 }
 
@@ -185,7 +224,7 @@ pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         );
     }
     let out = Tensor::empty(x.device(), x.shape())?;
-    launch("gelu_backward", x, Some(dy), 0.0, &out);
+    launch(Kernel::GeluBackward, Some(x), Some(dy), 0.0, &out);
     Ok(out)
 }
 
@@ -202,6 +241,6 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 pub fn broadcast_forward(x: &Tensor, shape: &[usize], s: f32) -> Result<Tensor> {
     let out = Tensor::empty(x.device(), shape)?;
     check_broadcast("broadcast", &out, x)?;
-    launch("broadcast", x, Some(x), s, &out);
+    launch(Kernel::Broadcast, None, Some(x), s, &out);
     Ok(out)
 }
