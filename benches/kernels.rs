@@ -39,25 +39,38 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
+/// Attention forward + backward, the fused kernels against the composed path, over
+/// 8 heads; flops counted as 12 N^2 hd per head (forward 4, backward 8).
 fn attention(c: &mut Criterion) {
+    type Attention = fn(&Tensor, &Tensor, &Tensor, f32) -> engine::Result<Tensor>;
     let dev = Device::shared().unwrap();
-    let mut group = c.benchmark_group(format!("attention [{}]", dev.info().name));
+    let mut group = c.benchmark_group(format!("attention fwd+bwd [{}]", dev.info().name));
     group.sample_size(10);
-    for (tokens, head_dim) in [(49, 32), (196, 64), (256, 64)] {
-        let bh = 8;
-        let q = filled(&dev, &[bh, tokens, head_dim]);
-        let flops = 4 * bh * tokens * tokens * head_dim;
-        group.throughput(Throughput::Elements(flops as u64));
-        group.bench_function(
-            BenchmarkId::from_parameter(format!("N={tokens} hd={head_dim}")),
-            |bench| {
-                bench.iter(|| {
-                    let out = engine::no_grad(|| ops::attention(&q, &q, &q, 0.125)).unwrap();
-                    dev.synchronize();
-                    out
-                })
-            },
-        );
+    let paths: [(&str, Attention); 2] = [
+        ("fused", ops::attention::attention_fused),
+        ("composed", ops::attention::attention_composed),
+    ];
+    for head_dim in [32, 64] {
+        for tokens in [49, 196, 256, 1024] {
+            let bh = 8;
+            let q = filled(&dev, &[bh, tokens, head_dim]).requires_grad();
+            let w = filled(&dev, &[bh, tokens, head_dim]);
+            group.throughput(Throughput::Elements(
+                (12 * bh * tokens * tokens * head_dim) as u64,
+            ));
+            for (name, path) in paths {
+                let id = format!("{name} N={tokens} hd={head_dim}");
+                group.bench_function(BenchmarkId::from_parameter(id), |bench| {
+                    bench.iter(|| {
+                        let out = path(&q, &q, &q, 0.125).unwrap();
+                        let loss = ops::sum(&ops::mul(&out, &w).unwrap()).unwrap();
+                        let grads = engine::backward(&loss).unwrap();
+                        dev.synchronize();
+                        grads
+                    })
+                });
+            }
+        }
     }
     group.finish();
 }
