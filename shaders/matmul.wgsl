@@ -213,6 +213,11 @@ const TILE_K: u32 = 16u;
 @group(0) @binding(11) var<storage, read> tbias: array<f32>;
 @group(0) @binding(12) var<storage, read_write> tc: array<f32>;
 
+// Both tiles are k-major, and each k-row is stored swizzled: column m of row k at
+// m ^ k (for b, the vec4 column m/4 at (m/4) ^ k). When consecutive invocations stage
+// consecutive k of one m (a stored [M, K], b stored [N, K]), their stores then fall
+// in different memory banks instead of all in one, 128 floats apart; every other
+// access only sees the columns of a row permuted.
 var<workgroup> a_tile: array<f32, 2048>;        // [TILE_K][TILE_M]
 var<workgroup> b_tile: array<vec4<f32>, 512>;   // [TILE_K][TILE_M / 4]
 
@@ -238,7 +243,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 if (TRANS_A) { av = ta[a_base + (k0 + k) * p.m + m0 + m]; }
                 else { av = ta[a_base + (m0 + m) * p.k + k0 + k]; }
             }
-            a_tile[k * TILE_M + m] = av;
+            a_tile[k * TILE_M + (m ^ k)] = av;
             // op(b)[k][n]: n fastest when b is [K, N], k fastest when [N, K].
             var n = e % TILE_M;
             var kb = e / TILE_M;
@@ -248,14 +253,14 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 if (TRANS_B) { bv = tb[b_base + (n0 + n) * p.k + k0 + kb]; }
                 else { bv = tb[b_base + (k0 + kb) * p.n + n0 + n]; }
             }
-            b_tile[kb * (TILE_M / 4u) + n / 4u][n % 4u] = bv;
+            b_tile[kb * (TILE_M / 4u) + ((n / 4u) ^ kb)][n % 4u] = bv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let b0 = b_tile[kk * (TILE_M / 4u) + lid.x];
-            let b1 = b_tile[kk * (TILE_M / 4u) + lid.x + 16u];
+            let b0 = b_tile[kk * (TILE_M / 4u) + (lid.x ^ kk)];
+            let b1 = b_tile[kk * (TILE_M / 4u) + ((lid.x + 16u) ^ kk)];
             for (var i = 0u; i < 8u; i++) {
-                let a = a_tile[kk * TILE_M + lid.y + 16u * i];
+                let a = a_tile[kk * TILE_M + ((lid.y + 16u * i) ^ kk)];
                 acc[2u * i] += a * b0;
                 acc[2u * i + 1u] += a * b1;
             }
