@@ -247,9 +247,10 @@ pub fn attention_backward(
 }
 
 /// Differentiable attention by the path measured faster on this kind of adapter: the
-/// subgroup kernels for head dims up to 32 (on lavapipe 1.2-4x the composed path from
-/// 49 to 256 tokens, but 0.8x at head dim 64 from 128 tokens), otherwise the composed
-/// path (the tiled fused kernels lose to it on lavapipe and on an H200).
+/// subgroup kernels for head dims up to 32 (on lavapipe, 49 to 1,024 tokens: 1.8-5x the
+/// composed path at head dim 16, 0.85-2x at 32, but 0.5-0.9x at 64 from 196 tokens),
+/// otherwise the composed path (the tiled fused kernels lose to it on lavapipe and on
+/// an H200).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) -> Result<Tensor> {
     let (_, _, hd) = check(q, k, v)?;
     if hd <= 32 && FusedAttention::Subgroup.runs_on(q.device(), hd) {
