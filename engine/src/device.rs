@@ -282,6 +282,12 @@ impl Device {
         self.info.device_type == "Cpu"
     }
 
+    /// A CPU driver whose subgroups are exactly 8 lanes (lavapipe on x86): what the
+    /// subgroup matmul and attention kernels are written for.
+    pub fn has_cpu_subgroups_of_8(&self) -> bool {
+        self.is_cpu() && self.info.subgroup_size == Some((8, 8))
+    }
+
     /// A storage buffer of at least `bytes` bytes from the pool. Its contents are
     /// whatever the last user left: every kernel writes all of its output.
     pub(crate) fn alloc(&self, bytes: u64) -> Result<PooledBuffer> {

@@ -46,14 +46,20 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Record `output = op(inputs)` if recording is on and any input tracks gradients.
+/// Whether an op on `inputs` is recorded: recording is on and an input tracks
+/// gradients.
+pub fn records(inputs: &[&Tensor]) -> bool {
+    is_recording() && inputs.iter().any(|t| t.tracks_grad())
+}
+
+/// Record `output = op(inputs)` when [`records`] says so.
 pub fn record(
     op: &'static str,
     inputs: &[&Tensor],
     output: &Tensor,
     backward: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + 'static,
 ) {
-    if !is_recording() || !inputs.iter().any(|t| t.tracks_grad()) {
+    if !records(inputs) {
         return;
     }
     output.mark_requires_grad();

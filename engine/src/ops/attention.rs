@@ -81,8 +81,7 @@ impl FusedAttention {
         match self {
             FusedAttention::Tiled => true,
             FusedAttention::Subgroup => {
-                head_dim.is_multiple_of(4)
-                    && crate::ops::matmul::MatmulKernel::Subgroup.runs_on(device)
+                head_dim.is_multiple_of(4) && device.has_cpu_subgroups_of_8()
             }
         }
     }
@@ -106,23 +105,15 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((s[0], s[1], s[2]))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn launch(
-    kind: FusedAttention,
-    kernel: usize,
-    bh: usize,
-    n: usize,
-    hd: usize,
-    scale: f32,
-    buffers: &[&wgpu::Buffer],
-    dev: &crate::Device,
-) {
+/// One of `kind`'s kernels over q's heads: q [BH, N, hd].
+fn launch(kind: FusedAttention, kernel: usize, q: &Tensor, scale: f32, buffers: &[&wgpu::Buffer]) {
+    let (bh, n, hd) = (q.shape()[0], q.shape()[1], q.shape()[2]);
     let tile = (TILE_FLOATS / hd).min(32);
     let constants: &[(&str, f64)] = match kind {
         FusedAttention::Tiled => &[("HD", hd as f64), ("TILE", tile as f64)],
         FusedAttention::Subgroup => &[("HD", hd as f64)],
     };
-    dev.dispatch(
+    q.device().dispatch(
         &kind.defs()[kernel],
         constants,
         &[bh as u32, n as u32, hd as u32, scale.to_bits()],
@@ -167,9 +158,7 @@ pub fn attention_forward(
     launch(
         kind,
         FORWARD,
-        bh,
-        n,
-        hd,
+        q,
         scale,
         &[
             q.buffer(),
@@ -178,7 +167,6 @@ pub fn attention_forward(
             out.buffer(),
             lse.buffer(),
         ],
-        dev,
     );
     Ok((out, lse))
 }
@@ -208,9 +196,7 @@ pub fn attention_backward(
     launch(
         kind,
         BACKWARD_DQ,
-        bh,
-        n,
-        hd,
+        q,
         scale,
         &[
             q.buffer(),
@@ -222,14 +208,11 @@ pub fn attention_backward(
             dq.buffer(),
             delta.buffer(),
         ],
-        dev,
     );
     launch(
         kind,
         BACKWARD_DKV,
-        bh,
-        n,
-        hd,
+        q,
         scale,
         &[
             q.buffer(),
@@ -241,7 +224,6 @@ pub fn attention_backward(
             dk.buffer(),
             dv.buffer(),
         ],
-        dev,
     );
     Ok((dq, dk, dv))
 }

@@ -43,9 +43,9 @@ impl Kernel {
 /// multiple of 4 elements; `b` (if any) is broadcast by `i % b.numel()`.
 fn launch(kernel: Kernel, a: Option<&Tensor>, b: Option<&Tensor>, s: f32, out: &Tensor) {
     let dev = out.device();
-    let nb = b.map_or(4, |b| b.numel());
+    let nb = b.map_or(1, |b| b.numel());
     let n = out.numel();
-    let vec4 = n.is_multiple_of(4) && nb.is_multiple_of(4);
+    let vec4 = n.is_multiple_of(4) && b.is_none_or(|_| nb.is_multiple_of(4));
     let (unit, entry, first_binding) = match (vec4, kernel.entries()) {
         (true, (_, entry)) => (4, entry, 4),
         (false, (entry, _)) => (1, entry, 1),
@@ -62,7 +62,7 @@ fn launch(kernel: Kernel, a: Option<&Tensor>, b: Option<&Tensor>, s: f32, out: &
     dev.dispatch(
         &def,
         &[],
-        &[n, (nb / unit) as u32, s.to_bits()],
+        &[n, (nb / unit).max(1) as u32, s.to_bits()],
         &[
             a.map_or(dev.dummy(), |a| a.buffer()),
             b.map_or(dev.dummy(), |b| b.buffer()),

@@ -78,15 +78,16 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     for d in (0..rank.saturating_sub(1)).rev() {
         strides[d] = strides[d + 1] * shape[d + 1];
     }
-    let mut out_shape: Vec<usize> = perm.iter().map(|&d| shape[d]).collect();
+    let out_shape: Vec<usize> = perm.iter().map(|&d| shape[d]).collect();
     let dev = x.device();
     let out = Tensor::empty(dev, &out_shape)?;
     // With the last dim kept in place and a multiple of 4, count in vec4s: the last
     // dim and every other stride shrink by 4 (the last stride stays one vec4).
     let vec4 = rank > 0 && perm[rank - 1] == rank - 1 && shape[rank - 1].is_multiple_of(4);
     let unit = if vec4 { 4 } else { 1 };
+    let mut out_dims = out_shape;
     if vec4 {
-        out_shape[rank - 1] /= 4;
+        out_dims[rank - 1] /= 4;
         for stride in &mut strides[..rank - 1] {
             *stride /= 4;
         }
@@ -101,7 +102,7 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         let (size, stride) = if j < 0 {
             (1, 0)
         } else {
-            (out_shape[j as usize], strides[perm[j as usize]])
+            (out_dims[j as usize], strides[perm[j as usize]])
         };
         params[4 + i] = size as u32;
         params[12 + i] = stride as u32;

@@ -103,9 +103,7 @@ impl MatmulKernel {
     /// Whether the device can run this kernel at all.
     pub fn runs_on(self, device: &crate::Device) -> bool {
         match self {
-            MatmulKernel::Subgroup => {
-                device.is_cpu() && device.info().subgroup_size == Some((8, 8))
-            }
+            MatmulKernel::Subgroup => device.has_cpu_subgroups_of_8(),
             _ => true,
         }
     }
@@ -366,11 +364,9 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 /// evaluation) it is one kernel with a GELU epilogue; otherwise the two ops, since
 /// GELU's backward needs the pre-activation.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let differentiable = [Some(x), Some(w), bias]
-        .into_iter()
-        .flatten()
-        .any(|t| t.tracks_grad());
-    if crate::tape::is_recording() && differentiable {
+    let mut inputs = vec![x, w];
+    inputs.extend(bias);
+    if crate::tape::records(&inputs) {
         return crate::ops::elementwise::gelu(&linear(x, w, bias)?);
     }
     on_rows(x, |x2| {
