@@ -1,6 +1,7 @@
 // Optimiser updates, in place, one thread per parameter element.
 //
-// adamw (torch.optim.AdamW): p -= lr * wd * p; m = b1 m + (1 - b1) g;
+// adamw (torch.optim.AdamW) on g = grad_scale * grad (grad_scale < 1 clips the
+//   gradient norm): p -= lr * wd * p; m = b1 m + (1 - b1) g;
 //   v = b2 v + (1 - b2) g^2; p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),
 //   bc1 = 1 - b1^t, bc2 = 1 - b2^t.
 // ema_update: target = momentum * target + (1 - momentum) * source.
@@ -14,6 +15,7 @@ struct Params {
     weight_decay: f32,
     bias_correction1: f32,
     bias_correction2_sqrt: f32,
+    grad_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,7 +33,7 @@ fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let g = src[i];
+    let g = src[i] * p.grad_scale;
     let w = param[i] * (1.0 - p.lr * p.weight_decay);
     let m = p.beta1 * exp_avg[i] + (1.0 - p.beta1) * g;
     let v = p.beta2 * exp_avg_sq[i] + (1.0 - p.beta2) * g * g;

@@ -671,15 +671,18 @@ fn adamw_and_ema_match_cpu() {
         upload(&[n], &m),
         upload(&[n], &v),
     );
+    // A clipping scale of 0.5 must act as the gradient halved.
     let h = engine::optim::AdamW {
         lr: 1e-2,
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
         weight_decay: 0.05,
+        grad_scale: 0.5,
     };
     engine::optim::adamw_update(&h, 3, &tp, &tg, &tm, &tv).unwrap();
-    let (wp, wm, wv) = cpu::adamw(&p, &g, &m, &v, 3, 1e-2, 0.9, 0.999, 1e-8, 0.05);
+    let half_g: Vec<f32> = g.iter().map(|x| 0.5 * x).collect();
+    let (wp, wm, wv) = cpu::adamw(&p, &half_g, &m, &v, 3, 1e-2, 0.9, 0.999, 1e-8, 0.05);
     assert_close("adamw param", &tp.to_vec(), &wp, 1e-6, 1e-5);
     assert_close("adamw exp_avg", &tm.to_vec(), &wm, 1e-7, 1e-6);
     assert_close("adamw exp_avg_sq", &tv.to_vec(), &wv, 1e-7, 1e-6);

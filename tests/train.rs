@@ -1,5 +1,6 @@
 //! Training: loaders on files the test writes, schedules against their closed forms,
-//! exact resume, an end-to-end run on a Fashion-MNIST subset, and bad input.
+//! gradient clipping against a host computation, exact resume, an end-to-end run on a
+//! Fashion-MNIST subset, and bad input.
 
 mod common;
 
@@ -164,6 +165,77 @@ fn schedules_follow_their_closed_forms() {
     assert!((s.momentum(0) - 0.996).abs() < 1e-15);
     assert!((s.momentum(50) - 0.998).abs() < 1e-15);
     assert!((s.momentum(100) - 1.0).abs() < 1e-15);
+}
+
+/// Clipping scales every gradient by max_norm / norm, norm taken over all parameters
+/// together: the loss sum(w1 * c1) + sum(w2 * c2) has gradients c1 and c2 exactly, so
+/// the norm and the clipped AdamW step are computed on the host from c1, c2 alone.
+#[test]
+fn gradient_clipping_uses_the_global_norm() {
+    use engine::{cpu, ops, Tensor};
+    let dev = device();
+    let c1: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+    let c2: Vec<f32> = (0..12).map(|i| 1.0 + (i as f32 * 1.3).cos()).collect();
+    let w1_init: Vec<f32> = (0..37).map(|i| 0.01 * i as f32).collect();
+    let w2_init = vec![0.5f32; 12];
+    let norm: f64 = c1
+        .iter()
+        .chain(&c2)
+        .map(|&x| (x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    for max_norm in [0.25 * norm, 4.0 * norm] {
+        let w1 = Tensor::from_slice(&dev, &[37], &w1_init)
+            .unwrap()
+            .requires_grad();
+        let w2 = Tensor::from_slice(&dev, &[3, 4], &w2_init)
+            .unwrap()
+            .requires_grad();
+        let params = vec![
+            ("a.weight".to_string(), w1.clone()),
+            ("b.weight".to_string(), w2.clone()),
+        ];
+        let mut optimizer = train::optim::AdamWOptimizer::new(&params).unwrap();
+        optimizer.max_grad_norm = Some(max_norm);
+        let loss = ops::add(
+            &ops::sum(&ops::mul(&w1, &Tensor::from_slice(&dev, &[37], &c1).unwrap()).unwrap())
+                .unwrap(),
+            &ops::sum(&ops::mul(&w2, &Tensor::from_slice(&dev, &[3, 4], &c2).unwrap()).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let grads = engine::backward(&loss).unwrap();
+        let got_norm = optimizer.step(&grads, 1e-2, 0.1).unwrap().unwrap();
+        assert!(
+            (got_norm - norm).abs() < 1e-5 * norm,
+            "norm {got_norm}, host {norm}"
+        );
+        let factor = (max_norm / (norm + 1e-6)).min(1.0) as f32;
+        // A first AdamW step moves the weights by about lr * sign(g) whatever the
+        // scale, so the moments, which carry the scale, are compared too.
+        let moments = optimizer.moments();
+        // w1 is 1-D, so it is in the group without weight decay.
+        let cases = [(&w1, &w1_init, &c1, 0.0), (&w2, &w2_init, &c2, 0.1)];
+        for (k, (w, init, c, wd)) in cases.into_iter().enumerate() {
+            let g: Vec<f32> = c.iter().map(|x| x * factor).collect();
+            let zeros = vec![0.0; c.len()];
+            let (want_w, want_m, want_v) =
+                cpu::adamw(init, &g, &zeros, &zeros, 1, 1e-2, 0.9, 0.999, 1e-8, wd);
+            let (_, m, v) = moments[k];
+            for (what, got, want) in [
+                ("weight", w.to_vec(), want_w),
+                ("exp_avg", m.to_vec(), want_m),
+                ("exp_avg_sq", v.to_vec(), want_v),
+            ] {
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-7 + 1e-5 * b.abs(),
+                        "max_norm {max_norm}: {what}[{i}] is {a}, want {b}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A tiny run on the first `images` Fashion-MNIST training images.

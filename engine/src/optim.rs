@@ -24,6 +24,9 @@ pub struct AdamW {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
+    /// The gradient is multiplied by this before the update: 1, or the clipping
+    /// factor `max_norm / norm`.
+    pub grad_scale: f32,
 }
 
 impl Default for AdamW {
@@ -34,6 +37,7 @@ impl Default for AdamW {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            grad_scale: 1.0,
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn adamw_update(
         h.weight_decay.to_bits(),
         (bc1 as f32).to_bits(),
         (bc2.sqrt() as f32).to_bits(),
+        h.grad_scale.to_bits(),
     ];
     dev.dispatch(
         &kernel("adamw", 3),

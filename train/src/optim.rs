@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use engine::optim::{adamw_update, ema_update, AdamW};
-use engine::{Gradients, Tensor};
+use engine::{ops, Gradients, Tensor};
 
 /// One trained tensor and its moments.
 struct Slot {
@@ -25,6 +25,9 @@ pub struct AdamWOptimizer {
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
+    /// Clip the global L2 norm of the gradients to this before each update (torch
+    /// `clip_grad_norm_`); `None` leaves them as they are.
+    pub max_grad_norm: Option<f64>,
     /// Steps taken so far.
     pub step: u32,
 }
@@ -49,28 +52,42 @@ impl AdamWOptimizer {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            max_grad_norm: None,
             step: 0,
         })
     }
 
     /// One update with learning rate `lr` and weight decay `weight_decay` (applied to
-    /// the decaying group only). Every parameter must have a gradient.
-    pub fn step(&mut self, grads: &Gradients, lr: f32, weight_decay: f32) -> Result<()> {
-        self.step += 1;
+    /// the decaying group only). Every parameter must have a gradient. With
+    /// `max_grad_norm` set, returns the gradient norm before clipping.
+    pub fn step(&mut self, grads: &Gradients, lr: f32, weight_decay: f32) -> Result<Option<f64>> {
+        let mut slot_grads = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
             let Some(g) = grads.get(&s.param) else {
                 bail!("no gradient for `{}`: it does not reach the loss", s.name);
             };
+            slot_grads.push(g);
+        }
+        let (norm, grad_scale) = match self.max_grad_norm {
+            Some(max_norm) => {
+                let norm = global_norm(&slot_grads)?;
+                (Some(norm), (max_norm / (norm + 1e-6)).min(1.0) as f32)
+            }
+            None => (None, 1.0),
+        };
+        self.step += 1;
+        for (s, g) in self.slots.iter().zip(slot_grads) {
             let h = AdamW {
                 lr,
                 beta1: self.beta1,
                 beta2: self.beta2,
                 eps: self.eps,
                 weight_decay: if s.decay { weight_decay } else { 0.0 },
+                grad_scale,
             };
             adamw_update(&h, self.step, &s.param, g, &s.exp_avg, &s.exp_avg_sq)?;
         }
-        Ok(())
+        Ok(norm)
     }
 
     /// (name, exp_avg, exp_avg_sq) of every slot, for checkpoints.
@@ -100,30 +117,18 @@ pub fn ema(target: &[(String, Tensor)], source: &[(String, Tensor)], momentum: f
     Ok(())
 }
 
-impl AdamWOptimizer {
-    /// Scale all gradients so that their global L2 norm is at most `max_norm`
-    /// (torch `clip_grad_norm_`); returns the norm before clipping.
-    pub fn clip_grad_norm(&self, grads: &Gradients, max_norm: f64) -> Result<f64> {
-        let mut total = 0.0f64;
-        let mut present = Vec::new();
-        for s in &self.slots {
-            if let Some(g) = grads.get(&s.param) {
-                total += g.to_vec().iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
-                present.push(g);
-            }
+/// The L2 norm of all `grads` together, reduced on the device: one readback.
+fn global_norm(grads: &[&Tensor]) -> Result<f64> {
+    let sum_of_squares = engine::no_grad(|| -> engine::Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        for g in grads {
+            let part = ops::sum(&ops::mul(g, g)?)?;
+            total = Some(match total {
+                Some(t) => ops::add(&t, &part)?,
+                None => part,
+            });
         }
-        let norm = total.sqrt();
-        let factor = max_norm / (norm + 1e-6);
-        if factor < 1.0 {
-            for g in present {
-                g.write(
-                    &g.to_vec()
-                        .iter()
-                        .map(|v| v * factor as f32)
-                        .collect::<Vec<_>>(),
-                )?;
-            }
-        }
-        Ok(norm)
-    }
+        Ok(total)
+    })?;
+    Ok(sum_of_squares.map_or(0.0, |t| (t.item() as f64).sqrt()))
 }

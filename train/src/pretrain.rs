@@ -335,7 +335,8 @@ impl Trainer {
         };
         let collator = Arc::new(MaskCollator::new(mask_config, config.seed)?);
         let model = IJepa::new(device, &model_config, config.seed)?;
-        let optimizer = AdamWOptimizer::new(&model.trainable_params())?;
+        let mut optimizer = AdamWOptimizer::new(&model.trainable_params())?;
+        optimizer.max_grad_norm = (config.grad_clip > 0.0).then_some(config.grad_clip);
         let ema_pairs = (model.target_params(), model.encoder_params());
         let schedules = Schedules {
             total_steps: total,
@@ -529,15 +530,7 @@ impl Trainer {
                     self.out_dir.join(CHECKPOINT).display()
                 );
             }
-            let grad_norm = if self.config.grad_clip > 0.0 {
-                Some(
-                    self.optimizer
-                        .clip_grad_norm(&grads, self.config.grad_clip)?,
-                )
-            } else {
-                None
-            };
-            self.optimizer.step(&grads, lr as f32, wd as f32)?;
+            let grad_norm = self.optimizer.step(&grads, lr as f32, wd as f32)?;
             let momentum = self.schedules.momentum(self.step);
             ema(&self.ema_pairs.0, &self.ema_pairs.1, momentum as f32)?;
             self.step += 1;
