@@ -39,18 +39,19 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-/// Attention forward + backward, the fused kernels against the composed path, over
-/// 8 heads; flops counted as 12 N^2 hd per head (forward 4, backward 8).
+/// Attention forward + backward, each fused family that runs on the adapter against
+/// the composed path, over 8 heads; flops counted as 12 N^2 hd per head (forward 4,
+/// backward 8).
 fn attention(c: &mut Criterion) {
-    type Attention = fn(&Tensor, &Tensor, &Tensor, f32) -> engine::Result<Tensor>;
+    use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
     let dev = Device::shared().unwrap();
     let mut group = c.benchmark_group(format!("attention fwd+bwd [{}]", dev.info().name));
     group.sample_size(10);
-    let paths: [(&str, Attention); 2] = [
-        ("fused", ops::attention::attention_fused),
-        ("composed", ops::attention::attention_composed),
-    ];
     for head_dim in [32, 64] {
+        let kinds: Vec<FusedAttention> = FusedAttention::ALL
+            .into_iter()
+            .filter(|kind| kind.runs_on(&dev, head_dim))
+            .collect();
         for tokens in [49, 196, 256, 1024] {
             let bh = 8;
             let q = filled(&dev, &[bh, tokens, head_dim]).requires_grad();
@@ -58,11 +59,20 @@ fn attention(c: &mut Criterion) {
             group.throughput(Throughput::Elements(
                 (12 * bh * tokens * tokens * head_dim) as u64,
             ));
-            for (name, path) in paths {
+            let mut paths: Vec<(String, Option<FusedAttention>)> = kinds
+                .iter()
+                .map(|&kind| (format!("fused {kind:?}"), Some(kind)))
+                .collect();
+            paths.push(("composed".into(), None));
+            for (name, kind) in paths {
                 let id = format!("{name} N={tokens} hd={head_dim}");
                 group.bench_function(BenchmarkId::from_parameter(id), |bench| {
                     bench.iter(|| {
-                        let out = path(&q, &q, &q, 0.125).unwrap();
+                        let out = match kind {
+                            Some(kind) => attention_fused_with(kind, &q, &q, &q, 0.125),
+                            None => attention_composed(&q, &q, &q, 0.125),
+                        }
+                        .unwrap();
                         let loss = ops::sum(&ops::mul(&out, &w).unwrap()).unwrap();
                         let grads = engine::backward(&loss).unwrap();
                         dev.synchronize();

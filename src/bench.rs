@@ -63,14 +63,16 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Attention forward + backward over `batch_heads` heads for each token count: the
-/// fused kernels against the composed path (matmul, scale, softmax, matmul).
+/// Attention forward + backward over `batch_heads` heads for each token count: each
+/// fused family that runs on the adapter against the composed path (matmul, scale,
+/// softmax, matmul), one line per family.
 pub fn attention(
     dev: &Arc<Device>,
     tokens: &[usize],
     head_dims: &[usize],
     batch_heads: usize,
 ) -> Result<()> {
+    use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
@@ -79,27 +81,29 @@ pub fn attention(
             let v = filled(dev, &[batch_heads, n, hd])?.requires_grad();
             let w = filled(dev, &[batch_heads, n, hd])?;
             let scale = (hd as f32).powf(-0.5);
-            type Attention = fn(&Tensor, &Tensor, &Tensor, f32) -> engine::Result<Tensor>;
-            let time = |f: Attention| {
+            let time = |f: &dyn Fn() -> engine::Result<Tensor>| {
                 time_per_call(dev, 1.0, || {
-                    let o = f(&q, &k, &v, scale)?;
-                    let loss = ops::sum(&ops::mul(&o, &w)?)?;
+                    let loss = ops::sum(&ops::mul(&f()?, &w)?)?;
                     engine::backward(&loss)?;
                     Ok(())
                 })
             };
-            let fused = time(ops::attention::attention_fused)?;
-            let composed = time(ops::attention::attention_composed)?;
+            let composed = time(&|| attention_composed(&q, &k, &v, scale))?;
             // Forward 4 N^2 hd, backward 8 N^2 hd (recomputation not counted).
             let flops = 12.0 * (batch_heads * n * n * hd) as f64;
-            let kind = ops::attention::FusedAttention::choose(dev, hd);
-            println!(
-                "attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
-                fused * 1e3,
-                flops / fused / 1e9,
-                composed * 1e3,
-                composed / fused
-            );
+            let kinds = FusedAttention::ALL
+                .into_iter()
+                .filter(|kind| kind.runs_on(dev, hd));
+            for kind in kinds {
+                let fused = time(&|| attention_fused_with(kind, &q, &k, &v, scale))?;
+                println!(
+                    "attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
+                    fused * 1e3,
+                    flops / fused / 1e9,
+                    composed * 1e3,
+                    composed / fused
+                );
+            }
         }
     }
     Ok(())

@@ -20,6 +20,7 @@ pub const MATMUL_SUBGROUP: &str = concat!(
 );
 pub const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 pub const ATTENTION_SUBGROUP: &str = include_str!("../../shaders/attention_subgroup.wgsl");
+pub const ATTENTION_BLOCKED: &str = include_str!("../../shaders/attention_blocked.wgsl");
 pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../shaders/layernorm.wgsl");
 pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
@@ -37,6 +38,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("matmul_subgroup.wgsl", MATMUL_SUBGROUP),
     ("attention.wgsl", ATTENTION),
     ("attention_subgroup.wgsl", ATTENTION_SUBGROUP),
+    ("attention_blocked.wgsl", ATTENTION_BLOCKED),
     ("softmax.wgsl", SOFTMAX),
     ("layernorm.wgsl", LAYERNORM),
     ("layout.wgsl", LAYOUT),

@@ -5,9 +5,10 @@
 //! saves only the row log-sum-exp, the backward recomputes the scores from it, and the
 //! tokens x tokens matrix is never written. `attention_composed` builds the same from
 //! matmul, scale and softmax; it is the oracle the fused kernels are tested against.
-//! The fused kernels come in two families: `attention.wgsl` (workgroup-memory tiles,
-//! any adapter) and `attention_subgroup.wgsl` (subgroup broadcasts, CPU adapters with
-//! 8-lane subgroups). `attention`, which the model calls, takes whichever path was
+//! The fused kernels come in three families: `attention.wgsl` (one row per invocation,
+//! the other side in workgroup-memory tiles; any adapter), `attention_blocked.wgsl`
+//! (32 x 32 score tiles as register-blocked products; GPUs) and
+//! `attention_subgroup.wgsl` (subgroup broadcasts; CPU adapters with 8-lane subgroups). `attention`, which the model calls, takes whichever path was
 //! measured faster for the adapter and head dim.
 
 use crate::device::KernelDef;
@@ -21,8 +22,9 @@ use crate::tensor::Tensor;
 
 /// The largest head dim the fused kernels hold in registers.
 pub const MAX_HEAD_DIM: usize = 128;
-const ROWS_PER_WORKGROUP: usize = 64;
 const TILE_FLOATS: usize = 2048;
+/// Workgroup memory of the blocked family's dk/dv kernel, its largest.
+const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
 
 /// The forward, dq and dk/dv kernels of one WGSL file (both files share entry names
 /// and bindings).
@@ -52,6 +54,7 @@ const fn kernels(file: &'static str, source: &'static str) -> [KernelDef; 3] {
 
 const TILED: [KernelDef; 3] = kernels("attention.wgsl", shaders::ATTENTION);
 const SUBGROUP: [KernelDef; 3] = kernels("attention_subgroup.wgsl", shaders::ATTENTION_SUBGROUP);
+const BLOCKED: [KernelDef; 3] = kernels("attention_blocked.wgsl", shaders::ATTENTION_BLOCKED);
 const FORWARD: usize = 0;
 const BACKWARD_DQ: usize = 1;
 const BACKWARD_DKV: usize = 2;
@@ -61,6 +64,11 @@ const BACKWARD_DKV: usize = 2;
 pub enum FusedAttention {
     /// One row per invocation, the other side staged in workgroup memory tiles.
     Tiled,
+    /// A workgroup of 64 owns 32 rows; each tile of 32 other rows is a 32 x 32 score
+    /// product (4 x 4 per invocation) and a row product (4 rows x hd/8 columns per
+    /// invocation), both from workgroup memory: head dims that are multiples of 8, on
+    /// adapters with 20 KiB of workgroup memory.
+    Blocked,
     /// One row per lane, the other side read 8 rows at a time and shared by subgroup
     /// broadcasts: head dims that are multiples of 4, on adapters whose subgroups are
     /// exactly 8 lanes (CPU drivers, where workgroup memory costs as much as storage).
@@ -68,18 +76,29 @@ pub enum FusedAttention {
 }
 
 impl FusedAttention {
+    pub const ALL: [FusedAttention; 3] = [
+        FusedAttention::Tiled,
+        FusedAttention::Blocked,
+        FusedAttention::Subgroup,
+    ];
+
+    /// The family for this adapter and head dim: the subgroup kernels on CPU adapters
+    /// that have 8-lane subgroups, else the blocked ones, else the tiled ones.
     pub fn choose(device: &crate::Device, head_dim: usize) -> FusedAttention {
-        if FusedAttention::Subgroup.runs_on(device, head_dim) {
-            FusedAttention::Subgroup
-        } else {
-            FusedAttention::Tiled
-        }
+        [FusedAttention::Subgroup, FusedAttention::Blocked]
+            .into_iter()
+            .find(|kind| kind.runs_on(device, head_dim))
+            .unwrap_or(FusedAttention::Tiled)
     }
 
     /// Whether the device can run these kernels for this head dim.
     pub fn runs_on(self, device: &crate::Device, head_dim: usize) -> bool {
         match self {
             FusedAttention::Tiled => true,
+            FusedAttention::Blocked => {
+                head_dim.is_multiple_of(8)
+                    && device.info().workgroup_storage >= BLOCKED_WORKGROUP_BYTES
+            }
             FusedAttention::Subgroup => {
                 head_dim.is_multiple_of(4) && device.has_cpu_subgroups_of_8()
             }
@@ -89,7 +108,29 @@ impl FusedAttention {
     fn defs(self) -> &'static [KernelDef; 3] {
         match self {
             FusedAttention::Tiled => &TILED,
+            FusedAttention::Blocked => &BLOCKED,
             FusedAttention::Subgroup => &SUBGROUP,
+        }
+    }
+
+    /// What `runs_on` asks, in words.
+    fn requirement(self) -> &'static str {
+        match self {
+            FusedAttention::Tiled => "nothing more",
+            FusedAttention::Blocked => {
+                "a head dim that is a multiple of 8 and 20 KiB of workgroup memory"
+            }
+            FusedAttention::Subgroup => {
+                "a head dim that is a multiple of 4 and a CPU adapter with 8-lane subgroups"
+            }
+        }
+    }
+
+    /// Rows of q (or k) one workgroup owns.
+    fn rows_per_workgroup(self) -> usize {
+        match self {
+            FusedAttention::Blocked => 32,
+            FusedAttention::Tiled | FusedAttention::Subgroup => 64,
         }
     }
 }
@@ -111,14 +152,14 @@ fn launch(kind: FusedAttention, kernel: usize, q: &Tensor, scale: f32, buffers: 
     let tile = (TILE_FLOATS / hd).min(32);
     let constants: &[(&str, f64)] = match kind {
         FusedAttention::Tiled => &[("HD", hd as f64), ("TILE", tile as f64)],
-        FusedAttention::Subgroup => &[("HD", hd as f64)],
+        FusedAttention::Blocked | FusedAttention::Subgroup => &[("HD", hd as f64)],
     };
     q.device().dispatch(
         &kind.defs()[kernel],
         constants,
         &[bh as u32, n as u32, hd as u32, scale.to_bits()],
         buffers,
-        [n.div_ceil(ROWS_PER_WORKGROUP) as u32, bh as u32, 1],
+        [n.div_ceil(kind.rows_per_workgroup()) as u32, bh as u32, 1],
     );
 }
 
@@ -134,8 +175,10 @@ fn check_kind(kind: FusedAttention, dev: &crate::Device, hd: usize) -> Result<()
         return shape_err(
             "attention",
             format!(
-                "the {kind:?} kernels need a head dim that is a multiple of 4 (got {hd}) and a CPU adapter with 8-lane subgroups (this one is {})",
-                dev.info().name
+                "the {kind:?} kernels need {} (head dim {hd} on {}, {} KiB of workgroup memory)",
+                kind.requirement(),
+                dev.info().name,
+                dev.info().workgroup_storage >> 10
             ),
         );
     }
@@ -249,7 +292,24 @@ pub fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) ->
     if hd > MAX_HEAD_DIM {
         return attention_composed(q, k, v, scale_factor);
     }
-    let kind = FusedAttention::choose(q.device(), hd);
+    attention_fused_with(
+        FusedAttention::choose(q.device(), hd),
+        q,
+        k,
+        v,
+        scale_factor,
+    )
+}
+
+/// Differentiable fused attention with `kind`'s kernels (an error where they cannot
+/// run, see `FusedAttention::runs_on`).
+pub fn attention_fused_with(
+    kind: FusedAttention,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale_factor: f32,
+) -> Result<Tensor> {
     let (out, lse) = attention_forward(kind, q, k, v, scale_factor)?;
     let (q2, k2, v2, o2) = (q.clone(), k.clone(), v.clone(), out.detach());
     record("attention", &[q, k, v], &out, move |dout, _| {
