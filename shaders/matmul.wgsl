@@ -285,3 +285,98 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
     }
 }
+
+// The tiled kernel with two changes for latency and load count: the next k-step's
+// elements are loaded into registers before the current step's products (the loads
+// are in flight while the invocation computes), and each invocation owns rows
+// 4 ty .. +4 and 64 + 4 ty .. +4, so op(a) is read from workgroup memory as vec4s too
+// (4 vec4 reads per 64 multiply-adds). Both tiles are vec4 arrays [TILE_K][TILE_M / 4],
+// the vec4 column m / 4 of k-row k stored at (m / 4) ^ k.
+var<workgroup> pa_tile: array<vec4<f32>, 512>;
+var<workgroup> pb_tile: array<vec4<f32>, 512>;
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                         @builtin(local_invocation_index) t: u32) {
+    let batch = wid.z;
+    let m0 = wid.y * TILE_M;
+    let n0 = wid.x * TILE_M;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    var acc: array<vec4<f32>, 16>;   // row 64 h + 4 ty + r, column group j at 8 h + 2 r + j
+    var next_a: array<f32, 8>;
+    var next_b: array<f32, 8>;
+    for (var k0 = 0u; k0 < p.k + TILE_K; k0 += TILE_K) {
+        if (k0 > 0u) {
+            // Stage the step loaded last time round, then compute it.
+            workgroupBarrier();
+            for (var q = 0u; q < 8u; q++) {
+                let e = t + 256u * q;
+                var m = e / TILE_K;
+                var k = e % TILE_K;
+                if (TRANS_A) { m = e % TILE_M; k = e / TILE_M; }
+                pa_tile[k * (TILE_M / 4u) + ((m / 4u) ^ k)][m % 4u] = next_a[q];
+                var n = e % TILE_M;
+                var kb = e / TILE_M;
+                if (TRANS_B) { n = e / TILE_K; kb = e % TILE_K; }
+                pb_tile[kb * (TILE_M / 4u) + ((n / 4u) ^ kb)][n % 4u] = next_b[q];
+            }
+            workgroupBarrier();
+        }
+        if (k0 < p.k) {
+            for (var q = 0u; q < 8u; q++) {
+                let e = t + 256u * q;
+                var m = e / TILE_K;
+                var k = e % TILE_K;
+                if (TRANS_A) { m = e % TILE_M; k = e / TILE_M; }
+                next_a[q] = 0.0;
+                if (m0 + m < p.m && k0 + k < p.k) {
+                    if (TRANS_A) { next_a[q] = ta[a_base + (k0 + k) * p.m + m0 + m]; }
+                    else { next_a[q] = ta[a_base + (m0 + m) * p.k + k0 + k]; }
+                }
+                var n = e % TILE_M;
+                var kb = e / TILE_M;
+                if (TRANS_B) { n = e / TILE_K; kb = e % TILE_K; }
+                next_b[q] = 0.0;
+                if (n0 + n < p.n && k0 + kb < p.k) {
+                    if (TRANS_B) { next_b[q] = tb[b_base + (n0 + n) * p.k + k0 + kb]; }
+                    else { next_b[q] = tb[b_base + (k0 + kb) * p.n + n0 + n]; }
+                }
+            }
+        }
+        if (k0 > 0u) {
+            for (var kk = 0u; kk < TILE_K; kk++) {
+                let row = kk * (TILE_M / 4u);
+                let a0 = pa_tile[row + (lid.y ^ kk)];
+                let a1 = pa_tile[row + ((lid.y + 16u) ^ kk)];
+                let b0 = pb_tile[row + (lid.x ^ kk)];
+                let b1 = pb_tile[row + ((lid.x + 16u) ^ kk)];
+                for (var r = 0u; r < 4u; r++) {
+                    acc[2u * r] += a0[r] * b0;
+                    acc[2u * r + 1u] += a0[r] * b1;
+                    acc[8u + 2u * r] += a1[r] * b0;
+                    acc[8u + 2u * r + 1u] += a1[r] * b1;
+                }
+            }
+        }
+    }
+    let c_base = batch * p.m * p.n;
+    for (var h = 0u; h < 2u; h++) {
+        for (var r = 0u; r < 4u; r++) {
+            let row = m0 + 64u * h + 4u * lid.y + r;
+            if (row >= p.m) { continue; }
+            for (var j = 0u; j < 2u; j++) {
+                let col0 = n0 + 4u * lid.x + 64u * j;
+                for (var c = 0u; c < 4u; c++) {
+                    let col = col0 + c;
+                    if (col < p.n) {
+                        var x = acc[8u * h + 2u * r + j][c];
+                        if (HAS_BIAS) { x += tbias[col]; }
+                        if (HAS_GELU) { x = gelu(x); }
+                        tc[c_base + row * p.n + col] = x;
+                    }
+                }
+            }
+        }
+    }
+}

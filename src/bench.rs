@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use engine::ops::{self, matmul::matmul_forward, Transpose};
+use engine::ops::{self, Transpose};
 use engine::{Device, Tensor};
 
 fn filled(dev: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
@@ -30,8 +30,10 @@ fn time_per_call(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -
 }
 
 /// Square matmuls up to `size`, then ViT-shaped ones; the last line is the
-/// `size`^3 case.
-pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
+/// `size`^3 case with the kernel `MatmulKernel::choose` picks. With `every_kernel`,
+/// each case is timed with every kernel that takes it, the chosen one last.
+pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> {
+    use engine::ops::matmul::{matmul_with, Epilogue, MatmulKernel};
     let name = &dev.info().name;
     let mut cases: Vec<(String, usize, usize, usize)> = Vec::new();
     for (d, tokens) in [(192, 8 * 196), (384, 8 * 196), (768, 8 * 196)] {
@@ -50,15 +52,24 @@ pub fn matmul(dev: &Arc<Device>, size: usize) -> Result<()> {
     cases.push((format!("{size}x{size}x{size}"), size, size, size));
     for (label, m, k, n) in cases {
         let (a, b) = (filled(dev, &[m, k])?, filled(dev, &[k, n])?);
-        let secs = time_per_call(dev, 1.0, || {
-            matmul_forward(&a, &b, Transpose::NONE, None)?;
-            Ok(())
-        })?;
-        let kernel = engine::ops::matmul::MatmulKernel::choose(dev, m, n, k);
-        println!(
-            "matmul {label}: {:.2} GFLOP/s on {name}, {kernel:?} kernel",
-            2.0 * (m * k * n) as f64 / secs / 1e9
-        );
+        let chosen = MatmulKernel::choose(dev, m, n, k);
+        let mut kernels: Vec<MatmulKernel> = MatmulKernel::ALL
+            .into_iter()
+            .filter(|&kernel| {
+                every_kernel && kernel != chosen && kernel.takes(m, n, k) && kernel.runs_on(dev)
+            })
+            .collect();
+        kernels.push(chosen);
+        for kernel in kernels {
+            let secs = time_per_call(dev, 1.0, || {
+                matmul_with(Some(kernel), &a, &b, Transpose::NONE, None, Epilogue::None)?;
+                Ok(())
+            })?;
+            println!(
+                "matmul {label}: {:.2} GFLOP/s on {name}, {kernel:?} kernel",
+                2.0 * (m * k * n) as f64 / secs / 1e9
+            );
+        }
     }
     Ok(())
 }

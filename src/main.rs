@@ -51,6 +51,9 @@ enum BenchKind {
     Matmul {
         #[arg(long, default_value_t = 1024)]
         size: usize,
+        /// Time every kernel that takes each shape, the chosen one last.
+        #[arg(long)]
+        every_kernel: bool,
     },
     /// Attention forward + backward.
     Attention {
@@ -82,7 +85,7 @@ fn main() -> Result<()> {
         Command::Bench { what } => {
             let dev = engine::Device::shared()?;
             match what {
-                BenchKind::Matmul { size } => bench::matmul(&dev, size),
+                BenchKind::Matmul { size, every_kernel } => bench::matmul(&dev, size, every_kernel),
                 BenchKind::Attention {
                     tokens,
                     head_dims,

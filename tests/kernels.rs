@@ -13,20 +13,10 @@ use engine::{Indices, Tensor};
 /// Every matmul kernel that takes an MxKxN product and runs on this adapter, not only
 /// the one it picks.
 fn matmul_kernels(m: usize, n: usize, k: usize) -> Vec<MatmulKernel> {
-    let vec4_ok = [m, n, k].iter().all(|v| v % 4 == 0);
-    [
-        MatmulKernel::Scalar,
-        MatmulKernel::Flat,
-        MatmulKernel::Vec4,
-        MatmulKernel::Tiled,
-        MatmulKernel::Subgroup,
-    ]
-    .into_iter()
-    .filter(|&kernel| {
-        let needs_vec4 = matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
-        (vec4_ok || !needs_vec4) && kernel.runs_on(&device())
-    })
-    .collect()
+    MatmulKernel::ALL
+        .into_iter()
+        .filter(|&kernel| kernel.takes(m, n, k) && kernel.runs_on(&device()))
+        .collect()
 }
 
 #[test]

@@ -50,6 +50,17 @@ const TILED: KernelDef = KernelDef {
     first_binding: 9,
 };
 
+/// The tiled kernel with the next step's loads in flight during the products, and
+/// vec4 reads of both workgroup tiles.
+const TILED_PREFETCH: KernelDef = KernelDef {
+    file: "matmul.wgsl",
+    source: shaders::MATMUL,
+    entry: "matmul_tiled_prefetch",
+    reads: 3,
+    writes: 1,
+    first_binding: 9,
+};
+
 /// M, N, K multiples of 4, on CPU adapters with 8-lane subgroups: rows of op(a)
 /// shared between lanes by subgroup broadcasts.
 const SUBGROUP: KernelDef = KernelDef {
@@ -73,12 +84,24 @@ pub enum MatmulKernel {
     Vec4,
     /// 128x128 workgroup tiles in workgroup memory, 8x8 per invocation: any shape.
     Tiled,
+    /// `Tiled` with the next k-step loaded into registers while the current one is
+    /// multiplied, and op(a) read from workgroup memory as vec4s: any shape.
+    TiledPrefetch,
     /// 16x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: M, N, K
     /// multiples of 4, on adapters whose subgroups are exactly 8 lanes (CPU drivers).
     Subgroup,
 }
 
 impl MatmulKernel {
+    pub const ALL: [MatmulKernel; 6] = [
+        MatmulKernel::Scalar,
+        MatmulKernel::Flat,
+        MatmulKernel::Vec4,
+        MatmulKernel::Tiled,
+        MatmulKernel::TiledPrefetch,
+        MatmulKernel::Subgroup,
+    ];
+
     /// The kernel for a product on this device: workgroup tiles pay off on GPUs for
     /// large products only (on an H200: 26 TFLOP/s against 22 at 4096^3, but half the
     /// vec4 kernel's speed at 1024^3). On CPU adapters barriers and storage loads are
@@ -86,12 +109,12 @@ impl MatmulKernel {
     /// the vec4 kernel at 1024^3).
     pub fn choose(device: &crate::Device, m: usize, n: usize, k: usize) -> MatmulKernel {
         const TILED_FROM: f64 = 4.0e9;
-        let vec4 = [m, n, k].iter().all(|v| v % 4 == 0);
-        if vec4 && MatmulKernel::Subgroup.runs_on(device) {
-            MatmulKernel::Subgroup
+        let subgroup = MatmulKernel::Subgroup;
+        if subgroup.takes(m, n, k) && subgroup.runs_on(device) {
+            subgroup
         } else if !device.is_cpu() && (m * n * k) as f64 >= TILED_FROM {
             MatmulKernel::Tiled
-        } else if vec4 {
+        } else if MatmulKernel::Vec4.takes(m, n, k) {
             MatmulKernel::Vec4
         } else if device.is_cpu() || m.min(n) < 32 {
             MatmulKernel::Flat
@@ -106,6 +129,12 @@ impl MatmulKernel {
             MatmulKernel::Subgroup => device.has_cpu_subgroups_of_8(),
             _ => true,
         }
+    }
+
+    /// Whether the kernel takes an MxKxN product (some need multiples of 4).
+    pub fn takes(self, m: usize, n: usize, k: usize) -> bool {
+        let vec4 = [m, n, k].iter().all(|v| v % 4 == 0);
+        vec4 || !matches!(self, MatmulKernel::Vec4 | MatmulKernel::Subgroup)
     }
 }
 
@@ -217,8 +246,7 @@ pub fn matmul_with(
 ) -> Result<Tensor> {
     let d = dims(a, b, t, bias)?;
     let kernel = kernel.unwrap_or_else(|| MatmulKernel::choose(a.device(), d.m, d.n, d.k));
-    let needs_vec4 = matches!(kernel, MatmulKernel::Vec4 | MatmulKernel::Subgroup);
-    if needs_vec4 && [d.m, d.n, d.k].iter().any(|v| v % 4 != 0) {
+    if !kernel.takes(d.m, d.n, d.k) {
         return shape_err(
             "matmul",
             format!(
@@ -272,6 +300,7 @@ pub fn matmul_with(
         }
         MatmulKernel::Vec4 => (&VEC4, tiles(64)),
         MatmulKernel::Tiled => (&TILED, tiles(128)),
+        MatmulKernel::TiledPrefetch => (&TILED_PREFETCH, tiles(128)),
         MatmulKernel::Subgroup => (&SUBGROUP, tiles(64)),
     };
     dev.dispatch(
