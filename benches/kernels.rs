@@ -39,9 +39,9 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-/// Attention forward + backward, each fused family that runs on the adapter against
-/// the composed path, over 8 heads; flops counted as 12 N^2 hd per head (forward 4,
-/// backward 8).
+/// Attention forward + backward from a packed qkv projection, each fused family that
+/// runs on the adapter against the composed path, over 2 images x 4 heads; flops
+/// counted as 12 N^2 hd per head (forward 4, backward 8).
 fn attention(c: &mut Criterion) {
     use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
     let dev = Device::shared().unwrap();
@@ -53,11 +53,11 @@ fn attention(c: &mut Criterion) {
             .filter(|kind| kind.runs_on(&dev, head_dim))
             .collect();
         for tokens in [49, 196, 256, 1024] {
-            let bh = 8;
-            let q = filled(&dev, &[bh, tokens, head_dim]).requires_grad();
-            let w = filled(&dev, &[bh, tokens, head_dim]);
+            let (batch, heads) = (2, 4);
+            let qkv = filled(&dev, &[batch, tokens, 3 * heads * head_dim]).requires_grad();
+            let w = filled(&dev, &[batch, tokens, heads * head_dim]);
             group.throughput(Throughput::Elements(
-                (12 * bh * tokens * tokens * head_dim) as u64,
+                (12 * batch * heads * tokens * tokens * head_dim) as u64,
             ));
             let mut paths: Vec<(String, Option<FusedAttention>)> = kinds
                 .iter()
@@ -69,8 +69,8 @@ fn attention(c: &mut Criterion) {
                 group.bench_function(BenchmarkId::from_parameter(id), |bench| {
                     bench.iter(|| {
                         let out = match kind {
-                            Some(kind) => attention_fused_with(kind, &q, &q, &q, 0.125),
-                            None => attention_composed(&q, &q, &q, 0.125),
+                            Some(kind) => attention_fused_with(kind, &qkv, heads, 0.125),
+                            None => attention_composed(&qkv, heads, 0.125),
                         }
                         .unwrap();
                         let loss = ops::sum(&ops::mul(&out, &w).unwrap()).unwrap();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kernel benchmark table: the adapter, matmul up to 4096^3 with every kernel that
 # takes each shape (the chosen one last), attention forward + backward by fused family
-# against the composed path (at 32 heads, and at a ViT-S batch of 64 images x 6 heads),
+# against the composed path (8 images x 4 heads, and a ViT-S batch of 64 images x 6 heads),
 # and one training step of the fmnist preset.
 # Usage: scripts/bench-kernels.sh [path to the ijepa binary] > table.txt
 # IJEPA_ADAPTER picks the adapter as everywhere else.
@@ -9,6 +9,6 @@ set -euo pipefail
 ijepa=${1:-target/release/ijepa}
 "$ijepa" info
 "$ijepa" bench matmul --size 4096 --every-kernel
-"$ijepa" bench attention --tokens 49,196,256,512,1024 --head-dims 32,64,128 --batch-heads 32
-"$ijepa" bench attention --tokens 196,256 --head-dims 64 --batch-heads 384
+"$ijepa" bench attention --tokens 49,196,256,512,1024 --head-dims 32,64,128 --batch 8 --heads 4
+"$ijepa" bench attention --tokens 196,256 --head-dims 64 --batch 64 --heads 6
 "$ijepa" bench step --preset fmnist

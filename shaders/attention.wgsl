@@ -1,59 +1,40 @@
 // Fused scaled-dot-product attention, flash style: softmax(q k^T * scale) v without
-// ever writing the tokens x tokens score matrix.
+// ever writing the tokens x tokens score matrix. attention_layout.wgsl (prepended)
+// says where the rows live.
 //
-// q, k, v, out: [BH, N, HD] (one head per leading index). Each invocation owns one row
-// (a query row in the forward and dq kernels, a key row in the dk/dv kernel) and keeps
-// it and its accumulators in private memory; a workgroup of 64 rows walks over the other
-// side's rows in tiles of TILE rows staged in workgroup memory.
+// Each invocation owns one row (a query row in the forward and dq kernels, a key row in
+// the dk/dv kernel) and keeps it and its accumulators in private memory; a workgroup of
+// 64 rows walks over the other side's rows in tiles of TILE rows staged in workgroup
+// memory.
 //
 // forward: online softmax over key tiles; writes out and the row log-sum-exp `lse`.
 // backward (from lse, with delta_i = dout_i . out_i):
 //   p_ij = exp(scale q_i.k_j - lse_i), ds_ij = p_ij (dout_i.v_j - delta_i),
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i.
 
-struct Params {
-    bh: u32,
-    n: u32,
-    hd: u32,
-    scale: f32,
-}
-
-const MAX_HD: u32 = 128u;
 const ROWS: u32 = 64u;
-// The head dim as a pipeline constant, so the per-row loops have fixed trip counts and
-// the row arrays can live in registers.
-override HD: u32 = 64u;
 // Rows of the other side per tile; TILE * HD <= 2048 (the host picks it per HD).
 override TILE: u32 = 32u;
 
-@group(0) @binding(0) var<uniform> p: Params;
-
 // forward
-@group(0) @binding(1) var<storage, read> f_q: array<f32>;
-@group(0) @binding(2) var<storage, read> f_k: array<f32>;
-@group(0) @binding(3) var<storage, read> f_v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> f_lse: array<f32>;
+@group(0) @binding(1) var<storage, read> f_qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 
 // backward, dq (also writes delta)
-@group(0) @binding(10) var<storage, read> q_q: array<f32>;
-@group(0) @binding(11) var<storage, read> q_k: array<f32>;
-@group(0) @binding(12) var<storage, read> q_v: array<f32>;
-@group(0) @binding(13) var<storage, read> q_out: array<f32>;
-@group(0) @binding(14) var<storage, read> q_dout: array<f32>;
-@group(0) @binding(15) var<storage, read> q_lse: array<f32>;
-@group(0) @binding(16) var<storage, read_write> q_dq: array<f32>;
-@group(0) @binding(17) var<storage, read_write> q_delta: array<f32>;
+@group(0) @binding(10) var<storage, read> q_qkv: array<f32>;
+@group(0) @binding(11) var<storage, read> q_out: array<f32>;
+@group(0) @binding(12) var<storage, read> q_dout: array<f32>;
+@group(0) @binding(13) var<storage, read> q_lse: array<f32>;
+@group(0) @binding(14) var<storage, read_write> q_dqkv: array<f32>;
+@group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
 
 // backward, dk and dv
-@group(0) @binding(20) var<storage, read> kv_q: array<f32>;
-@group(0) @binding(21) var<storage, read> kv_k: array<f32>;
-@group(0) @binding(22) var<storage, read> kv_v: array<f32>;
-@group(0) @binding(23) var<storage, read> kv_dout: array<f32>;
-@group(0) @binding(24) var<storage, read> kv_lse: array<f32>;
-@group(0) @binding(25) var<storage, read> kv_delta: array<f32>;
-@group(0) @binding(26) var<storage, read_write> kv_dk: array<f32>;
-@group(0) @binding(27) var<storage, read_write> kv_dv: array<f32>;
+@group(0) @binding(20) var<storage, read> kv_qkv: array<f32>;
+@group(0) @binding(21) var<storage, read> kv_dout: array<f32>;
+@group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
+@group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
+@group(0) @binding(24) var<storage, read_write> kv_dqkv: array<f32>;
 
 // Two tiles of TILE rows x HD floats (16.5 KiB in all with tile_s).
 var<workgroup> tile_a: array<f32, 2048>;
@@ -64,13 +45,12 @@ var<workgroup> tile_s: array<vec2<f32>, 64>;
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let row = wid.x * ROWS + lid;
-    let base = head * p.n * HD;
     let live = row < p.n;
     var q: array<f32, 128>;
     var acc: array<f32, 128>;
-    let r = min(row, p.n - 1u);
+    let own = qkv_row(0u, head, min(row, p.n - 1u));
     for (var d = 0u; d < HD; d++) {
-        q[d] = f_q[base + r * HD + d] * p.scale;
+        q[d] = f_qkv[own + d] * p.scale;
         acc[d] = 0.0;
     }
     var m = -3.4e38;
@@ -79,8 +59,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = f_k[base + t0 * HD + e];
-            tile_b[e] = f_v[base + t0 * HD + e];
+            tile_a[e] = f_qkv[qkv_row(1u, head, t0 + e / HD) + e % HD];
+            tile_b[e] = f_qkv[qkv_row(2u, head, t0 + e / HD) + e % HD];
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
@@ -96,7 +76,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
     if (live) {
         let inv = 1.0 / l;
-        for (var d = 0u; d < HD; d++) { f_out[base + row * HD + d] = acc[d] * inv; }
+        for (var d = 0u; d < HD; d++) { f_out[out_row(head, row) + d] = acc[d] * inv; }
         f_lse[head * p.n + row] = m + log(l);
     }
 }
@@ -105,17 +85,18 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let row = wid.x * ROWS + lid;
-    let base = head * p.n * HD;
     let live = row < p.n;
     let r = min(row, p.n - 1u);
     var q: array<f32, 128>;
     var dout: array<f32, 128>;
     var dq: array<f32, 128>;
     var delta = 0.0;
+    let own = qkv_row(0u, head, r);
+    let own_out = out_row(head, r);
     for (var d = 0u; d < HD; d++) {
-        q[d] = q_q[base + r * HD + d] * p.scale;
-        dout[d] = q_dout[base + r * HD + d];
-        delta += dout[d] * q_out[base + r * HD + d];
+        q[d] = q_qkv[own + d] * p.scale;
+        dout[d] = q_dout[own_out + d];
+        delta += dout[d] * q_out[own_out + d];
         dq[d] = 0.0;
     }
     let lse = q_lse[head * p.n + r];
@@ -123,8 +104,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = q_k[base + t0 * HD + e];
-            tile_b[e] = q_v[base + t0 * HD + e];
+            tile_a[e] = q_qkv[qkv_row(1u, head, t0 + e / HD) + e % HD];
+            tile_b[e] = q_qkv[qkv_row(2u, head, t0 + e / HD) + e % HD];
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
@@ -139,7 +120,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         }
     }
     if (live) {
-        for (var d = 0u; d < HD; d++) { q_dq[base + row * HD + d] = dq[d] * p.scale; }
+        for (var d = 0u; d < HD; d++) { q_dqkv[own + d] = dq[d] * p.scale; }
         q_delta[head * p.n + row] = delta;
     }
 }
@@ -148,16 +129,17 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let row = wid.x * ROWS + lid;
-    let base = head * p.n * HD;
     let live = row < p.n;
     let r = min(row, p.n - 1u);
     var k: array<f32, 128>;
     var v: array<f32, 128>;
     var dk: array<f32, 128>;
     var dv: array<f32, 128>;
+    let own_k = qkv_row(1u, head, r);
+    let own_v = qkv_row(2u, head, r);
     for (var d = 0u; d < HD; d++) {
-        k[d] = kv_k[base + r * HD + d] * p.scale;
-        v[d] = kv_v[base + r * HD + d];
+        k[d] = kv_qkv[own_k + d] * p.scale;
+        v[d] = kv_qkv[own_v + d];
         dk[d] = 0.0;
         dv[d] = 0.0;
     }
@@ -165,8 +147,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = kv_q[base + t0 * HD + e];
-            tile_b[e] = kv_dout[base + t0 * HD + e];
+            tile_a[e] = kv_qkv[qkv_row(0u, head, t0 + e / HD) + e % HD];
+            tile_b[e] = kv_dout[out_row(head, t0 + e / HD) + e % HD];
         }
         if (lid < count) {
             tile_s[lid] = vec2<f32>(kv_lse[head * p.n + t0 + lid], kv_delta[head * p.n + t0 + lid]);
@@ -189,8 +171,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     }
     if (live) {
         for (var d = 0u; d < HD; d++) {
-            kv_dk[base + row * HD + d] = dk[d] * p.scale;
-            kv_dv[base + row * HD + d] = dv[d];
+            kv_dqkv[own_k + d] = dk[d] * p.scale;
+            kv_dqkv[own_v + d] = dv[d];
         }
     }
 }

@@ -1,5 +1,6 @@
 // Fused attention for GPUs: the same three kernels and bindings as attention.wgsl, for
-// head dims that are multiples of 8 (up to 128).
+// head dims that are multiples of 8 (up to 128); attention_layout.wgsl (prepended)
+// says where the rows live.
 //
 // A workgroup of 64 invocations (8 x 8) owns 32 rows (query rows in the forward and dq
 // kernels, key rows in the dk/dv kernel) and walks the other side in tiles of 32 rows.
@@ -14,43 +15,26 @@
 // probabilities stored transposed (other row j, own rows ty*4..+3) is one vec4 read.
 // Rows past the token count are read clamped (finite) and weighted by zero.
 
-struct Params {
-    bh: u32,
-    n: u32,
-    hd: u32,
-    scale: f32,
-}
-
-override HD: u32 = 64u;
 const ROWS: u32 = 32u;      // own rows per workgroup, and other rows per tile
 const COLS: u32 = 16u;      // head-dim columns per invocation at the largest head dim
 const NEG: f32 = -3.4e38;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> f_qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 
-@group(0) @binding(1) var<storage, read> f_q: array<f32>;
-@group(0) @binding(2) var<storage, read> f_k: array<f32>;
-@group(0) @binding(3) var<storage, read> f_v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> f_lse: array<f32>;
+@group(0) @binding(10) var<storage, read> q_qkv: array<f32>;
+@group(0) @binding(11) var<storage, read> q_out: array<f32>;
+@group(0) @binding(12) var<storage, read> q_dout: array<f32>;
+@group(0) @binding(13) var<storage, read> q_lse: array<f32>;
+@group(0) @binding(14) var<storage, read_write> q_dqkv: array<f32>;
+@group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
 
-@group(0) @binding(10) var<storage, read> q_q: array<f32>;
-@group(0) @binding(11) var<storage, read> q_k: array<f32>;
-@group(0) @binding(12) var<storage, read> q_v: array<f32>;
-@group(0) @binding(13) var<storage, read> q_out: array<f32>;
-@group(0) @binding(14) var<storage, read> q_dout: array<f32>;
-@group(0) @binding(15) var<storage, read> q_lse: array<f32>;
-@group(0) @binding(16) var<storage, read_write> q_dq: array<f32>;
-@group(0) @binding(17) var<storage, read_write> q_delta: array<f32>;
-
-@group(0) @binding(20) var<storage, read> kv_q: array<f32>;
-@group(0) @binding(21) var<storage, read> kv_k: array<f32>;
-@group(0) @binding(22) var<storage, read> kv_v: array<f32>;
-@group(0) @binding(23) var<storage, read> kv_dout: array<f32>;
-@group(0) @binding(24) var<storage, read> kv_lse: array<f32>;
-@group(0) @binding(25) var<storage, read> kv_delta: array<f32>;
-@group(0) @binding(26) var<storage, read_write> kv_dk: array<f32>;
-@group(0) @binding(27) var<storage, read_write> kv_dv: array<f32>;
+@group(0) @binding(20) var<storage, read> kv_qkv: array<f32>;
+@group(0) @binding(21) var<storage, read> kv_dout: array<f32>;
+@group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
+@group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
+@group(0) @binding(24) var<storage, read_write> kv_dqkv: array<f32>;
 
 // Up to four score operands, 8 dims x 32 rows each, transposed (4 KiB); also the
 // scratch of the row reductions.
@@ -103,7 +87,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let tx = lid % 8u;
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
-    let base = wid.y * p.n * HD;
+    let head = wid.y;
     let last = p.n - 1u;
     let vr = rows_per_chunk(2048u);
     var acc: array<vec4<f32>, COLS>;
@@ -116,8 +100,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             for (var e = lid; e < 256u; e += 64u) {
                 let r = e >> 3u;
                 let dd = e & 7u;
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = f_q[base + min(row0 + r, last) * HD + d0 + dd];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = f_k[base + min(t0 + r, last) * HD + d0 + dd];
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_row(0u, head, min(row0 + r, last)) + d0 + dd];
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_row(1u, head, min(t0 + r, last)) + d0 + dd];
             }
             workgroupBarrier();
             for (var dd = 0u; dd < 8u; dd++) {
@@ -146,7 +130,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             let jn = min(vr, count - j0);
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
-                rows[e] = f_v[base + (t0 + j0) * HD + e];
+                rows[e] = f_qkv[qkv_row(2u, head, t0 + j0 + e / HD) + e % HD];
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -159,8 +143,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     for (var a = 0u; a < 4u; a++) {
         let row = row0 + ty * 4u + a;
         if (row < p.n) {
-            for (var i = 0u; i < HD / 8u; i++) { f_out[base + row * HD + tx + 8u * i] = acc[i][a] / total[a]; }
-            if (tx == 0u) { f_lse[wid.y * p.n + row] = m[a] + log(total[a]); }
+            for (var i = 0u; i < HD / 8u; i++) { f_out[out_row(head, row) + tx + 8u * i] = acc[i][a] / total[a]; }
+            if (tx == 0u) { f_lse[head * p.n + row] = m[a] + log(total[a]); }
         }
     }
 }
@@ -170,16 +154,16 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let tx = lid % 8u;
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
-    let base = wid.y * p.n * HD;
+    let head = wid.y;
     let last = p.n - 1u;
     let vr = rows_per_chunk(2048u);
     var lse: vec4<f32>;
     var dot = vec4<f32>(0.0);
     for (var a = 0u; a < 4u; a++) {
         let r = min(row0 + ty * 4u + a, last);
-        lse[a] = q_lse[wid.y * p.n + r];
+        lse[a] = q_lse[head * p.n + r];
         for (var i = 0u; i < HD / 8u; i++) {
-            let e = base + r * HD + tx + 8u * i;
+            let e = out_row(head, r) + tx + 8u * i;
             dot[a] += q_dout[e] * q_out[e];
         }
     }
@@ -193,12 +177,12 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             for (var e = lid; e < 256u; e += 64u) {
                 let r = e >> 3u;
                 let dd = e & 7u;
-                let own = base + min(row0 + r, last) * HD + d0 + dd;
-                let other = base + min(t0 + r, last) * HD + d0 + dd;
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = q_q[own];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = q_k[other];
-                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = q_dout[own];
-                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = q_v[other];
+                let own = min(row0 + r, last);
+                let other = min(t0 + r, last);
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_row(0u, head, own) + d0 + dd];
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_row(1u, head, other) + d0 + dd];
+                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = q_dout[out_row(head, own) + d0 + dd];
+                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_row(2u, head, other) + d0 + dd];
             }
             workgroupBarrier();
             for (var dd = 0u; dd < 8u; dd++) {
@@ -221,7 +205,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             let jn = min(vr, count - j0);
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
-                rows[e] = q_k[base + (t0 + j0) * HD + e];
+                rows[e] = q_qkv[qkv_row(1u, head, t0 + j0 + e / HD) + e % HD];
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -233,8 +217,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     for (var a = 0u; a < 4u; a++) {
         let row = row0 + ty * 4u + a;
         if (row < p.n) {
-            for (var i = 0u; i < HD / 8u; i++) { q_dq[base + row * HD + tx + 8u * i] = dq[i][a] * p.scale; }
-            if (tx == 0u) { q_delta[wid.y * p.n + row] = delta[a]; }
+            for (var i = 0u; i < HD / 8u; i++) { q_dqkv[qkv_row(0u, head, row) + tx + 8u * i] = dq[i][a] * p.scale; }
+            if (tx == 0u) { q_delta[head * p.n + row] = delta[a]; }
         }
     }
 }
@@ -244,7 +228,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let tx = lid % 8u;
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
-    let base = wid.y * p.n * HD;
+    let head = wid.y;
     let last = p.n - 1u;
     // Query rows and dout rows share `rows`, half each.
     let vr = rows_per_chunk(1024u);
@@ -259,12 +243,12 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
             for (var e = lid; e < 256u; e += 64u) {
                 let r = e >> 3u;
                 let dd = e & 7u;
-                let own = base + min(row0 + r, last) * HD + d0 + dd;
-                let other = base + min(t0 + r, last) * HD + d0 + dd;
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = kv_k[own];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = kv_q[other];
-                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = kv_v[own];
-                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = kv_dout[other];
+                let own = min(row0 + r, last);
+                let other = min(t0 + r, last);
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_row(1u, head, own) + d0 + dd];
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_row(0u, head, other) + d0 + dd];
+                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_row(2u, head, own) + d0 + dd];
+                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = kv_dout[out_row(head, other) + d0 + dd];
             }
             workgroupBarrier();
             for (var dd = 0u; dd < 8u; dd++) {
@@ -280,7 +264,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         }
         for (var c = 0u; c < 4u; c++) {
             let query = t0 + tx * 4u + c;
-            let stat = wid.y * p.n + min(query, last);
+            let stat = head * p.n + min(query, last);
             let dead = query >= p.n;
             let pr = exp(s[c] * p.scale - kv_lse[stat]);
             probs[prob_slot(tx * 4u + c, ty)] = select(pr, vec4<f32>(0.0), dead);
@@ -291,8 +275,9 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
             let jn = min(vr, count - j0);
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
-                rows[e] = kv_q[base + (t0 + j0) * HD + e];
-                rows[1024u + e] = kv_dout[base + (t0 + j0) * HD + e];
+                let j = t0 + j0 + e / HD;
+                rows[e] = kv_qkv[qkv_row(0u, head, j) + e % HD];
+                rows[1024u + e] = kv_dout[out_row(head, j) + e % HD];
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -309,8 +294,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         let row = row0 + ty * 4u + a;
         if (row < p.n) {
             for (var i = 0u; i < HD / 8u; i++) {
-                kv_dk[base + row * HD + tx + 8u * i] = dk[i][a] * p.scale;
-                kv_dv[base + row * HD + tx + 8u * i] = dv[i][a];
+                kv_dqkv[qkv_row(1u, head, row) + tx + 8u * i] = dk[i][a] * p.scale;
+                kv_dqkv[qkv_row(2u, head, row) + tx + 8u * i] = dv[i][a];
             }
         }
     }

@@ -1,6 +1,7 @@
 // Fused attention for CPU adapters whose subgroups are 8 lanes wide: the same three
 // kernels and bindings as attention.wgsl, for head dims that are multiples of 4 (up
-// to 128). It lives in its own file because it needs the subgroup feature.
+// to 128). It lives in its own file because it needs the subgroup feature;
+// attention_layout.wgsl (prepended) says where the rows live.
 //
 // Each lane owns one row (a query row in the forward and dq kernels, a key row in the
 // dk/dv kernel) and its accumulators, as vec4 chunks of the head dim. The other side
@@ -9,42 +10,34 @@
 // per chunk instead of eight and the exponentials of the online softmax are taken
 // once per block of 8.
 
-struct Params {
-    bh: u32,
-    n: u32,
-    hd: u32,
-    scale: f32,
-}
-
-override HD: u32 = 64u;
 const CHUNKS: u32 = 32u;      // vec4 chunks of the largest head dim, 128
 const NEG: f32 = -3.4e38;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> f_qkv: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> f_out: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 
-@group(0) @binding(1) var<storage, read> f_q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> f_k: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> f_v: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> f_out: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> f_lse: array<f32>;
+@group(0) @binding(10) var<storage, read> q_qkv: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> q_out: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> q_dout: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read> q_lse: array<f32>;
+@group(0) @binding(14) var<storage, read_write> q_dqkv: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
 
-@group(0) @binding(10) var<storage, read> q_q: array<vec4<f32>>;
-@group(0) @binding(11) var<storage, read> q_k: array<vec4<f32>>;
-@group(0) @binding(12) var<storage, read> q_v: array<vec4<f32>>;
-@group(0) @binding(13) var<storage, read> q_out: array<vec4<f32>>;
-@group(0) @binding(14) var<storage, read> q_dout: array<vec4<f32>>;
-@group(0) @binding(15) var<storage, read> q_lse: array<f32>;
-@group(0) @binding(16) var<storage, read_write> q_dq: array<vec4<f32>>;
-@group(0) @binding(17) var<storage, read_write> q_delta: array<f32>;
+@group(0) @binding(20) var<storage, read> kv_qkv: array<vec4<f32>>;
+@group(0) @binding(21) var<storage, read> kv_dout: array<vec4<f32>>;
+@group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
+@group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
+@group(0) @binding(24) var<storage, read_write> kv_dqkv: array<vec4<f32>>;
 
-@group(0) @binding(20) var<storage, read> kv_q: array<vec4<f32>>;
-@group(0) @binding(21) var<storage, read> kv_k: array<vec4<f32>>;
-@group(0) @binding(22) var<storage, read> kv_v: array<vec4<f32>>;
-@group(0) @binding(23) var<storage, read> kv_dout: array<vec4<f32>>;
-@group(0) @binding(24) var<storage, read> kv_lse: array<f32>;
-@group(0) @binding(25) var<storage, read> kv_delta: array<f32>;
-@group(0) @binding(26) var<storage, read_write> kv_dk: array<vec4<f32>>;
-@group(0) @binding(27) var<storage, read_write> kv_dv: array<vec4<f32>>;
+// The layout's row offsets in vec4s.
+fn qkv_row4(part: u32, bh: u32, r: u32) -> u32 {
+    return qkv_row(part, bh, r) / 4u;
+}
+
+fn out_row4(bh: u32, r: u32) -> u32 {
+    return out_row(bh, r) / 4u;
+}
 
 // What each of the 8 lanes holds, to every lane.
 fn share(x: vec4<f32>) -> array<vec4<f32>, 8> {
@@ -75,17 +68,19 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
     let c4 = HD / 4u;
-    let base = head * p.n * c4;
     var q: array<vec4<f32>, CHUNKS>;
     var acc: array<vec4<f32>, CHUNKS>;
-    for (var c = 0u; c < c4; c++) { q[c] = f_q[base + r * c4 + c] * p.scale; }
+    let own = qkv_row4(0u, head, r);
+    for (var c = 0u; c < c4; c++) { q[c] = f_qkv[own + c] * p.scale; }
     var m = NEG;
     var l = 0.0;
     for (var j0 = 0u; j0 < p.n; j0 += 8u) {
-        let mine = base + min(j0 + lane, p.n - 1u) * c4;
+        let mine = min(j0 + lane, p.n - 1u);
+        let mine_k = qkv_row4(1u, head, mine);
+        let mine_v = qkv_row4(2u, head, mine);
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
-            let k = share(f_k[mine + c]);
+            let k = share(f_qkv[mine_k + c]);
             for (var t = 0u; t < 8u; t++) { s[t] += dot(q[c], k[t]); }
         }
         var m_new = m;
@@ -100,7 +95,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
             l += s[t];
         }
         for (var c = 0u; c < c4; c++) {
-            let v = share(f_v[mine + c]);
+            let v = share(f_qkv[mine_v + c]);
             var a = acc[c] * corr;
             for (var t = 0u; t < 8u; t++) { a += s[t] * v[t]; }
             acc[c] = a;
@@ -108,7 +103,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
         m = m_new;
     }
     if (row < p.n) {
-        for (var c = 0u; c < c4; c++) { f_out[base + row * c4 + c] = acc[c] / l; }
+        for (var c = 0u; c < c4; c++) { f_out[out_row4(head, row) + c] = acc[c] / l; }
         f_lse[head * p.n + row] = m + log(l);
     }
 }
@@ -120,24 +115,27 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
     let c4 = HD / 4u;
-    let base = head * p.n * c4;
     var q: array<vec4<f32>, CHUNKS>;
     var dout: array<vec4<f32>, CHUNKS>;
     var dq: array<vec4<f32>, CHUNKS>;
     var delta = 0.0;
+    let own = qkv_row4(0u, head, r);
+    let own_out = out_row4(head, r);
     for (var c = 0u; c < c4; c++) {
-        q[c] = q_q[base + r * c4 + c] * p.scale;
-        dout[c] = q_dout[base + r * c4 + c];
-        delta += dot(dout[c], q_out[base + r * c4 + c]);
+        q[c] = q_qkv[own + c] * p.scale;
+        dout[c] = q_dout[own_out + c];
+        delta += dot(dout[c], q_out[own_out + c]);
     }
     let lse = q_lse[head * p.n + r];
     for (var j0 = 0u; j0 < p.n; j0 += 8u) {
-        let mine = base + min(j0 + lane, p.n - 1u) * c4;
+        let mine = min(j0 + lane, p.n - 1u);
+        let mine_k = qkv_row4(1u, head, mine);
+        let mine_v = qkv_row4(2u, head, mine);
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         var dp = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
-            let k = share(q_k[mine + c]);
-            let v = share(q_v[mine + c]);
+            let k = share(q_qkv[mine_k + c]);
+            let v = share(q_qkv[mine_v + c]);
             for (var t = 0u; t < 8u; t++) {
                 s[t] += dot(q[c], k[t]);
                 dp[t] += dot(dout[c], v[t]);
@@ -148,14 +146,14 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
             s[t] = select(exp(s[t] - lse) * (dp[t] - delta), 0.0, j0 + t >= p.n);
         }
         for (var c = 0u; c < c4; c++) {
-            let k = share(q_k[mine + c]);
+            let k = share(q_qkv[mine_k + c]);
             var d = dq[c];
             for (var t = 0u; t < 8u; t++) { d += s[t] * k[t]; }
             dq[c] = d;
         }
     }
     if (row < p.n) {
-        for (var c = 0u; c < c4; c++) { q_dq[base + row * c4 + c] = dq[c] * p.scale; }
+        for (var c = 0u; c < c4; c++) { q_dqkv[own + c] = dq[c] * p.scale; }
         q_delta[head * p.n + row] = delta;
     }
 }
@@ -167,25 +165,27 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
     let c4 = HD / 4u;
-    let base = head * p.n * c4;
     var k: array<vec4<f32>, CHUNKS>;
     var v: array<vec4<f32>, CHUNKS>;
     var dk: array<vec4<f32>, CHUNKS>;
     var dv: array<vec4<f32>, CHUNKS>;
+    let own_k = qkv_row4(1u, head, r);
+    let own_v = qkv_row4(2u, head, r);
     for (var c = 0u; c < c4; c++) {
-        k[c] = kv_k[base + r * c4 + c] * p.scale;
-        v[c] = kv_v[base + r * c4 + c];
+        k[c] = kv_qkv[own_k + c] * p.scale;
+        v[c] = kv_qkv[own_v + c];
     }
     for (var i0 = 0u; i0 < p.n; i0 += 8u) {
         let i_mine = min(i0 + lane, p.n - 1u);
-        let mine = base + i_mine * c4;
+        let mine_q = qkv_row4(0u, head, i_mine);
+        let mine_out = out_row4(head, i_mine);
         let lse = share_scalar(kv_lse[head * p.n + i_mine]);
         let delta = share_scalar(kv_delta[head * p.n + i_mine]);
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         var dp = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
-            let q = share(kv_q[mine + c]);
-            let g = share(kv_dout[mine + c]);
+            let q = share(kv_qkv[mine_q + c]);
+            let g = share(kv_dout[mine_out + c]);
             for (var t = 0u; t < 8u; t++) {
                 s[t] += dot(k[c], q[t]);
                 dp[t] += dot(v[c], g[t]);
@@ -198,8 +198,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
             dp[t] = pr * (dp[t] - delta[t]);
         }
         for (var c = 0u; c < c4; c++) {
-            let q = share(kv_q[mine + c]);
-            let g = share(kv_dout[mine + c]);
+            let q = share(kv_qkv[mine_q + c]);
+            let g = share(kv_dout[mine_out + c]);
             var a = dk[c];
             var b = dv[c];
             for (var t = 0u; t < 8u; t++) {
@@ -212,8 +212,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
     }
     if (row < p.n) {
         for (var c = 0u; c < c4; c++) {
-            kv_dk[base + row * c4 + c] = dk[c] * p.scale;
-            kv_dv[base + row * c4 + c] = dv[c];
+            kv_dqkv[own_k + c] = dk[c] * p.scale;
+            kv_dqkv[own_v + c] = dv[c];
         }
     }
 }

@@ -74,23 +74,23 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
     Ok(())
 }
 
-/// Attention forward + backward over `batch_heads` heads for each token count: each
-/// fused family that runs on the adapter against the composed path (matmul, scale,
-/// softmax, matmul), one line per family.
+/// Attention forward + backward of `batch` x `heads` heads for each token count and
+/// head dim, from a packed qkv projection to the merged heads as the model runs it:
+/// each fused family that runs on the adapter against the composed path (permutes,
+/// matmul, scale, softmax, matmul), one line per family.
 pub fn attention(
     dev: &Arc<Device>,
     tokens: &[usize],
     head_dims: &[usize],
-    batch_heads: usize,
+    batch: usize,
+    heads: usize,
 ) -> Result<()> {
     use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
-            let q = filled(dev, &[batch_heads, n, hd])?.requires_grad();
-            let k = filled(dev, &[batch_heads, n, hd])?.requires_grad();
-            let v = filled(dev, &[batch_heads, n, hd])?.requires_grad();
-            let w = filled(dev, &[batch_heads, n, hd])?;
+            let qkv = filled(dev, &[batch, n, 3 * heads * hd])?.requires_grad();
+            let w = filled(dev, &[batch, n, heads * hd])?;
             let scale = (hd as f32).powf(-0.5);
             let time = |f: &dyn Fn() -> engine::Result<Tensor>| {
                 time_per_call(dev, 1.0, || {
@@ -99,16 +99,16 @@ pub fn attention(
                     Ok(())
                 })
             };
-            let composed = time(&|| attention_composed(&q, &k, &v, scale))?;
-            // Forward 4 N^2 hd, backward 8 N^2 hd (recomputation not counted).
-            let flops = 12.0 * (batch_heads * n * n * hd) as f64;
+            let composed = time(&|| attention_composed(&qkv, heads, scale))?;
+            // Forward 4 N^2 hd, backward 8 N^2 hd per head (recomputation not counted).
+            let flops = 12.0 * (batch * heads * n * n * hd) as f64;
             let kinds = FusedAttention::ALL
                 .into_iter()
                 .filter(|kind| kind.runs_on(dev, hd));
             for kind in kinds {
-                let fused = time(&|| attention_fused_with(kind, &q, &k, &v, scale))?;
+                let fused = time(&|| attention_fused_with(kind, &qkv, heads, scale))?;
                 println!(
-                    "attention fwd+bwd heads={batch_heads} N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
+                    "attention fwd+bwd {batch}x{heads} heads N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
                     fused * 1e3,
                     flops / fused / 1e9,
                     composed * 1e3,

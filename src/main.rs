@@ -63,9 +63,12 @@ enum BenchKind {
         /// Head dims.
         #[arg(long, value_delimiter = ',', default_value = "32,64")]
         head_dims: Vec<usize>,
-        /// Batch x heads.
-        #[arg(long, default_value_t = 8)]
-        batch_heads: usize,
+        /// Images per batch.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Heads per image.
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
     },
     /// A full I-JEPA training step (forward, backward, AdamW + EMA) of a preset.
     Step {
@@ -89,8 +92,9 @@ fn main() -> Result<()> {
                 BenchKind::Attention {
                     tokens,
                     head_dims,
-                    batch_heads,
-                } => bench::attention(&dev, &tokens, &head_dims, batch_heads),
+                    batch,
+                    heads,
+                } => bench::attention(&dev, &tokens, &head_dims, batch, heads),
                 BenchKind::Step { preset, steps } => bench::step(&dev, &preset, steps),
             }
         }

@@ -169,27 +169,33 @@ fn gradcheck_softmax() {
 }
 
 #[test]
-fn gradcheck_attention_composed_and_fused() {
-    type Attention = fn(&Tensor, &Tensor, &Tensor, f32) -> Result<Tensor>;
-    let paths: [(&str, Attention); 2] = [
-        ("attention (composed)", ops::attention::attention_composed),
-        ("attention (fused)", ops::attention::attention_fused),
-    ];
-    for (name, attention) in paths {
+fn gradcheck_attention_composed_and_every_fused_family() {
+    use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
+    // qkv [2 images, 5 tokens, 3 x 2 heads x head dim 8]: a multiple of 8, so every
+    // family that runs on the adapter takes it.
+    let (heads, hd) = (2, 8);
+    let mut paths: Vec<(String, Option<FusedAttention>)> = FusedAttention::ALL
+        .into_iter()
+        .filter(|kind| kind.runs_on(&device(), hd))
+        .map(|kind| (format!("attention (fused {kind:?})"), Some(kind)))
+        .collect();
+    paths.push(("attention (composed)".into(), None));
+    for (name, kind) in paths {
         check(
-            name,
-            &[
-                input(&[2, 5, 4], 1),
-                input(&[2, 5, 4], 2),
-                input(&[2, 5, 4], 3),
-            ],
+            &name,
+            &[input(&[2, 5, 3 * heads * hd], 1)],
             |x| {
-                weighted_sum(
-                    &attention(&upstream(&x[0])?, &upstream(&x[1])?, &upstream(&x[2])?, 0.5)?,
-                    9,
-                )
+                let qkv = upstream(&x[0])?;
+                let out = match kind {
+                    Some(kind) => attention_fused_with(kind, &qkv, heads, 0.5)?,
+                    None => attention_composed(&qkv, heads, 0.5)?,
+                };
+                weighted_sum(&out, 9)
             },
-            default(),
+            GradcheckOptions {
+                max_entries: 72,
+                ..default()
+            },
         );
     }
 }

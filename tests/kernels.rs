@@ -708,35 +708,55 @@ fn fused_attention_matches_the_composed_path_forward_and_backward() {
     // Odd token counts (not multiples of the 32- or 64-row workgroups or the key tile)
     // and head dims from 16 to 128 (tiles of 32, 32 and 16 keys; at 72 and 128 the
     // blocked kernels stage a tile's rows in chunks that do not divide it).
-    for &(bh, n, hd) in &[
-        (1, 1, 16),
-        (3, 7, 16),
-        (2, 33, 32),
-        (2, 65, 64),
-        (1, 130, 128),
-        (2, 197, 24),
-        (1, 45, 72),
+    for &(b, heads, n, hd) in &[
+        (1, 1, 1, 16),
+        (3, 1, 7, 16),
+        (1, 2, 33, 32),
+        (2, 1, 65, 64),
+        (1, 1, 130, 128),
+        (1, 2, 197, 24),
+        (1, 1, 45, 72),
     ] {
-        let data = |r: &mut rand::rngs::StdRng| random(r, bh * n * hd);
-        let (qd, kd, vd, gd) = (data(&mut r), data(&mut r), data(&mut r), data(&mut r));
+        let width = heads * hd;
+        let qkv_data = random(&mut r, b * n * 3 * width);
+        let dout_data = random(&mut r, b * n * width);
         let scale = (hd as f32).powf(-0.5) * 2.0;
-        let what = format!("attention bh={bh} n={n} hd={hd}");
-        let (q, k, v) = (
-            upload(&[bh, n, hd], &qd).requires_grad(),
-            upload(&[bh, n, hd], &kd).requires_grad(),
-            upload(&[bh, n, hd], &vd).requires_grad(),
-        );
-        let dout = upload(&[bh, n, hd], &gd);
-        // Oracle: the composed path and its tape gradients.
-        let want = attention_composed(&q, &k, &v, scale).unwrap();
+        let what = format!("attention b={b} heads={heads} n={n} hd={hd}");
+        let qkv = upload(&[b, n, 3 * width], &qkv_data).requires_grad();
+        let dout = upload(&[b, n, width], &dout_data);
+        // Oracle: the composed path and its tape gradient.
+        let want = attention_composed(&qkv, heads, scale).unwrap();
         let loss = ops::sum(&ops::mul(&want, &dout).unwrap()).unwrap();
-        let grads = engine::backward(&loss).unwrap();
+        let want_dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
+        // lse against the CPU: row (image i, head h, token t) of q or k.
+        let row = |part: usize, i: usize, h: usize, t: usize| {
+            let at = ((i * n + t) * 3 + part) * width + h * hd;
+            &qkv_data[at..at + hd]
+        };
+        let mut want_lse = Vec::new();
+        for i in 0..b {
+            for h in 0..heads {
+                for t in 0..n {
+                    let scores: Vec<f64> = (0..n)
+                        .map(|u| {
+                            let dot: f64 = (row(0, i, h, t).iter().zip(row(1, i, h, u)))
+                                .map(|(x, y)| *x as f64 * *y as f64)
+                                .sum();
+                            dot * scale as f64
+                        })
+                        .collect();
+                    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+                    want_lse.push((m + sum.ln()) as f32);
+                }
+            }
+        }
         for kind in FusedAttention::ALL {
             if !kind.runs_on(&device(), hd) {
                 continue;
             }
             let what = format!("{what} {kind:?}");
-            let (out, lse) = attention_forward(kind, &q, &k, &v, scale).unwrap();
+            let (out, lse) = attention_forward(kind, &qkv, heads, scale).unwrap();
             assert_close(
                 &format!("{what} out"),
                 &out.to_vec(),
@@ -744,37 +764,15 @@ fn fused_attention_matches_the_composed_path_forward_and_backward() {
                 2e-6,
                 1e-4,
             );
-            // lse against the CPU reference of the scores.
-            let mut scores = Vec::new();
-            for b in 0..bh {
-                let s = cpu::matmul(
-                    &qd[b * n * hd..],
-                    &kd[b * n * hd..],
-                    None,
-                    1,
-                    n,
-                    hd,
-                    n,
-                    false,
-                    true,
-                    false,
-                );
-                scores.extend(s.iter().map(|x| x * scale));
-            }
-            let want_lse: Vec<f32> = scores
-                .chunks(n)
-                .map(|row| {
-                    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-                    (m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()) as f32
-                })
-                .collect();
             assert_close(&format!("{what} lse"), &lse.to_vec(), &want_lse, 1e-5, 1e-5);
-            let (dq, dk, dv) =
-                attention_backward(kind, &q, &k, &v, &out, &lse, &dout, scale).unwrap();
-            for (name, got, t) in [("dq", dq, &q), ("dk", dk, &k), ("dv", dv, &v)] {
-                let want = grads.get(t).unwrap().to_vec();
-                assert_close(&format!("{what} {name}"), &got.to_vec(), &want, 1e-5, 1e-3);
-            }
+            let dqkv = attention_backward(kind, &qkv, heads, (&out, &lse), &dout, scale).unwrap();
+            assert_close(
+                &format!("{what} dqkv"),
+                &dqkv.to_vec(),
+                &want_dqkv,
+                1e-5,
+                1e-3,
+            );
         }
     }
 }

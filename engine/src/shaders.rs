@@ -1,7 +1,8 @@
 //! Every WGSL source of the project, one file per kernel family, compiled into the
 //! binary. `ALL` lets the tests validate each with naga. gelu.wgsl holds functions
-//! only; the kernels that apply GELU have it prepended. matmul_subgroup.wgsl holds one
-//! entry point that builds on matmul.wgsl.
+//! only; the kernels that apply GELU have it prepended. attention_layout.wgsl, the
+//! fused attention families' parameters and row offsets, is prepended to each of
+//! them. matmul_subgroup.wgsl holds one entry point that builds on matmul.wgsl.
 
 pub const GELU: &str = include_str!("../../shaders/gelu.wgsl");
 pub const ELEMENTWISE: &str = concat!(
@@ -18,9 +19,19 @@ pub const MATMUL_SUBGROUP: &str = concat!(
     include_str!("../../shaders/matmul.wgsl"),
     include_str!("../../shaders/matmul_subgroup.wgsl")
 );
-pub const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
-pub const ATTENTION_SUBGROUP: &str = include_str!("../../shaders/attention_subgroup.wgsl");
-pub const ATTENTION_BLOCKED: &str = include_str!("../../shaders/attention_blocked.wgsl");
+pub const ATTENTION_LAYOUT: &str = include_str!("../../shaders/attention_layout.wgsl");
+pub const ATTENTION: &str = concat!(
+    include_str!("../../shaders/attention_layout.wgsl"),
+    include_str!("../../shaders/attention.wgsl")
+);
+pub const ATTENTION_SUBGROUP: &str = concat!(
+    include_str!("../../shaders/attention_layout.wgsl"),
+    include_str!("../../shaders/attention_subgroup.wgsl")
+);
+pub const ATTENTION_BLOCKED: &str = concat!(
+    include_str!("../../shaders/attention_layout.wgsl"),
+    include_str!("../../shaders/attention_blocked.wgsl")
+);
 pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../shaders/layernorm.wgsl");
 pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
@@ -36,6 +47,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("reduce.wgsl", REDUCE),
     ("matmul.wgsl", MATMUL),
     ("matmul_subgroup.wgsl", MATMUL_SUBGROUP),
+    ("attention_layout.wgsl", ATTENTION_LAYOUT),
     ("attention.wgsl", ATTENTION),
     ("attention_subgroup.wgsl", ATTENTION_SUBGROUP),
     ("attention_blocked.wgsl", ATTENTION_BLOCKED),

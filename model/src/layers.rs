@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use engine::ops::{self, attention, layout};
+use engine::ops::{self, attention};
 use engine::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -151,24 +151,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// x [B, N, D] -> [B, N, D]: q, k, v split into heads, softmax(q k^T / sqrt(hd)) v,
-    /// heads merged, projected.
+    /// x [B, N, D] -> [B, N, D]: per head softmax(q k^T / sqrt(hd)) v on the packed
+    /// qkv projection [B, N, 3D], heads side by side in the result, projected.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let (h, hd) = (self.num_heads, d / self.num_heads);
-        // [B, N, 3D] -> [B, N, 3, H, hd] -> [3, B, H, N, hd] -> [3, B*H, N, hd]
-        let qkv = ops::reshape(&self.qkv.forward(x)?, &[b, n, 3, h, hd])?;
-        let qkv = ops::reshape(&ops::permute(&qkv, &[2, 0, 3, 1, 4])?, &[3, b * h, n, hd])?;
-        let part = |i| -> Result<Tensor> {
-            Ok(ops::reshape(
-                &layout::narrow(&qkv, 0, i, 1)?,
-                &[b * h, n, hd],
-            )?)
-        };
-        let out = attention::attention(&part(0)?, &part(1)?, &part(2)?, (hd as f32).powf(-0.5))?;
-        // [B*H, N, hd] -> [B, H, N, hd] -> [B, N, H, hd] -> [B, N, D]
-        let out = ops::permute(&ops::reshape(&out, &[b, h, n, hd])?, &[0, 2, 1, 3])?;
-        self.proj.forward(&ops::reshape(&out, &[b, n, d])?)
+        let d = x.shape()[2];
+        let hd = d / self.num_heads;
+        let qkv = self.qkv.forward(x)?;
+        let out = attention::attention(&qkv, self.num_heads, (hd as f32).powf(-0.5))?;
+        self.proj.forward(&out)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {

@@ -1,19 +1,23 @@
-//! Scaled dot-product attention, out = softmax(q k^T * scale) v per head.
-//! q, k, v, out: [BH, N, hd].
+//! Multi-head scaled dot-product attention on a packed projection: qkv
+//! [B, N, 3 H hd] (per token q, k and v side by side, the heads inside each, as the
+//! model's qkv Linear gives them) -> out [B, N, H hd] (the heads side by side, as the
+//! output projection takes them); per head, out = softmax(q k^T * scale) v.
 //!
-//! `attention_fused` runs the flash-style kernels: the forward
-//! saves only the row log-sum-exp, the backward recomputes the scores from it, and the
-//! tokens x tokens matrix is never written. `attention_composed` builds the same from
-//! matmul, scale and softmax; it is the oracle the fused kernels are tested against.
-//! The fused kernels come in three families: `attention.wgsl` (one row per invocation,
-//! the other side in workgroup-memory tiles; any adapter), `attention_blocked.wgsl`
-//! (32 x 32 score tiles as register-blocked products; GPUs) and
-//! `attention_subgroup.wgsl` (subgroup broadcasts; CPU adapters with 8-lane subgroups). `attention`, which the model calls, takes whichever path was
-//! measured faster for the adapter and head dim.
+//! `attention_fused` runs the flash-style kernels: they read q, k and v in place and
+//! write out in place (no permutes), the forward saves only the row log-sum-exp, the
+//! backward recomputes the scores from it, and the tokens x tokens matrix is never
+//! written. `attention_composed` builds the same from permutes, matmul, scale and
+//! softmax; it is the oracle the fused kernels are tested against. The fused kernels
+//! come in three families: `attention.wgsl` (one row per invocation, the other side in
+//! workgroup-memory tiles; any adapter), `attention_blocked.wgsl` (32 x 32 score tiles
+//! as register-blocked products; GPUs) and `attention_subgroup.wgsl` (subgroup
+//! broadcasts; CPU adapters with 8-lane subgroups). `attention`, which the model calls,
+//! takes whichever path was measured faster for the adapter and head dim.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::scale;
+use crate::ops::layout::{narrow, permute, reshape};
 use crate::ops::matmul::{matmul, Transpose};
 use crate::ops::softmax::softmax;
 use crate::shaders;
@@ -26,14 +30,14 @@ const TILE_FLOATS: usize = 2048;
 /// Workgroup memory of the blocked family's dk/dv kernel, its largest.
 const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
 
-/// The forward, dq and dk/dv kernels of one WGSL file (both files share entry names
-/// and bindings).
+/// The forward, dq and dk/dv kernels of one WGSL file (the three files share entry
+/// names and bindings).
 const fn kernels(file: &'static str, source: &'static str) -> [KernelDef; 3] {
     const fn def(
         file: &'static str,
         source: &'static str,
         entry: &'static str,
-        reads: usize,
+        (reads, writes): (usize, usize),
         first_binding: u32,
     ) -> KernelDef {
         KernelDef {
@@ -41,14 +45,17 @@ const fn kernels(file: &'static str, source: &'static str) -> [KernelDef; 3] {
             source,
             entry,
             reads,
-            writes: 2,
+            writes,
             first_binding,
         }
     }
     [
-        def(file, source, "attention_forward", 3, 1),
-        def(file, source, "attention_backward_dq", 6, 10),
-        def(file, source, "attention_backward_dkv", 6, 20),
+        // qkv -> out, lse
+        def(file, source, "attention_forward", (1, 2), 1),
+        // qkv, out, dout, lse -> dqkv (the q part), delta
+        def(file, source, "attention_backward_dq", (4, 2), 10),
+        // qkv, dout, lse, delta -> dqkv (the k and v parts)
+        def(file, source, "attention_backward_dkv", (4, 1), 20),
     ]
 }
 
@@ -135,31 +142,40 @@ impl FusedAttention {
     }
 }
 
-fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize)> {
-    let s = q.shape();
-    if s.len() != 3 || k.shape() != s || v.shape() != s || s[1] == 0 {
+/// The sizes of a packed qkv [B, N, 3 H hd]: (B, N, H, hd).
+fn check(qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {
+    let s = qkv.shape();
+    if s.len() != 3 || s[1] == 0 || heads == 0 || s[2] == 0 || !s[2].is_multiple_of(3 * heads) {
         return shape_err(
             "attention",
-            format!("q {:?}, k {:?}, v {:?} must share one non-empty shape [batch*heads, tokens, head_dim]", s, k.shape(), v.shape()),
+            format!("qkv {s:?} must be a non-empty [batch, tokens, 3 * heads * head_dim] with {heads} heads"),
         );
     }
-    Ok((s[0], s[1], s[2]))
+    Ok((s[0], s[1], heads, s[2] / (3 * heads)))
 }
 
-/// One of `kind`'s kernels over q's heads: q [BH, N, hd].
-fn launch(kind: FusedAttention, kernel: usize, q: &Tensor, scale: f32, buffers: &[&wgpu::Buffer]) {
-    let (bh, n, hd) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+/// One of `kind`'s kernels over the B H heads of qkv [B, N, 3 H hd].
+fn launch(
+    kind: FusedAttention,
+    kernel: usize,
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    buffers: &[&wgpu::Buffer],
+) {
+    let (b, n, _, hd) = check(qkv, heads).expect("checked by the caller");
     let tile = (TILE_FLOATS / hd).min(32);
     let constants: &[(&str, f64)] = match kind {
         FusedAttention::Tiled => &[("HD", hd as f64), ("TILE", tile as f64)],
         FusedAttention::Blocked | FusedAttention::Subgroup => &[("HD", hd as f64)],
     };
-    q.device().dispatch(
+    let bh = (b * heads) as u32;
+    qkv.device().dispatch(
         &kind.defs()[kernel],
         constants,
-        &[bh as u32, n as u32, hd as u32, scale.to_bits()],
+        &[bh, n as u32, hd as u32, scale.to_bits(), heads as u32],
         buffers,
-        [n.div_ceil(kind.rows_per_workgroup()) as u32, bh as u32, 1],
+        [n.div_ceil(kind.rows_per_workgroup()) as u32, bh, 1],
     );
 }
 
@@ -185,90 +201,87 @@ fn check_kind(kind: FusedAttention, dev: &crate::Device, hd: usize) -> Result<()
     Ok(())
 }
 
-/// Fused forward with `kind`'s kernels: (out [BH, N, hd], row log-sum-exp [BH, N]).
+/// Fused forward with `kind`'s kernels: qkv [B, N, 3 H hd] -> (out [B, N, H hd], row
+/// log-sum-exp [B H, N]).
 pub fn attention_forward(
     kind: FusedAttention,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
+    heads: usize,
     scale: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let (bh, n, hd) = check(q, k, v)?;
-    let dev = q.device();
+    let (b, n, h, hd) = check(qkv, heads)?;
+    let dev = qkv.device();
     check_kind(kind, dev, hd)?;
-    let out = Tensor::empty(dev, q.shape())?;
-    let lse = Tensor::empty(dev, &[bh, n])?;
+    let out = Tensor::empty(dev, &[b, n, h * hd])?;
+    let lse = Tensor::empty(dev, &[b * h, n])?;
     launch(
         kind,
         FORWARD,
-        q,
+        qkv,
+        heads,
         scale,
-        &[
-            q.buffer(),
-            k.buffer(),
-            v.buffer(),
-            out.buffer(),
-            lse.buffer(),
-        ],
+        &[qkv.buffer(), out.buffer(), lse.buffer()],
     );
     Ok((out, lse))
 }
 
-/// Fused backward with `kind`'s kernels: (dq, dk, dv) from the forward's out and lse
-/// and the gradient dout.
-#[allow(clippy::too_many_arguments)]
+/// Fused backward with `kind`'s kernels: dqkv [B, N, 3 H hd] from the forward's out
+/// and lse and the gradient dout [B, N, H hd].
 pub fn attention_backward(
     kind: FusedAttention,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    lse: &Tensor,
+    qkv: &Tensor,
+    heads: usize,
+    (out, lse): (&Tensor, &Tensor),
     dout: &Tensor,
     scale: f32,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    let (bh, n, hd) = check(q, k, v)?;
-    let dev = q.device();
+) -> Result<Tensor> {
+    let (b, n, h, hd) = check(qkv, heads)?;
+    let dev = qkv.device();
     check_kind(kind, dev, hd)?;
-    let (dq, dk, dv) = (
-        Tensor::empty(dev, q.shape())?,
-        Tensor::empty(dev, q.shape())?,
-        Tensor::empty(dev, q.shape())?,
-    );
-    let delta = Tensor::empty(dev, &[bh, n])?;
+    if out.shape() != [b, n, h * hd] || dout.shape() != out.shape() || lse.shape() != [b * h, n] {
+        return shape_err(
+            "attention backward",
+            format!(
+                "out {:?}, dout {:?}, lse {:?} do not match qkv {:?} with {heads} heads",
+                out.shape(),
+                dout.shape(),
+                lse.shape(),
+                qkv.shape()
+            ),
+        );
+    }
+    let dqkv = Tensor::empty(dev, qkv.shape())?;
+    let delta = Tensor::empty(dev, &[b * h, n])?;
     launch(
         kind,
         BACKWARD_DQ,
-        q,
+        qkv,
+        heads,
         scale,
         &[
-            q.buffer(),
-            k.buffer(),
-            v.buffer(),
+            qkv.buffer(),
             out.buffer(),
             dout.buffer(),
             lse.buffer(),
-            dq.buffer(),
+            dqkv.buffer(),
             delta.buffer(),
         ],
     );
     launch(
         kind,
         BACKWARD_DKV,
-        q,
+        qkv,
+        heads,
         scale,
         &[
-            q.buffer(),
-            k.buffer(),
-            v.buffer(),
+            qkv.buffer(),
             dout.buffer(),
             lse.buffer(),
             delta.buffer(),
-            dk.buffer(),
-            dv.buffer(),
+            dqkv.buffer(),
         ],
     );
-    Ok((dq, dk, dv))
+    Ok(dqkv)
 }
 
 /// Differentiable attention by the path measured faster on this kind of adapter: the
@@ -276,52 +289,53 @@ pub fn attention_backward(
 /// composed path at head dim 16, 0.85-2x at 32, but 0.5-0.9x at 64 from 196 tokens),
 /// otherwise the composed path (the tiled fused kernels lose to it on lavapipe and on
 /// an H200).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) -> Result<Tensor> {
-    let (_, _, hd) = check(q, k, v)?;
-    if hd <= 32 && FusedAttention::Subgroup.runs_on(q.device(), hd) {
-        attention_fused(q, k, v, scale_factor)
+pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
+    let (_, _, _, hd) = check(qkv, heads)?;
+    if hd <= 32 && FusedAttention::Subgroup.runs_on(qkv.device(), hd) {
+        attention_fused(qkv, heads, scale_factor)
     } else {
-        attention_composed(q, k, v, scale_factor)
+        attention_composed(qkv, heads, scale_factor)
     }
 }
 
 /// Differentiable fused attention (head dims up to 128; larger ones take the composed
 /// path).
-pub fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) -> Result<Tensor> {
-    let (_, _, hd) = check(q, k, v)?;
+pub fn attention_fused(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
+    let (_, _, _, hd) = check(qkv, heads)?;
     if hd > MAX_HEAD_DIM {
-        return attention_composed(q, k, v, scale_factor);
+        return attention_composed(qkv, heads, scale_factor);
     }
-    attention_fused_with(
-        FusedAttention::choose(q.device(), hd),
-        q,
-        k,
-        v,
-        scale_factor,
-    )
+    let kind = FusedAttention::choose(qkv.device(), hd);
+    attention_fused_with(kind, qkv, heads, scale_factor)
 }
 
 /// Differentiable fused attention with `kind`'s kernels (an error where they cannot
 /// run, see `FusedAttention::runs_on`).
 pub fn attention_fused_with(
     kind: FusedAttention,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
+    heads: usize,
     scale_factor: f32,
 ) -> Result<Tensor> {
-    let (out, lse) = attention_forward(kind, q, k, v, scale_factor)?;
-    let (q2, k2, v2, o2) = (q.clone(), k.clone(), v.clone(), out.detach());
-    record("attention", &[q, k, v], &out, move |dout, _| {
-        let (dq, dk, dv) = attention_backward(kind, &q2, &k2, &v2, &o2, &lse, dout, scale_factor)?;
-        Ok(vec![Some(dq), Some(dk), Some(dv)])
+    let (out, lse) = attention_forward(kind, qkv, heads, scale_factor)?;
+    let (qkv2, out2) = (qkv.clone(), out.detach());
+    record("attention", &[qkv], &out, move |dout, _| {
+        let dqkv = attention_backward(kind, &qkv2, heads, (&out2, &lse), dout, scale_factor)?;
+        Ok(vec![Some(dqkv)])
     });
     Ok(out)
 }
 
-/// The same from matmul, scale and softmax (materialises the [N, N] scores).
-pub fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, scale_factor: f32) -> Result<Tensor> {
-    check(q, k, v)?;
-    let scores = scale(&matmul(q, k, Transpose::B, None)?, scale_factor)?;
-    matmul(&softmax(&scores)?, v, Transpose::NONE, None)
+/// The same from permutes, matmul, scale and softmax (materialises the [N, N] scores).
+pub fn attention_composed(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
+    let (b, n, h, hd) = check(qkv, heads)?;
+    // [B, N, 3 H hd] -> [3, B, H, N, hd] -> q, k, v [B H, N, hd]
+    let parts = permute(&reshape(qkv, &[b, n, 3, h, hd])?, &[2, 0, 3, 1, 4])?;
+    let part = |i| reshape(&narrow(&parts, 0, i, 1)?, &[b * h, n, hd]);
+    let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+    let scores = scale(&matmul(&q, &k, Transpose::B, None)?, scale_factor)?;
+    let out = matmul(&softmax(&scores)?, &v, Transpose::NONE, None)?;
+    // [B H, N, hd] -> [B, N, H, hd] -> [B, N, H hd]
+    let out = permute(&reshape(&out, &[b, h, n, hd])?, &[0, 2, 1, 3])?;
+    reshape(&out, &[b, n, h * hd])
 }
