@@ -44,11 +44,12 @@ var<workgroup> tile_s: array<vec2<f32>, 64>;
 @compute @workgroup_size(64)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
+    let at = head_layout(head);
     let row = wid.x * ROWS + lid;
     let live = row < p.n;
     var q: array<f32, 128>;
     var acc: array<f32, 128>;
-    let own = qkv_row(0u, head, min(row, p.n - 1u));
+    let own = qkv_at(at, 0u, min(row, p.n - 1u));
     for (var d = 0u; d < HD; d++) {
         q[d] = f_qkv[own + d] * p.scale;
         acc[d] = 0.0;
@@ -59,8 +60,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = f_qkv[qkv_row(1u, head, t0 + e / HD) + e % HD];
-            tile_b[e] = f_qkv[qkv_row(2u, head, t0 + e / HD) + e % HD];
+            tile_a[e] = f_qkv[qkv_at(at, 1u, t0 + e / HD) + e % HD];
+            tile_b[e] = f_qkv[qkv_at(at, 2u, t0 + e / HD) + e % HD];
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
@@ -76,7 +77,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
     if (live) {
         let inv = 1.0 / l;
-        for (var d = 0u; d < HD; d++) { f_out[out_row(head, row) + d] = acc[d] * inv; }
+        for (var d = 0u; d < HD; d++) { f_out[out_at(at, row) + d] = acc[d] * inv; }
         f_lse[head * p.n + row] = m + log(l);
     }
 }
@@ -84,6 +85,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 @compute @workgroup_size(64)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
+    let at = head_layout(head);
     let row = wid.x * ROWS + lid;
     let live = row < p.n;
     let r = min(row, p.n - 1u);
@@ -91,8 +93,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     var dout: array<f32, 128>;
     var dq: array<f32, 128>;
     var delta = 0.0;
-    let own = qkv_row(0u, head, r);
-    let own_out = out_row(head, r);
+    let own = qkv_at(at, 0u, r);
+    let own_out = out_at(at, r);
     for (var d = 0u; d < HD; d++) {
         q[d] = q_qkv[own + d] * p.scale;
         dout[d] = q_dout[own_out + d];
@@ -104,8 +106,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = q_qkv[qkv_row(1u, head, t0 + e / HD) + e % HD];
-            tile_b[e] = q_qkv[qkv_row(2u, head, t0 + e / HD) + e % HD];
+            tile_a[e] = q_qkv[qkv_at(at, 1u, t0 + e / HD) + e % HD];
+            tile_b[e] = q_qkv[qkv_at(at, 2u, t0 + e / HD) + e % HD];
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
@@ -128,6 +130,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 @compute @workgroup_size(64)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
+    let at = head_layout(head);
     let row = wid.x * ROWS + lid;
     let live = row < p.n;
     let r = min(row, p.n - 1u);
@@ -135,8 +138,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     var v: array<f32, 128>;
     var dk: array<f32, 128>;
     var dv: array<f32, 128>;
-    let own_k = qkv_row(1u, head, r);
-    let own_v = qkv_row(2u, head, r);
+    let own_k = qkv_at(at, 1u, r);
+    let own_v = qkv_at(at, 2u, r);
     for (var d = 0u; d < HD; d++) {
         k[d] = kv_qkv[own_k + d] * p.scale;
         v[d] = kv_qkv[own_v + d];
@@ -147,8 +150,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = kv_qkv[qkv_row(0u, head, t0 + e / HD) + e % HD];
-            tile_b[e] = kv_dout[out_row(head, t0 + e / HD) + e % HD];
+            tile_a[e] = kv_qkv[qkv_at(at, 0u, t0 + e / HD) + e % HD];
+            tile_b[e] = kv_dout[out_at(at, t0 + e / HD) + e % HD];
         }
         if (lid < count) {
             tile_s[lid] = vec2<f32>(kv_lse[head * p.n + t0 + lid], kv_delta[head * p.n + t0 + lid]);

@@ -88,6 +88,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
     let head = wid.y;
+    let at = head_layout(head);
     let last = p.n - 1u;
     let vr = rows_per_chunk(2048u);
     var acc: array<vec4<f32>, COLS>;
@@ -100,8 +101,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             for (var e = lid; e < 256u; e += 64u) {
                 let r = e >> 3u;
                 let dd = e & 7u;
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_row(0u, head, min(row0 + r, last)) + d0 + dd];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_row(1u, head, min(t0 + r, last)) + d0 + dd];
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_at(at, 0u, min(row0 + r, last)) + d0 + dd];
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_at(at, 1u, min(t0 + r, last)) + d0 + dd];
             }
             workgroupBarrier();
             for (var dd = 0u; dd < 8u; dd++) {
@@ -130,7 +131,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             let jn = min(vr, count - j0);
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
-                rows[e] = f_qkv[qkv_row(2u, head, t0 + j0 + e / HD) + e % HD];
+                rows[e] = f_qkv[qkv_at(at, 2u, t0 + j0 + e / HD) + e % HD];
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -143,7 +144,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     for (var a = 0u; a < 4u; a++) {
         let row = row0 + ty * 4u + a;
         if (row < p.n) {
-            for (var i = 0u; i < HD / 8u; i++) { f_out[out_row(head, row) + tx + 8u * i] = acc[i][a] / total[a]; }
+            for (var i = 0u; i < HD / 8u; i++) { f_out[out_at(at, row) + tx + 8u * i] = acc[i][a] / total[a]; }
             if (tx == 0u) { f_lse[head * p.n + row] = m[a] + log(total[a]); }
         }
     }
@@ -155,6 +156,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
     let head = wid.y;
+    let at = head_layout(head);
     let last = p.n - 1u;
     let vr = rows_per_chunk(2048u);
     var lse: vec4<f32>;
@@ -163,7 +165,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let r = min(row0 + ty * 4u + a, last);
         lse[a] = q_lse[head * p.n + r];
         for (var i = 0u; i < HD / 8u; i++) {
-            let e = out_row(head, r) + tx + 8u * i;
+            let e = out_at(at, r) + tx + 8u * i;
             dot[a] += q_dout[e] * q_out[e];
         }
     }
@@ -179,10 +181,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
                 let dd = e & 7u;
                 let own = min(row0 + r, last);
                 let other = min(t0 + r, last);
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_row(0u, head, own) + d0 + dd];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_row(1u, head, other) + d0 + dd];
-                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = q_dout[out_row(head, own) + d0 + dd];
-                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_row(2u, head, other) + d0 + dd];
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_at(at, 0u, own) + d0 + dd];
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_at(at, 1u, other) + d0 + dd];
+                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = q_dout[out_at(at, own) + d0 + dd];
+                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_at(at, 2u, other) + d0 + dd];
             }
             workgroupBarrier();
             for (var dd = 0u; dd < 8u; dd++) {
@@ -205,7 +207,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             let jn = min(vr, count - j0);
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
-                rows[e] = q_qkv[qkv_row(1u, head, t0 + j0 + e / HD) + e % HD];
+                rows[e] = q_qkv[qkv_at(at, 1u, t0 + j0 + e / HD) + e % HD];
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -217,7 +219,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     for (var a = 0u; a < 4u; a++) {
         let row = row0 + ty * 4u + a;
         if (row < p.n) {
-            for (var i = 0u; i < HD / 8u; i++) { q_dqkv[qkv_row(0u, head, row) + tx + 8u * i] = dq[i][a] * p.scale; }
+            for (var i = 0u; i < HD / 8u; i++) { q_dqkv[qkv_at(at, 0u, row) + tx + 8u * i] = dq[i][a] * p.scale; }
             if (tx == 0u) { q_delta[head * p.n + row] = delta[a]; }
         }
     }
@@ -229,6 +231,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
     let head = wid.y;
+    let at = head_layout(head);
     let last = p.n - 1u;
     // Query rows and dout rows share `rows`, half each.
     let vr = rows_per_chunk(1024u);
@@ -245,10 +248,10 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
                 let dd = e & 7u;
                 let own = min(row0 + r, last);
                 let other = min(t0 + r, last);
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_row(1u, head, own) + d0 + dd];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_row(0u, head, other) + d0 + dd];
-                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_row(2u, head, own) + d0 + dd];
-                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = kv_dout[out_row(head, other) + d0 + dd];
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_at(at, 1u, own) + d0 + dd];
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_at(at, 0u, other) + d0 + dd];
+                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_at(at, 2u, own) + d0 + dd];
+                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = kv_dout[out_at(at, other) + d0 + dd];
             }
             workgroupBarrier();
             for (var dd = 0u; dd < 8u; dd++) {
@@ -276,8 +279,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
                 let j = t0 + j0 + e / HD;
-                rows[e] = kv_qkv[qkv_row(0u, head, j) + e % HD];
-                rows[1024u + e] = kv_dout[out_row(head, j) + e % HD];
+                rows[e] = kv_qkv[qkv_at(at, 0u, j) + e % HD];
+                rows[1024u + e] = kv_dout[out_at(at, j) + e % HD];
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -294,8 +297,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         let row = row0 + ty * 4u + a;
         if (row < p.n) {
             for (var i = 0u; i < HD / 8u; i++) {
-                kv_dqkv[qkv_row(1u, head, row) + tx + 8u * i] = dk[i][a] * p.scale;
-                kv_dqkv[qkv_row(2u, head, row) + tx + 8u * i] = dv[i][a];
+                kv_dqkv[qkv_at(at, 1u, row) + tx + 8u * i] = dk[i][a] * p.scale;
+                kv_dqkv[qkv_at(at, 2u, row) + tx + 8u * i] = dv[i][a];
             }
         }
     }

@@ -18,16 +18,25 @@ override HD: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// Offset (in floats) of row r of head bh's part `part` in qkv.
-fn qkv_row(part: u32, bh: u32, r: u32) -> u32 {
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    return ((b * p.n + r) * 3u + part) * p.heads * HD + h * HD;
+// Where head bh's rows start in qkv and out (in floats); computed once per kernel so
+// the per-row offsets below need no division.
+struct HeadLayout {
+    qkv: u32,
+    out: u32,
 }
 
-// Offset (in floats) of row r of head bh in out (and dout).
-fn out_row(bh: u32, r: u32) -> u32 {
+fn head_layout(bh: u32) -> HeadLayout {
     let b = bh / p.heads;
     let h = bh % p.heads;
-    return ((b * p.n + r) * p.heads + h) * HD;
+    return HeadLayout(b * p.n * 3u * p.heads * HD + h * HD, b * p.n * p.heads * HD + h * HD);
+}
+
+// Offset of row r of part `part` (0, 1, 2 = q, k, v) in qkv.
+fn qkv_at(at: HeadLayout, part: u32, r: u32) -> u32 {
+    return at.qkv + (r * 3u + part) * p.heads * HD;
+}
+
+// Offset of row r in out (and dout).
+fn out_at(at: HeadLayout, r: u32) -> u32 {
+    return at.out + r * p.heads * HD;
 }

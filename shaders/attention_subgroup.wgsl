@@ -31,12 +31,12 @@ const NEG: f32 = -3.4e38;
 @group(0) @binding(24) var<storage, read_write> kv_dqkv: array<vec4<f32>>;
 
 // The layout's row offsets in vec4s.
-fn qkv_row4(part: u32, bh: u32, r: u32) -> u32 {
-    return qkv_row(part, bh, r) / 4u;
+fn qkv_at4(at: HeadLayout, part: u32, r: u32) -> u32 {
+    return qkv_at(at, part, r) / 4u;
 }
 
-fn out_row4(bh: u32, r: u32) -> u32 {
-    return out_row(bh, r) / 4u;
+fn out_at4(at: HeadLayout, r: u32) -> u32 {
+    return out_at(at, r) / 4u;
 }
 
 // What each of the 8 lanes holds, to every lane.
@@ -65,19 +65,20 @@ fn my_row(wid: vec3<u32>, sg: u32, lane: u32) -> u32 {
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                      @builtin(subgroup_invocation_id) lane: u32) {
     let head = wid.y;
+    let at = head_layout(head);
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
     let c4 = HD / 4u;
     var q: array<vec4<f32>, CHUNKS>;
     var acc: array<vec4<f32>, CHUNKS>;
-    let own = qkv_row4(0u, head, r);
+    let own = qkv_at4(at, 0u, r);
     for (var c = 0u; c < c4; c++) { q[c] = f_qkv[own + c] * p.scale; }
     var m = NEG;
     var l = 0.0;
     for (var j0 = 0u; j0 < p.n; j0 += 8u) {
         let mine = min(j0 + lane, p.n - 1u);
-        let mine_k = qkv_row4(1u, head, mine);
-        let mine_v = qkv_row4(2u, head, mine);
+        let mine_k = qkv_at4(at, 1u, mine);
+        let mine_v = qkv_at4(at, 2u, mine);
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
             let k = share(f_qkv[mine_k + c]);
@@ -103,7 +104,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
         m = m_new;
     }
     if (row < p.n) {
-        for (var c = 0u; c < c4; c++) { f_out[out_row4(head, row) + c] = acc[c] / l; }
+        for (var c = 0u; c < c4; c++) { f_out[out_at4(at, row) + c] = acc[c] / l; }
         f_lse[head * p.n + row] = m + log(l);
     }
 }
@@ -112,6 +113,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                          @builtin(subgroup_invocation_id) lane: u32) {
     let head = wid.y;
+    let at = head_layout(head);
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
     let c4 = HD / 4u;
@@ -119,8 +121,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
     var dout: array<vec4<f32>, CHUNKS>;
     var dq: array<vec4<f32>, CHUNKS>;
     var delta = 0.0;
-    let own = qkv_row4(0u, head, r);
-    let own_out = out_row4(head, r);
+    let own = qkv_at4(at, 0u, r);
+    let own_out = out_at4(at, r);
     for (var c = 0u; c < c4; c++) {
         q[c] = q_qkv[own + c] * p.scale;
         dout[c] = q_dout[own_out + c];
@@ -129,8 +131,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
     let lse = q_lse[head * p.n + r];
     for (var j0 = 0u; j0 < p.n; j0 += 8u) {
         let mine = min(j0 + lane, p.n - 1u);
-        let mine_k = qkv_row4(1u, head, mine);
-        let mine_v = qkv_row4(2u, head, mine);
+        let mine_k = qkv_at4(at, 1u, mine);
+        let mine_v = qkv_at4(at, 2u, mine);
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         var dp = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
@@ -162,6 +164,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                           @builtin(subgroup_invocation_id) lane: u32) {
     let head = wid.y;
+    let at = head_layout(head);
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
     let c4 = HD / 4u;
@@ -169,16 +172,16 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
     var v: array<vec4<f32>, CHUNKS>;
     var dk: array<vec4<f32>, CHUNKS>;
     var dv: array<vec4<f32>, CHUNKS>;
-    let own_k = qkv_row4(1u, head, r);
-    let own_v = qkv_row4(2u, head, r);
+    let own_k = qkv_at4(at, 1u, r);
+    let own_v = qkv_at4(at, 2u, r);
     for (var c = 0u; c < c4; c++) {
         k[c] = kv_qkv[own_k + c] * p.scale;
         v[c] = kv_qkv[own_v + c];
     }
     for (var i0 = 0u; i0 < p.n; i0 += 8u) {
         let i_mine = min(i0 + lane, p.n - 1u);
-        let mine_q = qkv_row4(0u, head, i_mine);
-        let mine_out = out_row4(head, i_mine);
+        let mine_q = qkv_at4(at, 0u, i_mine);
+        let mine_out = out_at4(at, i_mine);
         let lse = share_scalar(kv_lse[head * p.n + i_mine]);
         let delta = share_scalar(kv_delta[head * p.n + i_mine]);
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
