@@ -101,3 +101,21 @@ fn oversized_tensor_is_refused_before_allocation() {
     let m = message(Tensor::zeros(&device(), &[elems]));
     assert!(m.contains("max storage binding"), "{m}");
 }
+
+#[test]
+fn attention_refuses_a_qkv_that_does_not_split_into_heads_and_unrunnable_kernels() {
+    use engine::ops::attention::{attention_fused_with, FusedAttention};
+    // 20 is not 3 x heads x head_dim for 2 heads.
+    let qkv = upload(&[1, 4, 20], &[0.0; 80]);
+    let m = message(ops::attention(&qkv, 2, 1.0));
+    assert!(m.contains("[1, 4, 20]") && m.contains("2 heads"), "{m}");
+    let m = message(ops::attention(&upload(&[1, 4, 24], &[0.0; 96]), 0, 1.0));
+    assert!(m.contains("0 heads"), "{m}");
+    // Head dim 6 (qkv [1, 4, 36] with 2 heads): not a multiple of 8 for the blocked
+    // kernels, nor of 4 for the subgroup ones.
+    let qkv = upload(&[1, 4, 36], &[0.0; 144]);
+    for kind in [FusedAttention::Blocked, FusedAttention::Subgroup] {
+        let m = message(attention_fused_with(kind, &qkv, 2, 1.0));
+        assert!(m.contains("head dim 6") && m.contains("multiple of"), "{m}");
+    }
+}

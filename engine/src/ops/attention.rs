@@ -154,23 +154,22 @@ fn check(qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {
     Ok((s[0], s[1], heads, s[2] / (3 * heads)))
 }
 
-/// One of `kind`'s kernels over the B H heads of qkv [B, N, 3 H hd].
+/// One of `kind`'s kernels over the B H heads of a packed qkv of `check`'s sizes.
 fn launch(
     kind: FusedAttention,
     kernel: usize,
-    qkv: &Tensor,
-    heads: usize,
+    dev: &crate::Device,
+    (b, n, heads, hd): (usize, usize, usize, usize),
     scale: f32,
     buffers: &[&wgpu::Buffer],
 ) {
-    let (b, n, _, hd) = check(qkv, heads).expect("checked by the caller");
     let tile = (TILE_FLOATS / hd).min(32);
     let constants: &[(&str, f64)] = match kind {
         FusedAttention::Tiled => &[("HD", hd as f64), ("TILE", tile as f64)],
         FusedAttention::Blocked | FusedAttention::Subgroup => &[("HD", hd as f64)],
     };
     let bh = (b * heads) as u32;
-    qkv.device().dispatch(
+    dev.dispatch(
         &kind.defs()[kernel],
         constants,
         &[bh, n as u32, hd as u32, scale.to_bits(), heads as u32],
@@ -209,7 +208,7 @@ pub fn attention_forward(
     heads: usize,
     scale: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let (b, n, h, hd) = check(qkv, heads)?;
+    let dims @ (b, n, h, hd) = check(qkv, heads)?;
     let dev = qkv.device();
     check_kind(kind, dev, hd)?;
     let out = Tensor::empty(dev, &[b, n, h * hd])?;
@@ -217,8 +216,8 @@ pub fn attention_forward(
     launch(
         kind,
         FORWARD,
-        qkv,
-        heads,
+        dev,
+        dims,
         scale,
         &[qkv.buffer(), out.buffer(), lse.buffer()],
     );
@@ -235,7 +234,7 @@ pub fn attention_backward(
     dout: &Tensor,
     scale: f32,
 ) -> Result<Tensor> {
-    let (b, n, h, hd) = check(qkv, heads)?;
+    let dims @ (b, n, h, hd) = check(qkv, heads)?;
     let dev = qkv.device();
     check_kind(kind, dev, hd)?;
     if out.shape() != [b, n, h * hd] || dout.shape() != out.shape() || lse.shape() != [b * h, n] {
@@ -255,8 +254,8 @@ pub fn attention_backward(
     launch(
         kind,
         BACKWARD_DQ,
-        qkv,
-        heads,
+        dev,
+        dims,
         scale,
         &[
             qkv.buffer(),
@@ -270,8 +269,8 @@ pub fn attention_backward(
     launch(
         kind,
         BACKWARD_DKV,
-        qkv,
-        heads,
+        dev,
+        dims,
         scale,
         &[
             qkv.buffer(),
