@@ -77,6 +77,16 @@ fn row_max(x: vec4<f32>, tx: u32, ty: u32) -> vec4<f32> {
     return m;
 }
 
+// s[c] += staged operand a (own rows ty*4..+3) times staged operand b (other row
+// tx*4+c), over the 8 staged dims.
+fn add_scores(s: ptr<function, array<vec4<f32>, 4>>, a: u32, b: u32, tx: u32, ty: u32) {
+    for (var dd = 0u; dd < 8u; dd++) {
+        let x = stage[operand_slot(a, dd, ty)];
+        let y = stage[operand_slot(b, dd, tx)];
+        for (var c = 0u; c < 4u; c++) { (*s)[c] += x * y[c]; }
+    }
+}
+
 // Other rows staged per chunk of the row products, from `floats` of `rows`.
 fn rows_per_chunk(floats: u32) -> u32 {
     return min(ROWS, floats / HD);
@@ -105,11 +115,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
                 stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_at(at, 1u, min(t0 + r, last)) + d0 + dd];
             }
             workgroupBarrier();
-            for (var dd = 0u; dd < 8u; dd++) {
-                let a = stage[operand_slot(0u, dd, ty)];
-                let b = stage[operand_slot(1u, dd, tx)];
-                for (var c = 0u; c < 4u; c++) { s[c] += a * b[c]; }
-            }
+            add_scores(&s, 0u, 1u, tx, ty);
         }
         var tile_max = vec4<f32>(NEG);
         for (var c = 0u; c < 4u; c++) {
@@ -187,16 +193,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
                 stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_at(at, 2u, other) + d0 + dd];
             }
             workgroupBarrier();
-            for (var dd = 0u; dd < 8u; dd++) {
-                let qa = stage[operand_slot(0u, dd, ty)];
-                let kb = stage[operand_slot(1u, dd, tx)];
-                let oa = stage[operand_slot(2u, dd, ty)];
-                let vb = stage[operand_slot(3u, dd, tx)];
-                for (var c = 0u; c < 4u; c++) {
-                    s[c] += qa * kb[c];
-                    dp[c] += oa * vb[c];
-                }
-            }
+            add_scores(&s, 0u, 1u, tx, ty);
+            add_scores(&dp, 2u, 3u, tx, ty);
         }
         for (var c = 0u; c < 4u; c++) {
             let ds = exp(s[c] * p.scale - lse) * (dp[c] - delta);
@@ -254,16 +252,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
                 stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = kv_dout[out_at(at, other) + d0 + dd];
             }
             workgroupBarrier();
-            for (var dd = 0u; dd < 8u; dd++) {
-                let ka = stage[operand_slot(0u, dd, ty)];
-                let qb = stage[operand_slot(1u, dd, tx)];
-                let va = stage[operand_slot(2u, dd, ty)];
-                let ob = stage[operand_slot(3u, dd, tx)];
-                for (var c = 0u; c < 4u; c++) {
-                    s[c] += ka * qb[c];
-                    dp[c] += va * ob[c];
-                }
-            }
+            add_scores(&s, 0u, 1u, tx, ty);
+            add_scores(&dp, 2u, 3u, tx, ty);
         }
         for (var c = 0u; c < 4u; c++) {
             let query = t0 + tx * 4u + c;

@@ -218,6 +218,31 @@ const TILE_K: u32 = 16u;
 // consecutive k of one m (a stored [M, K], b stored [N, K]), their stores then fall
 // in different memory banks instead of all in one, 128 floats apart; every other
 // access only sees the columns of a row permuted.
+// Staging slot e of a k-step holds element (m, k) of op(a)'s tile and (n, k) of op(b)'s:
+// consecutive slots walk the stored matrix's contiguous dim, so the loads coalesce.
+fn a_tile_coord(e: u32) -> vec2<u32> {
+    if (TRANS_A) { return vec2<u32>(e % TILE_M, e / TILE_M); }
+    return vec2<u32>(e / TILE_K, e % TILE_K);
+}
+
+fn b_tile_coord(e: u32) -> vec2<u32> {
+    if (TRANS_B) { return vec2<u32>(e / TILE_K, e % TILE_K); }
+    return vec2<u32>(e % TILE_M, e / TILE_M);
+}
+
+// op(a)[m][k] and op(b)[k][n] of one batch entry, zero outside the matrix.
+fn tiled_load_a(a_base: u32, m: u32, k: u32) -> f32 {
+    if (m >= p.m || k >= p.k) { return 0.0; }
+    if (TRANS_A) { return ta[a_base + k * p.m + m]; }
+    return ta[a_base + m * p.k + k];
+}
+
+fn tiled_load_b(b_base: u32, k: u32, n: u32) -> f32 {
+    if (n >= p.n || k >= p.k) { return 0.0; }
+    if (TRANS_B) { return tb[b_base + n * p.k + k]; }
+    return tb[b_base + k * p.n + n];
+}
+
 var<workgroup> a_tile: array<f32, 2048>;        // [TILE_K][TILE_M]
 var<workgroup> b_tile: array<vec4<f32>, 512>;   // [TILE_K][TILE_M / 4]
 
@@ -234,26 +259,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         for (var q = 0u; q < 8u; q++) {
             let e = t + 256u * q;
-            // op(a)[m][k]: walk k fastest when a is [M, K], m fastest when [K, M].
-            var m = e / TILE_K;
-            var k = e % TILE_K;
-            if (TRANS_A) { m = e % TILE_M; k = e / TILE_M; }
-            var av = 0.0;
-            if (m0 + m < p.m && k0 + k < p.k) {
-                if (TRANS_A) { av = ta[a_base + (k0 + k) * p.m + m0 + m]; }
-                else { av = ta[a_base + (m0 + m) * p.k + k0 + k]; }
-            }
-            a_tile[k * TILE_M + (m ^ k)] = av;
-            // op(b)[k][n]: n fastest when b is [K, N], k fastest when [N, K].
-            var n = e % TILE_M;
-            var kb = e / TILE_M;
-            if (TRANS_B) { n = e / TILE_K; kb = e % TILE_K; }
-            var bv = 0.0;
-            if (n0 + n < p.n && k0 + kb < p.k) {
-                if (TRANS_B) { bv = tb[b_base + (n0 + n) * p.k + k0 + kb]; }
-                else { bv = tb[b_base + (k0 + kb) * p.n + n0 + n]; }
-            }
-            b_tile[kb * (TILE_M / 4u) + ((n / 4u) ^ kb)][n % 4u] = bv;
+            let a = a_tile_coord(e);
+            a_tile[a.y * TILE_M + (a.x ^ a.y)] = tiled_load_a(a_base, m0 + a.x, k0 + a.y);
+            let b = b_tile_coord(e);
+            b_tile[b.y * (TILE_M / 4u) + ((b.x / 4u) ^ b.y)][b.x % 4u] = tiled_load_b(b_base, k0 + b.y, n0 + b.x);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
@@ -312,36 +321,20 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             workgroupBarrier();
             for (var q = 0u; q < 8u; q++) {
                 let e = t + 256u * q;
-                var m = e / TILE_K;
-                var k = e % TILE_K;
-                if (TRANS_A) { m = e % TILE_M; k = e / TILE_M; }
-                pa_tile[k * (TILE_M / 4u) + ((m / 4u) ^ k)][m % 4u] = next_a[q];
-                var n = e % TILE_M;
-                var kb = e / TILE_M;
-                if (TRANS_B) { n = e / TILE_K; kb = e % TILE_K; }
-                pb_tile[kb * (TILE_M / 4u) + ((n / 4u) ^ kb)][n % 4u] = next_b[q];
+                let a = a_tile_coord(e);
+                pa_tile[a.y * (TILE_M / 4u) + ((a.x / 4u) ^ a.y)][a.x % 4u] = next_a[q];
+                let b = b_tile_coord(e);
+                pb_tile[b.y * (TILE_M / 4u) + ((b.x / 4u) ^ b.y)][b.x % 4u] = next_b[q];
             }
             workgroupBarrier();
         }
         if (k0 < p.k) {
             for (var q = 0u; q < 8u; q++) {
                 let e = t + 256u * q;
-                var m = e / TILE_K;
-                var k = e % TILE_K;
-                if (TRANS_A) { m = e % TILE_M; k = e / TILE_M; }
-                next_a[q] = 0.0;
-                if (m0 + m < p.m && k0 + k < p.k) {
-                    if (TRANS_A) { next_a[q] = ta[a_base + (k0 + k) * p.m + m0 + m]; }
-                    else { next_a[q] = ta[a_base + (m0 + m) * p.k + k0 + k]; }
-                }
-                var n = e % TILE_M;
-                var kb = e / TILE_M;
-                if (TRANS_B) { n = e / TILE_K; kb = e % TILE_K; }
-                next_b[q] = 0.0;
-                if (n0 + n < p.n && k0 + kb < p.k) {
-                    if (TRANS_B) { next_b[q] = tb[b_base + (n0 + n) * p.k + k0 + kb]; }
-                    else { next_b[q] = tb[b_base + (k0 + kb) * p.n + n0 + n]; }
-                }
+                let a = a_tile_coord(e);
+                next_a[q] = tiled_load_a(a_base, m0 + a.x, k0 + a.y);
+                let b = b_tile_coord(e);
+                next_b[q] = tiled_load_b(b_base, k0 + b.y, n0 + b.x);
             }
         }
         if (k0 > 0u) {
