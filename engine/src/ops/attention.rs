@@ -283,14 +283,16 @@ pub fn attention_backward(
     Ok(dqkv)
 }
 
-/// Differentiable attention by the path measured faster on this kind of adapter: the
-/// subgroup kernels for head dims up to 32 (on lavapipe, 49 to 1,024 tokens: 1.8-5x the
-/// composed path at head dim 16, 0.85-2x at 32, but 0.5-0.9x at 64 from 196 tokens),
-/// otherwise the composed path (the tiled fused kernels lose to it on lavapipe and on
-/// an H200).
+/// Differentiable attention by the path measured faster on this kind of adapter. On
+/// lavapipe, from the packed qkv: the subgroup kernels for head dims up to 32 (1.4-4.7x
+/// the composed path from 49 to 1,024 tokens) and for up to 64 tokens at any head dim
+/// (1.2-2.6x at head dims 64 and 128), but 0.75-1.0x at head dim 64 from 100 tokens up,
+/// where the composed path stays. Elsewhere the composed path: the tiled fused kernels
+/// lose to it on lavapipe and on an H200, and the blocked ones are not yet timed on a
+/// GPU.
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
-    let (_, _, _, hd) = check(qkv, heads)?;
-    if hd <= 32 && FusedAttention::Subgroup.runs_on(qkv.device(), hd) {
+    let (_, n, _, hd) = check(qkv, heads)?;
+    if (hd <= 32 || n <= 64) && FusedAttention::Subgroup.runs_on(qkv.device(), hd) {
         attention_fused(qkv, heads, scale_factor)
     } else {
         attention_composed(qkv, heads, scale_factor)
