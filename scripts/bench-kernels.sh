@@ -12,3 +12,6 @@ ijepa=${1:-target/release/ijepa}
 "$ijepa" bench attention --tokens 49,196,256,512,1024 --head-dims 32,64,128 --batch 8 --heads 4
 "$ijepa" bench attention --tokens 196,256 --head-dims 64 --batch 64 --heads 6
 "$ijepa" bench step --preset fmnist
+# The same attention cases with every dispatch timed by the GPU's timestamps: the
+# kernels' own time per call, without the submission overhead.
+IJEPA_PROFILE=1 "$ijepa" bench attention --tokens 256,1024 --head-dims 64 --batch 8 --heads 4

@@ -16,9 +16,16 @@ fn filled(dev: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
 }
 
 /// Seconds per call of `f`, after a warm-up, over enough calls to fill ~`budget` s.
-fn time_per_call(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Under IJEPA_PROFILE=1 (every dispatch waited for, so the wall time is inflated) also
+/// the summed kernel time per call, from the GPU's timestamps where it has them.
+fn time_per_call(
+    dev: &Device,
+    budget: f64,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, Option<f64>)> {
     f()?;
     dev.synchronize();
+    dev.take_profile_report();
     let start = Instant::now();
     let mut calls = 0u32;
     while calls < 3 || start.elapsed().as_secs_f64() < budget {
@@ -26,7 +33,17 @@ fn time_per_call(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -
         dev.synchronize();
         calls += 1;
     }
-    Ok(start.elapsed().as_secs_f64() / calls as f64)
+    let wall = start.elapsed().as_secs_f64() / calls as f64;
+    let (rows, _) = dev.take_profile_report();
+    let kernels = (!rows.is_empty()).then(|| rows.iter().map(|r| r.2).sum::<f64>() / calls as f64);
+    Ok((wall, kernels))
+}
+
+/// ", kernels X ms" when profiling gave kernel times.
+fn kernel_note(label: &str, kernels: Option<f64>) -> String {
+    kernels.map_or(String::new(), |k| {
+        format!(", {label}kernels {:.3} ms", k * 1e3)
+    })
 }
 
 /// Square matmuls up to `size`, then ViT-shaped ones; the last line is the
@@ -61,13 +78,19 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
             .collect();
         kernels.push(chosen);
         for kernel in kernels {
-            let secs = time_per_call(dev, 1.0, || {
+            let (secs, kernels) = time_per_call(dev, 1.0, || {
                 matmul_with(Some(kernel), &a, &b, Transpose::NONE, None, Epilogue::None)?;
                 Ok(())
             })?;
+            // Under profiling, the rate of the kernel itself.
+            let timed = if kernels.is_some() {
+                " (kernel time)"
+            } else {
+                ""
+            };
             println!(
-                "matmul {label}: {:.2} GFLOP/s on {name}, {kernel:?} kernel",
-                2.0 * (m * k * n) as f64 / secs / 1e9
+                "matmul {label}: {:.2} GFLOP/s on {name}, {kernel:?} kernel{timed}",
+                2.0 * (m * k * n) as f64 / kernels.unwrap_or(secs) / 1e9
             );
         }
     }
@@ -99,20 +122,23 @@ pub fn attention(
                     Ok(())
                 })
             };
-            let composed = time(&|| attention_composed(&qkv, heads, scale))?;
+            let (composed, composed_kernels) = time(&|| attention_composed(&qkv, heads, scale))?;
             // Forward 4 N^2 hd, backward 8 N^2 hd per head (recomputation not counted).
             let flops = 12.0 * (batch * heads * n * n * hd) as f64;
             let kinds = FusedAttention::ALL
                 .into_iter()
                 .filter(|kind| kind.runs_on(dev, hd));
             for kind in kinds {
-                let fused = time(&|| attention_fused_with(kind, &qkv, heads, scale))?;
+                let (fused, fused_kernels) =
+                    time(&|| attention_fused_with(kind, &qkv, heads, scale))?;
                 println!(
-                    "attention fwd+bwd {batch}x{heads} heads N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}",
+                    "attention fwd+bwd {batch}x{heads} heads N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}{}{}",
                     fused * 1e3,
                     flops / fused / 1e9,
                     composed * 1e3,
-                    composed / fused
+                    composed / fused,
+                    kernel_note("fused ", fused_kernels),
+                    kernel_note("composed ", composed_kernels),
                 );
             }
         }

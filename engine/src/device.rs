@@ -582,7 +582,14 @@ impl Device {
     pub fn profile_report(&self) -> (Vec<(String, u64, f64)>, bool) {
         self.profiler
             .as_ref()
-            .map_or((Vec::new(), false), |p| (p.report(), p.gpu_timed()))
+            .map_or((Vec::new(), false), |p| (p.report(false), p.gpu_timed()))
+    }
+
+    /// `profile_report`, and the totals start afresh.
+    pub fn take_profile_report(&self) -> (Vec<(String, u64, f64)>, bool) {
+        self.profiler
+            .as_ref()
+            .map_or((Vec::new(), false), |p| (p.report(true), p.gpu_timed()))
     }
 
     /// A grid for `groups` workgroups that respects the per-dimension limit: kernels

@@ -99,15 +99,14 @@ impl Profiler {
         e.1 += seconds;
     }
 
-    /// (kernel, calls, seconds), slowest first.
-    pub(crate) fn report(&self) -> Vec<(String, u64, f64)> {
-        let mut rows: Vec<(String, u64, f64)> = self
-            .totals
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0, v.1))
-            .collect();
+    /// (kernel, calls, seconds), slowest first; `clear` starts the totals afresh.
+    pub(crate) fn report(&self, clear: bool) -> Vec<(String, u64, f64)> {
+        let mut totals = self.totals.lock().unwrap();
+        let mut rows: Vec<(String, u64, f64)> =
+            totals.iter().map(|(k, v)| (k.clone(), v.0, v.1)).collect();
+        if clear {
+            totals.clear();
+        }
         rows.sort_by(|a, b| b.2.total_cmp(&a.2));
         rows
     }
