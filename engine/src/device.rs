@@ -58,6 +58,10 @@ pub struct DeviceInfo {
 
 struct Pending {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The compute pass dispatches are recorded into, open on `encoder` until the
+    /// encoder is needed for a copy or a submit: each pass costs wgpu a usage scope
+    /// sized by every buffer the device has, so one pass serves many dispatches.
+    pass: Option<wgpu::ComputePass<'static>>,
     params: Vec<u8>,
     dispatches: usize,
 }
@@ -254,6 +258,7 @@ impl Device {
             modules: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending {
                 encoder: None,
+                pass: None,
                 params: Vec::new(),
                 dispatches: 0,
             }),
@@ -388,14 +393,29 @@ impl Device {
             .expect("device lost");
     }
 
+    /// The pending encoder, with the open compute pass (if any) ended.
     fn encoder<'a>(&self, pending: &'a mut Pending) -> &'a mut wgpu::CommandEncoder {
+        pending.pass = None;
         pending.encoder.get_or_insert_with(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
         })
     }
 
+    /// The open compute pass on the pending encoder, begun if there is none.
+    fn pass<'a>(&self, pending: &'a mut Pending) -> &'a mut wgpu::ComputePass<'static> {
+        if pending.pass.is_none() {
+            let pass = self
+                .encoder(pending)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            pending.pass = Some(pass);
+        }
+        pending.pass.as_mut().expect("just begun")
+    }
+
     fn submit(&self, pending: &mut Pending) {
+        pending.pass = None;
         if let Some(encoder) = pending.encoder.take() {
             if !pending.params.is_empty() {
                 self.queue
@@ -546,22 +566,22 @@ impl Device {
             layout: &kernel.layout,
             entries: &entries,
         });
-        {
-            let encoder = self.encoder(&mut pending);
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: self.profiler.as_ref().and_then(|p| p.pass_writes()),
-            });
+        let record = |pass: &mut wgpu::ComputePass| {
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[offset as u32]);
             pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
-            drop(pass);
-            if let Some(p) = &self.profiler {
-                p.after_pass(encoder);
-            }
-        }
+        };
         pending.dispatches += 1;
         if let Some(profiler) = &self.profiler {
+            // A pass of its own, timestamped, submitted and waited for.
+            let encoder = self.encoder(&mut pending);
+            record(
+                &mut encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: profiler.pass_writes(),
+                }),
+            );
+            profiler.after_pass(encoder);
             let start = std::time::Instant::now();
             self.submit(&mut pending);
             self.device
@@ -572,8 +592,11 @@ impl Device {
                 format!("{}:{}", def.file, def.entry),
                 start.elapsed().as_secs_f64(),
             );
-        } else if pending.dispatches >= MAX_DISPATCHES_PER_SUBMIT {
-            self.submit(&mut pending);
+        } else {
+            record(self.pass(&mut pending));
+            if pending.dispatches >= MAX_DISPATCHES_PER_SUBMIT {
+                self.submit(&mut pending);
+            }
         }
     }
 
