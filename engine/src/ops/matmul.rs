@@ -234,8 +234,55 @@ pub fn matmul_forward(
     matmul_with(None, a, b, t, bias, Epilogue::None)
 }
 
+/// How many slices of K to split a product into on a GPU, or None. Only the
+/// weight-gradient form qualifies: a^T b with a [K, M] and b [K, N] unbatched, where
+/// slicing K is a free reshape to a batched product of [S, K/S, M] and [S, K/S, N].
+/// It pays when the output has too few 64x64 tiles to occupy a GPU while K is long
+/// (a ViT's dW: [D, 4D] outputs summed over every token of the batch): S partial
+/// products run side by side and one reduction adds them. Slices stay at least 512
+/// long and the grid at most 256 tiles.
+pub fn split_k(
+    gpu: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    t: Transpose,
+    batched: bool,
+) -> Option<usize> {
+    const TILE: usize = 64;
+    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
+    if !gpu || batched || !t.a || t.b || tiles >= 64 {
+        return None;
+    }
+    [16, 8, 4, 2]
+        .into_iter()
+        .find(|&s| k.is_multiple_of(s) && k / s >= 512 && tiles * s <= 256)
+}
+
+/// a^T b for a [K, M] and b [K, N] as `slices` partial products over slices of K,
+/// summed: the same product as `matmul_forward(a, b, Transpose::A, None)`.
+pub fn matmul_split_k(a: &Tensor, b: &Tensor, slices: usize) -> Result<Tensor> {
+    let d = dims(a, b, Transpose::A, None)?;
+    if d.batch != 1 || a.shape().len() != 2 || slices == 0 || !d.k.is_multiple_of(slices) {
+        return shape_err(
+            "matmul",
+            format!(
+                "split-K needs 2-D a [K, M] and b [K, N] with K a multiple of {slices}, got a {:?}, b {:?}",
+                a.shape(),
+                b.shape()
+            ),
+        );
+    }
+    let rows = d.k / slices;
+    let a3 = a.view(&[slices, rows, d.m])?;
+    let b3 = b.view(&[slices, rows, d.n])?;
+    let partial = matmul_with(None, &a3, &b3, Transpose::A, None, Epilogue::None)?;
+    sum_leading_forward(&partial, d.m * d.n)?.view(&[d.m, d.n])
+}
+
 /// [`matmul_forward`] with an epilogue and a given kernel, or the chosen one for
-/// `None` (tests hold every kernel against the CPU).
+/// `None` (tests hold every kernel against the CPU). With `None`, a weight-gradient
+/// product too small to fill a GPU is split along K (see [`split_k`]).
 pub fn matmul_with(
     kernel: Option<MatmulKernel>,
     a: &Tensor,
@@ -245,6 +292,13 @@ pub fn matmul_with(
     epilogue: Epilogue,
 ) -> Result<Tensor> {
     let d = dims(a, b, t, bias)?;
+    if kernel.is_none() && bias.is_none() && epilogue == Epilogue::None {
+        let gpu = !a.device().is_cpu();
+        let batched = a.shape().len() > 2 || b.shape().len() > 2;
+        if let Some(slices) = split_k(gpu, d.m, d.n, d.k, t, batched) {
+            return matmul_split_k(a, b, slices);
+        }
+    }
     let kernel = kernel.unwrap_or_else(|| MatmulKernel::choose(a.device(), d.m, d.n, d.k));
     if !kernel.takes(d.m, d.n, d.k) {
         return shape_err(
