@@ -46,50 +46,105 @@ fn kernel_note(label: &str, kernels: Option<f64>) -> String {
     })
 }
 
-/// Square matmuls up to `size`, then ViT-shaped ones; the last line is the
-/// `size`^3 case with the kernel `MatmulKernel::choose` picks. With `every_kernel`,
-/// each case is timed with every kernel that takes it, the chosen one last.
+/// ViT-shaped matmuls (fc1 and its weight gradient), then squares up to `size`; the
+/// last line is the `size`^3 case on the path `matmul_forward` takes. With
+/// `every_kernel`, each case is timed with every kernel that takes it, unsplit, and
+/// then on the chosen path last.
 pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> {
-    use engine::ops::matmul::{matmul_with, Epilogue, MatmulKernel};
+    use engine::ops::matmul::{matmul_with, split_k, Epilogue, MatmulKernel};
+    /// op(a) [m, k] @ op(b) [k, n], a untransposed or (`trans_a`) stored [k, m].
+    struct Case {
+        label: String,
+        m: usize,
+        k: usize,
+        n: usize,
+        trans_a: bool,
+    }
     let name = &dev.info().name;
-    let mut cases: Vec<(String, usize, usize, usize)> = Vec::new();
-    for (d, tokens) in [(192, 8 * 196), (384, 8 * 196), (768, 8 * 196)] {
-        cases.push((
-            format!("vit fc1 [{tokens}x{d}]x[{d}x{}]", 4 * d),
-            tokens,
-            d,
-            4 * d,
-        ));
+    let mut cases = Vec::new();
+    for d in [192, 384, 768] {
+        let tokens = 8 * 196;
+        let (m, k, n) = (tokens, d, 4 * d);
+        let label = format!("vit fc1 [{m}x{k}]x[{k}x{n}]");
+        cases.push(Case {
+            label,
+            m,
+            k,
+            n,
+            trans_a: false,
+        });
+        // The weight gradient of fc1 over a batch of 32 images of 196 tokens.
+        let (m, k, n) = (d, 32 * 196, 4 * d);
+        let label = format!("vit fc1 dW [{k}x{m}]^T x [{k}x{n}]");
+        cases.push(Case {
+            label,
+            m,
+            k,
+            n,
+            trans_a: true,
+        });
     }
-    let mut n = 256;
-    while n < size {
-        cases.push((format!("{n}x{n}x{n}"), n, n, n));
-        n *= 2;
+    let mut squares = Vec::new();
+    let mut s = 256;
+    while s < size {
+        squares.push(s);
+        s *= 2;
     }
-    cases.push((format!("{size}x{size}x{size}"), size, size, size));
-    for (label, m, k, n) in cases {
-        let (a, b) = (filled(dev, &[m, k])?, filled(dev, &[k, n])?);
+    squares.push(size);
+    for s in squares {
+        let label = format!("{s}x{s}x{s}");
+        cases.push(Case {
+            label,
+            m: s,
+            k: s,
+            n: s,
+            trans_a: false,
+        });
+    }
+    for Case {
+        label,
+        m,
+        k,
+        n,
+        trans_a,
+    } in cases
+    {
+        let a_shape = if trans_a { [k, m] } else { [m, k] };
+        let (a, b) = (filled(dev, &a_shape)?, filled(dev, &[k, n])?);
+        let t = Transpose {
+            a: trans_a,
+            b: false,
+        };
+        let slices = split_k(!dev.is_cpu(), m, n, k, t, false);
         let chosen = MatmulKernel::choose(dev, m, n, k);
-        let mut kernels: Vec<MatmulKernel> = MatmulKernel::ALL
+        let mut paths: Vec<(Option<MatmulKernel>, String)> = MatmulKernel::ALL
             .into_iter()
             .filter(|&kernel| {
-                every_kernel && kernel != chosen && kernel.takes(m, n, k) && kernel.runs_on(dev)
+                every_kernel
+                    && (kernel != chosen || slices.is_some())
+                    && kernel.takes(m, n, k)
+                    && kernel.runs_on(dev)
             })
+            .map(|kernel| (Some(kernel), format!("{kernel:?} kernel")))
             .collect();
-        kernels.push(chosen);
-        for kernel in kernels {
+        let chosen_label = match slices {
+            Some(s) => format!("split-K {s} x {chosen:?} kernel"),
+            None => format!("{chosen:?} kernel"),
+        };
+        paths.push((None, chosen_label));
+        for (kernel, path) in paths {
             let (secs, kernels) = time_per_call(dev, 1.0, || {
-                matmul_with(Some(kernel), &a, &b, Transpose::NONE, None, Epilogue::None)?;
+                matmul_with(kernel, &a, &b, t, None, Epilogue::None)?;
                 Ok(())
             })?;
-            // Under profiling, the rate of the kernel itself.
+            // Under profiling, the rate of the kernels themselves.
             let timed = if kernels.is_some() {
                 " (kernel time)"
             } else {
                 ""
             };
             println!(
-                "matmul {label}: {:.2} GFLOP/s on {name}, {kernel:?} kernel{timed}",
+                "matmul {label}: {:.2} GFLOP/s on {name}, {path}{timed}",
                 2.0 * (m * k * n) as f64 / kernels.unwrap_or(secs) / 1e9
             );
         }
