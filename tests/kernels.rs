@@ -161,7 +161,13 @@ fn matmul_split_k_matches_cpu() {
     use engine::ops::matmul::matmul_split_k;
     let mut r = rng(31);
     // a^T b with a [K, M], b [K, N]; M and N not multiples of 4 or of a tile.
-    for &(k, m, n, slices) in &[(2048, 40, 70, 2), (2048, 40, 70, 4), (3000, 65, 33, 8)] {
+    // K=2051 and 3003 leave 3 rows over the equal slices.
+    for &(k, m, n, slices) in &[
+        (2048, 40, 70, 2),
+        (2051, 40, 70, 4),
+        (3000, 65, 33, 8),
+        (3003, 65, 33, 8),
+    ] {
         let (ad, bd) = (random(&mut r, k * m), random(&mut r, k * n));
         let got = matmul_split_k(&upload(&[k, m], &ad), &upload(&[k, n], &bd), slices).unwrap();
         assert_eq!(got.shape(), [m, n]);
@@ -169,9 +175,9 @@ fn matmul_split_k_matches_cpu() {
         let what = format!("split-K {slices} of a^T b, K={k} M={m} N={n}");
         assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
     }
-    // K not a multiple of the slice count.
-    let a = upload(&[10, 3], &[0.0; 30]);
-    let b = upload(&[10, 2], &[0.0; 20]);
+    // Fewer rows than slices.
+    let a = upload(&[3, 3], &[0.0; 9]);
+    let b = upload(&[3, 2], &[0.0; 6]);
     assert!(matmul_split_k(&a, &b, 4).is_err());
 }
 
@@ -181,8 +187,9 @@ fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
     // A ViT-tiny fc1 weight gradient, [192, 768] summed over 6,272 tokens: 36 tiles;
     // 16 slices would be under 512 rows and 8 over 256 tiles, so 4.
     assert_eq!(split_k(true, 192, 768, 6272, Transpose::A, false), Some(4));
-    // [64, 64] over 16,384: 1 tile, 16 slices of 1,024.
+    // [64, 64] over 16,384: 1 tile, 16 slices of 1,024; over 9,001: 16 of 562.
     assert_eq!(split_k(true, 64, 64, 16384, Transpose::A, false), Some(16));
+    assert_eq!(split_k(true, 64, 64, 9001, Transpose::A, false), Some(16));
     // Not on CPU adapters, not for other forms, batches, large outputs or short K.
     assert_eq!(split_k(false, 192, 768, 6272, Transpose::A, false), None);
     assert_eq!(split_k(true, 192, 768, 6272, Transpose::NONE, false), None);

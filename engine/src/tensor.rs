@@ -164,6 +164,18 @@ impl Tensor {
         Ok(Self::wrap(self.device(), shape, self.inner.buffer.clone()))
     }
 
+    /// The first elements of the storage in a shape of at most as many elements (no
+    /// copy, untracked): kernels index only what the shape covers.
+    pub(crate) fn prefix_view(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) > self.numel() {
+            return shape_err(
+                "prefix view",
+                format!("{shape:?} holds more than {:?}", self.shape()),
+            );
+        }
+        Ok(Self::wrap(self.device(), shape, self.inner.buffer.clone()))
+    }
+
     pub(crate) fn mark_requires_grad(&self) {
         self.inner.requires_grad.store(true, Ordering::Relaxed);
     }

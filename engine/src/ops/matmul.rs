@@ -256,28 +256,37 @@ pub fn split_k(
     }
     [16, 8, 4, 2]
         .into_iter()
-        .find(|&s| k.is_multiple_of(s) && k / s >= 512 && tiles * s <= 256)
+        .find(|&s| k / s >= 512 && tiles * s <= 256)
 }
 
-/// a^T b for a [K, M] and b [K, N] as `slices` partial products over slices of K,
-/// summed: the same product as `matmul_forward(a, b, Transpose::A, None)`.
+/// a^T b for a [K, M] and b [K, N] as `slices` partial products over equal slices of
+/// K, summed, plus the few rows K leaves over: the same product as
+/// `matmul_forward(a, b, Transpose::A, None)`.
 pub fn matmul_split_k(a: &Tensor, b: &Tensor, slices: usize) -> Result<Tensor> {
     let d = dims(a, b, Transpose::A, None)?;
-    if d.batch != 1 || a.shape().len() != 2 || slices == 0 || !d.k.is_multiple_of(slices) {
+    if d.batch != 1 || a.shape().len() != 2 || slices == 0 || d.k < slices {
         return shape_err(
             "matmul",
             format!(
-                "split-K needs 2-D a [K, M] and b [K, N] with K a multiple of {slices}, got a {:?}, b {:?}",
+                "split-K needs 2-D a [K, M] and b [K, N] with K at least {slices}, got a {:?}, b {:?}",
                 a.shape(),
                 b.shape()
             ),
         );
     }
     let rows = d.k / slices;
-    let a3 = a.view(&[slices, rows, d.m])?;
-    let b3 = b.view(&[slices, rows, d.n])?;
+    let a3 = a.prefix_view(&[slices, rows, d.m])?;
+    let b3 = b.prefix_view(&[slices, rows, d.n])?;
     let partial = matmul_with(None, &a3, &b3, Transpose::A, None, Epilogue::None)?;
-    sum_leading_forward(&partial, d.m * d.n)?.view(&[d.m, d.n])
+    let sum = sum_leading_forward(&partial, d.m * d.n)?.view(&[d.m, d.n])?;
+    let (main, rest) = (rows * slices, d.k - rows * slices);
+    if rest == 0 {
+        return Ok(sum);
+    }
+    let tail_a = crate::ops::layout::narrow_forward(a, 0, main, rest)?;
+    let tail_b = crate::ops::layout::narrow_forward(b, 0, main, rest)?;
+    let tail = matmul_with(None, &tail_a, &tail_b, Transpose::A, None, Epilogue::None)?;
+    crate::ops::elementwise::add_forward(&sum, &tail)
 }
 
 /// [`matmul_forward`] with an epilogue and a given kernel, or the chosen one for
