@@ -187,8 +187,10 @@ fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
     // A ViT-tiny fc1 weight gradient, [192, 768] summed over 6,272 tokens: 36 tiles;
     // 16 slices would be under 512 rows and 8 over 256 tiles, so 4.
     assert_eq!(split_k(true, 192, 768, 6272, Transpose::A, false), Some(4));
-    // [64, 64] over 16,384: 1 tile, 16 slices of 1,024; over 9,001: 16 of 562.
+    // [64, 64] over 16,384: 1 tile, 16 slices of 1,024. Over 9,000, 8 slices divide
+    // it and 16 would not; over 9,001 none divides, so 16 of 562 and a rest of 9.
     assert_eq!(split_k(true, 64, 64, 16384, Transpose::A, false), Some(16));
+    assert_eq!(split_k(true, 64, 64, 9000, Transpose::A, false), Some(8));
     assert_eq!(split_k(true, 64, 64, 9001, Transpose::A, false), Some(16));
     // Not on CPU adapters, not for other forms, batches, large outputs or short K.
     assert_eq!(split_k(false, 192, 768, 6272, Transpose::A, false), None);

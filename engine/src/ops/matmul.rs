@@ -240,7 +240,8 @@ pub fn matmul_forward(
 /// It pays when the output has too few 64x64 tiles to occupy a GPU while K is long
 /// (a ViT's dW: [D, 4D] outputs summed over every token of the batch): S partial
 /// products run side by side and one reduction adds them. Slices stay at least 512
-/// long and the grid at most 256 tiles.
+/// long and the grid at most 256 tiles; a count that divides K is preferred, since
+/// the rows left over cost four more dispatches.
 pub fn split_k(
     gpu: bool,
     m: usize,
@@ -250,13 +251,16 @@ pub fn split_k(
     batched: bool,
 ) -> Option<usize> {
     const TILE: usize = 64;
+    const COUNTS: [usize; 4] = [16, 8, 4, 2];
     let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
     if !gpu || batched || !t.a || t.b || tiles >= 64 {
         return None;
     }
-    [16, 8, 4, 2]
+    let fits = |s: usize| k / s >= 512 && tiles * s <= 256;
+    COUNTS
         .into_iter()
-        .find(|&s| k / s >= 512 && tiles * s <= 256)
+        .find(|&s| fits(s) && k.is_multiple_of(s))
+        .or_else(|| COUNTS.into_iter().find(|&s| fits(s)))
 }
 
 /// a^T b for a [K, M] and b [K, N] as `slices` partial products over equal slices of
