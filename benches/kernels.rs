@@ -43,7 +43,7 @@ fn matmul(c: &mut Criterion) {
 /// runs on the adapter against the composed path, over 2 images x 4 heads; flops
 /// counted as 12 N^2 hd per head (forward 4, backward 8).
 fn attention(c: &mut Criterion) {
-    use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
+    use ops::attention::{attention_composed, attention_fused, FusedAttention};
     let dev = Device::shared().unwrap();
     let mut group = c.benchmark_group(format!("attention fwd+bwd [{}]", dev.info().name));
     group.sample_size(10);
@@ -69,7 +69,7 @@ fn attention(c: &mut Criterion) {
                 group.bench_function(BenchmarkId::from_parameter(id), |bench| {
                     bench.iter(|| {
                         let out = match kind {
-                            Some(kind) => attention_fused_with(kind, &qkv, heads, 0.125),
+                            Some(kind) => attention_fused(kind, &qkv, heads, 0.125),
                             None => attention_composed(&qkv, heads, 0.125),
                         }
                         .unwrap();

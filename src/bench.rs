@@ -163,7 +163,7 @@ pub fn attention(
     batch: usize,
     heads: usize,
 ) -> Result<()> {
-    use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
+    use ops::attention::{attention_composed, attention_fused, FusedAttention};
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
@@ -184,8 +184,7 @@ pub fn attention(
                 .into_iter()
                 .filter(|kind| kind.runs_on(dev, hd));
             for kind in kinds {
-                let (fused, fused_kernels) =
-                    time(&|| attention_fused_with(kind, &qkv, heads, scale))?;
+                let (fused, fused_kernels) = time(&|| attention_fused(kind, &qkv, heads, scale))?;
                 println!(
                     "attention fwd+bwd {batch}x{heads} heads N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}{}{}",
                     fused * 1e3,

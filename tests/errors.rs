@@ -104,7 +104,7 @@ fn oversized_tensor_is_refused_before_allocation() {
 
 #[test]
 fn attention_refuses_a_qkv_that_does_not_split_into_heads_and_unrunnable_kernels() {
-    use engine::ops::attention::{attention_fused_with, FusedAttention};
+    use engine::ops::attention::{attention_fused, FusedAttention};
     // 20 is not 3 x heads x head_dim for 2 heads.
     let qkv = upload(&[1, 4, 20], &[0.0; 80]);
     let m = message(ops::attention(&qkv, 2, 1.0));
@@ -115,7 +115,13 @@ fn attention_refuses_a_qkv_that_does_not_split_into_heads_and_unrunnable_kernels
     // kernels, nor of 4 for the subgroup ones.
     let qkv = upload(&[1, 4, 36], &[0.0; 144]);
     for kind in [FusedAttention::Blocked, FusedAttention::Subgroup] {
-        let m = message(attention_fused_with(kind, &qkv, 2, 1.0));
+        let m = message(attention_fused(kind, &qkv, 2, 1.0));
         assert!(m.contains("head dim 6") && m.contains("multiple of"), "{m}");
+    }
+    // Head dim 136: more than any family holds in registers.
+    let qkv = upload(&[1, 1, 408], &[0.0; 408]);
+    for kind in FusedAttention::ALL {
+        let m = message(attention_fused(kind, &qkv, 1, 1.0));
+        assert!(m.contains("head dim 136") && m.contains("up to 128"), "{m}");
     }
 }

@@ -170,7 +170,7 @@ fn gradcheck_softmax() {
 
 #[test]
 fn gradcheck_attention_composed_and_every_fused_family() {
-    use ops::attention::{attention_composed, attention_fused_with, FusedAttention};
+    use ops::attention::{attention_composed, attention_fused, FusedAttention};
     // qkv [2 images, 5 tokens, 3 x 2 heads x head dim 8]: a multiple of 8, so every
     // family that runs on the adapter takes it.
     let (heads, hd) = (2, 8);
@@ -187,7 +187,7 @@ fn gradcheck_attention_composed_and_every_fused_family() {
             |x| {
                 let qkv = upstream(&x[0])?;
                 let out = match kind {
-                    Some(kind) => attention_fused_with(kind, &qkv, heads, 0.5)?,
+                    Some(kind) => attention_fused(kind, &qkv, heads, 0.5)?,
                     None => attention_composed(&qkv, heads, 0.5)?,
                 };
                 weighted_sum(&out, 9)

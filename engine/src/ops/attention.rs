@@ -3,7 +3,7 @@
 //! model's qkv Linear gives them) -> out [B, N, H hd] (the heads side by side, as the
 //! output projection takes them); per head, out = softmax(q k^T * scale) v.
 //!
-//! `attention_fused` runs the flash-style kernels: they read q, k and v in place and
+//! `attention_fused` runs one family of flash-style kernels: they read q, k and v in place and
 //! write out in place (no permutes), the forward saves only the row log-sum-exp, the
 //! backward recomputes the scores from it, and the tokens x tokens matrix is never
 //! written. `attention_composed` builds the same from permutes, matmul, scale and
@@ -89,27 +89,20 @@ impl FusedAttention {
         FusedAttention::Subgroup,
     ];
 
-    /// The family for this adapter and head dim: the subgroup kernels on CPU adapters
-    /// that have 8-lane subgroups, else the blocked ones, else the tiled ones.
-    pub fn choose(device: &crate::Device, head_dim: usize) -> FusedAttention {
-        [FusedAttention::Subgroup, FusedAttention::Blocked]
-            .into_iter()
-            .find(|kind| kind.runs_on(device, head_dim))
-            .unwrap_or(FusedAttention::Tiled)
-    }
-
-    /// Whether the device can run these kernels for this head dim.
+    /// Whether the device can run these kernels for this head dim (at most
+    /// `MAX_HEAD_DIM`, which they hold in registers).
     pub fn runs_on(self, device: &crate::Device, head_dim: usize) -> bool {
-        match self {
-            FusedAttention::Tiled => true,
-            FusedAttention::Blocked => {
-                head_dim.is_multiple_of(8)
-                    && device.info().workgroup_storage >= BLOCKED_WORKGROUP_BYTES
+        head_dim <= MAX_HEAD_DIM
+            && match self {
+                FusedAttention::Tiled => true,
+                FusedAttention::Blocked => {
+                    head_dim.is_multiple_of(8)
+                        && device.info().workgroup_storage >= BLOCKED_WORKGROUP_BYTES
+                }
+                FusedAttention::Subgroup => {
+                    head_dim.is_multiple_of(4) && device.has_cpu_subgroups_of_8()
+                }
             }
-            FusedAttention::Subgroup => {
-                head_dim.is_multiple_of(4) && device.has_cpu_subgroups_of_8()
-            }
-        }
     }
 
     fn defs(self) -> &'static [KernelDef; 3] {
@@ -123,12 +116,12 @@ impl FusedAttention {
     /// What `runs_on` asks, in words.
     fn requirement(self) -> &'static str {
         match self {
-            FusedAttention::Tiled => "nothing more",
+            FusedAttention::Tiled => "a head dim up to 128",
             FusedAttention::Blocked => {
-                "a head dim that is a multiple of 8 and 20 KiB of workgroup memory"
+                "a head dim up to 128 that is a multiple of 8, and 20 KiB of workgroup memory"
             }
             FusedAttention::Subgroup => {
-                "a head dim that is a multiple of 4 and a CPU adapter with 8-lane subgroups"
+                "a head dim up to 128 that is a multiple of 4, and a CPU adapter with 8-lane subgroups"
             }
         }
     }
@@ -180,12 +173,6 @@ fn launch(
 
 /// Checks that `kind` can run this head dim here.
 fn check_kind(kind: FusedAttention, dev: &crate::Device, hd: usize) -> Result<()> {
-    if hd > MAX_HEAD_DIM {
-        return shape_err(
-            "attention",
-            format!("head dim {hd} exceeds the fused kernels' {MAX_HEAD_DIM}"),
-        );
-    }
     if !kind.runs_on(dev, hd) {
         return shape_err(
             "attention",
@@ -292,27 +279,17 @@ pub fn attention_backward(
 /// GPU.
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
     let (_, n, _, hd) = check(qkv, heads)?;
-    if (hd <= 32 || n <= 64) && FusedAttention::Subgroup.runs_on(qkv.device(), hd) {
-        attention_fused(qkv, heads, scale_factor)
+    let kind = FusedAttention::Subgroup;
+    if (hd <= 32 || n <= 64) && kind.runs_on(qkv.device(), hd) {
+        attention_fused(kind, qkv, heads, scale_factor)
     } else {
         attention_composed(qkv, heads, scale_factor)
     }
 }
 
-/// Differentiable fused attention (head dims up to 128; larger ones take the composed
-/// path).
-pub fn attention_fused(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
-    let (_, _, _, hd) = check(qkv, heads)?;
-    if hd > MAX_HEAD_DIM {
-        return attention_composed(qkv, heads, scale_factor);
-    }
-    let kind = FusedAttention::choose(qkv.device(), hd);
-    attention_fused_with(kind, qkv, heads, scale_factor)
-}
-
 /// Differentiable fused attention with `kind`'s kernels (an error where they cannot
 /// run, see `FusedAttention::runs_on`).
-pub fn attention_fused_with(
+pub fn attention_fused(
     kind: FusedAttention,
     qkv: &Tensor,
     heads: usize,

@@ -95,13 +95,9 @@ impl BinaryOp {
         }
     }
 
+    /// The f32 entry's name, for messages.
     fn entry(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-        }
+        self.kernel().entries().0
     }
 }
 

@@ -268,7 +268,7 @@ pub fn split_k(
 /// `matmul_forward(a, b, Transpose::A, None)`.
 pub fn matmul_split_k(a: &Tensor, b: &Tensor, slices: usize) -> Result<Tensor> {
     let d = dims(a, b, Transpose::A, None)?;
-    if d.batch != 1 || a.shape().len() != 2 || slices == 0 || d.k < slices {
+    if d.batch != 1 || a.shape().len() != 2 || !d.b_shared || slices == 0 || d.k < slices {
         return shape_err(
             "matmul",
             format!(
@@ -278,6 +278,11 @@ pub fn matmul_split_k(a: &Tensor, b: &Tensor, slices: usize) -> Result<Tensor> {
             ),
         );
     }
+    split_k_checked(a, b, &d, slices)
+}
+
+/// `matmul_split_k` on shapes already checked.
+fn split_k_checked(a: &Tensor, b: &Tensor, d: &Dims, slices: usize) -> Result<Tensor> {
     let rows = d.k / slices;
     let a3 = a.prefix_view(&[slices, rows, d.m])?;
     let b3 = b.prefix_view(&[slices, rows, d.n])?;
@@ -307,9 +312,9 @@ pub fn matmul_with(
     let d = dims(a, b, t, bias)?;
     if kernel.is_none() && bias.is_none() && epilogue == Epilogue::None {
         let gpu = !a.device().is_cpu();
-        let batched = a.shape().len() > 2 || b.shape().len() > 2;
+        let batched = a.shape().len() > 2 || !d.b_shared;
         if let Some(slices) = split_k(gpu, d.m, d.n, d.k, t, batched) {
-            return matmul_split_k(a, b, slices);
+            return split_k_checked(a, b, &d, slices);
         }
     }
     let kernel = kernel.unwrap_or_else(|| MatmulKernel::choose(a.device(), d.m, d.n, d.k));
