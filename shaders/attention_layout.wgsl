@@ -4,10 +4,9 @@
 // [B, N, H, HD], so neither side needs a permute. Head bh = b H + h; lse and delta are
 // [B H, N].
 
+// The head count B H is the grid's y and the head dim is HD, so neither is here.
 struct Params {
-    bh: u32,
     n: u32,
-    hd: u32,
     scale: f32,
     heads: u32,
 }

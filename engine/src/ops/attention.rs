@@ -165,7 +165,7 @@ fn launch(
     dev.dispatch(
         &kind.defs()[kernel],
         constants,
-        &[bh, n as u32, hd as u32, scale.to_bits(), heads as u32],
+        &[n as u32, scale.to_bits(), heads as u32],
         buffers,
         [n.div_ceil(kind.rows_per_workgroup()) as u32, bh, 1],
     );
