@@ -172,11 +172,12 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         ));
         if let Some(k) = m.knn_top1 {
             let line = format!(
-                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%",
+                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, GPU buffers {:.0} MiB",
                 m.epoch + 1,
                 m.step,
                 m.loss,
-                m.images_per_s
+                m.images_per_s,
+                device.bytes_created() as f64 / (1 << 20) as f64
             );
             // indicatif draws nothing when stderr is not a terminal (logs, CI).
             if std::io::stderr().is_terminal() {

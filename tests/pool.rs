@@ -1,6 +1,7 @@
 //! The buffer pool: once a step has run, running the same step again (forward,
-//! backward, optimiser update) creates no new GPU buffers. Alone in its process so no
-//! other test allocates meanwhile.
+//! backward, optimiser update) creates no new GPU buffers, and neither do steps whose
+//! token counts vary below the largest seen, as the masks make them vary in training.
+//! Alone in its process so no other test allocates meanwhile.
 
 mod common;
 
@@ -8,12 +9,13 @@ use common::{device, random, rng, upload};
 use engine::ops;
 
 #[test]
-fn a_repeated_training_step_allocates_nothing_new() {
+fn training_steps_allocate_nothing_new_after_warm_up() {
     let mut r = rng(1);
     let w = upload(&[16, 8], &random(&mut r, 128)).requires_grad();
     let (m, v) = (upload(&[16, 8], &[0.0; 128]), upload(&[16, 8], &[0.0; 128]));
-    let step = |t: u32| {
-        let x = upload(&[4, 8], &random(&mut rng(t as u64), 32));
+    // One step on `rows` tokens: x [rows, 8] -> linear [rows, 16] -> GELU -> LayerNorm.
+    let step = |t: u32, rows: usize| {
+        let x = upload(&[rows, 8], &random(&mut rng(t as u64), rows * 8));
         let h = ops::gelu(&ops::linear(&x, &w, None).unwrap()).unwrap();
         let loss = ops::mean(&ops::layernorm(&h, None, 1e-6).unwrap()).unwrap();
         let grads = engine::backward(&loss).unwrap();
@@ -21,15 +23,23 @@ fn a_repeated_training_step_allocates_nothing_new() {
         engine::optim::adamw_update(&h, t, &w, grads.get(&w).unwrap(), &m, &v).unwrap();
         loss.item()
     };
-    step(1);
-    step(2);
-    let before = device().buffers_created();
+    let created = || (device().buffers_created(), device().bytes_created());
+
+    step(1, 40);
+    step(2, 40);
+    let before = created();
     for t in 3..6 {
-        step(t);
+        step(t, 40);
+    }
+    assert_eq!(created(), before, "repeating a step created new buffers");
+
+    // Fewer tokens than the warm-up step, each count in its own pool size class.
+    for (t, rows) in [(6, 31), (7, 37), (8, 24), (9, 33), (10, 21)] {
+        step(t, rows);
     }
     assert_eq!(
-        device().buffers_created(),
+        created(),
         before,
-        "steps 3..6 created new buffers"
+        "steps on 21..37 tokens created buffers after a 40-token step"
     );
 }

@@ -6,7 +6,7 @@
 //! arena; bindings 1.. are storage buffers, the read-only ones first, then the
 //! read-write ones.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -69,8 +69,9 @@ struct Pending {
 /// Buffers waiting for reuse, keyed by size class.
 #[derive(Default)]
 struct BufferPool {
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    free: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
     created: AtomicU64,
+    bytes_created: AtomicU64,
 }
 
 /// A storage buffer on loan from the pool; it goes back when dropped.
@@ -96,7 +97,7 @@ impl Drop for PooledBuffer {
 }
 
 /// Round a byte size up to its pool class: steps of a quarter of the leading power of
-/// two, so a class wastes at most 25% and a training step's shapes reuse exactly.
+/// two, so a new buffer wastes at most 25% (`alloc` may lend one of up to twice the class).
 fn size_class(bytes: u64) -> u64 {
     let bytes = bytes.max(16);
     let top = 63 - bytes.leading_zeros();
@@ -283,6 +284,11 @@ impl Device {
         self.pool.created.load(Ordering::Relaxed)
     }
 
+    /// Total bytes of the storage buffers the pool has created so far.
+    pub fn bytes_created(&self) -> u64 {
+        self.pool.bytes_created.load(Ordering::Relaxed)
+    }
+
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == "Cpu"
     }
@@ -300,24 +306,27 @@ impl Device {
         if bytes > limit {
             return Err(Error::TooLarge { bytes, limit });
         }
-        let class = size_class(bytes);
-        let reused = self
-            .pool
-            .free
-            .lock()
-            .unwrap()
-            .get_mut(&class)
-            .and_then(|v| v.pop());
-        let buffer = reused.unwrap_or_else(|| {
+        let wanted = size_class(bytes).min(limit);
+        // The smallest free buffer of at least the wanted class and at most twice it:
+        // token counts vary from step to step with the masks, so exact classes alone
+        // would keep creating buffers long after the first step.
+        let reused = {
+            let mut free = self.pool.free.lock().unwrap();
+            free.range_mut(wanted..=2 * wanted)
+                .find_map(|(&class, buffers)| buffers.pop().map(|b| (class, b)))
+        };
+        let (class, buffer) = reused.unwrap_or_else(|| {
             self.pool.created.fetch_add(1, Ordering::Relaxed);
-            self.device.create_buffer(&wgpu::BufferDescriptor {
+            self.pool.bytes_created.fetch_add(wanted, Ordering::Relaxed);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
-                size: class,
+                size: wanted,
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            })
+            });
+            (wanted, buffer)
         });
         Ok(PooledBuffer {
             buffer: Some(buffer),
