@@ -2,7 +2,7 @@
 # The kernel benchmark table: the adapter, matmul up to 4096^3 with every kernel that
 # takes each shape (the chosen one last), attention forward + backward by fused family
 # against the composed path (8 images x 4 heads, and a ViT-S batch of 64 images x 6 heads),
-# and one training step of the fmnist preset.
+# and one training step of the fmnist preset, then the step profiled kernel by kernel.
 # Usage: scripts/bench-kernels.sh [path to the ijepa binary] > table.txt
 # IJEPA_ADAPTER picks the adapter as everywhere else.
 set -euo pipefail
@@ -15,3 +15,5 @@ ijepa=${1:-target/release/ijepa}
 # The same attention cases with every dispatch timed by the GPU's timestamps: the
 # kernels' own time per call, without the submission overhead.
 IJEPA_PROFILE=1 "$ijepa" bench attention --tokens 256,1024 --head-dims 64 --batch 8 --heads 4
+# Where a training step's GPU time goes, kernel by kernel.
+IJEPA_PROFILE=1 "$ijepa" bench step --preset fmnist --steps 3
