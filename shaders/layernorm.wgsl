@@ -97,9 +97,9 @@ const CHUNK: u32 = 256u;
 const ROW_LANES: u32 = 4u;
 var<workgroup> lanes: array<vec2<f32>, 256>;
 
-// Partial sums over a chunk of CHUNK rows of (dy * xhat, dy) per column: out is
-// [chunks, 2, cols] (dgamma partials, then dbeta partials). Workgroup (64 cols x 4
-// row lanes); grid (column groups, chunks).
+// Partial sums over a chunk of CHUNK rows of dy * xhat and dy per column: the dgamma
+// partials [chunks, cols] into `out`, the dbeta partials [chunks, cols] into
+// `stats_out`. Workgroup (64 cols x 4 row lanes); grid (column groups, chunks).
 @compute @workgroup_size(64, 4)
 fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 64u + lid.x;
@@ -117,8 +117,8 @@ fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     workgroupBarrier();
     if (lid.y == 0u && col < p.cols) {
         let t = lanes[lid.x] + lanes[64u + lid.x] + lanes[128u + lid.x] + lanes[192u + lid.x];
-        out[wid.y * 2u * p.cols + col] = t.x;
-        out[wid.y * 2u * p.cols + p.cols + col] = t.y;
+        out[wid.y * p.cols + col] = t.x;
+        stats_out[wid.y * p.cols + col] = t.y;
     }
 }
 

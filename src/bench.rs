@@ -229,7 +229,11 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
     let b = config.batch_size;
     let images = filled(dev, &[b, 1, size, size])?;
     let (mut t_fwd, mut t_bwd, mut t_opt) = (0.0, 0.0, 0.0);
+    let mut counted = dev.counts();
     for s in 0..=steps {
+        if s == 1 {
+            counted = dev.counts();
+        }
         let m = collator.sample(s as u64, b)?;
         let masks = model::Masks::new(
             dev,
@@ -273,6 +277,12 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
     }
     let n = steps as f64;
     let total = (t_fwd + t_bwd + t_opt) / n;
+    let now = dev.counts();
+    println!(
+        "train step {preset} (batch {b}): {:.0} dispatches in {:.0} submits per step",
+        (now.dispatches - counted.dispatches) as f64 / n,
+        (now.submits - counted.submits) as f64 / n,
+    );
     println!(
         "train step {preset} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s on {}",
         t_fwd / n * 1e3,

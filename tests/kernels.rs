@@ -483,7 +483,9 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine() {
 fn sums_match_cpu_across_multiple_passes() {
     let mut r = rng(7);
     for &(rows, inner) in &[
+        (0, 5),
         (1, 1),
+        (1, 7),
         (1000, 1),
         (300_000, 1),
         (7, 33),

@@ -122,6 +122,21 @@ pub struct Device {
     checked_shaders: bool,
     /// Per-kernel timing, with IJEPA_PROFILE=1.
     profiler: Option<Profiler>,
+    /// Dispatches recorded and command buffers submitted since the device was made.
+    counts: DeviceCounts,
+}
+
+/// How much work the host has handed the GPU: what `Device::counts` returns.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub dispatches: u64,
+    pub submits: u64,
+}
+
+#[derive(Default)]
+struct DeviceCounts {
+    dispatches: AtomicU64,
+    submits: AtomicU64,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
@@ -268,6 +283,7 @@ impl Device {
             dummy,
             checked_shaders: std::env::var("IJEPA_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             profiler,
+            counts: DeviceCounts::default(),
         })
     }
 
@@ -282,6 +298,14 @@ impl Device {
     /// How many storage buffers the pool has created so far (not reused).
     pub fn buffers_created(&self) -> u64 {
         self.pool.created.load(Ordering::Relaxed)
+    }
+
+    /// Dispatches recorded and command buffers submitted so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            dispatches: self.counts.dispatches.load(Ordering::Relaxed),
+            submits: self.counts.submits.load(Ordering::Relaxed),
+        }
     }
 
     /// Total bytes of the storage buffers the pool has created so far.
@@ -431,6 +455,7 @@ impl Device {
                     .write_buffer(&self.params_arena, 0, &pending.params);
             }
             self.queue.submit([encoder.finish()]);
+            self.counts.submits.fetch_add(1, Ordering::Relaxed);
         }
         pending.params.clear();
         pending.dispatches = 0;
@@ -581,6 +606,7 @@ impl Device {
             pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
         };
         pending.dispatches += 1;
+        self.counts.dispatches.fetch_add(1, Ordering::Relaxed);
         if let Some(profiler) = &self.profiler {
             // A pass of its own, timestamped, submitted and waited for.
             let encoder = self.encoder(&mut pending);

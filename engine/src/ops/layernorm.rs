@@ -3,7 +3,6 @@
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
-use crate::ops::layout::narrow_forward;
 use crate::ops::reduce::sum_leading_forward;
 use crate::shaders;
 use crate::tape::record;
@@ -137,9 +136,10 @@ pub fn layernorm_backward(
         None => None,
         Some(_) => {
             let chunks = rows.div_ceil(CHUNK);
-            let partial = Tensor::empty(dev, &[chunks, 2 * cols])?;
+            let dgamma = Tensor::empty(dev, &[chunks, cols])?;
+            let dbeta = Tensor::empty(dev, &[chunks, cols])?;
             dev.dispatch(
-                &kernel("layernorm_param_grads", 5, 1),
+                &kernel("layernorm_param_grads", 5, 2),
                 &[],
                 &params,
                 &[
@@ -148,13 +148,13 @@ pub fn layernorm_backward(
                     dev.dummy(),
                     saved.stats.buffer(),
                     dy.buffer(),
-                    partial.buffer(),
+                    dgamma.buffer(),
+                    dbeta.buffer(),
                 ],
                 [cols.div_ceil(64) as u32, chunks as u32, 1],
             );
-            let both = sum_leading_forward(&partial, 2 * cols)?.view(&[2, cols])?;
-            let dgamma = narrow_forward(&both, 0, 0, 1)?.view(&[cols])?;
-            let dbeta = narrow_forward(&both, 0, 1, 1)?.view(&[cols])?;
+            let dgamma = sum_leading_forward(&dgamma, cols)?;
+            let dbeta = sum_leading_forward(&dbeta, cols)?;
             Some((dgamma, dbeta))
         }
     };

@@ -31,9 +31,12 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
     }
     let dev = x.device();
     let mut rows = x.numel() / inner;
+    if rows == 0 {
+        return Tensor::zeros(dev, &[inner]);
+    }
     let mut current = x.clone();
     // Each pass shrinks rows by CHUNK (or 1024 for a plain sum) until one row is left.
-    loop {
+    while rows > 1 {
         if inner == 1 {
             let groups = rows.div_ceil(SUM_ALL_PER_GROUP);
             let out = Tensor::empty(dev, &[groups])?;
@@ -59,10 +62,8 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
             current = out;
             rows = chunks;
         }
-        if rows == 1 {
-            return current.view(&[inner]);
-        }
     }
+    current.view(&[inner])
 }
 
 /// Sum `t` over the leading dims it has beyond `shape` (a suffix of t's shape, or a
