@@ -177,7 +177,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
                 m.step,
                 m.loss,
                 m.images_per_s,
-                device.bytes_created() as f64 / (1 << 20) as f64
+                device.memory_held() as f64 / (1 << 20) as f64
             );
             // indicatif draws nothing when stderr is not a terminal (logs, CI).
             if std::io::stderr().is_terminal() {
@@ -190,7 +190,16 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     });
     bar.finish();
     crate::plot::loss_curve(&args.out.join("loss.png"), &curve)?;
-    result?;
+    result.map_err(|e| {
+        if matches!(e.downcast_ref(), Some(engine::Error::OutOfMemory { .. })) {
+            e.context(format!(
+                "a batch of {} images does not fit in GPU memory for {}: set a smaller \"batch_size\" with --config",
+                trainer.config.batch_size, trainer.config.model
+            ))
+        } else {
+            e
+        }
+    })?;
     eprintln!("checkpoint: {}", checkpoint.display());
     Ok(())
 }

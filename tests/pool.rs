@@ -23,7 +23,7 @@ fn training_steps_allocate_nothing_new_after_warm_up() {
         engine::optim::adamw_update(&h, t, &w, grads.get(&w).unwrap(), &m, &v).unwrap();
         loss.item()
     };
-    let created = || (device().buffers_created(), device().bytes_created());
+    let created = || (device().buffers_created(), device().memory_held());
 
     step(1, 40);
     step(2, 40);

@@ -66,12 +66,19 @@ struct Pending {
     dispatches: usize,
 }
 
+/// Environment variable that caps the bytes of storage buffers the pool may hold, for
+/// example `6G` or `512M` (binary units; plain digits are bytes).
+pub const MEMORY_LIMIT_ENV: &str = "IJEPA_MEMORY_LIMIT";
+
 /// Buffers waiting for reuse, keyed by size class.
 #[derive(Default)]
 struct BufferPool {
     free: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
     created: AtomicU64,
-    bytes_created: AtomicU64,
+    /// Bytes of every buffer the pool owns, lent out or free.
+    held: AtomicU64,
+    /// Most bytes `held` may reach (0: only the driver limits it).
+    limit: AtomicU64,
 }
 
 /// A storage buffer on loan from the pool; it goes back when dropped.
@@ -94,6 +101,32 @@ impl Drop for PooledBuffer {
             free.entry(self.class).or_default().push(buffer);
         }
     }
+}
+
+/// A byte count such as `6G`, `512M`, `64K` (binary units) or `1000000`.
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1u64,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a byte count such as 6G, 512M or 1000000"
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{text}` is not a positive byte count such as 6G, 512M or 1000000"))
 }
 
 /// Round a byte size up to its pool class: steps of a quarter of the leading power of
@@ -261,6 +294,13 @@ impl Device {
             subgroup_size,
             features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
         };
+        let memory_limit = match std::env::var(MEMORY_LIMIT_ENV) {
+            Ok(text) if !text.trim().is_empty() => Some(
+                parse_bytes(&text)
+                    .map_err(|e| Error::Device(format!("{MEMORY_LIMIT_ENV}: {e}")))?,
+            ),
+            _ => None,
+        };
         let profiler = std::env::var("IJEPA_PROFILE")
             .is_ok_and(|v| v == "1")
             .then(|| Profiler::new(&device, &queue));
@@ -269,7 +309,10 @@ impl Device {
             queue,
             info,
             limits,
-            pool: Arc::new(BufferPool::default()),
+            pool: Arc::new(BufferPool {
+                limit: AtomicU64::new(memory_limit.unwrap_or(0)),
+                ..BufferPool::default()
+            }),
             kernels: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending {
@@ -308,11 +351,6 @@ impl Device {
         }
     }
 
-    /// Total bytes of the storage buffers the pool has created so far.
-    pub fn bytes_created(&self) -> u64 {
-        self.pool.bytes_created.load(Ordering::Relaxed)
-    }
-
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == "Cpu"
     }
@@ -339,24 +377,91 @@ impl Device {
             free.range_mut(wanted..=2 * wanted)
                 .find_map(|(&class, buffers)| buffers.pop().map(|b| (class, b)))
         };
-        let (class, buffer) = reused.unwrap_or_else(|| {
-            self.pool.created.fetch_add(1, Ordering::Relaxed);
-            self.pool.bytes_created.fetch_add(wanted, Ordering::Relaxed);
-            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: wanted,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            (wanted, buffer)
-        });
+        let (class, buffer) = match reused {
+            Some(found) => found,
+            None => (wanted, self.create_storage_buffer(wanted)?),
+        };
         Ok(PooledBuffer {
             buffer: Some(buffer),
             class,
             pool: self.pool.clone(),
         })
+    }
+
+    /// A new pooled storage buffer of `size` bytes. When the memory limit or the driver
+    /// refuses it, the pool releases the buffers it keeps for reuse and tries once more.
+    fn create_storage_buffer(&self, size: u64) -> Result<wgpu::Buffer> {
+        if let Some(buffer) = self.try_create_storage_buffer(size) {
+            return Ok(buffer);
+        }
+        if self.release_free_buffers() > 0 {
+            if let Some(buffer) = self.try_create_storage_buffer(size) {
+                return Ok(buffer);
+            }
+        }
+        Err(Error::OutOfMemory {
+            bytes: size,
+            in_use: self.memory_held(),
+            limit: self.memory_limit(),
+        })
+    }
+
+    fn try_create_storage_buffer(&self, size: u64) -> Option<wgpu::Buffer> {
+        if self
+            .memory_limit()
+            .is_some_and(|limit| self.memory_held() + size > limit)
+        {
+            return None;
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if pollster::block_on(scope.pop()).is_some() {
+            return None;
+        }
+        self.pool.created.fetch_add(1, Ordering::Relaxed);
+        self.pool.held.fetch_add(size, Ordering::Relaxed);
+        Some(buffer)
+    }
+
+    /// Give the buffers waiting for reuse back to the driver; returns their bytes.
+    /// Their memory comes back once no recorded work reads them, so that work is
+    /// submitted and waited for.
+    fn release_free_buffers(&self) -> u64 {
+        let free = std::mem::take(&mut *self.pool.free.lock().unwrap());
+        let bytes: u64 = free.iter().map(|(class, v)| class * v.len() as u64).sum();
+        if bytes > 0 {
+            self.synchronize();
+            drop(free);
+            self.pool.held.fetch_sub(bytes, Ordering::Relaxed);
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .expect("device lost");
+        }
+        bytes
+    }
+
+    /// Bytes of the storage buffers the pool holds: in use, or kept for reuse.
+    pub fn memory_held(&self) -> u64 {
+        self.pool.held.load(Ordering::Relaxed)
+    }
+
+    /// The cap on `memory_held` (from `IJEPA_MEMORY_LIMIT` or `set_memory_limit`).
+    pub fn memory_limit(&self) -> Option<u64> {
+        Some(self.pool.limit.load(Ordering::Relaxed)).filter(|&l| l > 0)
+    }
+
+    /// Cap the bytes of storage buffers the pool may hold (`None`: no cap but the
+    /// driver's). Allocations beyond it first release the buffers kept for reuse, then
+    /// fail with `Error::OutOfMemory`.
+    pub fn set_memory_limit(&self, limit: Option<u64>) {
+        self.pool.limit.store(limit.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Write host data into a buffer. A pooled buffer may still be read by recorded but

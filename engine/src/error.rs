@@ -26,12 +26,29 @@ pub enum Error {
         "a tensor of {bytes} bytes exceeds the adapter's max storage binding size of {limit} bytes"
     )]
     TooLarge { bytes: u64, limit: u64 },
+    /// A buffer did not fit in GPU memory (the driver's or `IJEPA_MEMORY_LIMIT`), even
+    /// after the pool released the buffers it was keeping for reuse.
+    #[error(
+        "out of GPU memory: a buffer of {} did not fit with {} in use{}",
+        mib(*bytes),
+        mib(*in_use),
+        limit.map_or(String::new(), |l| format!("; the memory limit (IJEPA_MEMORY_LIMIT) is {}", mib(l)))
+    )]
+    OutOfMemory {
+        bytes: u64,
+        in_use: u64,
+        limit: Option<u64>,
+    },
     /// Autodiff misuse (backward of a non-scalar, missing gradient, ...).
     #[error("autodiff: {0}")]
     Autodiff(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
 
 /// Shorthand for a shape error.
 pub(crate) fn shape_err<T>(op: &'static str, detail: impl Into<String>) -> Result<T> {

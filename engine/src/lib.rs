@@ -13,7 +13,7 @@ pub mod shaders;
 pub mod tape;
 pub mod tensor;
 
-pub use device::{Counts, Device, DeviceInfo};
+pub use device::{parse_bytes, Counts, Device, DeviceInfo, MEMORY_LIMIT_ENV};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use tape::{backward, no_grad, Gradients};
