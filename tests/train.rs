@@ -112,25 +112,41 @@ fn cifar_batches_load_and_a_truncated_one_is_refused() {
 }
 
 #[test]
-fn image_folders_load_and_skip_a_corrupt_image() {
+fn image_folders_load_in_order_and_skip_a_corrupt_image() {
     let dir = temp_dir("folder");
-    for (class, shade) in [("cat", 40u8), ("dog", 200u8)] {
-        std::fs::create_dir_all(dir.join(class)).unwrap();
-        let img = image::RgbImage::from_pixel(12, 8, image::Rgb([shade, shade / 2, 10]));
-        img.save(dir.join(class).join("a.png")).unwrap();
+    // Three classes of three images, each a flat colour that names it; one file in the
+    // middle of the second class is not an image. Decoding is spread over threads, so
+    // the order checks that the slots come back in file order.
+    let shade = |class: usize, i: usize| (20 + 70 * class + 20 * i) as u8;
+    for (class, name) in ["cat", "dog", "fox"].iter().enumerate() {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        for (i, file) in ["a.png", "c.png", "d.png"].iter().enumerate() {
+            let s = shade(class, i);
+            let img = image::RgbImage::from_pixel(12, 8, image::Rgb([s, s / 2, 10]));
+            img.save(dir.join(name).join(file)).unwrap();
+        }
     }
-    std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
+    std::fs::write(dir.join("dog").join("b.png"), b"not a png").unwrap();
     let (data, report) = load_image_folder(&dir, 8, 3).unwrap();
     assert_eq!(
         (data.len(), data.classes, data.height, data.channels),
-        (2, 2, 8, 3)
+        (9, 3, 8, 3)
     );
-    assert_eq!(data.labels, vec![0, 1]);
-    assert_eq!(data.image(1)[0], 200);
+    assert_eq!(data.labels, vec![0, 0, 0, 1, 1, 1, 2, 2, 2]);
+    for k in 0..9 {
+        let (class, i) = (k / 3, k % 3);
+        let image = data.image(k);
+        // Planar RGB: the red plane, then green, then blue.
+        assert_eq!(
+            (image[0], image[64], image[128]),
+            (shade(class, i), shade(class, i) / 2, 10),
+            "image {k}"
+        );
+    }
     assert_eq!(report.skipped.len(), 1);
-    assert!(report.skipped[0].0.ends_with("broken.png"));
+    assert!(report.skipped[0].0.ends_with("dog/b.png"));
     let (gray, _) = load_image_folder(&dir, 4, 1).unwrap();
-    assert_eq!(gray.image_len(), 16);
+    assert_eq!((gray.len(), gray.image_len()), (9, 16));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

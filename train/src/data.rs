@@ -223,8 +223,8 @@ pub struct FolderReport {
 
 /// An ImageNet-style folder: `dir/<class>/<image>`; classes in sorted order. Each
 /// image is resized (shorter side to `size`, bilinear) and centre-cropped to
-/// size x size, as `channels` (1 = luma, 3 = RGB). Unreadable images are skipped and
-/// reported, not fatal.
+/// size x size, as `channels` (1 = luma, 3 = RGB), decoding on every core. Unreadable
+/// images are skipped and reported, not fatal.
 pub fn load_image_folder(
     dir: &Path,
     size: usize,
@@ -242,6 +242,43 @@ pub fn load_image_folder(
     if classes.is_empty() {
         bail!("{}: no class sub-folders", dir.display());
     }
+    let mut files: Vec<(PathBuf, u32)> = Vec::new();
+    for (label, class_dir) in classes.iter().enumerate() {
+        let mut in_class: Vec<PathBuf> = std::fs::read_dir(class_dir)
+            .with_context(|| format!("cannot read class folder {}", class_dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        in_class.sort();
+        files.extend(in_class.into_iter().map(|f| (f, label as u32)));
+    }
+
+    // Every image decodes into its own slot; the threads take consecutive runs of files.
+    let image_len = size * size * channels;
+    let mut pixels = vec![0u8; files.len() * image_len];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = files.len().div_ceil(threads).max(1);
+    let failures: Vec<Option<String>> = std::thread::scope(|scope| {
+        let decoders: Vec<_> = files
+            .chunks(per_thread)
+            .zip(pixels.chunks_mut(per_thread * image_len))
+            .map(|(files, slots)| {
+                scope.spawn(move || {
+                    files
+                        .iter()
+                        .zip(slots.chunks_mut(image_len))
+                        .map(|((path, _), slot)| decode_into(path, size, channels, slot).err())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        decoders
+            .into_iter()
+            .flat_map(|d| d.join().expect("an image decoder thread panicked"))
+            .collect()
+    });
+
+    // Keep the readable images, in order.
     let mut data = Dataset {
         channels,
         height: size,
@@ -251,44 +288,58 @@ pub fn load_image_folder(
         classes: classes.len(),
     };
     let mut report = FolderReport::default();
-    for (label, class_dir) in classes.iter().enumerate() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(class_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        for f in files {
-            match image::open(&f) {
-                Ok(img) => {
-                    let (w, h) = (img.width() as f64, img.height() as f64);
-                    let s = size as f64 / w.min(h);
-                    let (nw, nh) = (
-                        (w * s).round().max(size as f64) as u32,
-                        (h * s).round().max(size as f64) as u32,
-                    );
-                    let img = img.resize_exact(nw, nh, image::imageops::FilterType::Triangle);
-                    let img = img.crop_imm(
-                        (nw - size as u32) / 2,
-                        (nh - size as u32) / 2,
-                        size as u32,
-                        size as u32,
-                    );
-                    if channels == 1 {
-                        data.pixels.extend_from_slice(img.to_luma8().as_raw());
-                    } else {
-                        let rgb = img.to_rgb8();
-                        for c in 0..3 {
-                            data.pixels.extend(rgb.pixels().map(|p| p.0[c]));
-                        }
-                    }
-                    data.labels.push(label as u32);
-                }
-                Err(e) => report.skipped.push((f, e.to_string())),
+    for (i, ((path, label), failure)) in files.into_iter().zip(failures).enumerate() {
+        match failure {
+            None => {
+                let kept = data.labels.len();
+                pixels.copy_within(i * image_len..(i + 1) * image_len, kept * image_len);
+                data.labels.push(label);
             }
+            Some(e) => report.skipped.push((path, e)),
         }
     }
+    pixels.truncate(data.labels.len() * image_len);
+    data.pixels = pixels;
     if data.is_empty() {
         bail!("{}: no readable images", dir.display());
     }
     Ok((data, report))
+}
+
+/// One image resized (shorter side to `size`), centre-cropped and written to `out` as
+/// `channels` planes of size x size.
+fn decode_into(
+    path: &Path,
+    size: usize,
+    channels: usize,
+    out: &mut [u8],
+) -> std::result::Result<(), String> {
+    let img = image::open(path).map_err(|e| e.to_string())?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(format!("an empty {}x{} image", img.width(), img.height()));
+    }
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let s = size as f64 / w.min(h);
+    let (nw, nh) = (
+        (w * s).round().max(size as f64) as u32,
+        (h * s).round().max(size as f64) as u32,
+    );
+    let img = img.resize_exact(nw, nh, image::imageops::FilterType::Triangle);
+    let img = img.crop_imm(
+        (nw - size as u32) / 2,
+        (nh - size as u32) / 2,
+        size as u32,
+        size as u32,
+    );
+    if channels == 1 {
+        out.copy_from_slice(img.to_luma8().as_raw());
+    } else {
+        let plane = size * size;
+        for (i, p) in img.to_rgb8().pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = p.0[c];
+            }
+        }
+    }
+    Ok(())
 }
