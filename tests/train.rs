@@ -151,6 +151,42 @@ fn image_folders_load_in_order_and_skip_a_corrupt_image() {
 }
 
 #[test]
+fn a_batch_is_the_same_on_any_number_of_threads() {
+    use train::data::Dataset;
+    use train::loader::{epoch_order, make_batch_on_threads, LoaderConfig};
+    use train::masks::{MaskCollator, MaskConfig};
+    let (n, size) = (10, 12);
+    let data = Dataset {
+        channels: 3,
+        height: size,
+        width: size,
+        pixels: (0..n * 3 * size * size)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect(),
+        labels: vec![0; n],
+        classes: 1,
+    };
+    let config = LoaderConfig {
+        batch: 7,
+        image_size: 8,
+        crop_scale: (0.3, 1.0),
+        crop_ratio: (0.75, 4.0 / 3.0),
+        seed: 3,
+        stats: vec![(0.5, 0.25); 3],
+    };
+    let collator = MaskCollator::new(MaskConfig::official(14), 0).unwrap();
+    let order = epoch_order(&data, config.seed, 0);
+    let one = make_batch_on_threads(&data, &config, &collator, &order, 1, 1).unwrap();
+    // Each image has its own crop, so the images differ.
+    let len = 3 * 8 * 8;
+    assert_ne!(one.images[..len], one.images[len..2 * len]);
+    for threads in [2, 3, 7, 16] {
+        let many = make_batch_on_threads(&data, &config, &collator, &order, 1, threads).unwrap();
+        assert_eq!(many.images, one.images, "{threads} threads");
+    }
+}
+
+#[test]
 fn schedules_follow_their_closed_forms() {
     let s = Schedules {
         total_steps: 100,

@@ -54,7 +54,7 @@ pub fn epoch_order(data: &Dataset, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Build the batch of `step`.
+/// Build the batch of `step`, resizing on every core.
 pub fn make_batch(
     data: &Dataset,
     config: &LoaderConfig,
@@ -62,27 +62,60 @@ pub fn make_batch(
     order: &[usize],
     step: usize,
 ) -> Result<Batch> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    make_batch_on_threads(data, config, collator, order, step, threads)
+}
+
+/// `make_batch` on at most `threads` threads (the batch does not depend on it).
+pub fn make_batch_on_threads(
+    data: &Dataset,
+    config: &LoaderConfig,
+    collator: &MaskCollator,
+    order: &[usize],
+    step: usize,
+    threads: usize,
+) -> Result<Batch> {
     let per_epoch = config.steps_per_epoch(data);
     let first = (step % per_epoch) * config.batch;
+    let picked = &order[first..first + config.batch];
     let (c, s) = (data.channels, config.image_size);
-    let mut images = vec![0f32; config.batch * c * s * s];
+    // The crops are drawn in image order from the step's generator, then the images are
+    // resized on every core: the batch is the same whatever the core count.
     let mut rng = rng_for(config.seed, 2, step as u64);
+    let crops: Vec<_> = picked
+        .iter()
+        .map(|_| {
+            random_resized_crop_params(
+                &mut rng,
+                data.height,
+                data.width,
+                config.crop_scale,
+                config.crop_ratio,
+            )
+        })
+        .collect();
+    let image_len = c * s * s;
+    let mut images = vec![0f32; config.batch * image_len];
+    let per_thread = config.batch.div_ceil(threads.max(1)).max(1);
     let plane = data.height * data.width;
-    for (b, &i) in order[first..first + config.batch].iter().enumerate() {
-        let crop = random_resized_crop_params(
-            &mut rng,
-            data.height,
-            data.width,
-            config.crop_scale,
-            config.crop_ratio,
-        );
-        for ch in 0..c {
-            let src = &data.image(i)[ch * plane..(ch + 1) * plane];
-            let dst = &mut images[(b * c + ch) * s * s..(b * c + ch + 1) * s * s];
-            let (mean, std) = config.stats[ch];
-            resize_crop_normalised(src, data.width, crop, s, mean, std, dst);
+    std::thread::scope(|scope| {
+        for ((picked, crops), out) in picked
+            .chunks(per_thread)
+            .zip(crops.chunks(per_thread))
+            .zip(images.chunks_mut(per_thread * image_len))
+        {
+            scope.spawn(move || {
+                for ((&i, &crop), out) in picked.iter().zip(crops).zip(out.chunks_mut(image_len)) {
+                    for ch in 0..c {
+                        let src = &data.image(i)[ch * plane..(ch + 1) * plane];
+                        let (mean, std) = config.stats[ch];
+                        let dst = &mut out[ch * s * s..(ch + 1) * s * s];
+                        resize_crop_normalised(src, data.width, crop, s, mean, std, dst);
+                    }
+                }
+            });
         }
-    }
+    });
     Ok(Batch {
         step,
         images,
