@@ -2,7 +2,8 @@
 # The kernel benchmark table: the adapter, matmul up to 4096^3 with every kernel that
 # takes each shape (the chosen one last), attention forward + backward by fused family
 # against the composed path (8 images x 4 heads, and a ViT-S batch of 64 images x 6 heads),
-# and one training step of the fmnist preset, then the step profiled kernel by kernel.
+# a training step of the fmnist preset and of a ViT-S/16 at 224, then the fmnist step
+# profiled kernel by kernel.
 # Usage: scripts/bench-kernels.sh [path to the ijepa binary] > table.txt
 # IJEPA_ADAPTER picks the adapter as everywhere else.
 set -euo pipefail
@@ -12,6 +13,8 @@ ijepa=${1:-target/release/ijepa}
 "$ijepa" bench attention --tokens 49,196,256,512,1024 --head-dims 32,64,128 --batch 8 --heads 4
 "$ijepa" bench attention --tokens 196,256 --head-dims 64 --batch 64 --heads 6
 "$ijepa" bench step --preset fmnist
+# A ViT-S/16 at 224 (scripts/vit_small_224.json): the workload I-JEPA papers report.
+"$ijepa" bench step --config "$(dirname "$0")/vit_small_224.json" --steps 3
 # The same attention cases with every dispatch timed by the GPU's timestamps: the
 # kernels' own time per call, without the submission overhead.
 IJEPA_PROFILE=1 "$ijepa" bench attention --tokens 256,1024 --head-dims 64 --batch 8 --heads 4

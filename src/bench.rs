@@ -200,17 +200,30 @@ pub fn attention(
     Ok(())
 }
 
-/// One I-JEPA training step of a pretraining preset on random data, split into its
-/// phases; prints images/s.
-pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
+/// One I-JEPA training step of a pretraining preset (with a JSON file's overrides) on
+/// synthetic images of its data's geometry, split into its phases; prints images/s.
+pub fn step(
+    dev: &Arc<Device>,
+    preset: &str,
+    overrides: Option<&std::path::Path>,
+    steps: usize,
+) -> Result<()> {
     use train::masks::{MaskCollator, MaskConfig};
-    let config = train::pretrain::PretrainConfig::preset(preset)?;
-    let size = 28;
+    let mut config = train::pretrain::PretrainConfig::preset(preset)?;
+    if let Some(path) = overrides {
+        config = config.overridden_by(path)?;
+    }
+    config.validate()?;
+    let (size, channels) = match config.data.kind.as_str() {
+        "idx" => (28, 1),
+        "cifar10" => (32, 3),
+        _ => (config.data.image_size, config.data.channels),
+    };
     let data = train::data::Dataset {
-        channels: 1,
+        channels,
         height: size,
         width: size,
-        pixels: vec![0; size * size],
+        pixels: vec![0; channels * size * size],
         labels: vec![0],
         classes: 1,
     };
@@ -227,7 +240,7 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
         0,
     )?;
     let b = config.batch_size;
-    let images = filled(dev, &[b, 1, size, size])?;
+    let images = filled(dev, &[b, channels, size, size])?;
     let (mut t_fwd, mut t_bwd, mut t_opt) = (0.0, 0.0, 0.0);
     let mut counted = dev.counts();
     for s in 0..=steps {
@@ -278,13 +291,20 @@ pub fn step(dev: &Arc<Device>, preset: &str, steps: usize) -> Result<()> {
     let n = steps as f64;
     let total = (t_fwd + t_bwd + t_opt) / n;
     let now = dev.counts();
+    let name = match overrides {
+        None => preset.to_string(),
+        Some(_) => format!(
+            "{} {}x{}x{}/{}",
+            config.model, channels, size, size, config.patch_size
+        ),
+    };
     println!(
-        "train step {preset} (batch {b}): {:.0} dispatches in {:.0} submits per step",
+        "train step {name} (batch {b}): {:.0} dispatches in {:.0} submits per step",
         (now.dispatches - counted.dispatches) as f64 / n,
         (now.submits - counted.submits) as f64 / n,
     );
     println!(
-        "train step {preset} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s on {}",
+        "train step {name} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s on {}",
         t_fwd / n * 1e3,
         t_bwd / n * 1e3,
         t_opt / n * 1e3,

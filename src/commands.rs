@@ -52,22 +52,6 @@ pub fn auto_preset(device: &Device) -> &'static str {
     }
 }
 
-fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge_json(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
-}
-
 fn resolve_config(args: &PretrainArgs, device: &Device) -> Result<PretrainConfig> {
     let preset = if args.preset == "auto" {
         auto_preset(device)
@@ -76,14 +60,7 @@ fn resolve_config(args: &PretrainArgs, device: &Device) -> Result<PretrainConfig
     };
     let mut config = PretrainConfig::preset(preset)?;
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        let over: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-        let mut value = serde_json::to_value(&config)?;
-        merge_json(&mut value, over);
-        config = serde_json::from_value(value)
-            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+        config = config.overridden_by(path)?;
     }
     if let Some(e) = args.epochs {
         config.epochs = e;

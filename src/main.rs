@@ -74,6 +74,11 @@ enum BenchKind {
     Step {
         #[arg(long, default_value = "fmnist")]
         preset: String,
+        /// A JSON file of configuration keys applied over the preset (model,
+        /// patch_size, batch_size, data.kind = "folder" with data.image_size and
+        /// data.channels for the image geometry, ...).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 5)]
         steps: usize,
     },
@@ -95,7 +100,11 @@ fn main() -> Result<()> {
                     batch,
                     heads,
                 } => bench::attention(&dev, &tokens, &head_dims, batch, heads),
-                BenchKind::Step { preset, steps } => bench::step(&dev, &preset, steps),
+                BenchKind::Step {
+                    preset,
+                    config,
+                    steps,
+                } => bench::step(&dev, &preset, config.as_deref(), steps),
             }
         }
         Command::CheckReference { file } => {

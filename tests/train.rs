@@ -187,6 +187,32 @@ fn a_batch_is_the_same_on_any_number_of_threads() {
 }
 
 #[test]
+fn a_config_file_overrides_a_preset_key_by_key_and_names_unknown_keys() {
+    let dir = temp_dir("config");
+    let path = dir.join("over.json");
+    std::fs::write(
+        &path,
+        r#"{"model": "vit_tiny", "batch_size": 32, "data": {"kind": "folder", "image_size": 64}}"#,
+    )
+    .unwrap();
+    let base = PretrainConfig::preset("fmnist-cpu").unwrap();
+    let config = base.overridden_by(&path).unwrap();
+    assert_eq!((config.model.as_str(), config.batch_size), ("vit_tiny", 32));
+    assert_eq!(
+        (config.data.kind.as_str(), config.data.image_size),
+        ("folder", 64)
+    );
+    // Keys the file leaves alone keep the preset's values, nested ones included.
+    assert_eq!(config.data.train_limit, base.data.train_limit);
+    assert_eq!(config.pred_depth, base.pred_depth);
+
+    std::fs::write(&path, r#"{"data": {"imagesize": 64}}"#).unwrap();
+    let e = format!("{:#}", base.overridden_by(&path).unwrap_err());
+    assert!(e.contains("over.json") && e.contains("imagesize"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn schedules_follow_their_closed_forms() {
     let s = Schedules {
         total_steps: 100,
@@ -414,10 +440,16 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     let dir = temp_dir("badcfg");
     let path = dir.join("c.json");
     std::fs::write(&path, r#"{"batch_size": 8, "learning_rate": 1}"#).unwrap();
-    let e = format!("{:#}", PretrainConfig::from_file(&path).unwrap_err());
+    let e = format!(
+        "{:#}",
+        PretrainConfig::default().overridden_by(&path).unwrap_err()
+    );
     assert!(e.contains("c.json") && e.contains("learning_rate"), "{e}");
     std::fs::write(&path, r#"{"batch_size": "eight"}"#).unwrap();
-    let e = format!("{:#}", PretrainConfig::from_file(&path).unwrap_err());
+    let e = format!(
+        "{:#}",
+        PretrainConfig::default().overridden_by(&path).unwrap_err()
+    );
     assert!(
         e.contains("c.json") && e.contains("batch_size") || e.contains("invalid type"),
         "{e}"

@@ -180,11 +180,16 @@ impl PretrainConfig {
         })
     }
 
-    /// Read a JSON config; unknown keys and bad values are errors that name the file.
-    pub fn from_file(path: &Path) -> Result<PretrainConfig> {
+    /// This configuration with the keys of a JSON file applied over it (nested objects
+    /// key by key); unknown keys and bad values are errors that name the file.
+    pub fn overridden_by(&self, path: &Path) -> Result<PretrainConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        let over: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("config file {}", path.display()))?;
+        let mut value = serde_json::to_value(self)?;
+        merge_json(&mut value, over);
+        serde_json::from_value(value).with_context(|| format!("config file {}", path.display()))
     }
 
     pub fn model_config(&self, data: &Dataset) -> Result<IjepaConfig> {
@@ -566,5 +571,22 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+}
+
+/// `over`'s keys written into `base`, objects merged key by key.
+fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
     }
 }
