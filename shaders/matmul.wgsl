@@ -120,16 +120,17 @@ fn matmul_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// The vec4 kernel, for M, N and K all multiples of 4: the same 4x4 block per
-// invocation, but every load is a vec4 (four k of a row, or four rows/columns of a
-// k), and each 4-deep step of k is two 4x4 matrix products. Its bindings are the same
-// buffers seen as vec4 arrays.
+// The vec4 kernel, for N and K multiples of 4, and M too when a is stored transposed:
+// the same 4x4 block per invocation, but every load is a vec4 (four k of a row, or
+// four rows/columns of a k), and each 4-deep step of k is two 4x4 matrix products. Its
+// bindings are the same buffers seen as vec4 arrays.
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> bias4: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> c4: array<vec4<f32>>;
 
-// Rows r..r+4 of op(a) over k..k+4: result[i] = op(a)[r + i][k..k+4].
+// Rows r..r+4 of op(a) over k..k+4: result[i] = op(a)[r + i][k..k+4]. Stored [M, K],
+// rows past M repeat the last one (M need not be a multiple of 4 there).
 fn a_block(base: u32, r: u32, k: u32) -> mat4x4<f32> {
     if (TRANS_A) {
         // Stored [K, M]: a vec4 holds four rows of one k.
@@ -137,9 +138,11 @@ fn a_block(base: u32, r: u32, k: u32) -> mat4x4<f32> {
         let i = (base + k * p.m + r) / 4u;
         return transpose(mat4x4<f32>(a4[i], a4[i + m4], a4[i + 2u * m4], a4[i + 3u * m4]));
     }
-    let k4 = p.k / 4u;
-    let i = (base + r * p.k + k) / 4u;
-    return mat4x4<f32>(a4[i], a4[i + k4], a4[i + 2u * k4], a4[i + 3u * k4]);
+    let last = p.m - 1u;
+    return mat4x4<f32>(a4[(base + min(r, last) * p.k + k) / 4u],
+                       a4[(base + min(r + 1u, last) * p.k + k) / 4u],
+                       a4[(base + min(r + 2u, last) * p.k + k) / 4u],
+                       a4[(base + min(r + 3u, last) * p.k + k) / 4u]);
 }
 
 // Row i of the 4x4 block of op(a) times the 4x4 block of op(b) over k..k+4, columns
@@ -174,8 +177,10 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let col0 = (wid.x * 16u + lid.x) * 4u;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
-    // Blocks past the edge are clamped onto the last one, computed and not stored.
-    let r = min(row0, p.m - 4u);
+    // Blocks past the edge are clamped onto the last one, computed and not stored
+    // (rows one by one in a_block, unless a is stored transposed and M is a multiple of 4).
+    var r = row0;
+    if (TRANS_A) { r = min(row0, p.m - 4u); }
     let c = min(col0, p.n - 4u);
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
@@ -195,9 +200,9 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let n4 = p.n / 4u;
     let o = (batch * p.m * p.n + row0 * p.n + col0) / 4u;
     c4[o] = epilogue4(c0 + bv);
-    c4[o + n4] = epilogue4(c1 + bv);
-    c4[o + 2u * n4] = epilogue4(c2 + bv);
-    c4[o + 3u * n4] = epilogue4(c3 + bv);
+    if (row0 + 1u < p.m) { c4[o + n4] = epilogue4(c1 + bv); }
+    if (row0 + 2u < p.m) { c4[o + 2u * n4] = epilogue4(c2 + bv); }
+    if (row0 + 3u < p.m) { c4[o + 3u * n4] = epilogue4(c3 + bv); }
 }
 
 // The tiled kernel, for GPUs: a 16x16 workgroup computes a 128x128 tile of c, each

@@ -1,7 +1,7 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
-// x86), for M, N, K multiples of 4. The engine appends this file to matmul.wgsl and
-// the kernel uses that file's parameters, transposes, epilogue and vec4 bindings and
-// helpers; it is a module of its own because it needs the subgroup feature, which
+// x86), for N and K multiples of 4, and M too when a is stored transposed. The engine
+// appends this file to matmul.wgsl and the kernel uses that file's parameters,
+// transposes, epilogue and vec4 bindings and helpers; it is a module of its own because it needs the subgroup feature, which
 // not every adapter has.
 //
 // On such a driver each invocation is one lane of a SIMD register, and a storage

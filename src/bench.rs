@@ -116,13 +116,13 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
             b: false,
         };
         let slices = split_k(!dev.is_cpu(), m, n, k, t, false);
-        let chosen = MatmulKernel::choose(dev, m, n, k);
+        let chosen = MatmulKernel::choose(dev, m, n, k, t);
         let mut paths: Vec<(Option<MatmulKernel>, String)> = MatmulKernel::ALL
             .into_iter()
             .filter(|&kernel| {
                 every_kernel
                     && (kernel != chosen || slices.is_some())
-                    && kernel.takes(m, n, k)
+                    && kernel.takes(m, n, k, t)
                     && kernel.runs_on(dev)
             })
             .map(|kernel| (Some(kernel), format!("{kernel:?} kernel")))

@@ -10,19 +10,21 @@ use engine::ops::matmul::{Epilogue, MatmulKernel, Transpose};
 use engine::ops::{self, elementwise, gather, layernorm, layout, loss, matmul, reduce, softmax};
 use engine::{Indices, Tensor};
 
-/// Every matmul kernel that takes an MxKxN product and runs on this adapter, not only
-/// the one it picks.
-fn matmul_kernels(m: usize, n: usize, k: usize) -> Vec<MatmulKernel> {
+/// Every matmul kernel that takes an MxKxN product with these transposes and runs on
+/// this adapter, not only the one it picks.
+fn matmul_kernels(m: usize, n: usize, k: usize, t: Transpose) -> Vec<MatmulKernel> {
     MatmulKernel::ALL
         .into_iter()
-        .filter(|&kernel| kernel.takes(m, n, k) && kernel.runs_on(&device()))
+        .filter(|&kernel| kernel.takes(m, n, k, t) && kernel.runs_on(&device()))
         .collect()
 }
 
 #[test]
 fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
     let mut r = rng(1);
-    // The last three have M, N, K multiples of 4 (the vec4 kernel) but not of its tile.
+    // From (3, 4, 8, 12) on, N and K are multiples of 4 (the vec4 kernels) but not of
+    // their tiles; the last four have an M that is not, which those kernels take when
+    // a is not transposed.
     let shapes = [
         (1, 1, 1, 1),
         (1, 3, 7, 5),
@@ -34,6 +36,10 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
         (1, 68, 20, 132),
         (2, 200, 36, 144),
         (2, 12, 132, 36),
+        (3, 1, 4, 4),
+        (1, 3, 12, 8),
+        (2, 33, 20, 12),
+        (2, 131, 36, 68),
     ];
     for &(batch, m, k, n) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -66,7 +72,7 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
                         tb,
                         b_shared,
                     );
-                    for kernel in matmul_kernels(m, n, k) {
+                    for kernel in matmul_kernels(m, n, k, Transpose { a: ta, b: tb }) {
                         let got = matmul::matmul_with(
                             Some(kernel),
                             &upload(&a_shape, &a),
@@ -91,7 +97,12 @@ fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
 #[test]
 fn matmul_gelu_epilogue_matches_cpu() {
     let mut r = rng(11);
-    for &(batch, m, k, n) in &[(1, 3, 7, 5), (2, 36, 20, 12), (1, 130, 12, 68)] {
+    for &(batch, m, k, n) in &[
+        (1, 3, 7, 5),
+        (2, 36, 20, 12),
+        (1, 130, 12, 68),
+        (2, 37, 8, 12),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = random(&mut r, batch * m * k);
             let b = random(&mut r, batch * k * n);
@@ -100,7 +111,7 @@ fn matmul_gelu_epilogue_matches_cpu() {
             let b_shape = if tb { [batch, n, k] } else { [batch, k, n] };
             let product = cpu::matmul(&a, &b, Some(&bias), batch, m, k, n, ta, tb, false);
             let want = cpu::gelu(&product);
-            for kernel in matmul_kernels(m, n, k) {
+            for kernel in matmul_kernels(m, n, k, Transpose { a: ta, b: tb }) {
                 let got = matmul::matmul_with(
                     Some(kernel),
                     &upload(&a_shape, &a),

@@ -80,15 +80,17 @@ pub enum MatmulKernel {
     /// The scalar kernel's blocks numbered across the batch, 64 per workgroup: any
     /// shape, no idle invocations on small products (attention over few tokens).
     Flat,
-    /// vec4 loads, 4x4 blocks as mat4x4 products: M, N, K multiples of 4.
+    /// vec4 loads, 4x4 blocks as mat4x4 products: N and K multiples of 4, M too when
+    /// a is stored transposed.
     Vec4,
     /// 128x128 workgroup tiles in workgroup memory, 8x8 per invocation: any shape.
     Tiled,
     /// `Tiled` with the next k-step loaded into registers while the current one is
     /// multiplied, and op(a) read from workgroup memory as vec4s: any shape.
     TiledPrefetch,
-    /// 16x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: M, N, K
-    /// multiples of 4, on adapters whose subgroups are exactly 8 lanes (CPU drivers).
+    /// 16x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: N and K
+    /// multiples of 4, M too when a is stored transposed, on adapters whose subgroups
+    /// are exactly 8 lanes (CPU drivers).
     Subgroup,
 }
 
@@ -107,14 +109,20 @@ impl MatmulKernel {
     /// vec4 kernel's speed at 1024^3). On CPU adapters barriers and storage loads are
     /// costly, and the subgroup kernel, which loads least, wins (on lavapipe about 3x
     /// the vec4 kernel at 1024^3).
-    pub fn choose(device: &crate::Device, m: usize, n: usize, k: usize) -> MatmulKernel {
+    pub fn choose(
+        device: &crate::Device,
+        m: usize,
+        n: usize,
+        k: usize,
+        t: Transpose,
+    ) -> MatmulKernel {
         const TILED_FROM: f64 = 4.0e9;
         let subgroup = MatmulKernel::Subgroup;
-        if subgroup.takes(m, n, k) && subgroup.runs_on(device) {
+        if subgroup.takes(m, n, k, t) && subgroup.runs_on(device) {
             subgroup
         } else if !device.is_cpu() && (m * n * k) as f64 >= TILED_FROM {
             MatmulKernel::Tiled
-        } else if MatmulKernel::Vec4.takes(m, n, k) {
+        } else if MatmulKernel::Vec4.takes(m, n, k, t) {
             MatmulKernel::Vec4
         } else if device.is_cpu() || m.min(n) < 32 {
             MatmulKernel::Flat
@@ -131,9 +139,10 @@ impl MatmulKernel {
         }
     }
 
-    /// Whether the kernel takes an MxKxN product (some need multiples of 4).
-    pub fn takes(self, m: usize, n: usize, k: usize) -> bool {
-        let vec4 = [m, n, k].iter().all(|v| v % 4 == 0);
+    /// Whether the kernel takes an MxKxN product with these transposes: the vec4
+    /// kernels read N and K as vec4s, and M too when a is stored [K, M].
+    pub fn takes(self, m: usize, n: usize, k: usize, t: Transpose) -> bool {
+        let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
         vec4 || !matches!(self, MatmulKernel::Vec4 | MatmulKernel::Subgroup)
     }
 }
@@ -317,13 +326,13 @@ pub fn matmul_with(
             return split_k_checked(a, b, &d, slices);
         }
     }
-    let kernel = kernel.unwrap_or_else(|| MatmulKernel::choose(a.device(), d.m, d.n, d.k));
-    if !kernel.takes(d.m, d.n, d.k) {
+    let kernel = kernel.unwrap_or_else(|| MatmulKernel::choose(a.device(), d.m, d.n, d.k, t));
+    if !kernel.takes(d.m, d.n, d.k, t) {
         return shape_err(
             "matmul",
             format!(
-                "the {kernel:?} kernel needs M, N, K multiples of 4, got {}x{}x{}",
-                d.m, d.n, d.k
+                "the {kernel:?} kernel needs N and K multiples of 4 (and M, with a transposed), got {}x{}x{} (transposed a: {})",
+                d.m, d.n, d.k, t.a
             ),
         );
     }
