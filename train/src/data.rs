@@ -233,23 +233,13 @@ pub fn load_image_folder(
     if channels != 1 && channels != 3 {
         bail!("image folders load as 1 or 3 channels, not {channels}");
     }
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read data directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
+    let classes = sorted_entries(dir, Path::is_dir)?;
     if classes.is_empty() {
         bail!("{}: no class sub-folders", dir.display());
     }
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
     for (label, class_dir) in classes.iter().enumerate() {
-        let mut in_class: Vec<PathBuf> = std::fs::read_dir(class_dir)
-            .with_context(|| format!("cannot read class folder {}", class_dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        in_class.sort();
+        let in_class = sorted_entries(class_dir, Path::is_file)?;
         files.extend(in_class.into_iter().map(|f| (f, label as u32)));
     }
 
@@ -304,6 +294,17 @@ pub fn load_image_folder(
         bail!("{}: no readable images", dir.display());
     }
     Ok((data, report))
+}
+
+/// The entries of a folder that `keep` accepts, sorted.
+fn sorted_entries(dir: &Path, keep: fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| keep(p))
+        .collect();
+    entries.sort();
+    Ok(entries)
 }
 
 /// One image resized (shorter side to `size`), centre-cropped and written to `out` as
