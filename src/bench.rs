@@ -298,10 +298,13 @@ pub fn step(
             config.model, channels, size, size, config.patch_size
         ),
     };
+    let flops = (now.flops - counted.flops) as f64 / n;
     println!(
-        "train step {name} (batch {b}): {:.0} dispatches in {:.0} submits per step",
+        "train step {name} (batch {b}): {:.0} dispatches in {:.0} submits, {:.2} GFLOP of matmul and attention per step: {:.1} GFLOP/s",
         (now.dispatches - counted.dispatches) as f64 / n,
         (now.submits - counted.submits) as f64 / n,
+        flops / 1e9,
+        flops / total / 1e9,
     );
     println!(
         "train step {name} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s on {}",

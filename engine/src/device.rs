@@ -164,12 +164,17 @@ pub struct Device {
 pub struct Counts {
     pub dispatches: u64,
     pub submits: u64,
+    /// Floating-point operations of the matmuls and attention heads dispatched: two per
+    /// multiply-add, the attention backward counted as the four products it needs
+    /// (not the scores its kernels recompute), so fused and composed paths agree.
+    pub flops: u64,
 }
 
 #[derive(Default)]
 struct DeviceCounts {
     dispatches: AtomicU64,
     submits: AtomicU64,
+    flops: AtomicU64,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
@@ -343,12 +348,18 @@ impl Device {
         self.pool.created.load(Ordering::Relaxed)
     }
 
-    /// Dispatches recorded and command buffers submitted so far.
+    /// Dispatches recorded, command buffers submitted and matmul FLOPs dispatched so far.
     pub fn counts(&self) -> Counts {
         Counts {
             dispatches: self.counts.dispatches.load(Ordering::Relaxed),
             submits: self.counts.submits.load(Ordering::Relaxed),
+            flops: self.counts.flops.load(Ordering::Relaxed),
         }
+    }
+
+    /// Add to the FLOPs `counts` reports (see `Counts::flops`).
+    pub(crate) fn count_flops(&self, flops: u64) {
+        self.counts.flops.fetch_add(flops, Ordering::Relaxed);
     }
 
     pub fn is_cpu(&self) -> bool {

@@ -200,6 +200,8 @@ pub fn attention_forward(
     check_kind(kind, dev, hd)?;
     let out = Tensor::empty(dev, &[b, n, h * hd])?;
     let lse = Tensor::empty(dev, &[b * h, n])?;
+    // Scores and output: two N x N x hd products per head.
+    dev.count_flops(4 * (b * h * n * n * hd) as u64);
     launch(
         kind,
         FORWARD,
@@ -238,6 +240,8 @@ pub fn attention_backward(
     }
     let dqkv = Tensor::empty(dev, qkv.shape())?;
     let delta = Tensor::empty(dev, &[b * h, n])?;
+    // dv, dp, dq and dk: four N x N x hd products per head.
+    dev.count_flops(8 * (b * h * n * n * hd) as u64);
     launch(
         kind,
         BACKWARD_DQ,

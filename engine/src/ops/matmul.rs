@@ -384,6 +384,7 @@ pub fn matmul_with(
         MatmulKernel::TiledPrefetch => (&TILED_PREFETCH, tiles(128)),
         MatmulKernel::Subgroup => (&SUBGROUP, tiles(64)),
     };
+    dev.count_flops(2 * (d.batch * d.m * d.n * d.k) as u64);
     dev.dispatch(
         def,
         &constants,
