@@ -155,7 +155,7 @@ pub struct Device {
     checked_shaders: bool,
     /// Per-kernel timing, with IJEPA_PROFILE=1.
     profiler: Option<Profiler>,
-    /// Dispatches recorded and command buffers submitted since the device was made.
+    /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
     counts: DeviceCounts,
 }
 
@@ -379,7 +379,7 @@ impl Device {
         if bytes > limit {
             return Err(Error::TooLarge { bytes, limit });
         }
-        let wanted = size_class(bytes).min(limit);
+        let wanted = size_class(bytes).min(limit & !3);
         // The smallest free buffer of at least the wanted class and at most twice it:
         // token counts vary from step to step with the masks, so exact classes alone
         // would keep creating buffers long after the first step.
