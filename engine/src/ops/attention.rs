@@ -276,15 +276,17 @@ pub fn attention_backward(
 
 /// Differentiable attention by the path measured faster on this kind of adapter. On
 /// lavapipe, from the packed qkv: the subgroup kernels for head dims up to 32 (1.4-4.7x
-/// the composed path from 49 to 1,024 tokens) and for up to 64 tokens at any head dim
-/// (1.2-2.6x at head dims 64 and 128), but 0.75-1.0x at head dim 64 from 100 tokens up,
-/// where the composed path stays. Elsewhere the composed path: the tiled fused kernels
-/// lose to it on lavapipe and on an H200, and the blocked ones are not yet timed on a
-/// GPU.
+/// the composed path from 49 to 1,024 tokens), for up to 64 tokens at any head dim
+/// (1.2-2.6x at head dims 64 and 128), and for token counts that are not multiples of
+/// 4, where the composed path's products leave the vec4 matmuls (2.3-3.3x at head dims
+/// 64 and 128, 101 to 513 tokens); but 0.75-1.0x at head dim 64 from 100 tokens up
+/// otherwise, where the composed path stays. Elsewhere the composed path: the tiled
+/// fused kernels lose to it on lavapipe and on an H200, and the blocked ones are not
+/// yet timed on a GPU.
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
     let (_, n, _, hd) = check(qkv, heads)?;
     let kind = FusedAttention::Subgroup;
-    if (hd <= 32 || n <= 64) && kind.runs_on(qkv.device(), hd) {
+    if (hd <= 32 || n <= 64 || !n.is_multiple_of(4)) && kind.runs_on(qkv.device(), hd) {
         attention_fused(kind, qkv, heads, scale_factor)
     } else {
         attention_composed(qkv, heads, scale_factor)
