@@ -248,6 +248,21 @@ fn tiled_load_b(b_base: u32, k: u32, n: u32) -> f32 {
     return tb[b_base + k * p.n + n];
 }
 
+// Columns col0..col0+4 of row `row` of one batch entry of c, with the epilogue, where
+// they fall inside the matrix.
+fn store_tiled(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var c = 0u; c < 4u; c++) {
+        let col = col0 + c;
+        if (col < p.n) {
+            var x = v[c];
+            if (HAS_BIAS) { x += tbias[col]; }
+            if (HAS_GELU) { x = gelu(x); }
+            tc[c_base + row * p.n + col] = x;
+        }
+    }
+}
+
 var<workgroup> a_tile: array<f32, 2048>;        // [TILE_K][TILE_M]
 var<workgroup> b_tile: array<vec4<f32>, 512>;   // [TILE_K][TILE_M / 4]
 
@@ -283,19 +298,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
     let c_base = batch * p.m * p.n;
     for (var i = 0u; i < 8u; i++) {
-        let row = m0 + lid.y + 16u * i;
-        if (row >= p.m) { continue; }
         for (var j = 0u; j < 2u; j++) {
-            let col0 = n0 + 4u * lid.x + 64u * j;
-            for (var c = 0u; c < 4u; c++) {
-                let col = col0 + c;
-                if (col < p.n) {
-                    var x = acc[2u * i + j][c];
-                    if (HAS_BIAS) { x += tbias[col]; }
-                    if (HAS_GELU) { x = gelu(x); }
-                    tc[c_base + row * p.n + col] = x;
-                }
-            }
+            store_tiled(c_base, m0 + lid.y + 16u * i, n0 + 4u * lid.x + 64u * j, acc[2u * i + j]);
         }
     }
 }
@@ -361,19 +365,9 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let c_base = batch * p.m * p.n;
     for (var h = 0u; h < 2u; h++) {
         for (var r = 0u; r < 4u; r++) {
-            let row = m0 + 64u * h + 4u * lid.y + r;
-            if (row >= p.m) { continue; }
             for (var j = 0u; j < 2u; j++) {
-                let col0 = n0 + 4u * lid.x + 64u * j;
-                for (var c = 0u; c < 4u; c++) {
-                    let col = col0 + c;
-                    if (col < p.n) {
-                        var x = acc[8u * h + 2u * r + j][c];
-                        if (HAS_BIAS) { x += tbias[col]; }
-                        if (HAS_GELU) { x = gelu(x); }
-                        tc[c_base + row * p.n + col] = x;
-                    }
-                }
+                let row = m0 + 64u * h + 4u * lid.y + r;
+                store_tiled(c_base, row, n0 + 4u * lid.x + 64u * j, acc[8u * h + 2u * r + j]);
             }
         }
     }
