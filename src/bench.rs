@@ -15,17 +15,23 @@ fn filled(dev: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_slice(dev, shape, &data)?)
 }
 
-/// Seconds per call of `f`, after a warm-up, over enough calls to fill ~`budget` s.
-/// Under IJEPA_PROFILE=1 (every dispatch waited for, so the wall time is inflated) also
-/// the summed kernel time per call, from the GPU's timestamps where it has them.
-fn time_per_call(
-    dev: &Device,
-    budget: f64,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<(f64, Option<f64>)> {
+/// What `time_per_call` measured, per call.
+struct Timing {
+    /// Wall time, each call waited for.
+    secs: f64,
+    /// Under IJEPA_PROFILE=1 (every dispatch waited for, so `secs` is inflated) the
+    /// summed kernel time, from the GPU's timestamps where it has them.
+    kernel_secs: Option<f64>,
+    /// Matmul and attention FLOPs the call dispatched (`Device::counts`).
+    flops: f64,
+}
+
+/// `f` timed after a warm-up, over enough calls to fill ~`budget` s.
+fn time_per_call(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     f()?;
     dev.synchronize();
     dev.take_profile_report();
+    let flops_before = dev.counts().flops;
     let start = Instant::now();
     let mut calls = 0u32;
     while calls < 3 || start.elapsed().as_secs_f64() < budget {
@@ -33,10 +39,13 @@ fn time_per_call(
         dev.synchronize();
         calls += 1;
     }
-    let wall = start.elapsed().as_secs_f64() / calls as f64;
+    let per_call = |total: f64| total / calls as f64;
     let (rows, _) = dev.take_profile_report();
-    let kernels = (!rows.is_empty()).then(|| rows.iter().map(|r| r.2).sum::<f64>() / calls as f64);
-    Ok((wall, kernels))
+    Ok(Timing {
+        secs: per_call(start.elapsed().as_secs_f64()),
+        kernel_secs: (!rows.is_empty()).then(|| per_call(rows.iter().map(|r| r.2).sum())),
+        flops: per_call((dev.counts().flops - flops_before) as f64),
+    })
 }
 
 /// ", kernels X ms" when profiling gave kernel times.
@@ -133,19 +142,19 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
         };
         paths.push((None, chosen_label));
         for (kernel, path) in paths {
-            let (secs, kernels) = time_per_call(dev, 1.0, || {
+            let timing = time_per_call(dev, 1.0, || {
                 matmul_with(kernel, &a, &b, t, None, Epilogue::None)?;
                 Ok(())
             })?;
             // Under profiling, the rate of the kernels themselves.
-            let timed = if kernels.is_some() {
+            let timed = if timing.kernel_secs.is_some() {
                 " (kernel time)"
             } else {
                 ""
             };
             println!(
                 "matmul {label}: {:.2} GFLOP/s on {name}, {path}{timed}",
-                2.0 * (m * k * n) as f64 / kernels.unwrap_or(secs) / 1e9
+                timing.flops / timing.kernel_secs.unwrap_or(timing.secs) / 1e9
             );
         }
     }
@@ -177,22 +186,20 @@ pub fn attention(
                     Ok(())
                 })
             };
-            let (composed, composed_kernels) = time(&|| attention_composed(&qkv, heads, scale))?;
-            // Forward 4 N^2 hd, backward 8 N^2 hd per head (recomputation not counted).
-            let flops = 12.0 * (batch * heads * n * n * hd) as f64;
+            let composed = time(&|| attention_composed(&qkv, heads, scale))?;
             let kinds = FusedAttention::ALL
                 .into_iter()
                 .filter(|kind| kind.runs_on(dev, hd));
             for kind in kinds {
-                let (fused, fused_kernels) = time(&|| attention_fused(kind, &qkv, heads, scale))?;
+                let fused = time(&|| attention_fused(kind, &qkv, heads, scale))?;
                 println!(
                     "attention fwd+bwd {batch}x{heads} heads N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}{}{}",
-                    fused * 1e3,
-                    flops / fused / 1e9,
-                    composed * 1e3,
-                    composed / fused,
-                    kernel_note("fused ", fused_kernels),
-                    kernel_note("composed ", composed_kernels),
+                    fused.secs * 1e3,
+                    fused.flops / fused.secs / 1e9,
+                    composed.secs * 1e3,
+                    composed.secs / fused.secs,
+                    kernel_note("fused ", fused.kernel_secs),
+                    kernel_note("composed ", composed.kernel_secs),
                 );
             }
         }
