@@ -12,7 +12,7 @@
 //! workgroup-memory tiles; any adapter), `attention_blocked.wgsl` (32 x 32 score tiles
 //! as register-blocked products; GPUs) and `attention_subgroup.wgsl` (subgroup
 //! broadcasts; CPU adapters with 8-lane subgroups). `attention`, which the model calls,
-//! takes whichever path was measured faster for the adapter and head dim.
+//! takes whichever path was measured faster for the adapter, head dim and token count.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
