@@ -7,11 +7,7 @@ use engine::ops::{self, matmul::matmul_forward, Transpose};
 use engine::{Device, Tensor};
 
 fn filled(dev: &std::sync::Arc<Device>, shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
-    Tensor::from_slice(dev, shape, &data).unwrap()
+    train::synthetic::synthetic(dev, shape).unwrap()
 }
 
 fn matmul(c: &mut Criterion) {
@@ -85,39 +81,22 @@ fn attention(c: &mut Criterion) {
     group.finish();
 }
 
-/// One I-JEPA training step (forward, backward, AdamW, EMA) of a small ViT on random
-/// images; throughput in images.
+/// One I-JEPA training step (`train_step`: forward, backward, AdamW, EMA) of the
+/// `fmnist-cpu` preset at batch 32 on synthetic images; throughput in images.
 fn train_step(c: &mut Criterion) {
-    use train::masks::{MaskCollator, MaskConfig};
     let dev = Device::shared().unwrap();
     let mut group = c.benchmark_group(format!("train step [{}]", dev.info().name));
     group.sample_size(10);
-    let config = model::IjepaConfig {
-        encoder: model::config::vit_preset("vit_pico", 28, 4, 1).unwrap(),
-        predictor: model::PredictorConfig {
-            embed_dim: 32,
-            depth: 2,
-            num_heads: 4,
-        },
-    };
-    let net = model::IJepa::new(&dev, &config, 0).unwrap();
-    let mut optimizer = train::optim::AdamWOptimizer::new(&net.trainable_params()).unwrap();
-    let (target, source) = (net.target_params(), net.encoder_params());
-    let collator = MaskCollator::new(MaskConfig::official(7), 0).unwrap();
-    let batch = 32;
-    let images = filled(&dev, &[batch, 1, 28, 28]);
-    group.throughput(Throughput::Elements(batch as u64));
-    let mut step = 0u64;
-    group.bench_function("vit_pico 28x28 batch 32", |bench| {
+    let mut config = train::config::PretrainConfig::preset("fmnist-cpu").unwrap();
+    config.batch_size = 32;
+    let name = format!("{} batch {}", config.model, config.batch_size);
+    group.throughput(Throughput::Elements(config.batch_size as u64));
+    let mut run = train::synthetic::SyntheticRun::new(&dev, config, 1000).unwrap();
+    let mut step = 0;
+    group.bench_function(name, |bench| {
         bench.iter(|| {
-            let m = collator.sample(step, batch).unwrap();
             step += 1;
-            let masks = model::Masks::new(&dev, &m.context, &m.target, 49).unwrap();
-            let out = net.forward(&images, &masks).unwrap();
-            let grads = engine::backward(&out.loss).unwrap();
-            optimizer.step(&grads, 1e-3, 0.04).unwrap();
-            train::optim::ema(&target, &source, 0.996).unwrap();
-            out.loss.item()
+            run.step(step % 1000, false).unwrap().loss
         })
     });
     group.finish();

@@ -6,14 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use engine::ops::{self, Transpose};
 use engine::{Device, Tensor};
-
-fn filled(dev: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
-    Ok(Tensor::from_slice(dev, shape, &data)?)
-}
+use train::synthetic::synthetic;
 
 /// What `time_per_call` measured, per call.
 struct Timing {
@@ -119,7 +112,7 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
     } in cases
     {
         let a_shape = if trans_a { [k, m] } else { [m, k] };
-        let (a, b) = (filled(dev, &a_shape)?, filled(dev, &[k, n])?);
+        let (a, b) = (synthetic(dev, &a_shape)?, synthetic(dev, &[k, n])?);
         let t = Transpose {
             a: trans_a,
             b: false,
@@ -176,8 +169,8 @@ pub fn attention(
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
-            let qkv = filled(dev, &[batch, n, 3 * heads * hd])?.requires_grad();
-            let w = filled(dev, &[batch, n, heads * hd])?;
+            let qkv = synthetic(dev, &[batch, n, 3 * heads * hd])?.requires_grad();
+            let w = synthetic(dev, &[batch, n, heads * hd])?;
             let scale = (hd as f32).powf(-0.5);
             let time = |f: &dyn Fn() -> engine::Result<Tensor>| {
                 time_per_call(dev, 1.0, || {
@@ -207,79 +200,40 @@ pub fn attention(
     Ok(())
 }
 
-/// One I-JEPA training step of a pretraining preset (with a JSON file's overrides) on
-/// synthetic images of its data's geometry, split into its phases; prints images/s.
+/// Training steps of a pretraining preset (with a JSON file's overrides) on synthetic
+/// images of its data's geometry, through `train_step`, each phase timed; prints
+/// images/s.
 pub fn step(
     dev: &Arc<Device>,
     preset: &str,
     overrides: Option<&std::path::Path>,
     steps: usize,
 ) -> Result<()> {
-    use train::masks::{MaskCollator, MaskConfig};
-    let mut config = train::pretrain::PretrainConfig::preset(preset)?;
+    if steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
+    let mut config = train::config::PretrainConfig::preset(preset)?;
     if let Some(path) = overrides {
         config = config.overridden_by(path)?;
     }
-    config.validate()?;
-    let (size, channels) = match config.data.kind.as_str() {
-        "idx" => (28, 1),
-        "cifar10" => (32, 3),
-        _ => (config.data.image_size, config.data.channels),
-    };
-    let data = train::data::Dataset {
-        channels,
-        height: size,
-        width: size,
-        pixels: vec![0; channels * size * size],
-        labels: vec![0],
-        classes: 1,
-    };
-    let model_config = config.model_config(&data)?;
-    let model = model::IJepa::new(dev, &model_config, 0)?;
-    let mut optimizer = train::optim::AdamWOptimizer::new(&model.trainable_params())?;
-    let (target, source) = (model.target_params(), model.encoder_params());
-    let grid = model_config.encoder.grid();
-    let collator = MaskCollator::new(
-        MaskConfig {
-            min_keep: config.min_keep,
-            ..MaskConfig::official(grid)
-        },
-        0,
-    )?;
-    let b = config.batch_size;
-    let images = filled(dev, &[b, channels, size, size])?;
+    let mut run = train::synthetic::SyntheticRun::new(dev, config, steps + 1)?;
     let (mut t_fwd, mut t_bwd, mut t_opt) = (0.0, 0.0, 0.0);
     let mut counted = dev.counts();
+    // Step 0 warms the pipelines and the buffer pool and is not counted.
     for s in 0..=steps {
         if s == 1 {
             counted = dev.counts();
         }
-        let m = collator.sample(s as u64, b)?;
-        let masks = model::Masks::new(
-            dev,
-            &m.context,
-            &m.target,
-            model_config.encoder.num_patches(),
-        )?;
-        let t = Instant::now();
-        let out = model.forward(&images, &masks)?;
-        out.loss.item();
-        let fwd = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let grads = engine::backward(&out.loss)?;
-        dev.synchronize();
-        let bwd = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        optimizer.step(&grads, 1e-3, 0.04)?;
-        train::optim::ema(&target, &source, 0.996)?;
-        dev.synchronize();
-        let opt = t.elapsed().as_secs_f64();
+        let phases = run.step(s, true)?.phases.expect("phases were timed");
         if s > 0 {
-            t_fwd += fwd;
-            t_bwd += bwd;
-            t_opt += opt;
+            t_fwd += phases.forward;
+            t_bwd += phases.backward;
+            t_opt += phases.update;
         }
     }
+    let config = &run.config;
+    let b = config.batch_size;
+    let (channels, size) = config.data.geometry()?;
     let (rows, gpu_timed) = dev.profile_report();
     if !rows.is_empty() {
         println!(

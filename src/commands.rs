@@ -7,8 +7,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use engine::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use train::masks::{MaskCollator, MaskConfig};
-use train::pretrain::{PretrainConfig, Trainer, CHECKPOINT};
+use train::checkpoint::CHECKPOINT;
+use train::config::PretrainConfig;
+use train::multiblock::{MaskCollator, MaskConfig};
+use train::pretrain::Trainer;
 use train::probe::{probe_checkpoint, ProbeResult};
 
 #[derive(Args)]
@@ -100,7 +102,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     let until = args
         .max_steps
         .map_or(trainer.total_steps(), |m| m.min(trainer.total_steps()));
-    let m = &trainer.model.config;
+    let m = &trainer.state.model.config;
     eprintln!(
         "[{}] pretraining {} (D={}, depth {}, predictor {}x{}) on {} images of {}x{}x{}: {} steps of {} ({} per epoch)",
         device.info().name,

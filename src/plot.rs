@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
 use train::data::Dataset;
-use train::masks::MaskBatch;
+use train::multiblock::MaskBatch;
 
 const GLYPHS: &str = "0123456789.%-e";
 /// 3x5 bitmaps, one row per 3 bits, for the characters of GLYPHS.

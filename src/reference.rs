@@ -1,16 +1,16 @@
 //! `ijepa check-reference`: replay a golden I-JEPA step computed by the official
-//! PyTorch code (format: shared/reference/README.md) and report, per group, how far
-//! this implementation is from it.
+//! PyTorch code (format: shared/reference/README.md) through the trainer's own
+//! `train_step` and report, per group, how far this implementation is from it.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use engine::{backward, Device, Tensor};
-use model::checkpoint::SafetensorsFile;
+use engine::{Device, Tensor};
 use model::pos_embed::sincos_2d;
+use model::weights::SafetensorsFile;
 use model::{IJepa, IjepaConfig, Masks, PredictorConfig, VitConfig};
 use serde::Deserialize;
-use train::optim::{ema, AdamWOptimizer};
+use train::step::{train_step, StepHyper, TrainState};
 
 /// The `config` metadata of a golden file.
 #[derive(Deserialize)]
@@ -200,13 +200,7 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
         None,
     )?);
 
-    let mut enc = Vec::new();
-    model.encoder.params("", &mut enc);
-    file.load_into("encoder.", &enc)?;
-    let mut pred = Vec::new();
-    model.predictor.params("", &mut pred);
-    file.load_into("predictor.", &pred)?;
-    file.load_into("target_encoder.", &model.target_params())?;
+    file.load_into("", &model.named_params())?;
 
     let (images, shape) = file.f32("input.images")?;
     let images = Tensor::from_slice(device, &shape, &images)?;
@@ -218,7 +212,18 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
         .collect::<Result<_>>()?;
     let masks = Masks::new(device, &context, &target, config.encoder.num_patches())?;
 
-    let out = model.forward(&images, &masks)?;
+    // The trainer's own step, with the golden file's hyper-parameters.
+    let mut state = TrainState::new(model)?;
+    state.optimizer.beta1 = c.optimizer.betas[0];
+    state.optimizer.beta2 = c.optimizer.betas[1];
+    state.optimizer.eps = c.optimizer.eps;
+    let hyper = StepHyper {
+        lr: c.optimizer.lr as f64,
+        weight_decay: c.optimizer.weight_decay as f64,
+        momentum: c.ema_momentum as f64,
+    };
+    let step = train_step(&mut state, &images, &masks, hyper, false)?;
+    let out = &step.outputs;
     for (group, t, name) in [
         (
             "context features",
@@ -239,13 +244,12 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
         groups.push(compare(group.into(), &t.to_vec(), &want, FEATURES, None)?);
     }
 
-    let trainable = model.trainable_params();
-    let grads = backward(&out.loss)?;
     let mut reference_grads = std::collections::HashMap::new();
-    for (name, p) in &trainable {
+    for (name, p) in state.model.trainable_params() {
         let (want, _) = file.f32(&format!("grad.{name}"))?;
-        let got = grads
-            .get(p)
+        let got = step
+            .grads
+            .get(&p)
             .with_context(|| format!("no gradient for {name}"))?
             .to_vec();
         groups.push(compare(
@@ -255,20 +259,10 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
             GRADIENTS,
             None,
         )?);
-        reference_grads.insert(name.clone(), want);
+        reference_grads.insert(name, want);
     }
 
-    let mut optimizer = AdamWOptimizer::new(&trainable)?;
-    optimizer.beta1 = c.optimizer.betas[0];
-    optimizer.beta2 = c.optimizer.betas[1];
-    optimizer.eps = c.optimizer.eps;
-    optimizer.step(&grads, c.optimizer.lr, c.optimizer.weight_decay)?;
-    ema(
-        &model.target_params(),
-        &model.encoder_params(),
-        c.ema_momentum,
-    )?;
-    for (name, t) in model.named_params() {
+    for (name, t) in state.model.named_params() {
         let (want, _) = file.f32(&format!("after_step.{name}"))?;
         let tiny = reference_grads
             .get(&name)

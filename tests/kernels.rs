@@ -720,7 +720,7 @@ fn adamw_and_ema_match_cpu() {
         upload(&[n], &v),
     );
     // A clipping scale of 0.5 must act as the gradient halved.
-    let h = engine::optim::AdamW {
+    let h = engine::ops::update::AdamW {
         lr: 1e-2,
         beta1: 0.9,
         beta2: 0.999,
@@ -728,7 +728,7 @@ fn adamw_and_ema_match_cpu() {
         weight_decay: 0.05,
         grad_scale: 0.5,
     };
-    engine::optim::adamw_update(&h, 3, &tp, &tg, &tm, &tv).unwrap();
+    engine::ops::update::adamw_update(&h, 3, &tp, &tg, &tm, &tv).unwrap();
     let half_g: Vec<f32> = g.iter().map(|x| 0.5 * x).collect();
     let (wp, wm, wv) = cpu::adamw(&p, &half_g, &m, &v, 3, 1e-2, 0.9, 0.999, 1e-8, 0.05);
     assert_close("adamw param", &tp.to_vec(), &wp, 1e-6, 1e-5);
@@ -736,7 +736,7 @@ fn adamw_and_ema_match_cpu() {
     assert_close("adamw exp_avg_sq", &tv.to_vec(), &wv, 1e-7, 1e-6);
     let target = random(&mut r, n);
     let tt = upload(&[n], &target);
-    engine::optim::ema_update(&tt, &tp, 0.996).unwrap();
+    engine::ops::update::ema_update(&tt, &tp, 0.996).unwrap();
     assert_close(
         "ema",
         &tt.to_vec(),

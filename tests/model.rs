@@ -5,7 +5,7 @@ mod common;
 
 use common::{device, random, rng};
 use engine::{backward, no_grad, Tensor};
-use model::checkpoint::{save, SafetensorsFile};
+use model::weights::{save, SafetensorsFile};
 use model::{IJepa, IjepaConfig, Masks, PredictorConfig, VitConfig};
 
 fn tiny_config() -> IjepaConfig {

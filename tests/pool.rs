@@ -19,8 +19,8 @@ fn training_steps_allocate_nothing_new_after_warm_up() {
         let h = ops::gelu(&ops::linear(&x, &w, None).unwrap()).unwrap();
         let loss = ops::mean(&ops::layernorm(&h, None, 1e-6).unwrap()).unwrap();
         let grads = engine::backward(&loss).unwrap();
-        let h = engine::optim::AdamW::default();
-        engine::optim::adamw_update(&h, t, &w, grads.get(&w).unwrap(), &m, &v).unwrap();
+        let h = engine::ops::update::AdamW::default();
+        engine::ops::update::adamw_update(&h, t, &w, grads.get(&w).unwrap(), &m, &v).unwrap();
         loss.item()
     };
     let created = || (device().buffers_created(), device().memory_held());

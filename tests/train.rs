@@ -7,8 +7,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::device;
+use train::checkpoint::CHECKPOINT;
+use train::config::PretrainConfig;
+use train::data::DataConfig;
 use train::data::{load_cifar10_dir, load_idx_dir, load_image_folder, read_idx};
-use train::pretrain::{DataConfig, PretrainConfig, Trainer, CHECKPOINT, METRICS};
+use train::pretrain::{Trainer, METRICS};
 use train::schedule::Schedules;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -154,7 +157,7 @@ fn image_folders_load_in_order_and_skip_a_corrupt_image() {
 fn a_batch_is_the_same_on_any_number_of_threads() {
     use train::data::Dataset;
     use train::loader::{epoch_order, make_batch_on_threads, LoaderConfig};
-    use train::masks::{MaskCollator, MaskConfig};
+    use train::multiblock::{MaskCollator, MaskConfig};
     let (n, size) = (10, 12);
     let data = Dataset {
         channels: 3,
@@ -273,7 +276,7 @@ fn gradient_clipping_uses_the_global_norm() {
             ("a.weight".to_string(), w1.clone()),
             ("b.weight".to_string(), w2.clone()),
         ];
-        let mut optimizer = train::optim::AdamWOptimizer::new(&params).unwrap();
+        let mut optimizer = train::adamw::AdamWOptimizer::new(&params).unwrap();
         optimizer.max_grad_norm = Some(max_norm);
         let loss = ops::add(
             &ops::sum(&ops::mul(&w1, &Tensor::from_slice(&dev, &[37], &c1).unwrap()).unwrap())
@@ -348,6 +351,97 @@ fn losses(dir: &Path) -> Vec<(usize, f32)> {
             )
         })
         .collect()
+}
+
+/// The trainer's own step against a host computation: after `Trainer::step_on`, each
+/// trainable parameter is torch's AdamW step (`cpu::adamw`) from its value and moments
+/// before, with the gradient the step used and the schedules' closed-form learning rate
+/// and weight decay at that step (decay for the official group only: not biases, not
+/// 1-D tensors), and the target encoder is the EMA of the updated encoder with the
+/// closed-form momentum. Checked in warm-up and in the cosine phase.
+#[test]
+fn the_trainer_step_is_adamw_then_ema_at_the_scheduled_values() {
+    use engine::cpu;
+    use std::f64::consts::PI;
+    let dir = temp_dir("trainer_step");
+    let config = tiny_config(320, 2);
+    let mut t = Trainer::new(&device(), config.clone(), &dir).unwrap();
+    // 320 images in batches of 16 for 2 epochs: 40 updates, the first 4 of warm-up.
+    let (total, warmup) = (40.0, 4.0);
+    let lr = |s: usize| {
+        let s = (s + 1) as f64;
+        if s < warmup {
+            config.start_lr + s / warmup * (config.lr - config.start_lr)
+        } else {
+            let progress = (s - warmup) / (total - warmup);
+            config.final_lr + (config.lr - config.final_lr) * 0.5 * (1.0 + (PI * progress).cos())
+        }
+    };
+    let wd = |s: usize| {
+        let progress = (s + 1) as f64 / total;
+        config.final_weight_decay
+            + (config.weight_decay - config.final_weight_decay)
+                * 0.5
+                * (1.0 + (PI * progress).cos())
+    };
+    let momentum = |s: usize| config.ema.0 + s as f64 * (config.ema.1 - config.ema.0) / total;
+    let images = train::synthetic::synthetic(&device(), &[16, 1, 28, 28]).unwrap();
+    for step in [0, 1, 25] {
+        t.step = step;
+        let m = t.collator.sample(step as u64, 16).unwrap();
+        let masks = model::Masks::new(&device(), &m.context, &m.target, 49).unwrap();
+        let snapshot = |params: &[(String, engine::Tensor)]| -> Vec<Vec<f32>> {
+            params.iter().map(|(_, p)| p.to_vec()).collect()
+        };
+        let trainable = t.state.model.trainable_params();
+        let before = snapshot(&trainable);
+        let moments: Vec<(Vec<f32>, Vec<f32>)> = t
+            .state
+            .optimizer
+            .moments()
+            .iter()
+            .map(|(_, m, v)| (m.to_vec(), v.to_vec()))
+            .collect();
+        let target_before = snapshot(&t.state.model.target_params());
+        let result = t.step_on(&images, &masks).unwrap();
+        assert_eq!(t.step, step + 1);
+        let count = t.state.optimizer.step as i32;
+        for (k, (name, p)) in trainable.iter().enumerate() {
+            let decays = !name.contains("bias") && p.shape().len() != 1;
+            let grad = result.grads.get(p).unwrap().to_vec();
+            let (want, _, _) = cpu::adamw(
+                &before[k],
+                &grad,
+                &moments[k].0,
+                &moments[k].1,
+                count,
+                lr(step),
+                0.9,
+                0.999,
+                1e-8,
+                if decays { wd(step) } else { 0.0 },
+            );
+            common::assert_close(
+                &format!("step {step}: {name}"),
+                &p.to_vec(),
+                &want,
+                1e-7,
+                1e-5,
+            );
+        }
+        let encoder = t.state.model.encoder_params();
+        for (k, (name, target)) in t.state.model.target_params().iter().enumerate() {
+            let want = cpu::ema(&target_before[k], &encoder[k].1.to_vec(), momentum(step));
+            common::assert_close(
+                &format!("step {step}: target {name}"),
+                &target.to_vec(),
+                &want,
+                1e-7,
+                1e-6,
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -427,7 +521,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
         e.contains("the loss became") && e.contains("checkpoint"),
         "{e}"
     );
-    let file = model::checkpoint::SafetensorsFile::open(&dir.join(CHECKPOINT)).unwrap();
+    let file = model::weights::SafetensorsFile::open(&dir.join(CHECKPOINT)).unwrap();
     let step: usize = file.metadata()["step"].parse().unwrap();
     assert!(step >= 1 && step < t.step + 1, "checkpoint of step {step}");
     let mut again = Trainer::new(&device(), config, &dir).unwrap();

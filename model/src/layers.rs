@@ -168,14 +168,14 @@ impl Attention {
 }
 
 /// Pre-norm transformer block: x += attn(norm1(x)); x += mlp(norm2(x)).
-pub struct Block {
+pub struct TransformerBlock {
     pub norm1: LayerNorm,
     pub attn: Attention,
     pub norm2: LayerNorm,
     pub mlp: Mlp,
 }
 
-impl Block {
+impl TransformerBlock {
     /// Block `layer_id` (from 1) of a stack: the official init divides attn.proj and
     /// mlp.fc2 weights by sqrt(2 * layer_id).
     pub fn new(
@@ -186,9 +186,9 @@ impl Block {
         qkv_bias: bool,
         eps: f32,
         layer_id: usize,
-    ) -> Result<Block> {
+    ) -> Result<TransformerBlock> {
         let rescale = (2.0 * layer_id as f32).sqrt();
-        Ok(Block {
+        Ok(TransformerBlock {
             norm1: LayerNorm::new(init, dim, eps)?,
             attn: Attention {
                 qkv: Linear::new(init, dim, 3 * dim, qkv_bias, 1.0)?,

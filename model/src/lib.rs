@@ -1,13 +1,13 @@
 //! The I-JEPA model on the ijepa engine: ViT encoder, predictor, target path, init as
 //! the official code, parameters named as its `state_dict()`, safetensors checkpoints.
 
-pub mod checkpoint;
 pub mod config;
 pub mod ijepa;
 pub mod layers;
 pub mod masks;
 pub mod pos_embed;
 pub mod vit;
+pub mod weights;
 
 pub use config::{IjepaConfig, PredictorConfig, VitConfig};
 pub use ijepa::{IJepa, StepOutputs};

@@ -9,7 +9,7 @@ use engine::ops::{self, layout};
 use engine::{Indices, Tensor};
 
 use crate::config::{PredictorConfig, VitConfig};
-use crate::layers::{Block, Init, LayerNorm, Linear, NamedParams, PatchEmbed, INIT_STD};
+use crate::layers::{Init, LayerNorm, Linear, NamedParams, PatchEmbed, TransformerBlock, INIT_STD};
 use crate::masks::Masks;
 use crate::pos_embed::sincos_2d;
 
@@ -20,7 +20,7 @@ pub struct VisionTransformer {
     pub patch_embed: PatchEmbed,
     /// Fixed table [1, N, D]; not a trained parameter.
     pub pos_embed: Tensor,
-    pub blocks: Vec<Block>,
+    pub blocks: Vec<TransformerBlock>,
     pub norm: LayerNorm,
 }
 
@@ -32,7 +32,7 @@ impl VisionTransformer {
         let pos_embed = Tensor::from_slice(init.device, &[1, n, d], &table)?;
         let blocks = (1..=config.depth)
             .map(|id| {
-                Block::new(
+                TransformerBlock::new(
                     init,
                     d,
                     config.num_heads,
@@ -96,7 +96,7 @@ pub struct Predictor {
     pub mask_token: Tensor,
     /// Fixed table [1, N, Dp].
     pub predictor_pos_embed: Tensor,
-    pub predictor_blocks: Vec<Block>,
+    pub predictor_blocks: Vec<TransformerBlock>,
     pub predictor_norm: LayerNorm,
     pub predictor_proj: Linear,
     num_patches: usize,
@@ -115,7 +115,7 @@ impl Predictor {
         let mask_token = init.trunc_normal(&[1, 1, dp], INIT_STD, 1.0)?;
         let predictor_blocks = (1..=config.depth)
             .map(|id| {
-                Block::new(
+                TransformerBlock::new(
                     init,
                     dp,
                     config.num_heads,

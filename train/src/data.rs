@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 
 /// The default data: Debian's `dataset-fashion-mnist` package.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -67,6 +68,82 @@ impl Dataset {
                 (mean as f32, (s2 / n - mean * mean).max(1e-12).sqrt() as f32)
             })
             .collect()
+    }
+}
+
+/// Where the data comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// "idx" (Fashion-MNIST/MNIST), "cifar10" or "folder".
+    pub kind: String,
+    pub dir: PathBuf,
+    /// Image side for "folder" data (IDX and CIFAR keep their own size).
+    pub image_size: usize,
+    /// Channels for "folder" data: 1 or 3.
+    pub channels: usize,
+    /// Use only the first N training images (0: all).
+    pub train_limit: usize,
+    /// Use only the first N test images (0: all).
+    pub test_limit: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            kind: "idx".into(),
+            dir: FASHION_MNIST_DIR.into(),
+            image_size: 32,
+            channels: 3,
+            train_limit: 0,
+            test_limit: 0,
+        }
+    }
+}
+
+impl DataConfig {
+    /// (channels, side) of the images this configuration loads, known without loading
+    /// them (for benchmarks on synthetic images; IDX data is taken to be 28x28
+    /// Fashion-MNIST or MNIST).
+    pub fn geometry(&self) -> Result<(usize, usize)> {
+        Ok(match self.kind.as_str() {
+            "idx" => (1, 28),
+            "cifar10" => (3, 32),
+            "folder" => (self.channels, self.image_size),
+            other => bail!("data kind `{other}` is not one of idx, cifar10, folder"),
+        })
+    }
+
+    pub fn load(&self) -> Result<Splits> {
+        let mut splits = match self.kind.as_str() {
+            "idx" => load_idx_dir(&self.dir)?,
+            "cifar10" => load_cifar10_dir(&self.dir)?,
+            "folder" => {
+                let (train, report) =
+                    load_image_folder(&self.dir.join("train"), self.image_size, self.channels)?;
+                let (test, report2) =
+                    load_image_folder(&self.dir.join("val"), self.image_size, self.channels)?;
+                for (f, e) in report.skipped.iter().chain(&report2.skipped) {
+                    eprintln!("warning: skipped unreadable image {}: {e}", f.display());
+                }
+                let skipped = report.skipped.len() + report2.skipped.len();
+                if skipped > 0 {
+                    eprintln!("warning: {skipped} unreadable image(s) skipped");
+                }
+                Splits {
+                    train: Arc::new(train),
+                    test: Arc::new(test),
+                }
+            }
+            other => bail!("data kind `{other}` is not one of idx, cifar10, folder"),
+        };
+        if self.train_limit > 0 {
+            splits.train = Arc::new(splits.train.take(self.train_limit));
+        }
+        if self.test_limit > 0 {
+            splits.test = Arc::new(splits.test.take(self.test_limit));
+        }
+        Ok(splits)
     }
 }
 

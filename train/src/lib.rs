@@ -1,11 +1,15 @@
 //! I-JEPA training on the ijepa engine and model.
 
+pub mod adamw;
 pub mod augment;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod loader;
-pub mod masks;
-pub mod optim;
+pub mod multiblock;
 pub mod pretrain;
 pub mod probe;
 pub mod schedule;
+pub mod step;
+pub mod synthetic;

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 
 use crate::augment::{random_resized_crop_params, resize_crop_normalised};
 use crate::data::Dataset;
-use crate::masks::{MaskBatch, MaskCollator};
+use crate::multiblock::{MaskBatch, MaskCollator};
 
 /// One training batch.
 pub struct Batch {

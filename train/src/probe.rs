@@ -5,17 +5,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use engine::Device;
-use model::checkpoint::SafetensorsFile;
-use model::{IJepa, IjepaConfig};
+use model::IJepa;
 
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::data::Splits;
 use crate::eval::{
     balanced_subset, column_stats, knn_accuracy, linear_accuracy, normalised_pixels,
     pooled_features, select_rows, standardise, train_logistic,
 };
-use crate::pretrain::PretrainConfig;
 
 pub const PROBE_L2: f64 = 1e-4;
 pub const PROBE_ITERATIONS: usize = 100;
@@ -84,24 +83,17 @@ pub fn probe_checkpoint(
     path: &Path,
     mut on_result: impl FnMut(&ProbeResult),
 ) -> Result<Vec<ProbeResult>> {
-    let file = SafetensorsFile::open(path)?;
-    let meta = file.metadata();
-    let pretrain: PretrainConfig = serde_json::from_str(
-        meta.get("pretrain_config")
-            .with_context(|| format!("{}: not an ijepa checkpoint", path.display()))?,
-    )?;
-    let config: IjepaConfig = serde_json::from_str(
-        meta.get("model_config")
-            .context("checkpoint has no model_config")?,
-    )?;
-    let stats: Vec<(f32, f32)> = serde_json::from_str(
-        meta.get("channel_stats")
-            .context("checkpoint has no channel_stats")?,
-    )?;
+    let checkpoint = Checkpoint::open(path)?;
+    let CheckpointMeta {
+        pretrain,
+        model: config,
+        channel_stats: stats,
+        ..
+    } = &checkpoint.meta;
     let splits = pretrain.data.load()?;
-    let model = IJepa::new(device, &config, pretrain.seed)?;
-    file.load_into("", &model.named_params())?;
-    let random = IJepa::new(device, &config, pretrain.seed.wrapping_add(0x5EED))?;
+    let model = IJepa::new(device, config, pretrain.seed)?;
+    checkpoint.file.load_into("", &model.named_params())?;
+    let random = IJepa::new(device, config, pretrain.seed.wrapping_add(0x5EED))?;
     let train_idx: Vec<usize> = (0..splits.train.len()).collect();
     let test_idx: Vec<usize> = (0..splits.test.len()).collect();
     let d = config.encoder.embed_dim;
@@ -113,11 +105,7 @@ pub fn probe_checkpoint(
         Ok(())
     };
     let pixels = |idx: &[usize], train: bool| {
-        normalised_pixels(
-            if train { &splits.train } else { &splits.test },
-            &stats,
-            idx,
-        )
+        normalised_pixels(if train { &splits.train } else { &splits.test }, stats, idx)
     };
     run(
         "raw pixels",
@@ -130,23 +118,17 @@ pub fn probe_checkpoint(
         pooled_features(
             &random.target_encoder,
             &splits.train,
-            &stats,
+            stats,
             &train_idx,
             256,
         )?,
-        pooled_features(&random.target_encoder, &splits.test, &stats, &test_idx, 256)?,
+        pooled_features(&random.target_encoder, &splits.test, stats, &test_idx, 256)?,
         d,
     )?;
     run(
         "I-JEPA target encoder",
-        pooled_features(
-            &model.target_encoder,
-            &splits.train,
-            &stats,
-            &train_idx,
-            256,
-        )?,
-        pooled_features(&model.target_encoder, &splits.test, &stats, &test_idx, 256)?,
+        pooled_features(&model.target_encoder, &splits.train, stats, &train_idx, 256)?,
+        pooled_features(&model.target_encoder, &splits.test, stats, &test_idx, 256)?,
         d,
     )?;
     Ok(results)

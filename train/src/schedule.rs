@@ -4,6 +4,8 @@ use std::f64::consts::PI;
 
 use serde::{Deserialize, Serialize};
 
+use crate::step::StepHyper;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schedules {
     pub total_steps: usize,
@@ -18,6 +20,15 @@ pub struct Schedules {
 }
 
 impl Schedules {
+    /// The hyper-parameters of update `step`.
+    pub fn at(&self, step: usize) -> StepHyper {
+        StepHyper {
+            lr: self.lr(step),
+            weight_decay: self.weight_decay(step),
+            momentum: self.momentum(step),
+        }
+    }
+
     /// Learning rate of update `step`: linear warm-up from start_lr to lr, then cosine
     /// to final_lr (`WarmupCosineSchedule`, which advances before its first update).
     pub fn lr(&self, step: usize) -> f64 {

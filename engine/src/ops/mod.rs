@@ -10,6 +10,7 @@ pub mod loss;
 pub mod matmul;
 pub mod reduce;
 pub mod softmax;
+pub mod update;
 
 pub use attention::attention;
 pub use elementwise::{add, div, gelu, mul, scale, sub};

@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
-use train::masks::{Block, MaskCollator, MaskConfig};
+use train::multiblock::{MaskCollator, MaskConfig, PatchBlock};
 
-fn cells(b: &Block, g: usize) -> HashSet<u32> {
+fn cells(b: &PatchBlock, g: usize) -> HashSet<u32> {
     (b.top..b.top + b.h)
         .flat_map(|r| (b.left..b.left + b.w).map(move |c| (r * g + c) as u32))
         .collect()

@@ -50,14 +50,14 @@ impl MaskConfig {
 
 /// A block of patches: rows top..top+h, columns left..left+w.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block {
+pub struct PatchBlock {
     pub top: usize,
     pub left: usize,
     pub h: usize,
     pub w: usize,
 }
 
-impl Block {
+impl PatchBlock {
     pub fn contains(&self, row: usize, col: usize) -> bool {
         (self.top..self.top + self.h).contains(&row)
             && (self.left..self.left + self.w).contains(&col)
@@ -72,8 +72,8 @@ pub struct MaskBatch {
     /// target[j][b]: target mask j of image b (truncated likewise).
     pub target: Vec<Vec<Vec<u32>>>,
     /// The blocks the masks were cut from, per image: targets then contexts.
-    pub target_blocks: Vec<Vec<Block>>,
-    pub context_blocks: Vec<Vec<Block>>,
+    pub target_blocks: Vec<Vec<PatchBlock>>,
+    pub context_blocks: Vec<Vec<PatchBlock>>,
 }
 
 pub struct MaskCollator {
@@ -158,7 +158,7 @@ impl MaskCollator {
         let (ph, pw) = self.pred_size(rng.random());
         let (eh, ew) = self.enc_size(rng.random());
         let g = c.grid;
-        let place = |rng: &mut StdRng, h: usize, w: usize| Block {
+        let place = |rng: &mut StdRng, h: usize, w: usize| PatchBlock {
             top: rng.random_range(0..=g - h),
             left: rng.random_range(0..=g - w),
             h,
@@ -169,8 +169,9 @@ impl MaskCollator {
         for b in 0..batch {
             let mut found = None;
             for _ in 0..TARGET_REDRAWS {
-                let targets: Vec<Block> = (0..c.npred).map(|_| place(&mut rng, ph, pw)).collect();
-                let contexts: Option<Vec<Block>> = (0..c.nenc)
+                let targets: Vec<PatchBlock> =
+                    (0..c.npred).map(|_| place(&mut rng, ph, pw)).collect();
+                let contexts: Option<Vec<PatchBlock>> = (0..c.nenc)
                     .map(|_| self.place_context(&mut rng, eh, ew, &targets))
                     .collect();
                 if let Some(contexts) = contexts {
@@ -189,7 +190,7 @@ impl MaskCollator {
             target_blocks.push(targets);
             context_blocks.push(contexts);
         }
-        let cells = |block: &Block, exclude: &[Block]| -> Vec<u32> {
+        let cells = |block: &PatchBlock, exclude: &[PatchBlock]| -> Vec<u32> {
             let mut v = Vec::new();
             for row in block.top..block.top + block.h {
                 for col in block.left..block.left + block.w {
@@ -207,7 +208,7 @@ impl MaskCollator {
             .map(|r| {
                 (0..batch)
                     .map(|b| {
-                        let exclude: &[Block] = if c.allow_overlap {
+                        let exclude: &[PatchBlock] = if c.allow_overlap {
                             &[]
                         } else {
                             &target_blocks[b]
@@ -232,13 +233,13 @@ impl MaskCollator {
         rng: &mut StdRng,
         h: usize,
         w: usize,
-        targets: &[Block],
-    ) -> Option<Block> {
+        targets: &[PatchBlock],
+    ) -> Option<PatchBlock> {
         let g = self.config.grid;
         let mut valid = Vec::new();
         for top in 0..=g - h {
             for left in 0..=g - w {
-                let block = Block { top, left, h, w };
+                let block = PatchBlock { top, left, h, w };
                 let kept = if self.config.allow_overlap {
                     h * w
                 } else {

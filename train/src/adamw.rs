@@ -1,8 +1,7 @@
-//! AdamW over named parameters with the official parameter groups, and the EMA of the
-//! target encoder.
+//! AdamW over named parameters with the official parameter groups.
 
 use anyhow::{bail, Result};
-use engine::optim::{adamw_update, ema_update, AdamW};
+use engine::ops::update::{adamw_update, AdamW};
 use engine::{ops, Gradients, Tensor};
 
 /// One trained tensor and its moments.
@@ -97,24 +96,6 @@ impl AdamWOptimizer {
             .map(|s| (s.name.as_str(), &s.exp_avg, &s.exp_avg_sq))
             .collect()
     }
-}
-
-/// target = m * target + (1 - m) * source for each pair of same-named tensors.
-pub fn ema(target: &[(String, Tensor)], source: &[(String, Tensor)], momentum: f32) -> Result<()> {
-    if target.len() != source.len() {
-        bail!(
-            "EMA: {} target tensors but {} source tensors",
-            target.len(),
-            source.len()
-        );
-    }
-    for ((tn, t), (sn, s)) in target.iter().zip(source) {
-        if tn != sn {
-            bail!("EMA: target `{tn}` paired with source `{sn}`");
-        }
-        ema_update(t, s, momentum)?;
-    }
-    Ok(())
 }
 
 /// The L2 norm of all `grads` together, reduced on the device: one readback.

@@ -1,0 +1,234 @@
+//! The configuration of a pretraining run: every key, the named presets, JSON files
+//! applied over a preset key by key, and the checks a configuration must pass before
+//! anything is loaded.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use model::config::vit_preset;
+use model::{IjepaConfig, PredictorConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataConfig, Dataset};
+use crate::multiblock::MaskConfig;
+use crate::schedule::Schedules;
+
+/// Everything a pretraining run is set by; a JSON config file holds any subset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    pub data: DataConfig,
+    /// Encoder preset (see `model::config::PRESETS`).
+    pub model: String,
+    pub patch_size: usize,
+    pub pred_embed_dim: usize,
+    pub pred_depth: usize,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub start_lr: f64,
+    pub lr: f64,
+    pub final_lr: f64,
+    /// Fraction of all steps spent in linear warm-up.
+    pub warmup_fraction: f64,
+    pub weight_decay: f64,
+    pub final_weight_decay: f64,
+    pub ema: (f64, f64),
+    pub min_keep: usize,
+    pub npred: usize,
+    pub nenc: usize,
+    pub crop_scale: (f64, f64),
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub grad_clip: f64,
+    pub seed: u64,
+    /// Write a checkpoint every N steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Images of the training split used by the k-NN monitor (0: no monitor).
+    pub knn_train: usize,
+    pub knn_test: usize,
+}
+
+impl Default for PretrainConfig {
+    /// The Fashion-MNIST configuration of the quality target.
+    fn default() -> Self {
+        PretrainConfig {
+            data: DataConfig::default(),
+            model: "vit_nano".into(),
+            patch_size: 4,
+            pred_embed_dim: 64,
+            pred_depth: 3,
+            batch_size: 128,
+            epochs: 6,
+            start_lr: 2e-4,
+            lr: 1e-3,
+            final_lr: 1e-6,
+            warmup_fraction: 0.1,
+            weight_decay: 0.04,
+            final_weight_decay: 0.4,
+            ema: (0.996, 1.0),
+            min_keep: 4,
+            npred: 4,
+            nenc: 1,
+            crop_scale: (0.3, 1.0),
+            grad_clip: 0.0,
+            seed: 0,
+            checkpoint_every: 500,
+            knn_train: 5000,
+            knn_test: 1000,
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// A named preset: `fmnist` (the quality-target run) or `fmnist-cpu` (small and
+    /// short, for a CPU adapter).
+    pub fn preset(name: &str) -> Result<PretrainConfig> {
+        let base = PretrainConfig::default();
+        Ok(match name {
+            "fmnist" => base,
+            "fmnist-cpu" => PretrainConfig {
+                model: "vit_pico".into(),
+                pred_embed_dim: 32,
+                pred_depth: 2,
+                batch_size: 64,
+                epochs: 3,
+                data: DataConfig {
+                    train_limit: 10_000,
+                    test_limit: 2_000,
+                    ..DataConfig::default()
+                },
+                knn_train: 2000,
+                knn_test: 500,
+                checkpoint_every: 100,
+                ..base
+            },
+            other => bail!("unknown pretraining preset `{other}`; known: fmnist, fmnist-cpu"),
+        })
+    }
+
+    /// This configuration with the keys of a JSON file applied over it (nested objects
+    /// key by key); unknown keys and bad values are errors that name the file.
+    pub fn overridden_by(&self, path: &Path) -> Result<PretrainConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let over: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("config file {}", path.display()))?;
+        let mut value = serde_json::to_value(self)?;
+        merge_json(&mut value, over);
+        serde_json::from_value(value).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// The model for images of `channels` x `size` x `size`.
+    pub fn model_config(&self, channels: usize, size: usize) -> Result<IjepaConfig> {
+        if size == 0 || !size.is_multiple_of(self.patch_size) {
+            bail!(
+                "image size {size} is not divisible by the patch size {}",
+                self.patch_size
+            );
+        }
+        let encoder = vit_preset(&self.model, size, self.patch_size, channels)?;
+        let heads = encoder.num_heads;
+        let config = IjepaConfig {
+            predictor: PredictorConfig {
+                embed_dim: self.pred_embed_dim,
+                depth: self.pred_depth,
+                num_heads: heads,
+            },
+            encoder,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The model for a data set's images, which must be square.
+    pub fn model_config_for(&self, data: &Dataset) -> Result<IjepaConfig> {
+        if data.height != data.width {
+            bail!(
+                "images are {}x{}; only square images are supported",
+                data.height,
+                data.width
+            );
+        }
+        self.model_config(data.channels, data.height)
+    }
+
+    /// The multi-block masks of this run on a grid of `grid` x `grid` patches.
+    pub fn mask_config(&self, grid: usize) -> MaskConfig {
+        MaskConfig {
+            nenc: self.nenc,
+            npred: self.npred,
+            min_keep: self.min_keep,
+            ..MaskConfig::official(grid)
+        }
+    }
+
+    /// The schedules of a run of `total_steps` updates.
+    pub fn schedules(&self, total_steps: usize) -> Schedules {
+        Schedules {
+            total_steps,
+            warmup_steps: (self.warmup_fraction * total_steps as f64) as usize,
+            start_lr: self.start_lr,
+            lr: self.lr,
+            final_lr: self.final_lr,
+            weight_decay: self.weight_decay,
+            final_weight_decay: self.final_weight_decay,
+            ema_start: self.ema.0,
+            ema_end: self.ema.1,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("batch_size", self.batch_size),
+            ("epochs", self.epochs),
+            ("checkpoint_every", self.checkpoint_every),
+            ("patch_size", self.patch_size),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        for (name, v) in [
+            ("lr", self.lr),
+            ("start_lr", self.start_lr),
+            ("final_lr", self.final_lr),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{name} = {v} is not a valid learning rate");
+            }
+        }
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            bail!(
+                "warmup_fraction = {} must be in [0, 1)",
+                self.warmup_fraction
+            );
+        }
+        if !(self.crop_scale.0 > 0.0
+            && self.crop_scale.0 <= self.crop_scale.1
+            && self.crop_scale.1 <= 1.0)
+        {
+            bail!(
+                "crop_scale {:?} is not a range within (0, 1]",
+                self.crop_scale
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `over`'s keys written into `base`, objects merged key by key.
+fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
