@@ -35,40 +35,27 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-/// Attention forward + backward from a packed qkv projection, each fused family that
-/// runs on the adapter against the composed path, over 2 images x 4 heads; flops
-/// counted as 12 N^2 hd per head (forward 4, backward 8).
+/// Attention forward + backward from a packed qkv projection on every candidate plan
+/// (the composed path and each fused family that runs on the adapter), over 2 images x
+/// 4 heads; flops counted as 12 N^2 hd per head (forward 4, backward 8).
 fn attention(c: &mut Criterion) {
-    use ops::attention::{attention_composed, attention_fused, FusedAttention};
+    use ops::attention::{attention_with, AttentionPlan};
     let dev = Device::shared().unwrap();
     let mut group = c.benchmark_group(format!("attention fwd+bwd [{}]", dev.info().name));
     group.sample_size(10);
+    let (batch, heads) = (2, 4);
     for head_dim in [32, 64] {
-        let kinds: Vec<FusedAttention> = FusedAttention::ALL
-            .into_iter()
-            .filter(|kind| kind.runs_on(&dev, head_dim))
-            .collect();
         for tokens in [49, 196, 256, 1024] {
-            let (batch, heads) = (2, 4);
             let qkv = filled(&dev, &[batch, tokens, 3 * heads * head_dim]).requires_grad();
             let w = filled(&dev, &[batch, tokens, heads * head_dim]);
             group.throughput(Throughput::Elements(
                 (12 * batch * heads * tokens * tokens * head_dim) as u64,
             ));
-            let mut paths: Vec<(String, Option<FusedAttention>)> = kinds
-                .iter()
-                .map(|&kind| (format!("fused {kind:?}"), Some(kind)))
-                .collect();
-            paths.push(("composed".into(), None));
-            for (name, kind) in paths {
-                let id = format!("{name} N={tokens} hd={head_dim}");
+            for plan in AttentionPlan::candidates(&dev, batch, tokens, heads, head_dim) {
+                let id = format!("{:?} N={tokens} hd={head_dim}", plan.path);
                 group.bench_function(BenchmarkId::from_parameter(id), |bench| {
                     bench.iter(|| {
-                        let out = match kind {
-                            Some(kind) => attention_fused(kind, &qkv, heads, 0.125),
-                            None => attention_composed(&qkv, heads, 0.125),
-                        }
-                        .unwrap();
+                        let out = attention_with(&plan, &qkv, heads, 0.125).unwrap();
                         let loss = ops::sum(&ops::mul(&out, &w).unwrap()).unwrap();
                         let grads = engine::backward(&loss).unwrap();
                         dev.synchronize();

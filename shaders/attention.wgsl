@@ -4,7 +4,7 @@
 //
 // Each invocation owns one row (a query row in the forward and dq kernels, a key row in
 // the dk/dv kernel) and keeps it and its accumulators in private memory; a workgroup of
-// 64 rows walks over the other side's rows in tiles of TILE rows staged in workgroup
+// ROWS rows walks over the other side's rows in tiles of TILE rows staged in workgroup
 // memory.
 //
 // forward: online softmax over key tiles; writes out and the row log-sum-exp `lse`.
@@ -12,9 +12,12 @@
 //   p_ij = exp(scale q_i.k_j - lse_i), ds_ij = p_ij (dout_i.v_j - delta_i),
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i.
 
-const ROWS: u32 = 64u;
-// Rows of the other side per tile; TILE * HD <= 2048 (the host picks it per HD).
-override TILE: u32 = 32u;
+// Set by the host (ops/attention.rs): rows per workgroup (one per invocation, and at
+// least TILE), the floats of a staged tile, and the other side's rows per tile
+// (TILE * HD <= TILE_FLOATS, picked per HD).
+override ROWS: u32;
+override TILE_FLOATS: u32;
+override TILE: u32;
 
 // forward
 @group(0) @binding(1) var<storage, read> f_qkv: array<f32>;
@@ -36,12 +39,12 @@ override TILE: u32 = 32u;
 @group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
 @group(0) @binding(24) var<storage, read_write> kv_dqkv: array<f32>;
 
-// Two tiles of TILE rows x HD floats (16.5 KiB in all with tile_s).
-var<workgroup> tile_a: array<f32, 2048>;
-var<workgroup> tile_b: array<f32, 2048>;
-var<workgroup> tile_s: array<vec2<f32>, 64>;
+// Two tiles of TILE rows x HD floats, and a tile's saved row statistics.
+var<workgroup> tile_a: array<f32, TILE_FLOATS>;
+var<workgroup> tile_b: array<f32, TILE_FLOATS>;
+var<workgroup> tile_s: array<vec2<f32>, ROWS>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let at = head_layout(head);
@@ -82,7 +85,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let at = head_layout(head);
@@ -127,7 +130,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.y;
     let at = head_layout(head);

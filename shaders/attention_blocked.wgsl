@@ -15,7 +15,9 @@
 // probabilities stored transposed (other row j, own rows ty*4..+3) is one vec4 read.
 // Rows past the token count are read clamped (finite) and weighted by zero.
 
-const ROWS: u32 = 32u;      // own rows per workgroup, and other rows per tile
+// Own rows per workgroup, and other rows per tile: set by the host (ops/attention.rs)
+// to the 32 the kernels are written for (8 x 8 invocations of 4 x 4).
+override ROWS: u32;
 const COLS: u32 = 16u;      // head-dim columns per invocation at the largest head dim
 const NEG: f32 = -3.4e38;
 

@@ -11,9 +11,9 @@ struct Params {
     heads: u32,
 }
 
-// The head dim as a pipeline constant, so the per-row loops have fixed trip counts and
-// the row arrays can live in registers.
-override HD: u32 = 64u;
+// The head dim as a pipeline constant set by the host, so the per-row loops have fixed
+// trip counts and the row arrays can live in registers.
+override HD: u32;
 
 @group(0) @binding(0) var<uniform> p: Params;
 

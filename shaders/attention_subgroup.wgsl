@@ -56,12 +56,15 @@ fn share_scalar(x: f32) -> array<f32, 8> {
         subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
 }
 
-// A workgroup is 8 subgroups: 64 rows of one head.
+// Rows per workgroup, one per lane, set by the host (ops/attention.rs): a workgroup is
+// ROWS / 8 subgroups of 8 lanes, over ROWS rows of one head.
+override ROWS: u32;
+
 fn my_row(wid: vec3<u32>, sg: u32, lane: u32) -> u32 {
-    return wid.x * 64u + sg * 8u + lane;
+    return wid.x * ROWS + sg * 8u + lane;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                      @builtin(subgroup_invocation_id) lane: u32) {
     let head = wid.y;
@@ -109,7 +112,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                          @builtin(subgroup_invocation_id) lane: u32) {
     let head = wid.y;
@@ -160,7 +163,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                           @builtin(subgroup_invocation_id) lane: u32) {
     let head = wid.y;

@@ -13,6 +13,9 @@ struct Params {
     dst_offset: u32,  // first dst row * inner
 }
 
+// Invocations per workgroup, one element (or vec4) each; set by the host.
+override WG: u32;
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -21,19 +24,19 @@ struct Params {
 fn src_index(i: u32) -> u32 { return (i / p.len_inner) * p.src_row + p.src_offset + i % p.len_inner; }
 fn dst_index(i: u32) -> u32 { return (i / p.len_inner) * p.dst_row + p.dst_offset + i % p.len_inner; }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn copy_block(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i < p.n) { dst[dst_index(i)] = src[src_index(i)]; }
 }
 
 @group(0) @binding(3) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn copy_block_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i < p.n) { dst4[dst_index(i)] = src4[src_index(i)]; }
 }

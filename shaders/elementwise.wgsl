@@ -12,6 +12,9 @@ struct Params {
     s: f32,      // scalar: the factor of `scale` and `broadcast`, the value of `fill`
 }
 
+// Invocations per workgroup, one element (or vec4) each; set by the host.
+override WG: u32;
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -54,7 +57,7 @@ struct Ids {
 }
 
 fn run(op: u32, ids: Ids) {
-    let i = (ids.wid.x + ids.wid.y * ids.nwg.x) * 256u + ids.lid;
+    let i = (ids.wid.x + ids.wid.y * ids.nwg.x) * WG + ids.lid;
     if (i >= p.n) { return; }
     var x = 0.0;
     var y = 0.0;
@@ -64,7 +67,7 @@ fn run(op: u32, ids: Ids) {
 }
 
 fn run_vec4(op: u32, ids: Ids) {
-    let i = (ids.wid.x + ids.wid.y * ids.nwg.x) * 256u + ids.lid;
+    let i = (ids.wid.x + ids.wid.y * ids.nwg.x) * WG + ids.lid;
     if (i >= p.n) { return; }
     var x = vec4<f32>(0.0);
     var y = vec4<f32>(0.0);
@@ -74,21 +77,21 @@ fn run_vec4(op: u32, ids: Ids) {
                         apply(op, x.z, y.z), apply(op, x.w, y.w));
 }
 
-@compute @workgroup_size(256) fn add(ids: Ids) { run(ADD, ids); }
-@compute @workgroup_size(256) fn add_vec4(ids: Ids) { run_vec4(ADD, ids); }
-@compute @workgroup_size(256) fn sub(ids: Ids) { run(SUB, ids); }
-@compute @workgroup_size(256) fn sub_vec4(ids: Ids) { run_vec4(SUB, ids); }
-@compute @workgroup_size(256) fn mul(ids: Ids) { run(MUL, ids); }
-@compute @workgroup_size(256) fn mul_vec4(ids: Ids) { run_vec4(MUL, ids); }
-@compute @workgroup_size(256) fn div(ids: Ids) { run(DIV, ids); }
-@compute @workgroup_size(256) fn div_vec4(ids: Ids) { run_vec4(DIV, ids); }
-@compute @workgroup_size(256) fn scale(ids: Ids) { run(SCALE, ids); }
-@compute @workgroup_size(256) fn scale_vec4(ids: Ids) { run_vec4(SCALE, ids); }
-@compute @workgroup_size(256) fn fill(ids: Ids) { run(FILL, ids); }
-@compute @workgroup_size(256) fn fill_vec4(ids: Ids) { run_vec4(FILL, ids); }
-@compute @workgroup_size(256) fn gelu_forward(ids: Ids) { run(GELU, ids); }
-@compute @workgroup_size(256) fn gelu_forward_vec4(ids: Ids) { run_vec4(GELU, ids); }
-@compute @workgroup_size(256) fn gelu_backward(ids: Ids) { run(GELU_BACKWARD, ids); }
-@compute @workgroup_size(256) fn gelu_backward_vec4(ids: Ids) { run_vec4(GELU_BACKWARD, ids); }
-@compute @workgroup_size(256) fn broadcast(ids: Ids) { run(BROADCAST, ids); }
-@compute @workgroup_size(256) fn broadcast_vec4(ids: Ids) { run_vec4(BROADCAST, ids); }
+@compute @workgroup_size(WG) fn add(ids: Ids) { run(ADD, ids); }
+@compute @workgroup_size(WG) fn add_vec4(ids: Ids) { run_vec4(ADD, ids); }
+@compute @workgroup_size(WG) fn sub(ids: Ids) { run(SUB, ids); }
+@compute @workgroup_size(WG) fn sub_vec4(ids: Ids) { run_vec4(SUB, ids); }
+@compute @workgroup_size(WG) fn mul(ids: Ids) { run(MUL, ids); }
+@compute @workgroup_size(WG) fn mul_vec4(ids: Ids) { run_vec4(MUL, ids); }
+@compute @workgroup_size(WG) fn div(ids: Ids) { run(DIV, ids); }
+@compute @workgroup_size(WG) fn div_vec4(ids: Ids) { run_vec4(DIV, ids); }
+@compute @workgroup_size(WG) fn scale(ids: Ids) { run(SCALE, ids); }
+@compute @workgroup_size(WG) fn scale_vec4(ids: Ids) { run_vec4(SCALE, ids); }
+@compute @workgroup_size(WG) fn fill(ids: Ids) { run(FILL, ids); }
+@compute @workgroup_size(WG) fn fill_vec4(ids: Ids) { run_vec4(FILL, ids); }
+@compute @workgroup_size(WG) fn gelu_forward(ids: Ids) { run(GELU, ids); }
+@compute @workgroup_size(WG) fn gelu_forward_vec4(ids: Ids) { run_vec4(GELU, ids); }
+@compute @workgroup_size(WG) fn gelu_backward(ids: Ids) { run(GELU_BACKWARD, ids); }
+@compute @workgroup_size(WG) fn gelu_backward_vec4(ids: Ids) { run_vec4(GELU_BACKWARD, ids); }
+@compute @workgroup_size(WG) fn broadcast(ids: Ids) { run(BROADCAST, ids); }
+@compute @workgroup_size(WG) fn broadcast_vec4(ids: Ids) { run_vec4(BROADCAST, ids); }

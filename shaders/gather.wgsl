@@ -16,6 +16,9 @@ struct Params {
     total: u32,  // elements written
 }
 
+// Invocations per workgroup, one element (or vec4) each; set by the host.
+override WG: u32;
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> idx: array<u32>;
@@ -23,10 +26,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 256u + lid;
+    return (wid.x + wid.y * nwg.x) * WG + lid;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -38,7 +41,7 @@ fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // Here idx holds the CSR offsets [B * N + 1] and entries the dy rows.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn scatter_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);

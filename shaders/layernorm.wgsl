@@ -21,8 +21,13 @@ override AFFINE: bool = true;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> stats_out: array<f32>;
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, 128>;
+// Sizes the host grids with, set by it: the row kernels' invocations per workgroup (a
+// power of two; ops/rows.rs), and the parameter-gradient kernel's columns and rows per
+// workgroup.
+override WG: u32;
+override COLS_PER_WG: u32;
+override CHUNK: u32;
+var<workgroup> partial: array<f32, 2u * WG>;
 
 // Sums of two values over the workgroup at once.
 fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
@@ -41,7 +46,7 @@ fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
     return r;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -67,7 +72,7 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 }
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -93,16 +98,15 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-const CHUNK: u32 = 256u;
 const ROW_LANES: u32 = 4u;
-var<workgroup> lanes: array<vec2<f32>, 256>;
+var<workgroup> lanes: array<vec2<f32>, COLS_PER_WG * ROW_LANES>;
 
 // Partial sums over a chunk of CHUNK rows of dy * xhat and dy per column: the dgamma
 // partials [chunks, cols] into `out`, the dbeta partials [chunks, cols] into
-// `stats_out`. Workgroup (64 cols x 4 row lanes); grid (column groups, chunks).
-@compute @workgroup_size(64, 4)
+// `stats_out`. Workgroup (COLS_PER_WG cols x 4 row lanes); grid (column groups, chunks).
+@compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let col = wid.x * 64u + lid.x;
+    let col = wid.x * COLS_PER_WG + lid.x;
     let row_start = wid.y * CHUNK;
     let row_end = min(row_start + CHUNK, p.rows);
     var acc = vec2<f32>(0.0);
@@ -113,17 +117,18 @@ fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             acc += vec2<f32>(g * xhat, g);
         }
     }
-    lanes[lid.y * 64u + lid.x] = acc;
+    lanes[lid.y * COLS_PER_WG + lid.x] = acc;
     workgroupBarrier();
     if (lid.y == 0u && col < p.cols) {
-        let t = lanes[lid.x] + lanes[64u + lid.x] + lanes[128u + lid.x] + lanes[192u + lid.x];
+        var t = vec2<f32>(0.0);
+        for (var l = 0u; l < ROW_LANES; l++) { t += lanes[l * COLS_PER_WG + lid.x]; }
         out[wid.y * p.cols + col] = t.x;
         stats_out[wid.y * p.cols + col] = t.y;
     }
 }
 
 // The same with one invocation per row and no barriers (short rows).
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn layernorm_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let row = (wid.x + wid.y * nwg.x) * WG + lid;
@@ -145,7 +150,7 @@ fn layernorm_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     stats_out[2u * row + 1u] = rstd;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn layernorm_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
     let row = (wid.x + wid.y * nwg.x) * WG + lid;

@@ -11,6 +11,9 @@ struct Params {
     s: f32,
 }
 
+// Invocations per workgroup, one element (or vec4) each; set by the host.
+override WG: u32;
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pred: array<f32>;
 @group(0) @binding(2) var<storage, read> truth: array<f32>;
@@ -18,10 +21,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 256u + lid;
+    return (wid.x + wid.y * nwg.x) * WG + lid;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn smooth_l1_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -31,7 +34,7 @@ fn smooth_l1_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     out[i] = select(ad - 0.5 * p.beta, 0.5 * d * d / p.beta, ad < p.beta);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn smooth_l1_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -40,7 +43,7 @@ fn smooth_l1_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     out[i] = dy[0] * p.s * clamp(d / p.beta, -1.0, 1.0);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mse_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -49,7 +52,7 @@ fn mse_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     out[i] = d * d;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mse_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);

@@ -3,9 +3,10 @@
 // ever materialised. a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when
 // TRANS_B), c is [M, N]; b_batch_stride is 0 when one b is shared by every batch.
 //
-// Each invocation owns a 4x4 block of c in four vec4 registers, strided by 16 rows
-// and columns; a 16x16 workgroup covers a 64x64 tile. Out-of-range rows/columns are clamped on load (the results are
-// computed and discarded), so the inner loop has no branches.
+// Each invocation of `matmul` owns a 4x4 block of c in four vec4 registers, strided
+// by TILE / 4 rows and columns; a (TILE / 4)^2 workgroup covers a TILE x TILE tile.
+// Out-of-range rows/columns are clamped on load (the results are computed and
+// discarded), so the inner loop has no branches.
 
 struct Params {
     m: u32,
@@ -21,6 +22,12 @@ override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 // The epilogue: c = gelu(op(a) @ op(b) + bias) (gelu.wgsl).
 override HAS_GELU: bool = false;
+// Tile sizes, set by the host (ops/matmul.rs), which grids with them: the side of the
+// tile of `matmul`, `matmul_vec4` and `matmul_subgroup`, the 4x4 blocks per workgroup
+// of `matmul_flat`, and the side of the tiled kernels' tile.
+override TILE: u32;
+override FLAT_WG: u32;
+override TILE_M: u32;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -47,24 +54,25 @@ fn store(base: u32, row: u32, col: u32, v: f32) {
     }
 }
 
-// Invocation (x, y) of a 16x16 workgroup owns rows y + 16 i and columns x + 16 j
-// (i, j < 4) of the workgroup's 64x64 tile: neighbouring invocations read
+// Invocation (x, y) of a (TILE / 4)^2 workgroup owns rows y + s i and columns x + s j
+// (i, j < 4, s = TILE / 4) of the workgroup's tile: neighbouring invocations read
 // neighbouring columns of b (contiguous, vectorisable) and share the rows of a.
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TILE / 4u, TILE / 4u)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let s = TILE / 4u;
     let batch = wid.z;
-    let row0 = wid.y * 64u + lid.y;
-    let col0 = wid.x * 64u + lid.x;
+    let row0 = wid.y * TILE + lid.y;
+    let col0 = wid.x * TILE + lid.x;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
     let r0 = min(row0, p.m - 1u);
-    let r1 = min(row0 + 16u, p.m - 1u);
-    let r2 = min(row0 + 32u, p.m - 1u);
-    let r3 = min(row0 + 48u, p.m - 1u);
+    let r1 = min(row0 + s, p.m - 1u);
+    let r2 = min(row0 + 2u * s, p.m - 1u);
+    let r3 = min(row0 + 3u * s, p.m - 1u);
     let q0 = min(col0, p.n - 1u);
-    let q1 = min(col0 + 16u, p.n - 1u);
-    let q2 = min(col0 + 32u, p.n - 1u);
-    let q3 = min(col0 + 48u, p.n - 1u);
+    let q1 = min(col0 + s, p.n - 1u);
+    let q2 = min(col0 + 2u * s, p.n - 1u);
+    let q3 = min(col0 + 3u * s, p.n - 1u);
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -79,24 +87,24 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
     let c_base = batch * p.m * p.n;
     for (var j = 0u; j < 4u; j++) {
-        let col = col0 + 16u * j;
+        let col = col0 + s * j;
         store(c_base, row0, col, c0[j]);
-        store(c_base, row0 + 16u, col, c1[j]);
-        store(c_base, row0 + 32u, col, c2[j]);
-        store(c_base, row0 + 48u, col, c3[j]);
+        store(c_base, row0 + s, col, c1[j]);
+        store(c_base, row0 + 2u * s, col, c2[j]);
+        store(c_base, row0 + 3u * s, col, c3[j]);
     }
 }
 
 // The flat kernel, for small products of any shape: the 4x4 blocks of every batch
-// are numbered one after another and handed out 64 to a workgroup, so a batch of 7x7
-// attention scores keeps every invocation busy instead of one 64x64 tile each.
+// are numbered one after another and handed out FLAT_WG to a workgroup, so a batch of
+// 7x7 attention scores keeps every invocation busy instead of one tile each.
 // Scalar loads, edges clamped as in `matmul`.
-@compute @workgroup_size(64)
+@compute @workgroup_size(FLAT_WG)
 fn matmul_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let row_blocks = (p.m + 3u) / 4u;
     let col_blocks = (p.n + 3u) / 4u;
-    let block = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let block = (wid.x + wid.y * nwg.x) * FLAT_WG + lid;
     let batch = block / (row_blocks * col_blocks);
     if (batch >= p.batch) { return; }
     let within = block % (row_blocks * col_blocks);
@@ -170,11 +178,12 @@ fn epilogue4(v: vec4<f32>) -> vec4<f32> {
     return v;
 }
 
-@compute @workgroup_size(16, 16)
+// Invocation (x, y) owns the 4x4 block at rows 4 y.., columns 4 x.. of the tile.
+@compute @workgroup_size(TILE / 4u, TILE / 4u)
 fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let batch = wid.z;
-    let row0 = (wid.y * 16u + lid.y) * 4u;
-    let col0 = (wid.x * 16u + lid.x) * 4u;
+    let row0 = wid.y * TILE + lid.y * 4u;
+    let col0 = wid.x * TILE + lid.x * 4u;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
     // Blocks past the edge are clamped onto the last one, computed and not stored
@@ -205,12 +214,12 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (row0 + 3u < p.m) { c4[o + 3u * n4] = epilogue4(c3 + bv); }
 }
 
-// The tiled kernel, for GPUs: a 16x16 workgroup computes a 128x128 tile of c, each
-// invocation an 8x8 block (rows ty + 16 i, columns 4 tx + 64 j .. +4) held in
-// registers. Each step over k stages a 128x16 tile of op(a) and a 16x128 tile of op(b)
-// in workgroup memory (k-major, so the inner loop reads a broadcast scalar of a and a
+// The tiled kernel, for GPUs: a 16x16 workgroup computes a TILE_M x TILE_M tile of c,
+// each invocation an 8x8 block (rows ty + 16 i, columns 4 tx + 64 j .. +4) held in
+// registers, so the kernel is written for the host's TILE_M = 16 x 8 = 128. Each step
+// over k stages a TILE_M x 16 tile of op(a) and a 16 x TILE_M tile of op(b) in
+// workgroup memory (k-major, so the inner loop reads a broadcast scalar of a and a
 // vec4 of b), with coalesced, bounds-checked loads for either transpose.
-const TILE_M: u32 = 128u;
 const TILE_K: u32 = 16u;
 
 @group(0) @binding(9) var<storage, read> ta: array<f32>;
@@ -263,8 +272,8 @@ fn store_tiled(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
     }
 }
 
-var<workgroup> a_tile: array<f32, 2048>;        // [TILE_K][TILE_M]
-var<workgroup> b_tile: array<vec4<f32>, 512>;   // [TILE_K][TILE_M / 4]
+var<workgroup> a_tile: array<f32, TILE_K * TILE_M>;            // [TILE_K][TILE_M]
+var<workgroup> b_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;  // [TILE_K][TILE_M / 4]
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -310,8 +319,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 // 4 ty .. +4 and 64 + 4 ty .. +4, so op(a) is read from workgroup memory as vec4s too
 // (4 vec4 reads per 64 multiply-adds). Both tiles are vec4 arrays [TILE_K][TILE_M / 4],
 // the vec4 column m / 4 of k-row k stored at (m / 4) ^ k.
-var<workgroup> pa_tile: array<vec4<f32>, 512>;
-var<workgroup> pb_tile: array<vec4<f32>, 512>;
+var<workgroup> pa_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
+var<workgroup> pb_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,

@@ -13,13 +13,15 @@
 // each lane loads only its own 4x4 block of op(b): 6 loads for 256 multiply-adds,
 // against 8 for 64 in the vec4 kernel.
 
-// A workgroup is 8 subgroups, 4 down and 2 across: a 64x64 tile of c.
-@compute @workgroup_size(64)
+// A workgroup is TILE / 16 subgroups down and TILE / 32 across (8 lanes each): a
+// TILE x TILE tile of c.
+@compute @workgroup_size(TILE * TILE / 64u)
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                    @builtin(subgroup_invocation_id) lane: u32) {
     let batch = wid.z;
-    let row0 = wid.y * 64u + (sg / 2u) * 16u;
-    let col0 = wid.x * 64u + (sg % 2u) * 32u + 4u * lane;
+    let across = TILE / 32u;
+    let row0 = wid.y * TILE + (sg / across) * 16u;
+    let col0 = wid.x * TILE + (sg % across) * 32u + 4u * lane;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
     let c = min(col0, p.n - 4u);

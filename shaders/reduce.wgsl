@@ -1,7 +1,7 @@
 // Sums. `sum_columns` reduces x viewed as [rows, cols] over its rows, one chunk of
 // CHUNK rows per workgroup row, into partial sums [ceil(rows / CHUNK), cols]; the host
-// repeats it until one row is left. `sum_all` reduces 1024 values per workgroup into
-// one partial sum, likewise repeated.
+// repeats it until one row is left. `sum_all` reduces 4 SUM_WG values per workgroup
+// into one partial sum, likewise repeated.
 
 struct Params {
     rows: u32,
@@ -12,14 +12,17 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-const COLS_PER_WG: u32 = 64u;
+// Sizes the host grids with, set by it.
+override COLS_PER_WG: u32;   // columns per workgroup of sum_columns
+override CHUNK: u32;         // rows per workgroup of sum_columns
+override SUM_WG: u32;        // invocations per workgroup of sum_all
 const ROW_LANES: u32 = 4u;
-const CHUNK: u32 = 256u;
 
-var<workgroup> lanes: array<f32, 256>;
+var<workgroup> lanes: array<f32, COLS_PER_WG * ROW_LANES>;
+var<workgroup> sum_lanes: array<f32, SUM_WG>;
 
-// Workgroup (64 columns x 4 row lanes); grid (column groups, row chunks).
-@compute @workgroup_size(64, 4)
+// Workgroup (COLS_PER_WG columns x 4 row lanes); grid (column groups, row chunks).
+@compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * COLS_PER_WG + lid.x;
     let row_start = wid.y * CHUNK;
@@ -33,28 +36,30 @@ fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     lanes[lid.y * COLS_PER_WG + lid.x] = acc;
     workgroupBarrier();
     if (lid.y == 0u && col < p.cols) {
-        let total = lanes[lid.x] + lanes[COLS_PER_WG + lid.x] + lanes[2u * COLS_PER_WG + lid.x]
-            + lanes[3u * COLS_PER_WG + lid.x];
+        var total = 0.0;
+        for (var l = 0u; l < ROW_LANES; l++) { total += lanes[l * COLS_PER_WG + lid.x]; }
         out[wid.y * p.cols + col] = total;
     }
 }
 
-// `rows` is the number of values; grid: one workgroup per 1024 values (2-D if large).
-@compute @workgroup_size(256)
+// `rows` is the number of values; grid: one workgroup per 4 SUM_WG values (2-D if
+// large).
+@compute @workgroup_size(SUM_WG)
 fn sum_all(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let group = wid.x + wid.y * nwg.x;
-    let base = group * 1024u;
+    let base = group * 4u * SUM_WG;
     var acc = 0.0;
     for (var k = 0u; k < 4u; k++) {
-        let i = base + k * 256u + lid;
+        let i = base + k * SUM_WG + lid;
         if (i < p.rows) { acc += x[i]; }
     }
-    lanes[lid] = acc;
+    sum_lanes[lid] = acc;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) { lanes[lid] += lanes[lid + stride]; }
+    // SUM_WG is a power of two.
+    for (var stride = SUM_WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) { sum_lanes[lid] += sum_lanes[lid + stride]; }
         workgroupBarrier();
     }
-    if (lid == 0u && base < p.rows) { out[group] = lanes[0]; }
+    if (lid == 0u && base < p.rows) { out[group] = sum_lanes[0]; }
 }

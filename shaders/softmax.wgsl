@@ -1,5 +1,6 @@
-// Softmax over the last dim of x viewed as [rows, cols]; one 64-thread workgroup per
-// row with tree reductions in workgroup memory.
+// Softmax over the last dim of x viewed as [rows, cols]; one workgroup of WG per row
+// with tree reductions in workgroup memory, or (the `_rows` entries) one invocation
+// per row.
 // forward: out = softmax(x). backward (x = y, dy): out = y * (dy - sum(dy * y)).
 
 struct Params {
@@ -12,8 +13,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, 64>;
+// Invocations per workgroup (a power of two), set by the host (ops/rows.rs).
+override WG: u32;
+var<workgroup> partial: array<f32, WG>;
 
 fn reduce_max(lid: u32, v: f32) -> f32 {
     partial[lid] = v;
@@ -39,7 +41,7 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -55,7 +57,7 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     for (var c = lid; c < p.cols; c += WG) { out[base + c] = exp(x[base + c] - m) * inv; }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -69,7 +71,7 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 
 // The same with one invocation per row and no barriers: faster for short rows
 // (attention over a few hundred tokens), where a workgroup per row mostly waits.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn softmax_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let row = (wid.x + wid.y * nwg.x) * WG + lid;
@@ -83,7 +85,7 @@ fn softmax_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     for (var c = 0u; c < p.cols; c++) { out[base + c] = exp(x[base + c] - m) * inv; }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn softmax_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let row = (wid.x + wid.y * nwg.x) * WG + lid;

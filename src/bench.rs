@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use engine::ops::{self, Transpose};
-use engine::{Device, Tensor};
+use engine::Device;
 use train::synthetic::synthetic;
 
 /// What `time_per_call` measured, per call.
@@ -48,95 +48,60 @@ fn kernel_note(label: &str, kernels: Option<f64>) -> String {
     })
 }
 
-/// ViT-shaped matmuls (fc1 and its weight gradient), then squares up to `size`; the
-/// last line is the `size`^3 case on the path `matmul_forward` takes. With
-/// `every_kernel`, each case is timed with every kernel that takes it, unsplit, and
-/// then on the chosen path last.
+/// ViT-shaped matmuls (fc1 and its weight gradient), then squares up to `size`, each
+/// on the plan the adapter uses (its description printed); with `every_kernel`, first
+/// on every other candidate plan.
 pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> {
-    use engine::ops::matmul::{matmul_with, split_k, Epilogue, MatmulKernel};
-    /// op(a) [m, k] @ op(b) [k, n], a untransposed or (`trans_a`) stored [k, m].
-    struct Case {
-        label: String,
-        m: usize,
-        k: usize,
-        n: usize,
-        trans_a: bool,
-    }
+    use engine::ops::matmul::{matmul_with, Epilogue, MatmulPlan, MatmulShape};
     let name = &dev.info().name;
-    let mut cases = Vec::new();
-    for d in [192, 384, 768] {
-        let tokens = 8 * 196;
-        let (m, k, n) = (tokens, d, 4 * d);
-        let label = format!("vit fc1 [{m}x{k}]x[{k}x{n}]");
-        cases.push(Case {
-            label,
-            m,
-            k,
-            n,
-            trans_a: false,
-        });
-        // The weight gradient of fc1 over a batch of 32 images of 196 tokens.
-        let (m, k, n) = (d, 32 * 196, 4 * d);
-        let label = format!("vit fc1 dW [{k}x{m}]^T x [{k}x{n}]");
-        cases.push(Case {
-            label,
-            m,
-            k,
-            n,
-            trans_a: true,
-        });
-    }
-    let mut squares = Vec::new();
-    let mut s = 256;
-    while s < size {
-        squares.push(s);
-        s *= 2;
-    }
-    squares.push(size);
-    for s in squares {
-        let label = format!("{s}x{s}x{s}");
-        cases.push(Case {
-            label,
-            m: s,
-            k: s,
-            n: s,
-            trans_a: false,
-        });
-    }
-    for Case {
-        label,
+    let shape = |m, k, n, trans_a| MatmulShape {
+        batch: 1,
         m,
         k,
         n,
-        trans_a,
-    } in cases
-    {
-        let a_shape = if trans_a { [k, m] } else { [m, k] };
-        let (a, b) = (synthetic(dev, &a_shape)?, synthetic(dev, &[k, n])?);
-        let t = Transpose {
+        t: Transpose {
             a: trans_a,
             b: false,
+        },
+        b_shared: true,
+        bias: false,
+        epilogue: Epilogue::None,
+    };
+    let mut cases = Vec::new();
+    for d in [192, 384, 768] {
+        // fc1 over 8 images of 196 tokens, and its weight gradient over 32 images.
+        cases.push(("vit fc1", shape(8 * 196, d, 4 * d, false)));
+        cases.push(("vit fc1 dW", shape(d, 32 * 196, 4 * d, true)));
+    }
+    let mut s = 256;
+    while s < size {
+        cases.push(("square", shape(s, s, s, false)));
+        s *= 2;
+    }
+    cases.push(("square", shape(size, size, size, false)));
+    for (label, shape) in cases {
+        let a_shape = if shape.t.a {
+            [shape.k, shape.m]
+        } else {
+            [shape.m, shape.k]
         };
-        let slices = split_k(!dev.is_cpu(), m, n, k, t, false);
-        let chosen = MatmulKernel::choose(dev, m, n, k, t);
-        let mut paths: Vec<(Option<MatmulKernel>, String)> = MatmulKernel::ALL
-            .into_iter()
-            .filter(|&kernel| {
-                every_kernel
-                    && (kernel != chosen || slices.is_some())
-                    && kernel.takes(m, n, k, t)
-                    && kernel.runs_on(dev)
-            })
-            .map(|kernel| (Some(kernel), format!("{kernel:?} kernel")))
-            .collect();
-        let chosen_label = match slices {
-            Some(s) => format!("split-K {s} x {chosen:?} kernel"),
-            None => format!("{chosen:?} kernel"),
+        let (a, b) = (
+            synthetic(dev, &a_shape)?,
+            synthetic(dev, &[shape.k, shape.n])?,
+        );
+        let chosen = MatmulPlan::new(dev, &shape);
+        let mut plans: Vec<MatmulPlan> = if every_kernel {
+            MatmulPlan::candidates(dev, &shape)
+                .into_iter()
+                .filter(|plan| *plan != chosen)
+                .collect()
+        } else {
+            Vec::new()
         };
-        paths.push((None, chosen_label));
-        for (kernel, path) in paths {
+        plans.push(chosen);
+        for plan in plans {
             let timing = time_per_call(dev, 1.0, || {
-                matmul_with(kernel, &a, &b, t, None, Epilogue::None)?;
+                matmul_with(&plan, &a, &b, None)?;
                 Ok(())
             })?;
             // Under profiling, the rate of the kernels themselves.
@@ -146,8 +111,14 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
                 ""
             };
             println!(
-                "matmul {label}: {:.2} GFLOP/s on {name}, {path}{timed}",
-                timing.flops / timing.kernel_secs.unwrap_or(timing.secs) / 1e9
+                "matmul {label}: {:.2} GFLOP/s on {name}{}, {}{timed}",
+                timing.flops / timing.kernel_secs.unwrap_or(timing.secs) / 1e9,
+                if plan == chosen {
+                    " (the plan in use)"
+                } else {
+                    ""
+                },
+                plan.describe()
             );
         }
     }
@@ -156,8 +127,8 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
 
 /// Attention forward + backward of `batch` x `heads` heads for each token count and
 /// head dim, from a packed qkv projection to the merged heads as the model runs it:
-/// each fused family that runs on the adapter against the composed path (permutes,
-/// matmul, scale, softmax, matmul), one line per family.
+/// each candidate plan (every fused family that runs on the adapter, and the composed
+/// path), one line each, the plan in use marked.
 pub fn attention(
     dev: &Arc<Device>,
     tokens: &[usize],
@@ -165,34 +136,38 @@ pub fn attention(
     batch: usize,
     heads: usize,
 ) -> Result<()> {
-    use ops::attention::{attention_composed, attention_fused, FusedAttention};
+    use ops::attention::{attention_with, AttentionPath, AttentionPlan};
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
             let qkv = synthetic(dev, &[batch, n, 3 * heads * hd])?.requires_grad();
             let w = synthetic(dev, &[batch, n, heads * hd])?;
             let scale = (hd as f32).powf(-0.5);
-            let time = |f: &dyn Fn() -> engine::Result<Tensor>| {
-                time_per_call(dev, 1.0, || {
-                    let loss = ops::sum(&ops::mul(&f()?, &w)?)?;
-                    engine::backward(&loss)?;
+            let chosen = AttentionPlan::new(dev, batch, n, heads, hd);
+            let mut composed_secs = None;
+            for plan in AttentionPlan::candidates(dev, batch, n, heads, hd) {
+                let timing = time_per_call(dev, 1.0, || {
+                    let out = attention_with(&plan, &qkv, heads, scale)?;
+                    engine::backward(&ops::sum(&ops::mul(&out, &w)?)?)?;
                     Ok(())
-                })
-            };
-            let composed = time(&|| attention_composed(&qkv, heads, scale))?;
-            let kinds = FusedAttention::ALL
-                .into_iter()
-                .filter(|kind| kind.runs_on(dev, hd));
-            for kind in kinds {
-                let fused = time(&|| attention_fused(kind, &qkv, heads, scale))?;
+                })?;
+                if plan.path == AttentionPath::Composed {
+                    composed_secs = Some(timing.secs);
+                }
+                let speedup = composed_secs.map_or(String::new(), |c| {
+                    format!(", {:.2}x the composed path", c / timing.secs)
+                });
                 println!(
-                    "attention fwd+bwd {batch}x{heads} heads N={n} hd={hd}: fused ({kind:?}) {:.2} ms ({:.1} GFLOP/s), composed {:.2} ms, speed-up {:.2}x on {name}{}{}",
-                    fused.secs * 1e3,
-                    fused.flops / fused.secs / 1e9,
-                    composed.secs * 1e3,
-                    composed.secs / fused.secs,
-                    kernel_note("fused ", fused.kernel_secs),
-                    kernel_note("composed ", composed.kernel_secs),
+                    "attention fwd+bwd: {:.2} ms ({:.1} GFLOP/s) on {name}{}, {}{speedup}{}",
+                    timing.secs * 1e3,
+                    timing.flops / timing.secs / 1e9,
+                    if plan == chosen {
+                        " (the plan in use)"
+                    } else {
+                        ""
+                    },
+                    plan.describe(),
+                    kernel_note("", timing.kernel_secs),
                 );
             }
         }

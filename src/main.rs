@@ -123,7 +123,7 @@ fn info() -> Result<()> {
     let i = device.info();
     println!("adapter:                {}", i.name);
     println!("backend:                {}", i.backend);
-    println!("device type:            {}", i.device_type);
+    println!("device type:            {:?}", i.device_type);
     println!("driver:                 {} ({})", i.driver, i.driver_info);
     println!(
         "max storage binding:    {} MiB",

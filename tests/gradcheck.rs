@@ -169,29 +169,16 @@ fn gradcheck_softmax() {
 }
 
 #[test]
-fn gradcheck_attention_composed_and_every_fused_family() {
-    use ops::attention::{attention_composed, attention_fused, FusedAttention};
+fn gradcheck_attention_on_every_plan() {
+    use ops::attention::{attention_with, AttentionPlan};
     // qkv [2 images, 5 tokens, 3 x 2 heads x head dim 8]: a multiple of 8, so every
-    // family that runs on the adapter takes it.
-    let (heads, hd) = (2, 8);
-    let mut paths: Vec<(String, Option<FusedAttention>)> = FusedAttention::ALL
-        .into_iter()
-        .filter(|kind| kind.runs_on(&device(), hd))
-        .map(|kind| (format!("attention (fused {kind:?})"), Some(kind)))
-        .collect();
-    paths.push(("attention (composed)".into(), None));
-    for (name, kind) in paths {
+    // fused family that runs on the adapter takes it.
+    let (batch, tokens, heads, hd) = (2, 5, 2, 8);
+    for plan in AttentionPlan::candidates(&device(), batch, tokens, heads, hd) {
         check(
-            &name,
-            &[input(&[2, 5, 3 * heads * hd], 1)],
-            |x| {
-                let qkv = upstream(&x[0])?;
-                let out = match kind {
-                    Some(kind) => attention_fused(kind, &qkv, heads, 0.5)?,
-                    None => attention_composed(&qkv, heads, 0.5)?,
-                };
-                weighted_sum(&out, 9)
-            },
+            &format!("attention, {}", plan.describe()),
+            &[input(&[batch, tokens, 3 * heads * hd], 1)],
+            |x| weighted_sum(&attention_with(&plan, &upstream(&x[0])?, heads, 0.5)?, 9),
             GradcheckOptions {
                 max_entries: 72,
                 ..default()

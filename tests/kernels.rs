@@ -1,278 +1,15 @@
-//! Every kernel against the CPU reference (`engine::cpu`) on random inputs, over shapes
-//! that are not multiples of any tile. Tolerances: f32 kernels against f64 references,
-//! so a few ulps times the length of the longest sum.
+//! Every kernel but matmul and attention (tests/matmul.rs, tests/attention.rs) against
+//! the CPU reference (`engine::cpu`) on random inputs, over shapes that are not
+//! multiples of any tile; the row kernels on every plan. Tolerances: f32 kernels
+//! against f64 references, so a few ulps times the length of the longest sum.
 
 mod common;
 
-use common::{assert_close, device, random, rng, upload};
+use common::{assert_close, cases, device, random, rng, upload};
 use engine::cpu;
-use engine::ops::matmul::{Epilogue, MatmulKernel, Transpose};
-use engine::ops::{self, elementwise, gather, layernorm, layout, loss, matmul, reduce, softmax};
+use engine::ops::rows::RowPlan;
+use engine::ops::{self, elementwise, gather, layernorm, layout, loss, reduce, softmax};
 use engine::{Indices, Tensor};
-
-/// Every matmul kernel that takes an MxKxN product with these transposes and runs on
-/// this adapter, not only the one it picks.
-fn matmul_kernels(m: usize, n: usize, k: usize, t: Transpose) -> Vec<MatmulKernel> {
-    MatmulKernel::ALL
-        .into_iter()
-        .filter(|&kernel| kernel.takes(m, n, k, t) && kernel.runs_on(&device()))
-        .collect()
-}
-
-#[test]
-fn matmul_forward_matches_cpu_on_odd_shapes_transposes_batches_and_bias() {
-    let mut r = rng(1);
-    // From (3, 4, 8, 12) on, N and K are multiples of 4 (the vec4 kernels) but not of
-    // their tiles; the last four have an M that is not, which those kernels take when
-    // a is not transposed.
-    let shapes = [
-        (1, 1, 1, 1),
-        (1, 3, 7, 5),
-        (2, 33, 65, 7),
-        (3, 65, 33, 130),
-        (1, 130, 7, 65),
-        (2, 64, 64, 64),
-        (3, 4, 8, 12),
-        (1, 68, 20, 132),
-        (2, 200, 36, 144),
-        (2, 12, 132, 36),
-        (3, 1, 4, 4),
-        (1, 3, 12, 8),
-        (2, 33, 20, 12),
-        (2, 131, 36, 68),
-    ];
-    for &(batch, m, k, n) in &shapes {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            // A shared b with a transposed batched a is refused (tests/errors.rs).
-            for b_shared in [false, !ta] {
-                for with_bias in [false, true] {
-                    let a = random(&mut r, batch * m * k);
-                    let b_batches = if b_shared { 1 } else { batch };
-                    let b = random(&mut r, b_batches * k * n);
-                    let bias = random(&mut r, n);
-                    let a_shape = if ta {
-                        vec![batch, k, m]
-                    } else {
-                        vec![batch, m, k]
-                    };
-                    let mut b_shape = if tb { vec![n, k] } else { vec![k, n] };
-                    if !b_shared {
-                        b_shape.insert(0, batch);
-                    }
-                    let bias_t = upload(&[n], &bias);
-                    let want = cpu::matmul(
-                        &a,
-                        &b,
-                        with_bias.then_some(&bias[..]),
-                        batch,
-                        m,
-                        k,
-                        n,
-                        ta,
-                        tb,
-                        b_shared,
-                    );
-                    for kernel in matmul_kernels(m, n, k, Transpose { a: ta, b: tb }) {
-                        let got = matmul::matmul_with(
-                            Some(kernel),
-                            &upload(&a_shape, &a),
-                            &upload(&b_shape, &b),
-                            Transpose { a: ta, b: tb },
-                            with_bias.then_some(&bias_t),
-                            Epilogue::None,
-                        )
-                        .unwrap();
-                        assert_eq!(got.shape(), [batch, m, n]);
-                        let what = format!("matmul {kernel:?} b{batch} {m}x{k}x{n} ta={ta} tb={tb} shared={b_shared} bias={with_bias}");
-                        assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The GELU epilogue of every kernel against GELU applied to the CPU product, plus
-/// `linear_gelu` in both of its modes.
-#[test]
-fn matmul_gelu_epilogue_matches_cpu() {
-    let mut r = rng(11);
-    for &(batch, m, k, n) in &[
-        (1, 3, 7, 5),
-        (2, 36, 20, 12),
-        (1, 130, 12, 68),
-        (2, 37, 8, 12),
-    ] {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let a = random(&mut r, batch * m * k);
-            let b = random(&mut r, batch * k * n);
-            let bias = random(&mut r, n);
-            let a_shape = if ta { [batch, k, m] } else { [batch, m, k] };
-            let b_shape = if tb { [batch, n, k] } else { [batch, k, n] };
-            let product = cpu::matmul(&a, &b, Some(&bias), batch, m, k, n, ta, tb, false);
-            let want = cpu::gelu(&product);
-            for kernel in matmul_kernels(m, n, k, Transpose { a: ta, b: tb }) {
-                let got = matmul::matmul_with(
-                    Some(kernel),
-                    &upload(&a_shape, &a),
-                    &upload(&b_shape, &b),
-                    Transpose { a: ta, b: tb },
-                    Some(&upload(&[n], &bias)),
-                    Epilogue::Gelu,
-                )
-                .unwrap();
-                let what = format!("matmul+gelu {kernel:?} b{batch} {m}x{k}x{n} ta={ta} tb={tb}");
-                assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
-            }
-        }
-    }
-    // linear_gelu: fused without a tape, composed (and differentiable) with one.
-    let (x, w, bias) = (
-        random(&mut r, 6 * 20),
-        random(&mut r, 12 * 20),
-        random(&mut r, 12),
-    );
-    let want = cpu::gelu(&cpu::matmul(
-        &x,
-        &w,
-        Some(&bias),
-        1,
-        6,
-        20,
-        12,
-        false,
-        true,
-        true,
-    ));
-    let (xt, wt, bt) = (
-        upload(&[2, 3, 20], &x),
-        upload(&[12, 20], &w),
-        upload(&[12], &bias),
-    );
-    let fused = engine::no_grad(|| ops::linear_gelu(&xt, &wt, Some(&bt))).unwrap();
-    assert_eq!(fused.shape(), [2, 3, 12]);
-    assert_close("linear_gelu fused", &fused.to_vec(), &want, 1e-4, 1e-4);
-    let wt = wt.requires_grad();
-    let composed = ops::linear_gelu(&xt, &wt, Some(&bt)).unwrap();
-    assert!(
-        composed.tracks_grad(),
-        "linear_gelu under a tape must be differentiable"
-    );
-    assert_close(
-        "linear_gelu composed",
-        &composed.to_vec(),
-        &want,
-        1e-4,
-        1e-4,
-    );
-}
-
-#[test]
-fn matmul_split_k_matches_cpu() {
-    use engine::ops::matmul::matmul_split_k;
-    let mut r = rng(31);
-    // a^T b with a [K, M], b [K, N]; M and N not multiples of 4 or of a tile.
-    // K=2051 and 3003 leave 3 rows over the equal slices.
-    for &(k, m, n, slices) in &[
-        (2048, 40, 70, 2),
-        (2051, 40, 70, 4),
-        (3000, 65, 33, 8),
-        (3003, 65, 33, 8),
-    ] {
-        let (ad, bd) = (random(&mut r, k * m), random(&mut r, k * n));
-        let got = matmul_split_k(&upload(&[k, m], &ad), &upload(&[k, n], &bd), slices).unwrap();
-        assert_eq!(got.shape(), [m, n]);
-        let want = cpu::matmul(&ad, &bd, None, 1, m, k, n, true, false, false);
-        let what = format!("split-K {slices} of a^T b, K={k} M={m} N={n}");
-        assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
-    }
-    // Fewer rows than slices.
-    let a = upload(&[3, 3], &[0.0; 9]);
-    let b = upload(&[3, 2], &[0.0; 6]);
-    assert!(matmul_split_k(&a, &b, 4).is_err());
-}
-
-#[test]
-fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
-    use engine::ops::matmul::split_k;
-    // A ViT-tiny fc1 weight gradient, [192, 768] summed over 6,272 tokens: 36 tiles;
-    // 16 slices would be under 512 rows and 8 over 256 tiles, so 4.
-    assert_eq!(split_k(true, 192, 768, 6272, Transpose::A, false), Some(4));
-    // [64, 64] over 16,384: 1 tile, 16 slices of 1,024. Over 9,000, 8 slices divide
-    // it and 16 would not; over 9,001 none divides, so 16 of 562 and a rest of 9.
-    assert_eq!(split_k(true, 64, 64, 16384, Transpose::A, false), Some(16));
-    assert_eq!(split_k(true, 64, 64, 9000, Transpose::A, false), Some(8));
-    assert_eq!(split_k(true, 64, 64, 9001, Transpose::A, false), Some(16));
-    // Not on CPU adapters, not for other forms, batches, large outputs or short K.
-    assert_eq!(split_k(false, 192, 768, 6272, Transpose::A, false), None);
-    assert_eq!(split_k(true, 192, 768, 6272, Transpose::NONE, false), None);
-    assert_eq!(split_k(true, 192, 768, 6272, Transpose::B, false), None);
-    assert_eq!(split_k(true, 192, 768, 6272, Transpose::A, true), None);
-    assert_eq!(split_k(true, 1024, 1024, 8192, Transpose::A, false), None);
-    assert_eq!(split_k(true, 192, 768, 1000, Transpose::A, false), None);
-}
-
-#[test]
-fn matmul_backward_matches_cpu() {
-    let mut r = rng(2);
-    for &(batch, m, k, n) in &[(1, 3, 7, 5), (2, 33, 17, 9), (3, 7, 65, 33), (2, 12, 8, 68)] {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let a = random(&mut r, batch * m * k);
-            let b = random(&mut r, batch * k * n);
-            let dc = random(&mut r, batch * m * n);
-            let a_shape = if ta { [batch, k, m] } else { [batch, m, k] };
-            let b_shape = if tb { [batch, n, k] } else { [batch, k, n] };
-            let (da, db, dbias) = matmul::matmul_backward(
-                &upload(&a_shape, &a),
-                &upload(&b_shape, &b),
-                Transpose { a: ta, b: tb },
-                true,
-                &upload(&[batch, m, n], &dc),
-                &[true, true, true],
-            )
-            .unwrap();
-            // dÂ = dC B̂^T as [m, k], then laid out as a is stored.
-            let da_hat = cpu::matmul(&dc, &b, None, batch, m, n, k, false, !tb, false);
-            let want_da = if ta {
-                transpose_batches(&da_hat, batch, m, k)
-            } else {
-                da_hat
-            };
-            let db_hat = cpu::matmul(&a, &dc, None, batch, k, m, n, !ta, false, false);
-            let want_db = if tb {
-                transpose_batches(&db_hat, batch, k, n)
-            } else {
-                db_hat
-            };
-            let what = format!("matmul backward b{batch} {m}x{k}x{n} ta={ta} tb={tb}");
-            assert_close(
-                &format!("{what} da"),
-                &da.unwrap().to_vec(),
-                &want_da,
-                1e-5 * n as f32,
-                1e-4,
-            );
-            assert_close(
-                &format!("{what} db"),
-                &db.unwrap().to_vec(),
-                &want_db,
-                1e-5 * m as f32,
-                1e-4,
-            );
-            assert_close(
-                &format!("{what} dbias"),
-                &dbias.unwrap().to_vec(),
-                &cpu::sum_leading(&dc, n),
-                1e-5 * m as f32,
-                1e-4,
-            );
-        }
-    }
-}
-
-fn transpose_batches(x: &[f32], batch: usize, rows: usize, cols: usize) -> Vec<f32> {
-    cpu::permute(x, &[batch, rows, cols], &[0, 2, 1])
-}
 
 #[test]
 fn binary_ops_broadcast_forward_and_backward_match_cpu() {
@@ -417,58 +154,73 @@ fn cpu_erf_matches_known_values() {
 }
 
 #[test]
-fn softmax_forward_and_backward_match_cpu() {
+fn softmax_forward_and_backward_match_cpu_on_every_plan() {
     let mut r = rng(5);
-    for &cols in &[1, 3, 7, 33, 65, 130, 257] {
-        let rows = 5;
+    for (rows, cols) in cases::SOFTMAX {
         let x: Vec<f32> = random(&mut r, rows * cols)
             .iter()
             .map(|v| v * 8.0)
             .collect();
         let dy = random(&mut r, rows * cols);
-        let y = softmax::softmax_forward(&upload(&[rows, cols], &x)).unwrap();
         let want = cpu::softmax(&x, cols);
-        assert_close(&format!("softmax {cols}"), &y.to_vec(), &want, 1e-7, 1e-5);
-        let dx = softmax::softmax_backward(&y, &upload(&[rows, cols], &dy)).unwrap();
-        assert_close(
-            &format!("softmax backward {cols}"),
-            &dx.to_vec(),
-            &cpu::softmax_backward(&want, &dy, cols),
-            1e-6,
-            1e-4,
-        );
+        let want_dx = cpu::softmax_backward(&want, &dy, cols);
+        let plans = RowPlan::candidates(&device(), rows, cols);
+        assert!(plans.contains(&RowPlan::new(&device(), rows, cols)));
+        for plan in plans {
+            let what = format!("softmax, {}", plan.describe());
+            let y = softmax::softmax_forward_with(&plan, &upload(&[rows, cols], &x)).unwrap();
+            assert_close(&what, &y.to_vec(), &want, 1e-7, 1e-5);
+            let dx =
+                softmax::softmax_backward_with(&plan, &y, &upload(&[rows, cols], &dy)).unwrap();
+            assert_close(
+                &format!("{what} backward"),
+                &dx.to_vec(),
+                &want_dx,
+                1e-6,
+                1e-4,
+            );
+        }
     }
 }
 
 #[test]
-fn layernorm_forward_and_backward_match_cpu_with_and_without_affine() {
+fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_plan() {
     let mut r = rng(6);
-    for &cols in &[3, 7, 33, 65, 130] {
-        for &rows in &[1, 7, 300] {
-            let x: Vec<f32> = random(&mut r, rows * cols)
-                .iter()
-                .map(|v| 3.0 * v + 1.5)
-                .collect();
-            let dy = random(&mut r, rows * cols);
-            let g = random(&mut r, cols);
-            let b = random(&mut r, cols);
-            let (tx, tg, tb, tdy) = (
-                upload(&[rows, cols], &x),
-                upload(&[cols], &g),
-                upload(&[cols], &b),
-                upload(&[rows, cols], &dy),
-            );
+    for (rows, cols) in cases::layernorm_shapes() {
+        let x: Vec<f32> = random(&mut r, rows * cols)
+            .iter()
+            .map(|v| 3.0 * v + 1.5)
+            .collect();
+        let dy = random(&mut r, rows * cols);
+        let g = random(&mut r, cols);
+        let b = random(&mut r, cols);
+        let (tx, tg, tb, tdy) = (
+            upload(&[rows, cols], &x),
+            upload(&[cols], &g),
+            upload(&[cols], &b),
+            upload(&[rows, cols], &dy),
+        );
+        let plans = RowPlan::candidates(&device(), rows, cols);
+        assert!(plans.contains(&RowPlan::new(&device(), rows, cols)));
+        for plan in plans {
             for affine in [false, true] {
-                let what = format!("layernorm {rows}x{cols} affine={affine}");
-                let (y, saved) =
-                    layernorm::layernorm_forward(&tx, affine.then_some((&tg, &tb)), 1e-6).unwrap();
+                let what = format!("layernorm affine={affine}, {}", plan.describe());
+                let (y, saved) = layernorm::layernorm_forward_with(
+                    &plan,
+                    &tx,
+                    affine.then_some((&tg, &tb)),
+                    1e-6,
+                )
+                .unwrap();
                 let (want, _) = cpu::layernorm(&x, cols, affine.then_some((&g[..], &b[..])), 1e-6);
                 assert_close(&what, &y.to_vec(), &want, 1e-5, 1e-5);
                 let (dx, params) =
-                    layernorm::layernorm_backward(&saved, affine.then_some(&tg), &tdy).unwrap();
+                    layernorm::layernorm_backward_with(&plan, &saved, affine.then_some(&tg), &tdy)
+                        .unwrap();
                 let (wdx, wdg, wdb) =
                     cpu::layernorm_backward(&x, &dy, cols, affine.then_some(&g[..]), 1e-6);
                 assert_close(&format!("{what} dx"), &dx.to_vec(), &wdx, 1e-4, 1e-4);
+                assert_eq!(params.is_some(), affine);
                 if let Some((dg, db)) = params {
                     assert_close(
                         &format!("{what} dgamma"),
@@ -755,82 +507,4 @@ fn fill_and_zeros() {
         .to_vec()
         .iter()
         .all(|&v| v == 0.0));
-}
-
-#[test]
-fn fused_attention_matches_the_composed_path_forward_and_backward() {
-    use engine::ops::attention::{
-        attention_backward, attention_composed, attention_forward, FusedAttention,
-    };
-    let mut r = rng(14);
-    // Odd token counts (not multiples of the 32- or 64-row workgroups or the key tile)
-    // and head dims from 16 to 128 (tiles of 32, 32 and 16 keys; at 72 and 128 the
-    // blocked kernels stage a tile's rows in chunks that do not divide it).
-    for &(b, heads, n, hd) in &[
-        (1, 1, 1, 16),
-        (3, 1, 7, 16),
-        (1, 2, 33, 32),
-        (2, 1, 65, 64),
-        (1, 1, 130, 128),
-        (1, 2, 197, 24),
-        (1, 1, 45, 72),
-    ] {
-        let width = heads * hd;
-        let qkv_data = random(&mut r, b * n * 3 * width);
-        let dout_data = random(&mut r, b * n * width);
-        let scale = (hd as f32).powf(-0.5) * 2.0;
-        let what = format!("attention b={b} heads={heads} n={n} hd={hd}");
-        let qkv = upload(&[b, n, 3 * width], &qkv_data).requires_grad();
-        let dout = upload(&[b, n, width], &dout_data);
-        // Oracle: the composed path and its tape gradient.
-        let want = attention_composed(&qkv, heads, scale).unwrap();
-        let loss = ops::sum(&ops::mul(&want, &dout).unwrap()).unwrap();
-        let want_dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
-        // lse against the CPU: row (image i, head h, token t) of q or k.
-        let row = |part: usize, i: usize, h: usize, t: usize| {
-            let at = ((i * n + t) * 3 + part) * width + h * hd;
-            &qkv_data[at..at + hd]
-        };
-        let mut want_lse = Vec::new();
-        for i in 0..b {
-            for h in 0..heads {
-                for t in 0..n {
-                    let scores: Vec<f64> = (0..n)
-                        .map(|u| {
-                            let dot: f64 = (row(0, i, h, t).iter().zip(row(1, i, h, u)))
-                                .map(|(x, y)| *x as f64 * *y as f64)
-                                .sum();
-                            dot * scale as f64
-                        })
-                        .collect();
-                    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-                    want_lse.push((m + sum.ln()) as f32);
-                }
-            }
-        }
-        for kind in FusedAttention::ALL {
-            if !kind.runs_on(&device(), hd) {
-                continue;
-            }
-            let what = format!("{what} {kind:?}");
-            let (out, lse) = attention_forward(kind, &qkv, heads, scale).unwrap();
-            assert_close(
-                &format!("{what} out"),
-                &out.to_vec(),
-                &want.to_vec(),
-                2e-6,
-                1e-4,
-            );
-            assert_close(&format!("{what} lse"), &lse.to_vec(), &want_lse, 1e-5, 1e-5);
-            let dqkv = attention_backward(kind, &qkv, heads, (&out, &lse), &dout, scale).unwrap();
-            assert_close(
-                &format!("{what} dqkv"),
-                &dqkv.to_vec(),
-                &want_dqkv,
-                1e-5,
-                1e-3,
-            );
-        }
-    }
 }

@@ -1,19 +1,27 @@
-//! Every WGSL file parses and validates with naga (no GPU needed), and every file under
-//! shaders/ is one the engine compiles in.
+//! Every WGSL file parses and validates with naga (no GPU needed), every file under
+//! shaders/ is one the engine compiles in, and every file's `Params` struct has the
+//! layout of the Rust struct its launchers upload: same size, and field by field the
+//! same name, byte offset and type.
 
 use std::collections::BTreeSet;
 
+use engine::shaders::{Shader, ALL};
+
+fn parse(shader: &Shader) -> naga::Module {
+    naga::front::wgsl::parse_str(shader.source)
+        .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)))
+}
+
 #[test]
 fn every_shader_parses_and_validates() {
-    for (name, source) in engine::shaders::ALL {
-        let module = naga::front::wgsl::parse_str(source)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    for shader in ALL {
+        let module = parse(shader);
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::all(),
         )
         .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+        .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)));
     }
 }
 
@@ -25,9 +33,97 @@ fn every_shader_file_is_registered() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.ends_with(".wgsl"))
             .collect();
-    let registered: BTreeSet<String> = engine::shaders::ALL
-        .iter()
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let registered: BTreeSet<String> = ALL.iter().map(|s| s.file.to_string()).collect();
     assert_eq!(on_disk, registered);
+}
+
+/// How the Rust side spells a WGSL type of a parameter block: `u32`, `f32`, `i32`, and
+/// vectors and fixed-size arrays as `[T; n]`.
+fn rust_spelling(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
+    let scalar = |s: naga::Scalar| match (s.kind, s.width) {
+        (naga::ScalarKind::Uint, 4) => "u32".to_string(),
+        (naga::ScalarKind::Sint, 4) => "i32".to_string(),
+        (naga::ScalarKind::Float, 4) => "f32".to_string(),
+        other => format!("{other:?}"),
+    };
+    match &module.types[ty].inner {
+        naga::TypeInner::Scalar(s) => scalar(*s),
+        naga::TypeInner::Vector { size, scalar: s } => format!("[{}; {}]", scalar(*s), *size as u8),
+        naga::TypeInner::Array {
+            base,
+            size: naga::ArraySize::Constant(n),
+            ..
+        } => format!("[{}; {n}]", rust_spelling(module, *base)),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_params_struct_has_the_layout_of_its_rust_struct() {
+    let mut checked = 0;
+    for shader in ALL {
+        let module = parse(shader);
+        let uniforms: Vec<&naga::GlobalVariable> = module
+            .global_variables
+            .iter()
+            .map(|(_, v)| v)
+            .filter(|v| v.space == naga::AddressSpace::Uniform)
+            .collect();
+        let layout = match (shader.params, uniforms.as_slice()) {
+            (None, []) => continue,
+            (Some(layout), [uniform]) => {
+                assert_eq!(
+                    uniform.binding,
+                    Some(naga::ResourceBinding {
+                        group: 0,
+                        binding: 0
+                    }),
+                    "{}: the parameter block is bound at group 0, binding 0",
+                    shader.file
+                );
+                (layout, uniform.ty)
+            }
+            (params, uniforms) => panic!(
+                "{}: {} uniform(s) in the WGSL, Rust layout {params:?}",
+                shader.file,
+                uniforms.len()
+            ),
+        };
+        let ((rust, ty), file) = (layout, shader.file);
+        let naga::TypeInner::Struct { members, span } = &module.types[ty].inner else {
+            panic!("{file}: the parameter block is not a struct");
+        };
+        let wgsl: Vec<(String, usize, String)> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone().unwrap_or_default(),
+                    m.offset as usize,
+                    rust_spelling(&module, m.ty),
+                )
+            })
+            .collect();
+        let fields: Vec<(String, usize, String)> = rust
+            .fields
+            .iter()
+            .filter(|(name, _, _)| !name.starts_with("_pad"))
+            .map(|&(name, offset, ty)| (name.to_string(), offset, ty.replace(' ', "")))
+            .collect();
+        let wgsl: Vec<(String, usize, String)> = wgsl
+            .into_iter()
+            .map(|(n, o, t)| (n, o, t.replace(' ', "")))
+            .collect();
+        assert_eq!(
+            fields, wgsl,
+            "{file}: Rust {} (name, offset, type) against the WGSL Params",
+            rust.name
+        );
+        assert_eq!(
+            rust.size, *span as usize,
+            "{file}: Rust {} is {} bytes, the WGSL Params {span}",
+            rust.name, rust.size
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} parameter blocks checked");
 }

@@ -7,7 +7,6 @@ pub mod device;
 pub mod error;
 pub mod gradcheck;
 pub mod ops;
-mod profile;
 pub mod shaders;
 pub mod tape;
 pub mod tensor;

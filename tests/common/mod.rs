@@ -2,6 +2,8 @@
 //! data and a closeness assertion that names the worst element.
 #![allow(dead_code)]
 
+pub mod cases;
+
 use std::sync::Arc;
 
 use engine::{Device, Tensor};

@@ -12,56 +12,60 @@
 //! workgroup-memory tiles; any adapter), `attention_blocked.wgsl` (32 x 32 score tiles
 //! as register-blocked products; GPUs) and `attention_subgroup.wgsl` (subgroup
 //! broadcasts; CPU adapters with 8-lane subgroups). `attention`, which the model calls,
-//! takes whichever path was measured faster for the adapter, head dim and token count.
+//! runs the path [`AttentionPlan::new`] picks for the adapter, head dim and token count:
+//!
+//! | path | chosen for |
+//! | --- | --- |
+//! | fused `Subgroup` | CPU adapters with 8-lane subgroups: head dims up to 32, up to 64 tokens, token counts not multiples of 4 |
+//! | composed | everything else |
+//! | fused `Tiled` | nowhere: slower than the composed path on lavapipe and on an H200; a candidate, tested on every adapter |
+//! | fused `Blocked` | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats the composed path |
+//!
+//! Measurements: docs/results/.
 
-use crate::device::KernelDef;
+use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::scale;
 use crate::ops::layout::{narrow, permute, reshape};
 use crate::ops::matmul::{matmul, Transpose};
 use crate::ops::softmax::softmax;
-use crate::shaders;
+use crate::shaders::{self, Shader};
 use crate::tape::record;
 use crate::tensor::Tensor;
 
+crate::kernel_params! {
+    /// attention_layout.wgsl's `Params`, shared by the three families.
+    pub struct AttentionParams {
+        /// Tokens.
+        n: u32,
+        scale: f32,
+        heads: u32,
+    }
+}
+
 /// The largest head dim the fused kernels hold in registers.
 pub const MAX_HEAD_DIM: usize = 128;
+/// Floats of one workgroup-memory tile of the tiled family (its `TILE_FLOATS`).
 const TILE_FLOATS: usize = 2048;
 /// Workgroup memory of the blocked family's dk/dv kernel, its largest.
 const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
 
 /// The forward, dq and dk/dv kernels of one WGSL file (the three files share entry
 /// names and bindings).
-const fn kernels(file: &'static str, source: &'static str) -> [KernelDef; 3] {
-    const fn def(
-        file: &'static str,
-        source: &'static str,
-        entry: &'static str,
-        (reads, writes): (usize, usize),
-        first_binding: u32,
-    ) -> KernelDef {
-        KernelDef {
-            file,
-            source,
-            entry,
-            reads,
-            writes,
-            first_binding,
-        }
-    }
+const fn kernels(shader: &'static Shader) -> [KernelDef<AttentionParams>; 3] {
     [
         // qkv -> out, lse
-        def(file, source, "attention_forward", (1, 2), 1),
+        KernelDef::new(shader, "attention_forward", 1, 2),
         // qkv, out, dout, lse -> dqkv (the q part), delta
-        def(file, source, "attention_backward_dq", (4, 2), 10),
+        KernelDef::new(shader, "attention_backward_dq", 4, 2).bound_from(10),
         // qkv, dout, lse, delta -> dqkv (the k and v parts)
-        def(file, source, "attention_backward_dkv", (4, 1), 20),
+        KernelDef::new(shader, "attention_backward_dkv", 4, 1).bound_from(20),
     ]
 }
 
-const TILED: [KernelDef; 3] = kernels("attention.wgsl", shaders::ATTENTION);
-const SUBGROUP: [KernelDef; 3] = kernels("attention_subgroup.wgsl", shaders::ATTENTION_SUBGROUP);
-const BLOCKED: [KernelDef; 3] = kernels("attention_blocked.wgsl", shaders::ATTENTION_BLOCKED);
+const TILED: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION);
+const SUBGROUP: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION_SUBGROUP);
+const BLOCKED: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION_BLOCKED);
 const FORWARD: usize = 0;
 const BACKWARD_DQ: usize = 1;
 const BACKWARD_DKV: usize = 2;
@@ -91,7 +95,7 @@ impl FusedAttention {
 
     /// Whether the device can run these kernels for this head dim (at most
     /// `MAX_HEAD_DIM`, which they hold in registers).
-    pub fn runs_on(self, device: &crate::Device, head_dim: usize) -> bool {
+    pub fn runs_on(self, device: &Device, head_dim: usize) -> bool {
         head_dim <= MAX_HEAD_DIM
             && match self {
                 FusedAttention::Tiled => true,
@@ -105,7 +109,7 @@ impl FusedAttention {
             }
     }
 
-    fn defs(self) -> &'static [KernelDef; 3] {
+    fn defs(self) -> &'static [KernelDef<AttentionParams>; 3] {
         match self {
             FusedAttention::Tiled => &TILED,
             FusedAttention::Blocked => &BLOCKED,
@@ -126,12 +130,123 @@ impl FusedAttention {
         }
     }
 
-    /// Rows of q (or k) one workgroup owns.
-    fn rows_per_workgroup(self) -> usize {
+    /// Rows of q (or k) one workgroup owns (each family's `ROWS`).
+    pub fn rows_per_workgroup(self) -> usize {
         match self {
             FusedAttention::Blocked => 32,
             FusedAttention::Tiled | FusedAttention::Subgroup => 64,
         }
+    }
+
+    /// The pipeline overrides of this family's kernels at head dim `hd`.
+    fn overrides(self, hd: usize) -> Vec<(&'static str, f64)> {
+        let mut overrides = vec![
+            ("HD", hd as f64),
+            ("ROWS", self.rows_per_workgroup() as f64),
+        ];
+        if self == FusedAttention::Tiled {
+            let tile = (TILE_FLOATS / hd).min(32);
+            overrides.extend([("TILE_FLOATS", TILE_FLOATS as f64), ("TILE", tile as f64)]);
+        }
+        overrides
+    }
+}
+
+/// How attention runs: a fused family, or composed from permutes, matmuls and softmax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionPath {
+    Fused(FusedAttention),
+    Composed,
+}
+
+/// The path for one attention call over `batch` images of `tokens` tokens, `heads`
+/// heads of `head_dim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionPlan {
+    pub path: AttentionPath,
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionPlan {
+    /// The plan on this device. On CPU adapters with 8-lane subgroups the subgroup
+    /// family for head dims up to 32, for up to 64 tokens at any head dim, and for
+    /// token counts that are not multiples of 4, where the composed path's products
+    /// leave the vec4 matmuls: there the fused kernels' single pass over the other
+    /// side wins; above 64 tokens at larger head dims the composed path's subgroup
+    /// matmuls win. Elsewhere the composed path: the tiled family loses to it on
+    /// every adapter measured, and the blocked family awaits a GPU measurement.
+    pub fn new(
+        device: &Device,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> AttentionPlan {
+        let kind = FusedAttention::Subgroup;
+        let fused = (head_dim <= 32 || tokens <= 64 || !tokens.is_multiple_of(4))
+            && kind.runs_on(device, head_dim);
+        AttentionPlan {
+            path: if fused {
+                AttentionPath::Fused(kind)
+            } else {
+                AttentionPath::Composed
+            },
+            batch,
+            tokens,
+            heads,
+            head_dim,
+        }
+    }
+
+    /// Every plan that can run these sizes on this device: the composed path and each
+    /// fused family that runs here.
+    pub fn candidates(
+        device: &Device,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Vec<AttentionPlan> {
+        let plan = |path| AttentionPlan {
+            path,
+            batch,
+            tokens,
+            heads,
+            head_dim,
+        };
+        let mut plans = vec![plan(AttentionPath::Composed)];
+        plans.extend(
+            FusedAttention::ALL
+                .into_iter()
+                .filter(|kind| kind.runs_on(device, head_dim))
+                .map(|kind| plan(AttentionPath::Fused(kind))),
+        );
+        plans
+    }
+
+    /// What distinguishes this plan's kernels from another's, whatever the sizes.
+    pub fn key(&self) -> String {
+        format!("attention {:?}", self.path)
+    }
+
+    /// What runs, in words.
+    pub fn describe(&self) -> String {
+        let how = match self.path {
+            AttentionPath::Fused(kind) => format!(
+                "fused {kind:?} kernels, {} rows per workgroup",
+                kind.rows_per_workgroup()
+            ),
+            AttentionPath::Composed => {
+                "composed: permutes, q k^T and p v matmuls, scale, softmax".to_string()
+            }
+        };
+        format!(
+            "{} x {} heads of {} tokens x {}: {how}",
+            self.batch, self.heads, self.tokens, self.head_dim
+        )
     }
 }
 
@@ -151,28 +266,30 @@ fn check(qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {
 fn launch(
     kind: FusedAttention,
     kernel: usize,
-    dev: &crate::Device,
+    dev: &Device,
     (b, n, heads, hd): (usize, usize, usize, usize),
     scale: f32,
     buffers: &[&wgpu::Buffer],
 ) {
-    let tile = (TILE_FLOATS / hd).min(32);
-    let constants: &[(&str, f64)] = match kind {
-        FusedAttention::Tiled => &[("HD", hd as f64), ("TILE", tile as f64)],
-        FusedAttention::Blocked | FusedAttention::Subgroup => &[("HD", hd as f64)],
-    };
-    let bh = (b * heads) as u32;
     dev.dispatch(
         &kind.defs()[kernel],
-        constants,
-        &[n as u32, scale.to_bits(), heads as u32],
+        &kind.overrides(hd),
+        &AttentionParams {
+            n: n as u32,
+            scale,
+            heads: heads as u32,
+        },
         buffers,
-        [n.div_ceil(kind.rows_per_workgroup()) as u32, bh, 1],
+        [
+            n.div_ceil(kind.rows_per_workgroup()) as u32,
+            (b * heads) as u32,
+            1,
+        ],
     );
 }
 
 /// Checks that `kind` can run this head dim here.
-fn check_kind(kind: FusedAttention, dev: &crate::Device, hd: usize) -> Result<()> {
+fn check_kind(kind: FusedAttention, dev: &Device, hd: usize) -> Result<()> {
     if !kind.runs_on(dev, hd) {
         return shape_err(
             "attention",
@@ -274,22 +391,38 @@ pub fn attention_backward(
     Ok(dqkv)
 }
 
-/// Differentiable attention by the path measured faster on this kind of adapter. On
-/// lavapipe, from the packed qkv: the subgroup kernels for head dims up to 32 (1.4-4.7x
-/// the composed path from 49 to 1,024 tokens), for up to 64 tokens at any head dim
-/// (1.2-2.6x at head dims 64 and 128), and for token counts that are not multiples of
-/// 4, where the composed path's products leave the vec4 matmuls (2.3-3.3x at head dims
-/// 64 and 128, 101 to 513 tokens); but 0.75-1.0x at head dim 64 from 100 tokens up
-/// otherwise, where the composed path stays. Elsewhere the composed path: the tiled
-/// fused kernels lose to it on lavapipe and on an H200, and the blocked ones are not
-/// yet timed on a GPU.
+/// Differentiable attention on the device's plan ([`AttentionPlan::new`]).
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
-    let (_, n, _, hd) = check(qkv, heads)?;
-    let kind = FusedAttention::Subgroup;
-    if (hd <= 32 || n <= 64 || !n.is_multiple_of(4)) && kind.runs_on(qkv.device(), hd) {
-        attention_fused(kind, qkv, heads, scale_factor)
-    } else {
-        attention_composed(qkv, heads, scale_factor)
+    let (b, n, h, hd) = check(qkv, heads)?;
+    attention_with(
+        &AttentionPlan::new(qkv.device(), b, n, h, hd),
+        qkv,
+        heads,
+        scale_factor,
+    )
+}
+
+/// Differentiable attention on the path `plan` names (made for this qkv's sizes).
+pub fn attention_with(
+    plan: &AttentionPlan,
+    qkv: &Tensor,
+    heads: usize,
+    scale_factor: f32,
+) -> Result<Tensor> {
+    let sizes = check(qkv, heads)?;
+    if sizes != (plan.batch, plan.tokens, plan.heads, plan.head_dim) {
+        return shape_err(
+            "attention",
+            format!(
+                "{plan:?} does not fit qkv {:?} with {heads} heads",
+                qkv.shape()
+            ),
+        );
+    }
+    qkv.device().note_plan(|| plan.key());
+    match plan.path {
+        AttentionPath::Fused(kind) => attention_fused(kind, qkv, heads, scale_factor),
+        AttentionPath::Composed => attention_composed(qkv, heads, scale_factor),
     }
 }
 

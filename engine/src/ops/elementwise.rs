@@ -4,9 +4,22 @@
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::reduce::sum_to_shape;
+use crate::ops::{grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::Tensor;
+
+crate::kernel_params! {
+    /// elementwise.wgsl's `Params`.
+    pub struct ElementwiseParams {
+        /// Elements (or vec4s) of `a` and `out`.
+        n: u32,
+        /// Elements (or vec4s) of `b`, broadcast by `i % nb`.
+        nb: u32,
+        /// The factor of `scale` and `broadcast`, the value of `fill`.
+        s: f32,
+    }
+}
 
 /// The entry points of elementwise.wgsl, each over f32s and over vec4s.
 #[derive(Clone, Copy, Debug)]
@@ -50,25 +63,23 @@ fn launch(kernel: Kernel, a: Option<&Tensor>, b: Option<&Tensor>, s: f32, out: &
         (true, (_, entry)) => (4, entry, 4),
         (false, (entry, _)) => (1, entry, 1),
     };
-    let def = KernelDef {
-        file: "elementwise.wgsl",
-        source: shaders::ELEMENTWISE,
-        entry,
-        reads: 2,
-        writes: 1,
-        first_binding,
-    };
-    let n = (n / unit) as u32;
+    let def: KernelDef<ElementwiseParams> =
+        KernelDef::new(&shaders::ELEMENTWISE, entry, 2, 1).bound_from(first_binding);
+    let items = n / unit;
     dev.dispatch(
         &def,
-        &[],
-        &[n, (nb / unit).max(1) as u32, s.to_bits()],
+        WG_OVERRIDES,
+        &ElementwiseParams {
+            n: items as u32,
+            nb: (nb / unit).max(1) as u32,
+            s,
+        },
         &[
             a.map_or(dev.dummy(), |a| a.buffer()),
             b.map_or(dev.dummy(), |b| b.buffer()),
             out.buffer(),
         ],
-        dev.grid_1d(n.div_ceil(256)),
+        grid_for(dev, items),
     );
 }
 

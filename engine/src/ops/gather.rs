@@ -2,19 +2,44 @@
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
+use crate::ops::{grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::{Indices, Tensor};
 
-const fn kernel(entry: &'static str) -> KernelDef {
-    KernelDef {
-        file: "gather.wgsl",
-        source: shaders::GATHER,
-        entry,
-        reads: 3,
-        writes: 1,
-        first_binding: 1,
+crate::kernel_params! {
+    /// gather.wgsl's `Params`: x is [batch, n, d], the indices [G, k].
+    pub struct GatherParams {
+        batch: u32,
+        n: u32,
+        d: u32,
+        k: u32,
+        /// Elements written.
+        total: u32,
     }
+}
+
+/// x, idx, (unused) -> out.
+const GATHER: KernelDef<GatherParams> = KernelDef::new(&shaders::GATHER, "gather_rows", 3, 1);
+/// dy, offsets, entries -> dx.
+const SCATTER: KernelDef<GatherParams> = KernelDef::new(&shaders::GATHER, "scatter_rows", 3, 1);
+
+/// The parameters and grid of a gather or scatter writing `total` elements.
+fn launch(
+    dev: &crate::Device,
+    def: &KernelDef<GatherParams>,
+    (batch, n, d, k): (usize, usize, usize, usize),
+    total: usize,
+    buffers: &[&wgpu::Buffer],
+) {
+    let params = GatherParams {
+        batch: batch as u32,
+        n: n as u32,
+        d: d as u32,
+        k: k as u32,
+        total: total as u32,
+    };
+    dev.dispatch(def, WG_OVERRIDES, &params, buffers, grid_for(dev, total));
 }
 
 /// x [B, N, D], idx [G, K] with G a multiple of B -> [G, K, D],
@@ -32,13 +57,12 @@ pub fn gather_rows_forward(x: &Tensor, idx: &Indices) -> Result<Tensor> {
     let (g, k) = (si[0], si[1]);
     let dev = x.device();
     let out = Tensor::empty(dev, &[g, k, d])?;
-    let total = (g * k * d) as u32;
-    dev.dispatch(
-        &kernel("gather_rows"),
-        &[],
-        &[b as u32, n as u32, d as u32, k as u32, total],
+    launch(
+        dev,
+        &GATHER,
+        (b, n, d, k),
+        g * k * d,
         &[x.buffer(), idx.buffer(), dev.dummy(), out.buffer()],
-        dev.grid_1d(total.div_ceil(256)),
     );
     Ok(out)
 }
@@ -66,13 +90,12 @@ pub fn gather_rows_backward(x_shape: &[usize], idx: &Indices, dy: &Tensor) -> Re
     let offsets = Indices::from_u32(dev, &[counts.len()], counts)?;
     let entries = Indices::from_u32(dev, &[entries.len()], entries)?;
     let dx = Tensor::empty(dev, x_shape)?;
-    let total = (b * n * d) as u32;
-    dev.dispatch(
-        &kernel("scatter_rows"),
-        &[],
-        &[b as u32, n as u32, d as u32, k as u32, total],
+    launch(
+        dev,
+        &SCATTER,
+        (b, n, d, k),
+        b * n * d,
         &[dy.buffer(), offsets.buffer(), entries.buffer(), dx.buffer()],
-        dev.grid_1d(total.div_ceil(256)),
     );
     Ok(dx)
 }

@@ -1,25 +1,51 @@
-//! LayerNorm over the last dim, with or without affine parameters.
-//! x: [.., D], gamma/beta: [D]. Saves per-row (mean, rstd) for the backward.
+//! LayerNorm over the last dim, with or without affine parameters, run by the row plan
+//! (`ops::rows`). x: [.., D], gamma/beta: [D]. Saves per-row (mean, rstd) for the
+//! backward.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::reduce::sum_leading_forward;
+use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::Tensor;
 
-const fn kernel(entry: &'static str, reads: usize, writes: usize) -> KernelDef {
-    KernelDef {
-        file: "layernorm.wgsl",
-        source: shaders::LAYERNORM,
-        entry,
-        reads,
-        writes,
-        first_binding: 1,
+crate::kernel_params! {
+    /// layernorm.wgsl's `Params`.
+    pub struct LayerNormParams {
+        rows: u32,
+        cols: u32,
+        eps: f32,
     }
 }
 
+/// x, gamma, beta, (unused), (unused) -> y, stats [rows, 2].
+const FORWARD: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward", 5, 2);
+const FORWARD_ROWS: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward_rows", 5, 2);
+/// x, gamma, (unused), stats, dy -> dx.
+const BACKWARD: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_backward", 5, 1);
+const BACKWARD_ROWS: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_backward_rows", 5, 1);
+/// x, (unused), (unused), stats, dy -> dgamma and dbeta partials [chunks, cols].
+const PARAM_GRADS: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 5, 2);
+
+/// Columns per workgroup of the parameter-gradient kernel.
+const COLS_PER_WORKGROUP: usize = 64;
+/// Rows per workgroup of the parameter-gradient kernel.
 const CHUNK: usize = 256;
+
+fn overrides(affine: bool) -> [(&'static str, f64); 4] {
+    [
+        ("AFFINE", affine as u32 as f64),
+        ("WG", ROW_WG as f64),
+        ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
+        ("CHUNK", CHUNK as f64),
+    ]
+}
 
 /// What the forward saves for the backward.
 #[derive(Clone)]
@@ -29,28 +55,44 @@ pub struct LayerNormSaved {
     pub stats: Tensor,
 }
 
-/// The kernel for `rows` rows of `cols`: one invocation per row for short rows, one
-/// workgroup per row otherwise; returns it with its workgroup count.
-fn row_kernel(
-    entry: &'static str,
-    rows_entry: &'static str,
-    rows: usize,
-    cols: usize,
-) -> (&'static str, u32) {
-    if cols <= crate::ops::softmax::SHORT_ROW {
-        (rows_entry, rows.div_ceil(64) as u32)
-    } else {
-        (entry, rows as u32)
-    }
-}
-
 fn rows_cols(x: &Tensor) -> (usize, usize) {
     let cols = x.last_dim();
     (x.numel() / cols.max(1), cols)
 }
 
+/// The key `Device::log_plans` records for a LayerNorm plan.
+pub fn plan_key(plan: &RowPlan, affine: bool) -> String {
+    format!("layernorm {:?} affine={affine}", plan.kernel)
+}
+
+fn check_plan(plan: &RowPlan, rows: usize, cols: usize) -> Result<()> {
+    if (plan.rows, plan.cols) != (rows, cols) {
+        return shape_err(
+            "layernorm",
+            format!("{plan:?} does not fit {rows} rows of {cols}"),
+        );
+    }
+    Ok(())
+}
+
+/// x viewed as [rows, cols] on the device's row plan.
+pub fn plan(x: &Tensor) -> RowPlan {
+    let (rows, cols) = rows_cols(x);
+    RowPlan::new(x.device(), rows, cols)
+}
+
 /// y = (x - mean) / sqrt(var + eps) (* gamma + beta).
 pub fn layernorm_forward(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+) -> Result<(Tensor, LayerNormSaved)> {
+    layernorm_forward_with(&plan(x), x, affine, eps)
+}
+
+/// `layernorm_forward` with the given plan.
+pub fn layernorm_forward_with(
+    plan: &RowPlan,
     x: &Tensor,
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
@@ -81,11 +123,16 @@ pub fn layernorm_forward(
     let (g, b) = affine.map_or((dev.dummy(), dev.dummy()), |(g, b)| {
         (g.buffer(), b.buffer())
     });
-    let (entry, groups) = row_kernel("layernorm_forward", "layernorm_forward_rows", rows, cols);
+    check_plan(plan, rows, cols)?;
+    dev.note_plan(|| plan_key(plan, affine.is_some()));
     dev.dispatch(
-        &kernel(entry, 5, 2),
-        &[("AFFINE", affine.is_some() as u32 as f64)],
-        &[rows as u32, cols as u32, eps.to_bits()],
+        plan.pick(&FORWARD, &FORWARD_ROWS),
+        &overrides(affine.is_some()),
+        &LayerNormParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            eps,
+        },
         &[
             x.buffer(),
             g,
@@ -95,7 +142,7 @@ pub fn layernorm_forward(
             y.buffer(),
             stats.buffer(),
         ],
-        dev.grid_1d(groups),
+        plan.grid(dev),
     );
     Ok((
         y,
@@ -112,15 +159,36 @@ pub fn layernorm_backward(
     gamma: Option<&Tensor>,
     dy: &Tensor,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    layernorm_backward_with(&plan(&saved.x), saved, gamma, dy)
+}
+
+/// `layernorm_backward` with the given plan for dx.
+pub fn layernorm_backward_with(
+    plan: &RowPlan,
+    saved: &LayerNormSaved,
+    gamma: Option<&Tensor>,
+    dy: &Tensor,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let x = &saved.x;
     let (rows, cols) = rows_cols(x);
+    check_plan(plan, rows, cols)?;
+    if dy.shape() != x.shape() {
+        return shape_err(
+            "layernorm_backward",
+            format!("dy {:?} vs x {:?}", dy.shape(), x.shape()),
+        );
+    }
     let dev = x.device();
+    dev.note_plan(|| plan_key(plan, gamma.is_some()));
     let dx = Tensor::empty(dev, x.shape())?;
-    let params = [rows as u32, cols as u32, 0];
-    let (entry, groups) = row_kernel("layernorm_backward", "layernorm_backward_rows", rows, cols);
+    let params = LayerNormParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        eps: 0.0,
+    };
     dev.dispatch(
-        &kernel(entry, 5, 1),
-        &[("AFFINE", gamma.is_some() as u32 as f64)],
+        plan.pick(&BACKWARD, &BACKWARD_ROWS),
+        &overrides(gamma.is_some()),
         &params,
         &[
             x.buffer(),
@@ -130,7 +198,7 @@ pub fn layernorm_backward(
             dy.buffer(),
             dx.buffer(),
         ],
-        dev.grid_1d(groups),
+        plan.grid(dev),
     );
     let param_grads = match gamma {
         None => None,
@@ -139,8 +207,8 @@ pub fn layernorm_backward(
             let dgamma = Tensor::empty(dev, &[chunks, cols])?;
             let dbeta = Tensor::empty(dev, &[chunks, cols])?;
             dev.dispatch(
-                &kernel("layernorm_param_grads", 5, 2),
-                &[],
+                &PARAM_GRADS,
+                &overrides(true),
                 &params,
                 &[
                     x.buffer(),
@@ -151,7 +219,7 @@ pub fn layernorm_backward(
                     dgamma.buffer(),
                     dbeta.buffer(),
                 ],
-                [cols.div_ceil(64) as u32, chunks as u32, 1],
+                [cols.div_ceil(COLS_PER_WORKGROUP) as u32, chunks as u32, 1],
             );
             let dgamma = sum_leading_forward(&dgamma, cols)?;
             let dbeta = sum_leading_forward(&dbeta, cols)?;

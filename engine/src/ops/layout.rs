@@ -4,47 +4,43 @@ use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::broadcast_forward;
 use crate::ops::reduce::sum_leading_forward;
+use crate::ops::{grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::{numel, Tensor};
 
-const PERMUTE: KernelDef = KernelDef {
-    file: "layout.wgsl",
-    source: shaders::LAYOUT,
-    entry: "permute",
-    reads: 1,
-    writes: 1,
-    first_binding: 1,
-};
+crate::kernel_params! {
+    /// layout.wgsl's `Params`: the output's dims and the input's strides, 6 of each,
+    /// padded at the front with dims of 1.
+    pub struct PermuteParams {
+        n: u32,
+        _pad: [u32; 3],
+        out_dims: [[u32; 4]; 2],
+        in_strides: [[u32; 4]; 2],
+    }
+}
 
+crate::kernel_params! {
+    /// copy.wgsl's `Params`, in elements (or vec4s) of the block copied.
+    pub struct CopyParams {
+        /// Elements copied: outer * len * inner.
+        n: u32,
+        len_inner: u32,
+        src_row: u32,
+        dst_row: u32,
+        src_offset: u32,
+        dst_offset: u32,
+    }
+}
+
+const PERMUTE: KernelDef<PermuteParams> = KernelDef::new(&shaders::LAYOUT, "permute", 1, 1);
 /// The same for a permutation that keeps a last dim that is a multiple of 4 in place.
-const PERMUTE_VEC4: KernelDef = KernelDef {
-    file: "layout.wgsl",
-    source: shaders::LAYOUT,
-    entry: "permute_vec4",
-    reads: 1,
-    writes: 1,
-    first_binding: 3,
-};
-
-const COPY_BLOCK: KernelDef = KernelDef {
-    file: "copy.wgsl",
-    source: shaders::COPY,
-    entry: "copy_block",
-    reads: 1,
-    writes: 1,
-    first_binding: 1,
-};
-
+const PERMUTE_VEC4: KernelDef<PermuteParams> =
+    KernelDef::new(&shaders::LAYOUT, "permute_vec4", 1, 1).bound_from(3);
+const COPY_BLOCK: KernelDef<CopyParams> = KernelDef::new(&shaders::COPY, "copy_block", 1, 1);
 /// The same when the copied rows are a multiple of 4 floats long.
-const COPY_BLOCK_VEC4: KernelDef = KernelDef {
-    file: "copy.wgsl",
-    source: shaders::COPY,
-    entry: "copy_block_vec4",
-    reads: 1,
-    writes: 1,
-    first_binding: 3,
-};
+const COPY_BLOCK_VEC4: KernelDef<CopyParams> =
+    KernelDef::new(&shaders::COPY, "copy_block_vec4", 1, 1).bound_from(3);
 
 const MAX_RANK: usize = 6;
 
@@ -92,11 +88,11 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
             *stride /= 4;
         }
     }
-    let n = (x.numel() / unit) as u32;
-    // Pad to 6 dims at the front with size-1 dims. Words: n, 3 of padding, then
-    // out_dims and in_strides as two vec4 each (6 of 8 used).
-    let mut params = vec![0u32; 20];
-    params[0] = n;
+    let n = x.numel() / unit;
+    let mut params = PermuteParams {
+        n: n as u32,
+        ..PermuteParams::default()
+    };
     for i in 0..MAX_RANK {
         let j = (i + rank) as isize - MAX_RANK as isize;
         let (size, stride) = if j < 0 {
@@ -104,15 +100,15 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         } else {
             (out_dims[j as usize], strides[perm[j as usize]])
         };
-        params[4 + i] = size as u32;
-        params[12 + i] = stride as u32;
+        params.out_dims[i / 4][i % 4] = size as u32;
+        params.in_strides[i / 4][i % 4] = stride as u32;
     }
     dev.dispatch(
         if vec4 { &PERMUTE_VEC4 } else { &PERMUTE },
-        &[],
+        WG_OVERRIDES,
         &params,
         &[x.buffer(), out.buffer()],
-        dev.grid_1d(n.div_ceil(256)),
+        grid_for(dev, n),
     );
     Ok(out)
 }
@@ -159,21 +155,21 @@ fn copy_block(
     // Every size below is a multiple of `inner`: count in vec4s when it is one of 4.
     let vec4 = inner.is_multiple_of(4);
     let inner = if vec4 { inner / 4 } else { inner };
-    let n = (outer * len * inner) as u32;
+    let n = outer * len * inner;
     let dev = src.device();
     dev.dispatch(
         if vec4 { &COPY_BLOCK_VEC4 } else { &COPY_BLOCK },
-        &[],
-        &[
-            n,
-            (len * inner) as u32,
-            (src.shape()[axis] * inner) as u32,
-            (dst.shape()[axis] * inner) as u32,
-            (src_start * inner) as u32,
-            (dst_start * inner) as u32,
-        ],
+        WG_OVERRIDES,
+        &CopyParams {
+            n: n as u32,
+            len_inner: (len * inner) as u32,
+            src_row: (src.shape()[axis] * inner) as u32,
+            dst_row: (dst.shape()[axis] * inner) as u32,
+            src_offset: (src_start * inner) as u32,
+            dst_offset: (dst_start * inner) as u32,
+        },
         &[src.buffer(), dst.buffer()],
-        dev.grid_1d(n.div_ceil(256)),
+        grid_for(dev, n),
     );
 }
 

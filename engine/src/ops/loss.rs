@@ -5,30 +5,40 @@ use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::scale_forward;
 use crate::ops::reduce::sum_leading_forward;
+use crate::ops::{grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::{Indices, Tensor};
 
-const fn regression(entry: &'static str) -> KernelDef {
-    KernelDef {
-        file: "loss.wgsl",
-        source: shaders::LOSS,
-        entry,
-        reads: 3,
-        writes: 1,
-        first_binding: 1,
+crate::kernel_params! {
+    /// loss.wgsl's `Params`.
+    pub struct RegressionLossParams {
+        n: u32,
+        /// The smooth-L1 threshold.
+        beta: f32,
+        /// 1 / n: the mean's factor.
+        s: f32,
     }
 }
 
-const fn classification(entry: &'static str) -> KernelDef {
-    KernelDef {
-        file: "cross_entropy.wgsl",
-        source: shaders::CROSS_ENTROPY,
-        entry,
-        reads: 4,
-        writes: 1,
-        first_binding: 1,
+crate::kernel_params! {
+    /// cross_entropy.wgsl's `Params`.
+    pub struct CrossEntropyParams {
+        rows: u32,
+        classes: u32,
+        /// The backward's factor, 1 / rows.
+        s: f32,
     }
+}
+
+/// pred, target, dy -> out.
+const fn regression(entry: &'static str) -> KernelDef<RegressionLossParams> {
+    KernelDef::new(&shaders::LOSS, entry, 3, 1)
+}
+
+/// logits, labels, saved, dy -> out.
+const fn classification(entry: &'static str) -> KernelDef<CrossEntropyParams> {
+    KernelDef::new(&shaders::CROSS_ENTROPY, entry, 4, 1)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,20 +67,23 @@ fn regression_launch(
     dy: Option<&Tensor>,
 ) -> Result<Tensor> {
     let dev = pred.device();
-    let n = pred.numel() as u32;
+    let n = pred.numel();
     let out = Tensor::empty(dev, pred.shape())?;
-    let s = 1.0 / pred.numel() as f32;
     dev.dispatch(
         &regression(entry),
-        &[],
-        &[n, beta.to_bits(), s.to_bits()],
+        WG_OVERRIDES,
+        &RegressionLossParams {
+            n: n as u32,
+            beta,
+            s: 1.0 / n as f32,
+        },
         &[
             pred.buffer(),
             target.buffer(),
             dy.map_or(dev.dummy(), |d| d.buffer()),
             out.buffer(),
         ],
-        dev.grid_1d(n.div_ceil(256)),
+        grid_for(dev, n),
     );
     Ok(out)
 }
@@ -149,8 +162,12 @@ pub fn cross_entropy_forward(logits: &Tensor, labels: &Indices) -> Result<(Tenso
     let saved = Tensor::empty(dev, &[2, rows])?;
     dev.dispatch(
         &classification("cross_entropy_forward"),
-        &[],
-        &[rows as u32, classes as u32, 0],
+        WG_OVERRIDES,
+        &CrossEntropyParams {
+            rows: rows as u32,
+            classes: classes as u32,
+            s: 0.0,
+        },
         &[
             logits.buffer(),
             labels.buffer(),
@@ -158,7 +175,7 @@ pub fn cross_entropy_forward(logits: &Tensor, labels: &Indices) -> Result<(Tenso
             dev.dummy(),
             saved.buffer(),
         ],
-        dev.grid_1d((rows as u32).div_ceil(256)),
+        grid_for(dev, rows),
     );
     let row_losses = crate::ops::layout::narrow_forward(&saved, 0, 0, 1)?;
     let loss = scale_forward(&sum_leading_forward(&row_losses, 1)?, 1.0 / rows as f32)?;
@@ -175,11 +192,14 @@ pub fn cross_entropy_backward(
     let (rows, classes) = (logits.shape()[0], logits.shape()[1]);
     let dev = logits.device();
     let out = Tensor::empty(dev, logits.shape())?;
-    let n = (rows * classes) as u32;
     dev.dispatch(
         &classification("cross_entropy_backward"),
-        &[],
-        &[rows as u32, classes as u32, (1.0 / rows as f32).to_bits()],
+        WG_OVERRIDES,
+        &CrossEntropyParams {
+            rows: rows as u32,
+            classes: classes as u32,
+            s: 1.0 / rows as f32,
+        },
         &[
             logits.buffer(),
             labels.buffer(),
@@ -187,7 +207,7 @@ pub fn cross_entropy_backward(
             dy.buffer(),
             out.buffer(),
         ],
-        dev.grid_1d(n.div_ceil(256)),
+        grid_for(dev, rows * classes),
     );
     Ok(out)
 }

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod reduce;
+pub mod rows;
 pub mod softmax;
 pub mod update;
 
@@ -21,3 +22,16 @@ pub use loss::{cross_entropy, mse_loss, smooth_l1_loss};
 pub use matmul::{linear, linear_gelu, matmul, Transpose};
 pub use reduce::{mean, sum, sum_leading};
 pub use softmax::softmax;
+
+/// Invocations per workgroup of the kernels that give each invocation one element, one
+/// vec4 or one row: the `WG` override of elementwise, copy, layout, gather, loss,
+/// cross_entropy and update.wgsl.
+pub(crate) const WG: u32 = 256;
+
+/// The override values of those kernels.
+pub(crate) const WG_OVERRIDES: &[(&str, f64)] = &[("WG", WG as f64)];
+
+/// The grid for `items` invocations of one of those kernels.
+pub(crate) fn grid_for(dev: &crate::Device, items: usize) -> [u32; 3] {
+    dev.grid_1d((items as u32).div_ceil(WG))
+}

@@ -7,19 +7,29 @@ use crate::shaders;
 use crate::tape::record;
 use crate::tensor::{numel, Tensor};
 
-const fn kernel(entry: &'static str) -> KernelDef {
-    KernelDef {
-        file: "reduce.wgsl",
-        source: shaders::REDUCE,
-        entry,
-        reads: 1,
-        writes: 1,
-        first_binding: 1,
+crate::kernel_params! {
+    /// reduce.wgsl's `Params`.
+    pub struct ReduceParams {
+        rows: u32,
+        cols: u32,
     }
 }
 
+const SUM_COLUMNS: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_columns", 1, 1);
+const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_all", 1, 1);
+
+/// Columns per workgroup of `sum_columns`.
+const COLS_PER_WORKGROUP: usize = 64;
+/// Rows per workgroup of `sum_columns`.
 const CHUNK: usize = 256;
-const SUM_ALL_PER_GROUP: usize = 1024;
+/// Invocations per workgroup of `sum_all`, each adding 4 values (a power of two).
+const SUM_WORKGROUP: usize = 256;
+const SUM_ALL_PER_GROUP: usize = 4 * SUM_WORKGROUP;
+const OVERRIDES: &[(&str, f64)] = &[
+    ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
+    ("CHUNK", CHUNK as f64),
+    ("SUM_WG", SUM_WORKGROUP as f64),
+];
 
 /// x viewed as [rows, inner] summed over rows: out [inner].
 pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
@@ -35,15 +45,19 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
         return Tensor::zeros(dev, &[inner]);
     }
     let mut current = x.clone();
-    // Each pass shrinks rows by CHUNK (or 1024 for a plain sum) until one row is left.
+    // Each pass shrinks rows by CHUNK (SUM_ALL_PER_GROUP for a plain sum) until one row
+    // is left.
     while rows > 1 {
         if inner == 1 {
             let groups = rows.div_ceil(SUM_ALL_PER_GROUP);
             let out = Tensor::empty(dev, &[groups])?;
             dev.dispatch(
-                &kernel("sum_all"),
-                &[],
-                &[rows as u32, 1],
+                &SUM_ALL,
+                OVERRIDES,
+                &ReduceParams {
+                    rows: rows as u32,
+                    cols: 1,
+                },
                 &[current.buffer(), out.buffer()],
                 dev.grid_1d(groups as u32),
             );
@@ -53,11 +67,14 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
             let chunks = rows.div_ceil(CHUNK);
             let out = Tensor::empty(dev, &[chunks, inner])?;
             dev.dispatch(
-                &kernel("sum_columns"),
-                &[],
-                &[rows as u32, inner as u32],
+                &SUM_COLUMNS,
+                OVERRIDES,
+                &ReduceParams {
+                    rows: rows as u32,
+                    cols: inner as u32,
+                },
                 &[current.buffer(), out.buffer()],
-                [inner.div_ceil(64) as u32, chunks as u32, 1],
+                [inner.div_ceil(COLS_PER_WORKGROUP) as u32, chunks as u32, 1],
             );
             current = out;
             rows = chunks;

@@ -1,74 +1,100 @@
-//! Softmax over the last dim. x: [.., cols].
+//! Softmax over the last dim. x: [.., cols], run by the row plan (`ops::rows`).
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
+use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::Tensor;
 
-const fn kernel(entry: &'static str) -> KernelDef {
-    KernelDef {
-        file: "softmax.wgsl",
-        source: shaders::SOFTMAX,
-        entry,
-        reads: 2,
-        writes: 1,
-        first_binding: 1,
+crate::kernel_params! {
+    /// softmax.wgsl's `Params`.
+    pub struct SoftmaxParams {
+        rows: u32,
+        cols: u32,
     }
 }
 
-/// Rows up to this long get one invocation each; longer rows one workgroup each.
-pub const SHORT_ROW: usize = 256;
+/// x (or the forward's y), dy (backward) -> out; a workgroup per row, or (`_ROWS`) an
+/// invocation per row.
+const FORWARD: KernelDef<SoftmaxParams> =
+    KernelDef::new(&shaders::SOFTMAX, "softmax_forward", 2, 1);
+const FORWARD_ROWS: KernelDef<SoftmaxParams> =
+    KernelDef::new(&shaders::SOFTMAX, "softmax_forward_rows", 2, 1);
+const BACKWARD: KernelDef<SoftmaxParams> =
+    KernelDef::new(&shaders::SOFTMAX, "softmax_backward", 2, 1);
+const BACKWARD_ROWS: KernelDef<SoftmaxParams> =
+    KernelDef::new(&shaders::SOFTMAX, "softmax_backward_rows", 2, 1);
+const OVERRIDES: &[(&str, f64)] = &[("WG", ROW_WG as f64)];
 
-/// `entry` is the workgroup-per-row kernel; short rows use its `_rows` sibling.
+/// x viewed as [rows, cols] on the device's row plan.
+pub fn plan(x: &Tensor) -> RowPlan {
+    let cols = x.last_dim();
+    RowPlan::new(x.device(), x.numel() / cols.max(1), cols)
+}
+
+/// The key `Device::log_plans` records for a softmax plan.
+pub fn plan_key(plan: &RowPlan) -> String {
+    format!("softmax {:?}", plan.kernel)
+}
+
 fn launch(
-    entry: &'static str,
-    rows_entry: &'static str,
+    plan: &RowPlan,
+    (workgroup, rows): (&KernelDef<SoftmaxParams>, &KernelDef<SoftmaxParams>),
     x: &Tensor,
     dy: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let cols = x.last_dim();
-    let rows = x.numel() / cols.max(1);
+    if x.shape().is_empty() || plan.cols != x.last_dim() || plan.rows * plan.cols != x.numel() {
+        return shape_err("softmax", format!("{plan:?} does not fit {:?}", x.shape()));
+    }
     let dev = x.device();
+    dev.note_plan(|| plan_key(plan));
     let out = Tensor::empty(dev, x.shape())?;
-    let (entry, groups) = if cols <= SHORT_ROW {
-        (rows_entry, rows.div_ceil(64))
-    } else {
-        (entry, rows)
-    };
     dev.dispatch(
-        &kernel(entry),
-        &[],
-        &[rows as u32, cols as u32],
+        plan.pick(workgroup, rows),
+        OVERRIDES,
+        &SoftmaxParams {
+            rows: plan.rows as u32,
+            cols: plan.cols as u32,
+        },
         &[
             x.buffer(),
             dy.map_or(x.buffer(), |d| d.buffer()),
             out.buffer(),
         ],
-        dev.grid_1d(groups as u32),
+        plan.grid(dev),
     );
     Ok(out)
 }
 
-pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
+/// softmax(x) with the given plan.
+pub fn softmax_forward_with(plan: &RowPlan, x: &Tensor) -> Result<Tensor> {
     if x.shape().is_empty() || x.last_dim() == 0 {
         return shape_err(
             "softmax",
             format!("needs a non-empty last dim, got {:?}", x.shape()),
         );
     }
-    launch("softmax_forward", "softmax_forward_rows", x, None)
+    launch(plan, (&FORWARD, &FORWARD_ROWS), x, None)
+}
+
+pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
+    softmax_forward_with(&plan(x), x)
 }
 
 /// dx = y * (dy - sum(dy * y)) over each row, from the forward's output y.
-pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn softmax_backward_with(plan: &RowPlan, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     if y.shape() != dy.shape() {
         return shape_err(
             "softmax_backward",
             format!("y {:?} vs dy {:?}", y.shape(), dy.shape()),
         );
     }
-    launch("softmax_backward", "softmax_backward_rows", y, Some(dy))
+    launch(plan, (&BACKWARD, &BACKWARD_ROWS), y, Some(dy))
+}
+
+pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    softmax_backward_with(&plan(y), y, dy)
 }
 
 pub fn softmax(x: &Tensor) -> Result<Tensor> {

@@ -3,19 +3,31 @@
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
+use crate::ops::{grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tensor::Tensor;
 
-const fn kernel(entry: &'static str, writes: usize) -> KernelDef {
-    KernelDef {
-        file: "optim.wgsl",
-        source: shaders::OPTIM,
-        entry,
-        reads: 1,
-        writes,
-        first_binding: 1,
+crate::kernel_params! {
+    /// update.wgsl's `Params`: AdamW's hyper-parameters and bias corrections, or the
+    /// EMA momentum.
+    pub struct UpdateParams {
+        n: u32,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        bias_correction1: f32,
+        bias_correction2_sqrt: f32,
+        grad_scale: f32,
+        momentum: f32,
     }
 }
+
+/// grad, param, exp_avg, exp_avg_sq (the last three updated in place).
+const ADAMW: KernelDef<UpdateParams> = KernelDef::new(&shaders::UPDATE, "adamw", 1, 3);
+/// source, target (updated in place).
+const EMA: KernelDef<UpdateParams> = KernelDef::new(&shaders::UPDATE, "ema_update", 1, 1);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamW {
@@ -64,29 +76,29 @@ pub fn adamw_update(
     let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
     let dev = param.device();
-    let n = param.numel() as u32;
-    let words = [
-        n,
-        h.lr.to_bits(),
-        h.beta1.to_bits(),
-        h.beta2.to_bits(),
-        h.eps.to_bits(),
-        h.weight_decay.to_bits(),
-        (bc1 as f32).to_bits(),
-        (bc2.sqrt() as f32).to_bits(),
-        h.grad_scale.to_bits(),
-    ];
+    let params = UpdateParams {
+        n: param.numel() as u32,
+        lr: h.lr,
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        weight_decay: h.weight_decay,
+        bias_correction1: bc1 as f32,
+        bias_correction2_sqrt: bc2.sqrt() as f32,
+        grad_scale: h.grad_scale,
+        momentum: 0.0,
+    };
     dev.dispatch(
-        &kernel("adamw", 3),
-        &[],
-        &words,
+        &ADAMW,
+        WG_OVERRIDES,
+        &params,
         &[
             grad.buffer(),
             param.buffer(),
             exp_avg.buffer(),
             exp_avg_sq.buffer(),
         ],
-        dev.grid_1d(n.div_ceil(256)),
+        grid_for(dev, param.numel()),
     );
     Ok(())
 }
@@ -98,13 +110,17 @@ pub fn ema_update(target: &Tensor, source: &Tensor, momentum: f32) -> Result<()>
         return shape_err("ema_update", "target and source share storage");
     }
     let dev = target.device();
-    let n = target.numel() as u32;
+    let params = UpdateParams {
+        n: target.numel() as u32,
+        momentum,
+        ..UpdateParams::default()
+    };
     dev.dispatch(
-        &kernel("ema_update", 1),
-        &[],
-        &[n, momentum.to_bits()],
+        &EMA,
+        WG_OVERRIDES,
+        &params,
         &[source.buffer(), target.buffer()],
-        dev.grid_1d(n.div_ceil(256)),
+        grid_for(dev, target.numel()),
     );
     Ok(())
 }

@@ -1,4 +1,4 @@
-// Optimiser updates, in place, one thread per parameter element.
+// Parameter updates, in place, one thread per parameter element.
 //
 // adamw (torch.optim.AdamW) on g = grad_scale * grad (grad_scale < 1 clips the
 //   gradient norm): p -= lr * wd * p; m = b1 m + (1 - b1) g;
@@ -16,7 +16,11 @@ struct Params {
     bias_correction1: f32,
     bias_correction2_sqrt: f32,
     grad_scale: f32,
+    momentum: f32,     // ema_update's; adamw uses the fields above
 }
+
+// Invocations per workgroup, one element (or vec4) each; set by the host.
+override WG: u32;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;      // grad, or EMA source
@@ -25,10 +29,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 256u + lid;
+    return (wid.x + wid.y * nwg.x) * WG + lid;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -43,12 +47,10 @@ fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     param[i] = w - (p.lr / p.bias_correction1) * m / denom;
 }
 
-// Params: n, then lr holds the momentum.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let m = p.lr;
-    param[i] = m * param[i] + (1.0 - m) * src[i];
+    param[i] = p.momentum * param[i] + (1.0 - p.momentum) * src[i];
 }

@@ -1,0 +1,200 @@
+//! The GPU, one room per concern: `adapter` (which adapter, what it offers), `pool`
+//! (storage buffers lent and reused), `pipelines` (what a kernel is and its compiled
+//! pipelines), `batching` (dispatches recorded into one pending encoder and submitted
+//! in batches) and `profile` (per-kernel timing).
+//!
+//! Every kernel uses one bind-group layout convention: binding 0 is its parameter
+//! block (a `KernelParams` struct, the WGSL file's `Params`) at a dynamic offset into
+//! a per-submit arena; bindings 1.. are storage buffers, the read-only ones first, then
+//! the read-write ones.
+
+mod adapter;
+mod batching;
+mod pipelines;
+mod pool;
+mod profile;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use adapter::{DeviceInfo, ADAPTER_ENV};
+pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
+pub use pool::{parse_bytes, PooledBuffer, MEMORY_LIMIT_ENV};
+
+use crate::error::{Error, Result};
+use batching::Batcher;
+use pipelines::PipelineCache;
+use pool::BufferPool;
+use profile::Profiler;
+
+pub struct Device {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: DeviceInfo,
+    limits: wgpu::Limits,
+    pool: Arc<BufferPool>,
+    pipelines: PipelineCache,
+    batcher: Batcher,
+    /// Bound to storage slots a kernel declares but does not use in this dispatch.
+    dummy: wgpu::Buffer,
+    /// Per-kernel timing, with IJEPA_PROFILE=1.
+    profiler: Option<Profiler>,
+    /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
+    counts: DeviceCounts,
+    /// While on (`log_plans`), the key of every plan the launchers ran.
+    plan_log: Mutex<Option<BTreeSet<String>>>,
+}
+
+/// How much work the host has handed the GPU: what `Device::counts` returns.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub dispatches: u64,
+    pub submits: u64,
+    /// Floating-point operations of the matmuls and attention heads dispatched: two per
+    /// multiply-add, the attention backward counted as the four products it needs
+    /// (not the scores its kernels recompute), so fused and composed paths agree.
+    pub flops: u64,
+}
+
+#[derive(Default)]
+struct DeviceCounts {
+    dispatches: AtomicU64,
+    submits: AtomicU64,
+    flops: AtomicU64,
+}
+
+static SHARED: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
+
+impl Device {
+    /// The process-wide device, created on first use. Tests and the binary share it:
+    /// creating many devices is slow on software drivers and can stall them.
+    pub fn shared() -> Result<Arc<Device>> {
+        SHARED
+            .get_or_init(|| Device::new().map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::Device)
+    }
+
+    /// Create a device on the adapter chosen by `IJEPA_ADAPTER` / `WGPU_BACKEND`, or the
+    /// most capable one found (discrete, integrated, virtual, then CPU).
+    pub fn new() -> Result<Device> {
+        let adapter = adapter::choose()?;
+        let adapter_info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & adapter::OPTIONAL_FEATURES;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ijepa"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| {
+            Error::Device(format!(
+                "could not create a device on {}: {e}",
+                adapter_info.name
+            ))
+        })?;
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let profiler = std::env::var("IJEPA_PROFILE")
+            .is_ok_and(|v| v == "1")
+            .then(|| Profiler::new(&device, &queue));
+        Ok(Device {
+            info: DeviceInfo::new(&adapter_info, &limits, features),
+            pool: Arc::new(BufferPool::new(pool::memory_limit_from_env()?)),
+            pipelines: PipelineCache::new(),
+            batcher: Batcher::new(&device, &limits),
+            limits,
+            device,
+            queue,
+            dummy,
+            profiler,
+            counts: DeviceCounts::default(),
+            plan_log: Mutex::new(None),
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Whether the adapter is a CPU implementation (lavapipe, WARP), where every
+    /// invocation is a SIMD lane and workgroup memory costs as much as storage.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// A CPU driver whose subgroups are exactly 8 lanes (lavapipe on x86): what the
+    /// subgroup matmul and attention kernels are written for.
+    pub fn has_cpu_subgroups_of_8(&self) -> bool {
+        self.is_cpu() && self.info.subgroup_size == Some((8, 8))
+    }
+
+    pub(crate) fn dummy(&self) -> &wgpu::Buffer {
+        &self.dummy
+    }
+
+    /// Dispatches recorded, command buffers submitted and matmul FLOPs dispatched so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            dispatches: self.counts.dispatches.load(Ordering::Relaxed),
+            submits: self.counts.submits.load(Ordering::Relaxed),
+            flops: self.counts.flops.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Add to the FLOPs `counts` reports (see `Counts::flops`).
+    pub(crate) fn count_flops(&self, flops: u64) {
+        self.counts.flops.fetch_add(flops, Ordering::Relaxed);
+    }
+
+    /// Start recording the key of every plan the launchers of matmul, attention and
+    /// the row kernels run (each family's `plan_key`), until `take_plan_log`.
+    pub fn log_plans(&self) {
+        *self.plan_log.lock().unwrap() = Some(BTreeSet::new());
+    }
+
+    /// The plans run since `log_plans`; the log is off again.
+    pub fn take_plan_log(&self) -> BTreeSet<String> {
+        self.plan_log.lock().unwrap().take().unwrap_or_default()
+    }
+
+    pub(crate) fn note_plan(&self, key: impl FnOnce() -> String) {
+        if let Some(log) = self.plan_log.lock().unwrap().as_mut() {
+            log.insert(key());
+        }
+    }
+
+    /// Per-kernel (calls, seconds) collected under IJEPA_PROFILE=1, slowest first, and
+    /// whether the times are the GPU's (timestamp queries) or the host's.
+    pub fn profile_report(&self) -> (Vec<(String, u64, f64)>, bool) {
+        self.profiler
+            .as_ref()
+            .map_or((Vec::new(), false), |p| (p.report(false), p.gpu_timed()))
+    }
+
+    /// `profile_report`, and the totals start afresh.
+    pub fn take_profile_report(&self) -> (Vec<(String, u64, f64)>, bool) {
+        self.profiler
+            .as_ref()
+            .map_or((Vec::new(), false), |p| (p.report(true), p.gpu_timed()))
+    }
+
+    /// A grid for `groups` workgroups that respects the per-dimension limit: kernels
+    /// recover the linear workgroup index as `wid.x + wid.y * num_workgroups.x`.
+    pub(crate) fn grid_1d(&self, groups: u32) -> [u32; 3] {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups <= max {
+            [groups, 1, 1]
+        } else {
+            [max, groups.div_ceil(max), 1]
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Attention on every plan the adapter can run, for the sizes of `cases::ATTENTION`:
+//! the composed path (permutes, matmuls, softmax) against a CPU computation of the
+//! output and the row log-sum-exp, and each fused family against the composed path,
+//! forward (output, log-sum-exp) and backward (the gradient of the packed qkv).
+
+mod common;
+
+use common::{assert_close, cases, device, random, rng, upload};
+use engine::ops;
+use engine::ops::attention::{
+    attention_backward, attention_composed, attention_forward, attention_with, AttentionPath,
+    AttentionPlan,
+};
+
+#[test]
+fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
+    let dev = device();
+    let mut r = rng(14);
+    for (b, heads, n, hd) in cases::ATTENTION {
+        let width = heads * hd;
+        let qkv_data = random(&mut r, b * n * 3 * width);
+        let dout_data = random(&mut r, b * n * width);
+        let scale = (hd as f32).powf(-0.5) * 2.0;
+        let what = format!("attention b={b} heads={heads} n={n} hd={hd}");
+        let qkv = upload(&[b, n, 3 * width], &qkv_data).requires_grad();
+        let dout = upload(&[b, n, width], &dout_data);
+
+        // The CPU: per image, head and query row, the scores, their log-sum-exp and the
+        // probability-weighted sum of the value rows.
+        let row = |part: usize, i: usize, h: usize, t: usize| {
+            let at = ((i * n + t) * 3 + part) * width + h * hd;
+            &qkv_data[at..at + hd]
+        };
+        let mut want_lse = Vec::new();
+        let mut want_out = vec![0.0f32; b * n * width];
+        for i in 0..b {
+            for h in 0..heads {
+                for t in 0..n {
+                    let scores: Vec<f64> = (0..n)
+                        .map(|u| {
+                            let dot: f64 = (row(0, i, h, t).iter().zip(row(1, i, h, u)))
+                                .map(|(x, y)| *x as f64 * *y as f64)
+                                .sum();
+                            dot * scale as f64
+                        })
+                        .collect();
+                    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+                    want_lse.push((m + sum.ln()) as f32);
+                    for d in 0..hd {
+                        let value: f64 = (0..n)
+                            .map(|u| (scores[u] - m).exp() / sum * row(2, i, h, u)[d] as f64)
+                            .sum();
+                        want_out[(i * n + t) * width + h * hd + d] = value as f32;
+                    }
+                }
+            }
+        }
+
+        // The oracle: the composed path and its tape gradient.
+        let composed = attention_composed(&qkv, heads, scale).unwrap();
+        assert_close(
+            &format!("{what} composed"),
+            &composed.to_vec(),
+            &want_out,
+            2e-6,
+            1e-4,
+        );
+        let loss = ops::sum(&ops::mul(&composed, &dout).unwrap()).unwrap();
+        let want_dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
+
+        let plans = AttentionPlan::candidates(&dev, b, n, heads, hd);
+        assert!(plans.contains(&AttentionPlan::new(&dev, b, n, heads, hd)));
+        for plan in plans {
+            let what = format!("{what}: {}", plan.describe());
+            // Through the tape, as the model runs it.
+            let out = attention_with(&plan, &qkv, heads, scale).unwrap();
+            assert_close(&format!("{what} out"), &out.to_vec(), &want_out, 2e-6, 1e-4);
+            let loss = ops::sum(&ops::mul(&out, &dout).unwrap()).unwrap();
+            let dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
+            assert_close(&format!("{what} dqkv"), &dqkv, &want_dqkv, 1e-5, 1e-3);
+            // The fused kernels' saved log-sum-exp, which their backward relies on.
+            if let AttentionPath::Fused(kind) = plan.path {
+                let (out, lse) = attention_forward(kind, &qkv, heads, scale).unwrap();
+                assert_close(&format!("{what} lse"), &lse.to_vec(), &want_lse, 1e-5, 1e-5);
+                let dqkv =
+                    attention_backward(kind, &qkv, heads, (&out, &lse), &dout, scale).unwrap();
+                assert_close(
+                    &format!("{what} dqkv, kernels"),
+                    &dqkv.to_vec(),
+                    &want_dqkv,
+                    1e-5,
+                    1e-3,
+                );
+            }
+        }
+    }
+}

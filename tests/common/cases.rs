@@ -1,0 +1,149 @@
+//! The sizes the kernel tests run every candidate plan on (tests/matmul.rs,
+//! tests/attention.rs, tests/kernels.rs), and the keys of those plans, which
+//! tests/plans.rs holds against the plans a training step runs in production.
+
+use std::collections::BTreeSet;
+
+use engine::ops::attention::AttentionPlan;
+use engine::ops::matmul::{Epilogue, MatmulPlan, MatmulShape, Transpose};
+use engine::ops::rows::RowPlan;
+use engine::ops::{layernorm, softmax};
+use engine::Device;
+
+const TRANSPOSES: [Transpose; 4] = [
+    Transpose::NONE,
+    Transpose::A,
+    Transpose::B,
+    Transpose { a: true, b: true },
+];
+
+/// Every product the matmul test runs, each on every candidate plan:
+/// - (batch, m, k, n) with sizes that are not multiples of any tile, each with every
+///   transpose, a b per batch entry or shared (not with a transposed batched a, which
+///   is refused), with and without bias; from (3, 4, 8, 12) on N and K are multiples
+///   of 4 (the vec4 kernels) but not of their tiles, and the last four have an M that
+///   is not, which those kernels take when a is not transposed;
+/// - the GELU epilogue over every transpose, with bias;
+/// - weight gradients a^T b with long K (split-K candidates; K = 2051 and 3003 leave 3
+///   rows over the equal slices).
+pub fn matmul_shapes() -> Vec<MatmulShape> {
+    let mut shapes = Vec::new();
+    let shape = |(batch, m, k, n), t, b_shared, bias, epilogue| MatmulShape {
+        batch,
+        m,
+        k,
+        n,
+        t,
+        b_shared,
+        bias,
+        epilogue,
+    };
+    for sizes in [
+        (1, 1, 1, 1),
+        (1, 3, 7, 5),
+        (2, 33, 65, 7),
+        (3, 65, 33, 130),
+        (1, 130, 7, 65),
+        (2, 64, 64, 64),
+        (3, 4, 8, 12),
+        (1, 68, 20, 132),
+        (2, 200, 36, 144),
+        (2, 12, 132, 36),
+        (3, 1, 4, 4),
+        (1, 3, 12, 8),
+        (2, 33, 20, 12),
+        (2, 131, 36, 68),
+    ] {
+        for t in TRANSPOSES {
+            let sharing: &[bool] = if t.a { &[false] } else { &[false, true] };
+            for &b_shared in sharing {
+                for bias in [false, true] {
+                    shapes.push(shape(sizes, t, b_shared, bias, Epilogue::None));
+                }
+            }
+        }
+    }
+    for sizes in [
+        (1, 3, 7, 5),
+        (2, 36, 20, 12),
+        (1, 130, 12, 68),
+        (2, 37, 8, 12),
+    ] {
+        for t in TRANSPOSES {
+            shapes.push(shape(sizes, t, false, true, Epilogue::Gelu));
+        }
+    }
+    for (k, m, n) in [
+        (2048, 40, 70),
+        (2051, 40, 70),
+        (3000, 65, 33),
+        (3003, 65, 33),
+    ] {
+        shapes.push(shape(
+            (1, m, k, n),
+            Transpose::A,
+            true,
+            false,
+            Epilogue::None,
+        ));
+    }
+    shapes
+}
+
+/// (images, heads, tokens, head dim) of the attention test: token counts that are not
+/// multiples of the 32- or 64-row workgroups or the key tile, head dims from 16 to 128
+/// (tiles of 32, 32 and 16 keys; at 72 and 128 the blocked kernels stage a tile's rows
+/// in chunks that do not divide it).
+pub const ATTENTION: [(usize, usize, usize, usize); 7] = [
+    (1, 1, 1, 16),
+    (3, 1, 7, 16),
+    (1, 2, 33, 32),
+    (2, 1, 65, 64),
+    (1, 1, 130, 128),
+    (1, 2, 197, 24),
+    (1, 1, 45, 72),
+];
+
+/// (rows, cols) of the softmax test: rows shorter and longer than `SHORT_ROW`.
+pub const SOFTMAX: [(usize, usize); 7] =
+    [(5, 1), (5, 3), (5, 7), (5, 33), (5, 65), (5, 130), (5, 257)];
+
+/// (rows, cols) of the LayerNorm test (each with and without affine parameters).
+pub fn layernorm_shapes() -> Vec<(usize, usize)> {
+    let mut shapes = Vec::new();
+    for cols in [3, 7, 33, 65, 130, 300] {
+        for rows in [1, 7, 300] {
+            shapes.push((rows, cols));
+        }
+    }
+    shapes
+}
+
+/// The keys of every plan the kernel tests run on this device.
+pub fn tested_plan_keys(device: &Device) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for shape in matmul_shapes() {
+        keys.extend(
+            MatmulPlan::candidates(device, &shape)
+                .iter()
+                .map(MatmulPlan::key),
+        );
+    }
+    for (batch, heads, tokens, hd) in ATTENTION {
+        let plans = AttentionPlan::candidates(device, batch, tokens, heads, hd);
+        keys.extend(plans.iter().map(AttentionPlan::key));
+    }
+    for (rows, cols) in SOFTMAX {
+        keys.extend(
+            RowPlan::candidates(device, rows, cols)
+                .iter()
+                .map(softmax::plan_key),
+        );
+    }
+    for (rows, cols) in layernorm_shapes() {
+        for plan in RowPlan::candidates(device, rows, cols) {
+            keys.extend([false, true].map(|affine| layernorm::plan_key(&plan, affine)));
+        }
+    }
+    keys
+}

@@ -1,0 +1,244 @@
+//! Matmul against the CPU reference: every product of `cases::matmul_shapes` on every
+//! plan the adapter can run for it (each kernel, split along K or not), the plan rule
+//! for split-K, `linear_gelu` in both of its modes, and the backward.
+//! Tolerances: f32 kernels against f64 references, a few ulps times the length of the
+//! longest sum.
+
+mod common;
+
+use common::{assert_close, cases, device, random, rng, upload};
+use engine::cpu;
+use engine::ops::matmul::{self, split_k, Epilogue, MatmulPlan, MatmulShape, Transpose};
+use engine::ops::{self};
+
+#[test]
+fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_gelu() {
+    let dev = device();
+    let mut r = rng(1);
+    let mut runs = 0;
+    for shape in cases::matmul_shapes() {
+        let MatmulShape {
+            batch,
+            m,
+            k,
+            n,
+            t,
+            b_shared,
+            ..
+        } = shape;
+        let a = random(&mut r, batch * m * k);
+        let b = random(&mut r, if b_shared { 1 } else { batch } * k * n);
+        let bias = random(&mut r, n);
+        // A weight gradient's a is 2-D: [K, M] (a shared b needs it so when transposed).
+        let mut a_shape = if t.a { vec![k, m] } else { vec![m, k] };
+        let mut out_shape = vec![m, n];
+        if !(b_shared && t.a) {
+            a_shape.insert(0, batch);
+            out_shape.insert(0, batch);
+        }
+        let mut b_shape = if t.b { vec![n, k] } else { vec![k, n] };
+        if !b_shared {
+            b_shape.insert(0, batch);
+        }
+        let (ta, tb) = (upload(&a_shape, &a), upload(&b_shape, &b));
+        let bias_t = shape.bias.then(|| upload(&[n], &bias));
+        let product = cpu::matmul(
+            &a,
+            &b,
+            shape.bias.then_some(&bias[..]),
+            batch,
+            m,
+            k,
+            n,
+            t.a,
+            t.b,
+            b_shared,
+        );
+        let want = match shape.epilogue {
+            Epilogue::None => product,
+            Epilogue::Gelu => cpu::gelu(&product),
+        };
+        let plans = MatmulPlan::candidates(&dev, &shape);
+        assert!(
+            plans.contains(&MatmulPlan::new(&dev, &shape)),
+            "the plan in use for {shape:?} is not among the candidates"
+        );
+        for plan in plans {
+            let got = matmul::matmul_with(&plan, &ta, &tb, bias_t.as_ref()).unwrap();
+            assert_eq!(got.shape(), out_shape);
+            let what = format!("{} ({shape:?})", plan.describe());
+            assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
+            runs += 1;
+        }
+    }
+    eprintln!(
+        "{runs} matmul plans run against the CPU on {}",
+        dev.info().name
+    );
+}
+
+#[test]
+fn linear_gelu_is_one_product_without_a_tape_and_differentiable_with_one() {
+    let mut r = rng(11);
+    let (x, w, bias) = (
+        random(&mut r, 6 * 20),
+        random(&mut r, 12 * 20),
+        random(&mut r, 12),
+    );
+    let want = cpu::gelu(&cpu::matmul(
+        &x,
+        &w,
+        Some(&bias),
+        1,
+        6,
+        20,
+        12,
+        false,
+        true,
+        true,
+    ));
+    let (xt, wt, bt) = (
+        upload(&[2, 3, 20], &x),
+        upload(&[12, 20], &w),
+        upload(&[12], &bias),
+    );
+    let fused = engine::no_grad(|| ops::linear_gelu(&xt, &wt, Some(&bt))).unwrap();
+    assert_eq!(fused.shape(), [2, 3, 12]);
+    assert_close("linear_gelu fused", &fused.to_vec(), &want, 1e-4, 1e-4);
+    let wt = wt.requires_grad();
+    let composed = ops::linear_gelu(&xt, &wt, Some(&bt)).unwrap();
+    assert!(
+        composed.tracks_grad(),
+        "linear_gelu under a tape must be differentiable"
+    );
+    assert_close(
+        "linear_gelu composed",
+        &composed.to_vec(),
+        &want,
+        1e-4,
+        1e-4,
+    );
+}
+
+#[test]
+fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
+    let shape = |m, k, n, t: Transpose, batch| MatmulShape {
+        batch,
+        m,
+        k,
+        n,
+        t,
+        b_shared: batch == 1,
+        bias: false,
+        epilogue: Epilogue::None,
+    };
+    let dw = |m, k, n| shape(m, k, n, Transpose::A, 1);
+    // A ViT-tiny fc1 weight gradient, [192, 768] summed over 6,272 tokens: 36 tiles;
+    // 16 slices would be under 512 rows and 8 over 256 tiles, so 4.
+    assert_eq!(split_k(true, &dw(192, 6272, 768)), Some(4));
+    // [64, 64] over 16,384: 1 tile, 16 slices of 1,024. Over 9,000, 8 slices divide
+    // it and 16 would not; over 9,001 none divides, so 16 of 562 and a rest of 9.
+    assert_eq!(split_k(true, &dw(64, 16384, 64)), Some(16));
+    assert_eq!(split_k(true, &dw(64, 9000, 64)), Some(8));
+    assert_eq!(split_k(true, &dw(64, 9001, 64)), Some(16));
+    // Not on CPU adapters, not for other forms, batches, large outputs or short K.
+    assert_eq!(split_k(false, &dw(192, 6272, 768)), None);
+    assert_eq!(
+        split_k(true, &shape(192, 6272, 768, Transpose::NONE, 1)),
+        None
+    );
+    assert_eq!(split_k(true, &shape(192, 6272, 768, Transpose::B, 1)), None);
+    assert_eq!(split_k(true, &shape(192, 6272, 768, Transpose::A, 2)), None);
+    assert_eq!(split_k(true, &dw(1024, 8192, 1024)), None);
+    assert_eq!(split_k(true, &dw(192, 1000, 768)), None);
+    let with_bias = MatmulShape {
+        bias: true,
+        ..dw(192, 6272, 768)
+    };
+    assert_eq!(split_k(true, &with_bias), None);
+}
+
+#[test]
+fn a_plan_refuses_operands_of_another_shape() {
+    let dev = device();
+    let shape = MatmulShape::of(
+        &upload(&[3, 4], &[0.0; 12]),
+        &upload(&[4, 5], &[0.0; 20]),
+        Transpose::NONE,
+        None,
+        Epilogue::None,
+    )
+    .unwrap();
+    let plan = MatmulPlan::new(&dev, &shape);
+    let e = matmul::matmul_with(
+        &plan,
+        &upload(&[3, 8], &[0.0; 24]),
+        &upload(&[8, 5], &[0.0; 40]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a plan for") && e.contains("[3, 8]"), "{e}");
+}
+
+#[test]
+fn matmul_backward_matches_cpu() {
+    let mut r = rng(2);
+    for &(batch, m, k, n) in &[(1, 3, 7, 5), (2, 33, 17, 9), (3, 7, 65, 33), (2, 12, 8, 68)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = random(&mut r, batch * m * k);
+            let b = random(&mut r, batch * k * n);
+            let dc = random(&mut r, batch * m * n);
+            let a_shape = if ta { [batch, k, m] } else { [batch, m, k] };
+            let b_shape = if tb { [batch, n, k] } else { [batch, k, n] };
+            let (da, db, dbias) = matmul::matmul_backward(
+                &upload(&a_shape, &a),
+                &upload(&b_shape, &b),
+                Transpose { a: ta, b: tb },
+                true,
+                &upload(&[batch, m, n], &dc),
+                &[true, true, true],
+            )
+            .unwrap();
+            // dÂ = dC B̂^T as [m, k], then laid out as a is stored.
+            let da_hat = cpu::matmul(&dc, &b, None, batch, m, n, k, false, !tb, false);
+            let want_da = if ta {
+                transpose_batches(&da_hat, batch, m, k)
+            } else {
+                da_hat
+            };
+            let db_hat = cpu::matmul(&a, &dc, None, batch, k, m, n, !ta, false, false);
+            let want_db = if tb {
+                transpose_batches(&db_hat, batch, k, n)
+            } else {
+                db_hat
+            };
+            let what = format!("matmul backward b{batch} {m}x{k}x{n} ta={ta} tb={tb}");
+            assert_close(
+                &format!("{what} da"),
+                &da.unwrap().to_vec(),
+                &want_da,
+                1e-5 * n as f32,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} db"),
+                &db.unwrap().to_vec(),
+                &want_db,
+                1e-5 * m as f32,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} dbias"),
+                &dbias.unwrap().to_vec(),
+                &cpu::sum_leading(&dc, n),
+                1e-5 * m as f32,
+                1e-4,
+            );
+        }
+    }
+}
+
+fn transpose_batches(x: &[f32], batch: usize, rows: usize, cols: usize) -> Vec<f32> {
+    cpu::permute(x, &[batch, rows, cols], &[0, 2, 1])
+}
