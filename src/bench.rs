@@ -151,12 +151,14 @@ pub fn attention(
                     engine::backward(&ops::sum(&ops::mul(&out, &w)?)?)?;
                     Ok(())
                 })?;
-                if plan.path == AttentionPath::Composed {
-                    composed_secs = Some(timing.secs);
-                }
-                let speedup = composed_secs.map_or(String::new(), |c| {
-                    format!(", {:.2}x the composed path", c / timing.secs)
-                });
+                let speedup = match (plan.path, composed_secs) {
+                    (AttentionPath::Composed, _) => {
+                        composed_secs = Some(timing.secs);
+                        String::new()
+                    }
+                    (_, Some(c)) => format!(", {:.2}x the composed path", c / timing.secs),
+                    (_, None) => String::new(),
+                };
                 println!(
                     "attention fwd+bwd: {:.2} ms ({:.1} GFLOP/s) on {name}{}, {}{speedup}{}",
                     timing.secs * 1e3,

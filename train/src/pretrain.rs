@@ -18,7 +18,7 @@ use crate::eval::{knn_accuracy, pooled_features};
 use crate::loader::{BatchLoader, LoaderConfig};
 use crate::multiblock::MaskCollator;
 use crate::schedule::Schedules;
-use crate::step::{train_step, NonFiniteLoss, StepHyper, StepResult, TrainState};
+use crate::step::{train_step, NonFiniteLoss, StepResult, TrainState};
 
 /// One line of metrics.jsonl.
 #[derive(Serialize)]
@@ -161,15 +161,10 @@ impl Trainer {
         )?))
     }
 
-    /// The schedules' hyper-parameters for the next step.
-    pub fn hyper(&self) -> StepHyper {
-        self.schedules.at(self.step)
-    }
-
     /// Run the next step on one batch (images [B, C, H, W], its masks) with the
     /// schedules' values for that step, and count it.
     pub fn step_on(&mut self, images: &Tensor, masks: &Masks) -> Result<StepResult> {
-        let hyper = self.hyper();
+        let hyper = self.schedules.at(self.step);
         let result = train_step(&mut self.state, images, masks, hyper, false)
             .map_err(|e| match e.downcast_ref::<NonFiniteLoss>() {
                 Some(NonFiniteLoss(loss)) => anyhow::anyhow!(
@@ -228,7 +223,6 @@ impl Trainer {
                 &batch.masks.target,
                 num_patches,
             )?;
-            let hyper = self.hyper();
             let result = self.step_on(&images, &masks)?;
             let epoch_end = self.step.is_multiple_of(self.steps_per_epoch);
             let log_detail = self.step.is_multiple_of(50) || epoch_end || self.step == until;
@@ -236,7 +230,7 @@ impl Trainer {
                 let d = self.state.model.config.encoder.embed_dim;
                 feature_std(&result.outputs.target.to_vec(), d)
             });
-            let (loss, grad_norm) = (result.loss, result.grad_norm);
+            let (loss, grad_norm, hyper) = (result.loss, result.grad_norm, result.hyper);
             drop(result);
             // Throughput of the step itself, before the monitor below.
             let images_per_s = b as f64 / started.elapsed().as_secs_f64();

@@ -72,6 +72,8 @@ pub struct StepResult {
     pub grads: Gradients,
     /// The global gradient norm, when the optimizer clips.
     pub grad_norm: Option<f64>,
+    /// The hyper-parameters the update applied.
+    pub hyper: StepHyper,
     pub phases: Option<PhaseTimes>,
 }
 
@@ -129,6 +131,7 @@ pub fn train_step(
         outputs,
         grads,
         grad_norm,
+        hyper,
         phases: time_phases.then_some(PhaseTimes {
             forward,
             backward,

@@ -1,0 +1,313 @@
+//! Batched matmul with transpose flags and an optional bias and GELU epilogue, run on
+//! the plan `plan::MatmulPlan` makes for each product.
+//!
+//! a: [.., M, K] ([.., K, M] with `trans_a`), b: [K, N] shared or [.., K, N] per batch
+//! ([.., N, K] with `trans_b`), bias: [N]. out: [.., M, N].
+
+mod plan;
+
+use plan::slice_shape;
+
+pub use plan::{
+    split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, Transpose, FLAT_BLOCKS, TILE,
+    TILED_TILE,
+};
+
+use crate::device::KernelDef;
+use crate::error::{shape_err, Result};
+use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
+use crate::shaders;
+use crate::tape::record;
+use crate::tensor::Tensor;
+
+crate::kernel_params! {
+    /// matmul.wgsl's `Params` (also matmul_subgroup.wgsl's).
+    pub struct MatmulParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        /// Elements between batch entries of a (M K) and of b (K N, or 0 when shared).
+        a_batch_stride: u32,
+        b_batch_stride: u32,
+        batch: u32,
+    }
+}
+
+/// a, b, bias -> c; the vec4 kernels bind the same buffers as vec4 arrays from binding
+/// 5, the tiled ones from 9.
+const SCALAR: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL, "matmul", 3, 1);
+const FLAT: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL, "matmul_flat", 3, 1);
+const VEC4: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL, "matmul_vec4", 3, 1).bound_from(5);
+const TILED: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL, "matmul_tiled", 3, 1).bound_from(9);
+const TILED_PREFETCH: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL, "matmul_tiled_prefetch", 3, 1).bound_from(9);
+const SUBGROUP: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL_SUBGROUP, "matmul_subgroup", 3, 1).bound_from(5);
+
+/// The kernel definition of each matmul kernel.
+fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
+    match kernel {
+        MatmulKernel::Scalar => &SCALAR,
+        MatmulKernel::Flat => &FLAT,
+        MatmulKernel::Vec4 => &VEC4,
+        MatmulKernel::Tiled => &TILED,
+        MatmulKernel::TiledPrefetch => &TILED_PREFETCH,
+        MatmulKernel::Subgroup => &SUBGROUP,
+    }
+}
+
+/// out = op(a) @ op(b) (+ bias), on the device's plan.
+pub fn matmul_forward(
+    a: &Tensor,
+    b: &Tensor,
+    t: Transpose,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?;
+    matmul_with(&MatmulPlan::new(a.device(), &shape), a, b, bias)
+}
+
+/// The product `plan` was made for, run as it says (tests run every candidate).
+pub fn matmul_with(
+    plan: &MatmulPlan,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let d = plan.shape;
+    if MatmulShape::of(a, b, d.t, bias, d.epilogue)? != d {
+        return shape_err(
+            "matmul",
+            format!(
+                "a plan for {d:?} was given a {:?} and b {:?}",
+                a.shape(),
+                b.shape()
+            ),
+        );
+    }
+    a.device().note_plan(|| plan.key());
+    match plan.split_k {
+        Some(slices) => split_k_product(a, b, &d, slices, plan.kernel),
+        None => run_kernel(plan.kernel, a, b, &d, bias),
+    }
+}
+
+/// a^T b for a [K, M] and b [K, N] as `slices` partial products (each by `kernel`) over
+/// equal slices of K, summed, plus the few rows K leaves over.
+fn split_k_product(
+    a: &Tensor,
+    b: &Tensor,
+    d: &MatmulShape,
+    slices: usize,
+    kernel: MatmulKernel,
+) -> Result<Tensor> {
+    if !d.splittable() || slices == 0 || d.k < slices {
+        return shape_err(
+            "matmul",
+            format!(
+                "split-K needs 2-D a [K, M] and b [K, N] with K at least {slices}, got a {:?}, b {:?}",
+                a.shape(),
+                b.shape()
+            ),
+        );
+    }
+    let rows = d.k / slices;
+    let a3 = a.prefix_view(&[slices, rows, d.m])?;
+    let b3 = b.prefix_view(&[slices, rows, d.n])?;
+    let partial = run_kernel(kernel, &a3, &b3, &slice_shape(d, slices), None)?;
+    let sum = sum_leading_forward(&partial, d.m * d.n)?.view(&[d.m, d.n])?;
+    let (main, rest) = (rows * slices, d.k - rows * slices);
+    if rest == 0 {
+        return Ok(sum);
+    }
+    let tail_a = crate::ops::layout::narrow_forward(a, 0, main, rest)?;
+    let tail_b = crate::ops::layout::narrow_forward(b, 0, main, rest)?;
+    let tail = matmul_forward(&tail_a, &tail_b, Transpose::A, None)?;
+    crate::ops::elementwise::add_forward(&sum, &tail)
+}
+
+/// One dispatch of `kernel` over a product of shape `d`.
+fn run_kernel(
+    kernel: MatmulKernel,
+    a: &Tensor,
+    b: &Tensor,
+    d: &MatmulShape,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let dev = a.device();
+    if !kernel.takes(d.m, d.n, d.k, d.t) {
+        return shape_err(
+            "matmul",
+            format!(
+                "the {kernel:?} kernel needs N and K multiples of 4 (and M, with a transposed), got {}x{}x{} (transposed a: {})",
+                d.m, d.n, d.k, d.t.a
+            ),
+        );
+    }
+    if !kernel.runs_on(dev) {
+        return shape_err(
+            "matmul",
+            format!(
+                "the {kernel:?} kernel needs a CPU adapter with 8-lane subgroups, this one is {}",
+                dev.info().name
+            ),
+        );
+    }
+    let sa = a.shape();
+    let mut out_shape = sa[..sa.len() - 2].to_vec();
+    out_shape.extend([d.m, d.n]);
+    let out = Tensor::empty(dev, &out_shape)?;
+    if d.k == 0 {
+        // An empty sum: the bias, through the epilogue, is what is left.
+        crate::ops::elementwise::fill(&out, 0.0);
+        let out = match bias {
+            Some(bias) => crate::ops::elementwise::add_forward(&out, bias)?,
+            None => out,
+        };
+        return match d.epilogue {
+            Epilogue::None => Ok(out),
+            Epilogue::Gelu => crate::ops::elementwise::gelu_forward(&out),
+        };
+    }
+    let flag = |on: bool| on as u32 as f64;
+    let overrides = [
+        ("TRANS_A", flag(d.t.a)),
+        ("TRANS_B", flag(d.t.b)),
+        ("HAS_BIAS", flag(d.bias)),
+        ("HAS_GELU", flag(d.epilogue == Epilogue::Gelu)),
+        ("TILE", TILE as f64),
+        ("FLAT_WG", FLAT_BLOCKS as f64),
+        ("TILE_M", TILED_TILE as f64),
+    ];
+    let tiles = |tile: usize| {
+        [
+            d.n.div_ceil(tile) as u32,
+            d.m.div_ceil(tile) as u32,
+            d.batch as u32,
+        ]
+    };
+    let grid = match kernel {
+        MatmulKernel::Scalar | MatmulKernel::Vec4 | MatmulKernel::Subgroup => tiles(TILE),
+        MatmulKernel::Tiled | MatmulKernel::TiledPrefetch => tiles(TILED_TILE),
+        MatmulKernel::Flat => {
+            let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);
+            dev.grid_1d(blocks.div_ceil(FLAT_BLOCKS) as u32)
+        }
+    };
+    dev.count_flops(2 * d.products() as u64);
+    dev.dispatch(
+        kernel_def(kernel),
+        &overrides,
+        &MatmulParams {
+            m: d.m as u32,
+            n: d.n as u32,
+            k: d.k as u32,
+            a_batch_stride: (d.m * d.k) as u32,
+            b_batch_stride: if d.b_shared { 0 } else { d.k * d.n } as u32,
+            batch: d.batch as u32,
+        },
+        &[
+            a.buffer(),
+            b.buffer(),
+            bias.map_or(dev.dummy(), |x| x.buffer()),
+            out.buffer(),
+        ],
+        grid,
+    );
+    Ok(out)
+}
+
+/// Gradients (da, db, dbias) of `op(a) @ op(b) + bias` given dc.
+pub fn matmul_backward(
+    a: &Tensor,
+    b: &Tensor,
+    t: Transpose,
+    has_bias: bool,
+    dc: &Tensor,
+    needs: &[bool],
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let d = MatmulShape::of(a, b, t, None, Epilogue::None)?;
+    let da = if needs[0] {
+        Some(if t.a {
+            matmul_forward(b, dc, Transpose { a: t.b, b: true }, None)?
+        } else {
+            matmul_forward(dc, b, Transpose { a: false, b: !t.b }, None)?
+        })
+    } else {
+        None
+    };
+    let db = if needs[1] {
+        let per_batch = if t.b {
+            matmul_forward(dc, a, Transpose { a: true, b: t.a }, None)?
+        } else {
+            matmul_forward(a, dc, Transpose { a: !t.a, b: false }, None)?
+        };
+        // A b shared by every batch receives the sum of the per-batch gradients.
+        Some(if d.b_shared {
+            sum_to_shape(&per_batch, b.shape())?
+        } else {
+            per_batch
+        })
+    } else {
+        None
+    };
+    let dbias = if has_bias && needs.get(2).copied().unwrap_or(false) {
+        Some(sum_leading_forward(dc, d.n)?)
+    } else {
+        None
+    };
+    Ok((da, db, dbias))
+}
+
+/// Differentiable `op(a) @ op(b) (+ bias)`.
+pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = matmul_forward(a, b, t, bias)?;
+    let (a2, b2, has_bias) = (a.clone(), b.clone(), bias.is_some());
+    let mut inputs = vec![a, b];
+    inputs.extend(bias);
+    record("matmul", &inputs, &y, move |dc, needs| {
+        let (da, db, dbias) = matmul_backward(&a2, &b2, t, has_bias, dc, needs)?;
+        let mut grads = vec![da, db];
+        if has_bias {
+            grads.push(dbias);
+        }
+        Ok(grads)
+    });
+    Ok(y)
+}
+
+/// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out].
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    on_rows(x, |x2| matmul(x2, w, Transpose::B, bias))
+}
+
+/// `gelu(linear(x, w, bias))`. With nothing to differentiate (the target encoder,
+/// evaluation) it is one product with a GELU epilogue; otherwise the two ops, since
+/// GELU's backward needs the pre-activation.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let mut inputs = vec![x, w];
+    inputs.extend(bias);
+    if crate::tape::records(&inputs) {
+        return crate::ops::elementwise::gelu(&linear(x, w, bias)?);
+    }
+    on_rows(x, |x2| {
+        let shape = MatmulShape::of(x2, w, Transpose::B, bias, Epilogue::Gelu)?;
+        matmul_with(&MatmulPlan::new(x.device(), &shape), x2, w, bias)
+    })
+}
+
+/// `f` applied to x [.., in] seen as [rows, in], its [rows, out] result given x's
+/// leading dims back.
+fn on_rows(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let sx = x.shape();
+    if sx.is_empty() {
+        return shape_err("linear", "x must be at least 1-D");
+    }
+    let rows = x.numel() / sx[sx.len() - 1];
+    let y = f(&crate::ops::layout::reshape(x, &[rows, sx[sx.len() - 1]])?)?;
+    let mut out_shape = sx[..sx.len() - 1].to_vec();
+    out_shape.push(y.shape()[1]);
+    crate::ops::layout::reshape(&y, &out_shape)
+}
