@@ -39,7 +39,7 @@ fn matmul(c: &mut Criterion) {
 /// (the composed path and each fused family that runs on the adapter), over 2 images x
 /// 4 heads; flops counted as 12 N^2 hd per head (forward 4, backward 8).
 fn attention(c: &mut Criterion) {
-    use ops::attention::{attention_with, AttentionPlan};
+    use ops::attention::{attention_with, AttentionPlan, AttentionShape};
     let dev = Device::shared().unwrap();
     let mut group = c.benchmark_group(format!("attention fwd+bwd [{}]", dev.info().name));
     group.sample_size(10);
@@ -51,7 +51,13 @@ fn attention(c: &mut Criterion) {
             group.throughput(Throughput::Elements(
                 (12 * batch * heads * tokens * tokens * head_dim) as u64,
             ));
-            for plan in AttentionPlan::candidates(&dev, batch, tokens, heads, head_dim) {
+            let shape = AttentionShape {
+                batch,
+                tokens,
+                heads,
+                head_dim,
+            };
+            for plan in AttentionPlan::candidates(&dev, &shape) {
                 let id = format!("{:?} N={tokens} hd={head_dim}", plan.path);
                 group.bench_function(BenchmarkId::from_parameter(id), |bench| {
                     bench.iter(|| {

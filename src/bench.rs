@@ -136,16 +136,22 @@ pub fn attention(
     batch: usize,
     heads: usize,
 ) -> Result<()> {
-    use ops::attention::{attention_with, AttentionPath, AttentionPlan};
+    use ops::attention::{attention_with, AttentionPath, AttentionPlan, AttentionShape};
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
             let qkv = synthetic(dev, &[batch, n, 3 * heads * hd])?.requires_grad();
             let w = synthetic(dev, &[batch, n, heads * hd])?;
             let scale = (hd as f32).powf(-0.5);
-            let chosen = AttentionPlan::new(dev, batch, n, heads, hd);
+            let shape = AttentionShape {
+                batch,
+                tokens: n,
+                heads,
+                head_dim: hd,
+            };
+            let chosen = AttentionPlan::new(dev, &shape);
             let mut composed_secs = None;
-            for plan in AttentionPlan::candidates(dev, batch, n, heads, hd) {
+            for plan in AttentionPlan::candidates(dev, &shape) {
                 let timing = time_per_call(dev, 1.0, || {
                     let out = attention_with(&plan, &qkv, heads, scale)?;
                     engine::backward(&ops::sum(&ops::mul(&out, &w)?)?)?;

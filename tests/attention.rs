@@ -9,7 +9,7 @@ use common::{assert_close, cases, device, random, rng, upload};
 use engine::ops;
 use engine::ops::attention::{
     attention_backward, attention_composed, attention_forward, attention_with, AttentionPath,
-    AttentionPlan,
+    AttentionPlan, AttentionShape,
 };
 
 #[test]
@@ -69,8 +69,14 @@ fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
         let loss = ops::sum(&ops::mul(&composed, &dout).unwrap()).unwrap();
         let want_dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
 
-        let plans = AttentionPlan::candidates(&dev, b, n, heads, hd);
-        assert!(plans.contains(&AttentionPlan::new(&dev, b, n, heads, hd)));
+        let shape = AttentionShape {
+            batch: b,
+            tokens: n,
+            heads,
+            head_dim: hd,
+        };
+        let plans = AttentionPlan::candidates(&dev, &shape);
+        assert!(plans.contains(&AttentionPlan::new(&dev, &shape)));
         for plan in plans {
             let what = format!("{what}: {}", plan.describe());
             // Through the tape, as the model runs it.

@@ -170,11 +170,17 @@ fn gradcheck_softmax() {
 
 #[test]
 fn gradcheck_attention_on_every_plan() {
-    use ops::attention::{attention_with, AttentionPlan};
+    use ops::attention::{attention_with, AttentionPlan, AttentionShape};
     // qkv [2 images, 5 tokens, 3 x 2 heads x head dim 8]: a multiple of 8, so every
     // fused family that runs on the adapter takes it.
     let (batch, tokens, heads, hd) = (2, 5, 2, 8);
-    for plan in AttentionPlan::candidates(&device(), batch, tokens, heads, hd) {
+    let shape = AttentionShape {
+        batch,
+        tokens,
+        heads,
+        head_dim: hd,
+    };
+    for plan in AttentionPlan::candidates(&device(), &shape) {
         check(
             &format!("attention, {}", plan.describe()),
             &[input(&[batch, tokens, 3 * heads * hd], 1)],

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use engine::ops::attention::AttentionPlan;
+use engine::ops::attention::{AttentionPlan, AttentionShape};
 use engine::ops::matmul::{Epilogue, MatmulPlan, MatmulShape, Transpose};
 use engine::ops::rows::RowPlan;
 use engine::ops::{layernorm, softmax};
@@ -130,7 +130,13 @@ pub fn tested_plan_keys(device: &Device) -> BTreeSet<String> {
         );
     }
     for (batch, heads, tokens, hd) in ATTENTION {
-        let plans = AttentionPlan::candidates(device, batch, tokens, heads, hd);
+        let shape = AttentionShape {
+            batch,
+            tokens,
+            heads,
+            head_dim: hd,
+        };
+        let plans = AttentionPlan::candidates(device, &shape);
         keys.extend(plans.iter().map(AttentionPlan::key));
     }
     for (rows, cols) in SOFTMAX {

@@ -159,15 +159,40 @@ pub enum AttentionPath {
     Composed,
 }
 
-/// The path for one attention call over `batch` images of `tokens` tokens, `heads`
-/// heads of `head_dim`.
+/// The sizes of one attention call: `batch` images of `tokens` tokens, `heads` heads of
+/// `head_dim`, from a packed qkv [batch, tokens, 3 heads head_dim].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionPlan {
-    pub path: AttentionPath,
+pub struct AttentionShape {
     pub batch: usize,
     pub tokens: usize,
     pub heads: usize,
     pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// The sizes of a packed qkv with `heads` heads, checked.
+    pub fn of(qkv: &Tensor, heads: usize) -> Result<AttentionShape> {
+        let s = qkv.shape();
+        if s.len() != 3 || s[1] == 0 || heads == 0 || s[2] == 0 || !s[2].is_multiple_of(3 * heads) {
+            return shape_err(
+                "attention",
+                format!("qkv {s:?} must be a non-empty [batch, tokens, 3 * heads * head_dim] with {heads} heads"),
+            );
+        }
+        Ok(AttentionShape {
+            batch: s[0],
+            tokens: s[1],
+            heads,
+            head_dim: s[2] / (3 * heads),
+        })
+    }
+}
+
+/// The path of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionPlan {
+    pub path: AttentionPath,
+    pub shape: AttentionShape,
 }
 
 impl AttentionPlan {
@@ -178,13 +203,8 @@ impl AttentionPlan {
     /// side wins; above 64 tokens at larger head dims the composed path's subgroup
     /// matmuls win. Elsewhere the composed path: the tiled family loses to it on
     /// every adapter measured, and the blocked family awaits a GPU measurement.
-    pub fn new(
-        device: &Device,
-        batch: usize,
-        tokens: usize,
-        heads: usize,
-        head_dim: usize,
-    ) -> AttentionPlan {
+    pub fn new(device: &Device, shape: &AttentionShape) -> AttentionPlan {
+        let (tokens, head_dim) = (shape.tokens, shape.head_dim);
         let kind = FusedAttention::Subgroup;
         let fused = (head_dim <= 32 || tokens <= 64 || !tokens.is_multiple_of(4))
             && kind.runs_on(device, head_dim);
@@ -194,34 +214,22 @@ impl AttentionPlan {
             } else {
                 AttentionPath::Composed
             },
-            batch,
-            tokens,
-            heads,
-            head_dim,
+            shape: *shape,
         }
     }
 
     /// Every plan that can run these sizes on this device: the composed path and each
     /// fused family that runs here.
-    pub fn candidates(
-        device: &Device,
-        batch: usize,
-        tokens: usize,
-        heads: usize,
-        head_dim: usize,
-    ) -> Vec<AttentionPlan> {
+    pub fn candidates(device: &Device, shape: &AttentionShape) -> Vec<AttentionPlan> {
         let plan = |path| AttentionPlan {
             path,
-            batch,
-            tokens,
-            heads,
-            head_dim,
+            shape: *shape,
         };
         let mut plans = vec![plan(AttentionPath::Composed)];
         plans.extend(
             FusedAttention::ALL
                 .into_iter()
-                .filter(|kind| kind.runs_on(device, head_dim))
+                .filter(|kind| kind.runs_on(device, shape.head_dim))
                 .map(|kind| plan(AttentionPath::Fused(kind))),
         );
         plans
@@ -243,23 +251,18 @@ impl AttentionPlan {
                 "composed: permutes, q k^T and p v matmuls, scale, softmax".to_string()
             }
         };
+        let s = &self.shape;
         format!(
             "{} x {} heads of {} tokens x {}: {how}",
-            self.batch, self.heads, self.tokens, self.head_dim
+            s.batch, s.heads, s.tokens, s.head_dim
         )
     }
 }
 
-/// The sizes of a packed qkv [B, N, 3 H hd]: (B, N, H, hd).
+/// (B, N, H, hd) of a packed qkv [B, N, 3 H hd], checked.
 fn check(qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {
-    let s = qkv.shape();
-    if s.len() != 3 || s[1] == 0 || heads == 0 || s[2] == 0 || !s[2].is_multiple_of(3 * heads) {
-        return shape_err(
-            "attention",
-            format!("qkv {s:?} must be a non-empty [batch, tokens, 3 * heads * head_dim] with {heads} heads"),
-        );
-    }
-    Ok((s[0], s[1], heads, s[2] / (3 * heads)))
+    let s = AttentionShape::of(qkv, heads)?;
+    Ok((s.batch, s.tokens, s.heads, s.head_dim))
 }
 
 /// One of `kind`'s kernels over the B H heads of a packed qkv of `check`'s sizes.
@@ -393,9 +396,8 @@ pub fn attention_backward(
 
 /// Differentiable attention on the device's plan ([`AttentionPlan::new`]).
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
-    let (b, n, h, hd) = check(qkv, heads)?;
     attention_with(
-        &AttentionPlan::new(qkv.device(), b, n, h, hd),
+        &AttentionPlan::new(qkv.device(), &AttentionShape::of(qkv, heads)?),
         qkv,
         heads,
         scale_factor,
@@ -409,8 +411,7 @@ pub fn attention_with(
     heads: usize,
     scale_factor: f32,
 ) -> Result<Tensor> {
-    let sizes = check(qkv, heads)?;
-    if sizes != (plan.batch, plan.tokens, plan.heads, plan.head_dim) {
+    if AttentionShape::of(qkv, heads)? != plan.shape {
         return shape_err(
             "attention",
             format!(
