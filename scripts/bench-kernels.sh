@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The kernel benchmark table: the adapter, matmul up to 4096^3 with every kernel that
-# takes each shape (the chosen one last), attention forward + backward by fused family
-# against the composed path (8 images x 4 heads, and a ViT-S batch of 64 images x 6 heads),
+# The kernel benchmark table: the adapter, matmul up to 4096^3 on every candidate plan of
+# each shape (the plan in use last), attention forward + backward on every candidate
+# plan, the plan in use marked (8 images x 4 heads, and a ViT-S batch of 64 images x 6 heads),
 # a training step of the fmnist preset and of a ViT-S/16 at 224, then the fmnist step
 # profiled kernel by kernel.
 # Usage: scripts/bench-kernels.sh [path to the ijepa binary] > table.txt

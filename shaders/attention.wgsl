@@ -13,8 +13,8 @@
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i.
 
 // Set by the host (ops/attention.rs): rows per workgroup (one per invocation, and at
-// least TILE), the floats of a staged tile, and the other side's rows per tile
-// (TILE * HD <= TILE_FLOATS, picked per HD).
+// least TILE, so a tile's rows are loaded one per invocation), the floats of a staged
+// tile, and the other side's rows per tile (TILE * HD <= TILE_FLOATS, picked per HD).
 override ROWS: u32;
 override TILE_FLOATS: u32;
 override TILE: u32;
@@ -42,7 +42,7 @@ override TILE: u32;
 // Two tiles of TILE rows x HD floats, and a tile's saved row statistics.
 var<workgroup> tile_a: array<f32, TILE_FLOATS>;
 var<workgroup> tile_b: array<f32, TILE_FLOATS>;
-var<workgroup> tile_s: array<vec2<f32>, ROWS>;
+var<workgroup> tile_s: array<vec2<f32>, TILE>;
 
 @compute @workgroup_size(ROWS)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -22,7 +22,7 @@ override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 // The epilogue: c = gelu(op(a) @ op(b) + bias) (gelu.wgsl).
 override HAS_GELU: bool = false;
-// Tile sizes, set by the host (ops/matmul.rs), which grids with them: the side of the
+// Tile sizes, set by the host (ops/matmul/plan.rs), which grids with them: the side of the
 // tile of `matmul`, `matmul_vec4` and `matmul_subgroup`, the 4x4 blocks per workgroup
 // of `matmul_flat`, and the side of the tiled kernels' tile.
 override TILE: u32;

@@ -213,7 +213,7 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
     let masks = Masks::new(device, &context, &target, config.encoder.num_patches())?;
 
     // The trainer's own step, with the golden file's hyper-parameters.
-    let mut state = TrainState::new(model)?;
+    let mut state = TrainState::new(model, None)?;
     state.optimizer.beta1 = c.optimizer.betas[0];
     state.optimizer.beta2 = c.optimizer.betas[1];
     state.optimizer.eps = c.optimizer.eps;

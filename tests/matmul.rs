@@ -159,6 +159,20 @@ fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
 }
 
 #[test]
+fn split_k_refuses_more_slices_than_rows() {
+    let (a, b) = (upload(&[3, 3], &[0.0; 9]), upload(&[3, 2], &[0.0; 6]));
+    let shape = MatmulShape::of(&a, &b, Transpose::A, None, Epilogue::None).unwrap();
+    let plan = MatmulPlan {
+        split_k: Some(4),
+        ..MatmulPlan::new(&device(), &shape)
+    };
+    let e = matmul::matmul_with(&plan, &a, &b, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("split-K") && e.contains("at least 4"), "{e}");
+}
+
+#[test]
 fn a_plan_refuses_operands_of_another_shape() {
     let dev = device();
     let shape = MatmulShape::of(

@@ -386,6 +386,8 @@ fn the_trainer_step_is_adamw_then_ema_at_the_scheduled_values() {
     };
     let momentum = |s: usize| config.ema.0 + s as f64 * (config.ema.1 - config.ema.0) / total;
     let images = train::synthetic::synthetic(&device(), &[16, 1, 28, 28]).unwrap();
+    // The schedules follow the trainer's step, set here to land in warm-up and in the
+    // cosine phase; AdamW's bias correction follows the optimizer's own count of updates.
     for step in [0, 1, 25] {
         t.step = step;
         let m = t.collator.sample(step as u64, 16).unwrap();

@@ -1,5 +1,5 @@
 //! The I-JEPA model on the ijepa engine: ViT encoder, predictor, target path, init as
-//! the official code, parameters named as its `state_dict()`, safetensors checkpoints.
+//! the official code, parameters named as its `state_dict()`, safetensors weights files.
 
 pub mod config;
 pub mod ijepa;

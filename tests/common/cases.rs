@@ -24,8 +24,9 @@ const TRANSPOSES: [Transpose; 4] = [
 ///   of 4 (the vec4 kernels) but not of their tiles, and the last four have an M that
 ///   is not, which those kernels take when a is not transposed;
 /// - the GELU epilogue over every transpose, with bias;
-/// - weight gradients a^T b with long K (split-K candidates; K = 2051 and 3003 leave 3
-///   rows over the equal slices).
+/// - weight gradients a^T b with long K (split-K candidates, on every kernel that takes
+///   the sliced product): 2, 4, 8 and 16 slices, K = 2051 and 3003 leaving 3 rows over
+///   the equal slices, M and N multiples of 4 (the vec4 kernels) or not.
 pub fn matmul_shapes() -> Vec<MatmulShape> {
     let mut shapes = Vec::new();
     let shape = |(batch, m, k, n), t, b_shared, bias, epilogue| MatmulShape {
@@ -74,10 +75,14 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
         }
     }
     for (k, m, n) in [
+        (1024, 64, 64),
         (2048, 40, 70),
         (2051, 40, 70),
+        (2051, 36, 68),
         (3000, 65, 33),
         (3003, 65, 33),
+        (4096, 64, 64),
+        (8192, 8, 12),
     ] {
         shapes.push(shape(
             (1, m, k, n),
@@ -91,11 +96,12 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
 }
 
 /// (images, heads, tokens, head dim) of the attention test: token counts that are not
-/// multiples of the 32- or 64-row workgroups or the key tile, head dims from 16 to 128
+/// multiples of the 32- or 64-row workgroups or the key tile, head dims from 8 to 128
 /// (tiles of 32, 32 and 16 keys; at 72 and 128 the blocked kernels stage a tile's rows
 /// in chunks that do not divide it).
-pub const ATTENTION: [(usize, usize, usize, usize); 7] = [
+pub const ATTENTION: [(usize, usize, usize, usize); 8] = [
     (1, 1, 1, 16),
+    (2, 4, 70, 8),
     (3, 1, 7, 16),
     (1, 2, 33, 32),
     (2, 1, 65, 64),

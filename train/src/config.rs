@@ -151,6 +151,11 @@ impl PretrainConfig {
         self.model_config(data.channels, data.height)
     }
 
+    /// The gradient norm AdamW clips to (`grad_clip`; none when 0).
+    pub fn max_grad_norm(&self) -> Option<f64> {
+        (self.grad_clip > 0.0).then_some(self.grad_clip)
+    }
+
     /// The multi-block masks of this run on a grid of `grid` x `grid` patches.
     pub fn mask_config(&self, grid: usize) -> MaskConfig {
         MaskConfig {

@@ -89,8 +89,8 @@ impl Trainer {
             config.mask_config(model_config.encoder.grid()),
             config.seed,
         )?);
-        let mut state = TrainState::new(IJepa::new(device, &model_config, config.seed)?)?;
-        state.optimizer.max_grad_norm = (config.grad_clip > 0.0).then_some(config.grad_clip);
+        let model = IJepa::new(device, &model_config, config.seed)?;
+        let state = TrainState::new(model, config.max_grad_norm())?;
         Ok(Trainer {
             schedules: config.schedules(steps_per_epoch * config.epochs),
             config,

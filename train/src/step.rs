@@ -27,9 +27,11 @@ pub struct TrainState {
 }
 
 impl TrainState {
-    /// A fresh AdamW (torch defaults, no clipping) over the model's trainable parameters.
-    pub fn new(model: IJepa) -> Result<TrainState> {
-        let optimizer = AdamWOptimizer::new(&model.trainable_params())?;
+    /// A fresh AdamW (torch defaults) over the model's trainable parameters, clipping
+    /// the global gradient norm to `max_grad_norm` when given.
+    pub fn new(model: IJepa, max_grad_norm: Option<f64>) -> Result<TrainState> {
+        let mut optimizer = AdamWOptimizer::new(&model.trainable_params())?;
+        optimizer.max_grad_norm = max_grad_norm;
         let (target, source) = (model.target_params(), model.encoder_params());
         if target.len() != source.len() || target.iter().zip(&source).any(|((t, _), (s, _))| t != s)
         {

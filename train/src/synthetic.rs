@@ -45,7 +45,10 @@ impl SyntheticRun {
         let model_config = config.model_config(channels, size)?;
         let grid = model_config.encoder.grid();
         Ok(SyntheticRun {
-            state: TrainState::new(IJepa::new(device, &model_config, config.seed)?)?,
+            state: TrainState::new(
+                IJepa::new(device, &model_config, config.seed)?,
+                config.max_grad_norm(),
+            )?,
             images: synthetic(device, &[config.batch_size, channels, size, size])?,
             collator: MaskCollator::new(config.mask_config(grid), config.seed)?,
             schedules: config.schedules(total_steps),

@@ -156,7 +156,8 @@ impl Device {
     }
 
     /// Start recording the key of every plan the launchers of matmul, attention and
-    /// the row kernels run (each family's `plan_key`), until `take_plan_log`.
+    /// the row kernels run (`MatmulPlan::key`, `AttentionPlan::key`, and the
+    /// `plan_key` of softmax and LayerNorm), until `take_plan_log`.
     pub fn log_plans(&self) {
         *self.plan_log.lock().unwrap() = Some(BTreeSet::new());
     }

@@ -47,8 +47,21 @@ crate::kernel_params! {
 pub const MAX_HEAD_DIM: usize = 128;
 /// Floats of one workgroup-memory tile of the tiled family (its `TILE_FLOATS`).
 const TILE_FLOATS: usize = 2048;
+/// The most rows of the other side per tile of the tiled family (its `TILE`).
+const MAX_TILE: usize = 32;
+/// Workgroup memory of the tiled family: two tiles and a tile's row statistics.
+const TILED_WORKGROUP_BYTES: u32 = (2 * TILE_FLOATS * 4 + MAX_TILE * 8) as u32;
 /// Workgroup memory of the blocked family's dk/dv kernel, its largest.
 const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
+/// Rows per workgroup of each family (their `ROWS`): one per invocation in the tiled
+/// family, at least a tile; one per lane of 8-lane subgroups in the subgroup family;
+/// the 32 the blocked family is written for (8 x 8 invocations of 4 x 4).
+const TILED_ROWS: usize = 64;
+const SUBGROUP_ROWS: usize = 64;
+const BLOCKED_ROWS: usize = 32;
+const _: () = assert!(TILED_ROWS >= MAX_TILE && TILED_ROWS <= 256);
+const _: () = assert!(SUBGROUP_ROWS.is_multiple_of(8) && SUBGROUP_ROWS <= 256);
+const _: () = assert!(BLOCKED_ROWS == 32);
 
 /// The forward, dq and dk/dv kernels of one WGSL file (the three files share entry
 /// names and bindings).
@@ -98,7 +111,7 @@ impl FusedAttention {
     pub fn runs_on(self, device: &Device, head_dim: usize) -> bool {
         head_dim <= MAX_HEAD_DIM
             && match self {
-                FusedAttention::Tiled => true,
+                FusedAttention::Tiled => device.info().workgroup_storage >= TILED_WORKGROUP_BYTES,
                 FusedAttention::Blocked => {
                     head_dim.is_multiple_of(8)
                         && device.info().workgroup_storage >= BLOCKED_WORKGROUP_BYTES
@@ -120,7 +133,7 @@ impl FusedAttention {
     /// What `runs_on` asks, in words.
     fn requirement(self) -> &'static str {
         match self {
-            FusedAttention::Tiled => "a head dim up to 128",
+            FusedAttention::Tiled => "a head dim up to 128 and 16.25 KiB of workgroup memory",
             FusedAttention::Blocked => {
                 "a head dim up to 128 that is a multiple of 8, and 20 KiB of workgroup memory"
             }
@@ -133,8 +146,9 @@ impl FusedAttention {
     /// Rows of q (or k) one workgroup owns (each family's `ROWS`).
     pub fn rows_per_workgroup(self) -> usize {
         match self {
-            FusedAttention::Blocked => 32,
-            FusedAttention::Tiled | FusedAttention::Subgroup => 64,
+            FusedAttention::Tiled => TILED_ROWS,
+            FusedAttention::Blocked => BLOCKED_ROWS,
+            FusedAttention::Subgroup => SUBGROUP_ROWS,
         }
     }
 
@@ -145,7 +159,7 @@ impl FusedAttention {
             ("ROWS", self.rows_per_workgroup() as f64),
         ];
         if self == FusedAttention::Tiled {
-            let tile = (TILE_FLOATS / hd).min(32);
+            let tile = (TILE_FLOATS / hd).min(MAX_TILE);
             overrides.extend([("TILE_FLOATS", TILE_FLOATS as f64), ("TILE", tile as f64)]);
         }
         overrides
@@ -235,9 +249,15 @@ impl AttentionPlan {
         plans
     }
 
-    /// What distinguishes this plan's kernels from another's, whatever the sizes.
+    /// What distinguishes this plan's kernels from another's: the path, and for the
+    /// fused kernels the head dim they are compiled for.
     pub fn key(&self) -> String {
-        format!("attention {:?}", self.path)
+        match self.path {
+            AttentionPath::Fused(kind) => {
+                format!("attention fused {kind:?} head_dim={}", self.shape.head_dim)
+            }
+            AttentionPath::Composed => "attention composed".to_string(),
+        }
     }
 
     /// What runs, in words.

@@ -117,13 +117,13 @@ pub fn layernorm_forward_with(
             );
         }
     }
+    check_plan(plan, rows, cols)?;
     let dev = x.device();
     let y = Tensor::empty(dev, x.shape())?;
     let stats = Tensor::empty(dev, &[rows, 2])?;
     let (g, b) = affine.map_or((dev.dummy(), dev.dummy()), |(g, b)| {
         (g.buffer(), b.buffer())
     });
-    check_plan(plan, rows, cols)?;
     dev.note_plan(|| plan_key(plan, affine.is_some()));
     dev.dispatch(
         plan.pick(&FORWARD, &FORWARD_ROWS),

@@ -28,6 +28,12 @@ pub const FLAT_BLOCKS: usize = 64;
 /// invocations of 8x8, as those kernels are written.
 pub const TILED_TILE: usize = 128;
 
+// What the kernels are written for: the scalar and vec4 kernels run (TILE / 4)^2
+// invocations per workgroup, at most 256 on every adapter; the subgroup kernel lays
+// blocks of 16 rows x 32 columns over the tile; the tiled kernels' workgroup is fixed.
+const _: () = assert!(TILE.is_multiple_of(32) && (TILE / 4) * (TILE / 4) <= 256);
+const _: () = assert!(TILED_TILE == 16 * 8);
+
 /// Which matmul kernel runs a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
@@ -223,7 +229,7 @@ impl MatmulPlan {
     /// occupy it along K ([`split_k`]).
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
-        if let Some(slices) = shape.splittable().then(|| split_k(gpu, shape)).flatten() {
+        if let Some(slices) = split_k(gpu, shape) {
             return MatmulPlan {
                 kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
                 shape: *shape,
