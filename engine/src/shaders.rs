@@ -26,107 +26,83 @@ pub struct Shader {
     pub params: Option<ParamsLayout>,
 }
 
-macro_rules! wgsl {
-    ($file:literal) => {
-        include_str!(concat!("../../shaders/", $file))
+/// `pub static NAME: Shader` for a WGSL file, with the files it builds on prepended
+/// in order, and its `Params` layout (`None` for a file of functions only).
+macro_rules! shader {
+    ($name:ident, $file:literal, [$($before:literal),*], $params:expr) => {
+        pub static $name: Shader = Shader {
+            file: $file,
+            source: concat!(
+                $(include_str!(concat!("../../shaders/", $before)),)*
+                include_str!(concat!("../../shaders/", $file))
+            ),
+            params: $params,
+        };
     };
 }
 
-pub static GELU: Shader = Shader {
-    file: "gelu.wgsl",
-    source: wgsl!("gelu.wgsl"),
-    params: None,
-};
-pub static ELEMENTWISE: Shader = Shader {
-    file: "elementwise.wgsl",
-    source: concat!(wgsl!("gelu.wgsl"), wgsl!("elementwise.wgsl")),
-    params: Some(ElementwiseParams::LAYOUT),
-};
-pub static REDUCE: Shader = Shader {
-    file: "reduce.wgsl",
-    source: wgsl!("reduce.wgsl"),
-    params: Some(ReduceParams::LAYOUT),
-};
-pub static MATMUL: Shader = Shader {
-    file: "matmul.wgsl",
-    source: concat!(wgsl!("gelu.wgsl"), wgsl!("matmul.wgsl")),
-    params: Some(MatmulParams::LAYOUT),
-};
-pub static MATMUL_SUBGROUP: Shader = Shader {
-    file: "matmul_subgroup.wgsl",
-    source: concat!(
-        wgsl!("gelu.wgsl"),
-        wgsl!("matmul.wgsl"),
-        wgsl!("matmul_subgroup.wgsl")
-    ),
-    params: Some(MatmulParams::LAYOUT),
-};
-pub static ATTENTION_LAYOUT: Shader = Shader {
-    file: "attention_layout.wgsl",
-    source: wgsl!("attention_layout.wgsl"),
-    params: Some(AttentionParams::LAYOUT),
-};
-pub static ATTENTION: Shader = Shader {
-    file: "attention.wgsl",
-    source: concat!(wgsl!("attention_layout.wgsl"), wgsl!("attention.wgsl")),
-    params: Some(AttentionParams::LAYOUT),
-};
-pub static ATTENTION_SUBGROUP: Shader = Shader {
-    file: "attention_subgroup.wgsl",
-    source: concat!(
-        wgsl!("attention_layout.wgsl"),
-        wgsl!("attention_subgroup.wgsl")
-    ),
-    params: Some(AttentionParams::LAYOUT),
-};
-pub static ATTENTION_BLOCKED: Shader = Shader {
-    file: "attention_blocked.wgsl",
-    source: concat!(
-        wgsl!("attention_layout.wgsl"),
-        wgsl!("attention_blocked.wgsl")
-    ),
-    params: Some(AttentionParams::LAYOUT),
-};
-pub static SOFTMAX: Shader = Shader {
-    file: "softmax.wgsl",
-    source: wgsl!("softmax.wgsl"),
-    params: Some(SoftmaxParams::LAYOUT),
-};
-pub static LAYERNORM: Shader = Shader {
-    file: "layernorm.wgsl",
-    source: wgsl!("layernorm.wgsl"),
-    params: Some(LayerNormParams::LAYOUT),
-};
-pub static LAYOUT: Shader = Shader {
-    file: "layout.wgsl",
-    source: wgsl!("layout.wgsl"),
-    params: Some(PermuteParams::LAYOUT),
-};
-pub static COPY: Shader = Shader {
-    file: "copy.wgsl",
-    source: wgsl!("copy.wgsl"),
-    params: Some(CopyParams::LAYOUT),
-};
-pub static GATHER: Shader = Shader {
-    file: "gather.wgsl",
-    source: wgsl!("gather.wgsl"),
-    params: Some(GatherParams::LAYOUT),
-};
-pub static LOSS: Shader = Shader {
-    file: "loss.wgsl",
-    source: wgsl!("loss.wgsl"),
-    params: Some(RegressionLossParams::LAYOUT),
-};
-pub static CROSS_ENTROPY: Shader = Shader {
-    file: "cross_entropy.wgsl",
-    source: wgsl!("cross_entropy.wgsl"),
-    params: Some(CrossEntropyParams::LAYOUT),
-};
-pub static UPDATE: Shader = Shader {
-    file: "update.wgsl",
-    source: wgsl!("update.wgsl"),
-    params: Some(UpdateParams::LAYOUT),
-};
+shader!(GELU, "gelu.wgsl", [], None);
+shader!(
+    ELEMENTWISE,
+    "elementwise.wgsl",
+    ["gelu.wgsl"],
+    Some(ElementwiseParams::LAYOUT)
+);
+shader!(REDUCE, "reduce.wgsl", [], Some(ReduceParams::LAYOUT));
+shader!(
+    MATMUL,
+    "matmul.wgsl",
+    ["gelu.wgsl"],
+    Some(MatmulParams::LAYOUT)
+);
+shader!(
+    MATMUL_SUBGROUP,
+    "matmul_subgroup.wgsl",
+    ["gelu.wgsl", "matmul.wgsl"],
+    Some(MatmulParams::LAYOUT)
+);
+shader!(
+    ATTENTION_LAYOUT,
+    "attention_layout.wgsl",
+    [],
+    Some(AttentionParams::LAYOUT)
+);
+shader!(
+    ATTENTION,
+    "attention.wgsl",
+    ["attention_layout.wgsl"],
+    Some(AttentionParams::LAYOUT)
+);
+shader!(
+    ATTENTION_SUBGROUP,
+    "attention_subgroup.wgsl",
+    ["attention_layout.wgsl"],
+    Some(AttentionParams::LAYOUT)
+);
+shader!(
+    ATTENTION_BLOCKED,
+    "attention_blocked.wgsl",
+    ["attention_layout.wgsl"],
+    Some(AttentionParams::LAYOUT)
+);
+shader!(SOFTMAX, "softmax.wgsl", [], Some(SoftmaxParams::LAYOUT));
+shader!(
+    LAYERNORM,
+    "layernorm.wgsl",
+    [],
+    Some(LayerNormParams::LAYOUT)
+);
+shader!(LAYOUT, "layout.wgsl", [], Some(PermuteParams::LAYOUT));
+shader!(COPY, "copy.wgsl", [], Some(CopyParams::LAYOUT));
+shader!(GATHER, "gather.wgsl", [], Some(GatherParams::LAYOUT));
+shader!(LOSS, "loss.wgsl", [], Some(RegressionLossParams::LAYOUT));
+shader!(
+    CROSS_ENTROPY,
+    "cross_entropy.wgsl",
+    [],
+    Some(CrossEntropyParams::LAYOUT)
+);
+shader!(UPDATE, "update.wgsl", [], Some(UpdateParams::LAYOUT));
 
 pub static ALL: &[&Shader] = &[
     &GELU,

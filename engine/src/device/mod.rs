@@ -15,7 +15,7 @@ mod pool;
 mod profile;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use adapter::{DeviceInfo, ADAPTER_ENV};
@@ -42,8 +42,10 @@ pub struct Device {
     profiler: Option<Profiler>,
     /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
     counts: DeviceCounts,
-    /// While on (`log_plans`), the key of every plan the launchers ran.
+    /// While on (`log_plans`), the key of every plan the launchers ran; the flag spares
+    /// every launch a lock while it is off.
     plan_log: Mutex<Option<BTreeSet<String>>>,
+    plan_log_on: AtomicBool,
 }
 
 /// How much work the host has handed the GPU: what `Device::counts` returns.
@@ -118,6 +120,7 @@ impl Device {
             profiler,
             counts: DeviceCounts::default(),
             plan_log: Mutex::new(None),
+            plan_log_on: AtomicBool::new(false),
         })
     }
 
@@ -160,14 +163,19 @@ impl Device {
     /// `plan_key` of softmax and LayerNorm), until `take_plan_log`.
     pub fn log_plans(&self) {
         *self.plan_log.lock().unwrap() = Some(BTreeSet::new());
+        self.plan_log_on.store(true, Ordering::Relaxed);
     }
 
     /// The plans run since `log_plans`; the log is off again.
     pub fn take_plan_log(&self) -> BTreeSet<String> {
+        self.plan_log_on.store(false, Ordering::Relaxed);
         self.plan_log.lock().unwrap().take().unwrap_or_default()
     }
 
     pub(crate) fn note_plan(&self, key: impl FnOnce() -> String) {
+        if !self.plan_log_on.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(log) = self.plan_log.lock().unwrap().as_mut() {
             log.insert(key());
         }

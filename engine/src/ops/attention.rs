@@ -279,33 +279,27 @@ impl AttentionPlan {
     }
 }
 
-/// (B, N, H, hd) of a packed qkv [B, N, 3 H hd], checked.
-fn check(qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {
-    let s = AttentionShape::of(qkv, heads)?;
-    Ok((s.batch, s.tokens, s.heads, s.head_dim))
-}
-
 /// One of `kind`'s kernels over the B H heads of a packed qkv of `check`'s sizes.
 fn launch(
     kind: FusedAttention,
     kernel: usize,
     dev: &Device,
-    (b, n, heads, hd): (usize, usize, usize, usize),
+    shape: &AttentionShape,
     scale: f32,
     buffers: &[&wgpu::Buffer],
 ) {
     dev.dispatch(
         &kind.defs()[kernel],
-        &kind.overrides(hd),
+        &kind.overrides(shape.head_dim),
         &AttentionParams {
-            n: n as u32,
+            n: shape.tokens as u32,
             scale,
-            heads: heads as u32,
+            heads: shape.heads as u32,
         },
         buffers,
         [
-            n.div_ceil(kind.rows_per_workgroup()) as u32,
-            (b * heads) as u32,
+            shape.tokens.div_ceil(kind.rows_per_workgroup()) as u32,
+            (shape.batch * shape.heads) as u32,
             1,
         ],
     );
@@ -335,7 +329,8 @@ pub fn attention_forward(
     heads: usize,
     scale: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let dims @ (b, n, h, hd) = check(qkv, heads)?;
+    let shape = AttentionShape::of(qkv, heads)?;
+    let (b, n, h, hd) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
     let dev = qkv.device();
     check_kind(kind, dev, hd)?;
     let out = Tensor::empty(dev, &[b, n, h * hd])?;
@@ -346,7 +341,7 @@ pub fn attention_forward(
         kind,
         FORWARD,
         dev,
-        dims,
+        &shape,
         scale,
         &[qkv.buffer(), out.buffer(), lse.buffer()],
     );
@@ -363,7 +358,8 @@ pub fn attention_backward(
     dout: &Tensor,
     scale: f32,
 ) -> Result<Tensor> {
-    let dims @ (b, n, h, hd) = check(qkv, heads)?;
+    let shape = AttentionShape::of(qkv, heads)?;
+    let (b, n, h, hd) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
     let dev = qkv.device();
     check_kind(kind, dev, hd)?;
     if out.shape() != [b, n, h * hd] || dout.shape() != out.shape() || lse.shape() != [b * h, n] {
@@ -386,7 +382,7 @@ pub fn attention_backward(
         kind,
         BACKWARD_DQ,
         dev,
-        dims,
+        &shape,
         scale,
         &[
             qkv.buffer(),
@@ -401,7 +397,7 @@ pub fn attention_backward(
         kind,
         BACKWARD_DKV,
         dev,
-        dims,
+        &shape,
         scale,
         &[
             qkv.buffer(),
@@ -416,12 +412,8 @@ pub fn attention_backward(
 
 /// Differentiable attention on the device's plan ([`AttentionPlan::new`]).
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
-    attention_with(
-        &AttentionPlan::new(qkv.device(), &AttentionShape::of(qkv, heads)?),
-        qkv,
-        heads,
-        scale_factor,
-    )
+    let plan = AttentionPlan::new(qkv.device(), &AttentionShape::of(qkv, heads)?);
+    run(&plan, qkv, scale_factor)
 }
 
 /// Differentiable attention on the path `plan` names (made for this qkv's sizes).
@@ -440,7 +432,13 @@ pub fn attention_with(
             ),
         );
     }
+    run(plan, qkv, scale_factor)
+}
+
+/// `plan` on a qkv of its shape.
+fn run(plan: &AttentionPlan, qkv: &Tensor, scale_factor: f32) -> Result<Tensor> {
     qkv.device().note_plan(|| plan.key());
+    let heads = plan.shape.heads;
     match plan.path {
         AttentionPath::Fused(kind) => attention_fused(kind, qkv, heads, scale_factor),
         AttentionPath::Composed => attention_composed(qkv, heads, scale_factor),
@@ -466,7 +464,8 @@ pub fn attention_fused(
 
 /// The same from permutes, matmul, scale and softmax (materialises the [N, N] scores).
 pub fn attention_composed(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
-    let (b, n, h, hd) = check(qkv, heads)?;
+    let s = AttentionShape::of(qkv, heads)?;
+    let (b, n, h, hd) = (s.batch, s.tokens, s.heads, s.head_dim);
     // [B, N, 3 H hd] -> [3, B, H, N, hd] -> q, k, v [B H, N, hd]
     let parts = permute(&reshape(qkv, &[b, n, 3, h, hd])?, &[2, 0, 3, 1, 4])?;
     let part = |i| reshape(&narrow(&parts, 0, i, 1)?, &[b * h, n, hd]);

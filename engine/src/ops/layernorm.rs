@@ -55,30 +55,9 @@ pub struct LayerNormSaved {
     pub stats: Tensor,
 }
 
-fn rows_cols(x: &Tensor) -> (usize, usize) {
-    let cols = x.last_dim();
-    (x.numel() / cols.max(1), cols)
-}
-
 /// The key `Device::log_plans` records for a LayerNorm plan.
 pub fn plan_key(plan: &RowPlan, affine: bool) -> String {
     format!("layernorm {:?} affine={affine}", plan.kernel)
-}
-
-fn check_plan(plan: &RowPlan, rows: usize, cols: usize) -> Result<()> {
-    if (plan.rows, plan.cols) != (rows, cols) {
-        return shape_err(
-            "layernorm",
-            format!("{plan:?} does not fit {rows} rows of {cols}"),
-        );
-    }
-    Ok(())
-}
-
-/// x viewed as [rows, cols] on the device's row plan.
-pub fn plan(x: &Tensor) -> RowPlan {
-    let (rows, cols) = rows_cols(x);
-    RowPlan::new(x.device(), rows, cols)
 }
 
 /// y = (x - mean) / sqrt(var + eps) (* gamma + beta).
@@ -87,7 +66,7 @@ pub fn layernorm_forward(
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
 ) -> Result<(Tensor, LayerNormSaved)> {
-    layernorm_forward_with(&plan(x), x, affine, eps)
+    layernorm_forward_with(&RowPlan::of(x), x, affine, eps)
 }
 
 /// `layernorm_forward` with the given plan.
@@ -97,13 +76,8 @@ pub fn layernorm_forward_with(
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
 ) -> Result<(Tensor, LayerNormSaved)> {
-    let (rows, cols) = rows_cols(x);
-    if x.shape().is_empty() || cols == 0 {
-        return shape_err(
-            "layernorm",
-            format!("needs a non-empty last dim, got {:?}", x.shape()),
-        );
-    }
+    plan.check("layernorm", x)?;
+    let (rows, cols) = (plan.rows, plan.cols);
     if let Some((g, b)) = affine {
         if g.shape() != [cols] || b.shape() != [cols] {
             return shape_err(
@@ -117,7 +91,6 @@ pub fn layernorm_forward_with(
             );
         }
     }
-    check_plan(plan, rows, cols)?;
     let dev = x.device();
     let y = Tensor::empty(dev, x.shape())?;
     let stats = Tensor::empty(dev, &[rows, 2])?;
@@ -159,7 +132,7 @@ pub fn layernorm_backward(
     gamma: Option<&Tensor>,
     dy: &Tensor,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    layernorm_backward_with(&plan(&saved.x), saved, gamma, dy)
+    layernorm_backward_with(&RowPlan::of(&saved.x), saved, gamma, dy)
 }
 
 /// `layernorm_backward` with the given plan for dx.
@@ -170,8 +143,8 @@ pub fn layernorm_backward_with(
     dy: &Tensor,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let x = &saved.x;
-    let (rows, cols) = rows_cols(x);
-    check_plan(plan, rows, cols)?;
+    plan.check("layernorm_backward", x)?;
+    let (rows, cols) = (plan.rows, plan.cols);
     if dy.shape() != x.shape() {
         return shape_err(
             "layernorm_backward",

@@ -2,6 +2,8 @@
 //! row reduced on its own, either by one invocation or by one workgroup.
 
 use crate::device::{Device, KernelDef};
+use crate::error::{shape_err, Result};
+use crate::tensor::Tensor;
 
 /// Invocations per workgroup of the row kernels (the `WG` override of softmax.wgsl and
 /// layernorm.wgsl, a power of two): the lanes that share a row, or the rows that share
@@ -40,6 +42,27 @@ impl RowPlan {
             RowKernel::PerWorkgroup
         };
         RowPlan { kernel, rows, cols }
+    }
+
+    /// The plan for x [.., cols] seen as [rows, cols].
+    pub fn of(x: &Tensor) -> RowPlan {
+        let cols = x.last_dim();
+        RowPlan::new(x.device(), x.numel() / cols.max(1), cols)
+    }
+
+    /// That `x` is a non-empty [.., cols] of this plan's rows and cols.
+    pub(crate) fn check(&self, op: &'static str, x: &Tensor) -> Result<()> {
+        let cols = x.last_dim();
+        if x.shape().is_empty() || cols == 0 {
+            return shape_err(
+                op,
+                format!("needs a non-empty last dim, got {:?}", x.shape()),
+            );
+        }
+        if (self.rows, self.cols) != (x.numel() / cols, cols) {
+            return shape_err(op, format!("{self:?} does not fit {:?}", x.shape()));
+        }
+        Ok(())
     }
 
     /// Every plan that can run this shape on this device (both kernels take any).

@@ -27,12 +27,6 @@ const BACKWARD_ROWS: KernelDef<SoftmaxParams> =
     KernelDef::new(&shaders::SOFTMAX, "softmax_backward_rows", 2, 1);
 const OVERRIDES: &[(&str, f64)] = &[("WG", ROW_WG as f64)];
 
-/// x viewed as [rows, cols] on the device's row plan.
-pub fn plan(x: &Tensor) -> RowPlan {
-    let cols = x.last_dim();
-    RowPlan::new(x.device(), x.numel() / cols.max(1), cols)
-}
-
 /// The key `Device::log_plans` records for a softmax plan.
 pub fn plan_key(plan: &RowPlan) -> String {
     format!("softmax {:?}", plan.kernel)
@@ -44,9 +38,7 @@ fn launch(
     x: &Tensor,
     dy: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if x.shape().is_empty() || plan.cols != x.last_dim() || plan.rows * plan.cols != x.numel() {
-        return shape_err("softmax", format!("{plan:?} does not fit {:?}", x.shape()));
-    }
+    plan.check("softmax", x)?;
     let dev = x.device();
     dev.note_plan(|| plan_key(plan));
     let out = Tensor::empty(dev, x.shape())?;
@@ -69,17 +61,11 @@ fn launch(
 
 /// softmax(x) with the given plan.
 pub fn softmax_forward_with(plan: &RowPlan, x: &Tensor) -> Result<Tensor> {
-    if x.shape().is_empty() || x.last_dim() == 0 {
-        return shape_err(
-            "softmax",
-            format!("needs a non-empty last dim, got {:?}", x.shape()),
-        );
-    }
     launch(plan, (&FORWARD, &FORWARD_ROWS), x, None)
 }
 
 pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
-    softmax_forward_with(&plan(x), x)
+    softmax_forward_with(&RowPlan::of(x), x)
 }
 
 /// dx = y * (dy - sum(dy * y)) over each row, from the forward's output y.
@@ -94,7 +80,7 @@ pub fn softmax_backward_with(plan: &RowPlan, y: &Tensor, dy: &Tensor) -> Result<
 }
 
 pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    softmax_backward_with(&plan(y), y, dy)
+    softmax_backward_with(&RowPlan::of(y), y, dy)
 }
 
 pub fn softmax(x: &Tensor) -> Result<Tensor> {

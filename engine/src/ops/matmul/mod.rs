@@ -66,7 +66,7 @@ pub fn matmul_forward(
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?;
-    matmul_with(&MatmulPlan::new(a.device(), &shape), a, b, bias)
+    run(&MatmulPlan::new(a.device(), &shape), a, b, bias)
 }
 
 /// The product `plan` was made for, run as it says (tests run every candidate).
@@ -87,10 +87,15 @@ pub fn matmul_with(
             ),
         );
     }
+    run(plan, a, b, bias)
+}
+
+/// `plan` on operands of its shape.
+fn run(plan: &MatmulPlan, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     a.device().note_plan(|| plan.key());
     match plan.split_k {
-        Some(slices) => split_k_product(a, b, &d, slices, plan.kernel),
-        None => run_kernel(plan.kernel, a, b, &d, bias),
+        Some(slices) => split_k_product(a, b, &plan.shape, slices, plan.kernel),
+        None => run_kernel(plan.kernel, a, b, &plan.shape, bias),
     }
 }
 
@@ -294,7 +299,7 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
     on_rows(x, |x2| {
         let shape = MatmulShape::of(x2, w, Transpose::B, bias, Epilogue::Gelu)?;
-        matmul_with(&MatmulPlan::new(x.device(), &shape), x2, w, bias)
+        run(&MatmulPlan::new(x.device(), &shape), x2, w, bias)
     })
 }
 
