@@ -192,9 +192,6 @@ pub fn step(
     overrides: Option<&std::path::Path>,
     steps: usize,
 ) -> Result<()> {
-    if steps == 0 {
-        anyhow::bail!("--steps must be at least 1");
-    }
     let mut config = train::config::PretrainConfig::preset(preset)?;
     if let Some(path) = overrides {
         config = config.overridden_by(path)?;

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use train::checkpoint::CHECKPOINT;
 use train::config::PretrainConfig;
 use train::multiblock::{MaskCollator, MaskConfig};
-use train::pretrain::Trainer;
+use train::pretrain::{RunEnd, Trainer};
 use train::probe::{probe_checkpoint, ProbeResult};
 
 #[derive(Args)]
@@ -29,10 +29,10 @@ pub struct PretrainArgs {
     #[arg(long)]
     resume: bool,
     /// Override the number of epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     epochs: Option<usize>,
     /// Stop after this many steps (the schedules still span all epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     max_steps: Option<usize>,
     /// Override the data directory.
     #[arg(long)]
@@ -140,6 +140,16 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             }
         }
     }
+    // The first interrupt (Ctrl-C, SIGTERM) ends the run after this step with a
+    // checkpoint; a second one ends the process at once.
+    let stop = trainer.stop_handle();
+    ctrlc::set_handler(move || {
+        if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: stopping now, without a checkpoint of this step");
+            std::process::exit(INTERRUPTED);
+        }
+        eprintln!("\ninterrupt: finishing this step, then writing a checkpoint (interrupt again to stop now)");
+    })?;
     let result = trainer.run(until, |m| {
         bar.set_position(m.step as u64);
         let knn = m
@@ -168,20 +178,48 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         curve.push((m.step as f64, m.loss as f64, m.knn_top1));
     });
     bar.finish();
-    crate::plot::loss_curve(&args.out.join("loss.png"), &curve)?;
-    result.map_err(|e| {
-        if matches!(e.downcast_ref(), Some(engine::Error::OutOfMemory { .. })) {
-            e.context(format!(
-                "a batch of {} images does not fit in GPU memory for {}: set a smaller \"batch_size\" with --config",
-                trainer.config.batch_size, trainer.config.model
-            ))
-        } else {
-            e
+    // The curve is drawn whatever happened, but the run's own error comes first.
+    let plotted = crate::plot::loss_curve(&args.out.join("loss.png"), &curve);
+    match result {
+        Err(e) => {
+            if let Err(p) = plotted {
+                eprintln!("warning: {p:#}");
+            }
+            Err(
+                if matches!(e.downcast_ref(), Some(engine::Error::OutOfMemory { .. })) {
+                    e.context(format!(
+                        "a batch of {} images does not fit in GPU memory for {}: set a smaller \"batch_size\" with --config",
+                        trainer.config.batch_size, trainer.config.model
+                    ))
+                } else {
+                    e
+                },
+            )
         }
-    })?;
-    eprintln!("checkpoint: {}", checkpoint.display());
-    Ok(())
+        Ok(RunEnd::Interrupted) => {
+            if let Err(p) = plotted {
+                eprintln!("warning: {p:#}");
+            }
+            eprintln!(
+                "interrupted after step {}: checkpoint {} written; continue with the same arguments and --resume",
+                trainer.step,
+                checkpoint.display()
+            );
+            std::process::exit(INTERRUPTED);
+        }
+        Ok(RunEnd::Reached) => {
+            eprintln!(
+                "checkpoint: {} (step {})",
+                checkpoint.display(),
+                trainer.step
+            );
+            plotted
+        }
+    }
 }
+
+/// The exit status of a run stopped by an interrupt (128 + SIGINT, as shells report).
+const INTERRUPTED: i32 = 130;
 
 pub fn print_table(results: &[ProbeResult]) {
     println!("| features probed (test top-1) | all labels | 1% labels | k-NN (k=20) |");
@@ -213,10 +251,10 @@ pub struct MasksArgs {
     #[arg(long, default_value = "masks.png")]
     out: PathBuf,
     /// Images to draw.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     count: usize,
     /// Patch size (the grid is image size / patch size).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::at_least_one)]
     patch_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -228,11 +266,19 @@ pub struct MasksArgs {
 pub fn masks(args: MasksArgs) -> Result<()> {
     let splits = train::data::load_idx_dir(&args.data_dir)?;
     let data = &splits.train;
+    if args.count > data.len() {
+        bail!(
+            "--count {}: {} holds only {} training images",
+            args.count,
+            args.data_dir.display(),
+            data.len()
+        );
+    }
     if data.height % args.patch_size != 0 {
         bail!(
-            "image size {} is not divisible by the patch size {}",
-            data.height,
-            args.patch_size
+            "--patch-size {}: the image size {} is not divisible by it",
+            args.patch_size,
+            data.height
         );
     }
     let grid = data.height / args.patch_size;

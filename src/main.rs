@@ -49,7 +49,7 @@ enum Command {
 enum BenchKind {
     /// Square and ViT-shaped matmuls; the last line is the size^3 case.
     Matmul {
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
         size: usize,
         /// Time every kernel that takes each shape, the chosen one last.
         #[arg(long)]
@@ -58,16 +58,16 @@ enum BenchKind {
     /// Attention forward + backward.
     Attention {
         /// Token counts.
-        #[arg(long, value_delimiter = ',', default_value = "49,196,256,1024")]
+        #[arg(long, value_delimiter = ',', default_value = "49,196,256,1024", value_parser = at_least_one)]
         tokens: Vec<usize>,
         /// Head dims.
-        #[arg(long, value_delimiter = ',', default_value = "32,64")]
+        #[arg(long, value_delimiter = ',', default_value = "32,64", value_parser = at_least_one)]
         head_dims: Vec<usize>,
         /// Images per batch.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = at_least_one)]
         batch: usize,
         /// Heads per image.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = at_least_one)]
         heads: usize,
     },
     /// A full I-JEPA training step (forward, backward, AdamW + EMA) of a preset.
@@ -79,9 +79,18 @@ enum BenchKind {
         /// data.channels for the image geometry, ...).
         #[arg(long)]
         config: Option<std::path::PathBuf>,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         steps: usize,
     },
+}
+
+/// A count argument that must be at least 1 (clap names the flag in its error).
+fn at_least_one(arg: &str) -> std::result::Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: expected a whole number, at least 1")),
+    }
 }
 
 fn main() -> Result<()> {

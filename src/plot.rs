@@ -65,6 +65,14 @@ fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), color: R
     }
 }
 
+/// Encode `img` as PNG and write it atomically: a failed write leaves no partial file.
+fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    model::weights::write_atomically(path, &png)
+}
+
 /// Loss (blue, left axis) and k-NN top-1 (red dots, right axis 0-100%) against step.
 pub fn loss_curve(path: &Path, points: &[(f64, f64, Option<f64>)]) -> Result<()> {
     let (w, h, margin) = (900u32, 450u32, 60.0);
@@ -75,9 +83,7 @@ pub fn loss_curve(path: &Path, points: &[(f64, f64, Option<f64>)]) -> Result<()>
     line(&mut img, (x0, y0), (x0, y1), black);
     line(&mut img, (x1, y0), (x1, y1), black);
     if points.is_empty() {
-        img.save(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        return Ok(());
+        return save_png(&img, path);
     }
     let max_step = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let (lo, hi) = points
@@ -132,8 +138,7 @@ pub fn loss_curve(path: &Path, points: &[(f64, f64, Option<f64>)]) -> Result<()>
         2,
         black,
     );
-    img.save(path)
-        .with_context(|| format!("cannot write {}", path.display()))
+    save_png(&img, path)
 }
 
 /// Images side by side, scaled up, with context patches tinted blue and each target
@@ -187,6 +192,5 @@ pub fn masks(
             }
         }
     }
-    img.save(path)
-        .with_context(|| format!("cannot write {}", path.display()))
+    save_png(&img, path)
 }

@@ -49,8 +49,8 @@ impl VitConfig {
 }
 
 fn check_heads(what: &str, dim: usize, heads: usize) -> Result<()> {
-    if heads == 0 || !dim.is_multiple_of(heads) || !dim.is_multiple_of(4) {
-        bail!("{what} width {dim} must be a multiple of 4 (sin-cos table) and of the head count {heads}");
+    if dim == 0 || heads == 0 || !dim.is_multiple_of(heads) || !dim.is_multiple_of(4) {
+        bail!("{what} width {dim} must be a positive multiple of 4 (sin-cos table) and of the head count {heads}");
     }
     Ok(())
 }

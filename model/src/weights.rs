@@ -1,7 +1,8 @@
 //! safetensors save and load of named parameters, names as the official `state_dict()`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use engine::Tensor;
@@ -28,7 +29,9 @@ pub fn write_safetensors(
     write_atomically(path, &bytes)
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename.
+/// Write `bytes` to `path` through a temporary file in the same directory
+/// (`.<name>.tmp<pid>`), synced to disk, then a rename; on any failure the temporary
+/// is removed and `path` keeps what it held before.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -38,15 +41,49 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}{TEMPORARY}{}",
         name.to_string_lossy(),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| {
+    let written = (|| -> Result<()> {
+        let mut file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+    })();
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot move {} to {}", tmp.display(), path.display())
-    })
+    }
+    written
+}
+
+/// What marks a temporary of [`write_atomically`]: `.<name>.tmp<pid>`.
+const TEMPORARY: &str = ".tmp";
+
+/// Remove the temporaries [`write_atomically`] left in `dir` when a process died while
+/// writing; returns what was removed. Call it only while no other process writes
+/// into `dir` (with the run directory's lock held).
+pub fn remove_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", dir.display()))?
+    {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let stale = name.starts_with('.')
+            && name
+                .rsplit_once(TEMPORARY)
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale && path.is_file() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 /// Save named GPU tensors (read back to the host).
@@ -183,9 +220,20 @@ impl SafetensorsFile {
             );
         }
         for (name, t) in params {
-            let (data, _) = self.f32(&format!("{prefix}{name}"))?;
+            let full = format!("{prefix}{name}");
+            let (data, _) = self.f32(&full)?;
+            check_finite(&self.path, &full, &data)?;
             t.write(&data)?;
         }
         Ok(())
     }
+}
+
+/// Refuse values with a NaN or an infinity, naming the file, the tensor and the first
+/// bad element.
+pub fn check_finite(file: &str, name: &str, data: &[f32]) -> Result<()> {
+    if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        bail!("{file}: `{name}` holds a non-finite value ({v} at element {i})");
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod runs;
 
 use std::sync::Arc;
 

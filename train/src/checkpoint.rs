@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use model::weights::{write_safetensors, SafetensorsFile};
+use model::weights::{check_finite, write_safetensors, SafetensorsFile};
 use model::IjepaConfig;
 
 use crate::config::PretrainConfig;
@@ -38,8 +38,19 @@ pub struct CheckpointMeta {
     pub channel_stats: Vec<(f32, f32)>,
 }
 
+/// The state about to be checkpointed holds a NaN or an infinity: nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("`{tensor}` holds {value} at element {index}")]
+pub struct NonFiniteState {
+    pub tensor: String,
+    pub value: f32,
+    pub index: usize,
+}
+
 /// Write `state`'s parameters and moments with `meta`, atomically (a temporary file,
-/// then a rename).
+/// then a rename). A state with any non-finite value is refused ([`NonFiniteState`])
+/// and the file at `path` is left as it was: a checkpoint always holds a state that
+/// can be resumed and probed.
 pub fn save(path: &Path, state: &TrainState, meta: &CheckpointMeta) -> Result<()> {
     let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = state
         .model
@@ -50,6 +61,16 @@ pub fn save(path: &Path, state: &TrainState, meta: &CheckpointMeta) -> Result<()
     for (name, m, v) in state.optimizer.moments() {
         for (prefix, t) in [(EXP_AVG, m), (EXP_AVG_SQ, v)] {
             tensors.push((format!("{prefix}{name}"), t.to_vec(), t.shape().to_vec()));
+        }
+    }
+    for (name, data, _) in &tensors {
+        if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(NonFiniteState {
+                tensor: name.clone(),
+                value,
+                index,
+            }
+            .into());
         }
     }
     let metadata = HashMap::from([
@@ -74,6 +95,7 @@ pub fn save(path: &Path, state: &TrainState, meta: &CheckpointMeta) -> Result<()
 pub struct Checkpoint {
     pub file: SafetensorsFile,
     pub meta: CheckpointMeta,
+    path: String,
 }
 
 impl Checkpoint {
@@ -86,9 +108,12 @@ impl Checkpoint {
                 format!("{name}: not an ijepa checkpoint (no `{key}` in its metadata)")
             })
         };
-        let step = get(STEP)?
-            .parse()
-            .with_context(|| format!("{name}: `{STEP}` is not a step count"))?;
+        let step = get(STEP)?;
+        let step = step.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{name}: `{STEP}` in its metadata is {step:?}, expected a whole number of steps"
+            )
+        })?;
         let pretrain: PretrainConfig = serde_json::from_str(get(PRETRAIN_CONFIG)?)
             .with_context(|| format!("{name}: bad `{PRETRAIN_CONFIG}`"))?;
         let model: IjepaConfig = serde_json::from_str(get(MODEL_CONFIG)?)
@@ -103,6 +128,7 @@ impl Checkpoint {
             );
         }
         Ok(Checkpoint {
+            path: name.to_string(),
             file,
             meta: CheckpointMeta {
                 step,
@@ -119,7 +145,9 @@ impl Checkpoint {
         self.file.load_into("", &state.model.named_params())?;
         for (name, m, v) in state.optimizer.moments() {
             for (prefix, t) in [(EXP_AVG, m), (EXP_AVG_SQ, v)] {
-                let (data, _) = self.file.f32(&format!("{prefix}{name}"))?;
+                let full = format!("{prefix}{name}");
+                let (data, _) = self.file.f32(&full)?;
+                check_finite(&self.path, &full, &data)?;
                 t.write(&data)?;
             }
         }

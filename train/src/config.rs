@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use model::config::vit_preset;
+use model::config::{vit_preset, PRESETS};
 use model::{IjepaConfig, PredictorConfig};
 use serde::{Deserialize, Serialize};
 
@@ -181,43 +181,99 @@ impl PretrainConfig {
         }
     }
 
+    /// Check every key against its accepted range before anything is loaded; the error
+    /// names the key, its value and what is accepted. Folder data is checked against
+    /// the model here too, since its geometry is known without reading an image.
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        for (key, v) in [
             ("batch_size", self.batch_size),
             ("epochs", self.epochs),
             ("checkpoint_every", self.checkpoint_every),
             ("patch_size", self.patch_size),
-        ];
-        for (name, v) in positive {
+            ("pred_embed_dim", self.pred_embed_dim),
+            ("pred_depth", self.pred_depth),
+            ("npred", self.npred),
+            ("nenc", self.nenc),
+        ] {
             if v == 0 {
-                bail!("{name} must be positive");
+                bail!("{key} = 0: must be at least 1");
             }
         }
-        for (name, v) in [
+        for (key, v) in [
             ("lr", self.lr),
             ("start_lr", self.start_lr),
             ("final_lr", self.final_lr),
+            ("weight_decay", self.weight_decay),
+            ("final_weight_decay", self.final_weight_decay),
+            ("grad_clip", self.grad_clip),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                bail!("{name} = {v} is not a valid learning rate");
+                bail!("{key} = {v}: must be a finite number >= 0");
             }
         }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
             bail!(
-                "warmup_fraction = {} must be in [0, 1)",
+                "warmup_fraction = {}: must be in [0, 1)",
                 self.warmup_fraction
             );
         }
-        if !(self.crop_scale.0 > 0.0
-            && self.crop_scale.0 <= self.crop_scale.1
-            && self.crop_scale.1 <= 1.0)
-        {
+        let (start, end) = self.ema;
+        if !(0.0 <= start && start <= end && end <= 1.0) {
+            bail!("ema = [{start}, {end}]: must be [start, end] with 0 <= start <= end <= 1");
+        }
+        let (lo, hi) = self.crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            bail!("crop_scale = [{lo}, {hi}]: must be [min, max] with 0 < min <= max <= 1");
+        }
+        if !PRESETS.iter().any(|p| p.0 == self.model) {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
             bail!(
-                "crop_scale {:?} is not a range within (0, 1]",
-                self.crop_scale
+                "model = {:?}: must be one of {}",
+                self.model,
+                names.join(", ")
             );
         }
+        self.data.validate()?;
+        if self.data.kind == "folder" {
+            self.model_config(self.data.channels, self.data.image_size)?;
+        }
         Ok(())
+    }
+}
+
+impl PretrainConfig {
+    /// The keys whose values differ from `other`'s, each as
+    /// `key: <self's value> in the checkpoint, <other's> now` (nested keys dotted).
+    pub fn differences(&self, other: &PretrainConfig) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(self).expect("a configuration is JSON"),
+            serde_json::to_value(other).expect("a configuration is JSON"),
+        );
+        let mut out = Vec::new();
+        json_differences("", &a, &b, &mut out);
+        out
+    }
+}
+
+fn json_differences(
+    key: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, va) in a {
+                let sub = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                json_differences(&sub, va, b.get(k).unwrap_or(&serde_json::Value::Null), out);
+            }
+        }
+        _ if a != b => out.push(format!("{key}: {a} in the checkpoint, {b} now")),
+        _ => {}
     }
 }
 

@@ -71,6 +71,13 @@ impl Dataset {
     }
 }
 
+/// The kinds of data `data.kind` names.
+pub const DATA_KINDS: [&str; 3] = ["idx", "cifar10", "folder"];
+
+/// The largest side folder images are resized to (the official configs use 224 and
+/// 448).
+pub const MAX_FOLDER_IMAGE_SIZE: usize = 2048;
+
 /// Where the data comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,36 +113,69 @@ impl DataConfig {
     /// them (for benchmarks on synthetic images; IDX data is taken to be 28x28
     /// Fashion-MNIST or MNIST).
     pub fn geometry(&self) -> Result<(usize, usize)> {
+        self.validate()?;
         Ok(match self.kind.as_str() {
             "idx" => (1, 28),
             "cifar10" => (3, 32),
             "folder" => (self.channels, self.image_size),
-            other => bail!("data kind `{other}` is not one of idx, cifar10, folder"),
+            other => unreachable!("data.kind {other:?} passed validate"),
         })
     }
 
+    /// Check the keys that do not need the files: the kind, and a folder's channels
+    /// and image side.
+    pub fn validate(&self) -> Result<()> {
+        if !DATA_KINDS.contains(&self.kind.as_str()) {
+            bail!(
+                "data.kind = {:?}: must be one of {}",
+                self.kind,
+                DATA_KINDS.join(", ")
+            );
+        }
+        if self.kind == "folder" {
+            if self.channels != 1 && self.channels != 3 {
+                bail!("data.channels = {}: must be 1 or 3", self.channels);
+            }
+            if !(1..=MAX_FOLDER_IMAGE_SIZE).contains(&self.image_size) {
+                bail!(
+                    "data.image_size = {}: must be in 1..={MAX_FOLDER_IMAGE_SIZE}",
+                    self.image_size
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn load(&self) -> Result<Splits> {
+        self.validate()?;
         let mut splits = match self.kind.as_str() {
             "idx" => load_idx_dir(&self.dir)?,
             "cifar10" => load_cifar10_dir(&self.dir)?,
             "folder" => {
-                let (train, report) =
-                    load_image_folder(&self.dir.join("train"), self.image_size, self.channels)?;
-                let (test, report2) =
-                    load_image_folder(&self.dir.join("val"), self.image_size, self.channels)?;
-                for (f, e) in report.skipped.iter().chain(&report2.skipped) {
-                    eprintln!("warning: skipped unreadable image {}: {e}", f.display());
-                }
-                let skipped = report.skipped.len() + report2.skipped.len();
-                if skipped > 0 {
-                    eprintln!("warning: {skipped} unreadable image(s) skipped");
+                // Labels are numbered by the training split's class names, so that a
+                // class has the same label in both splits.
+                let classes = folder_classes(&self.dir.join("train"))?;
+                let mut warnings = Vec::new();
+                let mut load = |split: &str| -> Result<Dataset> {
+                    let (data, report) = load_image_folder(
+                        &self.dir.join(split),
+                        &classes,
+                        self.image_size,
+                        self.channels,
+                    )?;
+                    warnings.extend(report.warnings());
+                    Ok(data)
+                };
+                let (train, test) = (load("train")?, load("val")?);
+                for w in warnings {
+                    eprintln!("warning: {w}");
                 }
                 Splits {
                     train: Arc::new(train),
                     test: Arc::new(test),
                 }
             }
-            other => bail!("data kind `{other}` is not one of idx, cifar10, folder"),
+            other => unreachable!("data.kind {other:?} passed validate"),
         };
         if self.train_limit > 0 {
             splits.train = Arc::new(splits.train.take(self.train_limit));
@@ -292,37 +332,115 @@ pub fn load_cifar10_dir(dir: &Path) -> Result<Splits> {
     })
 }
 
-/// What loading an image folder skipped.
+/// What loading an image folder left out.
 #[derive(Debug, Default)]
 pub struct FolderReport {
+    /// Files that did not decode as images, with the decoder's error.
     pub skipped: Vec<(PathBuf, String)>,
+    /// Folders inside a class folder (images are read one level deep).
+    pub nested: Vec<PathBuf>,
+    /// Class folders without a file.
+    pub empty_classes: Vec<PathBuf>,
 }
 
-/// An ImageNet-style folder: `dir/<class>/<image>`; classes in sorted order. Each
-/// image is resized (shorter side to `size`, bilinear) and centre-cropped to
+impl FolderReport {
+    /// One line per thing left out, then a count of the skipped images.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|(f, e)| format!("skipped unreadable image {}: {e}", f.display()))
+            .collect();
+        if !self.skipped.is_empty() {
+            lines.push(format!(
+                "{} unreadable image(s) skipped",
+                self.skipped.len()
+            ));
+        }
+        lines.extend(self.nested.iter().map(|d| {
+            format!(
+                "skipped folder {}: images are read one level below the class folders",
+                d.display()
+            )
+        }));
+        lines.extend(
+            self.empty_classes
+                .iter()
+                .map(|d| format!("class folder {} holds no images", d.display())),
+        );
+        lines
+    }
+}
+
+/// The class names of an image folder `dir/<class>/<image>`: its sub-folders, sorted.
+pub fn folder_classes(dir: &Path) -> Result<Vec<String>> {
+    let classes: Vec<String> = sorted_entries(dir, Path::is_dir)?
+        .iter()
+        .map(|d| {
+            d.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    if classes.is_empty() {
+        bail!("{}: no class sub-folders", dir.display());
+    }
+    Ok(classes)
+}
+
+/// An ImageNet-style folder: `dir/<class>/<image>`, labelled by the position of the
+/// class's name in `classes` (a sub-folder not in `classes` is an error naming it).
+/// Each image is resized (shorter side to `size`, bilinear) and centre-cropped to
 /// size x size, as `channels` (1 = luma, 3 = RGB), decoding on every core. Unreadable
-/// images are skipped and reported, not fatal.
+/// images, nested folders and empty classes are left out and reported, not fatal.
 pub fn load_image_folder(
     dir: &Path,
+    classes: &[String],
     size: usize,
     channels: usize,
 ) -> Result<(Dataset, FolderReport)> {
     if channels != 1 && channels != 3 {
         bail!("image folders load as 1 or 3 channels, not {channels}");
     }
-    let classes = sorted_entries(dir, Path::is_dir)?;
-    if classes.is_empty() {
-        bail!("{}: no class sub-folders", dir.display());
-    }
+    let mut report = FolderReport::default();
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
-    for (label, class_dir) in classes.iter().enumerate() {
-        let in_class = sorted_entries(class_dir, Path::is_file)?;
-        files.extend(in_class.into_iter().map(|f| (f, label as u32)));
+    for class_dir in sorted_entries(dir, Path::is_dir)? {
+        let name = class_dir.file_name().unwrap_or_default().to_string_lossy();
+        let Some(label) = classes.iter().position(|c| *c == name) else {
+            bail!(
+                "{}: class `{name}` is not among the training classes ({})",
+                dir.display(),
+                classes.join(", ")
+            );
+        };
+        let in_class = sorted_entries(&class_dir, |_| true)?;
+        let (nested, images): (Vec<PathBuf>, Vec<PathBuf>) =
+            in_class.into_iter().partition(|p| p.is_dir());
+        report.nested.extend(nested);
+        if images.is_empty() {
+            report.empty_classes.push(class_dir.clone());
+        }
+        files.extend(images.into_iter().map(|f| (f, label as u32)));
+    }
+    if files.is_empty() {
+        bail!("{}: no images in its class folders", dir.display());
     }
 
     // Every image decodes into its own slot; the threads take consecutive runs of files.
     let image_len = size * size * channels;
-    let mut pixels = vec![0u8; files.len() * image_len];
+    let bytes = files.len().saturating_mul(image_len);
+    let mut pixels = Vec::new();
+    pixels.try_reserve_exact(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: {} images of {channels}x{size}x{size} need {:.1} GiB of memory, more than can be allocated; \
+             lower data.image_size",
+            dir.display(),
+            files.len(),
+            bytes as f64 / (1u64 << 30) as f64
+        )
+    })?;
+    pixels.resize(bytes, 0u8);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_thread = files.len().div_ceil(threads).max(1);
     let failures: Vec<Option<String>> = std::thread::scope(|scope| {
@@ -354,7 +472,6 @@ pub fn load_image_folder(
         labels: Vec::new(),
         classes: classes.len(),
     };
-    let mut report = FolderReport::default();
     for (i, ((path, label), failure)) in files.into_iter().zip(failures).enumerate() {
         match failure {
             None => {
@@ -373,11 +490,16 @@ pub fn load_image_folder(
     Ok((data, report))
 }
 
-/// The entries of a folder that `keep` accepts, sorted.
+/// The entries of a folder that `keep` accepts, sorted; hidden entries (a leading
+/// `.`) are not data.
 fn sorted_entries(dir: &Path, keep: fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .filter(|p| keep(p))
         .collect();
     entries.sort();

@@ -10,6 +10,7 @@ pub mod loader;
 pub mod multiblock;
 pub mod pretrain;
 pub mod probe;
+pub mod rundir;
 pub mod schedule;
 pub mod step;
 pub mod synthetic;

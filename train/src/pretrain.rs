@@ -1,8 +1,10 @@
 //! The I-JEPA pretraining loop: data, schedules, [`train_step`], metrics, the k-NN
-//! monitor, atomic checkpoints and exact resume.
+//! monitor, atomic checkpoints of finite states only, exact resume, and a clean stop
+//! on request (an interrupt) with a checkpoint of the step reached.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,12 +13,13 @@ use engine::{Device, Tensor};
 use model::{IJepa, Masks};
 use serde::Serialize;
 
-use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT};
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, NonFiniteState, CHECKPOINT};
 use crate::config::PretrainConfig;
 use crate::data::Splits;
 use crate::eval::{knn_accuracy, pooled_features};
 use crate::loader::{BatchLoader, LoaderConfig};
 use crate::multiblock::MaskCollator;
+use crate::rundir::{truncate_metrics, RunLock};
 use crate::schedule::Schedules;
 use crate::step::{train_step, NonFiniteLoss, StepResult, TrainState};
 
@@ -53,7 +56,22 @@ pub struct Trainer {
     /// Next step to run.
     pub step: usize,
     pub steps_per_epoch: usize,
+    /// The step of the checkpoint in `out_dir` that holds this run's last state (written
+    /// by this run or resumed from); `None` before there is one.
+    pub checkpointed: Option<usize>,
     device: Arc<Device>,
+    stop: Arc<AtomicBool>,
+    _lock: RunLock,
+}
+
+/// How [`Trainer::run`] ended when no error stopped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The requested step was reached.
+    Reached,
+    /// A stop was requested through [`Trainer::stop_handle`]: the step in progress was
+    /// finished and checkpointed.
+    Interrupted,
 }
 
 pub const METRICS: &str = "metrics.jsonl";
@@ -65,15 +83,12 @@ pub fn feature_std(x: &[f32], cols: usize) -> f64 {
 }
 
 impl Trainer {
-    /// Set up a run in `out_dir` (created if needed; refused early if unwritable).
+    /// Set up a run in `out_dir`: the configuration is checked, then the directory is
+    /// created if needed and locked for this run (refused while another run holds it),
+    /// then the data is loaded.
     pub fn new(device: &Arc<Device>, config: PretrainConfig, out_dir: &Path) -> Result<Trainer> {
         config.validate()?;
-        std::fs::create_dir_all(out_dir)
-            .with_context(|| format!("cannot create output directory {}", out_dir.display()))?;
-        let probe = out_dir.join(".write_test");
-        std::fs::write(&probe, b"")
-            .with_context(|| format!("output directory {} is not writable", out_dir.display()))?;
-        std::fs::remove_file(&probe)?;
+        let lock = RunLock::acquire(out_dir)?;
         let splits = config.data.load()?;
         let model_config = config.model_config_for(&splits.train)?;
         let stats = splits.train.channel_stats();
@@ -101,8 +116,32 @@ impl Trainer {
             out_dir: out_dir.to_path_buf(),
             step: 0,
             steps_per_epoch,
+            checkpointed: None,
             device: device.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            _lock: lock,
         })
+    }
+
+    /// Set it to stop [`Trainer::run`] after the step in progress, with a checkpoint.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn checkpoint_path(&self) -> PathBuf {
+        self.out_dir.join(CHECKPOINT)
+    }
+
+    /// Where the last finite state of this run is, for the messages of a run that
+    /// diverged.
+    fn last_good_state(&self) -> String {
+        match self.checkpointed {
+            Some(step) => format!(
+                "The last finite state is the checkpoint of step {step} ({})",
+                self.checkpoint_path().display()
+            ),
+            None => "No checkpoint of this run holds a finite state".into(),
+        }
     }
 
     pub fn total_steps(&self) -> usize {
@@ -114,15 +153,30 @@ impl Trainer {
     /// so the run continues exactly as an uninterrupted one would.
     pub fn resume(&mut self, path: &Path) -> Result<()> {
         let checkpoint = Checkpoint::open(path)?;
-        if checkpoint.meta.pretrain != self.config {
-            bail!("{}: the checkpoint was written with another configuration; resume with the same one", path.display());
+        let differences = checkpoint.meta.pretrain.differences(&self.config);
+        if !differences.is_empty() {
+            bail!(
+                "{}: the checkpoint was written with another configuration; resume with the same one. It differs in {}",
+                path.display(),
+                differences.join("; ")
+            );
+        }
+        if checkpoint.meta.step > self.total_steps() {
+            bail!(
+                "{}: step {} is past the {} steps of this configuration",
+                path.display(),
+                checkpoint.meta.step,
+                self.total_steps()
+            );
         }
         checkpoint.load_into(&mut self.state)?;
         self.step = checkpoint.meta.step;
+        self.checkpointed = Some(self.step);
         Ok(())
     }
 
-    /// Write weights, optimiser moments, step and configuration atomically.
+    /// Write weights, optimiser moments, step and configuration atomically; a state
+    /// with a non-finite value is refused ([`NonFiniteState`]) and nothing is written.
     pub fn save(&self, path: &Path) -> Result<()> {
         let meta = CheckpointMeta {
             step: self.step,
@@ -165,25 +219,49 @@ impl Trainer {
     /// schedules' values for that step, and count it.
     pub fn step_on(&mut self, images: &Tensor, masks: &Masks) -> Result<StepResult> {
         let hyper = self.schedules.at(self.step);
-        let result = train_step(&mut self.state, images, masks, hyper, false)
-            .map_err(|e| match e.downcast_ref::<NonFiniteLoss>() {
+        let result = train_step(&mut self.state, images, masks, hyper, false).map_err(|e| {
+            match e.downcast_ref::<NonFiniteLoss>() {
                 Some(NonFiniteLoss(loss)) => anyhow::anyhow!(
-                    "the loss became {loss} at step {}; stopping. The last good checkpoint ({}) is left as it was; \
-                     try a lower learning rate or gradient clipping",
-                    self.step,
-                    self.out_dir.join(CHECKPOINT).display()
+                    "the loss became {loss} at step {}; stopping without updating. {}; \
+                     try a lower learning rate or gradient clipping (grad_clip)",
+                    self.step + 1,
+                    self.last_good_state()
                 ),
                 None => e,
-            })?;
+            }
+        })?;
         self.step += 1;
         Ok(result)
     }
 
-    /// Run steps until `until` (exclusive), calling `on_step` after each.
-    pub fn run(&mut self, until: usize, mut on_step: impl FnMut(&StepMetrics)) -> Result<()> {
+    /// Write the checkpoint of the step reached, unless the state is not finite: then
+    /// the run stops with an error that says where the last finite state is.
+    fn checkpoint(&mut self) -> Result<()> {
+        match self.save(&self.checkpoint_path()) {
+            Ok(()) => {
+                self.checkpointed = Some(self.step);
+                Ok(())
+            }
+            Err(e) => match e.downcast_ref::<NonFiniteState>() {
+                Some(bad) => bail!(
+                    "the update of step {} made the state non-finite ({bad}); stopping without checkpointing it. {}; \
+                     try a lower learning rate or gradient clipping (grad_clip)",
+                    self.step,
+                    self.last_good_state()
+                ),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Run steps until `until` (a step count: the run stops with `self.step == until`),
+    /// calling `on_step` after each, checkpointing every `checkpoint_every` steps and at
+    /// the end. A stop requested through [`Trainer::stop_handle`] ends the run after
+    /// the step in progress, checkpointed.
+    pub fn run(&mut self, until: usize, mut on_step: impl FnMut(&StepMetrics)) -> Result<RunEnd> {
         let until = until.min(self.total_steps());
         if self.step >= until {
-            return Ok(());
+            return Ok(RunEnd::Reached);
         }
         let loader_config = LoaderConfig {
             batch: self.config.batch_size,
@@ -201,7 +279,9 @@ impl Trainer {
             until,
             4,
         );
+        // Steps past the state this run starts from are taken again: their old lines go.
         let metrics_path = self.out_dir.join(METRICS);
+        truncate_metrics(&metrics_path, self.step)?;
         let mut metrics = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -234,7 +314,12 @@ impl Trainer {
             drop(result);
             // Throughput of the step itself, before the monitor below.
             let images_per_s = b as f64 / started.elapsed().as_secs_f64();
-            let knn_top1 = if epoch_end { self.knn_monitor()? } else { None };
+            let stopping = self.stop.load(Ordering::SeqCst);
+            let knn_top1 = if epoch_end && !stopping {
+                self.knn_monitor()?
+            } else {
+                None
+            };
             let m = StepMetrics {
                 step: self.step,
                 epoch: (self.step - 1) / self.steps_per_epoch,
@@ -251,10 +336,16 @@ impl Trainer {
             };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             on_step(&m);
-            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == until {
-                self.save(&self.out_dir.join(CHECKPOINT))?;
+            if stopping
+                || self.step.is_multiple_of(self.config.checkpoint_every)
+                || self.step == until
+            {
+                self.checkpoint()?;
+            }
+            if stopping {
+                return Ok(RunEnd::Interrupted);
             }
         }
-        Ok(())
+        Ok(RunEnd::Reached)
     }
 }

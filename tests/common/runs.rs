@@ -1,0 +1,80 @@
+//! Small pretraining runs for the training and fault tests: a scratch directory, the
+//! tiny configuration, the loss log, and the `ijepa` binary on that configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use train::config::PretrainConfig;
+use train::data::DataConfig;
+use train::pretrain::METRICS;
+
+/// An empty scratch directory of this test process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ijepa_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A tiny run on the first `images` Fashion-MNIST training images.
+pub fn tiny_config(images: usize, epochs: usize) -> PretrainConfig {
+    PretrainConfig {
+        data: DataConfig {
+            train_limit: images,
+            test_limit: 200,
+            ..DataConfig::default()
+        },
+        model: "vit_femto".into(),
+        pred_embed_dim: 16,
+        pred_depth: 1,
+        batch_size: 16,
+        epochs,
+        checkpoint_every: 10,
+        knn_train: 200,
+        knn_test: 100,
+        ..PretrainConfig::default()
+    }
+}
+
+/// (step, loss) of each line of a run's metrics log.
+pub fn losses(dir: &Path) -> Vec<(usize, f32)> {
+    std::fs::read_to_string(dir.join(METRICS))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap() as usize,
+                v["loss"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect()
+}
+
+/// `ijepa pretrain` on `config` (written next to `out` as JSON over the fmnist
+/// preset), with `extra` arguments; not yet started.
+pub fn pretrain_command(config: &PretrainConfig, out: &Path, extra: &[&str]) -> Command {
+    let file = out.with_extension("json");
+    std::fs::write(&file, serde_json::to_string(config).unwrap()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ijepa"));
+    cmd.args(["pretrain", "--preset", "fmnist", "--config"])
+        .arg(&file)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// Run `ijepa` with `args` to its end: (exit code, stderr).
+pub fn ijepa(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
