@@ -87,6 +87,12 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     let mut trainer = Trainer::new(&device, config, &args.out)?;
     let checkpoint = args.out.join(CHECKPOINT);
     if args.resume {
+        if !checkpoint.exists() {
+            bail!(
+                "--resume: {} holds no {CHECKPOINT} to continue; start the run without --resume",
+                args.out.display()
+            );
+        }
         trainer.resume(&checkpoint)?;
         eprintln!(
             "resumed from {} at step {}",
