@@ -316,10 +316,11 @@ fn wait_for_steps(out: &Path, lines: usize, child: &mut std::process::Child) {
     }
 }
 
-/// Send a signal; false when the process is gone.
+/// Send a signal (with the shell's `kill`, which every Unix has); false when the
+/// process is gone.
 fn signal(child: &std::process::Child, name: &str) -> bool {
-    Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
+    Command::new("sh")
+        .args(["-c", &format!("kill -s {name} {}", child.id())])
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap()

@@ -137,7 +137,7 @@ impl Trainer {
     fn last_good_state(&self) -> String {
         match self.checkpointed {
             Some(step) => format!(
-                "The last finite state is the checkpoint of step {step} ({})",
+                "The last finite state saved is the checkpoint of step {step} ({})",
                 self.checkpoint_path().display()
             ),
             None => "No checkpoint of this run holds a finite state".into(),
@@ -334,7 +334,8 @@ impl Trainer {
                 grad_norm,
                 knn_top1,
             };
-            writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
+            writeln!(metrics, "{}", serde_json::to_string(&m)?)
+                .with_context(|| format!("cannot write {}", metrics_path.display()))?;
             on_step(&m);
             if stopping
                 || self.step.is_multiple_of(self.config.checkpoint_every)
