@@ -9,6 +9,7 @@ use engine::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use train::checkpoint::CHECKPOINT;
 use train::config::PretrainConfig;
+use train::config_file::ConfigFile;
 use train::multiblock::{MaskCollator, MaskConfig};
 use train::pretrain::{RunEnd, Trainer};
 use train::probe::{probe_checkpoint, ProbeResult};
@@ -19,12 +20,14 @@ pub struct PretrainArgs {
     /// short), or auto (fmnist on a GPU, fmnist-cpu on a CPU adapter).
     #[arg(long, default_value = "auto")]
     preset: String,
-    /// A JSON file with any subset of the configuration (applied over the preset).
+    /// A JSON or YAML file with any subset of the configuration (applied over the
+    /// preset), or an official I-JEPA YAML file (configs/in1k_vith14_ep300.yaml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output directory: checkpoint, metrics.jsonl, loss curve.
-    #[arg(long, default_value = "runs/ijepa")]
-    out: PathBuf,
+    /// Output directory: checkpoint, metrics.jsonl, loss curve [default: an official
+    /// file's logging.folder, else runs/ijepa].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Continue from the checkpoint in the output directory.
     #[arg(long)]
     resume: bool,
@@ -54,15 +57,25 @@ pub fn auto_preset(device: &Device) -> &'static str {
     }
 }
 
-fn resolve_config(args: &PretrainArgs, device: &Device) -> Result<PretrainConfig> {
+/// The configuration a run will use, with its data geometry resolved, and its output
+/// directory.
+fn resolve_config(args: &PretrainArgs, device: &Device) -> Result<(PretrainConfig, PathBuf)> {
     let preset = if args.preset == "auto" {
         auto_preset(device)
     } else {
         args.preset.as_str()
     };
     let mut config = PretrainConfig::preset(preset)?;
+    let mut out = PathBuf::from("runs/ijepa");
     if let Some(path) = &args.config {
-        config = config.overridden_by(path)?;
+        let file = ConfigFile::read(path)?;
+        for note in &file.notes {
+            eprintln!("note: {note}");
+        }
+        config = file.apply(&config)?;
+        if let Some(dir) = file.out_dir {
+            out = dir;
+        }
     }
     if let Some(e) = args.epochs {
         config.epochs = e;
@@ -74,23 +87,24 @@ fn resolve_config(args: &PretrainArgs, device: &Device) -> Result<PretrainConfig
         config.seed = s;
     }
     config.validate()?;
-    Ok(config)
+    config.data = config.data.resolved()?;
+    Ok((config, args.out.clone().unwrap_or(out)))
 }
 
 pub fn pretrain(args: PretrainArgs) -> Result<()> {
     let device = Device::shared()?;
-    let config = resolve_config(&args, &device)?;
+    let (config, out) = resolve_config(&args, &device)?;
     if args.print_config {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
     }
-    let mut trainer = Trainer::new(&device, config, &args.out)?;
-    let checkpoint = args.out.join(CHECKPOINT);
+    let mut trainer = Trainer::new(&device, config, &out)?;
+    let checkpoint = out.join(CHECKPOINT);
     if args.resume {
         if !checkpoint.exists() {
             bail!(
                 "--resume: {} holds no {CHECKPOINT} to continue; start the run without --resume",
-                args.out.display()
+                out.display()
             );
         }
         trainer.resume(&checkpoint)?;
@@ -131,7 +145,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     )?);
     bar.set_position(trainer.step as u64);
     let mut curve = Vec::new();
-    let log = std::fs::read_to_string(args.out.join(train::pretrain::METRICS)).unwrap_or_default();
+    let log = std::fs::read_to_string(out.join(train::pretrain::METRICS)).unwrap_or_default();
     for line in log.lines() {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
             if v["step"]
@@ -166,8 +180,13 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             m.loss, m.lr, m.images_per_s
         ));
         if let Some(k) = m.knn_top1 {
+            let replaced = if m.replaced_images > 0 {
+                format!(", {} unreadable image(s) replaced", m.replaced_images)
+            } else {
+                String::new()
+            };
             let line = format!(
-                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, GPU buffers {:.0} MiB",
+                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, GPU buffers {:.0} MiB{replaced}",
                 m.epoch + 1,
                 m.step,
                 m.loss,
@@ -185,7 +204,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     });
     bar.finish();
     // The curve is drawn whatever happened, but the run's own error comes first.
-    let plotted = crate::plot::loss_curve(&args.out.join("loss.png"), &curve);
+    let plotted = crate::plot::loss_curve(&out.join("loss.png"), &curve);
     match result {
         Err(e) => {
             if let Err(p) = plotted {

@@ -70,6 +70,22 @@ enum BenchKind {
         #[arg(long, default_value_t = 4, value_parser = at_least_one)]
         heads: usize,
     },
+    /// The streaming data pipeline on an image folder: images/s and peak memory.
+    Data {
+        /// An image folder (with train/, or class sub-folders directly).
+        #[arg(long)]
+        folder: std::path::PathBuf,
+        #[arg(long, default_value_t = 224, value_parser = at_least_one)]
+        image_size: usize,
+        #[arg(long, default_value_t = 128, value_parser = at_least_one)]
+        batch: usize,
+        /// Batches timed (after one of warm-up).
+        #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+        batches: usize,
+        /// Decoding threads (0: every core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
     /// A full I-JEPA training step (forward, backward, AdamW + EMA) of a preset.
     Step {
         #[arg(long, default_value = "fmnist")]
@@ -99,23 +115,40 @@ fn main() -> Result<()> {
         Command::Pretrain(args) => commands::pretrain(args),
         Command::Probe { checkpoint } => commands::probe(&checkpoint),
         Command::Masks(args) => commands::masks(args),
-        Command::Bench { what } => {
-            let dev = engine::Device::shared()?;
-            match what {
-                BenchKind::Matmul { size, every_kernel } => bench::matmul(&dev, size, every_kernel),
-                BenchKind::Attention {
-                    tokens,
-                    head_dims,
-                    batch,
-                    heads,
-                } => bench::attention(&dev, &tokens, &head_dims, batch, heads),
-                BenchKind::Step {
-                    preset,
-                    config,
-                    steps,
-                } => bench::step(&dev, &preset, config.as_deref(), steps),
+        Command::Bench { what } => match what {
+            BenchKind::Matmul { size, every_kernel } => {
+                bench::matmul(&engine::Device::shared()?, size, every_kernel)
             }
-        }
+            BenchKind::Attention {
+                tokens,
+                head_dims,
+                batch,
+                heads,
+            } => bench::attention(
+                &engine::Device::shared()?,
+                &tokens,
+                &head_dims,
+                batch,
+                heads,
+            ),
+            BenchKind::Step {
+                preset,
+                config,
+                steps,
+            } => bench::step(
+                &engine::Device::shared()?,
+                &preset,
+                config.as_deref(),
+                steps,
+            ),
+            BenchKind::Data {
+                folder,
+                image_size,
+                batch,
+                batches,
+                workers,
+            } => bench::data(&folder, image_size, batch, batches, workers),
+        },
         Command::CheckReference { file } => {
             let report = reference::check_reference(&engine::Device::shared()?, &file)?;
             reference::print(&report);

@@ -168,7 +168,7 @@ pub fn masks(
     ];
     let grid = data.width / patch;
     for b in 0..count {
-        let pixels = data.image(b);
+        let pixels = data.eval_image(b)?;
         let mut tint = vec![None; grid * grid];
         for m in &batch.context {
             for &i in &m[b] {

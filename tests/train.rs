@@ -58,7 +58,7 @@ fn idx_files_load_plain_and_gzipped_and_bad_ones_are_named() {
         ),
         (3, 4, 5, 3)
     );
-    assert_eq!(s.train.image(1), &pixels[20..40]);
+    assert_eq!(*s.train.eval_image(1).unwrap(), pixels[20..40]);
     assert_eq!(s.train.labels, vec![2, 0, 1]);
     // Truncated: the header promises more than the file holds.
     std::fs::write(dir.join("bad"), &idx_bytes(&[3, 4, 5], &pixels)[..50]).unwrap();
@@ -95,7 +95,7 @@ fn cifar_batches_load_and_a_truncated_one_is_refused() {
         (10, 3, 32)
     );
     assert_eq!(s.train.labels[..4], [1, 9, 2, 9]);
-    assert_eq!(s.test.image(0)[..3], [0, 1, 2]);
+    assert_eq!(s.test.eval_image(0).unwrap()[..3], [0, 1, 2]);
     std::fs::write(dir.join("test_batch.bin"), &record(3)[..1000]).unwrap();
     let e = load_cifar10_dir(&dir).err().unwrap().to_string();
     assert!(
@@ -105,12 +105,14 @@ fn cifar_batches_load_and_a_truncated_one_is_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// An image folder is indexed in class then name order; its images are decoded when
+/// asked for, at their own size for training crops and resized and centre-cropped for
+/// evaluation; a file that is not an image is an error naming it when read.
 #[test]
-fn image_folders_load_in_order_and_skip_a_corrupt_image() {
+fn image_folders_index_in_order_and_decode_on_demand() {
     let dir = temp_dir("folder");
     // Three classes of three images, each a flat colour that names it; one file in the
-    // middle of the second class is not an image. Decoding is spread over threads, so
-    // the order checks that the slots come back in file order.
+    // middle of the second class is not an image.
     let shade = |class: usize, i: usize| (20 + 70 * class + 20 * i) as u8;
     for (class, name) in ["cat", "dog", "fox"].iter().enumerate() {
         std::fs::create_dir_all(dir.join(name)).unwrap();
@@ -121,17 +123,22 @@ fn image_folders_load_in_order_and_skip_a_corrupt_image() {
         }
     }
     std::fs::write(dir.join("dog").join("b.png"), b"not a png").unwrap();
+    std::fs::write(dir.join("dog").join("notes.txt"), b"text").unwrap();
     let classes = train::data::folder_classes(&dir).unwrap();
     assert_eq!(classes, ["cat", "dog", "fox"]);
     let (data, report) = load_image_folder(&dir, &classes, 8, 3).unwrap();
     assert_eq!(
         (data.len(), data.classes, data.height, data.channels),
-        (9, 3, 8, 3)
+        (10, 3, 8, 3)
     );
-    assert_eq!(data.labels, vec![0, 0, 0, 1, 1, 1, 2, 2, 2]);
-    for k in 0..9 {
-        let (class, i) = (k / 3, k % 3);
-        let image = data.image(k);
+    assert_eq!(data.labels, vec![0, 0, 0, 1, 1, 1, 1, 2, 2, 2]);
+    assert!(report.warnings()[0].contains("notes.txt"), "{report:?}");
+    let readable: Vec<usize> = (0..10).filter(|&k| k != 4).collect();
+    for (n, &k) in readable.iter().enumerate() {
+        let (class, i) = (n / 3, n % 3);
+        let source = data.source(k).unwrap();
+        assert_eq!((source.height, source.width), (8, 12));
+        let image = data.eval_image(k).unwrap();
         // Planar RGB: the red plane, then green, then blue.
         assert_eq!(
             (image[0], image[64], image[128]),
@@ -139,10 +146,11 @@ fn image_folders_load_in_order_and_skip_a_corrupt_image() {
             "image {k}"
         );
     }
-    assert_eq!(report.skipped.len(), 1);
-    assert!(report.skipped[0].0.ends_with("dog/b.png"));
+    let e = format!("{:#}", data.eval_image(4).unwrap_err());
+    assert!(e.contains("dog/b.png"), "{e}");
+    assert!(format!("{:#}", data.source(4).err().unwrap()).contains("dog/b.png"));
     let (gray, _) = load_image_folder(&dir, &classes, 4, 1).unwrap();
-    assert_eq!((gray.len(), gray.image_len()), (9, 16));
+    assert_eq!((gray.len(), gray.image_len()), (10, 16));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -152,16 +160,15 @@ fn a_batch_is_the_same_on_any_number_of_threads() {
     use train::loader::{epoch_order, make_batch_on_threads, LoaderConfig};
     use train::multiblock::{MaskCollator, MaskConfig};
     let (n, size) = (10, 12);
-    let data = Dataset {
-        channels: 3,
-        height: size,
-        width: size,
-        pixels: (0..n * 3 * size * size)
+    let data = Dataset::in_memory(
+        (3, size, size),
+        (0..n * 3 * size * size)
             .map(|i| (i * 7919 % 251) as u8)
             .collect(),
-        labels: vec![0; n],
-        classes: 1,
-    };
+        vec![0; n],
+        1,
+    )
+    .unwrap();
     let config = LoaderConfig {
         batch: 7,
         image_size: 8,
@@ -169,6 +176,7 @@ fn a_batch_is_the_same_on_any_number_of_threads() {
         crop_ratio: (0.75, 4.0 / 3.0),
         seed: 3,
         stats: vec![(0.5, 0.25); 3],
+        workers: 1,
     };
     let collator = MaskCollator::new(MaskConfig::official(14), 0).unwrap();
     let order = epoch_order(&data, config.seed, 0);

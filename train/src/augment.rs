@@ -3,6 +3,8 @@
 
 use rand::Rng;
 
+use crate::data::Image;
+
 /// A crop: rows top..top+h, columns left..left+w of the source image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Crop {
@@ -54,34 +56,78 @@ pub fn random_resized_crop_params(
     }
 }
 
-/// Bilinear resize of one channel plane's crop to out x out (half-pixel centres, as
-/// torch's `align_corners=False`), writing `(v / 255 - mean) / std` into `dst`.
+/// Bilinear resize of an image's crop to out x out per channel (half-pixel centres, as
+/// torch's `align_corners=False`), writing `(v / 255 - mean) / std` with each channel's
+/// (mean, std) into `dst` as planes [C, out, out]. Separable: each source row an output
+/// row reads is resized along x once, then output rows are blends of two such rows.
 pub fn resize_crop_normalised(
-    src: &[u8],
-    width: usize,
+    src: &Image,
     crop: Crop,
     out: usize,
-    mean: f32,
-    std: f32,
+    stats: &[(f32, f32)],
     dst: &mut [f32],
 ) {
-    let sy = crop.h as f32 / out as f32;
-    let sx = crop.w as f32 / out as f32;
-    let px = |y: usize, x: usize| src[(crop.top + y) * width + crop.left + x] as f32;
-    for oy in 0..out {
-        let fy = ((oy as f32 + 0.5) * sy - 0.5).max(0.0);
-        let y0 = (fy as usize).min(crop.h - 1);
-        let y1 = (y0 + 1).min(crop.h - 1);
-        let wy = fy - y0 as f32;
-        for ox in 0..out {
-            let fx = ((ox as f32 + 0.5) * sx - 0.5).max(0.0);
-            let x0 = (fx as usize).min(crop.w - 1);
-            let x1 = (x0 + 1).min(crop.w - 1);
-            let wx = fx - x0 as f32;
-            let top = px(y0, x0) * (1.0 - wx) + px(y0, x1) * wx;
-            let bottom = px(y1, x0) * (1.0 - wx) + px(y1, x1) * wx;
-            let v = (top * (1.0 - wy) + bottom * wy) / 255.0;
-            dst[oy * out + ox] = (v - mean) / std;
+    // Offsets of a pixel's channel 0 within a row, and of a row, in `src.pixels`.
+    let (pixel_stride, row_stride) = if src.interleaved {
+        (src.channels, src.width * src.channels)
+    } else {
+        (1, src.width)
+    };
+    // (first tap, second tap, weight of the second) of each output column or row.
+    let taps = |size: usize, from: usize| -> Vec<(usize, usize, f32)> {
+        let scale = size as f32 / out as f32;
+        (0..out)
+            .map(|o| {
+                let f = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (f as usize).min(size - 1);
+                let i1 = (i0 + 1).min(size - 1);
+                (from + i0, from + i1, f - i0 as f32)
+            })
+            .collect()
+    };
+    let columns: Vec<(usize, usize, f32)> = taps(crop.w, crop.left)
+        .into_iter()
+        .map(|(x0, x1, w)| (x0 * pixel_stride, x1 * pixel_stride, w))
+        .collect();
+    let rows = taps(crop.h, crop.top);
+    let plane = out * out;
+    // Source rows resized along x, kept for the next output row that reads them.
+    let (mut upper, mut lower) = (vec![0f32; out], vec![0f32; out]);
+    for (c, &(mean, std)) in stats.iter().enumerate().take(src.channels) {
+        let (scale, bias) = (1.0 / (255.0 * std), -mean / std);
+        // Channel c's first value: after c planes, or c values into each pixel.
+        let first = if src.interleaved {
+            c
+        } else {
+            c * src.height * src.width
+        };
+        let resize_row = |y: usize, row: &mut [f32]| {
+            let pixels = &src.pixels[first + y * row_stride..];
+            for (&(x0, x1, wx), v) in columns.iter().zip(row.iter_mut()) {
+                let a = pixels[x0] as f32;
+                *v = a + (pixels[x1] as f32 - a) * wx;
+            }
+        };
+        // The source rows `upper` and `lower` hold.
+        let mut held = [usize::MAX; 2];
+        let dst = &mut dst[c * plane..(c + 1) * plane];
+        for (&(y0, y1, wy), dst) in rows.iter().zip(dst.chunks_exact_mut(out)) {
+            if held[0] != y0 {
+                if held[1] == y0 {
+                    std::mem::swap(&mut upper, &mut lower);
+                    held.swap(0, 1);
+                } else {
+                    resize_row(y0, &mut upper);
+                    held[0] = y0;
+                }
+            }
+            if held[1] != y1 {
+                resize_row(y1, &mut lower);
+                held[1] = y1;
+            }
+            for ((d, &t), &b) in dst.iter_mut().zip(&upper).zip(&lower) {
+                *d = (t + (b - t) * wy) * scale + bias;
+            }
         }
     }
 }

@@ -1,14 +1,15 @@
-//! The configuration of a pretraining run: every key, the named presets, JSON files
-//! applied over a preset key by key, and the checks a configuration must pass before
-//! anything is loaded.
+//! The configuration of a pretraining run: every key, the named presets, files applied
+//! over a preset key by key (config_file.rs), and the checks a configuration must pass
+//! before anything is loaded.
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use model::config::{vit_preset, PRESETS};
 use model::{IjepaConfig, PredictorConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::config_file::ConfigFile;
 use crate::data::{DataConfig, Dataset};
 use crate::multiblock::MaskConfig;
 use crate::schedule::Schedules;
@@ -33,9 +34,20 @@ pub struct PretrainConfig {
     pub weight_decay: f64,
     pub final_weight_decay: f64,
     pub ema: (f64, f64),
+    /// A mask keeps more than this many patches.
     pub min_keep: usize,
+    /// Target blocks per image.
     pub npred: usize,
+    /// Context blocks per image.
     pub nenc: usize,
+    /// Area fraction of a context block.
+    pub enc_mask_scale: (f64, f64),
+    /// Area fraction of a target block.
+    pub pred_mask_scale: (f64, f64),
+    /// Aspect ratio (height / width) of a target block.
+    pub aspect_ratio: (f64, f64),
+    /// Let context blocks overlap the targets.
+    pub allow_overlap: bool,
     pub crop_scale: (f64, f64),
     /// Clip the global gradient norm to this (0: no clipping).
     pub grad_clip: f64,
@@ -68,6 +80,10 @@ impl Default for PretrainConfig {
             min_keep: 4,
             npred: 4,
             nenc: 1,
+            enc_mask_scale: (0.85, 1.0),
+            pred_mask_scale: (0.15, 0.2),
+            aspect_ratio: (0.75, 1.5),
+            allow_overlap: false,
             crop_scale: (0.3, 1.0),
             grad_clip: 0.0,
             seed: 0,
@@ -105,16 +121,10 @@ impl PretrainConfig {
         })
     }
 
-    /// This configuration with the keys of a JSON file applied over it (nested objects
-    /// key by key); unknown keys and bad values are errors that name the file.
+    /// This configuration with the keys of a configuration file applied over it (see
+    /// [`ConfigFile`]); unknown keys and bad values are errors that name the file.
     pub fn overridden_by(&self, path: &Path) -> Result<PretrainConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let over: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("config file {}", path.display()))?;
-        let mut value = serde_json::to_value(self)?;
-        merge_json(&mut value, over);
-        serde_json::from_value(value).with_context(|| format!("config file {}", path.display()))
+        ConfigFile::read(path)?.apply(self)
     }
 
     /// The model for images of `channels` x `size` x `size`.
@@ -159,10 +169,14 @@ impl PretrainConfig {
     /// The multi-block masks of this run on a grid of `grid` x `grid` patches.
     pub fn mask_config(&self, grid: usize) -> MaskConfig {
         MaskConfig {
+            grid,
             nenc: self.nenc,
             npred: self.npred,
+            enc_scale: self.enc_mask_scale,
+            pred_scale: self.pred_mask_scale,
+            pred_aspect: self.aspect_ratio,
             min_keep: self.min_keep,
-            ..MaskConfig::official(grid)
+            allow_overlap: self.allow_overlap,
         }
     }
 
@@ -221,9 +235,18 @@ impl PretrainConfig {
         if !(0.0 <= start && start <= end && end <= 1.0) {
             bail!("ema = [{start}, {end}]: must be [start, end] with 0 <= start <= end <= 1");
         }
-        let (lo, hi) = self.crop_scale;
-        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-            bail!("crop_scale = [{lo}, {hi}]: must be [min, max] with 0 < min <= max <= 1");
+        for (key, (lo, hi)) in [
+            ("crop_scale", self.crop_scale),
+            ("enc_mask_scale", self.enc_mask_scale),
+            ("pred_mask_scale", self.pred_mask_scale),
+        ] {
+            if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+                bail!("{key} = [{lo}, {hi}]: must be [min, max] with 0 < min <= max <= 1");
+            }
+        }
+        let (lo, hi) = self.aspect_ratio;
+        if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+            bail!("aspect_ratio = [{lo}, {hi}]: must be [min, max] with 0 < min <= max");
         }
         if !PRESETS.iter().any(|p| p.0 == self.model) {
             let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
@@ -274,22 +297,5 @@ fn json_differences(
         }
         _ if a != b => out.push(format!("{key}: {a} in the checkpoint, {b} now")),
         _ => {}
-    }
-}
-
-/// `over`'s keys written into `base`, objects merged key by key.
-fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge_json(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
     }
 }

@@ -12,16 +12,26 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::data::Dataset;
+use crate::data::{eval_images, Dataset};
 
-/// Images `indices` of `data`, normalised with `stats`: [n, C, H, W] flattened.
+/// Images `indices` of `data` at the evaluation size, normalised with `stats`:
+/// [n, C, H, W] flattened. An image file that cannot be read is evaluated as the mean
+/// image (zeros after normalisation), with a warning naming it.
 pub fn normalised_pixels(data: &Dataset, stats: &[(f32, f32)], indices: &[usize]) -> Vec<f32> {
     let plane = data.height * data.width;
     let mut out = Vec::with_capacity(indices.len() * data.image_len());
-    for &i in indices {
-        for (c, chunk) in data.image(i).chunks(plane).enumerate() {
-            let (mean, std) = stats[c];
-            out.extend(chunk.iter().map(|&p| (p as f32 / 255.0 - mean) / std));
+    for (image, &i) in eval_images(data, indices, 0).into_iter().zip(indices) {
+        match image {
+            Ok(image) => {
+                for (c, chunk) in image.chunks(plane).enumerate() {
+                    let (mean, std) = stats[c];
+                    out.extend(chunk.iter().map(|&p| (p as f32 / 255.0 - mean) / std));
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: {e:#}; image {i} evaluated as the mean image");
+                out.extend(std::iter::repeat_n(0.0, data.image_len()));
+            }
         }
     }
     out

@@ -4,6 +4,7 @@ pub mod adamw;
 pub mod augment;
 pub mod checkpoint;
 pub mod config;
+pub mod config_file;
 pub mod data;
 pub mod eval;
 pub mod loader;

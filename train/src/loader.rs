@@ -1,18 +1,22 @@
-//! Batches prepared on a background thread, a few ahead of the GPU: shuffled per
-//! epoch, RandomResizedCrop, normalised, with their masks. Everything is a function of
-//! (seed, step), so a resumed run sees exactly the batches it would have seen.
+//! Batches prepared on a background thread, a few ahead of the GPU (memory is bounded
+//! by that queue, not by the data set): shuffled per epoch, decoded and cropped
+//! (RandomResizedCrop) on a pool of worker threads, normalised, with their masks.
+//! Everything is a function of (seed, step) and the files, so a resumed run sees
+//! exactly the batches it would have seen, whatever the worker count.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::augment::{random_resized_crop_params, resize_crop_normalised};
-use crate::data::Dataset;
+use crate::augment::{random_resized_crop_params, resize_crop_normalised, Crop};
+use crate::data::{parallel_map, worker_count, Dataset, Image};
 use crate::multiblock::{MaskBatch, MaskCollator};
 
 /// One training batch.
@@ -21,6 +25,8 @@ pub struct Batch {
     /// [B, C, S, S], normalised.
     pub images: Vec<f32>,
     pub masks: MaskBatch,
+    /// Images that could not be read and were replaced: (file, error).
+    pub replaced: Vec<(PathBuf, String)>,
 }
 
 pub struct LoaderConfig {
@@ -31,6 +37,8 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Per-channel (mean, std) for normalisation.
     pub stats: Vec<(f32, f32)>,
+    /// Threads that decode and crop a batch (0: every core).
+    pub workers: usize,
 }
 
 impl LoaderConfig {
@@ -54,7 +62,7 @@ pub fn epoch_order(data: &Dataset, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Build the batch of `step`, resizing on every core.
+/// Build the batch of `step` on the configured number of workers.
 pub fn make_batch(
     data: &Dataset,
     config: &LoaderConfig,
@@ -62,11 +70,14 @@ pub fn make_batch(
     order: &[usize],
     step: usize,
 ) -> Result<Batch> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    make_batch_on_threads(data, config, collator, order, step, threads)
+    make_batch_on_threads(data, config, collator, order, step, config.workers)
 }
 
-/// `make_batch` on at most `threads` threads (the batch does not depend on it).
+/// `make_batch` on `threads` threads (0: every core); the batch does not depend on the
+/// count. The images are decoded on every thread; an image that cannot be read is
+/// replaced, in batch order, by the images that follow the batch in the epoch's order
+/// (so the batch depends on the files, never on timing); then the crops are drawn in
+/// image order from the step's generator, and the images resized on every thread.
 pub fn make_batch_on_threads(
     data: &Dataset,
     config: &LoaderConfig,
@@ -77,41 +88,48 @@ pub fn make_batch_on_threads(
 ) -> Result<Batch> {
     let per_epoch = config.steps_per_epoch(data);
     let first = (step % per_epoch) * config.batch;
-    let picked = &order[first..first + config.batch];
-    let (c, s) = (data.channels, config.image_size);
-    // The crops are drawn in image order from the step's generator, then the images are
-    // resized on every core: the batch is the same whatever the core count.
+    let mut picked = order[first..first + config.batch].to_vec();
+    let mut sources = parallel_map(&picked, threads, |&i| data.source(i));
+    let mut replaced = Vec::new();
+    let mut next = first + config.batch;
+    for (slot, source) in picked.iter_mut().zip(sources.iter_mut()) {
+        while let Err(e) = source {
+            if replaced.len() >= data.len() {
+                bail!("no readable image left to replace unreadable ones in step {step}");
+            }
+            let path = data.path(*slot).map(Path::to_path_buf).unwrap_or_default();
+            replaced.push((path, format!("{e:#}")));
+            *slot = order[next % order.len()];
+            next += 1;
+            *source = data.source(*slot);
+        }
+    }
+    let sources: Vec<Image> = sources.into_iter().collect::<Result<_>>()?;
     let mut rng = rng_for(config.seed, 2, step as u64);
-    let crops: Vec<_> = picked
-        .iter()
-        .map(|_| {
-            random_resized_crop_params(
+    let jobs: Vec<(Image, Crop)> = sources
+        .into_iter()
+        .map(|image| {
+            let crop = random_resized_crop_params(
                 &mut rng,
-                data.height,
-                data.width,
+                image.height,
+                image.width,
                 config.crop_scale,
                 config.crop_ratio,
-            )
+            );
+            (image, crop)
         })
         .collect();
-    let image_len = c * s * s;
+    let image_len = data.channels * config.image_size * config.image_size;
     let mut images = vec![0f32; config.batch * image_len];
-    let per_thread = config.batch.div_ceil(threads.max(1)).max(1);
-    let plane = data.height * data.width;
+    let per_thread = jobs.len().div_ceil(worker_count(threads)).max(1);
     std::thread::scope(|scope| {
-        for ((picked, crops), out) in picked
+        for (jobs, out) in jobs
             .chunks(per_thread)
-            .zip(crops.chunks(per_thread))
             .zip(images.chunks_mut(per_thread * image_len))
         {
             scope.spawn(move || {
-                for ((&i, &crop), out) in picked.iter().zip(crops).zip(out.chunks_mut(image_len)) {
-                    for ch in 0..c {
-                        let src = &data.image(i)[ch * plane..(ch + 1) * plane];
-                        let (mean, std) = config.stats[ch];
-                        let dst = &mut out[ch * s * s..(ch + 1) * s * s];
-                        resize_crop_normalised(src, data.width, crop, s, mean, std, dst);
-                    }
+                for ((image, crop), out) in jobs.iter().zip(out.chunks_mut(image_len)) {
+                    resize_crop_normalised(image, *crop, config.image_size, &config.stats, out);
                 }
             });
         }
@@ -120,6 +138,7 @@ pub fn make_batch_on_threads(
         step,
         images,
         masks: collator.sample(step as u64, config.batch)?,
+        replaced,
     })
 }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, NonFiniteState, CHECKPOINT};
 use crate::config::PretrainConfig;
-use crate::data::Splits;
+use crate::data::{Dataset, Splits};
 use crate::eval::{knn_accuracy, pooled_features};
 use crate::loader::{BatchLoader, LoaderConfig};
 use crate::multiblock::MaskCollator;
@@ -42,6 +42,13 @@ pub struct StepMetrics {
     pub grad_norm: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knn_top1: Option<f64>,
+    /// Unreadable images replaced by others since the epoch began.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub replaced_images: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A training run in progress.
@@ -88,6 +95,10 @@ impl Trainer {
     /// then the data is loaded.
     pub fn new(device: &Arc<Device>, config: PretrainConfig, out_dir: &Path) -> Result<Trainer> {
         config.validate()?;
+        let config = PretrainConfig {
+            data: config.data.resolved()?,
+            ..config
+        };
         let lock = RunLock::acquire(out_dir)?;
         let splits = config.data.load()?;
         let model_config = config.model_config_for(&splits.train)?;
@@ -197,9 +208,13 @@ impl Trainer {
             return Ok(None);
         }
         let encoder = &self.state.model.target_encoder;
-        let features = |data, n: usize| {
-            let indices: Vec<usize> = (0..n).collect();
-            pooled_features(encoder, data, &self.stats, &indices, 256)
+        let features = |data: &Dataset, n: usize| -> Result<(Vec<f32>, Vec<u32>)> {
+            let indices = data.subset(n);
+            let labels = indices.iter().map(|&i| data.labels[i]).collect();
+            Ok((
+                pooled_features(encoder, data, &self.stats, &indices, 256)?,
+                labels,
+            ))
         };
         let (train, test) = (
             features(&self.splits.train, n_train)?,
@@ -207,8 +222,8 @@ impl Trainer {
         );
         Ok(Some(knn_accuracy(
             &self.device,
-            (&train, &self.splits.train.labels[..n_train]),
-            (&test, &self.splits.test.labels[..n_test]),
+            (&train.0, &train.1),
+            (&test.0, &test.1),
             self.state.model.config.encoder.embed_dim,
             self.splits.train.classes,
             20,
@@ -270,6 +285,7 @@ impl Trainer {
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
             seed: self.config.seed,
             stats: self.stats.clone(),
+            workers: self.config.data.workers,
         };
         let loader = BatchLoader::spawn(
             self.splits.train.clone(),
@@ -293,9 +309,20 @@ impl Trainer {
             self.splits.train.height,
         );
         let num_patches = self.state.model.config.encoder.num_patches();
+        let mut warned = std::collections::HashSet::new();
+        let mut replaced_in_epoch = 0;
         while self.step < until {
             let started = Instant::now();
+            if self.step.is_multiple_of(self.steps_per_epoch) {
+                replaced_in_epoch = 0;
+            }
             let batch = loader.next()?;
+            replaced_in_epoch += batch.replaced.len();
+            for (path, e) in &batch.replaced {
+                if warned.insert(path.clone()) {
+                    eprintln!("warning: {e}; replaced by another image of the epoch");
+                }
+            }
             let images = Tensor::from_slice(&self.device, &[b, c, s, s], &batch.images)?;
             let masks = Masks::new(
                 &self.device,
@@ -333,6 +360,7 @@ impl Trainer {
                 target_std,
                 grad_norm,
                 knn_top1,
+                replaced_images: replaced_in_epoch,
             };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)
                 .with_context(|| format!("cannot write {}", metrics_path.display()))?;
