@@ -15,8 +15,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::augment::{random_resized_crop_params, resize_crop_normalised, Crop};
-use crate::data::{parallel_map, worker_count, Dataset, Image};
+use crate::augment::{random_resized_crop_params, resize_crop_normalised};
+use crate::data::{worker_count, Dataset};
 use crate::multiblock::{MaskBatch, MaskCollator};
 
 /// One training batch.
@@ -73,11 +73,16 @@ pub fn make_batch(
     make_batch_on_threads(data, config, collator, order, step, config.workers)
 }
 
-/// `make_batch` on `threads` threads (0: every core); the batch does not depend on the
-/// count. The images are decoded on every thread; an image that cannot be read is
-/// replaced, in batch order, by the images that follow the batch in the epoch's order
-/// (so the batch depends on the files, never on timing); then the crops are drawn in
-/// image order from the step's generator, and the images resized on every thread.
+/// Tries at one slot of a batch before the batch fails: the image, then as many
+/// replacements.
+const ATTEMPTS: usize = 64;
+
+/// `make_batch` on `threads` threads (0: every core), each taking a consecutive run of
+/// the batch's slots; the batch does not depend on the count. Each slot is decoded,
+/// cropped (RandomResizedCrop drawn from the slot's own generator, a function of the
+/// seed, the step and the slot) and resized in one pass. An image that cannot be read
+/// is replaced by the image at the same slot of the next batch of the epoch's order,
+/// then of the one after, so that the batch depends on the files, never on timing.
 pub fn make_batch_on_threads(
     data: &Dataset,
     config: &LoaderConfig,
@@ -88,57 +93,63 @@ pub fn make_batch_on_threads(
 ) -> Result<Batch> {
     let per_epoch = config.steps_per_epoch(data);
     let first = (step % per_epoch) * config.batch;
-    let mut picked = order[first..first + config.batch].to_vec();
-    let mut sources = parallel_map(&picked, threads, |&i| data.source(i));
-    let mut replaced = Vec::new();
-    let mut next = first + config.batch;
-    for (slot, source) in picked.iter_mut().zip(sources.iter_mut()) {
-        while let Err(e) = source {
-            if replaced.len() >= data.len() {
-                bail!("no readable image left to replace unreadable ones in step {step}");
-            }
-            let path = data.path(*slot).map(Path::to_path_buf).unwrap_or_default();
-            replaced.push((path, format!("{e:#}")));
-            *slot = order[next % order.len()];
-            next += 1;
-            *source = data.source(*slot);
-        }
-    }
-    let sources: Vec<Image> = sources.into_iter().collect::<Result<_>>()?;
-    let mut rng = rng_for(config.seed, 2, step as u64);
-    let jobs: Vec<(Image, Crop)> = sources
-        .into_iter()
-        .map(|image| {
-            let crop = random_resized_crop_params(
-                &mut rng,
-                image.height,
-                image.width,
-                config.crop_scale,
-                config.crop_ratio,
-            );
-            (image, crop)
-        })
-        .collect();
     let image_len = data.channels * config.image_size * config.image_size;
     let mut images = vec![0f32; config.batch * image_len];
-    let per_thread = jobs.len().div_ceil(worker_count(threads)).max(1);
-    std::thread::scope(|scope| {
-        for (jobs, out) in jobs
+    let fill = |slot: usize, out: &mut [f32]| -> Result<Vec<(PathBuf, String)>> {
+        let mut replaced = Vec::new();
+        for attempt in 0..ATTEMPTS {
+            let i = order[(first + slot + attempt * config.batch) % order.len()];
+            match data.source(i) {
+                Ok(image) => {
+                    let mut rng = rng_for(config.seed, 2, (step * config.batch + slot) as u64);
+                    let crop = random_resized_crop_params(
+                        &mut rng,
+                        image.height,
+                        image.width,
+                        config.crop_scale,
+                        config.crop_ratio,
+                    );
+                    resize_crop_normalised(&image, crop, config.image_size, &config.stats, out);
+                    return Ok(replaced);
+                }
+                Err(e) => {
+                    let path = data.path(i).map(Path::to_path_buf).unwrap_or_default();
+                    replaced.push((path, format!("{e:#}")));
+                }
+            }
+        }
+        bail!(
+            "step {step}: {ATTEMPTS} unreadable images in a row at slot {slot}, the last: {}",
+            replaced.last().map_or(String::new(), |r| r.1.clone())
+        )
+    };
+    let per_thread = config.batch.div_ceil(worker_count(threads)).max(1);
+    let slots: Vec<usize> = (0..config.batch).collect();
+    let replaced = std::thread::scope(|scope| {
+        let workers: Vec<_> = slots
             .chunks(per_thread)
             .zip(images.chunks_mut(per_thread * image_len))
-        {
-            scope.spawn(move || {
-                for ((image, crop), out) in jobs.iter().zip(out.chunks_mut(image_len)) {
-                    resize_crop_normalised(image, *crop, config.image_size, &config.stats, out);
-                }
-            });
-        }
-    });
+            .map(|(slots, out)| {
+                let fill = &fill;
+                scope.spawn(move || -> Result<Vec<(PathBuf, String)>> {
+                    let mut replaced = Vec::new();
+                    for (&slot, out) in slots.iter().zip(out.chunks_mut(image_len)) {
+                        replaced.extend(fill(slot, out)?);
+                    }
+                    Ok(replaced)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a data worker thread panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
     Ok(Batch {
         step,
         images,
         masks: collator.sample(step as u64, config.batch)?,
-        replaced,
+        replaced: replaced.concat(),
     })
 }
 
