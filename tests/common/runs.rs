@@ -78,3 +78,18 @@ pub fn ijepa(args: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Run `ijepa` with `args`, which must succeed: its stdout.
+pub fn ijepa_stdout(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ijepa {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
