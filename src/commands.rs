@@ -12,7 +12,7 @@ use train::config::PretrainConfig;
 use train::config_file::ConfigFile;
 use train::multiblock::{MaskCollator, MaskConfig};
 use train::pretrain::{RunEnd, Trainer};
-use train::probe::{probe_checkpoint, ProbeResult};
+use train::probe::{embed_checkpoint, features_metadata, probe_checkpoint, Encoder, ProbeResult};
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -29,8 +29,12 @@ pub struct PretrainArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue from the checkpoint in the output directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     resume: bool,
+    /// Start from the weights of this checkpoint (encoder, predictor and target
+    /// encoder of the same architecture), with a fresh optimizer at step 0.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Override the number of epochs.
     #[arg(long, value_parser = crate::at_least_one)]
     epochs: Option<usize>,
@@ -118,6 +122,10 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             "{} already exists: pass --resume to continue it, or choose another --out",
             checkpoint.display()
         );
+    }
+    if let Some(init) = &args.init {
+        trainer.init_from(init)?;
+        eprintln!("starting from the weights of {}", init.display());
     }
     let until = args
         .max_steps
@@ -257,16 +265,60 @@ pub fn print_table(results: &[ProbeResult]) {
     }
 }
 
-pub fn probe(checkpoint: &Path) -> Result<()> {
+pub fn probe(checkpoint: &Path, save_features: Option<&Path>) -> Result<()> {
     let device = Device::shared()?;
     eprintln!("[{}] probing {}", device.info().name, checkpoint.display());
-    let results = probe_checkpoint(&device, checkpoint, |r| {
+    let results = probe_checkpoint(&device, checkpoint, save_features, |r| {
         eprintln!(
             "{}: all labels {:.2}%, 1% labels {:.2}%, k-NN {:.2}%",
             r.features, r.all_labels, r.one_percent, r.knn
         );
     })?;
     print_table(&results);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// A checkpoint of `ijepa pretrain`.
+    checkpoint: PathBuf,
+    /// The features file to write (safetensors: train.features [n, D] f32,
+    /// train.labels [n] i64, and the same for test).
+    #[arg(long)]
+    out: PathBuf,
+    /// The encoder to read: target (the EMA encoder the paper evaluates) or context.
+    #[arg(long, default_value = "target", value_parser = ["target", "context"])]
+    encoder: String,
+    /// Use only N training images (0: the checkpoint's data configuration).
+    #[arg(long, default_value_t = 0)]
+    train_limit: usize,
+    /// Use only N test images (0: the checkpoint's data configuration).
+    #[arg(long, default_value_t = 0)]
+    test_limit: usize,
+}
+
+pub fn embed(args: EmbedArgs) -> Result<()> {
+    let device = Device::shared()?;
+    let encoder = if args.encoder == "context" {
+        Encoder::Context
+    } else {
+        Encoder::Target
+    };
+    let features = embed_checkpoint(
+        &device,
+        &args.checkpoint,
+        encoder,
+        (args.train_limit, args.test_limit),
+    )?;
+    features.save(&args.out, features_metadata(&args.checkpoint, encoder))?;
+    println!(
+        "wrote {}: {} train and {} test features of {} ({} encoder)",
+        args.out.display(),
+        features.train.1.len(),
+        features.test.1.len(),
+        features.dim,
+        args.encoder
+    );
     Ok(())
 }
 

@@ -165,7 +165,7 @@ fn a_checkpoint_with_a_non_finite_value_is_refused_by_resume_and_probe() {
         assert!(e.contains(tensor) && e.contains("inf"), "{e}");
         drop(t);
         if tensor.starts_with("target_encoder") {
-            let e = train::probe::probe_checkpoint(&device(), &broken, |_| {})
+            let e = train::probe::probe_checkpoint(&device(), &broken, None, |_| {})
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -705,4 +705,20 @@ fn bad_configuration_is_refused_with_a_clear_error() {
         .to_string();
     assert!(e.contains("c.json/out"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// On a headless machine without `XDG_RUNTIME_DIR`, `ijepa` prints only its own lines:
+/// nothing from the Vulkan driver.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_headless_run_prints_only_its_own_lines() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ijepa"))
+        .args(["pretrain", "--preset", "fmnist", "--print-config"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "stderr: {stderr}");
 }

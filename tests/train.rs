@@ -478,12 +478,109 @@ fn end_to_end_run_lowers_the_loss_keeps_features_alive_and_probes() {
     );
     assert_eq!(knn.len(), 4, "one k-NN per epoch");
     assert!(dir.join("checkpoint.safetensors").exists());
-    let results = train::probe::probe_checkpoint(&device(), &dir.join(CHECKPOINT), |_| {}).unwrap();
+    let results =
+        train::probe::probe_checkpoint(&device(), &dir.join(CHECKPOINT), None, |_| {}).unwrap();
     assert_eq!(results.len(), 3);
     // Raw pixels of Fashion-MNIST are linearly separable far above chance (10%).
     assert!(results[0].all_labels > 50.0, "{results:?}");
     for r in &results {
         assert!(r.all_labels > 20.0 && r.knn > 20.0, "{r:?}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `init_from` (`pretrain --init`) starts from exactly the file's weights, with the
+/// optimizer fresh and the step at 0; a file of another architecture is refused, naming
+/// what does not fit.
+#[test]
+fn init_starts_from_the_given_weights_with_a_fresh_optimizer() {
+    let (a, b, c) = (temp_dir("init_a"), temp_dir("init_b"), temp_dir("init_c"));
+    let mut first = Trainer::new(&device(), tiny_config(320, 1), &a).unwrap();
+    first.run(10, |_| {}).unwrap();
+    let want: Vec<Vec<f32>> = first
+        .state
+        .model
+        .named_params()
+        .iter()
+        .map(|(_, t)| t.to_vec())
+        .collect();
+    drop(first);
+    // Another seed: another initialisation, which the file's weights replace.
+    let mut config = tiny_config(320, 1);
+    config.seed = 9;
+    let mut t = Trainer::new(&device(), config, &b).unwrap();
+    t.init_from(&a.join(CHECKPOINT)).unwrap();
+    for ((name, p), w) in t.state.model.named_params().iter().zip(&want) {
+        assert!(p.to_vec() == *w, "{name} is not the file's");
+    }
+    assert_eq!((t.step, t.state.optimizer.step), (0, 0));
+    for (name, m, v) in t.state.optimizer.moments() {
+        assert!(
+            m.to_vec().iter().chain(&v.to_vec()).all(|&x| x == 0.0),
+            "{name}: moments not fresh"
+        );
+    }
+    let mut other = tiny_config(320, 1);
+    other.pred_embed_dim = 32;
+    let mut t = Trainer::new(&device(), other, &c).unwrap();
+    let e = t.init_from(&a.join(CHECKPOINT)).unwrap_err().to_string();
+    assert!(e.contains("does not fit") && e.contains("predictor"), "{e}");
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// `ijepa embed` writes the features the probe evaluates: the same as `probe
+/// --save-features`, bit for bit, with the data set's labels; the context encoder's
+/// are others of the same shape.
+#[test]
+fn embed_writes_the_features_the_probe_uses() {
+    use common::runs::ijepa_stdout;
+    let dir = temp_dir("embed");
+    let mut t = Trainer::new(&device(), tiny_config(320, 1), &dir).unwrap();
+    t.run(10, |_| {}).unwrap();
+    let labels = (t.splits.train.labels.clone(), t.splits.test.labels.clone());
+    drop(t);
+    let checkpoint = dir.join(CHECKPOINT);
+    let checkpoint = checkpoint.to_str().unwrap();
+    let files = ["embed", "probe", "context"].map(|n| dir.join(format!("{n}.safetensors")));
+    let path = |i: usize| files[i].to_str().unwrap().to_string();
+    ijepa_stdout(&["embed", checkpoint, "--out", &path(0)]);
+    ijepa_stdout(&["probe", checkpoint, "--save-features", &path(1)]);
+    ijepa_stdout(&[
+        "embed",
+        checkpoint,
+        "--out",
+        &path(2),
+        "--encoder",
+        "context",
+    ]);
+    let read = |i: usize| {
+        let bytes = std::fs::read(&files[i]).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut out = Vec::new();
+        for split in ["train", "test"] {
+            let f = st.tensor(&format!("{split}.features")).unwrap();
+            let l = st.tensor(&format!("{split}.labels")).unwrap();
+            assert_eq!(l.dtype(), safetensors::Dtype::I64);
+            let labels: Vec<u32> = l
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+                .collect();
+            out.push((f.shape().to_vec(), f.data().to_vec(), labels));
+        }
+        out
+    };
+    let (embed, probe, context) = (read(0), read(1), read(2));
+    assert_eq!(embed[0].0, vec![320, 32]);
+    assert_eq!(embed[1].0, vec![200, 32]);
+    assert_eq!((&embed[0].2, &embed[1].2), (&labels.0, &labels.1));
+    assert!(embed == probe, "embed and probe --save-features differ");
+    assert_eq!(context[0].0, embed[0].0);
+    assert!(
+        context[0].1 != embed[0].1,
+        "the context encoder gave the target's features"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,11 +17,34 @@ pub fn write_safetensors(
     tensors: &[(String, Vec<f32>, Vec<usize>)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
+    let values: Vec<(String, Values, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, data, shape)| (name.clone(), Values::F32(data), shape.clone()))
+        .collect();
+    write_tensors(path, &values, metadata)
+}
+
+/// A tensor's values for [`write_tensors`].
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+}
+
+/// [`write_safetensors`] for tensors of f32 or i64 values.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Values, Vec<usize>)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(name, data, shape)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .context("tensor view")?;
+        .map(|(name, values, shape)| {
+            let (dtype, bytes) = match values {
+                Values::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
+                Values::I64(v) => (Dtype::I64, bytemuck::cast_slice(v)),
+            };
+            let view = TensorView::new(dtype, shape.clone(), bytes)
+                .with_context(|| format!("tensor `{name}`"))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;

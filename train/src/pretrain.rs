@@ -186,6 +186,13 @@ impl Trainer {
         Ok(())
     }
 
+    /// Start from the weights of a checkpoint (every encoder, predictor and target
+    /// encoder tensor, by its official name and shape), with the optimiser and the step
+    /// as they are: fresh. The file's architecture must be this run's.
+    pub fn init_from(&mut self, path: &Path) -> Result<()> {
+        model::weights::SafetensorsFile::open(path)?.load_into("", &self.state.model.named_params())
+    }
+
     /// Write weights, optimiser moments, step and configuration atomically; a state
     /// with a non-finite value is refused ([`NonFiniteState`]) and nothing is written.
     pub fn save(&self, path: &Path) -> Result<()> {
