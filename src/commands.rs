@@ -1,7 +1,7 @@
 //! `ijepa pretrain`, `ijepa probe` and `ijepa masks`.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -12,7 +12,7 @@ use train::config::PretrainConfig;
 use train::config_file::ConfigFile;
 use train::multiblock::{MaskCollator, MaskConfig};
 use train::pretrain::{RunEnd, Trainer};
-use train::probe::{embed_checkpoint, features_metadata, probe_checkpoint, Encoder, ProbeResult};
+use train::probe::{embed_checkpoint, probe_checkpoint, Encoder, FeatureOptions, ProbeResult};
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -265,15 +265,66 @@ pub fn print_table(results: &[ProbeResult]) {
     }
 }
 
-pub fn probe(checkpoint: &Path, save_features: Option<&Path>) -> Result<()> {
+/// Which features of a checkpoint, for `probe` and `embed`.
+#[derive(Args)]
+pub struct FeatureArgs {
+    /// The encoder: target (the EMA encoder the paper evaluates) or context.
+    #[arg(long, default_value = "target", value_parser = ["target", "context"])]
+    encoder: String,
+    /// The means of the last N blocks side by side (1: the last layer, the primary
+    /// protocol; the paper also reports 4).
+    #[arg(long, default_value_t = 1, value_parser = crate::at_least_one)]
+    layers: usize,
+    /// Use only N training images (0: as the checkpoint's data configuration).
+    #[arg(long, default_value_t = 0)]
+    train_limit: usize,
+    /// Use only N test images (0: as the checkpoint's data configuration).
+    #[arg(long, default_value_t = 0)]
+    test_limit: usize,
+}
+
+impl FeatureArgs {
+    fn options(&self) -> FeatureOptions {
+        FeatureOptions {
+            encoder: if self.encoder == "context" {
+                Encoder::Context
+            } else {
+                Encoder::Target
+            },
+            layers: self.layers,
+            limits: (self.train_limit, self.test_limit),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// A checkpoint of `ijepa pretrain`.
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    features: FeatureArgs,
+    /// Also write the probed features (as `ijepa embed` does) to this file.
+    #[arg(long)]
+    save_features: Option<PathBuf>,
+}
+
+pub fn probe(args: ProbeArgs) -> Result<()> {
     let device = Device::shared()?;
+    let checkpoint = &args.checkpoint;
     eprintln!("[{}] probing {}", device.info().name, checkpoint.display());
-    let results = probe_checkpoint(&device, checkpoint, save_features, |r| {
-        eprintln!(
-            "{}: all labels {:.2}%, 1% labels {:.2}%, k-NN {:.2}%",
-            r.features, r.all_labels, r.one_percent, r.knn
-        );
-    })?;
+    let options = args.features.options();
+    let results = probe_checkpoint(
+        &device,
+        checkpoint,
+        &options,
+        args.save_features.as_deref(),
+        |r| {
+            eprintln!(
+                "{}: all labels {:.2}%, 1% labels {:.2}%, k-NN {:.2}%",
+                r.features, r.all_labels, r.one_percent, r.knn
+            );
+        },
+    )?;
     print_table(&results);
     Ok(())
 }
@@ -286,38 +337,22 @@ pub struct EmbedArgs {
     /// train.labels [n] i64, and the same for test).
     #[arg(long)]
     out: PathBuf,
-    /// The encoder to read: target (the EMA encoder the paper evaluates) or context.
-    #[arg(long, default_value = "target", value_parser = ["target", "context"])]
-    encoder: String,
-    /// Use only N training images (0: the checkpoint's data configuration).
-    #[arg(long, default_value_t = 0)]
-    train_limit: usize,
-    /// Use only N test images (0: the checkpoint's data configuration).
-    #[arg(long, default_value_t = 0)]
-    test_limit: usize,
+    #[command(flatten)]
+    features: FeatureArgs,
 }
 
 pub fn embed(args: EmbedArgs) -> Result<()> {
     let device = Device::shared()?;
-    let encoder = if args.encoder == "context" {
-        Encoder::Context
-    } else {
-        Encoder::Target
-    };
-    let features = embed_checkpoint(
-        &device,
-        &args.checkpoint,
-        encoder,
-        (args.train_limit, args.test_limit),
-    )?;
-    features.save(&args.out, features_metadata(&args.checkpoint, encoder))?;
+    let options = args.features.options();
+    let features = embed_checkpoint(&device, &args.checkpoint, &options)?;
+    features.save(&args.out, options.metadata(&args.checkpoint))?;
     println!(
-        "wrote {}: {} train and {} test features of {} ({} encoder)",
+        "wrote {}: {} train and {} test features of {} ({})",
         args.out.display(),
         features.train.1.len(),
         features.test.1.len(),
         features.dim,
-        args.encoder
+        options.describe()
     );
     Ok(())
 }

@@ -29,12 +29,7 @@ enum Command {
     Pretrain(commands::PretrainArgs),
     /// Evaluate a checkpoint: linear probe (all labels, 1%) and k-NN of the frozen
     /// target encoder, against raw pixels and a random-init encoder.
-    Probe {
-        checkpoint: PathBuf,
-        /// Also write the target encoder's features (as `ijepa embed` does) here.
-        #[arg(long)]
-        save_features: Option<PathBuf>,
-    },
+    Probe(commands::ProbeArgs),
     /// Write a checkpoint's frozen, average-pooled features and labels of its data set
     /// (train and test splits) to a safetensors file.
     Embed(commands::EmbedArgs),
@@ -145,10 +140,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Info => info(),
         Command::Pretrain(args) => commands::pretrain(args),
-        Command::Probe {
-            checkpoint,
-            save_features,
-        } => commands::probe(&checkpoint, save_features.as_deref()),
+        Command::Probe(args) => commands::probe(args),
         Command::Embed(args) => commands::embed(args),
         Command::Masks(args) => commands::masks(args),
         Command::Bench { what } => match what {

@@ -165,9 +165,15 @@ fn a_checkpoint_with_a_non_finite_value_is_refused_by_resume_and_probe() {
         assert!(e.contains(tensor) && e.contains("inf"), "{e}");
         drop(t);
         if tensor.starts_with("target_encoder") {
-            let e = train::probe::probe_checkpoint(&device(), &broken, None, |_| {})
-                .unwrap_err()
-                .to_string();
+            let e = train::probe::probe_checkpoint(
+                &device(),
+                &broken,
+                &Default::default(),
+                None,
+                |_| {},
+            )
+            .unwrap_err()
+            .to_string();
             assert!(
                 e.contains(tensor) && e.contains("broken.safetensors"),
                 "{e}"

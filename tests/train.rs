@@ -478,8 +478,14 @@ fn end_to_end_run_lowers_the_loss_keeps_features_alive_and_probes() {
     );
     assert_eq!(knn.len(), 4, "one k-NN per epoch");
     assert!(dir.join("checkpoint.safetensors").exists());
-    let results =
-        train::probe::probe_checkpoint(&device(), &dir.join(CHECKPOINT), None, |_| {}).unwrap();
+    let results = train::probe::probe_checkpoint(
+        &device(),
+        &dir.join(CHECKPOINT),
+        &Default::default(),
+        None,
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(results.len(), 3);
     // Raw pixels of Fashion-MNIST are linearly separable far above chance (10%).
     assert!(results[0].all_labels > 50.0, "{results:?}");
@@ -581,6 +587,52 @@ fn embed_writes_the_features_the_probe_uses() {
     assert!(
         context[0].1 != embed[0].1,
         "the context encoder gave the target's features"
+    );
+
+    // Both blocks' means side by side, on the first 100 and 50 images: the last block's
+    // half of each row is the last-layer feature (up to the summation order of batches
+    // of another size).
+    ijepa_stdout(&[
+        "embed",
+        checkpoint,
+        "--out",
+        &path(2),
+        "--layers",
+        "2",
+        "--train-limit",
+        "100",
+        "--test-limit",
+        "50",
+    ]);
+    let two = read(2);
+    assert_eq!(
+        (two[0].0.clone(), two[1].0.clone()),
+        (vec![100, 64], vec![50, 64])
+    );
+    let floats = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    for (split, rows) in [(0, 100), (1, 50)] {
+        let (two, one) = (floats(&two[split].1), floats(&embed[split].1));
+        let last: Vec<f32> = (0..rows)
+            .flat_map(|r| two[r * 64 + 32..(r + 1) * 64].to_vec())
+            .collect();
+        common::assert_close(
+            &format!("split {split}: the second block's half"),
+            &last,
+            &one[..rows * 32],
+            1e-5,
+            1e-4,
+        );
+    }
+    let (code, stderr) =
+        common::runs::ijepa(&["embed", checkpoint, "--out", &path(2), "--layers", "3"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("2 blocks") && stderr.contains("last 3"),
+        "{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

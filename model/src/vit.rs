@@ -52,9 +52,8 @@ impl VisionTransformer {
         })
     }
 
-    /// images [B, C, H, W] -> [B, N, D], or with `masks` [G, K] (G a multiple of B)
-    /// -> [G, K, D] over the kept patches only.
-    pub fn forward(&self, images: &Tensor, masks: Option<&Indices>) -> Result<Tensor> {
+    /// images [B, C, H, W] -> patch embeddings plus positions [B, N, D].
+    fn embed(&self, images: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let s = images.shape();
         if s.len() != 4 || s[1] != c.in_chans || s[2] != c.img_size || s[3] != c.img_size {
@@ -66,7 +65,13 @@ impl VisionTransformer {
             );
         }
         let pos = ops::reshape(&self.pos_embed, &[c.num_patches(), c.embed_dim])?;
-        let mut x = ops::add(&self.patch_embed.forward(images)?, &pos)?;
+        Ok(ops::add(&self.patch_embed.forward(images)?, &pos)?)
+    }
+
+    /// images [B, C, H, W] -> [B, N, D], or with `masks` [G, K] (G a multiple of B)
+    /// -> [G, K, D] over the kept patches only.
+    pub fn forward(&self, images: &Tensor, masks: Option<&Indices>) -> Result<Tensor> {
+        let mut x = self.embed(images)?;
         if let Some(m) = masks {
             x = ops::gather_rows(&x, m)?;
         }
@@ -74,6 +79,24 @@ impl VisionTransformer {
             x = block.forward(&x)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// images [B, C, H, W] -> the outputs of the last `layers` blocks, each through the
+    /// final LayerNorm, first to last: `layers` x [B, N, D] (the last is `forward`'s).
+    pub fn forward_last(&self, images: &Tensor, layers: usize) -> Result<Vec<Tensor>> {
+        let depth = self.blocks.len();
+        if layers == 0 || layers > depth {
+            bail!("the encoder has {depth} blocks: cannot take the last {layers}");
+        }
+        let mut x = self.embed(images)?;
+        let mut out = Vec::with_capacity(layers);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x)?;
+            if i + layers >= depth {
+                out.push(self.norm.forward(&x)?);
+            }
+        }
+        Ok(out)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {

@@ -37,18 +37,21 @@ pub fn normalised_pixels(data: &Dataset, stats: &[(f32, f32)], indices: &[usize]
     out
 }
 
-/// The encoder's last-layer features averaged over patches: [n, D] row-major.
+/// The encoder's features averaged over patches, of its last `layers` blocks (each
+/// through the final LayerNorm) side by side, first to last: [n, layers * D]
+/// row-major. `layers` = 1 is the last layer's mean, the paper's protocol.
 pub fn pooled_features(
     encoder: &VisionTransformer,
     data: &Dataset,
     stats: &[(f32, f32)],
     indices: &[usize],
     batch: usize,
+    layers: usize,
 ) -> Result<Vec<f32>> {
     let device = encoder.pos_embed.device();
     let (n, d) = (encoder.config.num_patches(), encoder.config.embed_dim);
     let mean_row = Tensor::from_slice(device, &[n, 1], &vec![1.0 / n as f32; n])?;
-    let mut out = Vec::with_capacity(indices.len() * d);
+    let mut out = Vec::with_capacity(indices.len() * d * layers);
     for chunk in indices.chunks(batch) {
         let pixels = normalised_pixels(data, stats, chunk);
         let images = Tensor::from_slice(
@@ -56,17 +59,27 @@ pub fn pooled_features(
             &[chunk.len(), data.channels, data.height, data.width],
             &pixels,
         )?;
-        let pooled = no_grad(|| -> Result<Tensor> {
-            let x = encoder.forward(&images, None)?;
-            // [B, N, D] -> [B, D, N] @ [N, 1] = the mean over patches.
-            Ok(ops::matmul(
-                &ops::permute(&x, &[0, 2, 1])?,
-                &mean_row,
-                Transpose::NONE,
-                None,
-            )?)
+        let pooled = no_grad(|| -> Result<Vec<Vec<f32>>> {
+            encoder
+                .forward_last(&images, layers)?
+                .iter()
+                .map(|x| {
+                    // [B, N, D] -> [B, D, N] @ [N, 1] = the mean over patches.
+                    let mean = ops::matmul(
+                        &ops::permute(x, &[0, 2, 1])?,
+                        &mean_row,
+                        Transpose::NONE,
+                        None,
+                    )?;
+                    Ok(mean.to_vec())
+                })
+                .collect()
         })?;
-        out.extend(pooled.to_vec());
+        for row in 0..chunk.len() {
+            for layer in &pooled {
+                out.extend_from_slice(&layer[row * d..(row + 1) * d]);
+            }
+        }
     }
     Ok(out)
 }

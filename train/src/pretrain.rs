@@ -219,7 +219,7 @@ impl Trainer {
             let indices = data.subset(n);
             let labels = indices.iter().map(|&i| data.labels[i]).collect();
             Ok((
-                pooled_features(encoder, data, &self.stats, &indices, 256)?,
+                pooled_features(encoder, data, &self.stats, &indices, 256, 1)?,
                 labels,
             ))
         };

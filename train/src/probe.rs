@@ -133,6 +133,53 @@ pub enum Encoder {
     Context,
 }
 
+/// What features to take from a checkpoint, and on how many images.
+#[derive(Clone, Debug)]
+pub struct FeatureOptions {
+    pub encoder: Encoder,
+    /// The means of the last `layers` blocks side by side (1: the last layer only, the
+    /// primary protocol; the paper also reports 4 for its largest models).
+    pub layers: usize,
+    /// Images of the train and test splits (0: as the checkpoint's data configuration).
+    pub limits: (usize, usize),
+}
+
+impl Default for FeatureOptions {
+    fn default() -> Self {
+        FeatureOptions {
+            encoder: Encoder::Target,
+            layers: 1,
+            limits: (0, 0),
+        }
+    }
+}
+
+impl FeatureOptions {
+    /// The name the probe table and a features file give these features.
+    pub fn describe(&self) -> String {
+        let encoder = match self.encoder {
+            Encoder::Target => "target",
+            Encoder::Context => "context",
+        };
+        match self.layers {
+            1 => format!("I-JEPA {encoder} encoder"),
+            n => format!("I-JEPA {encoder} encoder, last {n} layers"),
+        }
+    }
+
+    /// The metadata a features file carries: where its features come from.
+    pub fn metadata(&self, checkpoint: &Path) -> HashMap<String, String> {
+        HashMap::from([
+            ("checkpoint".to_string(), checkpoint.display().to_string()),
+            ("features".to_string(), self.describe()),
+            (
+                "pooling".to_string(),
+                "mean over patches of each layer after the final LayerNorm".to_string(),
+            ),
+        ])
+    }
+}
+
 /// A checkpoint's model, loaded, with its metadata and data set (each split limited to
 /// `limits` images when they are non-zero).
 fn open_checkpoint(
@@ -157,39 +204,50 @@ fn open_checkpoint(
     Ok((checkpoint, model, splits))
 }
 
-/// The pooled features of `encoder` of a checkpoint on its data set (`ijepa embed`).
-pub fn embed_checkpoint(
-    device: &Arc<Device>,
-    path: &Path,
-    encoder: Encoder,
-    limits: (usize, usize),
+/// The features `options` names of every image of both splits.
+fn features_of(
+    model: &IJepa,
+    splits: &Splits,
+    stats: &[(f32, f32)],
+    options: &FeatureOptions,
 ) -> Result<Features> {
-    let (checkpoint, model, splits) = open_checkpoint(device, path, limits)?;
-    let vit = match encoder {
+    let vit = match options.encoder {
         Encoder::Target => &model.target_encoder,
         Encoder::Context => &model.encoder,
     };
     let features = |data: &crate::data::Dataset| -> Result<(Vec<f32>, Vec<u32>)> {
         let all: Vec<usize> = (0..data.len()).collect();
-        let f = pooled_features(vit, data, &checkpoint.meta.channel_stats, &all, 256)?;
+        let f = pooled_features(vit, data, stats, &all, 256, options.layers)?;
         Ok((f, data.labels.clone()))
     };
     Ok(Features {
-        dim: checkpoint.meta.model.encoder.embed_dim,
+        dim: vit.config.embed_dim * options.layers,
         train: features(&splits.train)?,
         test: features(&splits.test)?,
     })
 }
 
-/// Run the whole protocol on a checkpoint of `ijepa pretrain`; with `save_features`,
-/// also write the target encoder's features there (as [`Features::save`]).
+/// The features of a checkpoint on its data set (`ijepa embed`).
+pub fn embed_checkpoint(
+    device: &Arc<Device>,
+    path: &Path,
+    options: &FeatureOptions,
+) -> Result<Features> {
+    let (checkpoint, model, splits) = open_checkpoint(device, path, options.limits)?;
+    features_of(&model, &splits, &checkpoint.meta.channel_stats, options)
+}
+
+/// Run the whole protocol on a checkpoint of `ijepa pretrain`: raw pixels, a random-init
+/// encoder (the last layer's mean) and the features `options` names; with
+/// `save_features`, also write the latter there (as [`Features::save`]).
 pub fn probe_checkpoint(
     device: &Arc<Device>,
     path: &Path,
+    options: &FeatureOptions,
     save_features: Option<&Path>,
     mut on_result: impl FnMut(&ProbeResult),
 ) -> Result<Vec<ProbeResult>> {
-    let (checkpoint, model, splits) = open_checkpoint(device, path, (0, 0))?;
+    let (checkpoint, model, splits) = open_checkpoint(device, path, options.limits)?;
     let CheckpointMeta {
         pretrain,
         model: config,
@@ -197,9 +255,6 @@ pub fn probe_checkpoint(
         ..
     } = &checkpoint.meta;
     let random = IJepa::new(device, config, pretrain.seed.wrapping_add(0x5EED))?;
-    let train_idx: Vec<usize> = (0..splits.train.len()).collect();
-    let test_idx: Vec<usize> = (0..splits.test.len()).collect();
-    let d = config.encoder.embed_dim;
     let mut results = Vec::new();
     let mut run = |name: &str, train: Vec<f32>, test: Vec<f32>, cols: usize| -> Result<()> {
         let r = probe_features(device, name, train, test, cols, &splits)?;
@@ -207,53 +262,32 @@ pub fn probe_checkpoint(
         results.push(r);
         Ok(())
     };
-    let pixels = |idx: &[usize], train: bool| {
-        normalised_pixels(if train { &splits.train } else { &splits.test }, stats, idx)
+    let pixels = |data: &crate::data::Dataset| {
+        let all: Vec<usize> = (0..data.len()).collect();
+        normalised_pixels(data, stats, &all)
     };
     run(
         "raw pixels",
-        pixels(&train_idx, true),
-        pixels(&test_idx, false),
+        pixels(&splits.train),
+        pixels(&splits.test),
         splits.train.image_len(),
     )?;
+    let random = features_of(&random, &splits, stats, &FeatureOptions::default())?;
     run(
         "random-init encoder",
-        pooled_features(
-            &random.target_encoder,
-            &splits.train,
-            stats,
-            &train_idx,
-            256,
-        )?,
-        pooled_features(&random.target_encoder, &splits.test, stats, &test_idx, 256)?,
-        d,
+        random.train.0,
+        random.test.0,
+        random.dim,
     )?;
-    let target = Features {
-        dim: d,
-        train: (
-            pooled_features(&model.target_encoder, &splits.train, stats, &train_idx, 256)?,
-            splits.train.labels.clone(),
-        ),
-        test: (
-            pooled_features(&model.target_encoder, &splits.test, stats, &test_idx, 256)?,
-            splits.test.labels.clone(),
-        ),
-    };
+    let features = features_of(&model, &splits, stats, options)?;
     if let Some(out) = save_features {
-        target.save(out, features_metadata(path, Encoder::Target))?;
+        features.save(out, options.metadata(path))?;
     }
-    run("I-JEPA target encoder", target.train.0, target.test.0, d)?;
+    run(
+        &options.describe(),
+        features.train.0,
+        features.test.0,
+        features.dim,
+    )?;
     Ok(results)
-}
-
-/// The metadata a features file carries: where the features come from.
-pub fn features_metadata(checkpoint: &Path, encoder: Encoder) -> HashMap<String, String> {
-    HashMap::from([
-        ("checkpoint".to_string(), checkpoint.display().to_string()),
-        ("encoder".to_string(), format!("{encoder:?}").to_lowercase()),
-        (
-            "pooling".to_string(),
-            "mean of the last layer over patches".to_string(),
-        ),
-    ])
 }
