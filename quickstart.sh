@@ -17,4 +17,4 @@ $bin info
 rm -rf "$out"
 $bin pretrain --preset auto --out "$out"
 $bin probe "$out/checkpoint.safetensors"
-echo "loss curve: $out/loss.png, metrics: $out/metrics.jsonl"
+echo "training curves: $out/curves.png, metrics: $out/metrics.jsonl"

@@ -24,7 +24,7 @@ pub struct PretrainArgs {
     /// preset), or an official I-JEPA YAML file (configs/in1k_vith14_ep300.yaml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output directory: checkpoint, metrics.jsonl, loss curve [default: an official
+    /// Output directory: checkpoint, metrics.jsonl, curves.png [default: an official
     /// file's logging.folder, else runs/ijepa].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -152,22 +152,6 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
     )?);
     bar.set_position(trainer.step as u64);
-    let mut curve = Vec::new();
-    let log = std::fs::read_to_string(out.join(train::pretrain::METRICS)).unwrap_or_default();
-    for line in log.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if v["step"]
-                .as_u64()
-                .is_some_and(|s| (s as usize) <= trainer.step)
-            {
-                curve.push((
-                    v["step"].as_f64().unwrap_or(0.0),
-                    v["loss"].as_f64().unwrap_or(0.0),
-                    v["knn_top1"].as_f64(),
-                ));
-            }
-        }
-    }
     // The first interrupt (Ctrl-C, SIGTERM) ends the run after this step with a
     // checkpoint; a second one ends the process at once.
     let stop = trainer.stop_handle();
@@ -208,11 +192,10 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
                 eprintln!("{line}");
             }
         }
-        curve.push((m.step as f64, m.loss as f64, m.knn_top1));
     });
     bar.finish();
-    // The curve is drawn whatever happened, but the run's own error comes first.
-    let plotted = crate::plot::loss_curve(&out.join("loss.png"), &curve);
+    // The curves are drawn whatever happened, but the run's own error comes first.
+    let plotted = crate::plot::plot_runs(std::slice::from_ref(&out), &out.join(CURVES));
     match result {
         Err(e) => {
             if let Err(p) = plotted {
@@ -250,6 +233,9 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         }
     }
 }
+
+/// The training curves `pretrain` draws in its output directory.
+pub const CURVES: &str = "curves.png";
 
 /// The exit status of a run stopped by an interrupt (128 + SIGINT, as shells report).
 const INTERRUPTED: i32 = 130;

@@ -33,6 +33,16 @@ enum Command {
     /// Write a checkpoint's frozen, average-pooled features and labels of its data set
     /// (train and test splits) to a safetensors file.
     Embed(commands::EmbedArgs),
+    /// Draw the training curves of one or several runs (loss, k-NN, target-feature std,
+    /// learning rate, weight decay, EMA momentum) from their metrics.jsonl.
+    Plot {
+        /// Output directories of `ijepa pretrain`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// PNG to write.
+        #[arg(long, default_value = "curves.png")]
+        out: PathBuf,
+    },
     /// Draw sampled context and target blocks over images of the data set.
     Masks(commands::MasksArgs),
     /// Measure kernel throughput on the adapter in use.
@@ -143,6 +153,11 @@ fn main() -> Result<()> {
         Command::Probe(args) => commands::probe(args),
         Command::Embed(args) => commands::embed(args),
         Command::Masks(args) => commands::masks(args),
+        Command::Plot { runs, out } => {
+            plot::plot_runs(&runs, &out)?;
+            println!("wrote {} ({} run(s))", out.display(), runs.len());
+            Ok(())
+        }
         Command::Bench { what } => match what {
             BenchKind::Matmul { size, every_kernel } => {
                 bench::matmul(&engine::Device::shared()?, size, every_kernel)

@@ -239,7 +239,7 @@ impl Drop for Tmpfs {
 }
 
 /// `ijepa pretrain` into a 16 KiB file system: the lock, the config and the metrics
-/// fit, the 0.5 MB checkpoint and the loss curve do not. The run's error is the
+/// fit, the 0.5 MB checkpoint and the training curves do not. The run's error is the
 /// checkpoint's, the curve's failure is a warning after it, and no temporary is left.
 #[cfg(target_os = "linux")]
 #[test]
@@ -265,7 +265,7 @@ fn a_full_disk_fails_the_run_on_the_checkpoint_with_nothing_half_written() {
     assert!(error.contains(".checkpoint.safetensors.tmp"), "{stderr}");
     assert!(stderr.contains("No space left"), "{stderr}");
     assert!(
-        stderr.contains("warning: cannot write") && stderr.contains("loss.png"),
+        stderr.contains("warning: cannot write") && stderr.contains("curves.png"),
         "{stderr}"
     );
     assert!(
@@ -273,7 +273,7 @@ fn a_full_disk_fails_the_run_on_the_checkpoint_with_nothing_half_written() {
         "left behind: {:?}",
         temporaries(&out)
     );
-    assert!(!out.join("loss.png").exists() && !out.join(CHECKPOINT).exists());
+    assert!(!out.join("curves.png").exists() && !out.join(CHECKPOINT).exists());
     drop(_fs);
     let _ = std::fs::remove_dir_all(&mount);
 }
