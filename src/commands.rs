@@ -344,6 +344,72 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
 }
 
 #[derive(Args)]
+pub struct ImportArgs {
+    /// The official checkpoint (.pth.tar).
+    file: PathBuf,
+    /// The ijepa checkpoint to write (safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// A configuration file (JSON, YAML, or an official YAML such as
+    /// in1k_vith14_ep300.yaml) naming the data the checkpoint will be probed and
+    /// embedded on; its images set the normalisation.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+pub fn import(args: ImportArgs) -> Result<()> {
+    use train::import::{check_fits, read_official, write_imported, IMAGENET_STATS};
+    let device = Device::shared()?;
+    let imported = read_official(&args.file)?;
+    let model = model::IJepa::new(&device, &imported.model, 0)?;
+    check_fits(&imported, &model.named_params())?;
+    let file = ConfigFile::read(&args.config)?;
+    let mut base = file.apply(&PretrainConfig::default())?;
+    base.data = base.data.resolved()?;
+    let e = &imported.model.encoder;
+    if (base.data.channels, base.data.image_size) != (e.in_chans, e.img_size) {
+        bail!(
+            "{}: the data is {}x{}x{} images, the imported encoder takes {}x{}x{}",
+            args.config.display(),
+            base.data.channels,
+            base.data.image_size,
+            base.data.image_size,
+            e.in_chans,
+            e.img_size,
+            e.img_size
+        );
+    }
+    let stats = match base.data.load() {
+        Ok(splits) => splits.train.channel_stats(),
+        Err(err) if e.in_chans == 3 => {
+            eprintln!(
+                "note: {err:#}; normalising with ImageNet's mean and std, as the official code"
+            );
+            IMAGENET_STATS.to_vec()
+        }
+        Err(err) => return Err(err),
+    };
+    write_imported(&imported, &base, stats, &args.out)?;
+    println!(
+        "wrote {}: {} (D={}, depth {}, patch {}, {}x{}x{}), predictor {}x{}{}",
+        args.out.display(),
+        imported.preset,
+        e.embed_dim,
+        e.depth,
+        e.patch_size,
+        e.in_chans,
+        e.img_size,
+        e.img_size,
+        imported.model.predictor.embed_dim,
+        imported.model.predictor.depth,
+        imported.epoch.map_or(String::new(), |ep| format!(
+            ", epoch {ep} of the official run"
+        ))
+    );
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct MasksArgs {
     /// PNG to write.
     #[arg(long, default_value = "masks.png")]

@@ -30,6 +30,10 @@ enum Command {
     /// Evaluate a checkpoint: linear probe (all labels, 1%) and k-NN of the frozen
     /// target encoder, against raw pixels and a random-init encoder.
     Probe(commands::ProbeArgs),
+    /// Import an official I-JEPA checkpoint (the official code's torch.save file, such
+    /// as IN1K-vit.h.14-300e.pth.tar) as an ijepa checkpoint for probe, embed and
+    /// pretrain --init.
+    Import(commands::ImportArgs),
     /// Write a checkpoint's frozen, average-pooled features and labels of its data set
     /// (train and test splits) to a safetensors file.
     Embed(commands::EmbedArgs),
@@ -152,6 +156,7 @@ fn main() -> Result<()> {
         Command::Pretrain(args) => commands::pretrain(args),
         Command::Probe(args) => commands::probe(args),
         Command::Embed(args) => commands::embed(args),
+        Command::Import(args) => commands::import(args),
         Command::Masks(args) => commands::masks(args),
         Command::Plot { runs, out } => {
             plot::plot_runs(&runs, &out)?;

@@ -63,7 +63,18 @@ pub fn save(path: &Path, state: &TrainState, meta: &CheckpointMeta) -> Result<()
             tensors.push((format!("{prefix}{name}"), t.to_vec(), t.shape().to_vec()));
         }
     }
-    for (name, data, _) in &tensors {
+    save_tensors(path, &tensors, meta)
+}
+
+/// Write named tensors (parameters, and moments when resuming is to be possible) with
+/// `meta` in the checkpoint format, atomically; any non-finite value is refused
+/// ([`NonFiniteState`]) and nothing is written.
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<f32>, Vec<usize>)],
+    meta: &CheckpointMeta,
+) -> Result<()> {
+    for (name, data, _) in tensors {
         if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(NonFiniteState {
                 tensor: name.clone(),
@@ -88,7 +99,7 @@ pub fn save(path: &Path, state: &TrainState, meta: &CheckpointMeta) -> Result<()
             serde_json::to_string(&meta.channel_stats)?,
         ),
     ]);
-    write_safetensors(path, &tensors, metadata)
+    write_safetensors(path, tensors, metadata)
 }
 
 /// A checkpoint read from disk, its metadata parsed and checked.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod config_file;
 pub mod data;
 pub mod eval;
+pub mod import;
 pub mod loader;
 pub mod multiblock;
 pub mod pretrain;
