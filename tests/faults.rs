@@ -570,7 +570,7 @@ fn every_configuration_value_is_checked_up_front() {
         (r#"{"warmup_fraction": 1.0}"#, "warmup_fraction = 1"),
         (r#"{"crop_scale": [0.0, 1.0]}"#, "crop_scale = [0, 1]"),
         (r#"{"crop_scale": [0.5, 1.5]}"#, "crop_scale = [0.5, 1.5]"),
-        (r#"{"model": "vit_giant"}"#, "model = \"vit_giant\""),
+        (r#"{"model": "vit_colossal"}"#, "model = \"vit_colossal\""),
         (
             r#"{"data": {"kind": "tfrecord"}}"#,
             "data.kind = \"tfrecord\"",

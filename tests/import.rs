@@ -130,3 +130,57 @@ fn other_architectures_and_broken_archives_are_refused() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The official architectures are inferred from their shapes alone: ViT-H/14 at 224,
+/// ViT-H/16 at 448 and ViT-g/16 at 224 (MLP ratio 48/11), with their predictors.
+#[test]
+fn the_official_architectures_are_inferred_from_their_shapes() {
+    use train::import::infer_architecture;
+    // (width, depth, hidden, patch, positions, predictor width, predictor depth)
+    let cases = [
+        ("vit_huge", 1280, 32, 5120, 14, 256, 384, 12),
+        ("vit_huge", 1280, 32, 5120, 16, 784, 384, 12),
+        ("vit_giant", 1408, 40, 6144, 16, 196, 384, 16),
+    ];
+    for (preset, d, depth, hidden, p, n, pd, pdepth) in cases {
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("encoder.patch_embed.proj.weight".into(), vec![d, 3, p, p]),
+            ("encoder.pos_embed".into(), vec![1, n, d]),
+            ("predictor.predictor_embed.weight".into(), vec![pd, d]),
+        ];
+        for i in 0..depth {
+            shapes.push((format!("encoder.blocks.{i}.norm1.weight"), vec![d]));
+            shapes.push((
+                format!("encoder.blocks.{i}.mlp.fc1.weight"),
+                vec![hidden, d],
+            ));
+        }
+        for i in 0..pdepth {
+            shapes.push((
+                format!("predictor.predictor_blocks.{i}.norm1.weight"),
+                vec![pd],
+            ));
+        }
+        let shapes: Vec<(&str, &[usize])> = shapes
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_slice()))
+            .collect();
+        let (name, config) = infer_architecture(&shapes).unwrap();
+        let size = (n as f64).sqrt() as usize * p;
+        assert_eq!(name, preset);
+        assert_eq!(
+            (
+                config.encoder.img_size,
+                config.encoder.patch_size,
+                config.encoder.depth,
+                config.encoder.mlp_hidden(),
+                config.encoder.num_heads
+            ),
+            (size, p, depth, hidden, 16)
+        );
+        assert_eq!(
+            (config.predictor.embed_dim, config.predictor.depth),
+            (pd, pdepth)
+        );
+    }
+}

@@ -96,10 +96,11 @@ pub const PRESETS: &[(&str, usize, usize, usize)] = &[
     ("vit_base", 768, 12, 12),
     ("vit_large", 1024, 24, 16),
     ("vit_huge", 1280, 32, 16),
+    ("vit_giant", 1408, 40, 16),
 ];
 
-/// An encoder preset at the given image geometry, with the official defaults
-/// (MLP ratio 4, qkv bias, LayerNorm eps 1e-6).
+/// An encoder preset at the given image geometry, with the official defaults (MLP
+/// ratio 4, 48/11 for vit_giant; qkv bias; LayerNorm eps 1e-6).
 pub fn vit_preset(
     name: &str,
     img_size: usize,
@@ -117,7 +118,11 @@ pub fn vit_preset(
         embed_dim,
         depth,
         num_heads,
-        mlp_ratio: 4.0,
+        mlp_ratio: if name == "vit_giant" {
+            48.0 / 11.0
+        } else {
+            4.0
+        },
         qkv_bias: true,
         layer_norm_eps: 1e-6,
     };

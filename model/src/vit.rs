@@ -133,7 +133,8 @@ impl Predictor {
     ) -> Result<Predictor> {
         let (d, dp, n) = (encoder.embed_dim, config.embed_dim, encoder.num_patches());
         let table = sincos_2d(dp, encoder.grid());
-        let hidden = (dp as f64 * encoder.mlp_ratio) as usize;
+        // The official vit_predictor has an MLP ratio of 4 whatever the encoder's.
+        let hidden = 4 * dp;
         let predictor_embed = Linear::new(init, d, dp, true, 1.0)?;
         let mask_token = init.trunc_normal(&[1, 1, dp], INIT_STD, 1.0)?;
         let predictor_blocks = (1..=config.depth)

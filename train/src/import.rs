@@ -73,7 +73,11 @@ pub fn read_official(path: &Path) -> Result<Imported> {
             Value::Int(e) => Some(*e),
             _ => None,
         });
-    let (preset, model) = infer_architecture(&tensors).with_context(|| format!("{name}"))?;
+    let shapes: Vec<(&str, &[usize])> = tensors
+        .iter()
+        .map(|(n, _, s)| (n.as_str(), s.as_slice()))
+        .collect();
+    let (preset, model) = infer_architecture(&shapes).with_context(|| format!("{name}"))?;
     Ok(Imported {
         tensors,
         preset,
@@ -82,19 +86,20 @@ pub fn read_official(path: &Path) -> Result<Imported> {
     })
 }
 
-/// The preset and model configuration whose parameters have these shapes.
-fn infer_architecture(tensors: &[(String, Vec<f32>, Vec<usize>)]) -> Result<(String, IjepaConfig)> {
+/// The preset and model configuration whose parameters have these shapes (name,
+/// shape), as the official state dicts name them under `encoder.` and `predictor.`.
+pub fn infer_architecture(shapes: &[(&str, &[usize])]) -> Result<(String, IjepaConfig)> {
     let shape = |name: &str| -> Result<&[usize]> {
-        tensors
+        shapes
             .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, _, s)| s.as_slice())
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
             .with_context(|| format!("no `{name}`"))
     };
     let blocks = |prefix: &str| -> usize {
-        tensors
+        shapes
             .iter()
-            .filter_map(|(n, _, _)| {
+            .filter_map(|(n, _)| {
                 n.strip_prefix(prefix)?
                     .split('.')
                     .next()?
@@ -105,7 +110,7 @@ fn infer_architecture(tensors: &[(String, Vec<f32>, Vec<usize>)]) -> Result<(Str
             .len()
     };
     let patch = shape("encoder.patch_embed.proj.weight")?;
-    let [dim, channels, patch_size, _] = patch else {
+    let [dim, channels, patch_size, _] = *patch else {
         bail!("`encoder.patch_embed.proj.weight` is {patch:?}, expected [D, C, p, p]");
     };
     let tokens = shape("encoder.pos_embed")?.get(1).copied().unwrap_or(0);
@@ -114,14 +119,7 @@ fn infer_architecture(tensors: &[(String, Vec<f32>, Vec<usize>)]) -> Result<(Str
         bail!("{tokens} positions are not a square grid of patches");
     }
     let depth = blocks("encoder.blocks.");
-    let hidden = shape("encoder.blocks.0.mlp.fc1.weight")?[0];
-    if hidden != 4 * dim {
-        bail!(
-            "the encoder's MLP has {hidden} hidden units for width {dim}: a ratio of {:.2}, but every supported architecture has 4",
-            hidden as f64 / *dim as f64
-        );
-    }
-    let Some(&(preset, ..)) = PRESETS.iter().find(|p| p.1 == *dim && p.2 == depth) else {
+    let Some(&(preset, ..)) = PRESETS.iter().find(|p| p.1 == dim && p.2 == depth) else {
         let known: Vec<String> = PRESETS
             .iter()
             .map(|p| format!("{} ({}x{})", p.0, p.1, p.2))
@@ -131,7 +129,15 @@ fn infer_architecture(tensors: &[(String, Vec<f32>, Vec<usize>)]) -> Result<(Str
             known.join(", ")
         );
     };
-    let encoder = vit_preset(preset, grid * patch_size, *patch_size, *channels)?;
+    let encoder = vit_preset(preset, grid * patch_size, patch_size, channels)?;
+    let hidden = shape("encoder.blocks.0.mlp.fc1.weight")?[0];
+    if hidden != encoder.mlp_hidden() {
+        bail!(
+            "the encoder's MLP has {hidden} hidden units for width {dim}: a ratio of {:.2}, but {preset} has {}",
+            hidden as f64 / dim as f64,
+            encoder.mlp_hidden()
+        );
+    }
     let model = IjepaConfig {
         predictor: PredictorConfig {
             embed_dim: shape("predictor.predictor_embed.weight")?[0],
