@@ -3,16 +3,17 @@
 official I-JEPA code's torch.save (src/train.py: save_checkpoint), made from the weights
 of an ijepa checkpoint, so that the tests need no Python.
 
-  tests/data/official_femto.pth.tar      encoder / predictor / target_encoder state
+  tests/data/official/femto.pth.tar      encoder / predictor / target_encoder state
       dicts with DDP's `module.` prefix (OrderedDicts with `_metadata`, as
       state_dict() returns them), an AdamW state dict after one step, a GradScaler
       state, epoch, loss, batch_size, world_size, lr
-  tests/data/official_femto.safetensors  the ijepa checkpoint they came from (weights
+  tests/data/official/femto.safetensors  the ijepa checkpoint they came from (weights
       alongside: importing the former must give exactly these)
-  tests/data/official_mlp3.pth.tar       the same with an MLP ratio of 3 in every block:
+  tests/data/official/mlp3.pth.tar       the same with an MLP ratio of 3 in every block:
       an architecture ijepa does not have
 
-Usage: make-official-fixtures.py IJEPA_CHECKPOINT OUT_DIR (torch and safetensors).
+Usage: make-official-fixtures.py IJEPA_CHECKPOINT tests/data/official (needs torch and
+safetensors; the checkpoint was a 10-step vit_femto run on 320 Fashion-MNIST images).
 """
 import collections
 import shutil
@@ -59,15 +60,15 @@ def save(tensors, path):
 def main():
     source, out = sys.argv[1], sys.argv[2]
     tensors = {k: v for k, v in load_file(source).items() if not k.startswith("optim.")}
-    save(tensors, f"{out}/official_femto.pth.tar")
-    shutil.copy(source, f"{out}/official_femto.safetensors")
+    save(tensors, f"{out}/femto.pth.tar")
+    shutil.copy(source, f"{out}/femto.safetensors")
     mlp3 = dict(tensors)
     for k, v in tensors.items():
         if ".mlp.fc1." in k:
             mlp3[k] = v[: v.shape[0] * 3 // 4].clone()
         elif ".mlp.fc2.weight" in k:
             mlp3[k] = v[:, : v.shape[1] * 3 // 4].clone()
-    save(mlp3, f"{out}/official_mlp3.pth.tar")
+    save(mlp3, f"{out}/mlp3.pth.tar")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ use train::probe::{embed_checkpoint, FeatureOptions};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("tests/data/official")
         .join(name)
 }
 
@@ -49,7 +49,7 @@ fn an_official_checkpoint_imports_to_exactly_the_weights_saved_alongside() {
     let out = dir.join("imported.safetensors");
     let printed = ijepa_stdout(&[
         "import",
-        fixture("official_femto.pth.tar").to_str().unwrap(),
+        fixture("femto.pth.tar").to_str().unwrap(),
         "--config",
         config.to_str().unwrap(),
         "--out",
@@ -61,7 +61,7 @@ fn an_official_checkpoint_imports_to_exactly_the_weights_saved_alongside() {
             && printed.contains("epoch 3"),
         "{printed}"
     );
-    let alongside = fixture("official_femto.safetensors");
+    let alongside = fixture("femto.safetensors");
     let (got, want) = (weights(&out), weights(&alongside));
     assert_eq!(got.len(), 78);
     assert!(
@@ -101,16 +101,13 @@ fn other_architectures_and_broken_archives_are_refused() {
     )
     .unwrap();
     let truncated = dir.join("truncated.pth.tar");
-    let bytes = std::fs::read(fixture("official_femto.pth.tar")).unwrap();
+    let bytes = std::fs::read(fixture("femto.pth.tar")).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let out = dir.join("out.safetensors");
     let cases = [
-        (fixture("official_mlp3.pth.tar"), "a ratio of 3.00"),
+        (fixture("mlp3.pth.tar"), "a ratio of 3.00"),
         (truncated, "not a torch.save archive"),
-        (
-            fixture("official_femto.safetensors"),
-            "not a torch.save archive",
-        ),
+        (fixture("femto.safetensors"), "not a torch.save archive"),
     ];
     for (file, reason) in cases {
         let (code, stderr) = ijepa(&[
