@@ -69,11 +69,11 @@ impl Value {
     }
 }
 
-/// A `torch.save` file read into memory.
+/// A `torch.save` file: its pickle run, its storages read when a tensor is asked for
+/// (a checkpoint's optimiser state, often the larger part, is never read).
 pub struct TorchFile {
     path: String,
-    /// Archive entry name -> contents.
-    entries: HashMap<String, Vec<u8>>,
+    archive: RefCell<zip::ZipArchive<std::fs::File>>,
     /// The folder of the archive that holds data.pkl.
     prefix: String,
     pub root: Value,
@@ -88,31 +88,18 @@ impl TorchFile {
                 "{name} is not a torch.save archive (a zip file, as PyTorch 1.6 and later write)"
             )
         })?;
-        let mut entries = HashMap::new();
-        for i in 0..archive.len() {
-            let mut entry = archive
-                .by_index(i)
-                .with_context(|| format!("{name}: archive entry {i}"))?;
-            let entry_name = entry
-                .name()
-                .with_context(|| format!("{name}: archive entry {i} has no readable name"))?
-                .into_owned();
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry
-                .read_to_end(&mut bytes)
-                .with_context(|| format!("{name}: cannot read {entry_name}"))?;
-            entries.insert(entry_name, bytes);
-        }
-        let pickle = entries
-            .keys()
+        let pickle = archive
+            .file_names()
+            .filter_map(|k| k.ok())
             .find(|k| k.ends_with("data.pkl"))
-            .cloned()
+            .map(|k| k.into_owned())
             .with_context(|| format!("{name}: no data.pkl in the archive"))?;
         let prefix = pickle.trim_end_matches("data.pkl").to_string();
-        let root = unpickle(&entries[&pickle]).with_context(|| format!("{name}: {pickle}"))?;
+        let bytes = read_entry(&mut archive, &pickle).with_context(|| name.clone())?;
+        let root = unpickle(&bytes).with_context(|| format!("{name}: {pickle}"))?;
         Ok(TorchFile {
             path: name,
-            entries,
+            archive: RefCell::new(archive),
             prefix,
             root,
         })
@@ -121,10 +108,8 @@ impl TorchFile {
     /// A tensor's values as f32 (from f32, f64, f16 or bf16 storage), in row-major order.
     pub fn values(&self, t: &TensorRef) -> Result<Vec<f32>> {
         let key = format!("{}data/{}", self.prefix, t.storage.key);
-        let bytes = self
-            .entries
-            .get(&key)
-            .with_context(|| format!("{}: no storage {key}", self.path))?;
+        let bytes = read_entry(&mut self.archive.borrow_mut(), &key)
+            .with_context(|| format!("{}: storage {key}", self.path))?;
         let (size, read): (usize, fn(&[u8]) -> f32) = match t.storage.kind.as_str() {
             "FloatStorage" => (4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             "DoubleStorage" => (8, |b| f64::from_le_bytes(b.try_into().unwrap()) as f32),
@@ -158,6 +143,18 @@ impl TorchFile {
         }
         Ok(out)
     }
+}
+
+/// The contents of one archive entry.
+fn read_entry(archive: &mut zip::ZipArchive<std::fs::File>, name: &str) -> Result<Vec<u8>> {
+    let mut entry = archive
+        .by_name(name)
+        .with_context(|| format!("no entry {name} in the archive"))?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    Ok(bytes)
 }
 
 fn half_to_f32(h: u16) -> f32 {
