@@ -178,11 +178,12 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
                 String::new()
             };
             let line = format!(
-                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, GPU buffers {:.0} MiB{replaced}",
+                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, RankMe {:.1}, GPU buffers {:.0} MiB{replaced}",
                 m.epoch + 1,
                 m.step,
                 m.loss,
                 m.images_per_s,
+                m.rankme.unwrap_or(f64::NAN),
                 device.memory_held() as f64 / (1 << 20) as f64
             );
             // indicatif draws nothing when stderr is not a terminal (logs, CI).

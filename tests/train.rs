@@ -636,3 +636,57 @@ fn embed_writes_the_features_the_probe_uses() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// RankMe against its closed form: features whose singular values are known (rows of a
+/// scaled identity, then turned by a random orthogonal matrix, which keeps them) give
+/// exp of the entropy of those values normalised; equal values give the width, one
+/// direction gives 1.
+#[test]
+fn rankme_is_the_effective_rank_of_the_singular_values() {
+    use train::eval::rankme;
+    let d = 6;
+    let closed_form = |s: &[f64]| {
+        let total: f64 = s.iter().sum();
+        let h: f64 = s
+            .iter()
+            .filter(|&&v| v > 0.0)
+            .map(|v| -(v / total) * (v / total).ln())
+            .sum();
+        h.exp()
+    };
+    // A random orthogonal matrix: Gram-Schmidt on random columns.
+    let mut rng = common::rng(4);
+    let mut q: Vec<Vec<f64>> = Vec::new();
+    while q.len() < d {
+        let mut v: Vec<f64> = common::random(&mut rng, d)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        for u in &q {
+            let dot: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(u).for_each(|(a, b)| *a -= dot * b);
+        }
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        q.push(v.iter().map(|a| a / norm).collect());
+    }
+    for s in [
+        vec![3.0, 2.0, 1.0, 0.5, 0.0, 0.0],
+        vec![1.0; 6],
+        vec![5.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    ] {
+        // 9 rows: diag(s) then zeros; times Q^T.
+        let mut x = vec![0f32; 9 * d];
+        for i in 0..d {
+            for j in 0..d {
+                x[i * d + j] = (s[i] * q[j][i]) as f32;
+            }
+        }
+        let got = rankme(&x, d);
+        let want = closed_form(&s);
+        assert!(
+            (got - want).abs() < 1e-4 * want,
+            "s {s:?}: RankMe {got}, want {want}"
+        );
+    }
+    assert!((rankme(&[1.0; 12], 6) - 1.0).abs() < 1e-6);
+}

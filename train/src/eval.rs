@@ -84,6 +84,87 @@ pub fn pooled_features(
     Ok(out)
 }
 
+/// RankMe (Garrido et al., 2023), the effective rank of features x [rows, cols]:
+/// exp of the entropy of the singular values normalised to sum 1. From 1 (collapsed to
+/// one direction) to `cols` (every direction used alike). The singular values are the
+/// square roots of the eigenvalues of x^T x, found by cyclic Jacobi rotations in f64.
+pub fn rankme(x: &[f32], cols: usize) -> f64 {
+    let mut a = vec![0f64; cols * cols];
+    for row in x.chunks(cols) {
+        for i in 0..cols {
+            let ri = row[i] as f64;
+            for j in i..cols {
+                a[i * cols + j] += ri * row[j] as f64;
+            }
+        }
+    }
+    for i in 0..cols {
+        for j in 0..i {
+            a[i * cols + j] = a[j * cols + i];
+        }
+    }
+    let singular: Vec<f64> = symmetric_eigenvalues(&mut a, cols)
+        .into_iter()
+        .map(|l| l.max(0.0).sqrt())
+        .collect();
+    let total: f64 = singular.iter().sum();
+    if total == 0.0 {
+        return 1.0;
+    }
+    let entropy: f64 = singular
+        .iter()
+        .map(|s| s / total + 1e-12)
+        .map(|p| -p * p.ln())
+        .sum();
+    entropy.exp()
+}
+
+/// The eigenvalues of the symmetric n x n matrix `a` (overwritten), by cyclic Jacobi
+/// sweeps until the off-diagonal part is negligible.
+fn symmetric_eigenvalues(a: &mut [f64], n: usize) -> Vec<f64> {
+    let scale: f64 = a
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum::<f64>()
+            .sqrt();
+        if off <= 1e-14 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq.abs() <= 1e-300 {
+                    continue;
+                }
+                // The rotation that zeroes a[p][q].
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+            }
+        }
+    }
+    (0..n).map(|i| a[i * n + i]).collect()
+}
+
 /// Per-column mean and std of x [rows, cols] (std floored to avoid division by 0).
 pub fn column_stats(x: &[f32], cols: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = (x.len() / cols) as f64;

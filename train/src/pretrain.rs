@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, NonFiniteState, CHECKPOINT};
 use crate::config::PretrainConfig;
 use crate::data::{Dataset, Splits};
-use crate::eval::{knn_accuracy, pooled_features};
+use crate::eval::{knn_accuracy, pooled_features, rankme};
 use crate::loader::{BatchLoader, LoaderConfig};
 use crate::multiblock::MaskCollator;
 use crate::rundir::{truncate_metrics, RunLock};
@@ -42,6 +42,10 @@ pub struct StepMetrics {
     pub grad_norm: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knn_top1: Option<f64>,
+    /// RankMe of the target encoder's features on the monitor's training images: their
+    /// effective rank, from 1 (collapse) to the width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rankme: Option<f64>,
     /// Unreadable images replaced by others since the epoch began.
     #[serde(skip_serializing_if = "is_zero")]
     pub replaced_images: usize,
@@ -205,8 +209,9 @@ impl Trainer {
         checkpoint::save(path, &self.state, &meta)
     }
 
-    /// k-NN top-1 (%) of the target encoder on the held-out monitor subsets.
-    pub fn knn_monitor(&self) -> Result<Option<f64>> {
+    /// k-NN top-1 (%) of the target encoder on the held-out monitor subsets, and the
+    /// RankMe of its features on the training subset.
+    pub fn knn_monitor(&self) -> Result<Option<(f64, f64)>> {
         let (n_train, n_test) = (
             self.config.knn_train.min(self.splits.train.len()),
             self.config.knn_test.min(self.splits.test.len()),
@@ -227,14 +232,16 @@ impl Trainer {
             features(&self.splits.train, n_train)?,
             features(&self.splits.test, n_test)?,
         );
-        Ok(Some(knn_accuracy(
+        let d = self.state.model.config.encoder.embed_dim;
+        let knn = knn_accuracy(
             &self.device,
             (&train.0, &train.1),
             (&test.0, &test.1),
-            self.state.model.config.encoder.embed_dim,
+            d,
             self.splits.train.classes,
             20,
-        )?))
+        )?;
+        Ok(Some((knn, rankme(&train.0, d))))
     }
 
     /// Run the next step on one batch (images [B, C, H, W], its masks) with the
@@ -349,7 +356,7 @@ impl Trainer {
             // Throughput of the step itself, before the monitor below.
             let images_per_s = b as f64 / started.elapsed().as_secs_f64();
             let stopping = self.stop.load(Ordering::SeqCst);
-            let knn_top1 = if epoch_end && !stopping {
+            let monitor = if epoch_end && !stopping {
                 self.knn_monitor()?
             } else {
                 None
@@ -366,7 +373,8 @@ impl Trainer {
                 target_patches: masks.target.shape()[1],
                 target_std,
                 grad_norm,
-                knn_top1,
+                knn_top1: monitor.map(|m| m.0),
+                rankme: monitor.map(|m| m.1),
                 replaced_images: replaced_in_epoch,
             };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)
