@@ -197,51 +197,31 @@ impl SafetensorsFile {
     /// file whose names or shapes do not fit: the error lists what is missing,
     /// unexpected or of the wrong shape.
     pub fn load_into(&self, prefix: &str, params: &[(String, Tensor)]) -> Result<()> {
-        let mut problems = Vec::new();
         let st = self.tensors();
-        for (name, t) in params {
-            let full = format!("{prefix}{name}");
-            match st.tensor(&full) {
-                Err(_) => problems.push(format!("missing `{full}` {:?}", t.shape())),
-                Ok(v) if v.shape() != t.shape() => problems.push(format!(
-                    "`{full}` is {:?} in the file but {:?} in the model",
-                    v.shape(),
-                    t.shape()
-                )),
-                Ok(v) if v.dtype() != Dtype::F32 => {
-                    problems.push(format!("`{full}` is {:?}, expected F32", v.dtype()))
+        let found: Vec<(String, Vec<usize>)> = st
+            .names()
+            .into_iter()
+            .filter_map(|n| {
+                Some((
+                    n.strip_prefix(prefix)?.to_string(),
+                    st.tensor(n).ok()?.shape().to_vec(),
+                ))
+            })
+            .collect();
+        // A checkpoint may hold other groups (optimiser state): only names under the
+        // model's top-level groups count as left over.
+        let group = |n: &str| n.split('.').next().unwrap_or("").to_string();
+        let groups: std::collections::HashSet<String> =
+            params.iter().map(|(n, _)| group(n)).collect();
+        let mut problems = fit_problems(params, &found, |n| groups.contains(&group(n)));
+        for (name, _) in params {
+            if let Ok(v) = st.tensor(&format!("{prefix}{name}")) {
+                if v.dtype() != Dtype::F32 {
+                    problems.push(format!("`{prefix}{name}` is {:?}, expected F32", v.dtype()));
                 }
-                Ok(_) => {}
             }
         }
-        // Names under the same top-level groups as the model's (a checkpoint may hold
-        // other groups, such as optimiser state) that the model does not have.
-        let expected: std::collections::HashSet<String> =
-            params.iter().map(|(n, _)| format!("{prefix}{n}")).collect();
-        let group = |n: &str| {
-            n[prefix.len()..]
-                .split('.')
-                .next()
-                .unwrap_or("")
-                .to_string()
-        };
-        let groups: std::collections::HashSet<String> = expected.iter().map(|n| group(n)).collect();
-        for name in st.names() {
-            if name.starts_with(prefix) && groups.contains(&group(name)) && !expected.contains(name)
-            {
-                problems.push(format!("unexpected `{name}`"));
-            }
-        }
-        if !problems.is_empty() {
-            let shown = problems.len().min(8);
-            bail!(
-                "{} does not fit the configured model ({} problem(s)): {}{}",
-                self.path,
-                problems.len(),
-                problems[..shown].join("; "),
-                if problems.len() > shown { "; ..." } else { "" }
-            );
-        }
+        refuse_unfit(&self.path, &problems)?;
         for (name, t) in params {
             let full = format!("{prefix}{name}");
             let (data, _) = self.f32(&full)?;
@@ -259,4 +239,45 @@ pub fn check_finite(file: &str, name: &str, data: &[f32]) -> Result<()> {
         bail!("{file}: `{name}` holds a non-finite value ({v} at element {i})");
     }
     Ok(())
+}
+
+/// Why named tensors `found` (name, shape) do not fill `params` exactly: each name
+/// missing or of another shape, and each name left over that `counts` accepts; empty
+/// when they fit.
+pub fn fit_problems(
+    params: &[(String, Tensor)],
+    found: &[(String, Vec<usize>)],
+    counts: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, t) in params {
+        match found.iter().find(|(n, _)| n == name) {
+            None => problems.push(format!("missing `{name}` {:?}", t.shape())),
+            Some((_, shape)) if shape != t.shape() => problems.push(format!(
+                "`{name}` is {shape:?} in the file but {:?} in the model",
+                t.shape()
+            )),
+            Some(_) => {}
+        }
+    }
+    for (name, _) in found {
+        if counts(name) && !params.iter().any(|(n, _)| n == name) {
+            problems.push(format!("unexpected `{name}`"));
+        }
+    }
+    problems
+}
+
+/// Refuse weights that do not fit, naming `what` and the first problems.
+pub fn refuse_unfit(what: &str, problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown = problems.len().min(8);
+    bail!(
+        "{what} does not fit the configured model ({} problem(s)): {}{}",
+        problems.len(),
+        problems[..shown].join("; "),
+        if problems.len() > shown { "; ..." } else { "" }
+    )
 }

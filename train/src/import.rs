@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use model::config::{vit_preset, PRESETS};
 use model::torch_file::{TorchFile, Value};
+use model::weights::{fit_problems, refuse_unfit};
 use model::{IjepaConfig, PredictorConfig};
 
 use crate::checkpoint::{save_tensors, CheckpointMeta};
@@ -181,31 +182,13 @@ pub fn write_imported(
 /// Refuse imported weights that do not fill `params` exactly (a name missing, left
 /// over, or of another shape), listing what does not fit.
 pub fn check_fits(imported: &Imported, params: &[(String, engine::Tensor)]) -> Result<()> {
-    let mut problems = Vec::new();
-    for (name, t) in params {
-        match imported.tensors.iter().find(|(n, _, _)| n == name) {
-            None => problems.push(format!("missing `{name}` {:?}", t.shape())),
-            Some((_, _, shape)) if shape != t.shape() => problems.push(format!(
-                "`{name}` is {shape:?} in the file but {:?} in {}",
-                t.shape(),
-                imported.preset
-            )),
-            Some(_) => {}
-        }
-    }
-    for (name, _, _) in &imported.tensors {
-        if !params.iter().any(|(n, _)| n == name) {
-            problems.push(format!("unexpected `{name}`"));
-        }
-    }
-    if !problems.is_empty() {
-        let shown = problems.len().min(8);
-        bail!(
-            "the weights do not fit {} ({} problem(s)): {}",
-            imported.preset,
-            problems.len(),
-            problems[..shown].join("; ")
-        );
-    }
-    Ok(())
+    let found: Vec<(String, Vec<usize>)> = imported
+        .tensors
+        .iter()
+        .map(|(n, _, s)| (n.clone(), s.clone()))
+        .collect();
+    refuse_unfit(
+        &format!("the weights (inferred: {})", imported.preset),
+        &fit_problems(params, &found, |_| true),
+    )
 }
