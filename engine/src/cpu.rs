@@ -315,3 +315,28 @@ pub fn ema(target: &[f32], source: &[f32], momentum: f64) -> Vec<f32> {
         .map(|(&t, &s)| (momentum * t as f64 + (1.0 - momentum) * s as f64) as f32)
         .collect()
 }
+
+/// The largest |a[i] - b[i]| (infinite where either is NaN), for reports that compare
+/// a kernel's output with this reference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "max_abs_diff of slices of different lengths"
+    );
+    a.iter().zip(b).fold(0.0, |worst: f64, (&x, &y)| {
+        let d = (x as f64 - y as f64).abs();
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            worst.max(d)
+        }
+    })
+}
+
+/// `n` values uniform in [-1, 1) from `seed`, the same on every machine.
+pub fn seeded_uniform(seed: u64, n: usize) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}

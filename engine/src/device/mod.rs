@@ -207,3 +207,30 @@ impl Device {
         }
     }
 }
+
+/// Mesa's Vulkan drivers look for a Wayland display in `$XDG_RUNTIME_DIR` and print an
+/// error when it is unset, as it is on headless machines and in CI. ijepa draws nothing
+/// on screen: when the variable is unset, point it at a private directory (ours, mode
+/// 0700) before any driver loads, while the process has one thread: first in `main`.
+pub fn private_runtime_dir() {
+    #[cfg(target_os = "linux")]
+    set_private_runtime_dir();
+}
+
+#[cfg(target_os = "linux")]
+fn set_private_runtime_dir() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ijepa-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    if std::fs::symlink_metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0)
+    {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
