@@ -3,7 +3,6 @@
 mod bench;
 mod commands;
 mod plot;
-mod reference;
 
 use std::path::PathBuf;
 
@@ -175,8 +174,8 @@ fn main() -> Result<()> {
             } => bench::data(&folder, image_size, batch, batches, workers),
         },
         Command::CheckReference { file } => {
-            let report = reference::check_reference(&engine::Device::shared()?, &file)?;
-            reference::print(&report);
+            let report = train::reference::check_reference(&engine::Device::shared()?, &file)?;
+            train::reference::print(&report);
             if !report.passed() {
                 std::process::exit(1);
             }

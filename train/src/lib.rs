@@ -12,6 +12,7 @@ pub mod loader;
 pub mod multiblock;
 pub mod pretrain;
 pub mod probe;
+pub mod reference;
 pub mod rundir;
 pub mod schedule;
 pub mod step;

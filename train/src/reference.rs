@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
+use crate::step::{train_step, StepHyper, TrainState};
 use anyhow::{bail, Context, Result};
 use engine::{Device, Tensor};
 use model::pos_embed::sincos_2d;
 use model::weights::SafetensorsFile;
 use model::{IJepa, IjepaConfig, Masks, PredictorConfig, VitConfig};
 use serde::Deserialize;
-use train::step::{train_step, StepHyper, TrainState};
 
 /// The `config` metadata of a golden file.
 #[derive(Deserialize)]
@@ -278,17 +278,29 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
     Ok(Report { groups })
 }
 
+/// Every group, then the summary.
 pub fn print(report: &Report) {
+    print_groups(report.groups.iter());
+    print_summary(report);
+}
+
+/// One line per group: its worst absolute and relative errors, failures and noisy
+/// entries.
+pub fn print_groups<'a>(groups: impl Iterator<Item = &'a GroupReport>) {
     println!(
         "{:<58} {:>11} {:>11} {:>6} {:>6}",
         "group", "max abs", "max rel", "fail", "noisy"
     );
-    for g in &report.groups {
+    for g in groups {
         println!(
             "{:<58} {:>11.3e} {:>11.3e} {:>6} {:>6}",
             g.group, g.max_abs, g.max_rel, g.failures, g.noisy
         );
     }
+}
+
+/// The worst errors of each kind of group against its tolerance, and the verdict.
+pub fn print_summary(report: &Report) {
     // Group kinds: 0 forward (features, loss, tables), 1 gradients, 2 after the step.
     let kind = |g: &str| match g {
         g if g.starts_with("grad ") => 1,
