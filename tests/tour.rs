@@ -1,0 +1,239 @@
+//! The tour's examples (docs/tour/), run as the reader runs them and held to what each
+//! chapter states: the kernels agree with the CPU reference, the gradcheck passes, the
+//! pool stops allocating, the golden step passes, and the step diagram in docs/tour/ is
+//! the one the model draws today. `cargo test` builds every example before the tests
+//! run; chapter 11's pretraining run is built but, taking minutes here, not run.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::runs::temp_dir;
+
+/// Run a built example with `args`; its stdout, after checking it succeeded.
+fn run_example(name: &str, args: &[&str]) -> String {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let path = dir.join("examples").join(name);
+    let out = Command::new(&path).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {}: {e} (a whole `cargo test` builds the examples; with `--test tour` alone, `cargo build --examples` first)",
+            path.display()
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The lines of `output` that contain `marker`.
+fn lines_with<'a>(output: &'a str, marker: &str) -> Vec<&'a str> {
+    output.lines().filter(|l| l.contains(marker)).collect()
+}
+
+/// The number that follows each `marker` in `output`.
+fn numbers_after(output: &str, marker: &str) -> Vec<f64> {
+    output
+        .match_indices(marker)
+        .map(|(i, _)| {
+            let rest = output[i + marker.len()..].trim_start();
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+                .unwrap_or(rest.len());
+            rest[..end]
+                .trim_end_matches('.')
+                .parse()
+                .unwrap_or_else(|e| panic!("no number after `{marker}` in `{rest}`: {e}"))
+        })
+        .collect()
+}
+
+/// The only number after `marker`.
+fn number_after(output: &str, marker: &str) -> f64 {
+    let found = numbers_after(output, marker);
+    assert_eq!(
+        found.len(),
+        1,
+        "`{marker}` occurs {} times in:\n{output}",
+        found.len()
+    );
+    found[0]
+}
+
+#[test]
+fn chapter_01_a_kernel_by_hand_and_through_the_engine_agree_with_the_cpu() {
+    let out = run_example("01_first_kernel", &[]);
+    for err in numbers_after(&out, "max |gpu - cpu| = ") {
+        assert!(err <= 1e-6, "{out}");
+    }
+    assert_eq!(numbers_after(&out, "max |gpu - cpu| = ").len(), 2);
+    assert!(out.contains("recorded 2 dispatches and 0 submits"), "{out}");
+    assert_eq!(number_after(&out, "reading the result submitted"), 1.0);
+}
+
+#[test]
+fn chapter_02_the_pool_stops_allocating_and_readbacks_submit() {
+    let out = run_example("02_tensors_and_pool", &[]);
+    assert!(
+        out.contains("after x.write, the reshaped handle reads [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]"),
+        "{out}"
+    );
+    assert!(
+        number_after(&out, "pass 1: 4 layers created") > 0.0,
+        "{out}"
+    );
+    assert_eq!(number_after(&out, "pass 2: 4 layers created"), 0.0, "{out}");
+    assert_eq!(number_after(&out, "pass 3: 4 layers created"), 0.0, "{out}");
+    let once = number_after(&out, "read once at the end:");
+    let each = number_after(&out, "read after each:");
+    assert!(once <= 2.0 && each >= 33.0, "{out}");
+}
+
+#[test]
+fn chapter_03_the_tape_differentiates_and_the_gradcheck_passes() {
+    let out = run_example("03_tape", &[]);
+    assert!(out.contains("dy/dx = [2.0, -4.0, 1.0, 6.0]"), "{out}");
+    assert_eq!(number_after(&out, "under no_grad:"), 0.0, "{out}");
+    assert!(number_after(&out, "worst ratio") <= 1.0, "{out}");
+    assert!(out.contains("(passes at <= 1): passed"), "{out}");
+    assert!(number_after(&out, "max difference") <= 1e-5, "{out}");
+}
+
+#[test]
+fn chapter_04_every_matmul_kernel_matches_the_cpu_on_ragged_sizes() {
+    // 68 is no multiple of any tile (and a multiple of 4, so the vec4 kernels take it):
+    // the edges of every kernel run.
+    let out = run_example("04_matmul", &["68"]);
+    let rows: Vec<&str> = out.lines().skip(2).collect();
+    assert!(rows.len() >= 5, "{out}");
+    for row in &rows {
+        let err: f64 = row
+            .split_whitespace()
+            .nth_back(if row.contains("<-") { 4 } else { 1 })
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(err <= 1e-4, "{row}");
+    }
+    assert_eq!(lines_with(&out, "<- the plan").len(), 1, "{out}");
+}
+
+#[test]
+fn chapter_05_softmax_and_layernorm_numerics() {
+    let out = run_example("05_softmax_layernorm", &[]);
+    assert!(out.contains("naive f32:          [NaN, NaN, NaN]"), "{out}");
+    for marker in ["forward max error", "backward max error", "dx", "dgamma"] {
+        for err in numbers_after(&out, marker) {
+            assert!(err <= 1e-5, "{marker}: {out}");
+        }
+    }
+    let variance = &out[out.find("variance of").expect("the variance section")..];
+    let kernel = number_after(variance, "kernel (two pass):");
+    let reference = number_after(variance, "f64 reference:");
+    assert!((kernel - reference).abs() <= 0.01 * reference, "{out}");
+    let one_pass = number_after(variance, "one pass in f32:");
+    assert!((one_pass - reference).abs() > reference, "{out}");
+}
+
+#[test]
+fn chapter_06_fused_attention_matches_the_composed_path() {
+    let out = run_example("06_attention", &[]);
+    let errors: Vec<f64> = numbers_after(&out, "vs composed");
+    assert!(errors.len() >= 4, "{out}");
+    assert!(errors.iter().all(|&e| e <= 1e-5), "{out}");
+    assert_eq!(lines_with(&out, "<- the plan").len(), 1, "{out}");
+}
+
+#[test]
+fn chapter_07_patch_embedding_is_a_convolution_and_positions_are_sin_cos() {
+    let out = run_example("07_vit", &[]);
+    assert!(
+        number_after(&out, "vs a direct convolution") <= 1e-5,
+        "{out}"
+    );
+    assert_eq!(
+        number_after(&out, "equal to VisionTransformer::forward:"),
+        0.0,
+        "{out}"
+    );
+    assert_eq!(number_after(&out, "equal along a column ("), 0.0, "{out}");
+    assert_eq!(number_after(&out, "equal along a row ("), 0.0, "{out}");
+    // The cosine map peaks at (3, 3) and falls towards the corners.
+    let grid: Vec<Vec<f64>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("cosine"))
+        .skip(1)
+        .take(7)
+        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert!((grid[3][3] - 1.0).abs() < 1e-6, "{out}");
+    assert!(
+        grid[0][0] < grid[1][1] && grid[1][1] < grid[2][2] && grid[2][2] < grid[3][3],
+        "{out}"
+    );
+}
+
+#[test]
+fn chapter_08_contexts_avoid_targets_and_every_patch_can_be_a_target() {
+    let out = run_example("08_masks", &[]);
+    assert_eq!(number_after(&out, "images:"), 0.0, "{out}");
+    let shares: Vec<Vec<f64>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("share of images"))
+        .skip(1)
+        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(shares.len(), 7, "{out}");
+    // The last row and column too: the official placement never reaches them.
+    assert!(
+        shares.iter().all(|row| row.iter().all(|&s| s > 0.0)),
+        "{out}"
+    );
+}
+
+#[test]
+fn chapter_09_loss_gradients_adamw_and_ema_match_the_reference() {
+    let out = run_example("09_predictor_loss_update", &[]);
+    let loss = number_after(&out, "loss: smooth L1 (beta 1)");
+    let reference = number_after(&out, "the CPU reference on the same tensors");
+    assert!(
+        (loss - reference).abs() <= 1e-5 * reference.abs().max(1.0),
+        "{out}"
+    );
+    let trainable = number_after(&out, "gradients:");
+    assert!(
+        out.contains(&format!("{trainable} of {trainable} trainable")),
+        "{out}"
+    );
+    assert!(out.contains(", 0 of "), "{out}");
+    for err in numbers_after(&out, "max |kernel - reference|") {
+        assert!(err <= 1e-6, "{out}");
+    }
+    assert!(number_after(&out, "it moved") > 0.0, "{out}");
+}
+
+#[test]
+fn chapter_10_the_golden_step_passes() {
+    let out = run_example("10_golden_step", &[]);
+    assert!(out.contains("PASS: every group within tolerance"), "{out}");
+}
+
+#[test]
+fn the_step_diagram_in_the_tour_is_the_one_the_model_draws() {
+    let dir = temp_dir("tour_diagram");
+    let drawn = dir.join("step.svg");
+    run_example("step_diagram", &[drawn.to_str().unwrap()]);
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/tour/step.svg");
+    assert!(
+        std::fs::read(&drawn).unwrap() == std::fs::read(&committed).unwrap(),
+        "docs/tour/step.svg is out of date: run `cargo run --release --example step_diagram`"
+    );
+}
