@@ -22,9 +22,12 @@ fn main() -> anyhow::Result<()> {
         });
     let device = Device::shared()?;
     let report = check_reference(&device, &path)?;
+    let shown = path
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(&path);
     println!(
         "{}: {} groups compared",
-        path.display(),
+        shown.display(),
         report.groups.len()
     );
     // The forward groups and the first gradients; `ijepa check-reference` lists all.

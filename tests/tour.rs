@@ -237,3 +237,54 @@ fn the_step_diagram_in_the_tour_is_the_one_the_model_draws() {
         "docs/tour/step.svg is out of date: run `cargo run --release --example step_diagram`"
     );
 }
+
+/// Every relative link of the tour's pages resolves, and every `docs/tour/...` a source
+/// file's module doc names exists: renaming a file or a chapter breaks this test, not
+/// the reader's path.
+#[test]
+fn tour_links_and_source_backlinks_resolve() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tour = root.join("docs/tour");
+    let mut pages = 0;
+    for entry in std::fs::read_dir(&tour).unwrap() {
+        let page = entry.unwrap().path();
+        if page.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        pages += 1;
+        let text = std::fs::read_to_string(&page).unwrap();
+        for (i, _) in text.match_indices("](") {
+            let target = &text[i + 2..i + 2 + text[i + 2..].find(')').unwrap()];
+            if target.starts_with("http") {
+                continue;
+            }
+            let path = tour.join(target.split('#').next().unwrap());
+            assert!(path.exists(), "{}: broken link {target}", page.display());
+        }
+    }
+    assert_eq!(pages, 12, "the table of contents and eleven chapters");
+    let mut backlinks = 0;
+    for dir in ["engine/src", "model/src", "train/src"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, _) in text.match_indices("docs/tour/") {
+                    let name: String = text[i..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != ',')
+                        .collect();
+                    let name = name.trim_end_matches('.');
+                    assert!(root.join(name).exists(), "{}: names {name}", path.display());
+                    backlinks += 1;
+                }
+            }
+        }
+    }
+    assert!(backlinks >= 26, "{backlinks} source backlinks to the tour");
+}

@@ -1,5 +1,7 @@
 //! The CPU reference: every op as plain loops on host slices, accumulating in f64.
 //! Written to be obviously right, not fast; the tests hold each kernel against it.
+//!
+//! Explained in the tour: docs/tour/05-softmax-layernorm.md.
 
 /// c[batch] = op(a[batch]) @ op(b[batch]) (+ bias); `b_shared`: one b for all batches.
 #[allow(clippy::too_many_arguments)]

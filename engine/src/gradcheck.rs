@@ -1,5 +1,7 @@
 //! Finite-difference gradient check of any scalar function of tensors, through the
 //! real kernels in f32.
+//!
+//! Explained in the tour: docs/tour/03-tape.md.
 
 use std::sync::Arc;
 

@@ -5,6 +5,8 @@
 //! gradients. The closure owns the activations it saved; [`backward`] walks the tape
 //! in reverse, calls each closure once and drops it, so saved activations are freed as
 //! soon as their gradient has been computed.
+//!
+//! Explained in the tour: docs/tour/03-tape.md.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

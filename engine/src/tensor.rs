@@ -1,5 +1,7 @@
 //! Tensors: f32, contiguous, row-major, shape on the host, storage on the GPU.
 //! A `Tensor` is a cheap handle; clones share the buffer. Reshapes share it too.
+//!
+//! Explained in the tour: docs/tour/02-tensors-and-pool.md.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,4 +1,6 @@
 //! The three I-JEPA networks and one step's forward pass and loss.
+//!
+//! Explained in the tour: docs/tour/09-predictor-loss-update.md.
 
 use std::sync::Arc;
 

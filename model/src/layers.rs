@@ -3,6 +3,8 @@
 //! records).
 //!
 //! Shapes: B batch, N tokens, D width, H heads, hd = D / H.
+//!
+//! Explained in the tour: docs/tour/07-vit.md.
 
 use std::sync::Arc;
 

@@ -3,6 +3,8 @@
 //! For a grid of g x g patches and width D: the first D/2 channels encode the column
 //! index and the last D/2 the row index; each half is [sin(pos * w), cos(pos * w)]
 //! with w_i = 1 / 10000^(i / (D/4)), i < D/4.
+//!
+//! Explained in the tour: docs/tour/07-vit.md.
 
 /// The table [g * g, dim], row-major over the grid.
 pub fn sincos_2d(dim: usize, grid: usize) -> Vec<f32> {

@@ -3,6 +3,8 @@
 //! Shapes: B images, N patches, D encoder width, Dp predictor width, Kc context and
 //! Kt target indices per mask. Masks are stacked mask-major (row j * B + b is mask j of
 //! image b), as the official `apply_masks` concatenates them.
+//!
+//! Explained in the tour: docs/tour/07-vit.md and docs/tour/09-predictor-loss-update.md.
 
 use anyhow::{bail, Result};
 use engine::ops::{self, layout};

@@ -1,4 +1,6 @@
 //! AdamW over named parameters with the official parameter groups.
+//!
+//! Explained in the tour: docs/tour/09-predictor-loss-update.md.
 
 use anyhow::{bail, Result};
 use engine::ops::update::{adamw_update, AdamW};

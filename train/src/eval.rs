@@ -1,6 +1,8 @@
 //! Evaluation of frozen features: average-pooled encoder features extracted on the
 //! GPU, a linear probe (multinomial logistic regression, L-BFGS, on the GPU) and a
 //! cosine k-NN classifier.
+//!
+//! Explained in the tour: docs/tour/11-pretrain-probe.md.
 
 use std::sync::Arc;
 

@@ -12,6 +12,8 @@
 //! last row and column are never covered), and settings that cannot produce a valid
 //! context are reported as an error instead of looping or silently dropping the
 //! disjointness constraint.
+//!
+//! Explained in the tour: docs/tour/08-masks.md.
 
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;

@@ -1,6 +1,8 @@
 //! The I-JEPA pretraining loop: data, schedules, [`train_step`], metrics, the k-NN
 //! monitor, atomic checkpoints of finite states only, exact resume, and a clean stop
 //! on request (an interrupt) with a checkpoint of the step reached.
+//!
+//! Explained in the tour: docs/tour/11-pretrain-probe.md.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The evaluation protocol of the paper on a checkpoint: frozen target encoder,
 //! average-pooled features, a linear classifier with all labels and with 1% of them,
 //! plus k-NN; the same on raw pixels and on a randomly initialised encoder.
+//!
+//! Explained in the tour: docs/tour/11-pretrain-probe.md.
 
 use std::collections::HashMap;
 use std::path::Path;

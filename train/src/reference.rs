@@ -1,6 +1,8 @@
 //! `ijepa check-reference`: replay a golden I-JEPA step computed by the official
 //! PyTorch code (format: shared/reference/README.md) through the trainer's own
 //! `train_step` and report, per group, how far this implementation is from it.
+//!
+//! Explained in the tour: docs/tour/10-golden-step.md.
 
 use std::path::Path;
 

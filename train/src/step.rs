@@ -7,6 +7,8 @@
 //! predictor, the smooth-L1 loss, the backward pass, a check that the loss is finite
 //! (nothing is updated after one that is not), AdamW on the encoder and predictor,
 //! then the EMA of the target encoder towards the updated encoder.
+//!
+//! Explained in the tour: docs/tour/09-predictor-loss-update.md.
 
 use std::time::Instant;
 

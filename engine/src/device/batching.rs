@@ -2,6 +2,8 @@
 //! command encoder, with their parameter blocks in a per-submit arena, and submitted
 //! every `MAX_DISPATCHES_PER_SUBMIT` dispatches or when the host needs a result;
 //! uploads, copies and readbacks go through the same encoder, in order.
+//!
+//! Explained in the tour: docs/tour/01-first-kernel.md.
 
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;

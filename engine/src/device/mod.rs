@@ -7,6 +7,8 @@
 //! block (a `KernelParams` struct, the WGSL file's `Params`) at a dynamic offset into
 //! a per-submit arena; bindings 1.. are storage buffers, the read-only ones first, then
 //! the read-write ones.
+//!
+//! Explained in the tour: docs/tour/01-first-kernel.md and docs/tour/02-tensors-and-pool.md.
 
 mod adapter;
 mod batching;

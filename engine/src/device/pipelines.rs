@@ -6,6 +6,8 @@
 //! holds every pair to the same size, field names, offsets and types through naga).
 //! Sizes the host also computes with (tiles, rows per workgroup) reach the WGSL as
 //! pipeline overrides declared without a default, so they are written once, in Rust.
+//!
+//! Explained in the tour: docs/tour/01-first-kernel.md.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -1,6 +1,8 @@
 //! The buffer pool: storage buffers lent to tensors and taken back when the last
 //! handle drops, kept by size class for reuse, so a repeated training step creates no
 //! buffers; capped by an optional memory limit.
+//!
+//! Explained in the tour: docs/tour/02-tensors-and-pool.md.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

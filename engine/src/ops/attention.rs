@@ -22,6 +22,8 @@
 //! | fused `Blocked` | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats the composed path |
 //!
 //! Measurements: docs/results/.
+//!
+//! Explained in the tour: docs/tour/06-attention.md.
 
 use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};

@@ -1,5 +1,7 @@
 //! Element-wise ops: add/sub/mul/div with `b` broadcast over the leading dims of `a`,
 //! scale, GELU, and fill.
+//!
+//! Explained in the tour: docs/tour/01-first-kernel.md.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};

@@ -1,6 +1,8 @@
 //! LayerNorm over the last dim, with or without affine parameters, run by the row plan
 //! (`ops::rows`). x: [.., D], gamma/beta: [D]. Saves per-row (mean, rstd) for the
 //! backward.
+//!
+//! Explained in the tour: docs/tour/05-softmax-layernorm.md.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};

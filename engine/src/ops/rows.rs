@@ -1,5 +1,7 @@
 //! The plan of the row kernels, softmax and LayerNorm: x viewed as [rows, cols], each
 //! row reduced on its own, either by one invocation or by one workgroup.
+//!
+//! Explained in the tour: docs/tour/05-softmax-layernorm.md.
 
 use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};

@@ -1,4 +1,6 @@
 //! Softmax over the last dim. x: [.., cols], run by the row plan (`ops::rows`).
+//!
+//! Explained in the tour: docs/tour/05-softmax-layernorm.md.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};

@@ -3,6 +3,8 @@
 //!
 //! a: [.., M, K] ([.., K, M] with `trans_a`), b: [K, N] shared or [.., K, N] per batch
 //! ([.., N, K] with `trans_b`), bias: [N]. out: [.., M, N].
+//!
+//! Explained in the tour: docs/tour/04-matmul.md.
 
 mod plan;
 

@@ -14,6 +14,8 @@
 //! Split-K: on GPUs a weight gradient whose output has too few tiles to occupy the
 //! device is split along K (see [`split_k`]). The measurements behind these rules are
 //! in docs/results/.
+//!
+//! Explained in the tour: docs/tour/04-matmul.md.
 
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
