@@ -117,7 +117,7 @@ fn scaled_add_by_hand(a: &[f32], b: &[f32]) -> (String, Vec<f32>) {
     device
         .poll(wgpu::PollType::wait_indefinitely())
         .expect("the device is alive");
-    let out = bytemuck::cast_slice(&slice.get_mapped_range().expect("mapped").to_vec()).to_vec();
+    let out = bytemuck::cast_slice(&slice.get_mapped_range().expect("mapped")).to_vec();
     (name, out)
 }
 

@@ -17,15 +17,12 @@ use rand::SeedableRng;
 /// as its definition reads: [B, (S/p)^2, D], patches row-major.
 fn conv_patches(
     images: &[f32],
-    b: usize,
-    c: usize,
-    s: usize,
+    [b, c, s]: [usize; 3],
     w: &[f32],
     bias: &[f32],
-    d: usize,
     p: usize,
 ) -> Vec<f32> {
-    let g = s / p;
+    let (d, g) = (bias.len(), s / p);
     let mut out = Vec::with_capacity(b * g * g * d);
     for img in 0..b {
         for (row, col) in (0..g).flat_map(|r| (0..g).map(move |q| (r, q))) {
@@ -76,12 +73,9 @@ fn main() -> anyhow::Result<()> {
     let embedded = vit.patch_embed.forward(&images)?;
     let direct = conv_patches(
         &images_host,
-        2,
-        1,
-        28,
+        [2, 1, 28],
         &vit.patch_embed.weight.to_vec(),
         &vit.patch_embed.bias.to_vec(),
-        d,
         p,
     );
     println!(
@@ -111,8 +105,7 @@ fn main() -> anyhow::Result<()> {
     // The encoder, block by block, and its parameters by name.
     let mut x = ops::add(&embedded, &ops::reshape(&vit.pos_embed, &[g * g, d])?)?;
     println!(
-        "encoder {} (width {d}, {} blocks, {} heads): tokens {:?}",
-        "vit_pico",
+        "encoder vit_pico (width {d}, {} blocks, {} heads): tokens {:?}",
         config.depth,
         config.num_heads,
         x.shape()
