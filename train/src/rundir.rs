@@ -34,7 +34,7 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-        match file.try_lock() {
+        match lock_now_or_after_own_children(&file, &path) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let owner = std::fs::read_to_string(&path).unwrap_or_default();
@@ -61,6 +61,27 @@ impl RunLock {
         }
         Ok(RunLock { _file: file, path })
     }
+}
+
+/// Take the lock. When the lock file names this very process, the holder can be a child
+/// it is spawning: between fork and exec a child shares the open lock file of a run
+/// that has since ended here, until exec closes it (it is opened close-on-exec). That
+/// lasts milliseconds, so wait for it, up to a second; a run of this process that still
+/// holds the directory is refused after that.
+fn lock_now_or_after_own_children(file: &File, path: &Path) -> Result<(), TryLockError> {
+    let ours = || {
+        std::fs::read_to_string(path)
+            .is_ok_and(|owner| owner.trim() == std::process::id().to_string())
+    };
+    for _ in 0..50 {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if ours() => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    file.try_lock()
 }
 
 /// Keep the lines of a metrics log whose `step` is at most `step`, dropping the rest

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One row of the small-scale study (docs/results/small_scale.md): pretrain a preset
+# with JSON overrides and a seed, probe the checkpoint (and, with PROBE_LAYERS=4, the
+# concatenated means of the last 4 layers too), and print one Markdown table row.
+#
+#   scripts/small-scale.sh NAME SEED '{"npred": 2}' [PRESET]
+#
+# The run lives in runs/small-scale/NAME-sSEED (log, metrics, probe output).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=$1
+seed=$2
+overrides=${3:-"{}"}
+preset=${4:-fmnist-cpu}
+bin=${IJEPA_BIN:-./target/release/ijepa}
+out=runs/small-scale/$name-s$seed
+rm -rf "$out" "$out.json"
+mkdir -p "$(dirname "$out")"
+python3 -c 'import json, sys; c = json.loads(sys.argv[1]); c["seed"] = int(sys.argv[2]); print(json.dumps(c))' \
+    "$overrides" "$seed" > "$out.json"
+start=$(date +%s)
+$bin pretrain --preset "$preset" --config "$out.json" --out "$out" > "$out.log" 2>&1
+trained=$(date +%s)
+$bin probe "$out/checkpoint.safetensors" > "$out/probe.txt" 2>&1
+if [ "${PROBE_LAYERS:-1}" != 1 ]; then
+    $bin probe "$out/checkpoint.safetensors" --layers "$PROBE_LAYERS" > "$out/probe-layers.txt" 2>&1
+fi
+python3 - "$name" "$seed" "$overrides" "$out" "$((trained - start))" "$($bin info 2>/dev/null | head -1 | sed "s/^adapter: *//")" <<'PY'
+import json, sys
+name, seed, overrides, out, secs, device = sys.argv[1:]
+lines = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
+epochs = [l for l in lines if "knn_top1" in l]
+def probe(path, label):
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0].startswith(label):
+            return cells[1:]
+    raise SystemExit(f"{path}: no row {label}")
+ijepa = probe(f"{out}/probe.txt", "I-JEPA")
+extra = ""
+try:
+    layers = probe(f"{out}/probe-layers.txt", "I-JEPA")
+    extra = f" {layers[0]} / {layers[1]}"
+except FileNotFoundError:
+    pass
+knn = ", ".join(f"{e['knn_top1']:.1f}" for e in epochs)
+rankme = ", ".join(f"{e['rankme']:.1f}" for e in epochs)
+device = device.split(" (")[0]
+print(f"| {name} | `{overrides}` | {lines[-1]['step']} | {int(secs) / 60:.1f} | {device} | {ijepa[0]} / {ijepa[1]} |{extra} | {ijepa[2]} | {knn} | {rankme} | {seed} |")
+PY
