@@ -32,6 +32,8 @@ lines = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
 epochs = [l for l in lines if "knn_top1" in l]
 def probe(path, label):
     for line in open(path):
+        if not line.startswith("|"):
+            continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells[0].startswith(label):
             return cells[1:]

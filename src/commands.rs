@@ -178,12 +178,14 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
                 String::new()
             };
             let line = format!(
-                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, RankMe {:.1}, GPU buffers {:.0} MiB{replaced}",
+                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, RankMe {:.1}, target std {:.3}, context {} patches, GPU buffers {:.0} MiB{replaced}",
                 m.epoch + 1,
                 m.step,
                 m.loss,
                 m.images_per_s,
                 m.rankme.unwrap_or(f64::NAN),
+                m.target_std.unwrap_or(f64::NAN),
+                m.context_patches,
                 device.memory_held() as f64 / (1 << 20) as f64
             );
             // indicatif draws nothing when stderr is not a terminal (logs, CI).

@@ -35,6 +35,8 @@ pub struct Point {
     pub momentum: f64,
     pub knn_top1: Option<f64>,
     pub target_std: Option<f64>,
+    pub rankme: Option<f64>,
+    pub context_patches: Option<f64>,
 }
 
 /// A run's curves: its name and its steps.
@@ -70,6 +72,8 @@ impl Run {
                 momentum: number("momentum")?,
                 knn_top1: v["knn_top1"].as_f64(),
                 target_std: v["target_std"].as_f64(),
+                rankme: v["rankme"].as_f64(),
+                context_patches: v["context_patches"].as_f64(),
             });
         }
         if points.is_empty() {
@@ -106,7 +110,7 @@ struct Panel {
     dots: bool,
 }
 
-const PANELS: [Panel; 6] = [
+const PANELS: [Panel; 8] = [
     Panel {
         title: "I-JEPA loss",
         y_label: "loss (log scale)",
@@ -127,6 +131,20 @@ const PANELS: [Panel; 6] = [
         value: |p| p.target_std,
         log_scale: false,
         dots: true,
+    },
+    Panel {
+        title: "RankMe of the target features (collapse: 1)",
+        y_label: "effective rank",
+        value: |p| p.rankme,
+        log_scale: false,
+        dots: true,
+    },
+    Panel {
+        title: "context patches kept per mask",
+        y_label: "patches",
+        value: |p| p.context_patches,
+        log_scale: false,
+        dots: false,
     },
     Panel {
         title: "learning rate",
@@ -151,16 +169,17 @@ const PANELS: [Panel; 6] = [
     },
 ];
 
-/// Draw a 2x3 grid of the training curves of `runs` (loss on a log scale, k-NN top-1,
-/// target-feature std, learning rate, weight decay, EMA momentum against the step),
+/// Draw a 2x4 grid of the training curves of `runs` (loss on a log scale, k-NN top-1,
+/// target-feature std, RankMe, context patches per mask, learning rate, weight decay,
+/// EMA momentum against the step),
 /// each panel with a title, labelled axes with ticks, and a legend of the runs.
 pub fn training_curves(path: &Path, runs: &[Run]) -> Result<()> {
     register_font();
-    let (w, h) = (1500u32, 900u32);
+    let (w, h) = (2000u32, 900u32);
     let mut buffer = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (w, h)).into_drawing_area();
-        for (panel, area) in PANELS.iter().zip(root.split_evenly((2, 3))) {
+        for (panel, area) in PANELS.iter().zip(root.split_evenly((2, 4))) {
             draw_panel(&area, panel, runs)
                 .map_err(|e| anyhow!("drawing {} of {}: {e}", panel.title, path.display()))?;
         }

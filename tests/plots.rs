@@ -34,7 +34,7 @@ fn has_colour(png: &Path, rgb: [u8; 3]) -> bool {
     img.pixels().any(|p| p.0 == rgb)
 }
 
-/// One run and two runs give 1500x900 pictures; the second run's colour (red) is drawn
+/// One run and two runs give 2000x900 pictures (2x4 panels); the second run's colour (red) is drawn
 /// only when there is a second run.
 #[test]
 fn plot_draws_one_or_several_runs() {
@@ -52,7 +52,7 @@ fn plot_draws_one_or_several_runs() {
         &arg(&two),
     ]);
     for png in [&one, &two] {
-        assert_eq!(image::image_dimensions(png).unwrap(), (1500, 900));
+        assert_eq!(image::image_dimensions(png).unwrap(), (2000, 900));
     }
     let (blue, red) = ([31, 119, 180], [214, 39, 40]);
     assert!(has_colour(&one, blue) && !has_colour(&one, red));
