@@ -299,6 +299,7 @@ pub fn data(
     );
     let config = LoaderConfig {
         batch,
+        slots: 0..batch,
         image_size,
         crop_scale: (0.3, 1.0),
         crop_ratio: (3.0 / 4.0, 4.0 / 3.0),

@@ -11,6 +11,7 @@ use train::checkpoint::CHECKPOINT;
 use train::config::PretrainConfig;
 use train::config_file::ConfigFile;
 use train::multiblock::{MaskCollator, MaskConfig};
+use train::parallel::Collective;
 use train::pretrain::{RunEnd, Trainer};
 use train::probe::{embed_checkpoint, probe_checkpoint, Encoder, FeatureOptions, ProbeResult};
 
@@ -95,14 +96,22 @@ fn resolve_config(args: &PretrainArgs, device: &Device) -> Result<(PretrainConfi
     Ok((config, args.out.clone().unwrap_or(out)))
 }
 
-pub fn pretrain(args: PretrainArgs) -> Result<()> {
+/// `ijepa pretrain` as one process of `world` (see [`Trainer::with_world`]); rank 0
+/// alone reports progress and draws the curves.
+pub fn pretrain(args: PretrainArgs, world: Box<dyn Collective>) -> Result<()> {
     let device = Device::shared()?;
+    let (rank, ranks) = (world.rank(), world.size());
     let (config, out) = resolve_config(&args, &device)?;
     if args.print_config {
-        println!("{}", serde_json::to_string_pretty(&config)?);
+        if rank == 0 {
+            println!("{}", serde_json::to_string_pretty(&config)?);
+        }
         return Ok(());
     }
-    let mut trainer = Trainer::new(&device, config, &out)?;
+    if ranks > 1 {
+        eprintln!("rank {rank} of {ranks}: {}", device.info().name);
+    }
+    let mut trainer = Trainer::with_world(&device, config, &out, world)?;
     let checkpoint = out.join(CHECKPOINT);
     if args.resume {
         if !checkpoint.exists() {
@@ -112,11 +121,13 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             );
         }
         trainer.resume(&checkpoint)?;
-        eprintln!(
-            "resumed from {} at step {}",
-            checkpoint.display(),
-            trainer.step
-        );
+        if rank == 0 {
+            eprintln!(
+                "resumed from {} at step {}",
+                checkpoint.display(),
+                trainer.step
+            );
+        }
     } else if checkpoint.exists() {
         bail!(
             "{} already exists: pass --resume to continue it, or choose another --out",
@@ -131,7 +142,16 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         .max_steps
         .map_or(trainer.total_steps(), |m| m.min(trainer.total_steps()));
     let m = &trainer.state.model.config;
-    eprintln!(
+    let batch = match ranks {
+        1 => trainer.config.batch_size.to_string(),
+        n => format!(
+            "{} ({n} processes x {})",
+            n * trainer.config.batch_size,
+            trainer.config.batch_size
+        ),
+    };
+    if rank == 0 {
+        eprintln!(
         "[{}] pretraining {} (D={}, depth {}, predictor {}x{}) on {} images of {}x{}x{}: {} steps of {} ({} per epoch)",
         device.info().name,
         trainer.config.model,
@@ -144,10 +164,14 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         trainer.splits.train.height,
         trainer.splits.train.width,
         trainer.total_steps(),
-        trainer.config.batch_size,
+        batch,
         trainer.steps_per_epoch
     );
-    let bar = ProgressBar::new(until as u64);
+    }
+    let bar = match rank {
+        0 => ProgressBar::new(until as u64),
+        _ => ProgressBar::hidden(),
+    };
     bar.set_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
     )?);
@@ -177,8 +201,11 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             } else {
                 String::new()
             };
+            let identical = m.state_checksum.as_ref().map_or(String::new(), |sum| {
+                format!(", state identical on {ranks} processes (checksum {sum})")
+            });
             let line = format!(
-                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, RankMe {:.1}, target std {:.3}, context {} patches, GPU buffers {:.0} MiB{replaced}",
+                "epoch {} done: step {}, loss {:.4}, {:.0} img/s, k-NN top-1 {k:.2}%, RankMe {:.1}, target std {:.3}, context {} patches, GPU buffers {:.0} MiB{replaced}{identical}",
                 m.epoch + 1,
                 m.step,
                 m.loss,
@@ -198,7 +225,10 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     });
     bar.finish();
     // The curves are drawn whatever happened, but the run's own error comes first.
-    let plotted = crate::plot::plot_runs(std::slice::from_ref(&out), &out.join(CURVES));
+    let plotted = match rank {
+        0 => crate::plot::plot_runs(std::slice::from_ref(&out), &out.join(CURVES)),
+        _ => Ok(()),
+    };
     match result {
         Err(e) => {
             if let Err(p) = plotted {
@@ -227,11 +257,13 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             std::process::exit(INTERRUPTED);
         }
         Ok(RunEnd::Reached) => {
-            eprintln!(
-                "checkpoint: {} (step {})",
-                checkpoint.display(),
-                trainer.step
-            );
+            if rank == 0 {
+                eprintln!(
+                    "checkpoint: {} (step {})",
+                    checkpoint.display(),
+                    trainer.step
+                );
+            }
             plotted
         }
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod commands;
 mod plot;
+mod world;
 
 use std::path::PathBuf;
 
@@ -127,9 +128,16 @@ fn at_least_one(arg: &str) -> std::result::Result<usize, String> {
 
 fn main() -> Result<()> {
     engine::device::private_runtime_dir();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    let launch = world::Launch::init();
+    let result = run(command, &launch);
+    launch.finish(result)
+}
+
+fn run(command: Command, launch: &world::Launch) -> Result<()> {
+    match command {
         Command::Info => info(),
-        Command::Pretrain(args) => commands::pretrain(args),
+        Command::Pretrain(args) => commands::pretrain(args, launch.world()),
         Command::Probe(args) => commands::probe(args),
         Command::Embed(args) => commands::embed(args),
         Command::Import(args) => commands::import(args),

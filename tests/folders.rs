@@ -40,6 +40,7 @@ fn write_folder(dir: &Path, classes: &[&str], count: usize, seed: u64) {
 fn loader_config(workers: usize) -> LoaderConfig {
     LoaderConfig {
         batch: 8,
+        slots: 0..8,
         image_size: 24,
         crop_scale: (0.3, 1.0),
         crop_ratio: (3.0 / 4.0, 4.0 / 3.0),

@@ -171,6 +171,7 @@ fn a_batch_is_the_same_on_any_number_of_threads() {
     .unwrap();
     let config = LoaderConfig {
         batch: 7,
+        slots: 0..7,
         image_size: 8,
         crop_scale: (0.3, 1.0),
         crop_ratio: (0.75, 4.0 / 3.0),

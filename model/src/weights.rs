@@ -144,6 +144,18 @@ impl SafetensorsFile {
         SafeTensors::deserialize(&self.bytes).expect("validated in open")
     }
 
+    /// The names of the file's tensors, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tensors()
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn metadata(&self) -> HashMap<String, String> {
         SafeTensors::read_metadata(&self.bytes)
             .ok()

@@ -66,6 +66,30 @@ pub fn pretrain_command(config: &PretrainConfig, out: &Path, extra: &[&str]) -> 
     cmd
 }
 
+/// `pretrain_command` as `ranks` processes started by Open MPI's `mpirun` on this
+/// machine (as root when the tests run as root; more processes than cores allowed).
+pub fn mpirun_pretrain_command(
+    ranks: usize,
+    config: &PretrainConfig,
+    out: &Path,
+    extra: &[&str],
+) -> Command {
+    let single = pretrain_command(config, out, extra);
+    let mut cmd = Command::new("mpirun");
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if root {
+        cmd.arg("--allow-run-as-root");
+    }
+    cmd.args(["--oversubscribe", "-np", &ranks.to_string()])
+        .arg(single.get_program())
+        .args(single.get_args())
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
 /// Run `ijepa` with `args` to its end: (exit code, stderr).
 pub fn ijepa(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ijepa"))

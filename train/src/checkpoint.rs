@@ -5,7 +5,8 @@
 //! (`encoder.*`, `predictor.*`, `target_encoder.*`), the AdamW moments under
 //! `optim.exp_avg.<name>` and `optim.exp_avg_sq.<name>`, and as string metadata the
 //! step reached, the pretraining and model configurations (JSON) and the per-channel
-//! (mean, std) the images were normalised with (JSON).
+//! (mean, std) the images were normalised with (JSON), and the number of data-parallel
+//! ranks that trained it (absent: one).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +25,7 @@ const STEP: &str = "step";
 const PRETRAIN_CONFIG: &str = "pretrain_config";
 const MODEL_CONFIG: &str = "model_config";
 const CHANNEL_STATS: &str = "channel_stats";
+const RANKS: &str = "ranks";
 const EXP_AVG: &str = "optim.exp_avg.";
 const EXP_AVG_SQ: &str = "optim.exp_avg_sq.";
 
@@ -36,6 +38,8 @@ pub struct CheckpointMeta {
     pub model: IjepaConfig,
     /// Per-channel (mean, std) of the training pixels scaled to [0, 1].
     pub channel_stats: Vec<(f32, f32)>,
+    /// Data-parallel processes of the run (the global batch is `ranks` x batch_size).
+    pub ranks: usize,
 }
 
 /// The state about to be checkpointed holds a NaN or an infinity: nothing was written.
@@ -98,6 +102,7 @@ pub fn save_tensors(
             CHANNEL_STATS.to_string(),
             serde_json::to_string(&meta.channel_stats)?,
         ),
+        (RANKS.to_string(), meta.ranks.to_string()),
     ]);
     write_safetensors(path, tensors, metadata)
 }
@@ -138,6 +143,15 @@ impl Checkpoint {
                 model.encoder.in_chans
             );
         }
+        let ranks = match raw.get(RANKS) {
+            None => 1,
+            Some(text) => match text.parse() {
+                Ok(n) if n > 0 => n,
+                _ => bail!(
+                    "{name}: `{RANKS}` in its metadata is {text:?}, expected a whole number of processes, at least 1"
+                ),
+            },
+        };
         Ok(Checkpoint {
             path: name.to_string(),
             file,
@@ -146,6 +160,7 @@ impl Checkpoint {
                 pretrain,
                 model,
                 channel_stats,
+                ranks,
             },
         })
     }

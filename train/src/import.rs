@@ -174,6 +174,7 @@ pub fn write_imported(
         pretrain: pretrain.clone(),
         model: imported.model.clone(),
         channel_stats,
+        ranks: 1,
     };
     save_tensors(out, &imported.tensors, &meta)?;
     Ok(pretrain)

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod import;
 pub mod loader;
 pub mod multiblock;
+pub mod parallel;
 pub mod pretrain;
 pub mod probe;
 pub mod reference;

@@ -30,7 +30,12 @@ pub struct Batch {
 }
 
 pub struct LoaderConfig {
+    /// The global batch: every process of a data-parallel run draws the same order,
+    /// crops and masks for it.
     pub batch: usize,
+    /// The slots of the global batch this process loads (all of them in a run of one
+    /// process; rank r of n takes the r-th n-th).
+    pub slots: std::ops::Range<usize>,
     pub image_size: usize,
     pub crop_scale: (f64, f64),
     pub crop_ratio: (f64, f64),
@@ -94,7 +99,14 @@ pub fn make_batch_on_threads(
     let per_epoch = config.steps_per_epoch(data);
     let first = (step % per_epoch) * config.batch;
     let image_len = data.channels * config.image_size * config.image_size;
-    let mut images = vec![0f32; config.batch * image_len];
+    if config.slots.is_empty() || config.slots.end > config.batch {
+        bail!(
+            "the slots {:?} of a process are not a part of the batch of {}",
+            config.slots,
+            config.batch
+        );
+    }
+    let mut images = vec![0f32; config.slots.len() * image_len];
     let fill = |slot: usize, out: &mut [f32]| -> Result<Vec<(PathBuf, String)>> {
         let mut replaced = Vec::new();
         for attempt in 0..ATTEMPTS {
@@ -123,8 +135,8 @@ pub fn make_batch_on_threads(
             replaced.last().map_or(String::new(), |r| r.1.clone())
         )
     };
-    let per_thread = config.batch.div_ceil(worker_count(threads)).max(1);
-    let slots: Vec<usize> = (0..config.batch).collect();
+    let per_thread = config.slots.len().div_ceil(worker_count(threads)).max(1);
+    let slots: Vec<usize> = config.slots.clone().collect();
     let replaced = std::thread::scope(|scope| {
         let workers: Vec<_> = slots
             .chunks(per_thread)
@@ -148,7 +160,9 @@ pub fn make_batch_on_threads(
     Ok(Batch {
         step,
         images,
-        masks: collator.sample(step as u64, config.batch)?,
+        masks: collator
+            .sample(step as u64, config.batch)?
+            .images(config.slots.clone()),
         replaced: replaced.concat(),
     })
 }

@@ -78,6 +78,25 @@ pub struct MaskBatch {
     pub context_blocks: Vec<Vec<PatchBlock>>,
 }
 
+impl MaskBatch {
+    /// The masks of the images `range` of the batch (a process's share), with the
+    /// lengths the whole batch was truncated to.
+    pub fn images(self, range: std::ops::Range<usize>) -> MaskBatch {
+        let part = |per_mask: Vec<Vec<Vec<u32>>>| -> Vec<Vec<Vec<u32>>> {
+            per_mask
+                .into_iter()
+                .map(|m| m[range.clone()].to_vec())
+                .collect()
+        };
+        MaskBatch {
+            context: part(self.context),
+            target: part(self.target),
+            target_blocks: self.target_blocks[range.clone()].to_vec(),
+            context_blocks: self.context_blocks[range].to_vec(),
+        }
+    }
+}
+
 pub struct MaskCollator {
     config: MaskConfig,
     seed: u64,

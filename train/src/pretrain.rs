@@ -21,6 +21,7 @@ use crate::data::{Dataset, Splits};
 use crate::eval::{knn_accuracy, pooled_features, rankme};
 use crate::loader::{BatchLoader, LoaderConfig};
 use crate::multiblock::MaskCollator;
+use crate::parallel::{any_rank, check_identical, checksum, Collective, Single};
 use crate::rundir::{truncate_metrics, RunLock};
 use crate::schedule::Schedules;
 use crate::step::{train_step, NonFiniteLoss, StepResult, TrainState};
@@ -51,6 +52,10 @@ pub struct StepMetrics {
     /// Unreadable images replaced by others since the epoch began.
     #[serde(skip_serializing_if = "is_zero")]
     pub replaced_images: usize,
+    /// At the end of each epoch of a data-parallel run: the checksum of the parameters
+    /// and optimiser state, found equal on every rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_checksum: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -74,7 +79,10 @@ pub struct Trainer {
     pub checkpointed: Option<usize>,
     device: Arc<Device>,
     stop: Arc<AtomicBool>,
-    _lock: RunLock,
+    /// The processes of the run; each trains on its share of every global batch.
+    world: Box<dyn Collective>,
+    /// Held by rank 0, the one process that writes the run directory.
+    _lock: Option<RunLock>,
 }
 
 /// How [`Trainer::run`] ended when no error stopped it.
@@ -100,21 +108,40 @@ impl Trainer {
     /// created if needed and locked for this run (refused while another run holds it),
     /// then the data is loaded.
     pub fn new(device: &Arc<Device>, config: PretrainConfig, out_dir: &Path) -> Result<Trainer> {
+        Trainer::with_world(device, config, out_dir, Box::new(Single))
+    }
+
+    /// [`Trainer::new`] for one process of a data-parallel run: `batch_size` images per
+    /// process, a global batch of `world.size()` times that. Rank 0 alone locks and
+    /// writes `out_dir` (metrics, checkpoints) and runs the k-NN monitor.
+    pub fn with_world(
+        device: &Arc<Device>,
+        config: PretrainConfig,
+        out_dir: &Path,
+        world: Box<dyn Collective>,
+    ) -> Result<Trainer> {
         config.validate()?;
         let config = PretrainConfig {
             data: config.data.resolved()?,
             ..config
         };
-        let lock = RunLock::acquire(out_dir)?;
+        let lock = match world.rank() {
+            0 => Some(RunLock::acquire(out_dir)?),
+            _ => None,
+        };
         let splits = config.data.load()?;
         let model_config = config.model_config_for(&splits.train)?;
         let stats = splits.train.channel_stats();
-        let steps_per_epoch = splits.train.len() / config.batch_size;
+        let global_batch = config.batch_size * world.size();
+        let steps_per_epoch = splits.train.len() / global_batch;
         if steps_per_epoch == 0 {
             bail!(
-                "{} training images are fewer than one batch of {}",
+                "{} training images are fewer than one batch of {global_batch}{}",
                 splits.train.len(),
-                config.batch_size
+                match world.size() {
+                    1 => String::new(),
+                    n => format!(" ({n} processes x {})", config.batch_size),
+                }
             );
         }
         let collator = Arc::new(MaskCollator::new(
@@ -136,8 +163,14 @@ impl Trainer {
             checkpointed: None,
             device: device.clone(),
             stop: Arc::new(AtomicBool::new(false)),
+            world,
             _lock: lock,
         })
+    }
+
+    /// The processes of this run.
+    pub fn world(&self) -> &dyn Collective {
+        self.world.as_ref()
     }
 
     /// Set it to stop [`Trainer::run`] after the step in progress, with a checkpoint.
@@ -170,6 +203,15 @@ impl Trainer {
     /// so the run continues exactly as an uninterrupted one would.
     pub fn resume(&mut self, path: &Path) -> Result<()> {
         let checkpoint = Checkpoint::open(path)?;
+        let (ranks, here) = (checkpoint.meta.ranks, self.world.size());
+        if ranks != here {
+            bail!(
+                "{}: written by a run of {ranks} process(es) (a global batch of {ranks} x {}), this run has {here}; \
+                 resume with {ranks} (mpirun -np {ranks}): the global batch sets the data order and the schedules",
+                path.display(),
+                checkpoint.meta.pretrain.batch_size
+            );
+        }
         let differences = checkpoint.meta.pretrain.differences(&self.config);
         if !differences.is_empty() {
             bail!(
@@ -207,6 +249,7 @@ impl Trainer {
             pretrain: self.config.clone(),
             model: self.state.model.config.clone(),
             channel_stats: self.stats.clone(),
+            ranks: self.world.size(),
         };
         checkpoint::save(path, &self.state, &meta)
     }
@@ -246,20 +289,39 @@ impl Trainer {
         Ok(Some((knn, rankme(&train.0, d))))
     }
 
+    /// The checksum of every parameter and optimiser moment, equal on every rank of a
+    /// healthy data-parallel run.
+    fn state_checksum(&self) -> u64 {
+        let params = self.state.model.named_params();
+        let moments = self.state.optimizer.moments();
+        let tensors: Vec<&Tensor> = params
+            .iter()
+            .map(|(_, t)| t)
+            .chain(moments.iter().flat_map(|(_, m, v)| [*m, *v]))
+            .collect();
+        checksum(&tensors)
+    }
+
     /// Run the next step on one batch (images [B, C, H, W], its masks) with the
     /// schedules' values for that step, and count it.
     pub fn step_on(&mut self, images: &Tensor, masks: &Masks) -> Result<StepResult> {
         let hyper = self.schedules.at(self.step);
-        let result = train_step(&mut self.state, images, masks, hyper, false).map_err(|e| {
-            match e.downcast_ref::<NonFiniteLoss>() {
-                Some(NonFiniteLoss(loss)) => anyhow::anyhow!(
-                    "the loss became {loss} at step {}; stopping without updating. {}; \
+        let result = train_step(
+            &mut self.state,
+            images,
+            masks,
+            hyper,
+            self.world.as_ref(),
+            false,
+        )
+        .map_err(|e| match e.downcast_ref::<NonFiniteLoss>() {
+            Some(NonFiniteLoss(loss)) => anyhow::anyhow!(
+                "the loss became {loss} at step {}; stopping without updating. {}; \
                      try a lower learning rate or gradient clipping (grad_clip)",
-                    self.step + 1,
-                    self.last_good_state()
-                ),
-                None => e,
-            }
+                self.step + 1,
+                self.last_good_state()
+            ),
+            None => e,
         })?;
         self.step += 1;
         Ok(result)
@@ -268,6 +330,11 @@ impl Trainer {
     /// Write the checkpoint of the step reached, unless the state is not finite: then
     /// the run stops with an error that says where the last finite state is.
     fn checkpoint(&mut self) -> Result<()> {
+        if self.world.rank() != 0 {
+            // Rank 0 writes the state every rank holds.
+            self.checkpointed = Some(self.step);
+            return Ok(());
+        }
         match self.save(&self.checkpoint_path()) {
             Ok(()) => {
                 self.checkpointed = Some(self.step);
@@ -294,8 +361,10 @@ impl Trainer {
         if self.step >= until {
             return Ok(RunEnd::Reached);
         }
+        let (b, rank, ranks) = (self.config.batch_size, self.world.rank(), self.world.size());
         let loader_config = LoaderConfig {
-            batch: self.config.batch_size,
+            batch: b * ranks,
+            slots: rank * b..(rank + 1) * b,
             image_size: self.splits.train.height,
             crop_scale: self.config.crop_scale,
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
@@ -313,17 +382,20 @@ impl Trainer {
         );
         // Steps past the state this run starts from are taken again: their old lines go.
         let metrics_path = self.out_dir.join(METRICS);
-        truncate_metrics(&metrics_path, self.step)?;
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-        let (b, c, s) = (
-            self.config.batch_size,
-            self.splits.train.channels,
-            self.splits.train.height,
-        );
+        let mut metrics = match rank {
+            0 => {
+                truncate_metrics(&metrics_path, self.step)?;
+                Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&metrics_path)
+                        .with_context(|| format!("cannot open {}", metrics_path.display()))?,
+                )
+            }
+            _ => None,
+        };
+        let (c, s) = (self.splits.train.channels, self.splits.train.height);
         let num_patches = self.state.model.config.encoder.num_patches();
         let mut warned = std::collections::HashSet::new();
         let mut replaced_in_epoch = 0;
@@ -355,11 +427,22 @@ impl Trainer {
             });
             let (loss, grad_norm, hyper) = (result.loss, result.grad_norm, result.hyper);
             drop(result);
-            // Throughput of the step itself, before the monitor below.
-            let images_per_s = b as f64 / started.elapsed().as_secs_f64();
-            let stopping = self.stop.load(Ordering::SeqCst);
-            let monitor = if epoch_end && !stopping {
+            // Throughput of the step itself (the global batch), before the monitor below.
+            let images_per_s = (b * ranks) as f64 / started.elapsed().as_secs_f64();
+            let stopping = any_rank(self.world.as_ref(), self.stop.load(Ordering::SeqCst));
+            let monitor = if epoch_end && !stopping && rank == 0 {
                 self.knn_monitor()?
+            } else {
+                None
+            };
+            let state_checksum = if epoch_end && ranks > 1 {
+                let sum = self.state_checksum();
+                check_identical(
+                    self.world.as_ref(),
+                    sum,
+                    &format!("after step {}", self.step),
+                )?;
+                Some(format!("{sum:016x}"))
             } else {
                 None
             };
@@ -378,9 +461,12 @@ impl Trainer {
                 knn_top1: monitor.map(|m| m.0),
                 rankme: monitor.map(|m| m.1),
                 replaced_images: replaced_in_epoch,
+                state_checksum,
             };
-            writeln!(metrics, "{}", serde_json::to_string(&m)?)
-                .with_context(|| format!("cannot write {}", metrics_path.display()))?;
+            if let Some(metrics) = metrics.as_mut() {
+                writeln!(metrics, "{}", serde_json::to_string(&m)?)
+                    .with_context(|| format!("cannot write {}", metrics_path.display()))?;
+            }
             on_step(&m);
             if stopping
                 || self.step.is_multiple_of(self.config.checkpoint_every)

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use crate::parallel::Single;
 use crate::step::{train_step, StepHyper, TrainState};
 use anyhow::{bail, Context, Result};
 use engine::{Device, Tensor};
@@ -224,7 +225,7 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
         weight_decay: c.optimizer.weight_decay as f64,
         momentum: c.ema_momentum as f64,
     };
-    let step = train_step(&mut state, &images, &masks, hyper, false)?;
+    let step = train_step(&mut state, &images, &masks, hyper, &Single, false)?;
     let out = &step.outputs;
     for (group, t, name) in [
         (

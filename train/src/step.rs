@@ -4,7 +4,8 @@
 //!
 //! In order: the target path under `no_grad` (target encoder on the whole image,
 //! parameter-free LayerNorm, gathered at the targets), the context encoder and the
-//! predictor, the smooth-L1 loss, the backward pass, a check that the loss is finite
+//! predictor, the smooth-L1 loss, the backward pass, the loss and gradients averaged
+//! over the ranks of a data-parallel run, a check that the loss is finite
 //! (nothing is updated after one that is not), AdamW on the encoder and predictor,
 //! then the EMA of the target encoder towards the updated encoder.
 //!
@@ -19,6 +20,7 @@ use model::layers::NamedParams;
 use model::{IJepa, Masks, StepOutputs};
 
 use crate::adamw::AdamWOptimizer;
+use crate::parallel::{average_gradients, mean_over_ranks, Collective};
 
 /// What one update changes: the three networks and the optimizer's moments.
 pub struct TrainState {
@@ -93,7 +95,10 @@ impl std::fmt::Display for NonFiniteLoss {
 
 impl std::error::Error for NonFiniteLoss {}
 
-/// One I-JEPA update of `state` on a batch: images [B, C, H, W] and its masks. With
+/// One I-JEPA update of `state` on a batch: images [B, C, H, W] and its masks, this
+/// process's share of the global batch of `world` (the whole batch for [`Single`](crate::parallel::Single)):
+/// the loss reported is the mean over the ranks, and the gradients are averaged over
+/// them before the optimiser, so every rank applies the same update. With
 /// `time_phases`, the device is waited for after each phase and their times returned
 /// (for benchmarks; a training run leaves the GPU running ahead).
 pub fn train_step(
@@ -101,6 +106,7 @@ pub fn train_step(
     images: &Tensor,
     masks: &Masks,
     hyper: StepHyper,
+    world: &dyn Collective,
     time_phases: bool,
 ) -> Result<StepResult> {
     let device = images.device().clone();
@@ -117,11 +123,14 @@ pub fn train_step(
     let outputs = state.model.forward(images, masks)?;
     let forward = lap(time_phases);
     let grads = backward(&outputs.loss)?;
-    let loss = outputs.loss.item();
-    let backward = lap(time_phases);
+    let loss = mean_over_ranks(world, outputs.loss.item());
     if !loss.is_finite() {
         return Err(NonFiniteLoss(loss).into());
     }
+    if world.size() > 1 {
+        average_gradients(world, &grads, &state.model.trainable_params())?;
+    }
+    let backward = lap(time_phases);
     let grad_norm = state
         .optimizer
         .step(&grads, hyper.lr as f32, hyper.weight_decay as f32)?;

@@ -67,6 +67,7 @@ impl SyntheticRun {
             &self.images,
             &masks,
             self.schedules.at(step),
+            &crate::parallel::Single,
             time_phases,
         )
     }

@@ -6,6 +6,11 @@ use crate::error::{Error, Result};
 /// The backend is picked by wgpu's own `WGPU_BACKEND` (vulkan, metal, dx12, gl).
 pub const ADAPTER_ENV: &str = "IJEPA_ADAPTER";
 
+/// The rank of this process among those of a data-parallel run on the same machine;
+/// without `IJEPA_ADAPTER`, it picks the adapter (rank modulo the number of the most
+/// capable adapters found), so that each process of a node has its own GPU.
+pub const LOCAL_RANK_ENV: &str = "IJEPA_LOCAL_RANK";
+
 /// Features requested when the adapter has them; every use checks for them first.
 pub(super) const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
@@ -100,9 +105,23 @@ pub(super) fn choose() -> Result<wgpu::Adapter> {
                     ))
                 })
         }
-        None => Ok(adapters
-            .into_iter()
-            .min_by_key(|a| type_rank(a.get_info().device_type))
-            .expect("non-empty")),
+        None => {
+            let best = adapters
+                .iter()
+                .map(|a| type_rank(a.get_info().device_type))
+                .min()
+                .expect("non-empty");
+            let mut candidates: Vec<wgpu::Adapter> = adapters
+                .into_iter()
+                .filter(|a| type_rank(a.get_info().device_type) == best)
+                .collect();
+            let local_rank = match std::env::var(LOCAL_RANK_ENV) {
+                Ok(v) => v.parse::<usize>().map_err(|_| {
+                    Error::Device(format!("{LOCAL_RANK_ENV}={v}: expected a whole number"))
+                })?,
+                Err(_) => 0,
+            };
+            Ok(candidates.swap_remove(local_rank % candidates.len()))
+        }
     }
 }

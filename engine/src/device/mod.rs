@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use adapter::{DeviceInfo, ADAPTER_ENV};
+pub use adapter::{DeviceInfo, ADAPTER_ENV, LOCAL_RANK_ENV};
 pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
 pub use pool::{parse_bytes, PooledBuffer, MEMORY_LIMIT_ENV};
 
