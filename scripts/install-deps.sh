@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what ijepa needs at run time on Debian/Ubuntu, and only what is missing:
 # a Vulkan driver (Mesa's lavapipe, a CPU implementation) when no Vulkan ICD is
-# installed, and the Fashion-MNIST data set package.
+# installed, and the Fashion-MNIST data set package. With --mpi, also Open MPI and
+# libclang, which the `mpi` feature (data-parallel pretraining) and its tests build on.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,11 @@ if ! { ldconfig -p | grep -q 'libvulkan\.so\.1' && compgen -G '/usr/share/vulkan
 fi
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     need+=(dataset-fashion-mnist)
+fi
+if [ "${1:-}" = "--mpi" ]; then
+    command -v mpirun >/dev/null || need+=(openmpi-bin)
+    command -v mpicc >/dev/null || need+=(libopenmpi-dev)
+    ldconfig -p | grep -q 'libclang' || need+=(libclang-dev)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""

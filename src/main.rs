@@ -115,6 +115,14 @@ enum BenchKind {
         #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         steps: usize,
     },
+    /// All-reduce of the gradients of ViT-S/16, ViT-B/16 and ViT-H/14 I-JEPA between
+    /// the processes of an MPI job (start it with mpirun -np N), as GB/s.
+    #[cfg(feature = "mpi")]
+    Allreduce {
+        /// All-reduces timed per size (after one of warm-up).
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+        repeats: usize,
+    },
 }
 
 /// A count argument that must be at least 1 (clap names the flag in its error).
@@ -180,6 +188,8 @@ fn run(command: Command, launch: &world::Launch) -> Result<()> {
                 batches,
                 workers,
             } => bench::data(&folder, image_size, batch, batches, workers),
+            #[cfg(feature = "mpi")]
+            BenchKind::Allreduce { repeats } => launch.bench_allreduce(repeats),
         },
         Command::CheckReference { file } => {
             let report = train::reference::check_reference(&engine::Device::shared()?, &file)?;

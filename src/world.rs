@@ -44,6 +44,62 @@ impl Launch {
         Box::new(Single)
     }
 
+    /// `ijepa bench allreduce`: the time of one MPI all-reduce (sum) of f32 buffers the
+    /// size of the trainable parameters of I-JEPA ViT-S/16, ViT-B/16 and ViT-H/14 at
+    /// 224 (predictor 384 wide, 12 deep, as the official configurations), between the
+    /// processes of this job; rank 0 prints it as the buffer's GB/s and the bus GB/s
+    /// of a ring (2 (n - 1) / n of the buffer through each process's link).
+    #[cfg(feature = "mpi")]
+    pub fn bench_allreduce(&self, repeats: usize) -> Result<()> {
+        use mpi::collective::SystemOperation;
+        use mpi::traits::{Communicator, CommunicatorCollectives};
+        let Some(universe) = &self.universe else {
+            anyhow::bail!("bench allreduce measures the processes of an MPI job: start it with mpirun -np N (N of 2 or more)");
+        };
+        let world = universe.world();
+        let (rank, n) = (world.rank(), world.size() as usize);
+        for (name, preset, patch) in [
+            ("ViT-S/16", "vit_small", 16),
+            ("ViT-B/16", "vit_base", 16),
+            ("ViT-H/14", "vit_huge", 14),
+        ] {
+            let config = model::IjepaConfig {
+                encoder: model::config::vit_preset(preset, 224, patch, 3)?,
+                predictor: model::PredictorConfig {
+                    embed_dim: 384,
+                    depth: 12,
+                    num_heads: 12,
+                },
+            };
+            let count = config.trainable_parameters();
+            let send = vec![1.0f32; count];
+            let mut recv = vec![0.0f32; count];
+            world.all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum());
+            world.barrier();
+            let start = std::time::Instant::now();
+            for _ in 0..repeats {
+                world.all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum());
+            }
+            let seconds = start.elapsed().as_secs_f64() / repeats as f64;
+            anyhow::ensure!(
+                recv.iter().all(|&v| v == n as f32),
+                "the all-reduce of {name} did not sum {n} ones"
+            );
+            if rank == 0 {
+                let bytes = (count * 4) as f64;
+                println!(
+                    "[{n} processes] all-reduce {name} I-JEPA gradients ({:.1} M values, {:.0} MB): {:.1} ms, {:.2} GB/s of buffer, {:.2} GB/s bus",
+                    count as f64 / 1e6,
+                    bytes / 1e6,
+                    seconds * 1e3,
+                    bytes / seconds / 1e9,
+                    2.0 * (n - 1) as f64 / n as f64 * bytes / seconds / 1e9
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// End a command: in a run of several processes, an error is reported with the
     /// rank that met it and ends the whole job at once (`MPI_Abort`), so no rank waits
     /// forever for one that has stopped.

@@ -190,3 +190,37 @@ fn initialisation_follows_the_official_scheme() {
         get("target_encoder.patch_embed.proj.weight")
     );
 }
+
+/// The parameter count told from the architecture (used where the model is too large
+/// to build, as by `ijepa bench allreduce`) is the count of the model built: for RGB
+/// and grey images, with and without qkv bias, and vit_giant's MLP ratio.
+#[test]
+fn trainable_parameters_from_the_architecture_match_the_built_model() {
+    for (preset, channels, qkv_bias, pred) in [
+        ("vit_femto", 1, true, (16, 1, 2)),
+        ("vit_pico", 3, false, (32, 2, 4)),
+        ("vit_giant", 3, true, (32, 1, 4)),
+    ] {
+        let mut encoder = model::config::vit_preset(preset, 28, 14, channels).unwrap();
+        encoder.qkv_bias = qkv_bias;
+        if preset == "vit_giant" {
+            // One block of the giant's width and MLP ratio is enough to check it.
+            encoder.depth = 1;
+        }
+        let config = IjepaConfig {
+            encoder,
+            predictor: PredictorConfig {
+                embed_dim: pred.0,
+                depth: pred.1,
+                num_heads: pred.2,
+            },
+        };
+        let built: usize = IJepa::new(&device(), &config, 0)
+            .unwrap()
+            .trainable_params()
+            .iter()
+            .map(|(_, t)| t.numel())
+            .sum();
+        assert_eq!(config.trainable_parameters(), built, "{preset}");
+    }
+}

@@ -83,6 +83,30 @@ impl IjepaConfig {
         }
         Ok(())
     }
+
+    /// The values the optimiser updates (and a data-parallel step all-reduces): encoder
+    /// and predictor, without the fixed position tables, counted from the
+    /// architecture alone, so that it can be told for models too large to build.
+    pub fn trainable_parameters(&self) -> usize {
+        let e = &self.encoder;
+        let (d, dp) = (e.embed_dim, self.predictor.embed_dim);
+        let block = |w: usize, hidden: usize| {
+            let qkv = 3 * w * w + if e.qkv_bias { 3 * w } else { 0 };
+            // norm1, qkv, proj, norm2, fc1, fc2
+            2 * w + qkv + w * w + w + 2 * w + w * hidden + hidden + hidden * w + w
+        };
+        let encoder = d * e.in_chans * e.patch_size * e.patch_size
+            + d
+            + e.depth * block(d, e.mlp_hidden())
+            + 2 * d;
+        // The official predictor's MLP ratio is 4 whatever the encoder's (vit.rs).
+        let predictor = d * dp + dp // predictor_embed
+            + dp // mask_token
+            + self.predictor.depth * block(dp, 4 * dp)
+            + 2 * dp // predictor_norm
+            + dp * d + d; // predictor_proj
+        encoder + predictor
+    }
 }
 
 /// Encoder presets: (name, width, depth, heads). The official ViTs, plus small ones
