@@ -198,3 +198,29 @@ fn a_killed_process_ends_the_job_and_the_last_checkpoint_loads() {
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An error on one process only (here rank 0 finds the run directory locked by another
+/// run; rank 1, which does not lock it, goes on to its first all-reduce) ends the whole
+/// job at once, with the error and the rank that met it.
+#[test]
+fn an_error_on_one_process_ends_the_job_naming_its_rank() {
+    let dir = temp_dir("mpi_abort");
+    let out = dir.join("run");
+    let _held = train::rundir::RunLock::acquire(&out).unwrap();
+    let started = Instant::now();
+    let result = mpirun_pretrain_command(2, &config(8), &out, &[])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error on rank 0 of 2") && stderr.contains("in use by another run"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the job took {:?} to end",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
