@@ -7,7 +7,7 @@
 //! implements it over MPI (the `mpi` feature).
 
 use anyhow::{bail, Result};
-use engine::{Gradients, Tensor};
+use engine::{ops, Gradients, Tensor};
 
 /// What a data-parallel run needs of its processes.
 pub trait Collective {
@@ -40,8 +40,9 @@ impl Collective for Single {
     }
 }
 
-/// Replace each gradient of `params` by its mean over the ranks, through one flat
-/// buffer and one all-reduce. Nothing to do for one process.
+/// Replace each gradient of `params` by its mean over the ranks: the gradients are
+/// copied side by side on the GPU and read back once, all-reduced as one flat buffer,
+/// and written back. Nothing to do for one process.
 pub fn average_gradients(
     world: &dyn Collective,
     grads: &Gradients,
@@ -51,18 +52,21 @@ pub fn average_gradients(
         return Ok(());
     }
     let present: Vec<&Tensor> = params.iter().filter_map(|(_, p)| grads.get(p)).collect();
-    let mut flat: Vec<f32> = Vec::with_capacity(present.iter().map(|g| g.numel()).sum());
-    for g in &present {
-        flat.extend(g.to_vec());
+    if present.is_empty() {
+        return Ok(());
     }
+    let rows = present
+        .iter()
+        .map(|g| ops::reshape(g, &[1, g.numel()]))
+        .collect::<engine::Result<Vec<_>>>()?;
+    let mut flat = ops::concat(&rows.iter().collect::<Vec<_>>(), 1)?.to_vec();
     world.all_reduce_sum(&mut flat);
     let scale = 1.0 / world.size() as f32;
+    flat.iter_mut().for_each(|v| *v *= scale);
     let mut offset = 0;
     for g in present {
-        let n = g.numel();
-        let mean: Vec<f32> = flat[offset..offset + n].iter().map(|v| v * scale).collect();
-        g.write(&mean)?;
-        offset += n;
+        g.write(&flat[offset..offset + g.numel()])?;
+        offset += g.numel();
     }
     Ok(())
 }

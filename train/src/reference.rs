@@ -186,22 +186,23 @@ pub fn check_reference(device: &std::sync::Arc<Device>, path: &Path) -> Result<R
 
     // Our sin-cos tables against the official ones, before loading overwrites them.
     let grid = config.encoder.grid();
-    let (want, _) = file.f32("encoder.pos_embed")?;
-    groups.push(compare(
-        "pos_embed table".into(),
-        &sincos_2d(c.embed_dim, grid),
-        &want,
-        FEATURES,
-        None,
-    )?);
-    let (want, _) = file.f32("predictor.predictor_pos_embed")?;
-    groups.push(compare(
-        "predictor_pos_embed table".into(),
-        &sincos_2d(c.pred_embed_dim, grid),
-        &want,
-        FEATURES,
-        None,
-    )?);
+    for (name, dim, group) in [
+        ("encoder.pos_embed", c.embed_dim, "pos_embed table"),
+        (
+            "predictor.predictor_pos_embed",
+            c.pred_embed_dim,
+            "predictor_pos_embed table",
+        ),
+    ] {
+        let (want, _) = file.f32(name)?;
+        groups.push(compare(
+            group.into(),
+            &sincos_2d(dim, grid),
+            &want,
+            FEATURES,
+            None,
+        )?);
+    }
 
     file.load_into("", &model.named_params())?;
 
