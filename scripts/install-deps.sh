@@ -15,7 +15,7 @@ fi
 if [ "${1:-}" = "--mpi" ]; then
     command -v mpirun >/dev/null || need+=(openmpi-bin)
     command -v mpicc >/dev/null || need+=(libopenmpi-dev)
-    ldconfig -p | grep -q 'libclang' || need+=(libclang-dev)
+    ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so' || need+=(libclang-dev)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""

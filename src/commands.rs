@@ -109,7 +109,7 @@ pub fn pretrain(args: PretrainArgs, world: Box<dyn Collective>) -> Result<()> {
         return Ok(());
     }
     if ranks > 1 {
-        eprintln!("rank {rank} of {ranks}: {}", device.info().name);
+        crate::world::eprint_line(&format!("rank {rank} of {ranks}: {}", device.info().name));
     }
     let mut trainer = Trainer::with_world(&device, config, &out, world)?;
     let checkpoint = out.join(CHECKPOINT);

@@ -109,12 +109,25 @@ impl Launch {
             use mpi::traits::Communicator;
             let world = u.world();
             if world.size() > 1 {
-                eprintln!("error on rank {} of {}: {e:?}", world.rank(), world.size());
+                eprint_line(&format!(
+                    "error on rank {} of {}: {e:?}",
+                    world.rank(),
+                    world.size()
+                ));
                 world.abort(1);
             }
         }
         result
     }
+}
+
+/// Print one line to stderr in a single write. `eprintln!` writes its pieces one by
+/// one, and the launcher forwards each piece as it comes, so the lines of several
+/// ranks would interleave mid-line.
+pub fn eprint_line(line: &str) {
+    use std::io::Write;
+    // Nothing sensible is left to do when stderr itself fails.
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 #[cfg(feature = "mpi")]
