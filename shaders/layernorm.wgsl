@@ -8,6 +8,7 @@ struct Params {
     rows: u32,
     cols: u32,
     eps: f32,
+    chunk: u32,    // rows per workgroup of layernorm_param_grads
 }
 
 override AFFINE: bool = true;
@@ -22,11 +23,10 @@ override AFFINE: bool = true;
 @group(0) @binding(7) var<storage, read_write> stats_out: array<f32>;
 
 // Sizes the host grids with, set by it: the row kernels' invocations per workgroup (a
-// power of two; ops/rows.rs), and the parameter-gradient kernel's columns and rows per
+// power of two; ops/rows.rs), and the parameter-gradient kernel's columns per
 // workgroup.
 override WG: u32;
 override COLS_PER_WG: u32;
-override CHUNK: u32;
 var<workgroup> partial: array<f32, 2u * WG>;
 
 // Sums of two values over the workgroup at once.
@@ -101,14 +101,14 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 const ROW_LANES: u32 = 4u;
 var<workgroup> lanes: array<vec2<f32>, COLS_PER_WG * ROW_LANES>;
 
-// Partial sums over a chunk of CHUNK rows of dy * xhat and dy per column: the dgamma
+// Partial sums over a chunk of `chunk` rows of dy * xhat and dy per column: the dgamma
 // partials [chunks, cols] into `out`, the dbeta partials [chunks, cols] into
 // `stats_out`. Workgroup (COLS_PER_WG cols x 4 row lanes); grid (column groups, chunks).
 @compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * COLS_PER_WG + lid.x;
-    let row_start = wid.y * CHUNK;
-    let row_end = min(row_start + CHUNK, p.rows);
+    let row_start = wid.y * p.chunk;
+    let row_end = min(row_start + p.chunk, p.rows);
     var acc = vec2<f32>(0.0);
     if (col < p.cols) {
         for (var r = row_start + lid.y; r < row_end; r += ROW_LANES) {

@@ -1,11 +1,12 @@
 // Sums. `sum_columns` reduces x viewed as [rows, cols] over its rows, one chunk of
-// CHUNK rows per workgroup row, into partial sums [ceil(rows / CHUNK), cols]; the host
-// repeats it until one row is left. `sum_all` reduces 4 SUM_WG values per workgroup
+// `chunk` rows per workgroup row, into partial sums [ceil(rows / chunk), cols]; the
+// host repeats it until one row is left (once, when a chunk is all the rows). `sum_all` reduces 4 SUM_WG values per workgroup
 // into one partial sum, likewise repeated.
 
 struct Params {
     rows: u32,
     cols: u32,
+    chunk: u32,    // rows per workgroup of sum_columns
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -14,7 +15,6 @@ struct Params {
 
 // Sizes the host grids with, set by it.
 override COLS_PER_WG: u32;   // columns per workgroup of sum_columns
-override CHUNK: u32;         // rows per workgroup of sum_columns
 override SUM_WG: u32;        // invocations per workgroup of sum_all
 const ROW_LANES: u32 = 4u;
 
@@ -25,8 +25,8 @@ var<workgroup> sum_lanes: array<f32, SUM_WG>;
 @compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * COLS_PER_WG + lid.x;
-    let row_start = wid.y * CHUNK;
-    let row_end = min(row_start + CHUNK, p.rows);
+    let row_start = wid.y * p.chunk;
+    let row_end = min(row_start + p.chunk, p.rows);
     var acc = 0.0;
     if (col < p.cols) {
         for (var r = row_start + lid.y; r < row_end; r += ROW_LANES) {

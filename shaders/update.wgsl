@@ -1,7 +1,9 @@
-// Parameter updates, in place, one thread per parameter element.
+// Parameter updates, in place, one thread per parameter element. Each runs on one
+// tensor, or on a bucket of packed tensors at once (a multi-tensor update).
 //
 // adamw (torch.optim.AdamW) on g = grad_scale * grad (grad_scale < 1 clips the
-//   gradient norm): p -= lr * wd * p; m = b1 m + (1 - b1) g;
+//   gradient norm): p -= lr * wd * p (only from element decay_from on: a bucket holds
+//   the parameters without weight decay first); m = b1 m + (1 - b1) g;
 //   v = b2 v + (1 - b2) g^2; p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),
 //   bc1 = 1 - b1^t, bc2 = 1 - b2^t.
 // ema_update: target = momentum * target + (1 - momentum) * source.
@@ -16,7 +18,8 @@ struct Params {
     bias_correction1: f32,
     bias_correction2_sqrt: f32,
     grad_scale: f32,
-    momentum: f32,     // ema_update's; adamw uses the fields above
+    momentum: f32,     // ema_update's; adamw uses the fields above and below
+    decay_from: u32,
 }
 
 // Invocations per workgroup, one element (or vec4) each; set by the host.
@@ -38,7 +41,8 @@ fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
     let g = src[i] * p.grad_scale;
-    let w = param[i] * (1.0 - p.lr * p.weight_decay);
+    let decay = select(0.0, p.weight_decay, i >= p.decay_from);
+    let w = param[i] * (1.0 - p.lr * decay);
     let m = p.beta1 * exp_avg[i] + (1.0 - p.beta1) * g;
     let v = p.beta2 * exp_avg_sq[i] + (1.0 - p.beta2) * g * g;
     exp_avg[i] = m;

@@ -226,8 +226,12 @@ pub fn step(
             }
         );
     }
-    for (kernel, calls, secs) in rows.iter().take(12) {
-        println!("  {kernel:<40} {calls:>6} calls {:>9.2} ms", secs * 1e3);
+    for (kernel, calls, secs) in &rows {
+        println!(
+            "  {kernel:<40} {:>6.1} calls/step {:>9.2} ms",
+            *calls as f64 / (steps + 1) as f64,
+            secs * 1e3
+        );
     }
     let n = steps as f64;
     let total = (t_fwd + t_bwd + t_opt) / n;
@@ -241,8 +245,9 @@ pub fn step(
     };
     let flops = (now.flops - counted.flops) as f64 / n;
     println!(
-        "train step {name} (batch {b}): {:.0} dispatches in {:.0} submits, {:.2} GFLOP of matmul and attention per step: {:.1} GFLOP/s",
+        "train step {name} (batch {b}): {:.0} dispatches and {:.0} buffer copies in {:.0} submits, {:.2} GFLOP of matmul and attention per step: {:.1} GFLOP/s",
         (now.dispatches - counted.dispatches) as f64 / n,
+        (now.copies - counted.copies) as f64 / n,
         (now.submits - counted.submits) as f64 / n,
         flops / 1e9,
         flops / total / 1e9,

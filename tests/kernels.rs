@@ -214,28 +214,39 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_pla
                 .unwrap();
                 let (want, _) = cpu::layernorm(&x, cols, affine.then_some((&g[..], &b[..])), 1e-6);
                 assert_close(&what, &y.to_vec(), &want, 1e-5, 1e-5);
-                let (dx, params) =
-                    layernorm::layernorm_backward_with(&plan, &saved, affine.then_some(&tg), &tdy)
-                        .unwrap();
                 let (wdx, wdg, wdb) =
                     cpu::layernorm_backward(&x, &dy, cols, affine.then_some(&g[..]), 1e-6);
-                assert_close(&format!("{what} dx"), &dx.to_vec(), &wdx, 1e-4, 1e-4);
-                assert_eq!(params.is_some(), affine);
-                if let Some((dg, db)) = params {
-                    assert_close(
-                        &format!("{what} dgamma"),
-                        &dg.to_vec(),
-                        &wdg,
-                        1e-4 * rows as f32,
-                        1e-4,
-                    );
-                    assert_close(
-                        &format!("{what} dbeta"),
-                        &db.to_vec(),
-                        &wdb,
-                        1e-5 * rows as f32,
-                        1e-4,
-                    );
+                // The parameter gradients' column sums in one pass (a CPU adapter's
+                // plan), in chunks of 256 rows (a GPU's), and in chunks of 5 rows.
+                let chunks = [rows, 256, 5];
+                for chunk in chunks {
+                    let (dx, params) = layernorm::layernorm_backward_with(
+                        &plan,
+                        chunk,
+                        &saved,
+                        affine.then_some(&tg),
+                        &tdy,
+                    )
+                    .unwrap();
+                    let what = format!("{what}, {chunk} rows per column-sum workgroup");
+                    assert_close(&format!("{what} dx"), &dx.to_vec(), &wdx, 1e-4, 1e-4);
+                    assert_eq!(params.is_some(), affine);
+                    if let Some((dg, db)) = params {
+                        assert_close(
+                            &format!("{what} dgamma"),
+                            &dg.to_vec(),
+                            &wdg,
+                            1e-4 * rows as f32,
+                            1e-4,
+                        );
+                        assert_close(
+                            &format!("{what} dbeta"),
+                            &db.to_vec(),
+                            &wdb,
+                            1e-5 * rows as f32,
+                            1e-4,
+                        );
+                    }
                 }
             }
         }
@@ -256,15 +267,27 @@ fn sums_match_cpu_across_multiple_passes() {
         (513, 130),
     ] {
         let x = random(&mut r, rows * inner);
-        let got = reduce::sum_leading_forward(&upload(&[rows * inner], &x), inner).unwrap();
         let tol = 1e-6 * (rows as f32).sqrt() * 10.0;
+        let want = cpu::sum_leading(&x, inner);
+        let got = reduce::sum_leading_forward(&upload(&[rows * inner], &x), inner).unwrap();
         assert_close(
             &format!("sum {rows}x{inner}"),
             &got.to_vec(),
-            &cpu::sum_leading(&x, inner),
+            &want,
             tol,
             1e-5,
         );
+        // Column sums in one pass (a CPU adapter's plan) and in chunks of 256 rows (a
+        // GPU's), several passes for the larger cases.
+        if inner > 1 {
+            for chunk in [rows, 256] {
+                let got =
+                    reduce::sum_leading_forward_with(&upload(&[rows * inner], &x), inner, chunk)
+                        .unwrap();
+                let what = format!("sum {rows}x{inner} in chunks of {chunk} rows");
+                assert_close(&what, &got.to_vec(), &want, tol, 1e-5);
+            }
+        }
     }
 }
 
@@ -480,9 +503,37 @@ fn adamw_and_ema_match_cpu() {
         weight_decay: 0.05,
         grad_scale: 0.5,
     };
-    engine::ops::update::adamw_update(&h, 3, &tp, &tg, &tm, &tv).unwrap();
+    // Elements from 400 on decay, as the decaying parameters of a packed bucket.
+    engine::ops::update::adamw_update(&h, 3, &tp, &tg, &tm, &tv, 400).unwrap();
     let half_g: Vec<f32> = g.iter().map(|x| 0.5 * x).collect();
-    let (wp, wm, wv) = cpu::adamw(&p, &half_g, &m, &v, 3, 1e-2, 0.9, 0.999, 1e-8, 0.05);
+    let mut want = cpu::adamw(
+        &p[..400],
+        &half_g[..400],
+        &m[..400],
+        &v[..400],
+        3,
+        1e-2,
+        0.9,
+        0.999,
+        1e-8,
+        0.0,
+    );
+    let decayed = cpu::adamw(
+        &p[400..],
+        &half_g[400..],
+        &m[400..],
+        &v[400..],
+        3,
+        1e-2,
+        0.9,
+        0.999,
+        1e-8,
+        0.05,
+    );
+    want.0.extend(decayed.0);
+    want.1.extend(decayed.1);
+    want.2.extend(decayed.2);
+    let (wp, wm, wv) = want;
     assert_close("adamw param", &tp.to_vec(), &wp, 1e-6, 1e-5);
     assert_close("adamw exp_avg", &tm.to_vec(), &wm, 1e-7, 1e-6);
     assert_close("adamw exp_avg_sq", &tv.to_vec(), &wv, 1e-7, 1e-6);

@@ -20,7 +20,7 @@ fn training_steps_allocate_nothing_new_after_warm_up() {
         let loss = ops::mean(&ops::layernorm(&h, None, 1e-6).unwrap()).unwrap();
         let grads = engine::backward(&loss).unwrap();
         let h = engine::ops::update::AdamW::default();
-        engine::ops::update::adamw_update(&h, t, &w, grads.get(&w).unwrap(), &m, &v).unwrap();
+        engine::ops::update::adamw_update(&h, t, &w, grads.get(&w).unwrap(), &m, &v, 0).unwrap();
         loss.item()
     };
     let created = || (device().buffers_created(), device().memory_held());

@@ -278,7 +278,7 @@ fn gradient_clipping_uses_the_global_norm() {
             ("a.weight".to_string(), w1.clone()),
             ("b.weight".to_string(), w2.clone()),
         ];
-        let mut optimizer = train::adamw::AdamWOptimizer::new(&params).unwrap();
+        let mut optimizer = train::adamw::AdamWOptimizer::new(&[params]).unwrap();
         optimizer.max_grad_norm = Some(max_norm);
         let loss = ops::add(
             &ops::sum(&ops::mul(&w1, &Tensor::from_slice(&dev, &[37], &c1).unwrap()).unwrap())
@@ -305,6 +305,7 @@ fn gradient_clipping_uses_the_global_norm() {
             let (want_w, want_m, want_v) =
                 cpu::adamw(init, &g, &zeros, &zeros, 1, 1e-2, 0.9, 0.999, 1e-8, wd);
             let (_, m, v) = moments[k];
+            assert_eq!(moments[k].0, ["a.weight", "b.weight"][k]);
             for (what, got, want) in [
                 ("weight", w.to_vec(), want_w),
                 ("exp_avg", m.to_vec(), want_m),
@@ -365,12 +366,12 @@ fn the_trainer_step_is_adamw_then_ema_at_the_scheduled_values() {
         };
         let trainable = t.state.model.trainable_params();
         let before = snapshot(&trainable);
-        let moments: Vec<(Vec<f32>, Vec<f32>)> = t
+        let moments: std::collections::HashMap<String, (Vec<f32>, Vec<f32>)> = t
             .state
             .optimizer
             .moments()
             .iter()
-            .map(|(_, m, v)| (m.to_vec(), v.to_vec()))
+            .map(|(name, m, v)| (name.to_string(), (m.to_vec(), v.to_vec())))
             .collect();
         let target_before = snapshot(&t.state.model.target_params());
         let result = t.step_on(&images, &masks).unwrap();
@@ -382,8 +383,8 @@ fn the_trainer_step_is_adamw_then_ema_at_the_scheduled_values() {
             let (want, _, _) = cpu::adamw(
                 &before[k],
                 &grad,
-                &moments[k].0,
-                &moments[k].1,
+                &moments[name].0,
+                &moments[name].1,
                 count,
                 lr(step),
                 0.9,

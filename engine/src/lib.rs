@@ -15,4 +15,4 @@ pub use device::{parse_bytes, Counts, Device, DeviceInfo, MEMORY_LIMIT_ENV};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use tape::{backward, no_grad, Gradients};
-pub use tensor::{Indices, Tensor};
+pub use tensor::{Indices, PackedTensors, Tensor};

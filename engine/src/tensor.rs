@@ -1,12 +1,14 @@
 //! Tensors: f32, contiguous, row-major, shape on the host, storage on the GPU.
 //! A `Tensor` is a cheap handle; clones share the buffer. Reshapes share it too.
+//! [`PackedTensors`] lays many tensors out in shared buffers, so that multi-tensor
+//! kernels (AdamW, the EMA) update all of them in one dispatch.
 //!
 //! Explained in the tour: docs/tour/02-tensors-and-pool.md.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use crate::device::{Device, PooledBuffer};
+use crate::device::{Binding, Device, PooledBuffer};
 use crate::error::{shape_err, Error, Result};
 
 pub type TensorId = u64;
@@ -17,10 +19,19 @@ fn next_id() -> TensorId {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Where a tensor's values live: a pooled buffer, from a byte offset on.
+#[derive(Clone)]
+struct Storage {
+    buffer: Arc<PooledBuffer>,
+    offset: u64,
+}
+
 struct TensorInner {
     id: TensorId,
     shape: Vec<usize>,
-    buffer: Arc<PooledBuffer>,
+    /// Swapped only by [`PackedTensors::adopt`], which moves parameters into packed
+    /// buffers once, before training.
+    storage: RwLock<Storage>,
     device: Arc<Device>,
     requires_grad: AtomicBool,
 }
@@ -44,15 +55,19 @@ impl Tensor {
     /// An output tensor whose contents the next kernel writes in full.
     pub(crate) fn empty(device: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
         let buffer = device.alloc((numel(shape) * 4) as u64)?;
-        Ok(Self::wrap(device, shape, Arc::new(buffer)))
+        let storage = Storage {
+            buffer: Arc::new(buffer),
+            offset: 0,
+        };
+        Ok(Self::wrap(device, shape, storage))
     }
 
-    fn wrap(device: &Arc<Device>, shape: &[usize], buffer: Arc<PooledBuffer>) -> Tensor {
+    fn wrap(device: &Arc<Device>, shape: &[usize], storage: Storage) -> Tensor {
         Tensor {
             inner: Arc::new(TensorInner {
                 id: next_id(),
                 shape: shape.to_vec(),
-                buffer,
+                storage: RwLock::new(storage),
                 device: device.clone(),
                 requires_grad: AtomicBool::new(false),
             }),
@@ -72,7 +87,7 @@ impl Tensor {
             );
         }
         let t = Self::empty(device, shape)?;
-        device.upload(t.buffer(), bytemuck::cast_slice(data));
+        device.upload(&t.buffer(), bytemuck::cast_slice(data));
         Ok(t)
     }
 
@@ -102,7 +117,7 @@ impl Tensor {
             );
         }
         self.device()
-            .upload(self.buffer(), bytemuck::cast_slice(data));
+            .upload(&self.buffer(), bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -119,7 +134,7 @@ impl Tensor {
             );
         }
         self.device()
-            .copy(src.buffer(), self.buffer(), (self.numel() * 4) as u64);
+            .copy(&src.buffer(), &self.buffer(), (self.numel() * 4) as u64);
         Ok(())
     }
 
@@ -127,7 +142,7 @@ impl Tensor {
     pub fn to_vec(&self) -> Vec<f32> {
         let bytes = self
             .device()
-            .download(self.buffer(), (self.numel() * 4) as u64);
+            .download(&self.buffer(), (self.numel() * 4) as u64);
         bytemuck::cast_slice(&bytes).to_vec()
     }
 
@@ -145,14 +160,14 @@ impl Tensor {
     /// A new leaf handle on the same storage that the tape tracks: gradients of a
     /// later `backward` are reported for it.
     pub fn requires_grad(&self) -> Tensor {
-        let t = Self::wrap(self.device(), self.shape(), self.inner.buffer.clone());
+        let t = Self::wrap(self.device(), self.shape(), self.storage());
         t.inner.requires_grad.store(true, Ordering::Relaxed);
         t
     }
 
     /// A new handle on the same storage that the tape does not track.
     pub fn detach(&self) -> Tensor {
-        Self::wrap(self.device(), self.shape(), self.inner.buffer.clone())
+        Self::wrap(self.device(), self.shape(), self.storage())
     }
 
     /// Same storage, new shape (no copy, untracked; `ops::reshape` is the tracked one).
@@ -163,7 +178,7 @@ impl Tensor {
                 format!("cannot view {:?} as {shape:?}", self.shape()),
             );
         }
-        Ok(Self::wrap(self.device(), shape, self.inner.buffer.clone()))
+        Ok(Self::wrap(self.device(), shape, self.storage()))
     }
 
     /// The first elements of the storage in a shape of at most as many elements (no
@@ -175,7 +190,7 @@ impl Tensor {
                 format!("{shape:?} holds more than {:?}", self.shape()),
             );
         }
-        Ok(Self::wrap(self.device(), shape, self.inner.buffer.clone()))
+        Ok(Self::wrap(self.device(), shape, self.storage()))
     }
 
     pub(crate) fn mark_requires_grad(&self) {
@@ -207,14 +222,102 @@ impl Tensor {
         &self.inner.device
     }
 
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        self.inner.buffer.raw()
+    fn storage(&self) -> Storage {
+        self.inner.storage.read().unwrap().clone()
     }
 
-    /// Whether two handles share storage (a kernel may not read and write one buffer).
-    pub(crate) fn same_storage(&self, other: &Tensor) -> bool {
-        Arc::ptr_eq(&self.inner.buffer, &other.inner.buffer)
+    /// The storage a kernel binds for this tensor: its bytes, rounded up to a vec4.
+    pub(crate) fn buffer(&self) -> Binding {
+        let Storage { buffer, offset } = self.storage();
+        Binding::range(buffer.raw(), offset, (self.numel() * 4) as u64)
     }
+
+    /// Whether two handles share a buffer (a kernel may not read and write one buffer).
+    pub(crate) fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage().buffer, &other.storage().buffer)
+    }
+}
+
+/// Tensors laid out one after another in shared buffers ("buckets"), each at an
+/// offset the adapter can bind, with zeros between them. A multi-tensor kernel runs
+/// once per bucket over the bucket's flat view instead of once per tensor; each member
+/// stays an ordinary tensor (a view into its bucket) for every other kernel.
+pub struct PackedTensors {
+    /// One flat tensor [len] per buffer, covering its members and the padding.
+    pub buckets: Vec<Tensor>,
+    /// The members in the order given, each a view into its bucket.
+    pub members: Vec<Tensor>,
+    /// (bucket, offset in elements) of each member.
+    pub placements: Vec<(usize, usize)>,
+}
+
+impl PackedTensors {
+    /// Zero-filled packed storage for tensors of these shapes.
+    pub fn zeros(device: &Arc<Device>, shapes: &[&[usize]]) -> Result<PackedTensors> {
+        // Members start at offsets the adapter can bind, and on a vec4.
+        let align = (device.storage_offset_alignment() / 4).max(4) as usize;
+        let limit = (device.max_binding_bytes() / 4) as usize;
+        let (placements, lengths) = pack_layout(shapes, align, limit);
+        let buckets = lengths
+            .iter()
+            .map(|&len| Tensor::zeros(device, &[len.next_multiple_of(4)]))
+            .collect::<Result<Vec<_>>>()?;
+        let members = shapes
+            .iter()
+            .zip(&placements)
+            .map(|(shape, &(bucket, start))| {
+                let mut storage = buckets[bucket].storage();
+                storage.offset = (start * 4) as u64;
+                Tensor::wrap(device, shape, storage)
+            })
+            .collect();
+        Ok(PackedTensors {
+            buckets,
+            members,
+            placements,
+        })
+    }
+
+    /// Move `tensors` into packed storage: their values are copied there (on the GPU)
+    /// and every handle on them (clones included) now reads and writes the packed
+    /// copy, as a model's parameters must for multi-tensor updates. Handles made
+    /// earlier by `detach` or a reshape keep the old storage.
+    pub fn adopt(tensors: &[Tensor]) -> Result<PackedTensors> {
+        let Some(first) = tensors.first() else {
+            return shape_err("pack", "no tensors to pack");
+        };
+        let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape()).collect();
+        let packed = PackedTensors::zeros(first.device(), &shapes)?;
+        for (t, member) in tensors.iter().zip(&packed.members) {
+            member.copy_from(t)?;
+            *t.inner.storage.write().unwrap() = member.storage();
+        }
+        Ok(packed)
+    }
+}
+
+/// Where packed tensors of `shapes` go: (bucket, offset) of each, every offset a
+/// multiple of `align` elements, and each bucket's length, at most `limit` elements
+/// unless one tensor alone is longer (it then has a bucket of its own).
+fn pack_layout(
+    shapes: &[&[usize]],
+    align: usize,
+    limit: usize,
+) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let mut placements = Vec::with_capacity(shapes.len());
+    let mut lengths = vec![0usize];
+    for shape in shapes {
+        let n = numel(shape);
+        let start = lengths.last().unwrap().next_multiple_of(align);
+        if start > 0 && start + n > limit {
+            lengths.push(0);
+        }
+        let bucket = lengths.len() - 1;
+        let start = lengths[bucket].next_multiple_of(align);
+        placements.push((bucket, start));
+        lengths[bucket] = start + n;
+    }
+    (placements, lengths)
 }
 
 /// Integer indices (rows of patch indices, class labels), kept on the host as well so
@@ -266,7 +369,10 @@ impl Indices {
         host: Vec<u32>,
     ) -> Result<Indices> {
         let buffer = device.alloc((host.len() * 4) as u64)?;
-        device.upload(buffer.raw(), bytemuck::cast_slice(&host));
+        device.upload(
+            &Binding::range(buffer.raw(), 0, (host.len() * 4) as u64),
+            bytemuck::cast_slice(&host),
+        );
         Ok(Indices {
             shape: shape.to_vec(),
             host: Arc::new(host),
@@ -295,7 +401,25 @@ impl Indices {
         }
     }
 
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer.raw()
+    pub(crate) fn buffer(&self) -> Binding {
+        Binding::range(self.buffer.raw(), 0, (self.host.len() * 4) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pack_layout;
+
+    #[test]
+    fn packing_aligns_every_member_and_splits_buckets_at_the_limit() {
+        let shapes: [&[usize]; 4] = [&[5], &[2, 3], &[7], &[40]];
+        let (placements, lengths) = pack_layout(&shapes, 4, 1 << 20);
+        assert_eq!(placements, [(0, 0), (0, 8), (0, 16), (0, 24)]);
+        assert_eq!(lengths, [64]);
+        // With room for 20 elements: [5, 6] fit (0..14), 7 starts a new bucket, and the
+        // 40-element tensor, longer than the limit, gets one of its own.
+        let (placements, lengths) = pack_layout(&shapes, 4, 20);
+        assert_eq!(placements, [(0, 0), (0, 8), (1, 0), (2, 0)]);
+        assert_eq!(lengths, [14, 7, 40]);
     }
 }

@@ -7,7 +7,7 @@
 //! implements it over MPI (the `mpi` feature).
 
 use anyhow::{bail, Result};
-use engine::{ops, Gradients, Tensor};
+use engine::Tensor;
 
 /// What a data-parallel run needs of its processes.
 pub trait Collective {
@@ -40,33 +40,21 @@ impl Collective for Single {
     }
 }
 
-/// Replace each gradient of `params` by its mean over the ranks: the gradients are
-/// copied side by side on the GPU and read back once, all-reduced as one flat buffer,
-/// and written back. Nothing to do for one process.
-pub fn average_gradients(
-    world: &dyn Collective,
-    grads: &Gradients,
-    params: &[(String, Tensor)],
-) -> Result<()> {
+/// Replace the packed gradients (`AdamWOptimizer::gradient_buckets`) by their mean
+/// over the ranks: read back, all-reduced as one flat buffer, and written back.
+/// Nothing to do for one process.
+pub fn average_gradients(world: &dyn Collective, buckets: &[&Tensor]) -> Result<()> {
     if world.size() == 1 {
         return Ok(());
     }
-    let present: Vec<&Tensor> = params.iter().filter_map(|(_, p)| grads.get(p)).collect();
-    if present.is_empty() {
-        return Ok(());
-    }
-    let rows = present
-        .iter()
-        .map(|g| ops::reshape(g, &[1, g.numel()]))
-        .collect::<engine::Result<Vec<_>>>()?;
-    let mut flat = ops::concat(&rows.iter().collect::<Vec<_>>(), 1)?.to_vec();
+    let mut flat: Vec<f32> = buckets.iter().flat_map(|b| b.to_vec()).collect();
     world.all_reduce_sum(&mut flat);
     let scale = 1.0 / world.size() as f32;
     flat.iter_mut().for_each(|v| *v *= scale);
     let mut offset = 0;
-    for g in present {
-        g.write(&flat[offset..offset + g.numel()])?;
-        offset += g.numel();
+    for b in buckets {
+        b.write(&flat[offset..offset + b.numel()])?;
+        offset += b.numel();
     }
     Ok(())
 }

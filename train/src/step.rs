@@ -15,36 +15,58 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use engine::ops::update::ema_update;
-use engine::{backward, Gradients, Tensor};
-use model::layers::NamedParams;
+use engine::{backward, Gradients, PackedTensors, Tensor};
 use model::{IJepa, Masks, StepOutputs};
 
-use crate::adamw::AdamWOptimizer;
+use crate::adamw::{packing_order, AdamWOptimizer};
 use crate::parallel::{average_gradients, mean_over_ranks, Collective};
 
 /// What one update changes: the three networks and the optimizer's moments.
 pub struct TrainState {
     pub model: IJepa,
+    /// Packs the encoder's parameters (group 0) and the predictor's (group 1).
     pub optimizer: AdamWOptimizer,
-    /// (target encoder, encoder) parameters, paired by name once for every EMA.
-    ema_pairs: (NamedParams, NamedParams),
+    /// The target encoder's parameters packed exactly as the encoder's group, so that
+    /// the EMA is one dispatch per bucket.
+    target: PackedTensors,
 }
 
 impl TrainState {
     /// A fresh AdamW (torch defaults) over the model's trainable parameters, clipping
-    /// the global gradient norm to `max_grad_norm` when given.
+    /// the global gradient norm to `max_grad_norm` when given. The encoder, predictor
+    /// and target encoder parameters move into packed storage.
     pub fn new(model: IJepa, max_grad_norm: Option<f64>) -> Result<TrainState> {
-        let mut optimizer = AdamWOptimizer::new(&model.trainable_params())?;
+        let (encoder, predictor): (Vec<_>, Vec<_>) = model
+            .trainable_params()
+            .into_iter()
+            .partition(|(name, _)| name.starts_with("encoder."));
+        let mut optimizer = AdamWOptimizer::new(&[encoder, predictor])?;
         optimizer.max_grad_norm = max_grad_norm;
-        let (target, source) = (model.target_params(), model.encoder_params());
+        // The fixed position table is neither trained nor averaged.
+        let trained = |params: Vec<(String, Tensor)>| {
+            params
+                .into_iter()
+                .filter(|(name, _)| name != "pos_embed")
+                .collect::<Vec<_>>()
+        };
+        let (target, source) = (
+            trained(model.target_params()),
+            trained(model.encoder_params()),
+        );
         if target.len() != source.len() || target.iter().zip(&source).any(|((t, _), (s, _))| t != s)
         {
             bail!("the target encoder's parameters do not pair by name with the encoder's");
         }
+        let target: Vec<Tensor> = packing_order(&target).into_iter().map(|(_, t)| t).collect();
+        let target = PackedTensors::adopt(&target)?;
+        let source = optimizer.parameter_buckets(0);
+        if target.placements != source.placements {
+            bail!("the target encoder does not pack as the encoder does");
+        }
         Ok(TrainState {
             model,
             optimizer,
-            ema_pairs: (target, source),
+            target,
         })
     }
 }
@@ -74,7 +96,7 @@ pub struct StepResult {
     pub loss: f32,
     /// Context features, targets and predictions of the forward pass.
     pub outputs: StepOutputs,
-    /// The gradients AdamW was given, before any clipping.
+    /// This process's gradients, before averaging over ranks and before clipping.
     pub grads: Gradients,
     /// The global gradient norm, when the optimizer clips.
     pub grad_norm: Option<f64>,
@@ -127,15 +149,14 @@ pub fn train_step(
     if !loss.is_finite() {
         return Err(NonFiniteLoss(loss).into());
     }
-    if world.size() > 1 {
-        average_gradients(world, &grads, &state.model.trainable_params())?;
-    }
+    state.optimizer.load_gradients(&grads)?;
+    average_gradients(world, &state.optimizer.gradient_buckets())?;
     let backward = lap(time_phases);
     let grad_norm = state
         .optimizer
-        .step(&grads, hyper.lr as f32, hyper.weight_decay as f32)?;
-    let (target, source) = &state.ema_pairs;
-    for ((_, t), (_, s)) in target.iter().zip(source) {
+        .update(hyper.lr as f32, hyper.weight_decay as f32)?;
+    let source = state.optimizer.parameter_buckets(0);
+    for (t, s) in state.target.buckets.iter().zip(&source.buckets) {
         ema_update(t, s, hyper.momentum as f32)?;
     }
     let update = lap(time_phases);

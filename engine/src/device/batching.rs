@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use super::pipelines::{KernelDef, KernelParams};
-use super::Device;
+use super::{Binding, Device};
 
 /// Dispatches recorded before the pending encoder is submitted.
 const MAX_DISPATCHES_PER_SUBMIT: usize = 64;
@@ -58,23 +58,29 @@ impl Batcher {
 impl Device {
     /// Write host data into a buffer. A pooled buffer may still be read by recorded but
     /// unsubmitted dispatches, and `write_buffer` runs before them, so submit first.
-    pub(crate) fn upload(&self, buffer: &wgpu::Buffer, data: &[u8]) {
+    pub(crate) fn upload(&self, dst: &Binding, data: &[u8]) {
         self.flush();
-        self.queue.write_buffer(buffer, 0, data);
+        self.queue.write_buffer(&dst.buffer, dst.offset, data);
     }
 
     /// Record a GPU-side copy of the first `bytes` bytes of `src` into `dst`.
-    pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
+    pub(crate) fn copy(&self, src: &Binding, dst: &Binding, bytes: u64) {
         if bytes == 0 {
             return;
         }
         let mut pending = self.batcher.pending.lock().unwrap();
-        self.encoder(&mut pending)
-            .copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+        self.encoder(&mut pending).copy_buffer_to_buffer(
+            &src.buffer,
+            src.offset,
+            &dst.buffer,
+            dst.offset,
+            bytes,
+        );
+        self.counts.copies.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Copy `bytes` bytes of a buffer back to the host (submits and waits).
-    pub(crate) fn download(&self, buffer: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
+    /// Copy the first `bytes` bytes of a binding back to the host (submits and waits).
+    pub(crate) fn download(&self, src: &Binding, bytes: u64) -> Vec<u8> {
         if bytes == 0 {
             return Vec::new();
         }
@@ -87,7 +93,7 @@ impl Device {
         {
             let mut pending = self.batcher.pending.lock().unwrap();
             let encoder = self.encoder(&mut pending);
-            encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+            encoder.copy_buffer_to_buffer(&src.buffer, src.offset, &staging, 0, bytes);
             self.submit(&mut pending);
         }
         let slice = staging.slice(..);
@@ -165,7 +171,7 @@ impl Device {
         def: &KernelDef<P>,
         constants: &[(&str, f64)],
         params: &P,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[Binding],
         grid: [u32; 3],
     ) {
         assert_eq!(
@@ -200,7 +206,11 @@ impl Device {
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: def.first_binding + i as u32,
-                resource: b.as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: b.size,
+                }),
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -39,7 +39,7 @@ pub struct Device {
     pipelines: PipelineCache,
     batcher: Batcher,
     /// Bound to storage slots a kernel declares but does not use in this dispatch.
-    dummy: wgpu::Buffer,
+    dummy: Binding,
     /// Per-kernel timing, with IJEPA_PROFILE=1.
     profiler: Option<Profiler>,
     /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
@@ -50,10 +50,37 @@ pub struct Device {
     plan_log_on: AtomicBool,
 }
 
+/// A range of a storage buffer that a kernel binds, copies from or to: a tensor's
+/// values. Bindings start at offsets the adapter allows (see `PackedTensors`).
+#[derive(Clone)]
+pub struct Binding {
+    pub(crate) buffer: wgpu::Buffer,
+    pub(crate) offset: u64,
+    /// `None`: to the end of the buffer.
+    pub(crate) size: Option<wgpu::BufferSize>,
+}
+
+impl Binding {
+    /// `bytes` bytes of `buffer` from `offset`, rounded up to a whole vec4 where the
+    /// buffer has room (the vec4 kernels read whole vec4s); an empty range binds the
+    /// rest of the buffer, which kernels then do not index.
+    pub(crate) fn range(buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Binding {
+        let room = buffer.size() - offset;
+        Binding {
+            buffer: buffer.clone(),
+            offset,
+            size: wgpu::BufferSize::new(bytes.next_multiple_of(16).min(room)),
+        }
+    }
+}
+
 /// How much work the host has handed the GPU: what `Device::counts` returns.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub dispatches: u64,
+    /// Buffer-to-buffer copies recorded (gradients gathered for the multi-tensor
+    /// optimizer, `Tensor::copy_from`): commands, but no kernels.
+    pub copies: u64,
     pub submits: u64,
     /// Floating-point operations of the matmuls and attention heads dispatched: two per
     /// multiply-add, the attention backward counted as the four products it needs
@@ -64,6 +91,7 @@ pub struct Counts {
 #[derive(Default)]
 struct DeviceCounts {
     dispatches: AtomicU64,
+    copies: AtomicU64,
     submits: AtomicU64,
     flops: AtomicU64,
 }
@@ -101,12 +129,16 @@ impl Device {
                 adapter_info.name
             ))
         })?;
-        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused binding"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let dummy = Binding::range(
+            &device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("unused binding"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
+            0,
+            16,
+        );
         let profiler = std::env::var("IJEPA_PROFILE")
             .is_ok_and(|v| v == "1")
             .then(|| Profiler::new(&device, &queue));
@@ -142,14 +174,25 @@ impl Device {
         self.is_cpu() && self.info.subgroup_size == Some((8, 8))
     }
 
-    pub(crate) fn dummy(&self) -> &wgpu::Buffer {
-        &self.dummy
+    pub(crate) fn dummy(&self) -> Binding {
+        self.dummy.clone()
+    }
+
+    /// The alignment, in bytes, of a storage binding's offset.
+    pub fn storage_offset_alignment(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment as u64
+    }
+
+    /// The most bytes one storage binding (and one pooled buffer) may hold.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.info.max_storage_binding.min(self.info.max_buffer_size) & !15
     }
 
     /// Dispatches recorded, command buffers submitted and matmul FLOPs dispatched so far.
     pub fn counts(&self) -> Counts {
         Counts {
             dispatches: self.counts.dispatches.load(Ordering::Relaxed),
+            copies: self.counts.copies.load(Ordering::Relaxed),
             submits: self.counts.submits.load(Ordering::Relaxed),
             flops: self.counts.flops.load(Ordering::Relaxed),
         }

@@ -25,7 +25,7 @@
 //!
 //! Explained in the tour: docs/tour/06-attention.md.
 
-use crate::device::{Device, KernelDef};
+use crate::device::{Binding, Device, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::scale;
 use crate::ops::layout::{narrow, permute, reshape};
@@ -288,7 +288,7 @@ fn launch(
     dev: &Device,
     shape: &AttentionShape,
     scale: f32,
-    buffers: &[&wgpu::Buffer],
+    buffers: &[Binding],
 ) {
     dev.dispatch(
         &kind.defs()[kernel],

@@ -1,6 +1,6 @@
 //! Gather rows by index (I-JEPA's `apply_masks`) and its scatter-add backward.
 
-use crate::device::KernelDef;
+use crate::device::{Binding, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::{grid_for, WG_OVERRIDES};
 use crate::shaders;
@@ -30,7 +30,7 @@ fn launch(
     def: &KernelDef<GatherParams>,
     (batch, n, d, k): (usize, usize, usize, usize),
     total: usize,
-    buffers: &[&wgpu::Buffer],
+    buffers: &[Binding],
 ) {
     let params = GatherParams {
         batch: batch as u32,

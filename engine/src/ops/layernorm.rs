@@ -6,7 +6,7 @@
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
-use crate::ops::reduce::sum_leading_forward;
+use crate::ops::reduce::{column_chunk, sum_leading_forward_with, COLS_PER_WORKGROUP};
 use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
 use crate::tape::record;
@@ -18,6 +18,7 @@ crate::kernel_params! {
         rows: u32,
         cols: u32,
         eps: f32,
+        chunk: u32,
     }
 }
 
@@ -35,17 +36,11 @@ const BACKWARD_ROWS: KernelDef<LayerNormParams> =
 const PARAM_GRADS: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 5, 2);
 
-/// Columns per workgroup of the parameter-gradient kernel.
-const COLS_PER_WORKGROUP: usize = 64;
-/// Rows per workgroup of the parameter-gradient kernel.
-const CHUNK: usize = 256;
-
-fn overrides(affine: bool) -> [(&'static str, f64); 4] {
+fn overrides(affine: bool) -> [(&'static str, f64); 3] {
     [
         ("AFFINE", affine as u32 as f64),
         ("WG", ROW_WG as f64),
         ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
-        ("CHUNK", CHUNK as f64),
     ]
 }
 
@@ -107,6 +102,7 @@ pub fn layernorm_forward_with(
             rows: rows as u32,
             cols: cols as u32,
             eps,
+            chunk: 0,
         },
         &[
             x.buffer(),
@@ -134,12 +130,16 @@ pub fn layernorm_backward(
     gamma: Option<&Tensor>,
     dy: &Tensor,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    layernorm_backward_with(&RowPlan::of(&saved.x), saved, gamma, dy)
+    let plan = RowPlan::of(&saved.x);
+    let chunk = column_chunk(saved.x.device(), plan.rows);
+    layernorm_backward_with(&plan, chunk, saved, gamma, dy)
 }
 
-/// `layernorm_backward` with the given plan for dx.
+/// `layernorm_backward` with the given plan for dx, and `chunk` rows per workgroup of
+/// the parameter gradients' column sums (`reduce::column_chunk` picks it).
 pub fn layernorm_backward_with(
     plan: &RowPlan,
+    chunk: usize,
     saved: &LayerNormSaved,
     gamma: Option<&Tensor>,
     dy: &Tensor,
@@ -156,10 +156,12 @@ pub fn layernorm_backward_with(
     let dev = x.device();
     dev.note_plan(|| plan_key(plan, gamma.is_some()));
     let dx = Tensor::empty(dev, x.shape())?;
+    let chunk = chunk.max(1);
     let params = LayerNormParams {
         rows: rows as u32,
         cols: cols as u32,
         eps: 0.0,
+        chunk: chunk as u32,
     };
     dev.dispatch(
         plan.pick(&BACKWARD, &BACKWARD_ROWS),
@@ -178,7 +180,7 @@ pub fn layernorm_backward_with(
     let param_grads = match gamma {
         None => None,
         Some(_) => {
-            let chunks = rows.div_ceil(CHUNK);
+            let chunks = rows.div_ceil(chunk);
             let dgamma = Tensor::empty(dev, &[chunks, cols])?;
             let dbeta = Tensor::empty(dev, &[chunks, cols])?;
             dev.dispatch(
@@ -196,8 +198,8 @@ pub fn layernorm_backward_with(
                 ],
                 [cols.div_ceil(COLS_PER_WORKGROUP) as u32, chunks as u32, 1],
             );
-            let dgamma = sum_leading_forward(&dgamma, cols)?;
-            let dbeta = sum_leading_forward(&dbeta, cols)?;
+            let dgamma = sum_leading_forward_with(&dgamma, cols, chunk)?;
+            let dbeta = sum_leading_forward_with(&dbeta, cols, chunk)?;
             Some((dgamma, dbeta))
         }
     };

@@ -1,6 +1,6 @@
 //! Sums: over leading dims (bias gradients, broadcast backward), and to a scalar.
 
-use crate::device::KernelDef;
+use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::broadcast_forward;
 use crate::shaders;
@@ -12,6 +12,7 @@ crate::kernel_params! {
     pub struct ReduceParams {
         rows: u32,
         cols: u32,
+        chunk: u32,
     }
 }
 
@@ -19,20 +20,38 @@ const SUM_COLUMNS: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "s
 const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_all", 1, 1);
 
 /// Columns per workgroup of `sum_columns`.
-const COLS_PER_WORKGROUP: usize = 64;
-/// Rows per workgroup of `sum_columns`.
+pub(crate) const COLS_PER_WORKGROUP: usize = 64;
+/// Rows per workgroup of a column sum on a GPU.
 const CHUNK: usize = 256;
 /// Invocations per workgroup of `sum_all`, each adding 4 values (a power of two).
 const SUM_WORKGROUP: usize = 256;
 const SUM_ALL_PER_GROUP: usize = 4 * SUM_WORKGROUP;
 const OVERRIDES: &[(&str, f64)] = &[
     ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
-    ("CHUNK", CHUNK as f64),
     ("SUM_WG", SUM_WORKGROUP as f64),
 ];
 
+/// Rows per workgroup of a column sum (`sum_columns`, LayerNorm's parameter
+/// gradients) over `rows` rows. On a GPU, `CHUNK`: many workgroups share the rows and
+/// their partial sums are reduced again. On a CPU adapter, all of them: its few cores
+/// are kept busy by the column groups alone, and a second pass would cost one more
+/// dispatch for every bias and LayerNorm gradient of the step.
+pub fn column_chunk(dev: &Device, rows: usize) -> usize {
+    if dev.is_cpu() {
+        rows.max(1)
+    } else {
+        CHUNK
+    }
+}
+
 /// x viewed as [rows, inner] summed over rows: out [inner].
 pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
+    let rows = x.numel() / inner.max(1);
+    sum_leading_forward_with(x, inner, column_chunk(x.device(), rows))
+}
+
+/// `sum_leading_forward` with `chunk` rows per workgroup of each column-sum pass.
+pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Result<Tensor> {
     if inner == 0 || !x.numel().is_multiple_of(inner) {
         return shape_err(
             "sum_leading",
@@ -45,8 +64,8 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
         return Tensor::zeros(dev, &[inner]);
     }
     let mut current = x.clone();
-    // Each pass shrinks rows by CHUNK (SUM_ALL_PER_GROUP for a plain sum) until one row
-    // is left.
+    // Each pass shrinks rows by the chunk (SUM_ALL_PER_GROUP for a plain sum) until one
+    // row is left.
     while rows > 1 {
         if inner == 1 {
             let groups = rows.div_ceil(SUM_ALL_PER_GROUP);
@@ -57,6 +76,7 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
                 &ReduceParams {
                     rows: rows as u32,
                     cols: 1,
+                    chunk: 0,
                 },
                 &[current.buffer(), out.buffer()],
                 dev.grid_1d(groups as u32),
@@ -64,7 +84,8 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
             current = out;
             rows = groups;
         } else {
-            let chunks = rows.div_ceil(CHUNK);
+            let chunk = chunk.clamp(1, rows);
+            let chunks = rows.div_ceil(chunk);
             let out = Tensor::empty(dev, &[chunks, inner])?;
             dev.dispatch(
                 &SUM_COLUMNS,
@@ -72,6 +93,7 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
                 &ReduceParams {
                     rows: rows as u32,
                     cols: inner as u32,
+                    chunk: chunk as u32,
                 },
                 &[current.buffer(), out.buffer()],
                 [inner.div_ceil(COLS_PER_WORKGROUP) as u32, chunks as u32, 1],

@@ -1,5 +1,6 @@
-//! Fused in-place parameter updates: AdamW and the EMA of the target encoder.
-//! Schedules and parameter groups live with the training loop; these are the kernels.
+//! Fused in-place parameter updates: AdamW and the EMA of the target encoder, each on
+//! one tensor or on a whole bucket of `PackedTensors` in one dispatch. Schedules and
+//! parameter groups live with the training loop; these are the kernels.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
@@ -21,6 +22,7 @@ crate::kernel_params! {
         bias_correction2_sqrt: f32,
         grad_scale: f32,
         momentum: f32,
+        decay_from: u32,
     }
 }
 
@@ -63,7 +65,8 @@ fn check_same(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 }
 
 /// One AdamW step (`step` counts from 1) on `param` with moments `exp_avg`,
-/// `exp_avg_sq`, all updated in place.
+/// `exp_avg_sq`, all updated in place; weight decay applies to the elements from
+/// `decay_from` on (0: all of them; a packed bucket puts those without first).
 pub fn adamw_update(
     h: &AdamW,
     step: u32,
@@ -71,6 +74,7 @@ pub fn adamw_update(
     grad: &Tensor,
     exp_avg: &Tensor,
     exp_avg_sq: &Tensor,
+    decay_from: usize,
 ) -> Result<()> {
     check_same("adamw", &[param, grad, exp_avg, exp_avg_sq])?;
     let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
@@ -87,6 +91,7 @@ pub fn adamw_update(
         bias_correction2_sqrt: bc2.sqrt() as f32,
         grad_scale: h.grad_scale,
         momentum: 0.0,
+        decay_from: decay_from.min(param.numel()) as u32,
     };
     dev.dispatch(
         &ADAMW,
