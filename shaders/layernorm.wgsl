@@ -3,6 +3,9 @@
 // AFFINE = false: no gamma/beta (the target path's parameter-free LayerNorm).
 // forward writes y and the per-row statistics [rows, 2] = (mean, rstd) that the
 // backward reads instead of recomputing them.
+// ADD = true fuses a residual connection: the forward normalises s = x + addend and
+// writes s too (sum_out); the backward returns dx + addend, addend being the gradient
+// s already received from the residual stream.
 
 struct Params {
     rows: u32,
@@ -12,6 +15,7 @@ struct Params {
 }
 
 override AFFINE: bool = true;
+override ADD: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -19,8 +23,21 @@ override AFFINE: bool = true;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read> stats_in: array<f32>;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
-@group(0) @binding(7) var<storage, read_write> stats_out: array<f32>;
+@group(0) @binding(6) var<storage, read> addend: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> stats_out: array<f32>;
+@group(0) @binding(9) var<storage, read_write> sum_out: array<f32>;
+
+// The forward's input: x, or x + addend.
+fn input(i: u32) -> f32 {
+    if (ADD) { return x[i] + addend[i]; }
+    return x[i];
+}
+
+// The backward's dx, plus the gradient gathered so far when ADD.
+fn store_dx(i: u32, dx: f32) {
+    if (ADD) { out[i] = dx + addend[i]; } else { out[i] = dx; }
+}
 
 // Sizes the host grids with, set by it: the row kernels' invocations per workgroup (a
 // power of two; ops/rows.rs), and the parameter-gradient kernel's columns per
@@ -54,14 +71,16 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let base = row * p.cols;
     let n = f32(p.cols);
     var s = 0.0;
-    for (var c = lid; c < p.cols; c += WG) { s += x[base + c]; }
+    for (var c = lid; c < p.cols; c += WG) { s += input(base + c); }
     let mean = reduce_sum2(lid, s, 0.0).x / n;
     // Two-pass variance: no cancellation for rows with a large mean.
     var v = 0.0;
-    for (var c = lid; c < p.cols; c += WG) { let d = x[base + c] - mean; v += d * d; }
+    for (var c = lid; c < p.cols; c += WG) { let d = input(base + c) - mean; v += d * d; }
     let rstd = inverseSqrt(reduce_sum2(lid, v, 0.0).x / n + p.eps);
     for (var c = lid; c < p.cols; c += WG) {
-        var y = (x[base + c] - mean) * rstd;
+        let xc = input(base + c);
+        if (ADD) { sum_out[base + c] = xc; }
+        var y = (xc - mean) * rstd;
         if (AFFINE) { y = y * gamma[c] + beta[c]; }
         out[base + c] = y;
     }
@@ -94,7 +113,7 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         var g = dy[base + c];
         if (AFFINE) { g *= gamma[c]; }
         let xhat = (x[base + c] - mean) * rstd;
-        out[base + c] = rstd * (g - sums.x - xhat * sums.y);
+        store_dx(base + c, rstd * (g - sums.x - xhat * sums.y));
     }
 }
 
@@ -136,13 +155,15 @@ fn layernorm_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     let base = row * p.cols;
     let n = f32(p.cols);
     var s = 0.0;
-    for (var c = 0u; c < p.cols; c++) { s += x[base + c]; }
+    for (var c = 0u; c < p.cols; c++) { s += input(base + c); }
     let mean = s / n;
     var v = 0.0;
-    for (var c = 0u; c < p.cols; c++) { let d = x[base + c] - mean; v += d * d; }
+    for (var c = 0u; c < p.cols; c++) { let d = input(base + c) - mean; v += d * d; }
     let rstd = inverseSqrt(v / n + p.eps);
     for (var c = 0u; c < p.cols; c++) {
-        var y = (x[base + c] - mean) * rstd;
+        let xc = input(base + c);
+        if (ADD) { sum_out[base + c] = xc; }
+        var y = (xc - mean) * rstd;
         if (AFFINE) { y = y * gamma[c] + beta[c]; }
         out[base + c] = y;
     }
@@ -171,6 +192,6 @@ fn layernorm_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     for (var c = 0u; c < p.cols; c++) {
         var g = dy[base + c];
         if (AFFINE) { g *= gamma[c]; }
-        out[base + c] = rstd * (g - mg - (x[base + c] - mean) * rstd * mgx);
+        store_dx(base + c, rstd * (g - mg - (x[base + c] - mean) * rstd * mgx));
     }
 }

@@ -19,11 +19,22 @@ use crate::tensor::{Tensor, TensorId};
 /// `i` wants one (return `None` for those that do not).
 pub type BackwardFn = Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>>>;
 
+/// A backward that also receives the gradient input 0 has gathered so far (from ops
+/// recorded after this one) and returns input 0's total, adding it inside its own
+/// kernel instead of in a separate one (see [`record_accumulating`]).
+pub type AccumulatingBackwardFn =
+    Box<dyn FnOnce(&Tensor, &[bool], Option<Tensor>) -> Result<Vec<Option<Tensor>>>>;
+
+enum Backward {
+    Plain(BackwardFn),
+    Accumulating(AccumulatingBackwardFn),
+}
+
 struct Node {
     op: &'static str,
     inputs: Vec<(TensorId, Vec<usize>, bool)>,
     output: TensorId,
-    backward: BackwardFn,
+    backward: Backward,
 }
 
 thread_local! {
@@ -61,6 +72,27 @@ pub fn record(
     output: &Tensor,
     backward: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + 'static,
 ) {
+    push(op, inputs, output, Backward::Plain(Box::new(backward)));
+}
+
+/// [`record`] for an op whose backward adds the gradient input 0 already has into its
+/// own result: a residual stream's LayerNorm, whose input also flows on unnormalised,
+/// returns dx + that gradient from its kernel, saving an addition per block.
+pub fn record_accumulating(
+    op: &'static str,
+    inputs: &[&Tensor],
+    output: &Tensor,
+    backward: impl FnOnce(&Tensor, &[bool], Option<Tensor>) -> Result<Vec<Option<Tensor>>> + 'static,
+) {
+    push(
+        op,
+        inputs,
+        output,
+        Backward::Accumulating(Box::new(backward)),
+    );
+}
+
+fn push(op: &'static str, inputs: &[&Tensor], output: &Tensor, backward: Backward) {
     if !records(inputs) {
         return;
     }
@@ -72,7 +104,7 @@ pub fn record(
             .map(|t| (t.id(), t.shape().to_vec(), t.tracks_grad()))
             .collect(),
         output: output.id(),
-        backward: Box::new(backward),
+        backward,
     };
     TAPE.with(|tape| tape.borrow_mut().push(node));
 }
@@ -124,7 +156,14 @@ pub fn backward(loss: &Tensor) -> Result<Gradients> {
             continue;
         };
         let needs: Vec<bool> = node.inputs.iter().map(|i| i.2).collect();
-        let grad_in = (node.backward)(&grad_out, &needs)?;
+        let grad_in = match node.backward {
+            Backward::Plain(f) => f(&grad_out, &needs)?,
+            Backward::Accumulating(f) => {
+                // Input 0's gradient so far goes into the op, which returns the total.
+                let pending = needs[0].then(|| grads.remove(&node.inputs[0].0)).flatten();
+                f(&grad_out, &needs, pending)?
+            }
+        };
         for ((id, shape, needed), g) in node.inputs.into_iter().zip(grad_in) {
             let Some(g) = g.filter(|_| needed) else {
                 continue;

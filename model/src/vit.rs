@@ -11,7 +11,9 @@ use engine::ops::{self, layout};
 use engine::{Indices, Tensor};
 
 use crate::config::{PredictorConfig, VitConfig};
-use crate::layers::{Init, LayerNorm, Linear, NamedParams, PatchEmbed, TransformerBlock, INIT_STD};
+use crate::layers::{
+    blocks_then_norm, Init, LayerNorm, Linear, NamedParams, PatchEmbed, TransformerBlock, INIT_STD,
+};
 use crate::masks::Masks;
 use crate::pos_embed::sincos_2d;
 
@@ -77,10 +79,7 @@ impl VisionTransformer {
         if let Some(m) = masks {
             x = ops::gather_rows(&x, m)?;
         }
-        for block in &self.blocks {
-            x = block.forward(&x)?;
-        }
-        self.norm.forward(&x)
+        blocks_then_norm(&self.blocks, &x, &self.norm)
     }
 
     /// images [B, C, H, W] -> the outputs of the last `layers` blocks, each through the
@@ -180,11 +179,8 @@ impl Predictor {
         let x = ops::add(&x, &ops::gather_rows(&table, &masks.context)?)?;
         let token = ops::reshape(&self.mask_token, &[dp])?;
         let pred_tokens = ops::add(&ops::gather_rows(&table, &masks.target_rows)?, &token)?;
-        let mut x = ops::concat(&[&ops::repeat_batch(&x, masks.npred)?, &pred_tokens], 1)?;
-        for block in &self.predictor_blocks {
-            x = block.forward(&x)?;
-        }
-        let x = self.predictor_norm.forward(&x)?;
+        let x = ops::concat(&[&ops::repeat_batch(&x, masks.npred)?, &pred_tokens], 1)?;
+        let x = blocks_then_norm(&self.predictor_blocks, &x, &self.predictor_norm)?;
         let kt = masks.target.shape()[1];
         self.predictor_proj.forward(&layout::narrow(&x, 1, kc, kt)?)
     }

@@ -38,8 +38,10 @@ pub struct Device {
     pool: Arc<BufferPool>,
     pipelines: PipelineCache,
     batcher: Batcher,
-    /// Bound to storage slots a kernel declares but does not use in this dispatch.
+    /// Bound to storage slots a kernel declares but does not use in this dispatch: one
+    /// for inputs, one for outputs (a buffer cannot be both within a dispatch).
     dummy: Binding,
+    dummy_output: Binding,
     /// Per-kernel timing, with IJEPA_PROFILE=1.
     profiler: Option<Profiler>,
     /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
@@ -129,16 +131,16 @@ impl Device {
                 adapter_info.name
             ))
         })?;
-        let dummy = Binding::range(
-            &device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("unused binding"),
+        let unused = |label| {
+            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
                 size: 16,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
-            }),
-            0,
-            16,
-        );
+            });
+            Binding::range(&buffer, 0, 16)
+        };
+        let (dummy, dummy_output) = (unused("unused input"), unused("unused output"));
         let profiler = std::env::var("IJEPA_PROFILE")
             .is_ok_and(|v| v == "1")
             .then(|| Profiler::new(&device, &queue));
@@ -151,6 +153,7 @@ impl Device {
             device,
             queue,
             dummy,
+            dummy_output,
             profiler,
             counts: DeviceCounts::default(),
             plan_log: Mutex::new(None),
@@ -176,6 +179,11 @@ impl Device {
 
     pub(crate) fn dummy(&self) -> Binding {
         self.dummy.clone()
+    }
+
+    /// `dummy` for an output slot.
+    pub(crate) fn dummy_output(&self) -> Binding {
+        self.dummy_output.clone()
     }
 
     /// The alignment, in bytes, of a storage binding's offset.

@@ -1,6 +1,7 @@
 //! LayerNorm over the last dim, with or without affine parameters, run by the row plan
 //! (`ops::rows`). x: [.., D], gamma/beta: [D]. Saves per-row (mean, rstd) for the
-//! backward.
+//! backward. [`add_layernorm`] fuses the residual addition before a pre-norm block's
+//! LayerNorm, forward and backward.
 //!
 //! Explained in the tour: docs/tour/05-softmax-layernorm.md.
 
@@ -9,7 +10,7 @@ use crate::error::{shape_err, Result};
 use crate::ops::reduce::{column_chunk, sum_leading_forward_with, COLS_PER_WORKGROUP};
 use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
-use crate::tape::record;
+use crate::tape::{record, record_accumulating};
 use crate::tensor::Tensor;
 
 crate::kernel_params! {
@@ -22,23 +23,25 @@ crate::kernel_params! {
     }
 }
 
-/// x, gamma, beta, (unused), (unused) -> y, stats [rows, 2].
+/// x, gamma, beta, (unused), (unused), addend -> y, stats [rows, 2], x + addend.
 const FORWARD: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward", 5, 2);
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward", 6, 3);
 const FORWARD_ROWS: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward_rows", 5, 2);
-/// x, gamma, (unused), stats, dy -> dx.
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward_rows", 6, 3);
+/// x, gamma, (unused), stats, dy, addend -> dx (+ addend).
 const BACKWARD: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_backward", 5, 1);
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_backward", 6, 1);
 const BACKWARD_ROWS: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_backward_rows", 5, 1);
-/// x, (unused), (unused), stats, dy -> dgamma and dbeta partials [chunks, cols].
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_backward_rows", 6, 1);
+/// x, (unused), (unused), stats, dy, (unused) -> dgamma and dbeta partials
+/// [chunks, cols].
 const PARAM_GRADS: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 5, 2);
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 6, 2);
 
-fn overrides(affine: bool) -> [(&'static str, f64); 3] {
+fn overrides(affine: bool, add: bool) -> [(&'static str, f64); 4] {
     [
         ("AFFINE", affine as u32 as f64),
+        ("ADD", add as u32 as f64),
         ("WG", ROW_WG as f64),
         ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
     ]
@@ -73,6 +76,39 @@ pub fn layernorm_forward_with(
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
 ) -> Result<(Tensor, LayerNormSaved)> {
+    forward(plan, x, None, affine, eps).map(|(y, saved, _)| (y, saved))
+}
+
+/// s = x + addend and y = LayerNorm(s) in one kernel: (y, what the backward needs of
+/// s, s). x and addend: [.., D].
+pub fn add_layernorm_forward_with(
+    plan: &RowPlan,
+    x: &Tensor,
+    addend: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+) -> Result<(Tensor, LayerNormSaved, Tensor)> {
+    if addend.shape() != x.shape() {
+        return shape_err(
+            "add_layernorm",
+            format!(
+                "addend {:?} does not match x {:?}",
+                addend.shape(),
+                x.shape()
+            ),
+        );
+    }
+    let (y, saved, sum) = forward(plan, x, Some(addend), affine, eps)?;
+    Ok((y, saved, sum.expect("the fused forward writes the sum")))
+}
+
+fn forward(
+    plan: &RowPlan,
+    x: &Tensor,
+    addend: Option<&Tensor>,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+) -> Result<(Tensor, LayerNormSaved, Option<Tensor>)> {
     plan.check("layernorm", x)?;
     let (rows, cols) = (plan.rows, plan.cols);
     if let Some((g, b)) = affine {
@@ -91,13 +127,14 @@ pub fn layernorm_forward_with(
     let dev = x.device();
     let y = Tensor::empty(dev, x.shape())?;
     let stats = Tensor::empty(dev, &[rows, 2])?;
+    let sum = addend.map(|_| Tensor::empty(dev, x.shape())).transpose()?;
     let (g, b) = affine.map_or((dev.dummy(), dev.dummy()), |(g, b)| {
         (g.buffer(), b.buffer())
     });
     dev.note_plan(|| plan_key(plan, affine.is_some()));
     dev.dispatch(
         plan.pick(&FORWARD, &FORWARD_ROWS),
-        &overrides(affine.is_some()),
+        &overrides(affine.is_some(), addend.is_some()),
         &LayerNormParams {
             rows: rows as u32,
             cols: cols as u32,
@@ -110,18 +147,18 @@ pub fn layernorm_forward_with(
             b,
             dev.dummy(),
             dev.dummy(),
+            addend.map_or(dev.dummy(), |a| a.buffer()),
             y.buffer(),
             stats.buffer(),
+            sum.as_ref().map_or(dev.dummy_output(), |s| s.buffer()),
         ],
         plan.grid(dev),
     );
-    Ok((
-        y,
-        LayerNormSaved {
-            x: x.clone(),
-            stats,
-        },
-    ))
+    let saved = LayerNormSaved {
+        x: sum.clone().unwrap_or_else(|| x.clone()),
+        stats,
+    };
+    Ok((y, saved, sum))
 }
 
 /// Gradients (dx, dgamma, dbeta) given dy; the last two only with affine parameters.
@@ -132,25 +169,32 @@ pub fn layernorm_backward(
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let plan = RowPlan::of(&saved.x);
     let chunk = column_chunk(saved.x.device(), plan.rows);
-    layernorm_backward_with(&plan, chunk, saved, gamma, dy)
+    layernorm_backward_with(&plan, chunk, saved, gamma, dy, None)
 }
 
 /// `layernorm_backward` with the given plan for dx, and `chunk` rows per workgroup of
-/// the parameter gradients' column sums (`reduce::column_chunk` picks it).
+/// the parameter gradients' column sums (`reduce::column_chunk` picks it); with
+/// `accumulate`, dx + accumulate is returned in place of dx.
 pub fn layernorm_backward_with(
     plan: &RowPlan,
     chunk: usize,
     saved: &LayerNormSaved,
     gamma: Option<&Tensor>,
     dy: &Tensor,
+    accumulate: Option<&Tensor>,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let x = &saved.x;
     plan.check("layernorm_backward", x)?;
     let (rows, cols) = (plan.rows, plan.cols);
-    if dy.shape() != x.shape() {
+    if dy.shape() != x.shape() || accumulate.is_some_and(|a| a.shape() != x.shape()) {
         return shape_err(
             "layernorm_backward",
-            format!("dy {:?} vs x {:?}", dy.shape(), x.shape()),
+            format!(
+                "dy {:?} (and the gradient to accumulate {:?}) vs x {:?}",
+                dy.shape(),
+                accumulate.map(|a| a.shape()),
+                x.shape()
+            ),
         );
     }
     let dev = x.device();
@@ -165,7 +209,7 @@ pub fn layernorm_backward_with(
     };
     dev.dispatch(
         plan.pick(&BACKWARD, &BACKWARD_ROWS),
-        &overrides(gamma.is_some()),
+        &overrides(gamma.is_some(), accumulate.is_some()),
         &params,
         &[
             x.buffer(),
@@ -173,6 +217,7 @@ pub fn layernorm_backward_with(
             dev.dummy(),
             saved.stats.buffer(),
             dy.buffer(),
+            accumulate.map_or(dev.dummy(), |a| a.buffer()),
             dx.buffer(),
         ],
         plan.grid(dev),
@@ -185,7 +230,7 @@ pub fn layernorm_backward_with(
             let dbeta = Tensor::empty(dev, &[chunks, cols])?;
             dev.dispatch(
                 &PARAM_GRADS,
-                &overrides(true),
+                &overrides(true, false),
                 &params,
                 &[
                     x.buffer(),
@@ -193,6 +238,7 @@ pub fn layernorm_backward_with(
                     dev.dummy(),
                     saved.stats.buffer(),
                     dy.buffer(),
+                    dev.dummy(),
                     dgamma.buffer(),
                     dbeta.buffer(),
                 ],
@@ -209,18 +255,49 @@ pub fn layernorm_backward_with(
 /// Differentiable LayerNorm (eps as torch's `eps`; I-JEPA uses 1e-6).
 pub fn layernorm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> Result<Tensor> {
     let (y, saved) = layernorm_forward(x, affine, eps)?;
+    record_layernorm(x, affine, &y, saved);
+    Ok(y)
+}
+
+/// Differentiable `(s, LayerNorm(s))` with s = x + addend: the residual connection
+/// and the next LayerNorm of a pre-norm transformer in one kernel. The tape sees the
+/// addition and the LayerNorm as two ops; the LayerNorm's backward adds the gradient s
+/// receives from the residual stream inside its kernel.
+pub fn add_layernorm(
+    x: &Tensor,
+    addend: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    let plan = RowPlan::of(x);
+    let (y, saved, sum) = add_layernorm_forward_with(&plan, x, addend, affine, eps)?;
+    record("add", &[x, addend], &sum, |ds, _| {
+        Ok(vec![Some(ds.clone()), Some(ds.clone())])
+    });
+    record_layernorm(&sum, affine, &y, saved);
+    Ok((sum, y))
+}
+
+fn record_layernorm(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    y: &Tensor,
+    saved: LayerNormSaved,
+) {
     let mut inputs = vec![x];
     let gamma = affine.map(|(g, b)| {
         inputs.extend([g, b]);
         g.clone()
     });
-    record("layernorm", &inputs, &y, move |dy, _| {
-        let (dx, params) = layernorm_backward(&saved, gamma.as_ref(), dy)?;
+    record_accumulating("layernorm", &inputs, y, move |dy, _, pending| {
+        let plan = RowPlan::of(&saved.x);
+        let chunk = column_chunk(saved.x.device(), plan.rows);
+        let (dx, params) =
+            layernorm_backward_with(&plan, chunk, &saved, gamma.as_ref(), dy, pending.as_ref())?;
         let mut grads = vec![Some(dx)];
         if let Some((dg, db)) = params {
             grads.extend([Some(dg), Some(db)]);
         }
         Ok(grads)
     });
-    Ok(y)
 }
