@@ -1,9 +1,9 @@
-// Regression losses, element-wise parts; the mean is a sum on the host side.
-// d = pred - truth (the target).
+// Regression losses, element-wise parts, each scaled by s = 1 / elements so that
+// their sum (reduce.wgsl) is the mean. d = pred - truth (the target).
 // smooth-L1 (beta): l = 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta;
 //                   dl/dd = clamp(d / beta, -1, 1).
 // MSE: l = d^2; dl/dd = 2 d.
-// backward: out = dy[0] * s * dl/dd (s = 1 / elements for the mean).
+// backward: out = dy[0] * s * dl/dd.
 
 struct Params {
     n: u32,
@@ -31,7 +31,7 @@ fn smooth_l1_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (i >= p.n) { return; }
     let d = pred[i] - truth[i];
     let ad = abs(d);
-    out[i] = select(ad - 0.5 * p.beta, 0.5 * d * d / p.beta, ad < p.beta);
+    out[i] = p.s * select(ad - 0.5 * p.beta, 0.5 * d * d / p.beta, ad < p.beta);
 }
 
 @compute @workgroup_size(WG)
@@ -49,7 +49,7 @@ fn mse_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
     let d = pred[i] - truth[i];
-    out[i] = d * d;
+    out[i] = p.s * d * d;
 }
 
 @compute @workgroup_size(WG)

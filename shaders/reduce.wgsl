@@ -1,12 +1,12 @@
 // Sums. `sum_columns` reduces x viewed as [rows, cols] over its rows, one chunk of
-// `chunk` rows per workgroup row, into partial sums [ceil(rows / chunk), cols]; the
-// host repeats it until one row is left (once, when a chunk is all the rows). `sum_all` reduces 4 SUM_WG values per workgroup
-// into one partial sum, likewise repeated.
+// `chunk` rows per workgroup row, into partial sums [ceil(rows / chunk), cols];
+// `sum_all` reduces `chunk` values per workgroup into one partial sum. The host
+// repeats them until one row is left (once, when a chunk is all the rows).
 
 struct Params {
     rows: u32,
     cols: u32,
-    chunk: u32,    // rows per workgroup of sum_columns
+    chunk: u32,    // rows (values, for sum_all) per workgroup
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,18 +42,16 @@ fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 }
 
-// `rows` is the number of values; grid: one workgroup per 4 SUM_WG values (2-D if
+// `rows` is the number of values; grid: one workgroup per `chunk` values (2-D if
 // large).
 @compute @workgroup_size(SUM_WG)
 fn sum_all(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let group = wid.x + wid.y * nwg.x;
-    let base = group * 4u * SUM_WG;
+    let base = group * p.chunk;
+    let end = min(base + p.chunk, p.rows);
     var acc = 0.0;
-    for (var k = 0u; k < 4u; k++) {
-        let i = base + k * SUM_WG + lid;
-        if (i < p.rows) { acc += x[i]; }
-    }
+    for (var i = base + lid; i < end; i += SUM_WG) { acc += x[i]; }
     sum_lanes[lid] = acc;
     workgroupBarrier();
     // SUM_WG is a power of two.

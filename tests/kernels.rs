@@ -277,16 +277,13 @@ fn sums_match_cpu_across_multiple_passes() {
             tol,
             1e-5,
         );
-        // Column sums in one pass (a CPU adapter's plan) and in chunks of 256 rows (a
-        // GPU's), several passes for the larger cases.
-        if inner > 1 {
-            for chunk in [rows, 256] {
-                let got =
-                    reduce::sum_leading_forward_with(&upload(&[rows * inner], &x), inner, chunk)
-                        .unwrap();
-                let what = format!("sum {rows}x{inner} in chunks of {chunk} rows");
-                assert_close(&what, &got.to_vec(), &want, tol, 1e-5);
-            }
+        // In one pass (a CPU adapter's plan), and in chunks of 256 rows or 1024 values
+        // (a GPU's), several passes for the larger cases.
+        for chunk in [rows, 256, 1024] {
+            let got = reduce::sum_leading_forward_with(&upload(&[rows * inner], &x), inner, chunk)
+                .unwrap();
+            let what = format!("sum {rows}x{inner} in chunks of {chunk} rows");
+            assert_close(&what, &got.to_vec(), &want, tol, 1e-5);
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
-use crate::ops::reduce::{column_chunk, sum_leading_forward_with, COLS_PER_WORKGROUP};
+use crate::ops::reduce::{rows_per_workgroup, sum_leading_forward_with, COLS_PER_WORKGROUP};
 use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
 use crate::tape::{record, record_accumulating};
@@ -168,12 +168,12 @@ pub fn layernorm_backward(
     dy: &Tensor,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let plan = RowPlan::of(&saved.x);
-    let chunk = column_chunk(saved.x.device(), plan.rows);
+    let chunk = rows_per_workgroup(saved.x.device(), plan.rows, plan.cols);
     layernorm_backward_with(&plan, chunk, saved, gamma, dy, None)
 }
 
 /// `layernorm_backward` with the given plan for dx, and `chunk` rows per workgroup of
-/// the parameter gradients' column sums (`reduce::column_chunk` picks it); with
+/// the parameter gradients' column sums (`reduce::rows_per_workgroup` picks it); with
 /// `accumulate`, dx + accumulate is returned in place of dx.
 pub fn layernorm_backward_with(
     plan: &RowPlan,
@@ -291,7 +291,7 @@ fn record_layernorm(
     });
     record_accumulating("layernorm", &inputs, y, move |dy, _, pending| {
         let plan = RowPlan::of(&saved.x);
-        let chunk = column_chunk(saved.x.device(), plan.rows);
+        let chunk = rows_per_workgroup(saved.x.device(), plan.rows, plan.cols);
         let (dx, params) =
             layernorm_backward_with(&plan, chunk, &saved, gamma.as_ref(), dy, pending.as_ref())?;
         let mut grads = vec![Some(dx)];

@@ -101,11 +101,9 @@ pub fn regression_loss_forward(kind: Regression, pred: &Tensor, target: &Tensor)
         );
     }
     let (fwd, _, beta) = kind.entries();
+    // Each element comes scaled by 1 / n: their sum is the mean.
     let per_element = regression_launch(fwd, beta, pred, target, None)?;
-    scale_forward(
-        &sum_leading_forward(&per_element, 1)?,
-        1.0 / pred.numel() as f32,
-    )
+    sum_leading_forward(&per_element, 1)
 }
 
 /// d loss / d pred given the loss's gradient dy [1]; d loss / d target is its negation.

@@ -23,22 +23,26 @@ const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_a
 pub(crate) const COLS_PER_WORKGROUP: usize = 64;
 /// Rows per workgroup of a column sum on a GPU.
 const CHUNK: usize = 256;
-/// Invocations per workgroup of `sum_all`, each adding 4 values (a power of two).
+/// Invocations per workgroup of `sum_all` (a power of two).
 const SUM_WORKGROUP: usize = 256;
+/// Values per workgroup of `sum_all` on a GPU: 4 per invocation.
 const SUM_ALL_PER_GROUP: usize = 4 * SUM_WORKGROUP;
 const OVERRIDES: &[(&str, f64)] = &[
     ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
     ("SUM_WG", SUM_WORKGROUP as f64),
 ];
 
-/// Rows per workgroup of a column sum (`sum_columns`, LayerNorm's parameter
-/// gradients) over `rows` rows. On a GPU, `CHUNK`: many workgroups share the rows and
+/// Rows per workgroup of a sum over `rows` rows of `cols` columns (`sum_columns`,
+/// LayerNorm's parameter gradients; `sum_all` when `cols` is 1). On a GPU, a chunk
+/// (`CHUNK` rows, `SUM_ALL_PER_GROUP` values): many workgroups share the rows and
 /// their partial sums are reduced again. On a CPU adapter, all of them: its few cores
 /// are kept busy by the column groups alone, and a second pass would cost one more
 /// dispatch for every bias and LayerNorm gradient of the step.
-pub fn column_chunk(dev: &Device, rows: usize) -> usize {
+pub fn rows_per_workgroup(dev: &Device, rows: usize, cols: usize) -> usize {
     if dev.is_cpu() {
         rows.max(1)
+    } else if cols == 1 {
+        SUM_ALL_PER_GROUP
     } else {
         CHUNK
     }
@@ -47,10 +51,10 @@ pub fn column_chunk(dev: &Device, rows: usize) -> usize {
 /// x viewed as [rows, inner] summed over rows: out [inner].
 pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
     let rows = x.numel() / inner.max(1);
-    sum_leading_forward_with(x, inner, column_chunk(x.device(), rows))
+    sum_leading_forward_with(x, inner, rows_per_workgroup(x.device(), rows, inner))
 }
 
-/// `sum_leading_forward` with `chunk` rows per workgroup of each column-sum pass.
+/// `sum_leading_forward` with `chunk` rows per workgroup in each pass.
 pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Result<Tensor> {
     if inner == 0 || !x.numel().is_multiple_of(inner) {
         return shape_err(
@@ -64,11 +68,11 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
         return Tensor::zeros(dev, &[inner]);
     }
     let mut current = x.clone();
-    // Each pass shrinks rows by the chunk (SUM_ALL_PER_GROUP for a plain sum) until one
-    // row is left.
+    // Each pass shrinks rows by the chunk until one row is left.
     while rows > 1 {
+        let chunk = chunk.clamp(1, rows);
         if inner == 1 {
-            let groups = rows.div_ceil(SUM_ALL_PER_GROUP);
+            let groups = rows.div_ceil(chunk);
             let out = Tensor::empty(dev, &[groups])?;
             dev.dispatch(
                 &SUM_ALL,
@@ -76,7 +80,7 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
                 &ReduceParams {
                     rows: rows as u32,
                     cols: 1,
-                    chunk: 0,
+                    chunk: chunk as u32,
                 },
                 &[current.buffer(), out.buffer()],
                 dev.grid_1d(groups as u32),
@@ -84,7 +88,6 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
             current = out;
             rows = groups;
         } else {
-            let chunk = chunk.clamp(1, rows);
             let chunks = rows.div_ceil(chunk);
             let out = Tensor::empty(dev, &[chunks, inner])?;
             dev.dispatch(
