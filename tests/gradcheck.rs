@@ -156,6 +156,26 @@ fn gradcheck_layernorm_with_and_without_affine() {
         |x| weighted_sum(&ops::layernorm(&upstream(&x[0])?, None, 1e-6)?, 9),
         default(),
     );
+    // The fused residual addition: the sum flows on as well as into the LayerNorm, so
+    // its LayerNorm's backward adds the gradient the sum already has in its kernel.
+    check(
+        "add_layernorm",
+        &[
+            input(&[3, 7], 1),
+            input(&[3, 7], 5),
+            input(&[7], 2),
+            input(&[7], 3),
+        ],
+        |x| {
+            let (sum, y) =
+                ops::add_layernorm(&upstream(&x[0])?, &x[1], Some((&x[2], &x[3])), 1e-6)?;
+            ops::add(
+                &weighted_sum(&y, 9)?,
+                &weighted_sum(&ops::mul(&sum, &sum)?, 4)?,
+            )
+        },
+        default(),
+    );
 }
 
 #[test]

@@ -200,6 +200,8 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_pla
             upload(&[cols], &b),
             upload(&[rows, cols], &dy),
         );
+        let pending = random(&mut r, rows * cols);
+        let tpending = upload(&[rows, cols], &pending);
         let plans = RowPlan::candidates(&device(), rows, cols);
         assert!(plans.contains(&RowPlan::new(&device(), rows, cols)));
         for plan in plans {
@@ -214,6 +216,26 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_pla
                 .unwrap();
                 let (want, _) = cpu::layernorm(&x, cols, affine.then_some((&g[..], &b[..])), 1e-6);
                 assert_close(&what, &y.to_vec(), &want, 1e-5, 1e-5);
+                // Fused with a residual addition: the sum, and the LayerNorm of it.
+                let (y_sum, _, sum) = layernorm::add_layernorm_forward_with(
+                    &plan,
+                    &tx,
+                    &tpending,
+                    affine.then_some((&tg, &tb)),
+                    1e-6,
+                )
+                .unwrap();
+                let want_sum: Vec<f32> = x.iter().zip(&pending).map(|(a, b)| a + b).collect();
+                assert_eq!(sum.to_vec(), want_sum, "{what}: x + addend");
+                let (want, _) =
+                    cpu::layernorm(&want_sum, cols, affine.then_some((&g[..], &b[..])), 1e-6);
+                assert_close(
+                    &format!("{what} of x + addend"),
+                    &y_sum.to_vec(),
+                    &want,
+                    1e-5,
+                    1e-5,
+                );
                 let (wdx, wdg, wdb) =
                     cpu::layernorm_backward(&x, &dy, cols, affine.then_some(&g[..]), 1e-6);
                 // The parameter gradients' column sums in one pass (a CPU adapter's
@@ -226,10 +248,29 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_pla
                         &saved,
                         affine.then_some(&tg),
                         &tdy,
+                        None,
                     )
                     .unwrap();
                     let what = format!("{what}, {chunk} rows per column-sum workgroup");
                     assert_close(&format!("{what} dx"), &dx.to_vec(), &wdx, 1e-4, 1e-4);
+                    // With a gradient to accumulate (a residual stream's): dx + it.
+                    let (dx_plus, _) = layernorm::layernorm_backward_with(
+                        &plan,
+                        chunk,
+                        &saved,
+                        affine.then_some(&tg),
+                        &tdy,
+                        Some(&tpending),
+                    )
+                    .unwrap();
+                    let want: Vec<f32> = wdx.iter().zip(&pending).map(|(a, b)| a + b).collect();
+                    assert_close(
+                        &format!("{what} dx + pending"),
+                        &dx_plus.to_vec(),
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
                     assert_eq!(params.is_some(), affine);
                     if let Some((dg, db)) = params {
                         assert_close(
