@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         .expect("an attention weight");
     let before = weight.to_vec();
     let grad = grads.get(weight).expect("a gradient").to_vec();
-    let mut optimizer = AdamWOptimizer::new(&[trainable.clone()])?;
+    let mut optimizer = AdamWOptimizer::new(std::slice::from_ref(&trainable))?;
     let (lr, weight_decay) = (1e-3, 0.04);
     optimizer.step(&grads, lr, weight_decay)?;
     let zeros = vec![0.0; before.len()];
