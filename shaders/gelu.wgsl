@@ -31,3 +31,7 @@ fn gelu_grad(x: f32) -> f32 {
 fn gelu4(v: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));
 }
+
+fn gelu_grad4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(gelu_grad(v.x), gelu_grad(v.y), gelu_grad(v.z), gelu_grad(v.w));
+}

@@ -20,8 +20,13 @@ struct Params {
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
-// The epilogue: c = gelu(op(a) @ op(b) + bias) (gelu.wgsl).
+// The epilogues (gelu.wgsl): c = gelu(op(a) @ op(b) + bias); with SAVE_PRE the value
+// before GELU is written to pre_out as well (what GELU's backward needs). GELU_GRAD:
+// c = (op(a) @ op(b)) * gelu'(pre_in), the gradient through a GELU whose input was
+// pre_in.
 override HAS_GELU: bool = false;
+override SAVE_PRE: bool = false;
+override GELU_GRAD: bool = false;
 // Tile sizes, set by the host (ops/matmul/plan.rs), which grids with them: the side of the
 // tile of `matmul`, `matmul_vec4` and `matmul_subgroup`, the 4x4 blocks per workgroup
 // of `matmul_flat`, and the side of the tiled kernels' tile.
@@ -33,7 +38,9 @@ override TILE_M: u32;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> pre_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> pre_out: array<f32>;
 
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
     if (TRANS_A) { return a[base + kk * p.m + row]; }
@@ -47,10 +54,13 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
 
 fn store(base: u32, row: u32, col: u32, v: f32) {
     if (row < p.m && col < p.n) {
+        let i = base + row * p.n + col;
         var x = v;
         if (HAS_BIAS) { x += bias[col]; }
+        if (SAVE_PRE) { pre_out[i] = x; }
         if (HAS_GELU) { x = gelu(x); }
-        c[base + row * p.n + col] = x;
+        if (GELU_GRAD) { x *= gelu_grad(pre_in[i]); }
+        c[i] = x;
     }
 }
 
@@ -132,10 +142,12 @@ fn matmul_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // the same 4x4 block per invocation, but every load is a vec4 (four k of a row, or
 // four rows/columns of a k), and each 4-deep step of k is two 4x4 matrix products. Its
 // bindings are the same buffers seen as vec4 arrays.
-@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read> bias4: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> c4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> pre_in4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read_write> c4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> pre_out4: array<vec4<f32>>;
 
 // Rows r..r+4 of op(a) over k..k+4: result[i] = op(a)[r + i][k..k+4]. Stored [M, K],
 // rows past M repeat the last one (M need not be a multiple of 4 there).
@@ -173,9 +185,13 @@ fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
     return b * a_row;
 }
 
-fn epilogue4(v: vec4<f32>) -> vec4<f32> {
-    if (HAS_GELU) { return gelu4(v); }
-    return v;
+// Element i of c seen as vec4s, with the epilogue (the bias already added).
+fn store4(i: u32, v: vec4<f32>) {
+    var x = v;
+    if (SAVE_PRE) { pre_out4[i] = x; }
+    if (HAS_GELU) { x = gelu4(x); }
+    if (GELU_GRAD) { x *= gelu_grad4(pre_in4[i]); }
+    c4[i] = x;
 }
 
 // Invocation (x, y) owns the 4x4 block at rows 4 y.., columns 4 x.. of the tile.
@@ -208,10 +224,10 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (HAS_BIAS) { bv = bias4[col0 / 4u]; }
     let n4 = p.n / 4u;
     let o = (batch * p.m * p.n + row0 * p.n + col0) / 4u;
-    c4[o] = epilogue4(c0 + bv);
-    if (row0 + 1u < p.m) { c4[o + n4] = epilogue4(c1 + bv); }
-    if (row0 + 2u < p.m) { c4[o + 2u * n4] = epilogue4(c2 + bv); }
-    if (row0 + 3u < p.m) { c4[o + 3u * n4] = epilogue4(c3 + bv); }
+    store4(o, c0 + bv);
+    if (row0 + 1u < p.m) { store4(o + n4, c1 + bv); }
+    if (row0 + 2u < p.m) { store4(o + 2u * n4, c2 + bv); }
+    if (row0 + 3u < p.m) { store4(o + 3u * n4, c3 + bv); }
 }
 
 // The tiled kernel, for GPUs: a 16x16 workgroup computes a TILE_M x TILE_M tile of c,
@@ -222,10 +238,12 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // vec4 of b), with coalesced, bounds-checked loads for either transpose.
 const TILE_K: u32 = 16u;
 
-@group(0) @binding(9) var<storage, read> ta: array<f32>;
-@group(0) @binding(10) var<storage, read> tb: array<f32>;
-@group(0) @binding(11) var<storage, read> tbias: array<f32>;
-@group(0) @binding(12) var<storage, read_write> tc: array<f32>;
+@group(0) @binding(13) var<storage, read> ta: array<f32>;
+@group(0) @binding(14) var<storage, read> tb: array<f32>;
+@group(0) @binding(15) var<storage, read> tbias: array<f32>;
+@group(0) @binding(16) var<storage, read> tpre_in: array<f32>;
+@group(0) @binding(17) var<storage, read_write> tc: array<f32>;
+@group(0) @binding(18) var<storage, read_write> tpre_out: array<f32>;
 
 // Both tiles are k-major, and each k-row is stored swizzled: column m of row k at
 // m ^ k (for b, the vec4 column m/4 at (m/4) ^ k). When consecutive invocations stage
@@ -264,10 +282,13 @@ fn store_tiled(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
     for (var c = 0u; c < 4u; c++) {
         let col = col0 + c;
         if (col < p.n) {
+            let i = c_base + row * p.n + col;
             var x = v[c];
             if (HAS_BIAS) { x += tbias[col]; }
+            if (SAVE_PRE) { tpre_out[i] = x; }
             if (HAS_GELU) { x = gelu(x); }
-            tc[c_base + row * p.n + col] = x;
+            if (GELU_GRAD) { x *= gelu_grad(tpre_in[i]); }
+            tc[i] = x;
         }
     }
 }

@@ -71,6 +71,6 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) 
     let n4 = p.n / 4u;
     let o = (batch * p.m * p.n + col0) / 4u;
     for (var i = 0u; i < 16u; i++) {
-        if (row0 + i < p.m) { c4[o + (row0 + i) * n4] = epilogue4(acc[i] + bv); }
+        if (row0 + i < p.m) { store4(o + (row0 + i) * n4, acc[i] + bv); }
     }
 }

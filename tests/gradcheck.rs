@@ -70,6 +70,33 @@ fn gradcheck_matmul_all_transposes_with_bias() {
     }
 }
 
+/// The fused MLP, whose GELU and GELU backward live in its products' epilogues, with
+/// and without biases (the gradients' places among the inputs shift with them).
+#[test]
+fn gradcheck_mlp() {
+    check(
+        "mlp with biases",
+        &[
+            input(&[2, 3, 5], 1),
+            input(&[8, 5], 2),
+            input(&[8], 3),
+            input(&[5, 8], 4),
+            input(&[5], 5),
+        ],
+        |x| {
+            let y = ops::mlp(&upstream(&x[0])?, &x[1], Some(&x[2]), &x[3], Some(&x[4]))?;
+            weighted_sum(&y, 9)
+        },
+        default(),
+    );
+    check(
+        "mlp without biases",
+        &[input(&[4, 5], 6), input(&[8, 5], 7), input(&[5, 8], 8)],
+        |x| weighted_sum(&ops::mlp(&upstream(&x[0])?, &x[1], None, &x[2], None)?, 9),
+        default(),
+    );
+}
+
 #[test]
 fn gradcheck_matmul_shared_b_and_linear() {
     check(

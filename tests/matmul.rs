@@ -1,6 +1,6 @@
 //! Matmul against the CPU reference: every product of `cases::matmul_shapes` on every
-//! plan the adapter can run for it (each kernel, split along K or not), the plan rule
-//! for split-K, `linear_gelu` in both of its modes, and the backward.
+//! plan the adapter can run for it (each kernel, split along K or not, each epilogue),
+//! the plan rule for split-K, `linear_gelu` in both of its modes, and the backward.
 //! Tolerances: f32 kernels against f64 references, a few ulps times the length of the
 //! longest sum.
 
@@ -54,9 +54,13 @@ fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_ge
             t.b,
             b_shared,
         );
+        // The GELU-gradient epilogue's saved input, of the output's shape.
+        let pre = random(&mut r, product.len());
+        let pre_t = (shape.epilogue == Epilogue::GeluGradient).then(|| upload(&out_shape, &pre));
         let want = match shape.epilogue {
-            Epilogue::None => product,
-            Epilogue::Gelu => cpu::gelu(&product),
+            Epilogue::None => product.clone(),
+            Epilogue::Gelu | Epilogue::GeluSavingInput => cpu::gelu(&product),
+            Epilogue::GeluGradient => cpu::gelu_backward(&pre, &product),
         };
         let plans = MatmulPlan::candidates(&dev, &shape);
         assert!(
@@ -64,10 +68,17 @@ fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_ge
             "the plan in use for {shape:?} is not among the candidates"
         );
         for plan in plans {
-            let got = matmul::matmul_with(&plan, &ta, &tb, bias_t.as_ref()).unwrap();
+            let (got, saved) =
+                matmul::matmul_epilogue_with(&plan, &ta, &tb, bias_t.as_ref(), pre_t.as_ref())
+                    .unwrap();
             assert_eq!(got.shape(), out_shape);
             let what = format!("{} ({shape:?})", plan.describe());
             assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
+            assert_eq!(saved.is_some(), shape.epilogue == Epilogue::GeluSavingInput);
+            if let Some(saved) = saved {
+                let what = format!("{what}: GELU's input");
+                assert_close(&what, &saved.to_vec(), &product, 1e-5 * k as f32, 1e-4);
+            }
             runs += 1;
         }
     }

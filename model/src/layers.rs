@@ -146,8 +146,13 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = ops::linear_gelu(x, &self.fc1.weight, self.fc1.bias.as_ref())?;
-        self.fc2.forward(&hidden)
+        Ok(ops::mlp(
+            x,
+            &self.fc1.weight,
+            self.fc1.bias.as_ref(),
+            &self.fc2.weight,
+            self.fc2.bias.as_ref(),
+        )?)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {

@@ -72,6 +72,8 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
     ] {
         for t in TRANSPOSES {
             shapes.push(shape(sizes, t, false, true, Epilogue::Gelu));
+            shapes.push(shape(sizes, t, false, true, Epilogue::GeluSavingInput));
+            shapes.push(shape(sizes, t, false, false, Epilogue::GeluGradient));
         }
     }
     for (k, m, n) in [

@@ -1,5 +1,6 @@
 //! Batched matmul with transpose flags and an optional bias and GELU epilogue, run on
-//! the plan `plan::MatmulPlan` makes for each product.
+//! the plan `plan::MatmulPlan` makes for each product; `linear`, and the fused `mlp`
+//! whose GELU lives in the epilogues of its products, forward and backward.
 //!
 //! a: [.., M, K] ([.., K, M] with `trans_a`), b: [K, N] shared or [.., K, N] per batch
 //! ([.., N, K] with `trans_b`), bias: [N]. out: [.., M, N].
@@ -35,18 +36,19 @@ crate::kernel_params! {
     }
 }
 
-/// a, b, bias -> c; the vec4 kernels bind the same buffers as vec4 arrays from binding
-/// 5, the tiled ones from 9.
-const SCALAR: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL, "matmul", 3, 1);
-const FLAT: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL, "matmul_flat", 3, 1);
+/// a, b, bias, pre (the GELU-gradient epilogue's input) -> c, pre (the saving
+/// epilogue's output); the vec4 kernels bind the same buffers as vec4 arrays from
+/// binding 7, the tiled ones from 13.
+const SCALAR: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL, "matmul", 4, 2);
+const FLAT: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL, "matmul_flat", 4, 2);
 const VEC4: KernelDef<MatmulParams> =
-    KernelDef::new(&shaders::MATMUL, "matmul_vec4", 3, 1).bound_from(5);
+    KernelDef::new(&shaders::MATMUL, "matmul_vec4", 4, 2).bound_from(7);
 const TILED: KernelDef<MatmulParams> =
-    KernelDef::new(&shaders::MATMUL, "matmul_tiled", 3, 1).bound_from(9);
+    KernelDef::new(&shaders::MATMUL, "matmul_tiled", 4, 2).bound_from(13);
 const TILED_PREFETCH: KernelDef<MatmulParams> =
-    KernelDef::new(&shaders::MATMUL, "matmul_tiled_prefetch", 3, 1).bound_from(9);
+    KernelDef::new(&shaders::MATMUL, "matmul_tiled_prefetch", 4, 2).bound_from(13);
 const SUBGROUP: KernelDef<MatmulParams> =
-    KernelDef::new(&shaders::MATMUL_SUBGROUP, "matmul_subgroup", 3, 1).bound_from(5);
+    KernelDef::new(&shaders::MATMUL_SUBGROUP, "matmul_subgroup", 4, 2).bound_from(7);
 
 /// The kernel definition of each matmul kernel.
 fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
@@ -68,7 +70,7 @@ pub fn matmul_forward(
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?;
-    run(&MatmulPlan::new(a.device(), &shape), a, b, bias)
+    Ok(run(&MatmulPlan::new(a.device(), &shape), a, b, bias, None)?.0)
 }
 
 /// The product `plan` was made for, run as it says (tests run every candidate).
@@ -78,6 +80,19 @@ pub fn matmul_with(
     b: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
+    Ok(matmul_epilogue_with(plan, a, b, bias, None)?.0)
+}
+
+/// `matmul_with` for every epilogue: `pre` is the GELU-gradient epilogue's input (of
+/// the output's shape), and the GELU input the saving epilogue writes comes back
+/// beside the output.
+pub fn matmul_epilogue_with(
+    plan: &MatmulPlan,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    pre: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
     let d = plan.shape;
     if MatmulShape::of(a, b, d.t, bias, d.epilogue)? != d {
         return shape_err(
@@ -89,15 +104,24 @@ pub fn matmul_with(
             ),
         );
     }
-    run(plan, a, b, bias)
+    run(plan, a, b, bias, pre)
 }
 
-/// `plan` on operands of its shape.
-fn run(plan: &MatmulPlan, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// `plan` on operands of its shape: the output, and the saving epilogue's GELU input.
+fn run(
+    plan: &MatmulPlan,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    pre: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
     a.device().note_plan(|| plan.key());
     match plan.split_k {
-        Some(slices) => split_k_product(a, b, &plan.shape, slices, plan.kernel),
-        None => run_kernel(plan.kernel, a, b, &plan.shape, bias),
+        Some(slices) => Ok((
+            split_k_product(a, b, &plan.shape, slices, plan.kernel)?,
+            None,
+        )),
+        None => run_kernel(plan.kernel, a, b, &plan.shape, bias, pre),
     }
 }
 
@@ -123,7 +147,7 @@ fn split_k_product(
     let rows = d.k / slices;
     let a3 = a.prefix_view(&[slices, rows, d.m])?;
     let b3 = b.prefix_view(&[slices, rows, d.n])?;
-    let partial = run_kernel(kernel, &a3, &b3, &slice_shape(d, slices), None)?;
+    let (partial, _) = run_kernel(kernel, &a3, &b3, &slice_shape(d, slices), None, None)?;
     let sum = sum_leading_forward(&partial, d.m * d.n)?.view(&[d.m, d.n])?;
     let (main, rest) = (rows * slices, d.k - rows * slices);
     if rest == 0 {
@@ -142,7 +166,8 @@ fn run_kernel(
     b: &Tensor,
     d: &MatmulShape,
     bias: Option<&Tensor>,
-) -> Result<Tensor> {
+    pre: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
     let dev = a.device();
     if !kernel.takes(d.m, d.n, d.k, d.t) {
         return shape_err(
@@ -165,25 +190,50 @@ fn run_kernel(
     let sa = a.shape();
     let mut out_shape = sa[..sa.len() - 2].to_vec();
     out_shape.extend([d.m, d.n]);
+    let pre = match (d.epilogue, pre) {
+        (Epilogue::GeluGradient, Some(pre)) if pre.shape() == out_shape.as_slice() => Some(pre),
+        (Epilogue::GeluGradient, _) => {
+            return shape_err(
+                "matmul",
+                format!(
+                    "the GELU-gradient epilogue needs the GELU input {out_shape:?}, got {:?}",
+                    pre.map(|p| p.shape())
+                ),
+            )
+        }
+        _ => None,
+    };
     let out = Tensor::empty(dev, &out_shape)?;
+    let saved = match d.epilogue {
+        Epilogue::GeluSavingInput => Some(Tensor::empty(dev, &out_shape)?),
+        _ => None,
+    };
     if d.k == 0 {
         // An empty sum: the bias, through the epilogue, is what is left.
-        crate::ops::elementwise::fill(&out, 0.0);
+        use crate::ops::elementwise::{add_forward, fill, gelu_forward};
+        fill(&out, 0.0);
         let out = match bias {
-            Some(bias) => crate::ops::elementwise::add_forward(&out, bias)?,
+            Some(bias) => add_forward(&out, bias)?,
             None => out,
         };
-        return match d.epilogue {
-            Epilogue::None => Ok(out),
-            Epilogue::Gelu => crate::ops::elementwise::gelu_forward(&out),
+        if let Some(saved) = &saved {
+            saved.copy_from(&out)?;
+        }
+        let out = if d.epilogue.applies_gelu() {
+            gelu_forward(&out)?
+        } else {
+            out
         };
+        return Ok((out, saved));
     }
     let flag = |on: bool| on as u32 as f64;
     let overrides = [
         ("TRANS_A", flag(d.t.a)),
         ("TRANS_B", flag(d.t.b)),
         ("HAS_BIAS", flag(d.bias)),
-        ("HAS_GELU", flag(d.epilogue == Epilogue::Gelu)),
+        ("HAS_GELU", flag(d.epilogue.applies_gelu())),
+        ("SAVE_PRE", flag(d.epilogue == Epilogue::GeluSavingInput)),
+        ("GELU_GRAD", flag(d.epilogue == Epilogue::GeluGradient)),
         ("TILE", TILE as f64),
         ("FLAT_WG", FLAT_BLOCKS as f64),
         ("TILE_M", TILED_TILE as f64),
@@ -219,11 +269,13 @@ fn run_kernel(
             a.buffer(),
             b.buffer(),
             bias.map_or(dev.dummy(), |x| x.buffer()),
+            pre.map_or(dev.dummy(), |x| x.buffer()),
             out.buffer(),
+            saved.as_ref().map_or(dev.dummy_output(), |x| x.buffer()),
         ],
         grid,
     );
-    Ok(out)
+    Ok((out, saved))
 }
 
 /// Gradients (da, db, dbias) of `op(a) @ op(b) + bias` given dc.
@@ -301,7 +353,78 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
     on_rows(x, |x2| {
         let shape = MatmulShape::of(x2, w, Transpose::B, bias, Epilogue::Gelu)?;
-        run(&MatmulPlan::new(x.device(), &shape), x2, w, bias)
+        Ok(run(&MatmulPlan::new(x.device(), &shape), x2, w, bias, None)?.0)
+    })
+}
+
+/// The transformer MLP `fc2(gelu(fc1(x)))` with torch-layout weights w1 [H, D] and
+/// w2 [D, H]: x [.., D] -> [.., D]. Differentiated, it is one op whose GELU lives in
+/// the products' epilogues: the forward's fc1 writes GELU's input beside its output,
+/// and the backward's product dy w2 comes out multiplied by GELU' of it, so the GELU
+/// and its backward cost no dispatch of their own. Without a tape: `linear_gelu`, then
+/// fc2.
+pub fn mlp(
+    x: &Tensor,
+    w1: &Tensor,
+    b1: Option<&Tensor>,
+    w2: &Tensor,
+    b2: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mut inputs = vec![x, w1];
+    inputs.extend(b1);
+    inputs.push(w2);
+    inputs.extend(b2);
+    if !crate::tape::records(&inputs) {
+        return linear(&linear_gelu(x, w1, b1)?, w2, b2);
+    }
+    on_rows(x, |x| {
+        let dev = x.device();
+        let shape = MatmulShape::of(x, w1, Transpose::B, b1, Epilogue::GeluSavingInput)?;
+        let (h, pre) = run(&MatmulPlan::new(dev, &shape), x, w1, b1, None)?;
+        let pre = pre.expect("the saving epilogue writes GELU's input");
+        let y = matmul_forward(&h, w2, Transpose::B, b2)?;
+        let mut inputs = vec![x, w1];
+        inputs.extend(b1);
+        inputs.push(w2);
+        inputs.extend(b2);
+        let (x, w1, w2) = (x.clone(), w1.clone(), w2.clone());
+        let (has_b1, has_b2) = (b1.is_some(), b2.is_some());
+        record("mlp", &inputs, &y, move |dy, needs| {
+            // needs: x, w1, (b1), w2, (b2).
+            let fc2 = 2 + has_b1 as usize;
+            let fc1_needs = &needs[..fc2];
+            let (_, dw2, db2) = matmul_backward(
+                &h,
+                &w2,
+                Transpose::B,
+                has_b2,
+                dy,
+                &[
+                    false,
+                    needs[fc2],
+                    needs.get(fc2 + 1).copied().unwrap_or(false),
+                ],
+            )?;
+            let (dx, dw1, db1) = if fc1_needs.iter().any(|&n| n) {
+                let shape =
+                    MatmulShape::of(dy, &w2, Transpose::NONE, None, Epilogue::GeluGradient)?;
+                let plan = MatmulPlan::new(dy.device(), &shape);
+                let (dpre, _) = run(&plan, dy, &w2, None, Some(&pre))?;
+                matmul_backward(&x, &w1, Transpose::B, has_b1, &dpre, fc1_needs)?
+            } else {
+                (None, None, None)
+            };
+            let mut grads = vec![dx, dw1];
+            if has_b1 {
+                grads.push(db1);
+            }
+            grads.push(dw2);
+            if has_b2 {
+                grads.push(db2);
+            }
+            Ok(grads)
+        });
+        Ok(y)
     })
 }
 

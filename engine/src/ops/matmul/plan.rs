@@ -104,6 +104,18 @@ pub enum Epilogue {
     None,
     /// GELU (exact erf form), as `gelu` applies it.
     Gelu,
+    /// GELU, and the value before it written out too (for GELU's backward).
+    GeluSavingInput,
+    /// The product times GELU'(pre), pre a tensor of the output's shape: the gradient
+    /// through a GELU, fused into the product that brings it (no bias).
+    GeluGradient,
+}
+
+impl Epilogue {
+    /// Whether it applies GELU to what it stores.
+    pub fn applies_gelu(self) -> bool {
+        matches!(self, Epilogue::Gelu | Epilogue::GeluSavingInput)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,6 +187,9 @@ impl MatmulShape {
                 "matmul",
                 format!("inner dims differ: a {sa:?} (trans {}) gives K={ka}, b {sb:?} (trans {}) gives K={kb}", t.a, t.b),
             );
+        }
+        if bias.is_some() && epilogue == Epilogue::GeluGradient {
+            return shape_err("matmul", "the GELU-gradient epilogue takes no bias");
         }
         if let Some(bias) = bias {
             if bias.shape() != [n] {
@@ -319,6 +334,9 @@ impl MatmulPlan {
             (true, Epilogue::None) => " + bias",
             (false, Epilogue::Gelu) => " then GELU",
             (true, Epilogue::Gelu) => " + bias then GELU",
+            (false, Epilogue::GeluSavingInput) => " then GELU, keeping its input",
+            (true, Epilogue::GeluSavingInput) => " + bias then GELU, keeping its input",
+            (_, Epilogue::GeluGradient) => " times GELU' of a saved input",
         };
         format!(
             "{}[{}x{}]{} x [{}x{}]{}{epilogue}: {how}",
