@@ -203,6 +203,7 @@ pub fn step(
     for s in 0..=steps {
         if s == 1 {
             counted = dev.counts();
+            dev.reset_memory_peaks();
         }
         let phases = run.step(s, true)?.phases.expect("phases were timed");
         if s > 0 {
@@ -251,6 +252,12 @@ pub fn step(
         (now.submits - counted.submits) as f64 / n,
         flops / 1e9,
         flops / total / 1e9,
+    );
+    let (in_tensors, held) = dev.memory_peaks();
+    println!(
+        "train step {name} (batch {b}): peak GPU memory {:.1} MiB in tensors, {:.1} MiB held by the buffer pool",
+        in_tensors as f64 / (1 << 20) as f64,
+        held as f64 / (1 << 20) as f64,
     );
     println!(
         "train step {name} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.1} images/s on {}",

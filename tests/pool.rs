@@ -1,6 +1,7 @@
 //! The buffer pool: once a step has run, running the same step again (forward,
 //! backward, optimiser update) creates no new GPU buffers, and neither do steps whose
-//! token counts vary below the largest seen, as the masks make them vary in training.
+//! token counts vary below the largest seen, as the masks make them vary in training;
+//! and the memory peaks follow the tensors alive.
 //! Alone in its process so no other test allocates meanwhile.
 
 mod common;
@@ -41,5 +42,33 @@ fn training_steps_allocate_nothing_new_after_warm_up() {
         created(),
         before,
         "steps on 21..37 tokens created buffers after a 40-token step"
+    );
+
+    // The peaks `bench step` reports: what the live tensors hold at most, and the pool.
+    let dev = device();
+    dev.reset_memory_peaks();
+    let (base, _) = dev.memory_peaks();
+    let bytes = 4 * (1000 + 3000);
+    let peak = {
+        let _a = engine::Tensor::zeros(&dev, &[1000]).unwrap();
+        let _b = engine::Tensor::zeros(&dev, &[3000]).unwrap();
+        let (peak, held) = dev.memory_peaks();
+        // Size classes waste at most 25%, a reused buffer up to twice its class.
+        assert!(
+            (base + bytes..=base + 2 * bytes).contains(&peak),
+            "peak {peak} with {bytes} bytes alive over {base}"
+        );
+        assert!(
+            held >= peak,
+            "the pool holds {held} bytes, less than the {peak} lent"
+        );
+        peak
+    };
+    assert_eq!(dev.memory_peaks().0, peak, "a peak stays until it is reset");
+    dev.reset_memory_peaks();
+    assert_eq!(
+        dev.memory_peaks().0,
+        base,
+        "after a reset, the peak is what is alive"
     );
 }

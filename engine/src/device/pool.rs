@@ -22,6 +22,11 @@ pub(super) struct BufferPool {
     created: AtomicU64,
     /// Bytes of every buffer the pool owns, lent out or free.
     held: AtomicU64,
+    /// Bytes of the buffers lent out (in tensors now).
+    lent: AtomicU64,
+    /// The most `lent` and `held` have been since the last `reset_memory_peaks`.
+    peak_lent: AtomicU64,
+    peak_held: AtomicU64,
     /// Most bytes `held` may reach (0: only the driver limits it).
     limit: AtomicU64,
 }
@@ -60,6 +65,7 @@ impl PooledBuffer {
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
+        self.pool.lent.fetch_sub(self.class, Ordering::Relaxed);
         if let Some(buffer) = self.buffer.take() {
             let mut free = self.pool.free.lock().unwrap();
             free.entry(self.class).or_default().push(buffer);
@@ -123,6 +129,8 @@ impl Device {
             Some(found) => found,
             None => (wanted, self.create_storage_buffer(wanted)?),
         };
+        let lent = self.pool.lent.fetch_add(class, Ordering::Relaxed) + class;
+        self.pool.peak_lent.fetch_max(lent, Ordering::Relaxed);
         Ok(PooledBuffer {
             buffer: Some(buffer),
             class,
@@ -168,7 +176,8 @@ impl Device {
             return None;
         }
         self.pool.created.fetch_add(1, Ordering::Relaxed);
-        self.pool.held.fetch_add(size, Ordering::Relaxed);
+        let held = self.pool.held.fetch_add(size, Ordering::Relaxed) + size;
+        self.pool.peak_held.fetch_max(held, Ordering::Relaxed);
         Some(buffer)
     }
 
@@ -197,6 +206,24 @@ impl Device {
     /// Bytes of the storage buffers the pool holds: in use, or kept for reuse.
     pub fn memory_held(&self) -> u64 {
         self.pool.held.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes (in tensors, held by the pool in all) since the device was made
+    /// or `reset_memory_peaks` was last called: a step's peak GPU memory.
+    pub fn memory_peaks(&self) -> (u64, u64) {
+        (
+            self.pool.peak_lent.load(Ordering::Relaxed),
+            self.pool.peak_held.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Start `memory_peaks` afresh from what is in use and held now.
+    pub fn reset_memory_peaks(&self) {
+        let pool = &self.pool;
+        pool.peak_lent
+            .store(pool.lent.load(Ordering::Relaxed), Ordering::Relaxed);
+        pool.peak_held
+            .store(pool.held.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// The cap on `memory_held` (from `IJEPA_MEMORY_LIMIT` or `set_memory_limit`).
