@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the GPU adapter, its limits and optional features.
+    /// Print the GPU adapter, its limits, optional features and cooperative-matrix shapes.
     Info,
     /// Pretrain an encoder with I-JEPA.
     Pretrain(commands::PretrainArgs),
@@ -227,6 +227,14 @@ fn info() -> Result<()> {
             "none".into()
         } else {
             i.features.join(", ")
+        }
+    );
+    println!(
+        "cooperative matrices:   {}",
+        if i.cooperative_matrices.is_empty() {
+            "none exposed".into()
+        } else {
+            i.cooperative_matrices.join(", ")
         }
     );
     Ok(())

@@ -33,14 +33,32 @@ pub struct DeviceInfo {
     pub workgroups_per_dimension: u32,
     pub subgroup_size: Option<(u32, u32)>,
     pub features: Vec<String>,
+    /// The cooperative-matrix (tensor core) shapes the adapter exposes, as
+    /// `MxNxK AB->C`; empty without `EXPERIMENTAL_COOPERATIVE_MATRIX`.
+    pub cooperative_matrices: Vec<String>,
 }
 
 impl DeviceInfo {
-    pub(super) fn new(
-        adapter: &wgpu::AdapterInfo,
-        limits: &wgpu::Limits,
-        features: wgpu::Features,
-    ) -> DeviceInfo {
+    pub(super) fn new(adapter_handle: &wgpu::Adapter, limits: &wgpu::Limits) -> DeviceInfo {
+        let adapter = &adapter_handle.get_info();
+        let features = adapter_handle.features() & OPTIONAL_FEATURES;
+        let cooperative_matrices = if adapter_handle
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            adapter_handle
+                .cooperative_matrix_properties()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}x{}x{} {:?}->{:?}",
+                        c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         DeviceInfo {
             name: adapter.name.clone(),
             backend: format!("{:?}", adapter.backend),
@@ -56,6 +74,7 @@ impl DeviceInfo {
                 .contains(wgpu::Features::SUBGROUP)
                 .then_some((adapter.subgroup_min_size, adapter.subgroup_max_size)),
             features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
+            cooperative_matrices,
         }
     }
 }

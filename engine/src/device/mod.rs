@@ -145,7 +145,7 @@ impl Device {
             .is_ok_and(|v| v == "1")
             .then(|| Profiler::new(&device, &queue));
         Ok(Device {
-            info: DeviceInfo::new(&adapter_info, &limits, features),
+            info: DeviceInfo::new(&adapter, &limits),
             pool: Arc::new(BufferPool::new(pool::memory_limit_from_env()?)),
             pipelines: PipelineCache::new(),
             batcher: Batcher::new(&device, &limits),
