@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU benchmarks of one lent-device call, in one script: the adapter (and its
+# cooperative-matrix shapes), the golden steps, `ijepa bench step` beside PyTorch's
+# eager f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64), and matmul up to
+# 4096^3. Run from the repository root on the GPU machine, with what it cannot build
+# there carried in git-ignored folders (see docs/results/README.md for the call):
+#   .gpu/ijepa          the release binary, built here (both machines are x86-64)
+#   .gpu/torch_step.py  a copy of ../shared/bench/torch_step.py
+#   .gl/*.deb           the Vulkan loader packages, where the machine has none
+# Everything it prints also goes to $OUT/gpu-bench.log ($OUT, or ./gpu-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu-out}"
+mkdir -p "$out"
+log="$out/gpu-bench.log"
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
+bin=.gpu/ijepa
+
+# Each command with a time limit, so one that hangs leaves the rest their time.
+step() {
+    local limit=$1
+    shift
+    echo "\$ $*" | tee -a "$log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+}
+
+step 30 "$bin" info
+for f in tests/data/*.safetensors; do
+    step 60 "$bin" check-reference "$f"
+done
+step 90 "$bin" bench step --preset fmnist --steps 20
+step 90 python3 .gpu/torch_step.py --preset fmnist --device cuda
+step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5
+step 120 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
+step 120 "$bin" bench matmul --size 4096
