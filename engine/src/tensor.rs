@@ -256,7 +256,7 @@ impl PackedTensors {
     pub fn zeros(device: &Arc<Device>, shapes: &[&[usize]]) -> Result<PackedTensors> {
         // Members start at offsets the adapter can bind, and on a vec4.
         let align = (device.storage_offset_alignment() / 4).max(4) as usize;
-        let limit = (device.max_binding_bytes() / 4) as usize;
+        let limit = (device.packing_limit() / 4) as usize;
         let (placements, lengths) = pack_layout(shapes, align, limit);
         let buckets = lengths
             .iter()

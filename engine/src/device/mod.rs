@@ -46,6 +46,8 @@ pub struct Device {
     profiler: Option<Profiler>,
     /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
     counts: DeviceCounts,
+    /// The most bytes of one `PackedTensors` bucket (0: the binding limit).
+    packing_limit: AtomicU64,
     /// While on (`log_plans`), the key of every plan the launchers ran; the flag spares
     /// every launch a lock while it is off.
     plan_log: Mutex<Option<BTreeSet<String>>>,
@@ -156,6 +158,7 @@ impl Device {
             dummy_output,
             profiler,
             counts: DeviceCounts::default(),
+            packing_limit: AtomicU64::new(0),
             plan_log: Mutex::new(None),
             plan_log_on: AtomicBool::new(false),
         })
@@ -194,6 +197,23 @@ impl Device {
     /// The most bytes one storage binding (and one pooled buffer) may hold.
     pub fn max_binding_bytes(&self) -> u64 {
         self.info.max_storage_binding.min(self.info.max_buffer_size) & !15
+    }
+
+    /// The most bytes of one bucket of `PackedTensors`: the binding limit, or less
+    /// after `set_packing_limit`.
+    pub fn packing_limit(&self) -> u64 {
+        match self.packing_limit.load(Ordering::Relaxed) {
+            0 => self.max_binding_bytes(),
+            bytes => bytes.min(self.max_binding_bytes()),
+        }
+    }
+
+    /// Pack tensors into buckets of at most `bytes` from now on (`None`: the binding
+    /// limit), as a model too large for one binding is packed; tests use it to split
+    /// small models.
+    pub fn set_packing_limit(&self, bytes: Option<u64>) {
+        self.packing_limit
+            .store(bytes.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Dispatches recorded, command buffers submitted and matmul FLOPs dispatched so far.
