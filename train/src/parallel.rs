@@ -7,7 +7,7 @@
 //! implements it over MPI (the `mpi` feature).
 
 use anyhow::{bail, Result};
-use engine::Tensor;
+use engine::{ops, Tensor};
 
 /// What a data-parallel run needs of its processes.
 pub trait Collective {
@@ -41,13 +41,19 @@ impl Collective for Single {
 }
 
 /// Replace the packed gradients (`AdamWOptimizer::gradient_buckets`) by their mean
-/// over the ranks: read back, all-reduced as one flat buffer, and written back.
+/// over the ranks: read back once, all-reduced as one flat buffer, and written back.
 /// Nothing to do for one process.
 pub fn average_gradients(world: &dyn Collective, buckets: &[&Tensor]) -> Result<()> {
     if world.size() == 1 {
         return Ok(());
     }
-    let mut flat: Vec<f32> = buckets.iter().flat_map(|b| b.to_vec()).collect();
+    // Side by side on the GPU, so that one readback waits for the device, not one per
+    // bucket.
+    let rows = buckets
+        .iter()
+        .map(|b| ops::reshape(b, &[1, b.numel()]))
+        .collect::<engine::Result<Vec<_>>>()?;
+    let mut flat = ops::concat(&rows.iter().collect::<Vec<_>>(), 1)?.to_vec();
     world.all_reduce_sum(&mut flat);
     let scale = 1.0 / world.size() as f32;
     flat.iter_mut().for_each(|v| *v *= scale);

@@ -167,9 +167,19 @@ pub fn layernorm_backward(
     gamma: Option<&Tensor>,
     dy: &Tensor,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    backward(saved, gamma, dy, None)
+}
+
+/// `layernorm_backward` on this device's plans, adding `accumulate` to dx if given.
+fn backward(
+    saved: &LayerNormSaved,
+    gamma: Option<&Tensor>,
+    dy: &Tensor,
+    accumulate: Option<&Tensor>,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let plan = RowPlan::of(&saved.x);
     let chunk = rows_per_workgroup(saved.x.device(), plan.rows, plan.cols);
-    layernorm_backward_with(&plan, chunk, saved, gamma, dy, None)
+    layernorm_backward_with(&plan, chunk, saved, gamma, dy, accumulate)
 }
 
 /// `layernorm_backward` with the given plan for dx, and `chunk` rows per workgroup of
@@ -290,10 +300,7 @@ fn record_layernorm(
         g.clone()
     });
     record_accumulating("layernorm", &inputs, y, move |dy, _, pending| {
-        let plan = RowPlan::of(&saved.x);
-        let chunk = rows_per_workgroup(saved.x.device(), plan.rows, plan.cols);
-        let (dx, params) =
-            layernorm_backward_with(&plan, chunk, &saved, gamma.as_ref(), dy, pending.as_ref())?;
+        let (dx, params) = backward(&saved, gamma.as_ref(), dy, pending.as_ref())?;
         let mut grads = vec![Some(dx)];
         if let Some((dg, db)) = params {
             grads.extend([Some(dg), Some(db)]);

@@ -370,11 +370,21 @@ pub fn mlp(
     w2: &Tensor,
     b2: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let mut inputs = vec![x, w1];
-    inputs.extend(b1);
-    inputs.push(w2);
-    inputs.extend(b2);
-    if !crate::tape::records(&inputs) {
+    // The tape's inputs: x, w1, (b1), w2, (b2).
+    fn inputs<'a>(
+        x: &'a Tensor,
+        w1: &'a Tensor,
+        b1: Option<&'a Tensor>,
+        w2: &'a Tensor,
+        b2: Option<&'a Tensor>,
+    ) -> Vec<&'a Tensor> {
+        let mut inputs = vec![x, w1];
+        inputs.extend(b1);
+        inputs.push(w2);
+        inputs.extend(b2);
+        inputs
+    }
+    if !crate::tape::records(&inputs(x, w1, b1, w2, b2)) {
         return linear(&linear_gelu(x, w1, b1)?, w2, b2);
     }
     on_rows(x, |x| {
@@ -383,14 +393,10 @@ pub fn mlp(
         let (h, pre) = run(&MatmulPlan::new(dev, &shape), x, w1, b1, None)?;
         let pre = pre.expect("the saving epilogue writes GELU's input");
         let y = matmul_forward(&h, w2, Transpose::B, b2)?;
-        let mut inputs = vec![x, w1];
-        inputs.extend(b1);
-        inputs.push(w2);
-        inputs.extend(b2);
+        let recorded = inputs(x, w1, b1, w2, b2);
         let (x, w1, w2) = (x.clone(), w1.clone(), w2.clone());
         let (has_b1, has_b2) = (b1.is_some(), b2.is_some());
-        record("mlp", &inputs, &y, move |dy, needs| {
-            // needs: x, w1, (b1), w2, (b2).
+        record("mlp", &recorded, &y, move |dy, needs| {
             let fc2 = 2 + has_b1 as usize;
             let fc1_needs = &needs[..fc2];
             let (_, dw2, db2) = matmul_backward(
