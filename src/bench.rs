@@ -52,7 +52,7 @@ fn kernel_note(label: &str, kernels: Option<f64>) -> String {
 /// on the plan the adapter uses (its description printed); with `every_kernel`, first
 /// on every other candidate plan.
 pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> {
-    use engine::ops::matmul::{matmul_with, Epilogue, MatmulPlan, MatmulShape};
+    use engine::ops::matmul::{matmul_with, Epilogue, MatmulPlan, MatmulShape, MatmulTypes};
     let name = &dev.info().name;
     let shape = |m, k, n, trans_a| MatmulShape {
         batch: 1,
@@ -66,6 +66,7 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
         b_shared: true,
         bias: false,
         epilogue: Epilogue::None,
+        types: MatmulTypes::F32,
     };
     let mut cases = Vec::new();
     for d in [192, 384, 768] {

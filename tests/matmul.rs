@@ -8,7 +8,9 @@ mod common;
 
 use common::{assert_close, cases, device, random, rng, upload};
 use engine::cpu;
-use engine::ops::matmul::{self, split_k, Epilogue, MatmulPlan, MatmulShape, Transpose};
+use engine::ops::matmul::{
+    self, split_k, Epilogue, MatmulPlan, MatmulShape, MatmulTypes, Transpose,
+};
 use engine::ops::{self};
 
 #[test]
@@ -142,6 +144,7 @@ fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
         b_shared: batch == 1,
         bias: false,
         epilogue: Epilogue::None,
+        types: MatmulTypes::F32,
     };
     let dw = |m, k, n| shape(m, k, n, Transpose::A, 1);
     // A ViT-tiny fc1 weight gradient, [192, 768] summed over 6,272 tokens: 36 tiles;

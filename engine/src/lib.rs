@@ -1,4 +1,4 @@
-//! The ijepa tensor engine: a wgpu device, f32 tensors in pooled GPU buffers,
+//! The ijepa tensor engine: a wgpu device, f32 (and f16) tensors in pooled GPU buffers,
 //! hand-written WGSL kernels, a reverse-mode autodiff tape, the CPU reference every
 //! kernel is tested against, and a finite-difference gradient checker.
 
@@ -7,6 +7,7 @@ pub mod device;
 pub mod error;
 pub mod gradcheck;
 pub mod ops;
+pub mod precision;
 pub mod shaders;
 pub mod tape;
 pub mod tensor;
@@ -14,5 +15,6 @@ pub mod tensor;
 pub use device::{parse_bytes, Counts, Device, DeviceInfo, MEMORY_LIMIT_ENV};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+pub use precision::{autocast, Precision};
 pub use tape::{backward, no_grad, Gradients};
-pub use tensor::{Indices, PackedTensors, Tensor};
+pub use tensor::{DType, Indices, PackedTensors, Tensor};

@@ -4,10 +4,11 @@
 //! struct. gelu.wgsl holds functions only; the kernels that apply GELU have it
 //! prepended. attention_layout.wgsl, the fused attention families' parameters and row
 //! offsets, is prepended to each of them. matmul_subgroup.wgsl holds one entry point
-//! that builds on matmul.wgsl.
+//! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands.
 
 use crate::device::{KernelParams, ParamsLayout};
 use crate::ops::attention::AttentionParams;
+use crate::ops::cast::CastParams;
 use crate::ops::elementwise::ElementwiseParams;
 use crate::ops::gather::GatherParams;
 use crate::ops::layernorm::LayerNormParams;
@@ -62,6 +63,12 @@ shader!(
     Some(MatmulParams::LAYOUT)
 );
 shader!(
+    MATMUL_MIXED,
+    "matmul_mixed.wgsl",
+    ["gelu.wgsl"],
+    Some(MatmulParams::LAYOUT)
+);
+shader!(
     ATTENTION_LAYOUT,
     "attention_layout.wgsl",
     [],
@@ -103,6 +110,7 @@ shader!(
     Some(CrossEntropyParams::LAYOUT)
 );
 shader!(UPDATE, "update.wgsl", [], Some(UpdateParams::LAYOUT));
+shader!(CAST, "cast.wgsl", [], Some(CastParams::LAYOUT));
 
 pub static ALL: &[&Shader] = &[
     &GELU,
@@ -110,6 +118,7 @@ pub static ALL: &[&Shader] = &[
     &REDUCE,
     &MATMUL,
     &MATMUL_SUBGROUP,
+    &MATMUL_MIXED,
     &ATTENTION_LAYOUT,
     &ATTENTION,
     &ATTENTION_SUBGROUP,
@@ -122,4 +131,5 @@ pub static ALL: &[&Shader] = &[
     &LOSS,
     &CROSS_ENTROPY,
     &UPDATE,
+    &CAST,
 ];

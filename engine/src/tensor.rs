@@ -1,5 +1,7 @@
-//! Tensors: f32, contiguous, row-major, shape on the host, storage on the GPU.
-//! A `Tensor` is a cheap handle; clones share the buffer. Reshapes share it too.
+//! Tensors: contiguous, row-major, shape on the host, storage on the GPU; f32, or f16
+//! (two to a 32-bit word, low half first) for the operands of mixed-precision
+//! products (see `crate::precision`). A `Tensor` is a cheap handle; clones share the
+//! buffer. Reshapes share it too.
 //! [`PackedTensors`] lays many tensors out in shared buffers, so that multi-tensor
 //! kernels (AdamW, the EMA) update all of them in one dispatch.
 //!
@@ -12,6 +14,26 @@ use crate::device::{Binding, Device, PooledBuffer};
 use crate::error::{shape_err, Error, Result};
 
 pub type TensorId = u64;
+
+/// How a tensor's elements are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    /// IEEE binary16, packed two to a 32-bit word (element 2i in the low half), as
+    /// WGSL's `pack2x16float` writes and `unpack2x16float` reads them: any adapter
+    /// stores and loads them, with or without `SHADER_F16`.
+    F16,
+}
+
+impl DType {
+    /// Bytes that `numel` elements take, rounded up to whole 32-bit words.
+    pub fn bytes(self, numel: usize) -> u64 {
+        match self {
+            DType::F32 => (numel * 4) as u64,
+            DType::F16 => (numel.div_ceil(2) * 4) as u64,
+        }
+    }
+}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -29,6 +51,7 @@ struct Storage {
 struct TensorInner {
     id: TensorId,
     shape: Vec<usize>,
+    dtype: DType,
     /// Swapped only by [`PackedTensors::adopt`], which moves parameters into packed
     /// buffers once, before training.
     storage: RwLock<Storage>,
@@ -54,19 +77,25 @@ pub fn numel(shape: &[usize]) -> usize {
 impl Tensor {
     /// An output tensor whose contents the next kernel writes in full.
     pub(crate) fn empty(device: &Arc<Device>, shape: &[usize]) -> Result<Tensor> {
-        let buffer = device.alloc((numel(shape) * 4) as u64)?;
+        Self::empty_of(device, shape, DType::F32)
+    }
+
+    /// `empty` with elements of `dtype`.
+    pub(crate) fn empty_of(device: &Arc<Device>, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let buffer = device.alloc(dtype.bytes(numel(shape)))?;
         let storage = Storage {
             buffer: Arc::new(buffer),
             offset: 0,
         };
-        Ok(Self::wrap(device, shape, storage))
+        Ok(Self::wrap(device, shape, dtype, storage))
     }
 
-    fn wrap(device: &Arc<Device>, shape: &[usize], storage: Storage) -> Tensor {
+    fn wrap(device: &Arc<Device>, shape: &[usize], dtype: DType, storage: Storage) -> Tensor {
         Tensor {
             inner: Arc::new(TensorInner {
                 id: next_id(),
                 shape: shape.to_vec(),
+                dtype,
                 storage: RwLock::new(storage),
                 device: device.clone(),
                 requires_grad: AtomicBool::new(false),
@@ -123,6 +152,16 @@ impl Tensor {
 
     /// Overwrite the contents in place with those of `src` (copied on the GPU).
     pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        if src.dtype() != self.dtype() {
+            return shape_err(
+                "copy_from",
+                format!(
+                    "source holds {:?}, destination {:?}",
+                    src.dtype(),
+                    self.dtype()
+                ),
+            );
+        }
         if src.shape() != self.shape() {
             return shape_err(
                 "copy_from",
@@ -133,17 +172,24 @@ impl Tensor {
                 ),
             );
         }
-        self.device()
-            .copy(&src.buffer(), &self.buffer(), (self.numel() * 4) as u64);
+        let bytes = self.dtype().bytes(self.numel());
+        self.device().copy(&src.binding(), &self.binding(), bytes);
         Ok(())
     }
 
-    /// Read the values back to the host (submits pending work and waits).
+    /// Read the values back to the host, f16 ones widened exactly (submits pending
+    /// work and waits).
     pub fn to_vec(&self) -> Vec<f32> {
         let bytes = self
             .device()
-            .download(&self.buffer(), (self.numel() * 4) as u64);
-        bytemuck::cast_slice(&bytes).to_vec()
+            .download(&self.binding(), self.dtype().bytes(self.numel()));
+        match self.dtype() {
+            DType::F32 => bytemuck::cast_slice(&bytes).to_vec(),
+            DType::F16 => bytemuck::cast_slice::<u8, u16>(&bytes)[..self.numel()]
+                .iter()
+                .map(|&bits| half::f16::from_bits(bits).to_f32())
+                .collect(),
+        }
     }
 
     /// The single value of a one-element tensor.
@@ -160,14 +206,14 @@ impl Tensor {
     /// A new leaf handle on the same storage that the tape tracks: gradients of a
     /// later `backward` are reported for it.
     pub fn requires_grad(&self) -> Tensor {
-        let t = Self::wrap(self.device(), self.shape(), self.storage());
+        let t = Self::wrap(self.device(), self.shape(), self.dtype(), self.storage());
         t.inner.requires_grad.store(true, Ordering::Relaxed);
         t
     }
 
     /// A new handle on the same storage that the tape does not track.
     pub fn detach(&self) -> Tensor {
-        Self::wrap(self.device(), self.shape(), self.storage())
+        Self::wrap(self.device(), self.shape(), self.dtype(), self.storage())
     }
 
     /// Same storage, new shape (no copy, untracked; `ops::reshape` is the tracked one).
@@ -178,7 +224,12 @@ impl Tensor {
                 format!("cannot view {:?} as {shape:?}", self.shape()),
             );
         }
-        Ok(Self::wrap(self.device(), shape, self.storage()))
+        Ok(Self::wrap(
+            self.device(),
+            shape,
+            self.dtype(),
+            self.storage(),
+        ))
     }
 
     /// The first elements of the storage in a shape of at most as many elements (no
@@ -190,7 +241,12 @@ impl Tensor {
                 format!("{shape:?} holds more than {:?}", self.shape()),
             );
         }
-        Ok(Self::wrap(self.device(), shape, self.storage()))
+        Ok(Self::wrap(
+            self.device(),
+            shape,
+            self.dtype(),
+            self.storage(),
+        ))
     }
 
     pub(crate) fn mark_requires_grad(&self) {
@@ -207,6 +263,10 @@ impl Tensor {
 
     pub fn shape(&self) -> &[usize] {
         &self.inner.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.inner.dtype
     }
 
     pub fn numel(&self) -> usize {
@@ -226,10 +286,23 @@ impl Tensor {
         self.inner.storage.read().unwrap().clone()
     }
 
-    /// The storage a kernel binds for this tensor: its bytes, rounded up to a vec4.
+    /// The storage an f32 kernel binds for this tensor: its bytes, rounded up to a
+    /// vec4. Only the kernels that read f16 (`binding`) take f16 tensors; the others
+    /// are never handed one (the ops that reach them take f32 operands).
     pub(crate) fn buffer(&self) -> Binding {
+        assert_eq!(
+            self.dtype(),
+            DType::F32,
+            "an f16 tensor {:?} reached a kernel that reads f32; only casts and products take f16 operands",
+            self.shape()
+        );
+        self.binding()
+    }
+
+    /// The storage a kernel binds for this tensor, whatever its element type.
+    pub(crate) fn binding(&self) -> Binding {
         let Storage { buffer, offset } = self.storage();
-        Binding::range(buffer.raw(), offset, (self.numel() * 4) as u64)
+        Binding::range(buffer.raw(), offset, self.dtype().bytes(self.numel()))
     }
 
     /// Whether two handles share a buffer (a kernel may not read and write one buffer).
@@ -268,7 +341,7 @@ impl PackedTensors {
             .map(|(shape, &(bucket, start))| {
                 let mut storage = buckets[bucket].storage();
                 storage.offset = (start * 4) as u64;
-                Tensor::wrap(device, shape, storage)
+                Tensor::wrap(device, shape, DType::F32, storage)
             })
             .collect();
         Ok(PackedTensors {

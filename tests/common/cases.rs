@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use engine::ops::attention::{AttentionPlan, AttentionShape};
-use engine::ops::matmul::{Epilogue, MatmulPlan, MatmulShape, Transpose};
+use engine::ops::matmul::{Epilogue, MatmulPlan, MatmulShape, MatmulTypes, Transpose};
 use engine::ops::rows::RowPlan;
 use engine::ops::{layernorm, softmax};
 use engine::Device;
@@ -38,6 +38,7 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
         b_shared,
         bias,
         epilogue,
+        types: MatmulTypes::F32,
     };
     for sizes in [
         (1, 1, 1, 1),
@@ -97,6 +98,78 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
     shapes
 }
 
+/// The products of the mixed-precision test (tests/mixed.rs): sizes of
+/// `matmul_shapes` that are not multiples of any tile (odd N among them), each with
+/// every transpose, shared b or not, with and without bias, in every mix of f16
+/// operands with an f32 output, and both operands in f16 with an f16 output where N
+/// is even; then each epilogue in the mixes a mixed-precision MLP runs it in (fc1's
+/// GELU into f16, its gradient from an f32 dy and an f16 weight).
+pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
+    use engine::DType::{F16, F32};
+    let mixes = |c| {
+        [
+            MatmulTypes { a: F16, b: F16, c },
+            MatmulTypes { a: F16, b: F32, c },
+            MatmulTypes { a: F32, b: F16, c },
+        ]
+    };
+    let mut shapes = Vec::new();
+    let shape = |(batch, m, k, n), t, b_shared, bias, epilogue, types| MatmulShape {
+        batch,
+        m,
+        k,
+        n,
+        t,
+        b_shared,
+        bias,
+        epilogue,
+        types,
+    };
+    for sizes in [
+        (1, 1, 1, 1),
+        (1, 3, 7, 5),
+        (2, 33, 65, 6),
+        (3, 65, 33, 130),
+        (1, 68, 20, 132),
+        (2, 131, 36, 68),
+    ] {
+        let n_even = sizes.3 % 2 == 0;
+        for t in TRANSPOSES {
+            let sharing: &[bool] = if t.a { &[false] } else { &[false, true] };
+            for &b_shared in sharing {
+                for bias in [false, true] {
+                    for types in mixes(F32) {
+                        shapes.push(shape(sizes, t, b_shared, bias, Epilogue::None, types));
+                    }
+                    if n_even {
+                        let types = mixes(F16)[0];
+                        shapes.push(shape(sizes, t, b_shared, bias, Epilogue::None, types));
+                    }
+                }
+            }
+        }
+    }
+    for sizes in [(1, 3, 7, 6), (2, 36, 20, 12), (2, 37, 8, 12)] {
+        for t in TRANSPOSES {
+            for c in [F32, F16] {
+                let types = mixes(c)[0];
+                shapes.push(shape(sizes, t, false, true, Epilogue::Gelu, types));
+                shapes.push(shape(
+                    sizes,
+                    t,
+                    false,
+                    true,
+                    Epilogue::GeluSavingInput,
+                    types,
+                ));
+            }
+            let types = mixes(F32)[2];
+            shapes.push(shape(sizes, t, false, false, Epilogue::GeluGradient, types));
+        }
+    }
+    shapes
+}
+
 /// (images, heads, tokens, head dim) of the attention test: token counts that are not
 /// multiples of the 32- or 64-row workgroups or the key tile, head dims from 8 to 128
 /// (tiles of 32, 32 and 16 keys; at 72 and 128 the blocked kernels stage a tile's rows
@@ -130,7 +203,7 @@ pub fn layernorm_shapes() -> Vec<(usize, usize)> {
 /// The keys of every plan the kernel tests run on this device.
 pub fn tested_plan_keys(device: &Device) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
-    for shape in matmul_shapes() {
+    for shape in matmul_shapes().into_iter().chain(mixed_matmul_shapes()) {
         keys.extend(
             MatmulPlan::candidates(device, &shape)
                 .iter()

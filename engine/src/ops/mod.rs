@@ -2,6 +2,7 @@
 //! (which record nothing) with the op that runs the forward and records the backward.
 
 pub mod attention;
+pub mod cast;
 pub mod elementwise;
 pub mod gather;
 pub mod layernorm;
@@ -14,6 +15,7 @@ pub mod softmax;
 pub mod update;
 
 pub use attention::attention;
+pub use cast::cast;
 pub use elementwise::{add, div, gelu, mul, scale, sub};
 pub use gather::gather_rows;
 pub use layernorm::{add_layernorm, layernorm};

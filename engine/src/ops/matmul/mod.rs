@@ -1,6 +1,8 @@
 //! Batched matmul with transpose flags and an optional bias and GELU epilogue, run on
 //! the plan `plan::MatmulPlan` makes for each product; `linear`, and the fused `mlp`
-//! whose GELU lives in the epilogues of its products, forward and backward.
+//! whose GELU lives in the epilogues of its products, forward and backward. Operands
+//! may be f16 (products on them run on matmul_mixed.wgsl, f32 accumulation); under
+//! `Precision::Mixed` (`crate::precision`) `linear` and `mlp` cast theirs to f16.
 //!
 //! a: [.., M, K] ([.., K, M] with `trans_a`), b: [K, N] shared or [.., K, N] per batch
 //! ([.., N, K] with `trans_b`), bias: [N]. out: [.., M, N].
@@ -12,16 +14,18 @@ mod plan;
 use plan::slice_shape;
 
 pub use plan::{
-    split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, Transpose, FLAT_BLOCKS, TILE,
-    TILED_TILE,
+    split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes, Transpose, FLAT_BLOCKS,
+    TILE, TILED_TILE,
 };
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
+use crate::ops::cast::{cast, cast_forward};
 use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
+use crate::precision::{self, Precision};
 use crate::shaders;
 use crate::tape::record;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 crate::kernel_params! {
     /// matmul.wgsl's `Params` (also matmul_subgroup.wgsl's).
@@ -49,6 +53,10 @@ const TILED_PREFETCH: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL, "matmul_tiled_prefetch", 4, 2).bound_from(13);
 const SUBGROUP: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_SUBGROUP, "matmul_subgroup", 4, 2).bound_from(7);
+/// The same six buffers, each operand bound as 32-bit words (f32 or f16 pairs).
+const MIXED: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed", 4, 2);
+const MIXED_TILED: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed_tiled", 4, 2);
 
 /// The kernel definition of each matmul kernel.
 fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
@@ -59,6 +67,8 @@ fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
         MatmulKernel::Tiled => &TILED,
         MatmulKernel::TiledPrefetch => &TILED_PREFETCH,
         MatmulKernel::Subgroup => &SUBGROUP,
+        MatmulKernel::Mixed => &MIXED,
+        MatmulKernel::MixedTiled => &MIXED_TILED,
     }
 }
 
@@ -83,9 +93,9 @@ pub fn matmul_with(
     Ok(matmul_epilogue_with(plan, a, b, bias, None)?.0)
 }
 
-/// `matmul_with` for every epilogue: `pre` is the GELU-gradient epilogue's input (of
-/// the output's shape), and the GELU input the saving epilogue writes comes back
-/// beside the output.
+/// `matmul_with` for every epilogue and output type: `pre` is the GELU-gradient
+/// epilogue's input (of the output's shape), and the GELU input the saving epilogue
+/// writes comes back beside the output.
 pub fn matmul_epilogue_with(
     plan: &MatmulPlan,
     a: &Tensor,
@@ -94,7 +104,7 @@ pub fn matmul_epilogue_with(
     pre: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let d = plan.shape;
-    if MatmulShape::of(a, b, d.t, bias, d.epilogue)? != d {
+    if MatmulShape::of(a, b, d.t, bias, d.epilogue)?.with_output(d.types.c)? != d {
         return shape_err(
             "matmul",
             format!(
@@ -169,12 +179,12 @@ fn run_kernel(
     pre: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let dev = a.device();
-    if !kernel.takes(d.m, d.n, d.k, d.t) {
+    if !kernel.takes(d) {
         return shape_err(
             "matmul",
             format!(
-                "the {kernel:?} kernel needs N and K multiples of 4 (and M, with a transposed), got {}x{}x{} (transposed a: {})",
-                d.m, d.n, d.k, d.t.a
+                "the {kernel:?} kernel does not take {}x{}x{} (transposed a: {}) with {:?}: the f32 kernels take f32 only, the vec4 ones N and K multiples of 4 (and M, with a transposed), the mixed ones an f16 output with N even",
+                d.m, d.n, d.k, d.t.a, d.types
             ),
         );
     }
@@ -203,7 +213,7 @@ fn run_kernel(
         }
         _ => None,
     };
-    let out = Tensor::empty(dev, &out_shape)?;
+    let out = Tensor::empty_of(dev, &out_shape, d.types.c)?;
     let saved = match d.epilogue {
         Epilogue::GeluSavingInput => Some(Tensor::empty(dev, &out_shape)?),
         _ => None,
@@ -211,6 +221,7 @@ fn run_kernel(
     if d.k == 0 {
         // An empty sum: the bias, through the epilogue, is what is left.
         use crate::ops::elementwise::{add_forward, fill, gelu_forward};
+        let out = Tensor::empty(dev, &out_shape)?;
         fill(&out, 0.0);
         let out = match bias {
             Some(bias) => add_forward(&out, bias)?,
@@ -224,20 +235,29 @@ fn run_kernel(
         } else {
             out
         };
-        return Ok((out, saved));
+        return Ok((cast_forward(&out, d.types.c)?, saved));
     }
     let flag = |on: bool| on as u32 as f64;
-    let overrides = [
+    let mut overrides = vec![
         ("TRANS_A", flag(d.t.a)),
         ("TRANS_B", flag(d.t.b)),
         ("HAS_BIAS", flag(d.bias)),
         ("HAS_GELU", flag(d.epilogue.applies_gelu())),
         ("SAVE_PRE", flag(d.epilogue == Epilogue::GeluSavingInput)),
         ("GELU_GRAD", flag(d.epilogue == Epilogue::GeluGradient)),
-        ("TILE", TILE as f64),
         ("FLAT_WG", FLAT_BLOCKS as f64),
         ("TILE_M", TILED_TILE as f64),
     ];
+    let f16 = |t: DType| flag(t == DType::F16);
+    if kernel.mixed() {
+        overrides.extend([
+            ("A_F16", f16(d.types.a)),
+            ("B_F16", f16(d.types.b)),
+            ("C_F16", f16(d.types.c)),
+        ]);
+    } else {
+        overrides.push(("TILE", TILE as f64));
+    }
     let tiles = |tile: usize| {
         [
             d.n.div_ceil(tile) as u32,
@@ -247,8 +267,10 @@ fn run_kernel(
     };
     let grid = match kernel {
         MatmulKernel::Scalar | MatmulKernel::Vec4 | MatmulKernel::Subgroup => tiles(TILE),
-        MatmulKernel::Tiled | MatmulKernel::TiledPrefetch => tiles(TILED_TILE),
-        MatmulKernel::Flat => {
+        MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
+            tiles(TILED_TILE)
+        }
+        MatmulKernel::Flat | MatmulKernel::Mixed => {
             let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);
             dev.grid_1d(blocks.div_ceil(FLAT_BLOCKS) as u32)
         }
@@ -266,11 +288,21 @@ fn run_kernel(
             batch: d.batch as u32,
         },
         &[
-            a.buffer(),
-            b.buffer(),
+            // The f32 kernels check their operands are f32 (`buffer`); the mixed
+            // ones read either type.
+            if kernel.mixed() {
+                a.binding()
+            } else {
+                a.buffer()
+            },
+            if kernel.mixed() {
+                b.binding()
+            } else {
+                b.buffer()
+            },
             bias.map_or(dev.dummy(), |x| x.buffer()),
             pre.map_or(dev.dummy(), |x| x.buffer()),
-            out.buffer(),
+            out.binding(),
             saved.as_ref().map_or(dev.dummy_output(), |x| x.buffer()),
         ],
         grid,
@@ -337,13 +369,34 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Re
     Ok(y)
 }
 
-/// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out].
+/// An operand as a product takes it: under `Precision::Mixed` cast to f16 (the cast
+/// recorded, so that its f32 gradient reaches `t`), otherwise as it is.
+fn autocast_operand(t: &Tensor) -> Result<Tensor> {
+    match precision::current() {
+        Precision::F32 => Ok(t.clone()),
+        Precision::Mixed => cast(t, DType::F16),
+    }
+}
+
+/// The type of activations that only feed another product (the MLP's hidden layer):
+/// f16 under `Precision::Mixed`.
+fn hidden_type() -> DType {
+    match precision::current() {
+        Precision::F32 => DType::F32,
+        Precision::Mixed => DType::F16,
+    }
+}
+
+/// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out], in
+/// f32 (from f16 operands under `Precision::Mixed`).
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    on_rows(x, |x2| matmul(x2, w, Transpose::B, bias))
+    let (x, w) = (autocast_operand(x)?, autocast_operand(w)?);
+    on_rows(&x, |x2| matmul(x2, &w, Transpose::B, bias))
 }
 
 /// `gelu(linear(x, w, bias))`. With nothing to differentiate (the target encoder,
-/// evaluation) it is one product with a GELU epilogue; otherwise the two ops, since
+/// evaluation) it is one product with a GELU epilogue, stored in f16 under
+/// `Precision::Mixed` (it feeds the next product only); otherwise the two ops, since
 /// GELU's backward needs the pre-activation.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut inputs = vec![x, w];
@@ -351,9 +404,11 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     if crate::tape::records(&inputs) {
         return crate::ops::elementwise::gelu(&linear(x, w, bias)?);
     }
-    on_rows(x, |x2| {
-        let shape = MatmulShape::of(x2, w, Transpose::B, bias, Epilogue::Gelu)?;
-        Ok(run(&MatmulPlan::new(x.device(), &shape), x2, w, bias, None)?.0)
+    let (x, w) = (autocast_operand(x)?, autocast_operand(w)?);
+    on_rows(&x, |x2| {
+        let shape = MatmulShape::of(x2, &w, Transpose::B, bias, Epilogue::Gelu)?
+            .with_output(hidden_type())?;
+        Ok(run(&MatmulPlan::new(x.device(), &shape), x2, &w, bias, None)?.0)
     })
 }
 
@@ -362,7 +417,8 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 /// the products' epilogues: the forward's fc1 writes GELU's input beside its output,
 /// and the backward's product dy w2 comes out multiplied by GELU' of it, so the GELU
 /// and its backward cost no dispatch of their own. Without a tape: `linear_gelu`, then
-/// fc2.
+/// fc2. Under `Precision::Mixed` x and the weights are cast to f16 and the hidden
+/// activations stored in f16 (GELU's saved input stays f32); the output is f32.
 pub fn mlp(
     x: &Tensor,
     w1: &Tensor,
@@ -387,9 +443,16 @@ pub fn mlp(
     if !crate::tape::records(&inputs(x, w1, b1, w2, b2)) {
         return linear(&linear_gelu(x, w1, b1)?, w2, b2);
     }
-    on_rows(x, |x| {
+    let (x, w1, w2) = (
+        autocast_operand(x)?,
+        autocast_operand(w1)?,
+        autocast_operand(w2)?,
+    );
+    let (w1, w2) = (&w1, &w2);
+    on_rows(&x, |x| {
         let dev = x.device();
-        let shape = MatmulShape::of(x, w1, Transpose::B, b1, Epilogue::GeluSavingInput)?;
+        let shape = MatmulShape::of(x, w1, Transpose::B, b1, Epilogue::GeluSavingInput)?
+            .with_output(hidden_type())?;
         let (h, pre) = run(&MatmulPlan::new(dev, &shape), x, w1, b1, None)?;
         let pre = pre.expect("the saving epilogue writes GELU's input");
         let y = matmul_forward(&h, w2, Transpose::B, b2)?;

@@ -10,6 +10,11 @@
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains on CPU adapters, and products with M or N under 32 (attention over few tokens), where a 64x64 tile would idle |
 //! | `Scalar` | 64x64, 4x4 per invocation | what remains on GPUs |
 //! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats `Tiled` |
+//! | `Mixed` | as `Flat`, any operand in f16 | products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
+//! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
+//!
+//! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl) take
+//! each of a, b and c in f32 or f16.
 //!
 //! Split-K: on GPUs a weight gradient whose output has too few tiles to occupy the
 //! device is split along K (see [`split_k`]). The measurements behind these rules are
@@ -18,7 +23,7 @@
 //! Explained in the tour: docs/tour/04-matmul.md.
 
 use crate::error::{shape_err, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::Device;
 
 /// The side of the tile of the `Scalar`, `Vec4` and `Subgroup` kernels (their WGSL's
@@ -56,17 +61,29 @@ pub enum MatmulKernel {
     /// multiples of 4, M too when a is stored transposed, on adapters whose subgroups
     /// are exactly 8 lanes (CPU drivers).
     Subgroup,
+    /// `Flat` with each of a, b, c in f32 or f16 (f32 accumulation): any shape, N even
+    /// for an f16 c.
+    Mixed,
+    /// `Tiled` with each of a, b, c in f32 or f16: any shape, N even for an f16 c.
+    MixedTiled,
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 6] = [
+    pub const ALL: [MatmulKernel; 8] = [
         MatmulKernel::Scalar,
         MatmulKernel::Flat,
         MatmulKernel::Vec4,
         MatmulKernel::Tiled,
         MatmulKernel::TiledPrefetch,
         MatmulKernel::Subgroup,
+        MatmulKernel::Mixed,
+        MatmulKernel::MixedTiled,
     ];
+
+    /// Whether the kernel reads and writes f16 as well as f32 (matmul_mixed.wgsl).
+    pub fn mixed(self) -> bool {
+        matches!(self, MatmulKernel::Mixed | MatmulKernel::MixedTiled)
+    }
 
     /// Whether the device can run this kernel at all.
     pub fn runs_on(self, device: &Device) -> bool {
@@ -76,9 +93,17 @@ impl MatmulKernel {
         }
     }
 
-    /// Whether the kernel takes an MxKxN product with these transposes: the vec4
-    /// kernels read N and K as vec4s, and M too when a is stored [K, M].
-    pub fn takes(self, m: usize, n: usize, k: usize, t: Transpose) -> bool {
+    /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
+    /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
+    /// vec4 kernels read N and K as vec4s, and M too when a is stored [K, M].
+    pub fn takes(self, shape: &MatmulShape) -> bool {
+        let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
+        if self.mixed() {
+            return shape.types.c == DType::F32 || n.is_multiple_of(2);
+        }
+        if !shape.types.all_f32() {
+            return false;
+        }
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
         vec4 || !matches!(self, MatmulKernel::Vec4 | MatmulKernel::Subgroup)
     }
@@ -90,8 +115,10 @@ impl MatmulKernel {
                 format!("{TILE}x{TILE} tiles, 4x4 per invocation")
             }
             MatmulKernel::Subgroup => format!("{TILE}x{TILE} tiles, 16x4 per lane"),
-            MatmulKernel::Flat => format!("{FLAT_BLOCKS} 4x4 blocks per workgroup"),
-            MatmulKernel::Tiled | MatmulKernel::TiledPrefetch => {
+            MatmulKernel::Flat | MatmulKernel::Mixed => {
+                format!("{FLAT_BLOCKS} 4x4 blocks per workgroup")
+            }
+            MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
                 format!("{TILED_TILE}x{TILED_TILE} tiles, 8x8 per invocation")
             }
         }
@@ -131,6 +158,26 @@ impl Transpose {
     pub const A: Transpose = Transpose { a: true, b: false };
 }
 
+/// The element types of a product's operands and output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulTypes {
+    pub a: DType,
+    pub b: DType,
+    pub c: DType,
+}
+
+impl MatmulTypes {
+    pub const F32: MatmulTypes = MatmulTypes {
+        a: DType::F32,
+        b: DType::F32,
+        c: DType::F32,
+    };
+
+    pub fn all_f32(&self) -> bool {
+        *self == MatmulTypes::F32
+    }
+}
+
 /// The sizes and form of one product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulShape {
@@ -143,10 +190,12 @@ pub struct MatmulShape {
     pub b_shared: bool,
     pub bias: bool,
     pub epilogue: Epilogue,
+    /// a's and b's types, and c's: f32 unless [`MatmulShape::with_output`] says.
+    pub types: MatmulTypes,
 }
 
 impl MatmulShape {
-    /// The shape of `op(a) @ op(b) (+ bias)`, checked.
+    /// The shape of `op(a) @ op(b) (+ bias)`, checked, with an f32 output.
     pub fn of(
         a: &Tensor,
         b: &Tensor,
@@ -198,6 +247,9 @@ impl MatmulShape {
                     format!("bias {:?} does not match N={n}", bias.shape()),
                 );
             }
+            if bias.dtype() != DType::F32 {
+                return shape_err("matmul", "the bias must be f32");
+            }
         }
         Ok(MatmulShape {
             batch: lead.iter().product(),
@@ -208,6 +260,28 @@ impl MatmulShape {
             b_shared,
             bias: bias.is_some(),
             epilogue,
+            types: MatmulTypes {
+                a: a.dtype(),
+                b: b.dtype(),
+                c: DType::F32,
+            },
+        })
+    }
+
+    /// The same product with its output stored in `c` (f16: N must be even).
+    pub fn with_output(self, c: DType) -> Result<MatmulShape> {
+        if c == DType::F16 && !self.n.is_multiple_of(2) {
+            return shape_err(
+                "matmul",
+                format!(
+                    "an f16 output is stored in pairs of columns: N={} is odd",
+                    self.n
+                ),
+            );
+        }
+        Ok(MatmulShape {
+            types: MatmulTypes { c, ..self.types },
+            ..self
         })
     }
 
@@ -219,7 +293,8 @@ impl MatmulShape {
     /// The weight-gradient form that split-K takes: a^T b, a [K, M] and b [K, N]
     /// unbatched, nothing applied after.
     pub(super) fn splittable(&self) -> bool {
-        self.t == Transpose::A
+        self.types.all_f32()
+            && self.t == Transpose::A
             && self.batch == 1
             && self.b_shared
             && !self.bias
@@ -243,9 +318,25 @@ impl MatmulPlan {
     /// their barriers cost more than the loads they save; then the vec4 kernel where N
     /// and K allow, the flat kernel where a tile would mostly idle (M or N under 32) or
     /// on CPU adapters, else the scalar one. A GPU splits weight gradients too small to
-    /// occupy it along K ([`split_k`]).
+    /// occupy it along K ([`split_k`]). Products with an f16 operand or output run
+    /// on the mixed kernels: tiled on GPUs from the same size, else blocks numbered
+    /// across the batch.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
+        const TILED_FROM: f64 = 4.0e9;
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        if !shape.types.all_f32() {
+            let kernel = if gpu && (m * n * k) as f64 >= TILED_FROM {
+                MatmulKernel::MixedTiled
+            } else {
+                MatmulKernel::Mixed
+            };
+            return MatmulPlan {
+                shape: *shape,
+                kernel,
+                split_k: None,
+            };
+        }
         if let Some(slices) = split_k(gpu, shape) {
             return MatmulPlan {
                 kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
@@ -253,14 +344,12 @@ impl MatmulPlan {
                 split_k: Some(slices),
             };
         }
-        const TILED_FROM: f64 = 4.0e9;
-        let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         let subgroup = MatmulKernel::Subgroup;
-        let kernel = if subgroup.takes(m, n, k, t) && subgroup.runs_on(device) {
+        let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
         } else if gpu && (m * n * k) as f64 >= TILED_FROM {
             MatmulKernel::Tiled
-        } else if MatmulKernel::Vec4.takes(m, n, k, t) {
+        } else if MatmulKernel::Vec4.takes(shape) {
             MatmulKernel::Vec4
         } else if !gpu || m.min(n) < 32 {
             MatmulKernel::Flat
@@ -281,7 +370,7 @@ impl MatmulPlan {
         let runs = |s: MatmulShape| {
             MatmulKernel::ALL
                 .into_iter()
-                .filter(move |kernel| kernel.takes(s.m, s.n, s.k, s.t) && kernel.runs_on(device))
+                .filter(move |kernel| kernel.takes(&s) && kernel.runs_on(device))
         };
         let mut plans: Vec<MatmulPlan> = runs(*shape)
             .map(|kernel| MatmulPlan {
@@ -306,8 +395,13 @@ impl MatmulPlan {
     /// the kernel, split or not, the transposes and the epilogue.
     pub fn key(&self) -> String {
         let s = &self.shape;
+        let types = if s.types.all_f32() {
+            String::new()
+        } else {
+            format!(" {:?}x{:?}->{:?}", s.types.a, s.types.b, s.types.c)
+        };
         format!(
-            "matmul {:?}{} trans_a={} trans_b={} bias={} {:?}",
+            "matmul {:?}{}{types} trans_a={} trans_b={} bias={} {:?}",
             self.kernel,
             if self.split_k.is_some() {
                 " split-K"
@@ -338,8 +432,13 @@ impl MatmulPlan {
             (true, Epilogue::GeluSavingInput) => " + bias then GELU, keeping its input",
             (_, Epilogue::GeluGradient) => " times GELU' of a saved input",
         };
+        let types = if s.types.all_f32() {
+            String::new()
+        } else {
+            format!(" ({:?} x {:?} -> {:?})", s.types.a, s.types.b, s.types.c)
+        };
         format!(
-            "{}[{}x{}]{} x [{}x{}]{}{epilogue}: {how}",
+            "{}[{}x{}]{} x [{}x{}]{}{epilogue}{types}: {how}",
             if s.batch > 1 {
                 format!("{} x ", s.batch)
             } else {

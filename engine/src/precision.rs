@@ -1,0 +1,69 @@
+//! Mixed precision as an autocast scope, as the official code runs its forward under
+//! `torch.cuda.amp.autocast`: inside [`autocast`]`(Precision::Mixed, ..)` the linear
+//! layers and the MLP (`ops::linear`, `ops::linear_gelu`, `ops::mlp`) cast their
+//! input and weight to f16 and multiply them with f32 accumulation; everything else
+//! (LayerNorm, attention, the residual stream, the loss) stays f32, and so do the
+//! master weights, their gradients and the optimizer's state.
+//!
+//! Gradients never go through f16: the backward multiplies the f32 output gradient
+//! with the saved f16 operands, so small gradients cannot underflow and no loss
+//! scaling is needed. What f16 saves is the memory and bandwidth of the products'
+//! operands and of the activations they keep for the backward.
+//!
+//! The scope is per thread, like the tape: the backward, run outside it, follows the
+//! choices its forward made.
+
+use std::cell::Cell;
+
+/// The arithmetic of a forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32: what the gradchecks and golden steps prove.
+    #[default]
+    F32,
+    /// Products' operands and the MLP's hidden activations in f16, f32 accumulation.
+    Mixed,
+}
+
+impl Precision {
+    /// The name used in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "mixed" => Ok(Precision::Mixed),
+            _ => Err(format!("precision `{s}`: expected `f32` or `mixed`")),
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// The precision ops run in on this thread.
+pub fn current() -> Precision {
+    CURRENT.with(|c| c.get())
+}
+
+/// Run `f` with ops in `precision`, then restore the previous one.
+pub fn autocast<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.replace(precision)));
+    f()
+}

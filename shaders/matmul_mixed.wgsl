@@ -1,0 +1,192 @@
+// Mixed-precision batched matmul: the operands of matmul.wgsl's product, each in f32
+// or in f16 (A_F16, B_F16), multiplied and summed in f32; c stored in f32, or in f16
+// (C_F16) for an activation that only feeds another product. f16 tensors are stored
+// two halves to a 32-bit word (element 2i in the low half), so every operand is bound
+// as words and each element read is converted to f32 on load: no adapter feature is
+// needed. Transposes, bias and the GELU epilogues are matmul.wgsl's, as are the two
+// kernels' layouts: `matmul_mixed` numbers 4x4 blocks across the batch as its
+// `matmul_flat` does, `matmul_mixed_tiled` stages tiles in workgroup memory as its
+// `matmul_tiled` does.
+//
+// a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), c is [M, N];
+// with C_F16, N is even, so that each invocation's pairs of columns share a word.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    batch: u32,
+}
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override HAS_BIAS: bool = false;
+override HAS_GELU: bool = false;
+override SAVE_PRE: bool = false;
+override GELU_GRAD: bool = false;
+override A_F16: bool = false;
+override B_F16: bool = false;
+override C_F16: bool = false;
+// The 4x4 blocks per workgroup of `matmul_mixed`, and the tile side of
+// `matmul_mixed_tiled` (written for 16 x 8 = 128); set by the host.
+override FLAT_WG: u32;
+override TILE_M: u32;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> pre_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<u32>;
+@group(0) @binding(6) var<storage, read_write> pre_out: array<f32>;
+
+// Element i of a and of b, in f32.
+fn a_at(i: u32) -> f32 {
+    if (A_F16) { return unpack2x16float(a[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(a[i]);
+}
+
+fn b_at(i: u32) -> f32 {
+    if (B_F16) { return unpack2x16float(b[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(b[i]);
+}
+
+// op(a)[row][kk] and op(b)[kk][col] of one batch entry (in range).
+fn load_a(base: u32, row: u32, kk: u32) -> f32 {
+    if (TRANS_A) { return a_at(base + kk * p.m + row); }
+    return a_at(base + row * p.k + kk);
+}
+
+fn load_b(base: u32, kk: u32, col: u32) -> f32 {
+    if (TRANS_B) { return b_at(base + col * p.k + kk); }
+    return b_at(base + kk * p.n + col);
+}
+
+// The epilogue of element i (column col) of c: bias, the saved GELU input, GELU or
+// the gradient through it.
+fn epilogue(i: u32, col: u32, v: f32) -> f32 {
+    var x = v;
+    if (HAS_BIAS) { x += bias[col]; }
+    if (SAVE_PRE) { pre_out[i] = x; }
+    if (HAS_GELU) { x = gelu(x); }
+    if (GELU_GRAD) { x *= gelu_grad(pre_in[i]); }
+    return x;
+}
+
+// Columns col0..col0+4 (col0 a multiple of 4) of row `row` of one batch entry of c,
+// where they fall inside the matrix. In f16, (col0, col0 + 1) and (col0 + 2, col0 + 3)
+// are whole words: N even makes element c_base + row N + col0 even.
+fn store_row4(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    let i0 = c_base + row * p.n + col0;
+    var x = v;
+    for (var j = 0u; j < 4u; j++) {
+        if (col0 + j < p.n) { x[j] = epilogue(i0 + j, col0 + j, x[j]); }
+    }
+    if (C_F16) {
+        if (col0 < p.n) { c[i0 / 2u] = pack2x16float(clamp(x.xy, vec2<f32>(-65504.0), vec2<f32>(65504.0))); }
+        if (col0 + 2u < p.n) { c[i0 / 2u + 1u] = pack2x16float(clamp(x.zw, vec2<f32>(-65504.0), vec2<f32>(65504.0))); }
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (col0 + j < p.n) { c[i0 + j] = bitcast<u32>(x[j]); }
+    }
+}
+
+// One invocation per 4x4 block of c, blocks numbered across the batch, FLAT_WG to a
+// workgroup: any shape. Rows and columns past the edge are clamped on load (computed,
+// not stored).
+@compute @workgroup_size(FLAT_WG)
+fn matmul_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let row_blocks = (p.m + 3u) / 4u;
+    let col_blocks = (p.n + 3u) / 4u;
+    let block = (wid.x + wid.y * nwg.x) * FLAT_WG + lid;
+    let batch = block / (row_blocks * col_blocks);
+    if (batch >= p.batch) { return; }
+    let within = block % (row_blocks * col_blocks);
+    let row0 = (within / col_blocks) * 4u;
+    let col0 = (within % col_blocks) * 4u;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    let r = vec4<u32>(min(row0, p.m - 1u), min(row0 + 1u, p.m - 1u),
+                      min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
+    let q = vec4<u32>(min(col0, p.n - 1u), min(col0 + 1u, p.n - 1u),
+                      min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let bv = vec4<f32>(load_b(b_base, kk, q.x), load_b(b_base, kk, q.y),
+                           load_b(b_base, kk, q.z), load_b(b_base, kk, q.w));
+        for (var i = 0u; i < 4u; i++) { acc[i] += load_a(a_base, r[i], kk) * bv; }
+    }
+    let c_base = batch * p.m * p.n;
+    for (var i = 0u; i < 4u; i++) { store_row4(c_base, row0 + i, col0, acc[i]); }
+}
+
+// The tiled kernel, for GPUs: as matmul.wgsl's `matmul_tiled` (a 16x16 workgroup per
+// TILE_M x TILE_M tile, 8x8 per invocation, k-major swizzled tiles), with the
+// operands widened to f32 as they are staged.
+const TILE_K: u32 = 16u;
+
+fn a_tile_coord(e: u32) -> vec2<u32> {
+    if (TRANS_A) { return vec2<u32>(e % TILE_M, e / TILE_M); }
+    return vec2<u32>(e / TILE_K, e % TILE_K);
+}
+
+fn b_tile_coord(e: u32) -> vec2<u32> {
+    if (TRANS_B) { return vec2<u32>(e / TILE_K, e % TILE_K); }
+    return vec2<u32>(e % TILE_M, e / TILE_M);
+}
+
+fn tiled_load_a(a_base: u32, m: u32, k: u32) -> f32 {
+    if (m >= p.m || k >= p.k) { return 0.0; }
+    return load_a(a_base, m, k);
+}
+
+fn tiled_load_b(b_base: u32, k: u32, n: u32) -> f32 {
+    if (n >= p.n || k >= p.k) { return 0.0; }
+    return load_b(b_base, k, n);
+}
+
+var<workgroup> a_tile: array<f32, TILE_K * TILE_M>;            // [TILE_K][TILE_M]
+var<workgroup> b_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;  // [TILE_K][TILE_M / 4]
+
+@compute @workgroup_size(16, 16)
+fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                      @builtin(local_invocation_index) t: u32) {
+    let batch = wid.z;
+    let m0 = wid.y * TILE_M;
+    let n0 = wid.x * TILE_M;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    var acc: array<vec4<f32>, 16>;   // row i, column group j at 2 i + j
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var q = 0u; q < 8u; q++) {
+            let e = t + 256u * q;
+            let ac = a_tile_coord(e);
+            a_tile[ac.y * TILE_M + (ac.x ^ ac.y)] = tiled_load_a(a_base, m0 + ac.x, k0 + ac.y);
+            let bc = b_tile_coord(e);
+            b_tile[bc.y * (TILE_M / 4u) + ((bc.x / 4u) ^ bc.y)][bc.x % 4u] = tiled_load_b(b_base, k0 + bc.y, n0 + bc.x);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let b0 = b_tile[kk * (TILE_M / 4u) + (lid.x ^ kk)];
+            let b1 = b_tile[kk * (TILE_M / 4u) + ((lid.x + 16u) ^ kk)];
+            for (var i = 0u; i < 8u; i++) {
+                let av = a_tile[kk * TILE_M + ((lid.y + 16u * i) ^ kk)];
+                acc[2u * i] += av * b0;
+                acc[2u * i + 1u] += av * b1;
+            }
+        }
+        workgroupBarrier();
+    }
+    let c_base = batch * p.m * p.n;
+    for (var i = 0u; i < 8u; i++) {
+        for (var j = 0u; j < 2u; j++) {
+            store_row4(c_base, m0 + lid.y + 16u * i, n0 + 4u * lid.x + 64u * j, acc[2u * i + j]);
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Mixed precision against independent computations: the f16 casts against the
+//! `half` crate's IEEE conversion, every mixed product (each operand and the output
+//! in f16 or f32, on every candidate kernel) against the CPU reference on the same
+//! f16 values, and `linear` and `mlp` under `autocast` (forward and every gradient)
+//! against the CPU on those values.
+//!
+//! Tolerances: products accumulate in f32, so against the CPU on the same f16 inputs
+//! they are held to the f32 tolerances of tests/matmul.rs; an f16 output is further
+//! rounded to f16 (relative 2^-11).
+
+mod common;
+
+use common::{assert_close, cases, device, random, rng, upload};
+use engine::cpu;
+use engine::ops::cast::cast_forward;
+use engine::ops::matmul::{self, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, Transpose};
+use engine::ops::{self};
+use engine::{autocast, DType, Precision, Tensor};
+
+/// The f16 values (as f32) the GPU makes of `data`.
+fn as_f16(t: &Tensor) -> Vec<f32> {
+    cast_forward(t, DType::F16).unwrap().to_vec()
+}
+
+/// IEEE round-to-nearest-even to f16 and back, on the host.
+fn round_f16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
+
+#[test]
+fn casts_round_to_the_nearest_f16_saturate_and_widen_exactly() {
+    let mut r = rng(40);
+    let mut data = random(&mut r, 1001);
+    data.iter_mut().enumerate().for_each(|(i, v)| {
+        *v *= [1e-6, 1e-3, 1.0, 300.0, 6e4][i % 5];
+    });
+    // Ties, both signs of zero, the edges of the range, subnormals, an odd count.
+    data.extend([
+        0.0,
+        -0.0,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        65504.0,
+        -65504.0,
+        6e-8,
+        1e-9,
+    ]);
+    let x = upload(&[data.len()], &data);
+    let h = cast_forward(&x, DType::F16).unwrap();
+    assert_eq!(h.dtype(), DType::F16);
+    assert_eq!(h.shape(), x.shape());
+    let got = h.to_vec();
+    let want = round_f16(&data);
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "element {i}: {} became {g} in f16, IEEE nearest-even gives {w}",
+            data[i]
+        );
+    }
+    // Beyond f16's range: saturated, not infinite.
+    let big = upload(&[3], &[7e4, -1e9, 65519.0]);
+    assert_eq!(as_f16(&big), [65504.0, -65504.0, 65504.0]);
+    // Back to f32: exact.
+    let back = cast_forward(&h, DType::F32).unwrap();
+    assert_eq!(back.dtype(), DType::F32);
+    assert_eq!(back.to_vec(), got);
+}
+
+/// Every product of `cases::mixed_matmul_shapes`, with a, b and c each in f16 or f32
+/// (not all f32), on every candidate plan, against the CPU on the same f16 values.
+#[test]
+fn mixed_products_match_the_cpu_on_their_f16_operands() {
+    let dev = device();
+    let mut r = rng(41);
+    let mut runs = 0;
+    for shape in cases::mixed_matmul_shapes() {
+        let MatmulShape {
+            batch,
+            m,
+            k,
+            n,
+            t,
+            b_shared,
+            types,
+            ..
+        } = shape;
+        let mut a_shape = if t.a { vec![k, m] } else { vec![m, k] };
+        let mut out_shape = vec![m, n];
+        if !(b_shared && t.a) {
+            a_shape.insert(0, batch);
+            out_shape.insert(0, batch);
+        }
+        let mut b_shape = if t.b { vec![n, k] } else { vec![k, n] };
+        if !b_shared {
+            b_shape.insert(0, batch);
+        }
+        let a32 = upload(&a_shape, &random(&mut r, a_shape.iter().product()));
+        let b32 = upload(&b_shape, &random(&mut r, b_shape.iter().product()));
+        let (ta, tb) = (
+            cast_forward(&a32, types.a).unwrap(),
+            cast_forward(&b32, types.b).unwrap(),
+        );
+        let bias = random(&mut r, n);
+        let bias_t = shape.bias.then(|| upload(&[n], &bias));
+        let product = cpu::matmul(
+            &ta.to_vec(),
+            &tb.to_vec(),
+            shape.bias.then_some(&bias[..]),
+            batch,
+            m,
+            k,
+            n,
+            t.a,
+            t.b,
+            b_shared,
+        );
+        let pre = random(&mut r, product.len());
+        let pre_t = (shape.epilogue == Epilogue::GeluGradient).then(|| upload(&out_shape, &pre));
+        let want = match shape.epilogue {
+            Epilogue::None => product.clone(),
+            Epilogue::Gelu | Epilogue::GeluSavingInput => cpu::gelu(&product),
+            Epilogue::GeluGradient => cpu::gelu_backward(&pre, &product),
+        };
+        let (atol, rtol) = match types.c {
+            DType::F32 => (1e-5 * k as f32, 1e-4),
+            DType::F16 => (1e-5 * k as f32, 1e-3),
+        };
+        let plans = MatmulPlan::candidates(&dev, &shape);
+        assert!(plans.contains(&MatmulPlan::new(&dev, &shape)));
+        assert!(
+            plans.iter().all(|p| p.kernel.mixed()),
+            "only the mixed kernels take {types:?}"
+        );
+        for plan in plans {
+            let (got, saved) =
+                matmul::matmul_epilogue_with(&plan, &ta, &tb, bias_t.as_ref(), pre_t.as_ref())
+                    .unwrap();
+            assert_eq!(got.shape(), out_shape);
+            assert_eq!(got.dtype(), types.c);
+            let what = format!("{} ({shape:?})", plan.describe());
+            assert_close(&what, &got.to_vec(), &want, atol, rtol);
+            if let Some(saved) = saved {
+                assert_eq!(saved.dtype(), DType::F32);
+                let what = format!("{what}: GELU's input");
+                assert_close(&what, &saved.to_vec(), &product, 1e-5 * k as f32, 1e-4);
+            }
+            runs += 1;
+        }
+    }
+    eprintln!(
+        "{runs} mixed plans run against the CPU on {}",
+        dev.info().name
+    );
+}
+
+#[test]
+fn an_f16_output_needs_an_even_n_and_f32_kernels_refuse_f16_operands() {
+    let dev = device();
+    let a = cast_forward(&upload(&[2, 3], &[0.5; 6]), DType::F16).unwrap();
+    let b = upload(&[3, 5], &[0.25; 15]);
+    let shape = MatmulShape::of(&a, &b, Transpose::NONE, None, Epilogue::None).unwrap();
+    let err = shape.with_output(DType::F16).unwrap_err().to_string();
+    assert!(err.contains("N=5 is odd"), "{err}");
+    let f32_plan = MatmulPlan {
+        kernel: MatmulKernel::Scalar,
+        ..MatmulPlan::new(&dev, &shape)
+    };
+    let err = matmul::matmul_with(&f32_plan, &a, &b, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("f32 kernels take f32 only"), "{err}");
+    // The plan in use takes it, and gives 3 * 0.5 * 0.25 everywhere.
+    let got = matmul::matmul_forward(&a, &b, Transpose::NONE, None).unwrap();
+    assert_eq!(got.to_vec(), vec![0.375; 10]);
+}
+
+/// loss = sum(y * r) for a fixed r, so that dy = r.
+fn weighted_sum(y: &Tensor, r: &[f32]) -> Tensor {
+    let rt = upload(y.shape(), r);
+    ops::sum(&ops::mul(y, &rt).unwrap()).unwrap()
+}
+
+fn grad(grads: &engine::Gradients, t: &Tensor) -> Vec<f32> {
+    let g = grads.get(t).expect("a gradient");
+    assert_eq!(g.dtype(), DType::F32, "gradients are f32");
+    g.to_vec()
+}
+
+/// Column sums of a [rows, cols] matrix.
+fn column_sums(x: &[f32], cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; cols];
+    for row in x.chunks(cols) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+    out
+}
+
+#[test]
+fn linear_under_autocast_multiplies_f16_operands_and_returns_f32_gradients() {
+    let mut r = rng(42);
+    let (rows, inp, out) = (2 * 9, 20, 12);
+    let (x, w, b, dy) = (
+        random(&mut r, rows * inp),
+        random(&mut r, out * inp),
+        random(&mut r, out),
+        random(&mut r, rows * out),
+    );
+    let xt = upload(&[2, 9, inp], &x).requires_grad();
+    let wt = upload(&[out, inp], &w).requires_grad();
+    let bt = upload(&[out], &b).requires_grad();
+    let y = autocast(Precision::Mixed, || ops::linear(&xt, &wt, Some(&bt))).unwrap();
+    assert_eq!((y.shape(), y.dtype()), ([2, 9, out].as_slice(), DType::F32));
+    let grads = engine::backward(&weighted_sum(&y, &dy)).unwrap();
+
+    let (x16, w16) = (as_f16(&xt), as_f16(&wt));
+    let mm =
+        |a: &[f32], b: &[f32], m, k, n, ta, tb| cpu::matmul(a, b, None, 1, m, k, n, ta, tb, true);
+    let want_y = cpu::matmul(&x16, &w16, Some(&b), 1, rows, inp, out, false, true, true);
+    assert_close("y", &y.to_vec(), &want_y, 1e-5, 1e-5);
+    assert_close(
+        "dx",
+        &grad(&grads, &xt),
+        &mm(&dy, &w16, rows, out, inp, false, false),
+        1e-5,
+        1e-5,
+    );
+    assert_close(
+        "dw",
+        &grad(&grads, &wt),
+        &mm(&dy, &x16, out, rows, inp, true, false),
+        1e-5,
+        1e-5,
+    );
+    assert_close("db", &grad(&grads, &bt), &column_sums(&dy, out), 1e-5, 1e-5);
+    // In f32 the same op is the f32 product: mixed differs from it by f16 rounding only.
+    let y32 = ops::linear(&xt, &wt, Some(&bt)).unwrap();
+    assert_close("mixed vs f32", &y.to_vec(), &y32.to_vec(), 2e-2, 1e-2);
+}
+
+#[test]
+fn mlp_under_autocast_keeps_its_hidden_layer_in_f16_and_matches_the_cpu() {
+    let mut r = rng(43);
+    let (rows, dim, hidden) = (13, 12, 24);
+    let (x, w1, b1, w2, b2, dy) = (
+        random(&mut r, rows * dim),
+        random(&mut r, hidden * dim),
+        random(&mut r, hidden),
+        random(&mut r, dim * hidden),
+        random(&mut r, dim),
+        random(&mut r, rows * dim),
+    );
+    let xt = upload(&[rows, dim], &x).requires_grad();
+    let w1t = upload(&[hidden, dim], &w1).requires_grad();
+    let b1t = upload(&[hidden], &b1).requires_grad();
+    let w2t = upload(&[dim, hidden], &w2).requires_grad();
+    let b2t = upload(&[dim], &b2).requires_grad();
+    let y = autocast(Precision::Mixed, || {
+        ops::mlp(&xt, &w1t, Some(&b1t), &w2t, Some(&b2t))
+    })
+    .unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    let grads = engine::backward(&weighted_sum(&y, &dy)).unwrap();
+
+    // The CPU on the same f16 operands, the hidden layer rounded to f16.
+    let (x16, w1_16, w2_16) = (as_f16(&xt), as_f16(&w1t), as_f16(&w2t));
+    let mm =
+        |a: &[f32], b: &[f32], m, k, n, ta, tb| cpu::matmul(a, b, None, 1, m, k, n, ta, tb, true);
+    let pre = cpu::matmul(
+        &x16,
+        &w1_16,
+        Some(&b1),
+        1,
+        rows,
+        dim,
+        hidden,
+        false,
+        true,
+        true,
+    );
+    let h = round_f16(&cpu::gelu(&pre));
+    let want_y = cpu::matmul(
+        &h,
+        &w2_16,
+        Some(&b2),
+        1,
+        rows,
+        hidden,
+        dim,
+        false,
+        true,
+        true,
+    );
+    let dh = mm(&dy, &w2_16, rows, dim, hidden, false, false);
+    let dpre = cpu::gelu_backward(&pre, &dh);
+    // h's rounding (an f16 ulp, 2^-11 relative, of values up to ~3) is the loosest step.
+    assert_close("y", &y.to_vec(), &want_y, 2e-3, 2e-3);
+    assert_close(
+        "dx",
+        &grad(&grads, &xt),
+        &mm(&dpre, &w1_16, rows, hidden, dim, false, false),
+        1e-4,
+        1e-4,
+    );
+    assert_close(
+        "dw1",
+        &grad(&grads, &w1t),
+        &mm(&dpre, &x16, hidden, rows, dim, true, false),
+        1e-4,
+        1e-4,
+    );
+    assert_close(
+        "db1",
+        &grad(&grads, &b1t),
+        &column_sums(&dpre, hidden),
+        1e-4,
+        1e-4,
+    );
+    assert_close(
+        "dw2",
+        &grad(&grads, &w2t),
+        &mm(&dy, &h, dim, rows, hidden, true, false),
+        2e-3,
+        2e-3,
+    );
+    assert_close(
+        "db2",
+        &grad(&grads, &b2t),
+        &column_sums(&dy, dim),
+        1e-5,
+        1e-5,
+    );
+
+    // Without a tape (the target encoder): the same forward.
+    let y_eval = engine::no_grad(|| {
+        autocast(Precision::Mixed, || {
+            ops::mlp(&xt, &w1t, Some(&b1t), &w2t, Some(&b2t))
+        })
+    })
+    .unwrap();
+    assert_close("y without a tape", &y_eval.to_vec(), &want_y, 2e-3, 2e-3);
+}
