@@ -192,10 +192,14 @@ pub fn step(
     preset: &str,
     overrides: Option<&std::path::Path>,
     steps: usize,
+    precision: Option<engine::Precision>,
 ) -> Result<()> {
     let mut config = train::config::PretrainConfig::preset(preset)?;
     if let Some(path) = overrides {
         config = config.overridden_by(path)?;
+    }
+    if let Some(precision) = precision {
+        config.precision = precision;
     }
     let mut run = train::synthetic::SyntheticRun::new(dev, config, steps + 1)?;
     let (mut t_fwd, mut t_bwd, mut t_opt) = (0.0, 0.0, 0.0);
@@ -245,6 +249,7 @@ pub fn step(
             config.model, channels, size, size, config.patch_size
         ),
     };
+    let name = format!("{name} {}", config.precision.name());
     let flops = (now.flops - counted.flops) as f64 / n;
     println!(
         "train step {name} (batch {b}): {:.0} dispatches and {:.0} buffer copies in {:.0} submits, {:.2} GFLOP of matmul and attention per step: {:.1} GFLOP/s",

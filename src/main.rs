@@ -114,6 +114,9 @@ enum BenchKind {
         config: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         steps: usize,
+        /// `f32` or `mixed` (f16 operands, f32 accumulation), over the configuration's.
+        #[arg(long)]
+        precision: Option<engine::Precision>,
     },
     /// All-reduce of the gradients of ViT-S/16, ViT-B/16 and ViT-H/14 I-JEPA between
     /// the processes of an MPI job (start it with mpirun -np N), as GB/s.
@@ -175,11 +178,13 @@ fn run(command: Command, launch: &world::Launch) -> Result<()> {
                 preset,
                 config,
                 steps,
+                precision,
             } => bench::step(
                 &engine::Device::shared()?,
                 &preset,
                 config.as_deref(),
                 steps,
+                precision,
             ),
             BenchKind::Data {
                 folder,

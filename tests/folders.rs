@@ -409,6 +409,7 @@ fn the_official_config_files_map_onto_ours() {
         aspect_ratio: (0.75, 1.5),
         allow_overlap: false,
         crop_scale: (0.3, 1.0),
+        precision: engine::Precision::Mixed,
         ..base.clone()
     };
     assert_eq!(want.differences(&c), Vec::<String>::new());
@@ -560,7 +561,7 @@ fn an_official_yaml_runs_checkpoints_and_probes_on_an_image_folder() {
     let (code, stderr) = ijepa(&["pretrain", "--config", config]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stderr.contains("meta.use_bfloat16") && stderr.contains("f32"),
+        stderr.contains("meta.use_bfloat16") && stderr.contains("mixed precision"),
         "{stderr}"
     );
     let checkpoint = out.join("checkpoint.safetensors");

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
+use engine::Precision;
 use model::config::{vit_preset, PRESETS};
 use model::{IjepaConfig, PredictorConfig};
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,27 @@ pub struct PretrainConfig {
     /// Images of the training split used by the k-NN monitor (0: no monitor).
     pub knn_train: usize,
     pub knn_test: usize,
+    /// `f32`, or `mixed`: the training forward's products on f16 operands with f32
+    /// accumulation, master weights, gradients and optimizer state in f32 (see
+    /// `engine::precision`). The official `meta.use_bfloat16: true` maps to it.
+    #[serde(with = "precision_name")]
+    pub precision: Precision,
+}
+
+/// `Precision` in files by its name (`f32`, `mixed`).
+mod precision_name {
+    use engine::Precision;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for PretrainConfig {
@@ -90,6 +112,7 @@ impl Default for PretrainConfig {
             checkpoint_every: 500,
             knn_train: 5000,
             knn_test: 1000,
+            precision: Precision::F32,
         }
     }
 }

@@ -197,8 +197,9 @@ impl ConfigFile {
                 "pred_emb_dim" => set("pred_embed_dim", v.clone()),
                 "use_bfloat16" => {
                     if v.as_bool() == Some(true) {
+                        set("precision", json!("mixed"));
                         self.notes.push(format!(
-                            "{full}: true, but mixed precision is not implemented yet: running in f32"
+                            "{full}: true: mixed precision, with f16 operands in place of bfloat16 (WGSL has no bfloat16) and f32 gradients"
                         ));
                     }
                 }

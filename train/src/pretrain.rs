@@ -149,7 +149,8 @@ impl Trainer {
             config.seed,
         )?);
         let model = IJepa::new(device, &model_config, config.seed)?;
-        let state = TrainState::new(model, config.max_grad_norm())?;
+        let mut state = TrainState::new(model, config.max_grad_norm())?;
+        state.precision = config.precision;
         Ok(Trainer {
             schedules: config.schedules(steps_per_epoch * config.epochs),
             config,

@@ -2,9 +2,9 @@
 //! check-reference` (the golden steps of the official code), `ijepa bench step` and the
 //! criterion bench all call it, so the step that is checked is the step that trains.
 //!
-//! In order: the target path under `no_grad` (target encoder on the whole image,
-//! parameter-free LayerNorm, gathered at the targets), the context encoder and the
-//! predictor, the smooth-L1 loss, the backward pass, the loss and gradients averaged
+//! In order, the forward in the state's precision (`engine::precision`): the target
+//! path under `no_grad` (target encoder on the whole image, parameter-free LayerNorm,
+//! gathered at the targets), the context encoder and the predictor, the smooth-L1 loss, the backward pass, the loss and gradients averaged
 //! over the ranks of a data-parallel run, a check that the loss is finite
 //! (nothing is updated after one that is not), AdamW on the encoder and predictor,
 //! then the EMA of the target encoder towards the updated encoder.
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use engine::ops::update::ema_update;
-use engine::{backward, Gradients, PackedTensors, Tensor};
+use engine::{autocast, backward, Gradients, PackedTensors, Precision, Tensor};
 use model::{IJepa, Masks, StepOutputs};
 
 use crate::adamw::{packing_order, AdamWOptimizer};
@@ -29,6 +29,8 @@ pub struct TrainState {
     /// The target encoder's parameters packed exactly as the encoder's group, so that
     /// the EMA is one dispatch per bucket.
     target: PackedTensors,
+    /// The precision of the forward pass (the backward follows it).
+    pub precision: Precision,
 }
 
 impl TrainState {
@@ -67,6 +69,7 @@ impl TrainState {
             model,
             optimizer,
             target,
+            precision: Precision::F32,
         })
     }
 }
@@ -142,7 +145,7 @@ pub fn train_step(
         secs
     };
 
-    let outputs = state.model.forward(images, masks)?;
+    let outputs = autocast(state.precision, || state.model.forward(images, masks))?;
     let forward = lap(time_phases);
     let grads = backward(&outputs.loss)?;
     let loss = mean_over_ranks(world, outputs.loss.item());

@@ -44,11 +44,13 @@ impl SyntheticRun {
         let (channels, size) = config.data.geometry()?;
         let model_config = config.model_config(channels, size)?;
         let grid = model_config.encoder.grid();
+        let mut state = TrainState::new(
+            IJepa::new(device, &model_config, config.seed)?,
+            config.max_grad_norm(),
+        )?;
+        state.precision = config.precision;
         Ok(SyntheticRun {
-            state: TrainState::new(
-                IJepa::new(device, &model_config, config.seed)?,
-                config.max_grad_norm(),
-            )?,
+            state,
             images: synthetic(device, &[config.batch_size, channels, size, size])?,
             collator: MaskCollator::new(config.mask_config(grid), config.seed)?,
             schedules: config.schedules(total_steps),
