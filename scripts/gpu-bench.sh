@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmarks of one lent-device call, in one script: the adapter (and its
 # cooperative-matrix shapes), the golden steps, `ijepa bench step` beside PyTorch's
-# eager f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64), and matmul up to
+# eager f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64; ours in f32 and in
+# mixed precision), and matmul up to
 # 4096^3. Run from the repository root on the GPU machine, with what it cannot build
 # there carried in git-ignored folders (see docs/results/README.md for the call):
 #   .gpu/ijepa          the release binary, built here (both machines are x86-64)
@@ -36,5 +37,6 @@ done
 step 90 "$bin" bench step --preset fmnist --steps 20
 step 90 python3 .gpu/torch_step.py --preset fmnist --device cuda
 step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5
+step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed
 step 120 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
 step 120 "$bin" bench matmul --size 4096
