@@ -31,17 +31,7 @@ fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_ge
         let a = random(&mut r, batch * m * k);
         let b = random(&mut r, if b_shared { 1 } else { batch } * k * n);
         let bias = random(&mut r, n);
-        // A weight gradient's a is 2-D: [K, M] (a shared b needs it so when transposed).
-        let mut a_shape = if t.a { vec![k, m] } else { vec![m, k] };
-        let mut out_shape = vec![m, n];
-        if !(b_shared && t.a) {
-            a_shape.insert(0, batch);
-            out_shape.insert(0, batch);
-        }
-        let mut b_shape = if t.b { vec![n, k] } else { vec![k, n] };
-        if !b_shared {
-            b_shape.insert(0, batch);
-        }
+        let (a_shape, b_shape, out_shape) = cases::operand_shapes(&shape);
         let (ta, tb) = (upload(&a_shape, &a), upload(&b_shape, &b));
         let bias_t = shape.bias.then(|| upload(&[n], &bias));
         let product = cpu::matmul(

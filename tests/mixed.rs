@@ -85,16 +85,7 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
             types,
             ..
         } = shape;
-        let mut a_shape = if t.a { vec![k, m] } else { vec![m, k] };
-        let mut out_shape = vec![m, n];
-        if !(b_shared && t.a) {
-            a_shape.insert(0, batch);
-            out_shape.insert(0, batch);
-        }
-        let mut b_shape = if t.b { vec![n, k] } else { vec![k, n] };
-        if !b_shared {
-            b_shape.insert(0, batch);
-        }
+        let (a_shape, b_shape, out_shape) = cases::operand_shapes(&shape);
         let a32 = upload(&a_shape, &random(&mut r, a_shape.iter().product()));
         let b32 = upload(&b_shape, &random(&mut r, b_shape.iter().product()));
         let (ta, tb) = (
@@ -175,6 +166,12 @@ fn an_f16_output_needs_an_even_n_and_f32_kernels_refuse_f16_operands() {
     assert_eq!(got.to_vec(), vec![0.375; 10]);
 }
 
+/// op(a) @ op(b) on the CPU, unbatched: a [m, k] (stored [k, m] when `ta`), b [k, n]
+/// ([n, k] when `tb`).
+fn mm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Vec<f32> {
+    cpu::matmul(a, b, None, 1, m, k, n, ta, tb, true)
+}
+
 /// loss = sum(y * r) for a fixed r, so that dy = r.
 fn weighted_sum(y: &Tensor, r: &[f32]) -> Tensor {
     let rt = upload(y.shape(), r);
@@ -214,8 +211,6 @@ fn linear_under_autocast_multiplies_f16_operands_and_returns_f32_gradients() {
     let grads = engine::backward(&weighted_sum(&y, &dy)).unwrap();
 
     let (x16, w16) = (as_f16(&xt), as_f16(&wt));
-    let mm =
-        |a: &[f32], b: &[f32], m, k, n, ta, tb| cpu::matmul(a, b, None, 1, m, k, n, ta, tb, true);
     let want_y = cpu::matmul(&x16, &w16, Some(&b), 1, rows, inp, out, false, true, true);
     assert_close("y", &y.to_vec(), &want_y, 1e-5, 1e-5);
     assert_close(
@@ -264,8 +259,6 @@ fn mlp_under_autocast_keeps_its_hidden_layer_in_f16_and_matches_the_cpu() {
 
     // The CPU on the same f16 operands, the hidden layer rounded to f16.
     let (x16, w1_16, w2_16) = (as_f16(&xt), as_f16(&w1t), as_f16(&w2t));
-    let mm =
-        |a: &[f32], b: &[f32], m, k, n, ta, tb| cpu::matmul(a, b, None, 1, m, k, n, ta, tb, true);
     let pre = cpu::matmul(
         &x16,
         &w1_16,

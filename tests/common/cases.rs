@@ -98,6 +98,31 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
     shapes
 }
 
+/// The stored shapes of a product's a, b and output. A weight gradient's a is 2-D:
+/// [K, M] (a shared b needs it so when transposed).
+pub fn operand_shapes(shape: &MatmulShape) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let MatmulShape {
+        batch,
+        m,
+        k,
+        n,
+        t,
+        b_shared,
+        ..
+    } = *shape;
+    let mut a_shape = if t.a { vec![k, m] } else { vec![m, k] };
+    let mut out_shape = vec![m, n];
+    if !(b_shared && t.a) {
+        a_shape.insert(0, batch);
+        out_shape.insert(0, batch);
+    }
+    let mut b_shape = if t.b { vec![n, k] } else { vec![k, n] };
+    if !b_shared {
+        b_shape.insert(0, batch);
+    }
+    (a_shape, b_shape, out_shape)
+}
+
 /// The products of the mixed-precision test (tests/mixed.rs): sizes of
 /// `matmul_shapes` that are not multiples of any tile (odd N among them), each with
 /// every transpose, shared b or not, with and without bias, in every mix of f16
