@@ -1,58 +1,62 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
 // x86), for N and K multiples of 4, and M too when a is stored transposed. The engine
 // appends this file to matmul.wgsl and the kernel uses that file's parameters,
-// transposes, epilogue and vec4 bindings and helpers; it is a module of its own because it needs the subgroup feature, which
-// not every adapter has.
+// transposes, epilogue and vec4 bindings and helpers; it is a module of its own because
+// it needs the subgroup feature, which not every adapter has.
 //
 // On such a driver each invocation is one lane of a SIMD register, and a storage
 // load costs a loop over the 8 lanes whether or not their addresses agree. So the
-// kernel loads as little as it can per multiply-add: a subgroup computes a 16x32
-// block of c, lane l owning columns 4l..4l+4 of it for all 16 rows (16 vec4
-// accumulators). Each 4-deep step of k, the 16x4 block of op(a) shared by the
-// lanes is fetched two vec4 per lane and handed round with subgroupBroadcast, and
-// each lane loads only its own 4x4 block of op(b): 6 loads for 256 multiply-adds,
-// against 8 for 64 in the vec4 kernel.
+// kernel loads as little as it can per multiply-add: a subgroup computes a 32x32
+// block of c, lane l owning columns 4l..4l+4 of it for all 32 rows (32 vec4
+// accumulators). Each 4-deep step of k, the 32x4 block of op(a) shared by the
+// lanes is fetched four vec4 per lane and handed round with subgroupBroadcast, and
+// each lane loads only its own 4x4 block of op(b): 8 loads for 512 multiply-adds,
+// against 8 for 64 in the vec4 kernel. Fewer rows load more per multiply-add, more
+// rows no longer fit the compiler's registers (measured in docs/results/, 16 and 64
+// rows against 32).
 
-// A workgroup is TILE / 16 subgroups down and TILE / 32 across (8 lanes each): a
+const ROWS: u32 = 32u;
+
+// A workgroup is TILE / ROWS subgroups down and TILE / 32 across (8 lanes each): a
 // TILE x TILE tile of c.
-@compute @workgroup_size(TILE * TILE / 64u)
+@compute @workgroup_size(TILE * TILE / (4u * ROWS))
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
                    @builtin(subgroup_invocation_id) lane: u32) {
     let batch = wid.z;
     let across = TILE / 32u;
-    let row0 = wid.y * TILE + (sg / across) * 16u;
+    let row0 = wid.y * TILE + (sg / across) * ROWS;
     let col0 = wid.x * TILE + (sg % across) * 32u + 4u * lane;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
     let c = min(col0, p.n - 4u);
-    var acc: array<vec4<f32>, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    var acc: array<vec4<f32>, ROWS>;
+    for (var i = 0u; i < ROWS; i++) { acc[i] = vec4<f32>(0.0); }
     for (var k = 0u; k < p.k; k += 4u) {
-        // Lane l fetches rows l and l + 8 of the 16x4 block of op(a) (when a is stored
-        // [K, M]: rows 4(l/4)..+4, and 8 more, at k + l%4). Rows past M are clamped:
+        // Fetch h: lane l fetches row 8h + l of the ROWSx4 block of op(a) (when a is
+        // stored [K, M]: rows 8h + 4(l/4)..+4 at k + l%4). Rows past M are clamped:
         // computed, never stored.
-        var m0: vec4<f32>;
-        var m1: vec4<f32>;
-        if (TRANS_A) {
-            let kk = k + lane % 4u;
-            m0 = a4[(a_base + kk * p.m + min(row0 + 4u * (lane / 4u), p.m - 4u)) / 4u];
-            m1 = a4[(a_base + kk * p.m + min(row0 + 8u + 4u * (lane / 4u), p.m - 4u)) / 4u];
-        } else {
-            m0 = a4[(a_base + min(row0 + lane, p.m - 1u) * p.k + k) / 4u];
-            m1 = a4[(a_base + min(row0 + 8u + lane, p.m - 1u) * p.k + k) / 4u];
+        var rows: array<vec4<f32>, ROWS>;
+        for (var h = 0u; h < ROWS / 8u; h++) {
+            var m: vec4<f32>;
+            if (TRANS_A) {
+                let kk = k + lane % 4u;
+                m = a4[(a_base + kk * p.m + min(row0 + 8u * h + 4u * (lane / 4u), p.m - 4u)) / 4u];
+            } else {
+                m = a4[(a_base + min(row0 + 8u * h + lane, p.m - 1u) * p.k + k) / 4u];
+            }
+            // The lane argument must be a constant.
+            rows[8u * h + 0u] = subgroupBroadcast(m, 0u);
+            rows[8u * h + 1u] = subgroupBroadcast(m, 1u);
+            rows[8u * h + 2u] = subgroupBroadcast(m, 2u);
+            rows[8u * h + 3u] = subgroupBroadcast(m, 3u);
+            rows[8u * h + 4u] = subgroupBroadcast(m, 4u);
+            rows[8u * h + 5u] = subgroupBroadcast(m, 5u);
+            rows[8u * h + 6u] = subgroupBroadcast(m, 6u);
+            rows[8u * h + 7u] = subgroupBroadcast(m, 7u);
         }
-        var rows = array<vec4<f32>, 16>(
-            subgroupBroadcast(m0, 0u), subgroupBroadcast(m0, 1u),
-            subgroupBroadcast(m0, 2u), subgroupBroadcast(m0, 3u),
-            subgroupBroadcast(m0, 4u), subgroupBroadcast(m0, 5u),
-            subgroupBroadcast(m0, 6u), subgroupBroadcast(m0, 7u),
-            subgroupBroadcast(m1, 0u), subgroupBroadcast(m1, 1u),
-            subgroupBroadcast(m1, 2u), subgroupBroadcast(m1, 3u),
-            subgroupBroadcast(m1, 4u), subgroupBroadcast(m1, 5u),
-            subgroupBroadcast(m1, 6u), subgroupBroadcast(m1, 7u));
         if (TRANS_A) {
             // rows[4g + t] holds rows 4g..4g+4 at k + t: transpose each 4x4 group.
-            for (var g = 0u; g < 4u; g++) {
+            for (var g = 0u; g < ROWS / 4u; g++) {
                 let tg = transpose(mat4x4<f32>(rows[4u * g], rows[4u * g + 1u], rows[4u * g + 2u], rows[4u * g + 3u]));
                 rows[4u * g] = tg[0];
                 rows[4u * g + 1u] = tg[1];
@@ -61,7 +65,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) 
             }
         }
         let b0 = b_block(b_base, k, c);
-        for (var i = 0u; i < 16u; i++) {
+        for (var i = 0u; i < ROWS; i++) {
             acc[i] += times(rows[i], b0);
         }
     }
@@ -70,7 +74,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) 
     if (HAS_BIAS) { bv = bias4[col0 / 4u]; }
     let n4 = p.n / 4u;
     let o = (batch * p.m * p.n + col0) / 4u;
-    for (var i = 0u; i < 16u; i++) {
+    for (var i = 0u; i < ROWS; i++) {
         if (row0 + i < p.m) { store4(o + (row0 + i) * n4, acc[i] + bv); }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! | kernel | tile | chosen for |
 //! | --- | --- | --- |
-//! | `Subgroup` | 64x64, 16x4 per lane of 8-lane subgroups | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises |
+//! | `Subgroup` | 64x64, 32x4 per lane of 8-lane subgroups | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | products of at least 4e9 multiply-adds on GPUs, where staging pays for its barriers |
 //! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4 |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains on CPU adapters, and products with M or N under 32 (attention over few tokens), where a 64x64 tile would idle |
@@ -37,7 +37,7 @@ pub const TILED_TILE: usize = 128;
 
 // What the kernels are written for: the scalar and vec4 kernels run (TILE / 4)^2
 // invocations per workgroup, at most 256 on every adapter; the subgroup kernel lays
-// blocks of 16 rows x 32 columns over the tile; the tiled kernels' workgroup is fixed.
+// blocks of 32 rows x 32 columns over the tile; the tiled kernels' workgroup is fixed.
 const _: () = assert!(TILE.is_multiple_of(32) && (TILE / 4) * (TILE / 4) <= 256);
 const _: () = assert!(TILED_TILE == 16 * 8);
 
@@ -57,7 +57,7 @@ pub enum MatmulKernel {
     /// `Tiled` with the next k-step loaded into registers while the current one is
     /// multiplied, and op(a) read from workgroup memory as vec4s: any shape.
     TiledPrefetch,
-    /// 16x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: N and K
+    /// 32x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: N and K
     /// multiples of 4, M too when a is stored transposed, on adapters whose subgroups
     /// are exactly 8 lanes (CPU drivers).
     Subgroup,
@@ -114,7 +114,7 @@ impl MatmulKernel {
             MatmulKernel::Scalar | MatmulKernel::Vec4 => {
                 format!("{TILE}x{TILE} tiles, 4x4 per invocation")
             }
-            MatmulKernel::Subgroup => format!("{TILE}x{TILE} tiles, 16x4 per lane"),
+            MatmulKernel::Subgroup => format!("{TILE}x{TILE} tiles, 32x4 per lane"),
             MatmulKernel::Flat | MatmulKernel::Mixed => {
                 format!("{FLAT_BLOCKS} 4x4 blocks per workgroup")
             }
