@@ -56,10 +56,12 @@ const TILED_WORKGROUP_BYTES: u32 = (2 * TILE_FLOATS * 4 + MAX_TILE * 8) as u32;
 /// Workgroup memory of the blocked family's dk/dv kernel, its largest.
 const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
 /// Rows per workgroup of each family (their `ROWS`): one per invocation in the tiled
-/// family, at least a tile; one per lane of 8-lane subgroups in the subgroup family;
-/// the 32 the blocked family is written for (8 x 8 invocations of 4 x 4).
+/// family, at least a tile; one per lane of one 8-lane subgroup in the subgroup family
+/// (a head of few tokens then idles at most 7 lanes: 8 rows ran the fmnist-cpu step
+/// 1.13x faster than 64, docs/results/2026-12-03-lavapipe-step.txt); the 32 the blocked
+/// family is written for (8 x 8 invocations of 4 x 4).
 const TILED_ROWS: usize = 64;
-const SUBGROUP_ROWS: usize = 64;
+const SUBGROUP_ROWS: usize = 8;
 const BLOCKED_ROWS: usize = 32;
 const _: () = assert!(TILED_ROWS >= MAX_TILE && TILED_ROWS <= 256);
 const _: () = assert!(SUBGROUP_ROWS.is_multiple_of(8) && SUBGROUP_ROWS <= 256);
