@@ -17,15 +17,15 @@
 
 const ROWS: u32 = 32u;
 
-// A workgroup is TILE / ROWS subgroups down and TILE / 32 across (8 lanes each): a
-// TILE x TILE tile of c.
-@compute @workgroup_size(TILE * TILE / (4u * ROWS))
-fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
+// A workgroup is one subgroup of 8 lanes: a ROWS x 32 tile of c. Small tiles give
+// the CPU's threads enough workgroups to share even when c is small (a weight
+// gradient [64, 192] is 12 of them), and there is no workgroup memory to reuse.
+@compute @workgroup_size(8)
+fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(subgroup_invocation_id) lane: u32) {
     let batch = wid.z;
-    let across = TILE / 32u;
-    let row0 = wid.y * TILE + (sg / across) * ROWS;
-    let col0 = wid.x * TILE + (sg % across) * 32u + 4u * lane;
+    let row0 = wid.y * ROWS;
+    let col0 = wid.x * 32u + 4u * lane;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
     let c = min(col0, p.n - 4u);

@@ -15,7 +15,7 @@ use plan::slice_shape;
 
 pub use plan::{
     split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes, Transpose, FLAT_BLOCKS,
-    TILE, TILED_TILE,
+    SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
 use crate::device::KernelDef;
@@ -266,7 +266,8 @@ fn run_kernel(
         ]
     };
     let grid = match kernel {
-        MatmulKernel::Scalar | MatmulKernel::Vec4 | MatmulKernel::Subgroup => tiles(TILE),
+        MatmulKernel::Scalar | MatmulKernel::Vec4 => tiles(TILE),
+        MatmulKernel::Subgroup => tiles(SUBGROUP_TILE),
         MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
             tiles(TILED_TILE)
         }

@@ -4,7 +4,7 @@
 //!
 //! | kernel | tile | chosen for |
 //! | --- | --- | --- |
-//! | `Subgroup` | 64x64, 32x4 per lane of 8-lane subgroups | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises |
+//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | products of at least 4e9 multiply-adds on GPUs, where staging pays for its barriers |
 //! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4 |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains on CPU adapters, and products with M or N under 32 (attention over few tokens), where a 64x64 tile would idle |
@@ -26,19 +26,21 @@ use crate::error::{shape_err, Result};
 use crate::tensor::{DType, Tensor};
 use crate::Device;
 
-/// The side of the tile of the `Scalar`, `Vec4` and `Subgroup` kernels (their WGSL's
-/// `TILE`).
+/// The side of the tile of the `Scalar` and `Vec4` kernels (their WGSL's `TILE`).
 pub const TILE: usize = 64;
 /// The 4x4 blocks per workgroup of the `Flat` kernel (`FLAT_WG`).
 pub const FLAT_BLOCKS: usize = 64;
 /// The side of the tile of the `Tiled` and `TiledPrefetch` kernels (`TILE_M`): 16x16
 /// invocations of 8x8, as those kernels are written.
 pub const TILED_TILE: usize = 128;
+/// The side of the tile of the `Subgroup` kernel, one 8-lane subgroup of 32 rows x 4
+/// columns per lane (matmul_subgroup.wgsl's `ROWS` and lanes).
+pub const SUBGROUP_TILE: usize = 32;
 
 // What the kernels are written for: the scalar and vec4 kernels run (TILE / 4)^2
-// invocations per workgroup, at most 256 on every adapter; the subgroup kernel lays
-// blocks of 32 rows x 32 columns over the tile; the tiled kernels' workgroup is fixed.
-const _: () = assert!(TILE.is_multiple_of(32) && (TILE / 4) * (TILE / 4) <= 256);
+// invocations per workgroup, at most 256 on every adapter; the subgroup and tiled
+// kernels' workgroups are fixed.
+const _: () = assert!((TILE / 4) * (TILE / 4) <= 256);
 const _: () = assert!(TILED_TILE == 16 * 8);
 
 /// Which matmul kernel runs a product.
@@ -114,7 +116,9 @@ impl MatmulKernel {
             MatmulKernel::Scalar | MatmulKernel::Vec4 => {
                 format!("{TILE}x{TILE} tiles, 4x4 per invocation")
             }
-            MatmulKernel::Subgroup => format!("{TILE}x{TILE} tiles, 32x4 per lane"),
+            MatmulKernel::Subgroup => {
+                format!("{SUBGROUP_TILE}x{SUBGROUP_TILE} tiles, 32x4 per lane")
+            }
             MatmulKernel::Flat | MatmulKernel::Mixed => {
                 format!("{FLAT_BLOCKS} 4x4 blocks per workgroup")
             }
