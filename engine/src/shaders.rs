@@ -4,7 +4,8 @@
 //! struct. gelu.wgsl holds functions only; the kernels that apply GELU have it
 //! prepended. attention_layout.wgsl, the fused attention families' parameters and row
 //! offsets, is prepended to each of them. matmul_subgroup.wgsl holds one entry point
-//! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands.
+//! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands, and
+//! matmul_mixed_subgroup.wgsl its subgroup kernel.
 
 use crate::device::{KernelParams, ParamsLayout};
 use crate::ops::attention::AttentionParams;
@@ -69,6 +70,12 @@ shader!(
     Some(MatmulParams::LAYOUT)
 );
 shader!(
+    MATMUL_MIXED_SUBGROUP,
+    "matmul_mixed_subgroup.wgsl",
+    ["gelu.wgsl", "matmul_mixed.wgsl"],
+    Some(MatmulParams::LAYOUT)
+);
+shader!(
     ATTENTION_LAYOUT,
     "attention_layout.wgsl",
     [],
@@ -119,6 +126,7 @@ pub static ALL: &[&Shader] = &[
     &MATMUL,
     &MATMUL_SUBGROUP,
     &MATMUL_MIXED,
+    &MATMUL_MIXED_SUBGROUP,
     &ATTENTION_LAYOUT,
     &ATTENTION,
     &ATTENTION_SUBGROUP,

@@ -57,6 +57,14 @@ const SUBGROUP: KernelDef<MatmulParams> =
 const MIXED: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed", 4, 2);
 const MIXED_TILED: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed_tiled", 4, 2);
+/// The same, bound from 7 with a, b and c as pairs of words.
+const MIXED_SUBGROUP: KernelDef<MatmulParams> = KernelDef::new(
+    &shaders::MATMUL_MIXED_SUBGROUP,
+    "matmul_mixed_subgroup",
+    4,
+    2,
+)
+.bound_from(7);
 
 /// The kernel definition of each matmul kernel.
 fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
@@ -69,6 +77,7 @@ fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
         MatmulKernel::Subgroup => &SUBGROUP,
         MatmulKernel::Mixed => &MIXED,
         MatmulKernel::MixedTiled => &MIXED_TILED,
+        MatmulKernel::MixedSubgroup => &MIXED_SUBGROUP,
     }
 }
 
@@ -267,7 +276,7 @@ fn run_kernel(
     };
     let grid = match kernel {
         MatmulKernel::Scalar | MatmulKernel::Vec4 => tiles(TILE),
-        MatmulKernel::Subgroup => tiles(SUBGROUP_TILE),
+        MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => tiles(SUBGROUP_TILE),
         MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
             tiles(TILED_TILE)
         }

@@ -10,8 +10,9 @@
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains on CPU adapters, and products with M or N under 32 (attention over few tokens), where a 64x64 tile would idle |
 //! | `Scalar` | 64x64, 4x4 per invocation | what remains on GPUs |
 //! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats `Tiled` |
-//! | `Mixed` | as `Flat`, any operand in f16 | products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
+//! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
+//! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
 //!
 //! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl) take
 //! each of a, b and c in f32 or f16.
@@ -68,10 +69,12 @@ pub enum MatmulKernel {
     Mixed,
     /// `Tiled` with each of a, b, c in f32 or f16: any shape, N even for an f16 c.
     MixedTiled,
+    /// `Subgroup` with each of a, b, c in f32 or f16: its shapes, on its adapters.
+    MixedSubgroup,
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 8] = [
+    pub const ALL: [MatmulKernel; 9] = [
         MatmulKernel::Scalar,
         MatmulKernel::Flat,
         MatmulKernel::Vec4,
@@ -80,17 +83,21 @@ impl MatmulKernel {
         MatmulKernel::Subgroup,
         MatmulKernel::Mixed,
         MatmulKernel::MixedTiled,
+        MatmulKernel::MixedSubgroup,
     ];
 
     /// Whether the kernel reads and writes f16 as well as f32 (matmul_mixed.wgsl).
     pub fn mixed(self) -> bool {
-        matches!(self, MatmulKernel::Mixed | MatmulKernel::MixedTiled)
+        matches!(
+            self,
+            MatmulKernel::Mixed | MatmulKernel::MixedTiled | MatmulKernel::MixedSubgroup
+        )
     }
 
     /// Whether the device can run this kernel at all.
     pub fn runs_on(self, device: &Device) -> bool {
         match self {
-            MatmulKernel::Subgroup => device.has_cpu_subgroups_of_8(),
+            MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => device.has_cpu_subgroups_of_8(),
             _ => true,
         }
     }
@@ -100,13 +107,14 @@ impl MatmulKernel {
     /// vec4 kernels read N and K as vec4s, and M too when a is stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
+        let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
         if self.mixed() {
-            return shape.types.c == DType::F32 || n.is_multiple_of(2);
+            let pairs = shape.types.c == DType::F32 || n.is_multiple_of(2);
+            return pairs && (vec4 || self != MatmulKernel::MixedSubgroup);
         }
         if !shape.types.all_f32() {
             return false;
         }
-        let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
         vec4 || !matches!(self, MatmulKernel::Vec4 | MatmulKernel::Subgroup)
     }
 
@@ -116,7 +124,7 @@ impl MatmulKernel {
             MatmulKernel::Scalar | MatmulKernel::Vec4 => {
                 format!("{TILE}x{TILE} tiles, 4x4 per invocation")
             }
-            MatmulKernel::Subgroup => {
+            MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => {
                 format!("{SUBGROUP_TILE}x{SUBGROUP_TILE} tiles, 32x4 per lane")
             }
             MatmulKernel::Flat | MatmulKernel::Mixed => {
@@ -323,14 +331,17 @@ impl MatmulPlan {
     /// and K allow, the flat kernel where a tile would mostly idle (M or N under 32) or
     /// on CPU adapters, else the scalar one. A GPU splits weight gradients too small to
     /// occupy it along K ([`split_k`]). Products with an f16 operand or output run
-    /// on the mixed kernels: tiled on GPUs from the same size, else blocks numbered
-    /// across the batch.
+    /// on the mixed kernels: the subgroup one where it applies, tiled on GPUs from the
+    /// same size, else blocks numbered across the batch.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
         const TILED_FROM: f64 = 4.0e9;
         let (m, n, k) = (shape.m, shape.n, shape.k);
         if !shape.types.all_f32() {
-            let kernel = if gpu && (m * n * k) as f64 >= TILED_FROM {
+            let subgroup = MatmulKernel::MixedSubgroup;
+            let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
+                subgroup
+            } else if gpu && (m * n * k) as f64 >= TILED_FROM {
                 MatmulKernel::MixedTiled
             } else {
                 MatmulKernel::Mixed
