@@ -383,3 +383,46 @@ fn a_mixed_precision_step_follows_the_f32_step() {
         "mixed gradients differ from f32 by {rel:.2e} (relative L2)"
     );
 }
+
+/// The mixed-precision step rounds every parameter to f16 once, one cast per packed
+/// bucket (`TrainState::forward`): the same loss and gradients, bit for bit, as casting
+/// each weight where a linear layer uses it, in fewer dispatches.
+#[test]
+fn f16_parameter_copies_stand_in_for_casts_bit_for_bit() {
+    use train::synthetic::SyntheticRun;
+    let dev = device();
+    let config = train::config::PretrainConfig {
+        precision: Precision::Mixed,
+        ..common::runs::tiny_config(64, 1)
+    };
+    let run = SyntheticRun::new(&dev, config, 1).unwrap();
+    let masks = run.masks(0).unwrap();
+    let params = run.state.model.trainable_params();
+    let forward_backward = |copies: bool| {
+        let before = dev.counts().dispatches;
+        let outputs = if copies {
+            run.state.forward(&run.images, &masks).unwrap()
+        } else {
+            autocast(Precision::Mixed, || {
+                run.state.model.forward(&run.images, &masks)
+            })
+            .unwrap()
+        };
+        let grads = engine::backward(&outputs.loss).unwrap();
+        let dispatches = dev.counts().dispatches - before;
+        let grads: Vec<Vec<f32>> = params.iter().map(|(_, p)| grad(&grads, p)).collect();
+        (outputs.loss.item(), grads, dispatches)
+    };
+    let (loss_cast, grads_cast, dispatches_cast) = forward_backward(false);
+    let (loss_copies, grads_copies, dispatches_copies) = forward_backward(true);
+    eprintln!("dispatches: {dispatches_cast} casting each weight, {dispatches_copies} with copies");
+    assert_eq!(loss_copies.to_bits(), loss_cast.to_bits(), "loss");
+    for ((name, _), (a, b)) in params.iter().zip(grads_cast.iter().zip(&grads_copies)) {
+        let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "the gradient of {name} differs with f16 copies");
+    }
+    assert!(
+        dispatches_copies < dispatches_cast,
+        "copies: {dispatches_copies} dispatches, casts: {dispatches_cast}"
+    );
+}

@@ -15,6 +15,6 @@ pub mod tensor;
 pub use device::{parse_bytes, Counts, Device, DeviceInfo, MEMORY_LIMIT_ENV};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
-pub use precision::{autocast, Precision};
+pub use precision::{autocast, with_f16_copies, Precision};
 pub use tape::{backward, no_grad, Gradients};
 pub use tensor::{DType, Indices, PackedTensors, Tensor};

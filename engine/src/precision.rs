@@ -11,9 +11,13 @@
 //! operands and of the activations they keep for the backward.
 //!
 //! The scope is per thread, like the tape: the backward, run outside it, follows the
-//! choices its forward made.
+//! choices its forward made. Inside [`with_f16_copies`], a cast to f16 of a tensor
+//! whose copy was made beforehand (`PackedTensors::to_f16`: one cast per bucket of
+//! parameters) takes that copy instead of a dispatch of its own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+
+use crate::tensor::Tensor;
 
 /// The arithmetic of a forward pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +53,8 @@ impl std::str::FromStr for Precision {
 
 thread_local! {
     static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
+    /// (f32 tensor, its f16 copy) pairs of the current `with_f16_copies` scope.
+    static F16_COPIES: RefCell<Vec<(Tensor, Tensor)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The precision ops run in on this thread.
@@ -66,4 +72,29 @@ pub fn autocast<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
     }
     let _restore = Restore(CURRENT.with(|c| c.replace(precision)));
     f()
+}
+
+/// Run `f` with `copies`, (f32 tensor, the same rounded to f16) pairs, standing in for
+/// casts of those tensors (`ops::cast`), then restore the previous ones. The gradient
+/// of a copy still flows to its f32 tensor.
+pub fn with_f16_copies<T>(copies: Vec<(Tensor, Tensor)>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Vec<(Tensor, Tensor)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            F16_COPIES.with(|c| *c.borrow_mut() = std::mem::take(&mut self.0));
+        }
+    }
+    let _restore = Restore(F16_COPIES.with(|c| c.replace(copies)));
+    f()
+}
+
+/// The f16 copy of `t` made for the current scope, if there is one: a new handle on it
+/// each time, so that each use is a tensor of its own on the tape.
+pub(crate) fn f16_copy_of(t: &Tensor) -> Option<Tensor> {
+    F16_COPIES.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(full, _)| full.same_elements(t))
+            .map(|(_, half)| half.detach())
+    })
 }

@@ -309,6 +309,16 @@ impl Tensor {
     pub(crate) fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.storage().buffer, &other.storage().buffer)
     }
+
+    /// Whether two handles are the same elements: one buffer and offset, one shape and
+    /// type.
+    pub(crate) fn same_elements(&self, other: &Tensor) -> bool {
+        let (a, b) = (self.storage(), other.storage());
+        Arc::ptr_eq(&a.buffer, &b.buffer)
+            && a.offset == b.offset
+            && self.shape() == other.shape()
+            && self.dtype() == other.dtype()
+    }
 }
 
 /// Tensors laid out one after another in shared buffers ("buckets"), each at an
@@ -327,8 +337,9 @@ pub struct PackedTensors {
 impl PackedTensors {
     /// Zero-filled packed storage for tensors of these shapes.
     pub fn zeros(device: &Arc<Device>, shapes: &[&[usize]]) -> Result<PackedTensors> {
-        // Members start at offsets the adapter can bind, and on a vec4.
-        let align = (device.storage_offset_alignment() / 4).max(4) as usize;
+        // Members start at offsets the adapter can bind, and on a vec4, in f32 and in
+        // the f16 copies `to_f16` makes (half the bytes per element).
+        let align = (device.storage_offset_alignment() / 2).max(4) as usize;
         let limit = (device.packing_limit() / 4) as usize;
         let (placements, lengths) = pack_layout(shapes, align, limit);
         let buckets = lengths
@@ -349,6 +360,26 @@ impl PackedTensors {
             members,
             placements,
         })
+    }
+
+    /// Every member rounded to f16 with one cast per bucket: views into f16 copies of
+    /// the buckets, in the members' order (the mixed-precision forward's weights).
+    pub fn to_f16(&self) -> Result<Vec<Tensor>> {
+        let halves = self
+            .buckets
+            .iter()
+            .map(|bucket| crate::ops::cast::cast_forward(bucket, DType::F16))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self
+            .members
+            .iter()
+            .zip(&self.placements)
+            .map(|(member, &(bucket, start))| {
+                let mut storage = halves[bucket].storage();
+                storage.offset += (start * 2) as u64;
+                Tensor::wrap(member.device(), member.shape(), DType::F16, storage)
+            })
+            .collect())
     }
 
     /// Move `tensors` into packed storage: their values are copied there (on the GPU)

@@ -128,6 +128,11 @@ impl AdamWOptimizer {
         &self.groups[group].params
     }
 
+    /// The packed parameters of every group.
+    pub fn parameters(&self) -> impl Iterator<Item = &PackedTensors> {
+        self.groups.iter().map(|g| &g.params)
+    }
+
     /// One update from the loaded gradients with learning rate `lr` and weight decay
     /// `weight_decay` (applied to the decaying parameters only). With `max_grad_norm`
     /// set, returns the gradient norm before clipping.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use engine::ops::update::ema_update;
-use engine::{autocast, backward, Gradients, PackedTensors, Precision, Tensor};
+use engine::{autocast, backward, with_f16_copies, Gradients, PackedTensors, Precision, Tensor};
 use model::{IJepa, Masks, StepOutputs};
 
 use crate::adamw::{packing_order, AdamWOptimizer};
@@ -71,6 +71,22 @@ impl TrainState {
             target,
             precision: Precision::F32,
         })
+    }
+
+    /// The training forward in the state's precision. In mixed precision every
+    /// parameter (encoder, predictor, target encoder) is rounded to f16 once, one cast
+    /// per packed bucket, and the linear layers take those copies instead of casting
+    /// their weights one by one.
+    pub fn forward(&self, images: &Tensor, masks: &Masks) -> Result<StepOutputs> {
+        let forward = || autocast(self.precision, || self.model.forward(images, masks));
+        if self.precision == Precision::F32 {
+            return forward();
+        }
+        let mut copies = Vec::new();
+        for packed in self.optimizer.parameters().chain([&self.target]) {
+            copies.extend(packed.members.iter().cloned().zip(packed.to_f16()?));
+        }
+        with_f16_copies(copies, forward)
     }
 }
 
@@ -145,7 +161,7 @@ pub fn train_step(
         secs
     };
 
-    let outputs = autocast(state.precision, || state.model.forward(images, masks))?;
+    let outputs = state.forward(images, masks)?;
     let forward = lap(time_phases);
     let grads = backward(&outputs.loss)?;
     let loss = mean_over_ranks(world, outputs.loss.item());

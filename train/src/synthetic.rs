@@ -60,10 +60,15 @@ impl SyntheticRun {
         })
     }
 
+    /// The masks of step `step`.
+    pub fn masks(&self, step: usize) -> Result<Masks> {
+        let m = self.collator.sample(step as u64, self.config.batch_size)?;
+        Masks::new(&self.device, &m.context, &m.target, self.num_patches)
+    }
+
     /// Step `step` of the run (masks and hyper-parameters of that step).
     pub fn step(&mut self, step: usize, time_phases: bool) -> Result<StepResult> {
-        let m = self.collator.sample(step as u64, self.config.batch_size)?;
-        let masks = Masks::new(&self.device, &m.context, &m.target, self.num_patches)?;
+        let masks = self.masks(step)?;
         train_step(
             &mut self.state,
             &self.images,

@@ -49,12 +49,20 @@ pub fn cast_forward(x: &Tensor, dtype: DType) -> Result<Tensor> {
 
 /// Differentiable `cast_forward`. The gradient arrives in f32 whatever the output's
 /// type (products with f16 operands produce f32 gradients) and goes to x as it is
-/// when x is f32: rounding to f16 is treated as the identity, as autocast does.
+/// when x is f32: rounding to f16 is treated as the identity, as autocast does. Inside
+/// `precision::with_f16_copies`, x's copy made beforehand stands in for the cast.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     if x.dtype() == dtype {
         return Ok(x.clone());
     }
-    let y = cast_forward(x, dtype)?;
+    let copy = match dtype {
+        DType::F16 => crate::precision::f16_copy_of(x),
+        DType::F32 => None,
+    };
+    let y = match copy {
+        Some(y) => y,
+        None => cast_forward(x, dtype)?,
+    };
     let x_dtype = x.dtype();
     record("cast", &[x], &y, move |dy, _| {
         Ok(vec![Some(cast_forward(dy, x_dtype)?)])
