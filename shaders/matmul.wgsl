@@ -149,6 +149,11 @@ fn matmul_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 @group(0) @binding(11) var<storage, read_write> c4: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read_write> pre_out4: array<vec4<f32>>;
 
+// Elements i..i+4 of a (i a multiple of 4), as matmul_subgroup.wgsl reads them.
+fn a4_at(i: u32) -> vec4<f32> {
+    return a4[i / 4u];
+}
+
 // Rows r..r+4 of op(a) over k..k+4: result[i] = op(a)[r + i][k..k+4]. Stored [M, K],
 // rows past M repeat the last one (M need not be a multiple of 4 there).
 fn a_block(base: u32, r: u32, k: u32) -> mat4x4<f32> {

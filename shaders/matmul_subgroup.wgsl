@@ -1,8 +1,10 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
 // x86), for N and K multiples of 4, and M too when a is stored transposed. The engine
-// appends this file to matmul.wgsl and the kernel uses that file's parameters,
-// transposes, epilogue and vec4 bindings and helpers; it is a module of its own because
-// it needs the subgroup feature, which not every adapter has.
+// appends this file to matmul.wgsl, whose parameters, transposes and vec4 bindings it
+// uses through a4_at, b_block, times and store4; and, for operands and output in f32 or
+// f16, to matmul_mixed.wgsl and matmul_mixed_subgroup.wgsl, which define the same four
+// functions on words. It is a module of its own because it needs the subgroup feature,
+// which not every adapter has.
 //
 // On such a driver each invocation is one lane of a SIMD register, and a storage
 // load costs a loop over the 8 lanes whether or not their addresses agree. So the
@@ -39,10 +41,9 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         for (var h = 0u; h < ROWS / 8u; h++) {
             var m: vec4<f32>;
             if (TRANS_A) {
-                let kk = k + lane % 4u;
-                m = a4[(a_base + kk * p.m + min(row0 + 8u * h + 4u * (lane / 4u), p.m - 4u)) / 4u];
+                m = a4_at(a_base + (k + lane % 4u) * p.m + min(row0 + 8u * h + 4u * (lane / 4u), p.m - 4u));
             } else {
-                m = a4[(a_base + min(row0 + 8u * h + lane, p.m - 1u) * p.k + k) / 4u];
+                m = a4_at(a_base + min(row0 + 8u * h + lane, p.m - 1u) * p.k + k);
             }
             // The lane argument must be a constant.
             rows[8u * h + 0u] = subgroupBroadcast(m, 0u);

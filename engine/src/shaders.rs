@@ -4,8 +4,8 @@
 //! struct. gelu.wgsl holds functions only; the kernels that apply GELU have it
 //! prepended. attention_layout.wgsl, the fused attention families' parameters and row
 //! offsets, is prepended to each of them. matmul_subgroup.wgsl holds one entry point
-//! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands, and
-//! matmul_mixed_subgroup.wgsl its subgroup kernel.
+//! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands;
+//! matmul_mixed_subgroup.wgsl gives matmul_subgroup.wgsl's kernel its operands.
 
 use crate::device::{KernelParams, ParamsLayout};
 use crate::ops::attention::AttentionParams;
@@ -72,7 +72,7 @@ shader!(
 shader!(
     MATMUL_MIXED_SUBGROUP,
     "matmul_mixed_subgroup.wgsl",
-    ["gelu.wgsl", "matmul_mixed.wgsl"],
+    ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_subgroup.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
 shader!(

@@ -58,13 +58,8 @@ const MIXED: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL_MIXED, "m
 const MIXED_TILED: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed_tiled", 4, 2);
 /// The same, bound from 7 with a, b and c as pairs of words.
-const MIXED_SUBGROUP: KernelDef<MatmulParams> = KernelDef::new(
-    &shaders::MATMUL_MIXED_SUBGROUP,
-    "matmul_mixed_subgroup",
-    4,
-    2,
-)
-.bound_from(7);
+const MIXED_SUBGROUP: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL_MIXED_SUBGROUP, "matmul_subgroup", 4, 2).bound_from(7);
 
 /// The kernel definition of each matmul kernel.
 fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
