@@ -158,6 +158,11 @@ fn a_killed_process_ends_the_job_and_the_last_checkpoint_loads() {
         .unwrap();
     let start = Instant::now();
     while !out.join(CHECKPOINT).exists() {
+        if let Some(status) = job.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            panic!("the job ended ({status}) before its first checkpoint:\n{stderr}");
+        }
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "no checkpoint after 5 minutes"
