@@ -6,6 +6,8 @@
 // ADD = true fuses a residual connection: the forward normalises s = x + addend and
 // writes s too (sum_out); the backward returns dx + addend, addend being the gradient
 // s already received from the residual stream.
+// F16_OUT = true: the forward writes y rounded to f16, two halves to a word (out_h),
+// for a LayerNorm whose output only feeds mixed-precision products; cols is even.
 
 struct Params {
     rows: u32,
@@ -16,6 +18,7 @@ struct Params {
 
 override AFFINE: bool = true;
 override ADD: bool = false;
+override F16_OUT: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -27,11 +30,36 @@ override ADD: bool = false;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 @group(0) @binding(8) var<storage, read_write> stats_out: array<f32>;
 @group(0) @binding(9) var<storage, read_write> sum_out: array<f32>;
+@group(0) @binding(10) var<storage, read_write> out_h: array<u32>;
 
 // The forward's input: x, or x + addend.
 fn input(i: u32) -> f32 {
     if (ADD) { return x[i] + addend[i]; }
     return x[i];
+}
+
+// y of column c of the row at base; when ADD, the input it normalised goes to sum_out.
+fn normalized(base: u32, c: u32, mean: f32, rstd: f32) -> f32 {
+    let xc = input(base + c);
+    if (ADD) { sum_out[base + c] = xc; }
+    var y = (xc - mean) * rstd;
+    if (AFFINE) { y = y * gamma[c] + beta[c]; }
+    return y;
+}
+
+// Columns each store of the forward writes: one f32, or two halves in a word.
+fn out_step() -> u32 {
+    return select(1u, 2u, F16_OUT);
+}
+
+// Writes y of column c (and of c + 1 when F16_OUT).
+fn store_y(base: u32, c: u32, mean: f32, rstd: f32) {
+    if (F16_OUT) {
+        let pair = vec2<f32>(normalized(base, c, mean, rstd), normalized(base, c + 1u, mean, rstd));
+        out_h[(base + c) / 2u] = pack2x16float(pair);
+    } else {
+        out[base + c] = normalized(base, c, mean, rstd);
+    }
 }
 
 // The backward's dx, plus the gradient gathered so far when ADD.
@@ -77,13 +105,7 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     var v = 0.0;
     for (var c = lid; c < p.cols; c += WG) { let d = input(base + c) - mean; v += d * d; }
     let rstd = inverseSqrt(reduce_sum2(lid, v, 0.0).x / n + p.eps);
-    for (var c = lid; c < p.cols; c += WG) {
-        let xc = input(base + c);
-        if (ADD) { sum_out[base + c] = xc; }
-        var y = (xc - mean) * rstd;
-        if (AFFINE) { y = y * gamma[c] + beta[c]; }
-        out[base + c] = y;
-    }
+    for (var c = lid * out_step(); c < p.cols; c += WG * out_step()) { store_y(base, c, mean, rstd); }
     if (lid == 0u) {
         stats_out[2u * row] = mean;
         stats_out[2u * row + 1u] = rstd;
@@ -160,13 +182,7 @@ fn layernorm_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     var v = 0.0;
     for (var c = 0u; c < p.cols; c++) { let d = input(base + c) - mean; v += d * d; }
     let rstd = inverseSqrt(v / n + p.eps);
-    for (var c = 0u; c < p.cols; c++) {
-        let xc = input(base + c);
-        if (ADD) { sum_out[base + c] = xc; }
-        var y = (xc - mean) * rstd;
-        if (AFFINE) { y = y * gamma[c] + beta[c]; }
-        out[base + c] = y;
-    }
+    for (var c = 0u; c < p.cols; c += out_step()) { store_y(base, c, mean, rstd); }
     stats_out[2u * row] = mean;
     stats_out[2u * row + 1u] = rstd;
 }

@@ -9,7 +9,7 @@ use common::{assert_close, cases, device, random, rng, upload};
 use engine::cpu;
 use engine::ops::rows::RowPlan;
 use engine::ops::{self, elementwise, gather, layernorm, layout, loss, reduce, softmax};
-use engine::{Indices, Tensor};
+use engine::{DType, Indices, Tensor};
 
 #[test]
 fn binary_ops_broadcast_forward_and_backward_match_cpu() {
@@ -212,6 +212,7 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_pla
                     &tx,
                     affine.then_some((&tg, &tb)),
                     1e-6,
+                    DType::F32,
                 )
                 .unwrap();
                 let (want, _) = cpu::layernorm(&x, cols, affine.then_some((&g[..], &b[..])), 1e-6);
@@ -223,6 +224,7 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_pla
                     &tpending,
                     affine.then_some((&tg, &tb)),
                     1e-6,
+                    DType::F32,
                 )
                 .unwrap();
                 let want_sum: Vec<f32> = x.iter().zip(&pending).map(|(a, b)| a + b).collect();

@@ -1,8 +1,9 @@
 //! Mixed precision against independent computations: the f16 casts against the
 //! `half` crate's IEEE conversion, every mixed product (each operand and the output
 //! in f16 or f32, on every candidate kernel) against the CPU reference on the same
-//! f16 values, and `linear` and `mlp` under `autocast` (forward and every gradient)
-//! against the CPU on those values.
+//! f16 values, `linear` and `mlp` under `autocast` (forward and every gradient)
+//! against the CPU on those values, and what stands in for casts (f16 LayerNorm
+//! outputs, per-bucket parameter copies) against the casts, bit for bit.
 //!
 //! Tolerances: products accumulate in f32, so against the CPU on the same f16 inputs
 //! they are held to the f32 tolerances of tests/matmul.rs; an f16 output is further
@@ -332,6 +333,72 @@ fn mlp_under_autocast_keeps_its_hidden_layer_in_f16_and_matches_the_cpu() {
     })
     .unwrap();
     assert_close("y without a tape", &y_eval.to_vec(), &want_y, 2e-3, 2e-3);
+}
+
+/// A LayerNorm that feeds a product writes its output in f16 itself
+/// (`layernorm_to`): the same halves, bit for bit, as its f32 output cast to f16, on
+/// every row plan, with and without affine parameters and a fused residual addition,
+/// on even rows, odd rows (cast after the kernel) and rows long enough for a workgroup
+/// each. Under `autocast` the product that follows, and every gradient, are the same
+/// bit for bit as with the f32 LayerNorm and the product's own cast.
+#[test]
+fn a_layernorm_that_feeds_a_product_writes_the_f16_its_cast_would() {
+    use engine::ops::layernorm::{add_layernorm_forward_with, layernorm_forward_with};
+    use engine::ops::rows::RowPlan;
+    let dev = device();
+    let mut r = rng(43);
+    for (rows, cols) in [(37, 64), (5, 7), (3, 300)] {
+        let x = upload(&[rows, cols], &random(&mut r, rows * cols));
+        let addend = upload(&[rows, cols], &random(&mut r, rows * cols));
+        let (g, b) = (
+            upload(&[cols], &random(&mut r, cols)),
+            upload(&[cols], &random(&mut r, cols)),
+        );
+        for plan in RowPlan::candidates(&dev, rows, cols) {
+            for affine in [None, Some((&g, &b))] {
+                let what = format!("{} affine={}", plan.describe(), affine.is_some());
+                let (y32, _) = layernorm_forward_with(&plan, &x, affine, 1e-6, DType::F32).unwrap();
+                let (y16, saved) =
+                    layernorm_forward_with(&plan, &x, affine, 1e-6, DType::F16).unwrap();
+                assert_eq!(y16.dtype(), DType::F16, "{what}");
+                assert_eq!(y16.to_vec(), as_f16(&y32), "{what}: y");
+                assert_eq!(saved.x.to_vec(), x.to_vec(), "{what}: saved input");
+                let (s32, _, sum32) =
+                    add_layernorm_forward_with(&plan, &x, &addend, affine, 1e-6, DType::F32)
+                        .unwrap();
+                let (s16, _, sum16) =
+                    add_layernorm_forward_with(&plan, &x, &addend, affine, 1e-6, DType::F16)
+                        .unwrap();
+                assert_eq!(s16.to_vec(), as_f16(&s32), "{what}: y of x + addend");
+                assert_eq!(sum16.to_vec(), sum32.to_vec(), "{what}: x + addend");
+            }
+        }
+    }
+
+    let (rows, d, out) = (2 * 9, 16, 12);
+    let x = upload(&[2, 9, d], &random(&mut r, rows * d)).requires_grad();
+    let g = upload(&[d], &random(&mut r, d)).requires_grad();
+    let b = upload(&[d], &random(&mut r, d)).requires_grad();
+    let w = upload(&[out, d], &random(&mut r, out * d)).requires_grad();
+    let dy = random(&mut r, rows * out);
+    let run = |norm_out| {
+        let y = autocast(Precision::Mixed, || {
+            let h = ops::layernorm_to(&x, Some((&g, &b)), 1e-6, norm_out)?;
+            ops::linear(&h, &w, None)
+        })
+        .unwrap();
+        let grads = engine::backward(&weighted_sum(&y, &dy)).unwrap();
+        let mut values = vec![y.to_vec()];
+        values.extend([&x, &g, &b, &w].map(|t| grad(&grads, t)));
+        values
+    };
+    let (cast_by_product, written_f16) = (run(DType::F32), run(DType::F16));
+    for (name, (a, b)) in ["y", "dx", "dgamma", "dbeta", "dw"]
+        .iter()
+        .zip(cast_by_product.iter().zip(&written_f16))
+    {
+        assert_eq!(a, b, "{name}: f16 LayerNorm output vs the product's cast");
+    }
 }
 
 /// The whole training step in mixed precision against the f32 step, from the same

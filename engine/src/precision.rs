@@ -2,8 +2,10 @@
 //! `torch.cuda.amp.autocast`: inside [`autocast`]`(Precision::Mixed, ..)` the linear
 //! layers and the MLP (`ops::linear`, `ops::linear_gelu`, `ops::mlp`) cast their
 //! input and weight to f16 and multiply them with f32 accumulation; everything else
-//! (LayerNorm, attention, the residual stream, the loss) stays f32, and so do the
-//! master weights, their gradients and the optimizer's state.
+//! (LayerNorm's statistics, attention, the residual stream, the loss) stays f32, and
+//! so do the master weights, their gradients and the optimizer's state. A LayerNorm
+//! whose output only feeds a product (`ops::layernorm_operand`) writes it in f16
+//! itself, sparing the product's cast.
 //!
 //! Gradients never go through f16: the backward multiplies the f32 output gradient
 //! with the saved f16 operands, so small gradients cannot underflow and no loss
@@ -17,7 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// The arithmetic of a forward pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +62,14 @@ thread_local! {
 /// The precision ops run in on this thread.
 pub fn current() -> Precision {
     CURRENT.with(|c| c.get())
+}
+
+/// The type of a tensor that only feeds products: f16 under `Precision::Mixed`.
+pub fn operand_type() -> DType {
+    match current() {
+        Precision::F32 => DType::F32,
+        Precision::Mixed => DType::F16,
+    }
 }
 
 /// Run `f` with ops in `precision`, then restore the previous one.

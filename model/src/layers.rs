@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use engine::ops::{self, attention};
-use engine::{Device, Tensor};
+use engine::{precision, DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
@@ -114,21 +114,29 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(ops::layernorm(
+        self.forward_to(x, DType::F32)
+    }
+
+    /// `forward` with the output in `out`: `precision::operand_type()` for a LayerNorm
+    /// that only feeds products (a block's norm1 and norm2), f16 under mixed precision.
+    pub fn forward_to(&self, x: &Tensor, out: DType) -> Result<Tensor> {
+        Ok(ops::layernorm_to(
             x,
             Some((&self.weight, &self.bias)),
             self.eps,
+            out,
         )?)
     }
 
     /// (s, norm(s)) with s = x + addend, in one kernel: a residual connection and the
-    /// LayerNorm after it.
-    pub fn add_forward(&self, x: &Tensor, addend: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok(ops::add_layernorm(
+    /// LayerNorm after it, norm(s) in `out`.
+    pub fn add_forward(&self, x: &Tensor, addend: &Tensor, out: DType) -> Result<(Tensor, Tensor)> {
+        Ok(ops::add_layernorm_to(
             x,
             addend,
             Some((&self.weight, &self.bias)),
             self.eps,
+            out,
         )?)
     }
 
@@ -221,23 +229,31 @@ impl TransformerBlock {
         })
     }
 
-    /// x [B, N, D] -> [B, N, D], op by op: what `blocks_then_norm` fuses.
+    /// x [B, N, D] -> [B, N, D], op by op: what `blocks_then_norm` fuses. The norms
+    /// only feed products, so they write the products' operand type.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = ops::add(x, &self.attn.forward(&self.norm1.forward(x)?)?)?;
-        Ok(ops::add(&x, &self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+        let operand = precision::operand_type();
+        let x = ops::add(x, &self.attn.forward(&self.norm1.forward_to(x, operand)?)?)?;
+        let h = self.norm2.forward_to(&x, operand)?;
+        Ok(ops::add(&x, &self.mlp.forward(&h)?)?)
     }
 
     /// The block given x and h = norm1(x), each residual addition fused with the
     /// LayerNorm after it: `next` is the LayerNorm that follows the block (the next
-    /// block's norm1, or the stack's final norm). Returns (out, next(out)).
+    /// block's norm1, or the stack's final norm), its output in `next_out`. Returns
+    /// (out, next(out)).
     pub fn forward_fused(
         &self,
         x: &Tensor,
         h: &Tensor,
         next: &LayerNorm,
+        next_out: DType,
     ) -> Result<(Tensor, Tensor)> {
-        let (x, h) = self.norm2.add_forward(x, &self.attn.forward(h)?)?;
-        next.add_forward(&x, &self.mlp.forward(&h)?)
+        let attn = self.attn.forward(h)?;
+        let (x, h) = self
+            .norm2
+            .add_forward(x, &attn, precision::operand_type())?;
+        next.add_forward(&x, &self.mlp.forward(&h)?, next_out)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {
@@ -259,10 +275,13 @@ pub fn blocks_then_norm(
     let Some(first) = blocks.first() else {
         return norm.forward(x);
     };
-    let (mut x, mut h) = (x.clone(), first.norm1.forward(x)?);
+    let operand = precision::operand_type();
+    let (mut x, mut h) = (x.clone(), first.norm1.forward_to(x, operand)?);
     for (i, block) in blocks.iter().enumerate() {
-        let next = blocks.get(i + 1).map_or(norm, |b| &b.norm1);
-        (x, h) = block.forward_fused(&x, &h, next)?;
+        (x, h) = match blocks.get(i + 1) {
+            Some(b) => block.forward_fused(&x, &h, &b.norm1, operand)?,
+            None => block.forward_fused(&x, &h, norm, DType::F32)?,
+        };
     }
     Ok(h)
 }

@@ -7,11 +7,12 @@
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
+use crate::ops::cast::cast_forward;
 use crate::ops::reduce::{rows_per_workgroup, sum_leading_forward_with, COLS_PER_WORKGROUP};
 use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
 use crate::tape::{record, record_accumulating};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 crate::kernel_params! {
     /// layernorm.wgsl's `Params`.
@@ -23,11 +24,12 @@ crate::kernel_params! {
     }
 }
 
-/// x, gamma, beta, (unused), (unused), addend -> y, stats [rows, 2], x + addend.
+/// x, gamma, beta, (unused), (unused), addend -> y, stats [rows, 2], x + addend, y in
+/// f16 (F16_OUT).
 const FORWARD: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward", 6, 3);
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward", 6, 4);
 const FORWARD_ROWS: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward_rows", 6, 3);
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward_rows", 6, 4);
 /// x, gamma, (unused), stats, dy, addend -> dx (+ addend).
 const BACKWARD: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_backward", 6, 1);
@@ -38,10 +40,11 @@ const BACKWARD_ROWS: KernelDef<LayerNormParams> =
 const PARAM_GRADS: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 6, 2);
 
-fn overrides(affine: bool, add: bool) -> [(&'static str, f64); 4] {
+fn overrides(affine: bool, add: bool, f16_out: bool) -> [(&'static str, f64); 5] {
     [
         ("AFFINE", affine as u32 as f64),
         ("ADD", add as u32 as f64),
+        ("F16_OUT", f16_out as u32 as f64),
         ("WG", ROW_WG as f64),
         ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
     ]
@@ -66,27 +69,30 @@ pub fn layernorm_forward(
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
 ) -> Result<(Tensor, LayerNormSaved)> {
-    layernorm_forward_with(&RowPlan::of(x), x, affine, eps)
+    layernorm_forward_with(&RowPlan::of(x), x, affine, eps, DType::F32)
 }
 
-/// `layernorm_forward` with the given plan.
+/// `layernorm_forward` with the given plan, y in `out` (computed in f32; rounded to
+/// f16 by the kernel itself).
 pub fn layernorm_forward_with(
     plan: &RowPlan,
     x: &Tensor,
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
+    out: DType,
 ) -> Result<(Tensor, LayerNormSaved)> {
-    forward(plan, x, None, affine, eps).map(|(y, saved, _)| (y, saved))
+    forward(plan, x, None, affine, eps, out).map(|(y, saved, _)| (y, saved))
 }
 
-/// s = x + addend and y = LayerNorm(s) in one kernel: (y, what the backward needs of
-/// s, s). x and addend: [.., D].
+/// s = x + addend and y = LayerNorm(s) in one kernel: (y in `out`, what the backward
+/// needs of s, s). x and addend: [.., D].
 pub fn add_layernorm_forward_with(
     plan: &RowPlan,
     x: &Tensor,
     addend: &Tensor,
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
+    out: DType,
 ) -> Result<(Tensor, LayerNormSaved, Tensor)> {
     if addend.shape() != x.shape() {
         return shape_err(
@@ -98,7 +104,7 @@ pub fn add_layernorm_forward_with(
             ),
         );
     }
-    let (y, saved, sum) = forward(plan, x, Some(addend), affine, eps)?;
+    let (y, saved, sum) = forward(plan, x, Some(addend), affine, eps, out)?;
     Ok((y, saved, sum.expect("the fused forward writes the sum")))
 }
 
@@ -108,6 +114,7 @@ fn forward(
     addend: Option<&Tensor>,
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
+    out: DType,
 ) -> Result<(Tensor, LayerNormSaved, Option<Tensor>)> {
     plan.check("layernorm", x)?;
     let (rows, cols) = (plan.rows, plan.cols);
@@ -124,17 +131,26 @@ fn forward(
             );
         }
     }
+    if out == DType::F16 && cols % 2 == 1 {
+        // f16 words hold two columns: an odd row would split them.
+        let (y, saved, sum) = forward(plan, x, addend, affine, eps, DType::F32)?;
+        return Ok((cast_forward(&y, DType::F16)?, saved, sum));
+    }
     let dev = x.device();
-    let y = Tensor::empty(dev, x.shape())?;
+    let y = Tensor::empty_of(dev, x.shape(), out)?;
     let stats = Tensor::empty(dev, &[rows, 2])?;
     let sum = addend.map(|_| Tensor::empty(dev, x.shape())).transpose()?;
     let (g, b) = affine.map_or((dev.dummy(), dev.dummy()), |(g, b)| {
         (g.buffer(), b.buffer())
     });
     dev.note_plan(|| plan_key(plan, affine.is_some()));
+    let (f32_y, f16_y) = match out {
+        DType::F32 => (y.binding(), dev.dummy_output()),
+        DType::F16 => (dev.dummy_output(), y.binding()),
+    };
     dev.dispatch(
         plan.pick(&FORWARD, &FORWARD_ROWS),
-        &overrides(affine.is_some(), addend.is_some()),
+        &overrides(affine.is_some(), addend.is_some(), out == DType::F16),
         &LayerNormParams {
             rows: rows as u32,
             cols: cols as u32,
@@ -148,9 +164,10 @@ fn forward(
             dev.dummy(),
             dev.dummy(),
             addend.map_or(dev.dummy(), |a| a.buffer()),
-            y.buffer(),
+            f32_y,
             stats.buffer(),
             sum.as_ref().map_or(dev.dummy_output(), |s| s.buffer()),
+            f16_y,
         ],
         plan.grid(dev),
     );
@@ -219,7 +236,7 @@ pub fn layernorm_backward_with(
     };
     dev.dispatch(
         plan.pick(&BACKWARD, &BACKWARD_ROWS),
-        &overrides(gamma.is_some(), accumulate.is_some()),
+        &overrides(gamma.is_some(), accumulate.is_some(), false),
         &params,
         &[
             x.buffer(),
@@ -240,7 +257,7 @@ pub fn layernorm_backward_with(
             let dbeta = Tensor::empty(dev, &[chunks, cols])?;
             dev.dispatch(
                 &PARAM_GRADS,
-                &overrides(true, false),
+                &overrides(true, false, false),
                 &params,
                 &[
                     x.buffer(),
@@ -264,7 +281,19 @@ pub fn layernorm_backward_with(
 
 /// Differentiable LayerNorm (eps as torch's `eps`; I-JEPA uses 1e-6).
 pub fn layernorm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> Result<Tensor> {
-    let (y, saved) = layernorm_forward(x, affine, eps)?;
+    layernorm_to(x, affine, eps, DType::F32)
+}
+
+/// `layernorm` with y stored in `out`: f16 for a LayerNorm that only feeds products
+/// under mixed precision (`precision::operand_type`), which then need no cast of their
+/// own. Its gradient arrives and leaves in f32.
+pub fn layernorm_to(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+    out: DType,
+) -> Result<Tensor> {
+    let (y, saved) = layernorm_forward_with(&RowPlan::of(x), x, affine, eps, out)?;
     record_layernorm(x, affine, &y, saved);
     Ok(y)
 }
@@ -279,8 +308,20 @@ pub fn add_layernorm(
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
 ) -> Result<(Tensor, Tensor)> {
+    add_layernorm_to(x, addend, affine, eps, DType::F32)
+}
+
+/// `add_layernorm` with the LayerNorm's output in `out` (see `layernorm_to`); the sum
+/// stays f32.
+pub fn add_layernorm_to(
+    x: &Tensor,
+    addend: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+    out: DType,
+) -> Result<(Tensor, Tensor)> {
     let plan = RowPlan::of(x);
-    let (y, saved, sum) = add_layernorm_forward_with(&plan, x, addend, affine, eps)?;
+    let (y, saved, sum) = add_layernorm_forward_with(&plan, x, addend, affine, eps, out)?;
     record("add", &[x, addend], &sum, |ds, _| {
         Ok(vec![Some(ds.clone()), Some(ds.clone())])
     });

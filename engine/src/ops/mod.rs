@@ -18,7 +18,7 @@ pub use attention::attention;
 pub use cast::cast;
 pub use elementwise::{add, div, gelu, mul, scale, sub};
 pub use gather::gather_rows;
-pub use layernorm::{add_layernorm, layernorm};
+pub use layernorm::{add_layernorm, add_layernorm_to, layernorm, layernorm_to};
 pub use layout::{concat, narrow, patchify, permute, repeat_batch, reshape};
 pub use loss::{cross_entropy, mse_loss, smooth_l1_loss};
 pub use matmul::{linear, linear_gelu, matmul, mlp, Transpose};

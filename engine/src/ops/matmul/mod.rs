@@ -22,7 +22,7 @@ use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::cast::{cast, cast_forward};
 use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
-use crate::precision::{self, Precision};
+use crate::precision;
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::{DType, Tensor};
@@ -377,19 +377,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Re
 /// An operand as a product takes it: under `Precision::Mixed` cast to f16 (the cast
 /// recorded, so that its f32 gradient reaches `t`), otherwise as it is.
 fn autocast_operand(t: &Tensor) -> Result<Tensor> {
-    match precision::current() {
-        Precision::F32 => Ok(t.clone()),
-        Precision::Mixed => cast(t, DType::F16),
-    }
-}
-
-/// The type of activations that only feed another product (the MLP's hidden layer):
-/// f16 under `Precision::Mixed`.
-fn hidden_type() -> DType {
-    match precision::current() {
-        Precision::F32 => DType::F32,
-        Precision::Mixed => DType::F16,
-    }
+    cast(t, precision::operand_type())
 }
 
 /// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out], in
@@ -412,7 +400,7 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let (x, w) = (autocast_operand(x)?, autocast_operand(w)?);
     on_rows(&x, |x2| {
         let shape = MatmulShape::of(x2, &w, Transpose::B, bias, Epilogue::Gelu)?
-            .with_output(hidden_type())?;
+            .with_output(precision::operand_type())?;
         Ok(run(&MatmulPlan::new(x.device(), &shape), x2, &w, bias, None)?.0)
     })
 }
@@ -457,7 +445,7 @@ pub fn mlp(
     on_rows(&x, |x| {
         let dev = x.device();
         let shape = MatmulShape::of(x, w1, Transpose::B, b1, Epilogue::GeluSavingInput)?
-            .with_output(hidden_type())?;
+            .with_output(precision::operand_type())?;
         let (h, pre) = run(&MatmulPlan::new(dev, &shape), x, w1, b1, None)?;
         let pre = pre.expect("the saving epilogue writes GELU's input");
         let y = matmul_forward(&h, w2, Transpose::B, b2)?;
