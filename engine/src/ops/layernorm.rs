@@ -131,7 +131,7 @@ fn forward(
             );
         }
     }
-    if out == DType::F16 && cols % 2 == 1 {
+    if out == DType::F16 && !cols.is_multiple_of(2) {
         // f16 words hold two columns: an odd row would split them.
         let (y, saved, sum) = forward(plan, x, addend, affine, eps, DType::F32)?;
         return Ok((cast_forward(&y, DType::F16)?, saved, sum));
