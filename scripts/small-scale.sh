@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One row of the small-scale study (docs/results/small_scale.md): pretrain a preset
 # with JSON overrides and a seed, probe the checkpoint (and, with PROBE_LAYERS=4, the
-# concatenated means of the last 4 layers too), and print one Markdown table row.
+# concatenated means of the last 4 layers too), and print its row of the table in
+# docs/results/small_scale.md.
 #
 #   scripts/small-scale.sh NAME SEED '{"npred": 2}' [PRESET]
 #
@@ -25,11 +26,12 @@ $bin probe "$out/checkpoint.safetensors" > "$out/probe.txt" 2>&1
 if [ "${PROBE_LAYERS:-1}" != 1 ]; then
     $bin probe "$out/checkpoint.safetensors" --layers "$PROBE_LAYERS" > "$out/probe-layers.txt" 2>&1
 fi
-python3 - "$name" "$seed" "$overrides" "$out" "$((trained - start))" "$($bin info 2>/dev/null | head -1 | sed "s/^adapter: *//")" <<'PY'
+python3 - "$name" "$seed" "$overrides" "$out" "$((trained - start))" <<'PY'
 import json, sys
-name, seed, overrides, out, secs, device = sys.argv[1:]
+name, seed, overrides, out, secs = sys.argv[1:]
 lines = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
 epochs = [l for l in lines if "knn_top1" in l]
+steps = [l for l in lines if "context_patches" in l]
 def probe(path, label):
     for line in open(path):
         if not line.startswith("|"):
@@ -39,14 +41,16 @@ def probe(path, label):
             return cells[1:]
     raise SystemExit(f"{path}: no row {label}")
 ijepa = probe(f"{out}/probe.txt", "I-JEPA")
-extra = ""
+random = probe(f"{out}/probe.txt", "random-init")
+vs_random = " / ".join(f"{float(a) - float(b):+.1f}" for a, b in zip(ijepa[:2], random[:2]))
 try:
     layers = probe(f"{out}/probe-layers.txt", "I-JEPA")
-    extra = f" {layers[0]} / {layers[1]}"
+    last4 = f"{layers[0]} / {layers[1]}"
 except FileNotFoundError:
-    pass
+    last4 = ""
 knn = ", ".join(f"{e['knn_top1']:.1f}" for e in epochs)
 rankme = ", ".join(f"{e['rankme']:.1f}" for e in epochs)
-device = device.split(" (")[0]
-print(f"| {name} | `{overrides}` | {lines[-1]['step']} | {int(secs) / 60:.1f} | {device} | {ijepa[0]} / {ijepa[1]} |{extra} | {ijepa[2]} | {knn} | {rankme} | {seed} |")
+context = sum(l["context_patches"] for l in steps) / len(steps)
+print(f"| {name} | `{overrides}` | {seed} | {lines[-1]['step']} | {int(secs) / 60:.1f} "
+      f"| {ijepa[0]} / {ijepa[1]} | {vs_random} | {last4} | {ijepa[2]} | {knn} | {rankme} | {context:.1f} |")
 PY
