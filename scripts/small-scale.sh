@@ -6,9 +6,10 @@
 #
 #   scripts/small-scale.sh NAME SEED '{"npred": 2}' [PRESET]
 #
-# As in the table, the overrides apply over the official EMA and target masks (EMA
-# 0.996, targets of 15-20%, min_keep 4), not over the tuned values the fmnist-cpu
-# preset now carries, so that every row's keys say all it changed.
+# As in the table, the overrides apply over the official EMA and target masks
+# (scripts/fmnist-cpu-official.json: EMA 0.996, targets of 15-20%, min_keep 4), not
+# over the tuned values the fmnist-cpu preset now carries, so that every row's keys
+# say all it changed.
 # The run lives in runs/small-scale/NAME-sSEED (log, metrics, probe output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ bin=${IJEPA_BIN:-./target/release/ijepa}
 out=runs/small-scale/$name-s$seed
 rm -rf "$out" "$out.json"
 mkdir -p "$(dirname "$out")"
-official='{"ema": [0.996, 1.0], "pred_mask_scale": [0.15, 0.2], "min_keep": 4}'
+official=$(cat scripts/fmnist-cpu-official.json)
 python3 -c 'import json, sys; c = json.loads(sys.argv[1]); c.update(json.loads(sys.argv[2])); c["seed"] = int(sys.argv[3]); print(json.dumps(c))' \
     "$official" "$overrides" "$seed" > "$out.json"
 start=$(date +%s)
