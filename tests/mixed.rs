@@ -457,7 +457,9 @@ fn a_mixed_precision_step_follows_the_f32_step() {
 #[test]
 fn f16_parameter_copies_stand_in_for_casts_bit_for_bit() {
     use train::synthetic::SyntheticRun;
-    let dev = device();
+    // A device of its own: the shared one also counts the dispatches of the tests that
+    // run beside this one.
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
     let config = train::config::PretrainConfig {
         precision: Precision::Mixed,
         ..common::runs::tiny_config(64, 1)
