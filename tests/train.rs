@@ -191,6 +191,26 @@ fn a_batch_is_the_same_on_any_number_of_threads() {
     }
 }
 
+/// scripts/fmnist-cpu-official.json, over which the small-scale study's rows and the
+/// bench step beside torch_step.py run, restores the official EMA and target masks
+/// (`PretrainConfig::default()`, the official settings) over the tuned CPU preset.
+#[test]
+fn the_official_masks_file_restores_the_default_ema_and_masks() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fmnist-cpu-official.json");
+    let preset = PretrainConfig::preset("fmnist-cpu").unwrap();
+    let config = preset.overridden_by(&path).unwrap();
+    let official = PretrainConfig::default();
+    assert_ne!(
+        preset.mask_config(7),
+        official.mask_config(7),
+        "the preset's own masks"
+    );
+    assert_eq!(config.ema, official.ema);
+    assert_eq!(config.mask_config(7), official.mask_config(7));
+    assert_eq!(config.model, "vit_pico", "the CPU preset's model stays");
+}
+
 #[test]
 fn a_config_file_overrides_a_preset_key_by_key_and_names_unknown_keys() {
     let dir = temp_dir("config");

@@ -4,7 +4,7 @@
 //! input and weight to f16 and multiply them with f32 accumulation; everything else
 //! (LayerNorm's statistics, attention, the residual stream, the loss) stays f32, and
 //! so do the master weights, their gradients and the optimizer's state. A LayerNorm
-//! whose output only feeds a product (`ops::layernorm_operand`) writes it in f16
+//! whose output only feeds a product (`ops::layernorm_to` with [`operand_type`]) writes it in f16
 //! itself, sparing the product's cast.
 //!
 //! Gradients never go through f16: the backward multiplies the f32 output gradient

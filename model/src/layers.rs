@@ -278,10 +278,11 @@ pub fn blocks_then_norm(
     let operand = precision::operand_type();
     let (mut x, mut h) = (x.clone(), first.norm1.forward_to(x, operand)?);
     for (i, block) in blocks.iter().enumerate() {
-        (x, h) = match blocks.get(i + 1) {
-            Some(b) => block.forward_fused(&x, &h, &b.norm1, operand)?,
-            None => block.forward_fused(&x, &h, norm, DType::F32)?,
-        };
+        // The next block's norm1 feeds its products; the stack's final norm is its output.
+        let (next, next_out) = blocks
+            .get(i + 1)
+            .map_or((norm, DType::F32), |b| (&b.norm1, operand));
+        (x, h) = block.forward_fused(&x, &h, next, next_out)?;
     }
     Ok(h)
 }
