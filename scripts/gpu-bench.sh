@@ -3,9 +3,13 @@
 # cooperative-matrix shapes), the golden steps, `ijepa bench step` beside PyTorch's
 # eager f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64; ours in f32 and in
 # mixed precision), and matmul up to
-# 4096^3. Run from the repository root on the GPU machine, with what it cannot build
-# there carried in git-ignored folders (see docs/results/README.md for the call):
+# 4096^3; then, with cooperative matrices opened (IJEPA_COOPERATIVE_MATRIX=1), the
+# mixed products against the CPU on every kernel (the cooperative one included), f16
+# matmul on every kernel, and the mixed ViT-S/16 step. Run from the repository root on
+# the GPU machine, with what it cannot build there carried in git-ignored folders (see
+# docs/results/README.md for the call):
 #   .gpu/ijepa          the release binary, built here (both machines are x86-64)
+#   .gpu/mixed-tests    the release build of tests/mixed.rs
 #   .gpu/torch_step.py  a copy of ../shared/bench/torch_step.py
 #   .gl/*.deb           the Vulkan loader packages, where the machine has none
 # Everything it prints also goes to $OUT/gpu-bench.log ($OUT, or ./gpu-out).
@@ -40,3 +44,8 @@ step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json -
 step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed
 step 120 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
 step 120 "$bin" bench matmul --size 4096
+coop="env IJEPA_COOPERATIVE_MATRIX=1"
+step 30 $coop "$bin" info
+step 120 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
+step 120 $coop "$bin" bench matmul --size 4096 --f16 --every-kernel
+step 120 $coop "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed

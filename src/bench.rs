@@ -50,10 +50,14 @@ fn kernel_note(label: &str, kernels: Option<f64>) -> String {
 
 /// ViT-shaped matmuls (fc1 and its weight gradient), then squares up to `size`, each
 /// on the plan the adapter uses (its description printed); with `every_kernel`, first
-/// on every other candidate plan.
-pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> {
+/// on every other candidate plan. With `f16`, a and b are f16 (c f32), as the forward
+/// products of mixed precision take them: the products cooperative matrices run.
+pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool, f16: bool) -> Result<()> {
+    use engine::ops::cast::cast_forward;
     use engine::ops::matmul::{matmul_with, Epilogue, MatmulPlan, MatmulShape, MatmulTypes};
+    use engine::DType;
     let name = &dev.info().name;
+    let operand = if f16 { DType::F16 } else { DType::F32 };
     let shape = |m, k, n, trans_a| MatmulShape {
         batch: 1,
         m,
@@ -66,7 +70,11 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
         b_shared: true,
         bias: false,
         epilogue: Epilogue::None,
-        types: MatmulTypes::F32,
+        types: MatmulTypes {
+            a: operand,
+            b: operand,
+            c: DType::F32,
+        },
     };
     let mut cases = Vec::new();
     for d in [192, 384, 768] {
@@ -87,8 +95,8 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool) -> Result<()> 
             [shape.m, shape.k]
         };
         let (a, b) = (
-            synthetic(dev, &a_shape)?,
-            synthetic(dev, &[shape.k, shape.n])?,
+            cast_forward(&synthetic(dev, &a_shape)?, operand)?,
+            cast_forward(&synthetic(dev, &[shape.k, shape.n])?, operand)?,
         );
         let chosen = MatmulPlan::new(dev, &shape);
         let mut plans: Vec<MatmulPlan> = if every_kernel {

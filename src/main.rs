@@ -71,6 +71,9 @@ enum BenchKind {
         /// Time every kernel that takes each shape, the chosen one last.
         #[arg(long)]
         every_kernel: bool,
+        /// f16 operands (f32 output), as mixed precision's forward products.
+        #[arg(long)]
+        f16: bool,
     },
     /// Attention forward + backward.
     Attention {
@@ -159,9 +162,11 @@ fn run(command: Command, launch: &world::Launch) -> Result<()> {
             Ok(())
         }
         Command::Bench { what } => match what {
-            BenchKind::Matmul { size, every_kernel } => {
-                bench::matmul(&engine::Device::shared()?, size, every_kernel)
-            }
+            BenchKind::Matmul {
+                size,
+                every_kernel,
+                f16,
+            } => bench::matmul(&engine::Device::shared()?, size, every_kernel, f16),
             BenchKind::Attention {
                 tokens,
                 head_dims,
@@ -240,6 +245,16 @@ fn info() -> Result<()> {
             "none exposed".into()
         } else {
             i.cooperative_matrices.join(", ")
+        }
+    );
+    println!(
+        "cooperative kernels:    {}",
+        match i.cooperative_subgroup {
+            Some(lanes) => format!("on (f16 products, one {lanes}-lane subgroup per tile)"),
+            None => format!(
+                "off ({}=1 turns them on)",
+                engine::device::COOPERATIVE_MATRIX_ENV
+            ),
         }
     );
     Ok(())

@@ -125,3 +125,61 @@ fn attention_refuses_a_qkv_that_does_not_split_into_heads_and_unrunnable_kernels
         assert!(m.contains("head dim 136") && m.contains("up to 128"), "{m}");
     }
 }
+
+#[test]
+fn the_cooperative_matrix_kernel_is_refused_where_the_device_has_not_opened_them() {
+    use engine::ops::cast::cast_forward;
+    use engine::ops::matmul::{matmul_with, Epilogue, MatmulKernel, MatmulPlan, MatmulShape};
+    let dev = device();
+    let a = cast_forward(&upload(&[2, 4], &[0.5; 8]), engine::DType::F16).unwrap();
+    let b = cast_forward(&upload(&[4, 2], &[0.5; 8]), engine::DType::F16).unwrap();
+    let shape = MatmulShape::of(&a, &b, Transpose::NONE, None, Epilogue::None).unwrap();
+    assert!(MatmulKernel::MixedCoop.takes(&shape));
+    let f32_operands = MatmulShape::of(
+        &upload(&[2, 4], &[0.5; 8]),
+        &b,
+        Transpose::NONE,
+        None,
+        Epilogue::None,
+    )
+    .unwrap();
+    assert!(
+        !MatmulKernel::MixedCoop.takes(&f32_operands),
+        "tensor cores take f16 a and b only"
+    );
+    let plan = MatmulPlan {
+        kernel: MatmulKernel::MixedCoop,
+        ..MatmulPlan::new(&dev, &shape)
+    };
+    match dev.cooperative_subgroup() {
+        None => {
+            let m = message(matmul_with(&plan, &a, &b, None));
+            assert!(
+                m.contains("MixedCoop") && m.contains("16x16x16 f16 -> f32 cooperative matrices"),
+                "{m}"
+            );
+        }
+        Some(_) => assert_eq!(matmul_with(&plan, &a, &b, None).unwrap().to_vec(), [1.0; 4]),
+    }
+}
+
+/// Asking for cooperative matrices on an adapter without them stops with what it
+/// lacks, before anything runs; where it has them, `ijepa info` says they are on.
+#[test]
+fn cooperative_matrices_asked_of_an_adapter_without_them_name_what_it_lacks() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ijepa"))
+        .arg("info")
+        .env(engine::device::COOPERATIVE_MATRIX_ENV, "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        assert!(text.contains("cooperative kernels:    on"), "{text}");
+    } else {
+        assert!(
+            text.contains("IJEPA_COOPERATIVE_MATRIX=1, but") && text.contains("lacks"),
+            "{text}"
+        );
+    }
+}

@@ -1,11 +1,16 @@
 //! Every WGSL file parses and validates with naga (no GPU needed), every file under
 //! shaders/ is one the engine compiles in, and every file's `Params` struct has the
 //! layout of the Rust struct its launchers upload: same size, and field by field the
-//! same name, byte offset and type.
+//! same name, byte offset and type. The cooperative-matrix matmul, which no CPU driver
+//! runs, is also written to SPIR-V, in every form its launcher compiles.
 
 use std::collections::BTreeSet;
 
+use engine::ops::matmul::{
+    pipeline_constants, Epilogue, MatmulKernel, MatmulShape, MatmulTypes, Transpose,
+};
 use engine::shaders::{Shader, ALL};
+use engine::DType;
 
 fn parse(shader: &Shader) -> naga::Module {
     naga::front::wgsl::parse_str(shader.source)
@@ -126,4 +131,82 @@ fn every_params_struct_has_the_layout_of_its_rust_struct() {
         checked += 1;
     }
     assert!(checked >= 15, "only {checked} parameter blocks checked");
+}
+
+/// matmul_coop.wgsl runs only on GPUs that expose 16x16x16 f16 cooperative matrices
+/// (lavapipe does not), so here naga writes it to SPIR-V as wgpu's Vulkan backend
+/// does, for every form the launcher compiles: transposes, f32 or f16 output, each
+/// epilogue, with the launcher's own override values and a 32-lane subgroup. The
+/// backend rejects what Vulkan's cooperative matrices cannot express; that the values
+/// are right is tests/kernels.rs's candidate test, on GPUs that run the kernel.
+#[test]
+fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
+    let shader = &engine::shaders::MATMUL_COOP;
+    let module = parse(shader);
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)));
+    let mut written = 0;
+    for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+        for c in [DType::F32, DType::F16] {
+            for (bias, epilogue) in [
+                (false, Epilogue::None),
+                (true, Epilogue::GeluSavingInput),
+                (false, Epilogue::GeluGradient),
+            ] {
+                let shape = MatmulShape {
+                    batch: 2,
+                    m: 40,
+                    k: 36,
+                    n: 34,
+                    t: Transpose {
+                        a: trans_a,
+                        b: trans_b,
+                    },
+                    b_shared: false,
+                    bias,
+                    epilogue,
+                    types: MatmulTypes {
+                        a: DType::F16,
+                        b: DType::F16,
+                        c,
+                    },
+                };
+                assert!(MatmulKernel::MixedCoop.takes(&shape));
+                let constants: naga::back::PipelineConstants =
+                    pipeline_constants(MatmulKernel::MixedCoop, &shape, Some(32))
+                        .into_iter()
+                        .map(|(name, value)| (name.to_string(), value))
+                        .collect();
+                let entry = (naga::ShaderStage::Compute, "matmul_coop");
+                let (module, info) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some(entry),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{shape:?}: overrides: {e}"));
+                let options = naga::back::spv::Options {
+                    lang_version: (1, 6),
+                    ..Default::default()
+                };
+                let pipeline = naga::back::spv::PipelineOptions {
+                    shader_stage: entry.0,
+                    entry_point: entry.1.to_string(),
+                };
+                let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+                    .unwrap_or_else(|e| panic!("{shape:?}: SPIR-V: {e}"));
+                assert!(
+                    words.len() > 5,
+                    "{shape:?}: {} words of SPIR-V",
+                    words.len()
+                );
+                written += 1;
+            }
+        }
+    }
+    assert_eq!(written, 24);
 }

@@ -6,6 +6,8 @@
 //! offsets, is prepended to each of them. matmul_subgroup.wgsl holds one entry point
 //! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands;
 //! matmul_mixed_subgroup.wgsl gives matmul_subgroup.wgsl's kernel its operands.
+//! cooperative_matrix.wgsl holds the `enable` directives of the kernels on cooperative
+//! matrices (matmul_coop.wgsl), prepended before everything else.
 
 use crate::device::{KernelParams, ParamsLayout};
 use crate::ops::attention::AttentionParams;
@@ -75,6 +77,13 @@ shader!(
     ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_subgroup.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
+shader!(COOPERATIVE_MATRIX, "cooperative_matrix.wgsl", [], None);
+shader!(
+    MATMUL_COOP,
+    "matmul_coop.wgsl",
+    ["cooperative_matrix.wgsl", "gelu.wgsl", "matmul_mixed.wgsl"],
+    Some(MatmulParams::LAYOUT)
+);
 shader!(
     ATTENTION_LAYOUT,
     "attention_layout.wgsl",
@@ -127,6 +136,8 @@ pub static ALL: &[&Shader] = &[
     &MATMUL_SUBGROUP,
     &MATMUL_MIXED,
     &MATMUL_MIXED_SUBGROUP,
+    &COOPERATIVE_MATRIX,
+    &MATMUL_COOP,
     &ATTENTION_LAYOUT,
     &ATTENTION,
     &ATTENTION_SUBGROUP,

@@ -11,6 +11,11 @@ pub const ADAPTER_ENV: &str = "IJEPA_ADAPTER";
 /// capable adapters found), so that each process of a node has its own GPU.
 pub const LOCAL_RANK_ENV: &str = "IJEPA_LOCAL_RANK";
 
+/// Environment variable that opens the adapter's cooperative matrices (tensor cores;
+/// wgpu's experimental `EXPERIMENTAL_COOPERATIVE_MATRIX`) when set to 1, so that
+/// products of f16 operands run on them (matmul_coop.wgsl).
+pub const COOPERATIVE_MATRIX_ENV: &str = "IJEPA_COOPERATIVE_MATRIX";
+
 /// Features requested when the adapter has them; every use checks for them first.
 pub(super) const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
@@ -36,6 +41,9 @@ pub struct DeviceInfo {
     /// The cooperative-matrix (tensor core) shapes the adapter exposes, as
     /// `MxNxK AB->C`; empty without `EXPERIMENTAL_COOPERATIVE_MATRIX`.
     pub cooperative_matrices: Vec<String>,
+    /// The subgroup size of the cooperative-matrix kernels when the device opened
+    /// them (`IJEPA_COOPERATIVE_MATRIX=1`), else None.
+    pub cooperative_subgroup: Option<u32>,
 }
 
 impl DeviceInfo {
@@ -75,8 +83,62 @@ impl DeviceInfo {
                 .then_some((adapter.subgroup_min_size, adapter.subgroup_max_size)),
             features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
             cooperative_matrices,
+            cooperative_subgroup: None,
         }
     }
+}
+
+/// Under `IJEPA_COOPERATIVE_MATRIX=1`, the subgroup size the cooperative-matrix
+/// kernels run with, after checking that the adapter has what they need: 16x16x16
+/// products of f16 into f32 at subgroup scope, f16 in shaders, and subgroups of one
+/// fixed size (each workgroup is one subgroup). None when the variable is not set; an
+/// error naming what is missing when it is and the adapter falls short.
+pub(super) fn cooperative_subgroup(adapter: &wgpu::Adapter) -> Result<Option<u32>> {
+    if std::env::var(COOPERATIVE_MATRIX_ENV).map_or(true, |v| v != "1") {
+        return Ok(None);
+    }
+    let info = adapter.get_info();
+    let features = adapter.features();
+    let needs = [
+        (
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            "cooperative matrices",
+        ),
+        (wgpu::Features::SHADER_F16, "f16 in shaders (SHADER_F16)"),
+        (wgpu::Features::SUBGROUP, "subgroups"),
+    ];
+    let mut missing: Vec<String> = needs
+        .iter()
+        .filter(|(feature, _)| !features.contains(*feature))
+        .map(|(_, what)| what.to_string())
+        .collect();
+    let f16_into_f32 = |c: &wgpu::CooperativeMatrixProperties| {
+        (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+            && c.ab_type == wgpu::CooperativeScalarType::F16
+            && c.cr_type == wgpu::CooperativeScalarType::F32
+    };
+    if missing.is_empty()
+        && !adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .any(f16_into_f32)
+    {
+        missing.push("16x16x16 f16 -> f32 cooperative matrices".into());
+    }
+    if info.subgroup_min_size != info.subgroup_max_size {
+        missing.push(format!(
+            "one subgroup size (it has {}..{})",
+            info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    if !missing.is_empty() {
+        return Err(Error::Device(format!(
+            "{COOPERATIVE_MATRIX_ENV}=1, but {} lacks {}; unset it to run the other kernels",
+            info.name,
+            missing.join(", ")
+        )));
+    }
+    Ok(Some(info.subgroup_max_size))
 }
 
 fn no_adapter_help() -> String {

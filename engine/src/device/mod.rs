@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use adapter::{DeviceInfo, ADAPTER_ENV, LOCAL_RANK_ENV};
+pub use adapter::{DeviceInfo, ADAPTER_ENV, COOPERATIVE_MATRIX_ENV, LOCAL_RANK_ENV};
 pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
 pub use pool::{parse_bytes, PooledBuffer, MEMORY_LIMIT_ENV};
 
@@ -118,12 +118,22 @@ impl Device {
         let adapter = adapter::choose()?;
         let adapter_info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & adapter::OPTIONAL_FEATURES;
+        let mut features = adapter.features() & adapter::OPTIONAL_FEATURES;
+        let cooperative_subgroup = adapter::cooperative_subgroup(&adapter)?;
+        let experimental_features = if cooperative_subgroup.is_some() {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: asked for with IJEPA_COOPERATIVE_MATRIX=1 only; the one kernel on
+            // cooperative matrices keeps every lane of its subgroup in uniform control
+            // flow around them, and is tested against the CPU reference where it runs.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ijepa"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -147,7 +157,10 @@ impl Device {
             .is_ok_and(|v| v == "1")
             .then(|| Profiler::new(&device, &queue));
         Ok(Device {
-            info: DeviceInfo::new(&adapter, &limits),
+            info: DeviceInfo {
+                cooperative_subgroup,
+                ..DeviceInfo::new(&adapter, &limits)
+            },
             pool: Arc::new(BufferPool::new(pool::memory_limit_from_env()?)),
             pipelines: PipelineCache::new(),
             batcher: Batcher::new(&device, &limits),
@@ -178,6 +191,12 @@ impl Device {
     /// subgroup matmul and attention kernels are written for.
     pub fn has_cpu_subgroups_of_8(&self) -> bool {
         self.is_cpu() && self.info.subgroup_size == Some((8, 8))
+    }
+
+    /// The subgroup size of the cooperative-matrix kernels, when the device opened
+    /// cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1` on an adapter that has them).
+    pub fn cooperative_subgroup(&self) -> Option<u32> {
+        self.info.cooperative_subgroup
     }
 
     pub(crate) fn dummy(&self) -> Binding {

@@ -14,8 +14,8 @@ mod plan;
 use plan::slice_shape;
 
 pub use plan::{
-    split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes, Transpose, FLAT_BLOCKS,
-    SUBGROUP_TILE, TILE, TILED_TILE,
+    split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes, Transpose, COOP_TILE,
+    FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
 use crate::device::KernelDef;
@@ -60,6 +60,9 @@ const MIXED_TILED: KernelDef<MatmulParams> =
 /// The same, bound from 7 with a, b and c as pairs of words.
 const MIXED_SUBGROUP: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_MIXED_SUBGROUP, "matmul_subgroup", 4, 2).bound_from(7);
+/// The same six buffers as `MIXED`, on cooperative matrices.
+const MIXED_COOP: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL_COOP, "matmul_coop", 4, 2);
 
 /// The kernel definition of each matmul kernel.
 fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
@@ -73,7 +76,43 @@ fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
         MatmulKernel::Mixed => &MIXED,
         MatmulKernel::MixedTiled => &MIXED_TILED,
         MatmulKernel::MixedSubgroup => &MIXED_SUBGROUP,
+        MatmulKernel::MixedCoop => &MIXED_COOP,
     }
+}
+
+/// The override values `kernel`'s pipeline for a product of shape `d` is compiled
+/// with; `subgroup` is the device's subgroup size, which `MixedCoop`'s workgroups
+/// are (see `Device::cooperative_subgroup`).
+pub fn pipeline_constants(
+    kernel: MatmulKernel,
+    d: &MatmulShape,
+    subgroup: Option<u32>,
+) -> Vec<(&'static str, f64)> {
+    let flag = |on: bool| on as u32 as f64;
+    let mut overrides = vec![
+        ("TRANS_A", flag(d.t.a)),
+        ("TRANS_B", flag(d.t.b)),
+        ("HAS_BIAS", flag(d.bias)),
+        ("HAS_GELU", flag(d.epilogue.applies_gelu())),
+        ("SAVE_PRE", flag(d.epilogue == Epilogue::GeluSavingInput)),
+        ("GELU_GRAD", flag(d.epilogue == Epilogue::GeluGradient)),
+        ("FLAT_WG", FLAT_BLOCKS as f64),
+        ("TILE_M", TILED_TILE as f64),
+    ];
+    let f16 = |t: DType| flag(t == DType::F16);
+    if kernel.mixed() {
+        overrides.extend([
+            ("A_F16", f16(d.types.a)),
+            ("B_F16", f16(d.types.b)),
+            ("C_F16", f16(d.types.c)),
+        ]);
+    } else {
+        overrides.push(("TILE", TILE as f64));
+    }
+    if let (MatmulKernel::MixedCoop, Some(lanes)) = (kernel, subgroup) {
+        overrides.push(("SG", lanes as f64));
+    }
+    overrides
 }
 
 /// out = op(a) @ op(b) (+ bias), on the device's plan.
@@ -187,7 +226,7 @@ fn run_kernel(
         return shape_err(
             "matmul",
             format!(
-                "the {kernel:?} kernel does not take {}x{}x{} (transposed a: {}) with {:?}: the f32 kernels take f32 only, the vec4 ones N and K multiples of 4 (and M, with a transposed), the mixed ones an f16 output with N even",
+                "the {kernel:?} kernel does not take {}x{}x{} (transposed a: {}) with {:?}: the f32 kernels take f32 only, the vec4 ones N and K multiples of 4 (and M, with a transposed), the mixed ones an f16 output with N even, the cooperative one f16 a and b",
                 d.m, d.n, d.k, d.t.a, d.types
             ),
         );
@@ -196,7 +235,8 @@ fn run_kernel(
         return shape_err(
             "matmul",
             format!(
-                "the {kernel:?} kernel needs a CPU adapter with 8-lane subgroups, this one is {}",
+                "the {kernel:?} kernel needs {}, this device ({}) has not",
+                kernel.needs(),
                 dev.info().name
             ),
         );
@@ -241,27 +281,7 @@ fn run_kernel(
         };
         return Ok((cast_forward(&out, d.types.c)?, saved));
     }
-    let flag = |on: bool| on as u32 as f64;
-    let mut overrides = vec![
-        ("TRANS_A", flag(d.t.a)),
-        ("TRANS_B", flag(d.t.b)),
-        ("HAS_BIAS", flag(d.bias)),
-        ("HAS_GELU", flag(d.epilogue.applies_gelu())),
-        ("SAVE_PRE", flag(d.epilogue == Epilogue::GeluSavingInput)),
-        ("GELU_GRAD", flag(d.epilogue == Epilogue::GeluGradient)),
-        ("FLAT_WG", FLAT_BLOCKS as f64),
-        ("TILE_M", TILED_TILE as f64),
-    ];
-    let f16 = |t: DType| flag(t == DType::F16);
-    if kernel.mixed() {
-        overrides.extend([
-            ("A_F16", f16(d.types.a)),
-            ("B_F16", f16(d.types.b)),
-            ("C_F16", f16(d.types.c)),
-        ]);
-    } else {
-        overrides.push(("TILE", TILE as f64));
-    }
+    let overrides = pipeline_constants(kernel, d, dev.cooperative_subgroup());
     let tiles = |tile: usize| {
         [
             d.n.div_ceil(tile) as u32,
@@ -275,6 +295,7 @@ fn run_kernel(
         MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
             tiles(TILED_TILE)
         }
+        MatmulKernel::MixedCoop => tiles(COOP_TILE),
         MatmulKernel::Flat | MatmulKernel::Mixed => {
             let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);
             dev.grid_1d(blocks.div_ceil(FLAT_BLOCKS) as u32)

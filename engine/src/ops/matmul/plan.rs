@@ -13,9 +13,11 @@
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
+//! | `MixedCoop` | 32x32 per subgroup, 2x2 cooperative 16x16 f16 fragments, f32 accumulation | products of two f16 operands, on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) |
 //!
 //! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl) take
-//! each of a, b and c in f32 or f16.
+//! each of a, b and c in f32 or f16, except `MixedCoop` (matmul_coop.wgsl), whose
+//! tensor cores take f16 a and b.
 //!
 //! Split-K: on GPUs a weight gradient whose output has too few tiles to occupy the
 //! device is split along K (see [`split_k`]). The measurements behind these rules are
@@ -37,6 +39,8 @@ pub const TILED_TILE: usize = 128;
 /// The side of the tile of the `Subgroup` kernel, one 8-lane subgroup of 32 rows x 4
 /// columns per lane (matmul_subgroup.wgsl's `ROWS` and lanes).
 pub const SUBGROUP_TILE: usize = 32;
+/// The side of the tile of the `MixedCoop` kernel (matmul_coop.wgsl's `COOP_TILE`).
+pub const COOP_TILE: usize = 32;
 
 // What the kernels are written for: the scalar and vec4 kernels run (TILE / 4)^2
 // invocations per workgroup, at most 256 on every adapter; the subgroup and tiled
@@ -71,10 +75,14 @@ pub enum MatmulKernel {
     MixedTiled,
     /// `Subgroup` with each of a, b, c in f32 or f16: its shapes, on its adapters.
     MixedSubgroup,
+    /// Cooperative matrices (tensor cores), one subgroup per 32x32 tile: a and b in
+    /// f16, c in f32 or f16, any shape (N even for an f16 c), on devices that opened
+    /// 16x16x16 f16 -> f32 cooperative matrices.
+    MixedCoop,
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 9] = [
+    pub const ALL: [MatmulKernel; 10] = [
         MatmulKernel::Scalar,
         MatmulKernel::Flat,
         MatmulKernel::Vec4,
@@ -84,13 +92,17 @@ impl MatmulKernel {
         MatmulKernel::Mixed,
         MatmulKernel::MixedTiled,
         MatmulKernel::MixedSubgroup,
+        MatmulKernel::MixedCoop,
     ];
 
     /// Whether the kernel reads and writes f16 as well as f32 (matmul_mixed.wgsl).
     pub fn mixed(self) -> bool {
         matches!(
             self,
-            MatmulKernel::Mixed | MatmulKernel::MixedTiled | MatmulKernel::MixedSubgroup
+            MatmulKernel::Mixed
+                | MatmulKernel::MixedTiled
+                | MatmulKernel::MixedSubgroup
+                | MatmulKernel::MixedCoop
         )
     }
 
@@ -98,20 +110,40 @@ impl MatmulKernel {
     pub fn runs_on(self, device: &Device) -> bool {
         match self {
             MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => device.has_cpu_subgroups_of_8(),
+            MatmulKernel::MixedCoop => device.cooperative_subgroup().is_some(),
             _ => true,
         }
     }
 
+    /// What a device needs to run this kernel, in words (for errors).
+    pub fn needs(self) -> &'static str {
+        match self {
+            MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => {
+                "a CPU adapter with 8-lane subgroups"
+            }
+            MatmulKernel::MixedCoop => {
+                "16x16x16 f16 -> f32 cooperative matrices, opened with IJEPA_COOPERATIVE_MATRIX=1"
+            }
+            _ => "nothing",
+        }
+    }
+
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
-    /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
-    /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time,
-    /// and M too when a is stored [K, M].
+    /// mixed ones an f16 c only with N even (its columns are stored in pairs), and
+    /// `MixedCoop` f16 a and b only; the vec4 and subgroup kernels (`MixedSubgroup`
+    /// too) read N and K four at a time, and M too when a is stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
         if self.mixed() {
             let pairs = shape.types.c == DType::F32 || n.is_multiple_of(2);
-            return pairs && (vec4 || self != MatmulKernel::MixedSubgroup);
+            let halves = shape.types.a == DType::F16 && shape.types.b == DType::F16;
+            return pairs
+                && match self {
+                    MatmulKernel::MixedSubgroup => vec4,
+                    MatmulKernel::MixedCoop => halves,
+                    _ => true,
+                };
         }
         if !shape.types.all_f32() {
             return false;
@@ -133,6 +165,9 @@ impl MatmulKernel {
             }
             MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
                 format!("{TILED_TILE}x{TILED_TILE} tiles, 8x8 per invocation")
+            }
+            MatmulKernel::MixedCoop => {
+                format!("{COOP_TILE}x{COOP_TILE} tiles, 2x2 f16 16x16 fragments")
             }
         }
     }
@@ -333,14 +368,17 @@ impl MatmulPlan {
     /// on CPU adapters, else the scalar one. A GPU splits weight gradients too small to
     /// occupy it along K ([`split_k`]). Products with an f16 operand or output run
     /// on the mixed kernels: the subgroup one where it applies, tiled on GPUs from the
-    /// same size, else blocks numbered across the batch.
+    /// same size, else blocks numbered across the batch; products of two f16
+    /// operands run on cooperative matrices where the device opened them.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
         const TILED_FROM: f64 = 4.0e9;
         let (m, n, k) = (shape.m, shape.n, shape.k);
         if !shape.types.all_f32() {
-            let subgroup = MatmulKernel::MixedSubgroup;
-            let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
+            let (coop, subgroup) = (MatmulKernel::MixedCoop, MatmulKernel::MixedSubgroup);
+            let kernel = if coop.takes(shape) && coop.runs_on(device) {
+                coop
+            } else if subgroup.takes(shape) && subgroup.runs_on(device) {
                 subgroup
             } else if gpu && (m * n * k) as f64 >= TILED_FROM {
                 MatmulKernel::MixedTiled

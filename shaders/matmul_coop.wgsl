@@ -1,0 +1,86 @@
+// matmul_mixed.wgsl's product on cooperative matrices (tensor cores): a and b in f16,
+// multiplied 16x16x16 at a time by the hardware with f32 accumulation, c stored through
+// matmul_mixed.wgsl's epilogue (bias, GELU or its gradient, f32 or f16). The engine
+// builds the module from cooperative_matrix.wgsl (the `enable` directives), gelu.wgsl,
+// matmul_mixed.wgsl and this file, and compiles it only on devices that opened
+// cooperative matrices with 16x16x16 f16 -> f32 products.
+//
+// Cooperative matrices belong to a subgroup, so one workgroup is one subgroup of SG
+// lanes (the device's fixed subgroup size), computing a COOP_TILE x COOP_TILE tile of c
+// as 2x2 fragments of 16x16. For each COOP_K-long slice of K the lanes stage op(a) and
+// op(b) in workgroup memory as f16, zero past the matrix edges, so that every lane
+// runs every cooperative operation as they require; the subgroup then multiplies the
+// fragments. At the end the fragments go to workgroup memory in f32 and the lanes
+// apply the epilogue and store c four columns at a time.
+//
+// a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), both f16
+// (A_F16 and B_F16 set); c is [M, N], with N even when C_F16.
+
+override SG: u32;
+const COOP_TILE: u32 = 32u;
+const COOP_K: u32 = 32u;
+
+var<workgroup> a_coop: array<f16, COOP_TILE * COOP_K>;     // op(a) slice, [COOP_TILE][COOP_K]
+var<workgroup> b_coop: array<f16, COOP_K * COOP_TILE>;     // op(b) slice, [COOP_K][COOP_TILE]
+var<workgroup> c_coop: array<f32, COOP_TILE * COOP_TILE>;  // the tile of c
+
+@compute @workgroup_size(SG)
+fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let batch = wid.z;
+    let m0 = wid.y * COOP_TILE;
+    let n0 = wid.x * COOP_TILE;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
+    for (var k0 = 0u; k0 < p.k; k0 += COOP_K) {
+        // Consecutive lanes read consecutive elements of each operand as it is stored.
+        for (var e = lane; e < COOP_TILE * COOP_K; e += SG) {
+            var row = e / COOP_K;
+            var ka = e % COOP_K;
+            if (TRANS_A) {
+                row = e % COOP_TILE;
+                ka = e / COOP_TILE;
+            }
+            a_coop[row * COOP_K + ka] = f16(tiled_load_a(a_base, m0 + row, k0 + ka));
+            var col = e % COOP_TILE;
+            var kb = e / COOP_TILE;
+            if (TRANS_B) {
+                col = e / COOP_K;
+                kb = e % COOP_K;
+            }
+            b_coop[kb * COOP_TILE + col] = f16(tiled_load_b(b_base, k0 + kb, n0 + col));
+        }
+        workgroupBarrier();
+        for (var kf = 0u; kf < COOP_K; kf += 16u) {
+            let a0_at = kf;
+            let a1_at = 16u * COOP_K + kf;
+            let b0_at = kf * COOP_TILE;
+            let b1_at = kf * COOP_TILE + 16u;
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_coop[a0_at], COOP_K);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_coop[a1_at], COOP_K);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_coop[b0_at], COOP_TILE);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_coop[b1_at], COOP_TILE);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
+        workgroupBarrier();
+    }
+    coopStoreT(c00, &c_coop[0], COOP_TILE);
+    coopStoreT(c01, &c_coop[16], COOP_TILE);
+    coopStoreT(c10, &c_coop[16u * COOP_TILE], COOP_TILE);
+    coopStoreT(c11, &c_coop[16u * COOP_TILE + 16u], COOP_TILE);
+    workgroupBarrier();
+    let c_base = batch * p.m * p.n;
+    for (var e = lane; e < COOP_TILE * COOP_TILE / 4u; e += SG) {
+        let row = e / (COOP_TILE / 4u);
+        let col = (e % (COOP_TILE / 4u)) * 4u;
+        let i = row * COOP_TILE + col;
+        let v = vec4<f32>(c_coop[i], c_coop[i + 1u], c_coop[i + 2u], c_coop[i + 3u]);
+        store_row4(c_base, m0 + row, n0 + col, v);
+    }
+}
