@@ -306,7 +306,10 @@ impl PatchEmbed {
     /// images [B, C, H, W] -> [B, (H/p)*(W/p), D].
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let s = self.weight.shape();
-        let w = ops::reshape(&self.weight, &[s[0], s[1] * s[2] * s[3]])?;
+        // Cast before the reshape: under mixed precision the step's f16 copy is of the
+        // [D, C, p, p] parameter, so it stands in and no cast runs.
+        let w = ops::cast(&self.weight, precision::operand_type())?;
+        let w = ops::reshape(&w, &[s[0], s[1] * s[2] * s[3]])?;
         Ok(ops::linear(
             &ops::patchify(images, self.patch)?,
             &w,
