@@ -184,7 +184,15 @@ impl Attention {
         let hd = d / self.num_heads;
         let qkv = self.qkv.forward(x)?;
         let out = attention::attention(&qkv, self.num_heads, (hd as f32).powf(-0.5))?;
-        self.proj.forward(&out)
+        // The output enters the projection in f32 under mixed precision too: the fused
+        // attention backward keeps it in f32 anyway, so an f16 copy would only add a
+        // cast (see `ops::linear_input_as_is`). On the composed path the projection's
+        // backward keeps it instead of the copy: [B, N, D] x 2 bytes more per block.
+        Ok(ops::linear_input_as_is(
+            &out,
+            &self.proj.weight,
+            self.proj.bias.as_ref(),
+        )?)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {

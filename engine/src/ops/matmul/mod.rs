@@ -404,8 +404,16 @@ fn autocast_operand(t: &Tensor) -> Result<Tensor> {
 /// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out], in
 /// f32 (from f16 operands under `Precision::Mixed`).
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (x, w) = (autocast_operand(x)?, autocast_operand(w)?);
-    on_rows(&x, |x2| matmul(x2, &w, Transpose::B, bias))
+    linear_input_as_is(&autocast_operand(x)?, w, bias)
+}
+
+/// `linear` with x taken in the type it has: under `Precision::Mixed` only the weight
+/// is cast. For an activation kept in f32 anyway, such as the attention output that
+/// the fused attention backward reads: a cast would cost a dispatch and an f16 copy in
+/// memory, while the mixed kernels read an f32 operand as it is (exactly).
+pub fn linear_input_as_is(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let w = autocast_operand(w)?;
+    on_rows(x, |x2| matmul(x2, &w, Transpose::B, bias))
 }
 
 /// `gelu(linear(x, w, bias))`. With nothing to differentiate (the target encoder,
