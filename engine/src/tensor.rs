@@ -87,6 +87,12 @@ impl Tensor {
             buffer: Arc::new(buffer),
             offset: 0,
         };
+        if device.poisons_buffers() {
+            // The whole buffer, as f32 words: pool classes are whole vec4s.
+            let words = (storage.buffer.raw().size() / 4) as usize;
+            let whole = Self::wrap(device, &[words], DType::F32, storage.clone());
+            crate::ops::elementwise::fill(&whole, f32::NAN);
+        }
         Ok(Self::wrap(device, shape, dtype, storage))
     }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use adapter::{DeviceInfo, ADAPTER_ENV, COOPERATIVE_MATRIX_ENV, LOCAL_RANK_ENV};
 pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
-pub use pool::{parse_bytes, PooledBuffer, MEMORY_LIMIT_ENV};
+pub use pool::{parse_bytes, PooledBuffer, MEMORY_LIMIT_ENV, POISON_ENV};
 
 use crate::error::{Error, Result};
 use batching::Batcher;
@@ -44,6 +44,8 @@ pub struct Device {
     dummy_output: Binding,
     /// Per-kernel timing, with IJEPA_PROFILE=1.
     profiler: Option<Profiler>,
+    /// Fill every lent buffer with NaN first (IJEPA_POISON_BUFFERS=1).
+    poison_buffers: bool,
     /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
     counts: DeviceCounts,
     /// The most bytes of one `PackedTensors` bucket (0: the binding limit).
@@ -170,6 +172,7 @@ impl Device {
             dummy,
             dummy_output,
             profiler,
+            poison_buffers: std::env::var(POISON_ENV).is_ok_and(|v| v == "1"),
             counts: DeviceCounts::default(),
             packing_limit: AtomicU64::new(0),
             plan_log: Mutex::new(None),
@@ -197,6 +200,11 @@ impl Device {
     /// cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1` on an adapter that has them).
     pub fn cooperative_subgroup(&self) -> Option<u32> {
         self.info.cooperative_subgroup
+    }
+
+    /// Whether lent buffers are filled with NaN first (`POISON_ENV`).
+    pub(crate) fn poisons_buffers(&self) -> bool {
+        self.poison_buffers
     }
 
     pub(crate) fn dummy(&self) -> Binding {

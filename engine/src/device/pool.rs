@@ -11,6 +11,11 @@ use std::sync::{Arc, Mutex};
 use super::Device;
 use crate::error::{Error, Result};
 
+/// Environment variable that, set to 1, fills every buffer the pool lends with NaN
+/// before its tensor gets it: a kernel that reads what no kernel wrote then reads NaN
+/// instead of a previous tensor's values (tests/pool.rs holds training to this).
+pub const POISON_ENV: &str = "IJEPA_POISON_BUFFERS";
+
 /// Environment variable that caps the bytes of storage buffers the pool may hold, for
 /// example `6G` or `512M` (binary units; plain digits are bytes).
 pub const MEMORY_LIMIT_ENV: &str = "IJEPA_MEMORY_LIMIT";
