@@ -169,7 +169,7 @@ impl Device {
     pub(crate) fn dispatch<P: KernelParams>(
         &self,
         def: &KernelDef<P>,
-        constants: &[(&str, f64)],
+        constants: &[(&'static str, f64)],
         params: &P,
         buffers: &[Binding],
         grid: [u32; 3],

@@ -101,10 +101,20 @@ pub(super) struct Kernel {
     pub(super) layout: wgpu::BindGroupLayout,
 }
 
+/// What tells one compiled pipeline from another: its shader file, entry point and
+/// override values, the values as bits so that the key of every dispatch is hashed
+/// without formatting a number.
+#[derive(PartialEq, Eq, Hash)]
+struct PipelineKey {
+    file: &'static str,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+}
+
 /// Shader modules by file and pipelines by entry point and override values, each
 /// compiled once.
 pub(super) struct PipelineCache {
-    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    kernels: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     /// Keep wgpu's runtime bounds checks in shaders (IJEPA_CHECKED_SHADERS=1).
     checked_shaders: bool,
@@ -149,12 +159,16 @@ impl Device {
     pub(super) fn kernel<P: KernelParams>(
         &self,
         def: &KernelDef<P>,
-        constants: &[(&str, f64)],
+        constants: &[(&'static str, f64)],
     ) -> Arc<Kernel> {
-        let mut key = format!("{}:{}", def.shader.file, def.entry);
-        for (name, value) in constants {
-            key.push_str(&format!(":{name}={value}"));
-        }
+        let key = PipelineKey {
+            file: def.shader.file,
+            entry: def.entry,
+            constants: constants
+                .iter()
+                .map(|&(name, value)| (name, value.to_bits()))
+                .collect(),
+        };
         if let Some(k) = self.pipelines.kernels.lock().unwrap().get(&key) {
             return k.clone();
         }
