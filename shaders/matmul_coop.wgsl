@@ -1,9 +1,12 @@
 // matmul_mixed.wgsl's product on cooperative matrices (tensor cores): a and b in f16,
-// multiplied 16x16x16 at a time by the hardware with f32 accumulation, c stored through
-// matmul_mixed.wgsl's epilogue (bias, GELU or its gradient, f32 or f16). The engine
-// builds the module from cooperative_matrix.wgsl (the `enable` directives), gelu.wgsl,
-// matmul_mixed.wgsl and this file, and compiles it only on devices that opened
-// cooperative matrices with 16x16x16 f16 -> f32 products.
+// multiplied 16x16x16 at a time with f32 accumulation, c stored through
+// matmul_mixed.wgsl's epilogue (bias, GELU or its gradient, f32 or f16). The module is
+// built from gelu.wgsl, matmul_mixed.wgsl, the fragment operations and this file,
+// with `enable f16;`. The fragment operations (begin_fragments, zero_fragment,
+// fragment_a, fragment_b, multiply_add, store_fragment) come from matmul_coop_fragments.wgsl, the hardware's, on
+// devices that opened cooperative matrices with 16x16x16 f16 -> f32 products; or from
+// matmul_coop_emulated.wgsl, lane by lane, which runs this same kernel on any adapter
+// with f16 so that its tiling, staging and epilogue are tested everywhere.
 //
 // Cooperative matrices belong to a subgroup, so one workgroup is one subgroup of SG
 // lanes (the device's fixed subgroup size), computing a COOP_TILE x COOP_TILE tile of c
@@ -31,10 +34,11 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let n0 = wid.x * COOP_TILE;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
-    var c00 = coop_mat16x16<f32, C>();
-    var c01 = coop_mat16x16<f32, C>();
-    var c10 = coop_mat16x16<f32, C>();
-    var c11 = coop_mat16x16<f32, C>();
+    begin_fragments(lane);
+    var c00 = zero_fragment();
+    var c01 = zero_fragment();
+    var c10 = zero_fragment();
+    var c11 = zero_fragment();
     for (var k0 = 0u; k0 < p.k; k0 += COOP_K) {
         // Consecutive lanes read consecutive elements of each operand as it is stored.
         for (var e = lane; e < COOP_TILE * COOP_K; e += SG) {
@@ -55,25 +59,21 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
         workgroupBarrier();
         for (var kf = 0u; kf < COOP_K; kf += 16u) {
-            let a0_at = kf;
-            let a1_at = 16u * COOP_K + kf;
-            let b0_at = kf * COOP_TILE;
-            let b1_at = kf * COOP_TILE + 16u;
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_coop[a0_at], COOP_K);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_coop[a1_at], COOP_K);
-            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_coop[b0_at], COOP_TILE);
-            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_coop[b1_at], COOP_TILE);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
+            let a0 = fragment_a(kf);
+            let a1 = fragment_a(16u * COOP_K + kf);
+            let b0 = fragment_b(kf * COOP_TILE);
+            let b1 = fragment_b(kf * COOP_TILE + 16u);
+            c00 = multiply_add(a0, b0, c00);
+            c01 = multiply_add(a0, b1, c01);
+            c10 = multiply_add(a1, b0, c10);
+            c11 = multiply_add(a1, b1, c11);
         }
         workgroupBarrier();
     }
-    coopStoreT(c00, &c_coop[0], COOP_TILE);
-    coopStoreT(c01, &c_coop[16], COOP_TILE);
-    coopStoreT(c10, &c_coop[16u * COOP_TILE], COOP_TILE);
-    coopStoreT(c11, &c_coop[16u * COOP_TILE + 16u], COOP_TILE);
+    store_fragment(c00, 0u);
+    store_fragment(c01, 16u);
+    store_fragment(c10, 16u * COOP_TILE);
+    store_fragment(c11, 16u * COOP_TILE + 16u);
     workgroupBarrier();
     let c_base = batch * p.m * p.n;
     for (var e = lane; e < COOP_TILE * COOP_TILE / 4u; e += SG) {

@@ -1,5 +1,5 @@
 //! Every WGSL file parses and validates with naga (no GPU needed), every file under
-//! shaders/ is one the engine compiles in, and every file's `Params` struct has the
+//! shaders/ is one the engine compiles in (alone or prepended to another), and every file's `Params` struct has the
 //! layout of the Rust struct its launchers upload: same size, and field by field the
 //! same name, byte offset and type. The cooperative-matrix matmul, which no CPU driver
 //! runs, is also written to SPIR-V, in every form its launcher compiles.
@@ -38,7 +38,11 @@ fn every_shader_file_is_registered() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.ends_with(".wgsl"))
             .collect();
-    let registered: BTreeSet<String> = ALL.iter().map(|s| s.file.to_string()).collect();
+    let registered: BTreeSet<String> = ALL
+        .iter()
+        .flat_map(|s| s.parts.iter().chain([&s.file]))
+        .map(|f| f.to_string())
+        .collect();
     assert_eq!(on_disk, registered);
 }
 

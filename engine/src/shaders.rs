@@ -6,8 +6,10 @@
 //! offsets, is prepended to each of them. matmul_subgroup.wgsl holds one entry point
 //! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands;
 //! matmul_mixed_subgroup.wgsl gives matmul_subgroup.wgsl's kernel its operands.
-//! cooperative_matrix.wgsl holds the `enable` directives of the kernels on cooperative
-//! matrices (matmul_coop.wgsl), prepended before everything else.
+//! matmul_coop.wgsl is the product on cooperative matrices, built on
+//! matmul_mixed.wgsl and on the fragment operations of matmul_coop_fragments.wgsl (the
+//! hardware's) or of matmul_coop_emulated.wgsl (lane by lane, for any adapter).
+//! Directives (`enable f16;`) go before everything else.
 
 use crate::device::{KernelParams, ParamsLayout};
 use crate::ops::attention::AttentionParams;
@@ -22,24 +24,31 @@ use crate::ops::reduce::ReduceParams;
 use crate::ops::softmax::SoftmaxParams;
 use crate::ops::update::UpdateParams;
 
-/// One WGSL file as compiled: its name, its source (with what is prepended to it)
-/// and the layout of its `Params` struct, if it has one.
+/// One WGSL file as compiled: its name, its source (with what is prepended to it),
+/// the files prepended, and the layout of its `Params` struct, if it has one.
 pub struct Shader {
     pub file: &'static str,
     pub source: &'static str,
+    pub parts: &'static [&'static str],
     pub params: Option<ParamsLayout>,
 }
 
-/// `pub static NAME: Shader` for a WGSL file, with the files it builds on prepended
-/// in order, and its `Params` layout (`None` for a file of functions only).
+/// `pub static NAME: Shader` for a WGSL file, with the extensions it enables, the
+/// files it builds on prepended in order, and its `Params` layout (`None` for a file
+/// of functions only).
 macro_rules! shader {
     ($name:ident, $file:literal, [$($before:literal),*], $params:expr) => {
+        shader!($name, $file, enable [], [$($before),*], $params);
+    };
+    ($name:ident, $file:literal, enable [$($ext:ident),*], [$($before:literal),*], $params:expr) => {
         pub static $name: Shader = Shader {
             file: $file,
             source: concat!(
+                $("enable ", stringify!($ext), ";\n",)*
                 $(include_str!(concat!("../../shaders/", $before)),)*
                 include_str!(concat!("../../shaders/", $file))
             ),
+            parts: &[$($before),*],
             params: $params,
         };
     };
@@ -77,11 +86,18 @@ shader!(
     ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_subgroup.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
-shader!(COOPERATIVE_MATRIX, "cooperative_matrix.wgsl", [], None);
 shader!(
     MATMUL_COOP,
     "matmul_coop.wgsl",
-    ["cooperative_matrix.wgsl", "gelu.wgsl", "matmul_mixed.wgsl"],
+    enable [f16, wgpu_cooperative_matrix],
+    ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_coop_fragments.wgsl"],
+    Some(MatmulParams::LAYOUT)
+);
+shader!(
+    MATMUL_COOP_EMULATED,
+    "matmul_coop_emulated.wgsl",
+    enable[f16],
+    ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_coop.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
@@ -136,8 +152,8 @@ pub static ALL: &[&Shader] = &[
     &MATMUL_SUBGROUP,
     &MATMUL_MIXED,
     &MATMUL_MIXED_SUBGROUP,
-    &COOPERATIVE_MATRIX,
     &MATMUL_COOP,
+    &MATMUL_COOP_EMULATED,
     &ATTENTION_LAYOUT,
     &ATTENTION,
     &ATTENTION_SUBGROUP,

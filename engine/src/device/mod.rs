@@ -196,6 +196,12 @@ impl Device {
         self.is_cpu() && self.info.subgroup_size == Some((8, 8))
     }
 
+    /// Whether shaders may use f16 values (`SHADER_F16`; f16 storage, as packed words,
+    /// needs no feature).
+    pub fn has_shader_f16(&self) -> bool {
+        self.info.features.iter().any(|f| f == "SHADER_F16")
+    }
+
     /// The subgroup size of the cooperative-matrix kernels, when the device opened
     /// cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1` on an adapter that has them).
     pub fn cooperative_subgroup(&self) -> Option<u32> {

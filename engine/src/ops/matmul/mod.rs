@@ -60,9 +60,13 @@ const MIXED_TILED: KernelDef<MatmulParams> =
 /// The same, bound from 7 with a, b and c as pairs of words.
 const MIXED_SUBGROUP: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_MIXED_SUBGROUP, "matmul_subgroup", 4, 2).bound_from(7);
-/// The same six buffers as `MIXED`, on cooperative matrices.
+/// The same six buffers as `MIXED`, on cooperative matrices, or with them emulated.
 const MIXED_COOP: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_COOP, "matmul_coop", 4, 2);
+const MIXED_COOP_EMULATED: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL_COOP_EMULATED, "matmul_coop", 4, 2);
+/// The workgroup of the emulated kernel, whose lanes need not be one subgroup.
+const EMULATED_LANES: u32 = 32;
 
 /// The kernel definition of each matmul kernel.
 fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
@@ -77,6 +81,7 @@ fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
         MatmulKernel::MixedTiled => &MIXED_TILED,
         MatmulKernel::MixedSubgroup => &MIXED_SUBGROUP,
         MatmulKernel::MixedCoop => &MIXED_COOP,
+        MatmulKernel::MixedCoopEmulated => &MIXED_COOP_EMULATED,
     }
 }
 
@@ -109,8 +114,10 @@ pub fn pipeline_constants(
     } else {
         overrides.push(("TILE", TILE as f64));
     }
-    if let (MatmulKernel::MixedCoop, Some(lanes)) = (kernel, subgroup) {
-        overrides.push(("SG", lanes as f64));
+    match (kernel, subgroup) {
+        (MatmulKernel::MixedCoop, Some(lanes)) => overrides.push(("SG", lanes as f64)),
+        (MatmulKernel::MixedCoopEmulated, _) => overrides.push(("SG", EMULATED_LANES as f64)),
+        _ => {}
     }
     overrides
 }
@@ -295,7 +302,7 @@ fn run_kernel(
         MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
             tiles(TILED_TILE)
         }
-        MatmulKernel::MixedCoop => tiles(COOP_TILE),
+        MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated => tiles(COOP_TILE),
         MatmulKernel::Flat | MatmulKernel::Mixed => {
             let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);
             dev.grid_1d(blocks.div_ceil(FLAT_BLOCKS) as u32)

@@ -14,6 +14,7 @@
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
 //! | `MixedCoop` | 32x32 per subgroup, 2x2 cooperative 16x16 f16 fragments, f32 accumulation | products of two f16 operands, on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) |
+//! | `MixedCoopEmulated` | as `MixedCoop`, the fragments emulated lane by lane | nowhere: slow; it tests `MixedCoop`'s tiling, staging and epilogue on every adapter with f16 |
 //!
 //! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl) take
 //! each of a, b and c in f32 or f16, except `MixedCoop` (matmul_coop.wgsl), whose
@@ -79,10 +80,13 @@ pub enum MatmulKernel {
     /// f16, c in f32 or f16, any shape (N even for an f16 c), on devices that opened
     /// 16x16x16 f16 -> f32 cooperative matrices.
     MixedCoop,
+    /// `MixedCoop`'s kernel with its fragment operations emulated lane by lane: its
+    /// shapes, on adapters with f16 in shaders; a test of `MixedCoop` everywhere.
+    MixedCoopEmulated,
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 10] = [
+    pub const ALL: [MatmulKernel; 11] = [
         MatmulKernel::Scalar,
         MatmulKernel::Flat,
         MatmulKernel::Vec4,
@@ -93,6 +97,7 @@ impl MatmulKernel {
         MatmulKernel::MixedTiled,
         MatmulKernel::MixedSubgroup,
         MatmulKernel::MixedCoop,
+        MatmulKernel::MixedCoopEmulated,
     ];
 
     /// Whether the kernel reads and writes f16 as well as f32 (matmul_mixed.wgsl).
@@ -103,6 +108,7 @@ impl MatmulKernel {
                 | MatmulKernel::MixedTiled
                 | MatmulKernel::MixedSubgroup
                 | MatmulKernel::MixedCoop
+                | MatmulKernel::MixedCoopEmulated
         )
     }
 
@@ -111,6 +117,7 @@ impl MatmulKernel {
         match self {
             MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => device.has_cpu_subgroups_of_8(),
             MatmulKernel::MixedCoop => device.cooperative_subgroup().is_some(),
+            MatmulKernel::MixedCoopEmulated => device.has_shader_f16(),
             _ => true,
         }
     }
@@ -124,13 +131,14 @@ impl MatmulKernel {
             MatmulKernel::MixedCoop => {
                 "16x16x16 f16 -> f32 cooperative matrices, opened with IJEPA_COOPERATIVE_MATRIX=1"
             }
+            MatmulKernel::MixedCoopEmulated => "f16 in shaders (SHADER_F16)",
             _ => "nothing",
         }
     }
 
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
     /// mixed ones an f16 c only with N even (its columns are stored in pairs), and
-    /// `MixedCoop` f16 a and b only; the vec4 and subgroup kernels (`MixedSubgroup`
+    /// `MixedCoop` (and its emulation) f16 a and b only; the vec4 and subgroup kernels (`MixedSubgroup`
     /// too) read N and K four at a time, and M too when a is stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
@@ -141,7 +149,7 @@ impl MatmulKernel {
             return pairs
                 && match self {
                     MatmulKernel::MixedSubgroup => vec4,
-                    MatmulKernel::MixedCoop => halves,
+                    MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated => halves,
                     _ => true,
                 };
         }
@@ -168,6 +176,9 @@ impl MatmulKernel {
             }
             MatmulKernel::MixedCoop => {
                 format!("{COOP_TILE}x{COOP_TILE} tiles, 2x2 f16 16x16 fragments")
+            }
+            MatmulKernel::MixedCoopEmulated => {
+                format!("{COOP_TILE}x{COOP_TILE} tiles, fragments emulated")
             }
         }
     }
