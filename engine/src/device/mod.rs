@@ -46,6 +46,8 @@ pub struct Device {
     profiler: Option<Profiler>,
     /// Fill every lent buffer with NaN first (IJEPA_POISON_BUFFERS=1).
     poison_buffers: bool,
+    /// The optional features the device was created with.
+    features: wgpu::Features,
     /// Dispatches, submits and FLOPs since the device was made (`Device::counts`).
     counts: DeviceCounts,
     /// The most bytes of one `PackedTensors` bucket (0: the binding limit).
@@ -173,6 +175,7 @@ impl Device {
             dummy_output,
             profiler,
             poison_buffers: std::env::var(POISON_ENV).is_ok_and(|v| v == "1"),
+            features,
             counts: DeviceCounts::default(),
             packing_limit: AtomicU64::new(0),
             plan_log: Mutex::new(None),
@@ -199,7 +202,7 @@ impl Device {
     /// Whether shaders may use f16 values (`SHADER_F16`; f16 storage, as packed words,
     /// needs no feature).
     pub fn has_shader_f16(&self) -> bool {
-        self.info.features.iter().any(|f| f == "SHADER_F16")
+        self.features.contains(wgpu::Features::SHADER_F16)
     }
 
     /// The subgroup size of the cooperative-matrix kernels, when the device opened

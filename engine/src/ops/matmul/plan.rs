@@ -138,8 +138,9 @@ impl MatmulKernel {
 
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
     /// mixed ones an f16 c only with N even (its columns are stored in pairs), and
-    /// `MixedCoop` (and its emulation) f16 a and b only; the vec4 and subgroup kernels (`MixedSubgroup`
-    /// too) read N and K four at a time, and M too when a is stored [K, M].
+    /// `MixedCoop` (and its emulation) f16 a and b only; the vec4 and subgroup kernels
+    /// (`MixedSubgroup` too) read N and K four at a time, and M too when a is stored
+    /// [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
