@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # The GPU benchmarks of one lent-device call, in one script: the adapter (and its
-# cooperative-matrix shapes), the golden steps, `ijepa bench step` beside PyTorch's
-# eager f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64; ours in f32 and in
-# mixed precision), and matmul up to
-# 4096^3; then, with cooperative matrices opened (IJEPA_COOPERATIVE_MATRIX=1), the
-# mixed products against the CPU on every kernel (the cooperative one included), f16
-# matmul on every kernel, and the mixed ViT-S/16 step. Run from the repository root on
-# the GPU machine, with what it cannot build there carried in git-ignored folders (see
+# cooperative-matrix shapes); with cooperative matrices opened
+# (IJEPA_COOPERATIVE_MATRIX=1), the mixed products against the CPU on every kernel, the
+# tensor-core one included; the golden steps; `ijepa bench step` beside PyTorch's eager
+# f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64; ours in f32, in mixed
+# precision, and in mixed on tensor cores); matmul up to 4096^3 in f32, and in f16 on
+# every kernel. Run from the repository root on the GPU machine, with what it cannot build there carried in git-ignored folders (see
 # docs/results/README.md for the call):
 #   .gpu/ijepa          the release binary, built here (both machines are x86-64)
 #   .gpu/mixed-tests    the release build of tests/mixed.rs
@@ -34,7 +33,11 @@ step() {
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
 }
 
+coop="env IJEPA_COOPERATIVE_MATRIX=1"
 step 30 "$bin" info
+step 30 $coop "$bin" info
+# The tensor-core kernel against the CPU first: it has not run on hardware before.
+step 120 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
 for f in tests/data/*.safetensors; do
     step 60 "$bin" check-reference "$f"
 done
@@ -42,10 +45,7 @@ step 90 "$bin" bench step --preset fmnist --steps 20
 step 90 python3 .gpu/torch_step.py --preset fmnist --device cuda
 step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5
 step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed
+step 120 $coop "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed
 step 120 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
 step 120 "$bin" bench matmul --size 4096
-coop="env IJEPA_COOPERATIVE_MATRIX=1"
-step 30 $coop "$bin" info
-step 120 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
 step 120 $coop "$bin" bench matmul --size 4096 --f16 --every-kernel
-step 120 $coop "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed
