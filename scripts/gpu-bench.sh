@@ -5,8 +5,8 @@
 # tensor-core one included; the golden steps; `ijepa bench step` beside PyTorch's eager
 # f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64; ours in f32, in mixed
 # precision, and in mixed on tensor cores); matmul up to 4096^3 in f32, and in f16 on
-# every kernel. Run from the repository root on the GPU machine, with what it cannot build there carried in git-ignored folders (see
-# docs/results/README.md for the call):
+# every kernel. Run from the repository root on the GPU machine, with what it cannot
+# build there carried in git-ignored folders (see docs/results/README.md for the call):
 #   .gpu/ijepa          the release binary, built here (both machines are x86-64)
 #   .gpu/mixed-tests    the release build of tests/mixed.rs
 #   .gpu/torch_step.py  a copy of ../shared/bench/torch_step.py
