@@ -12,35 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::device;
-use common::runs::{ijepa, losses, pretrain_command, temp_dir, tiny_config};
-use safetensors::SafeTensors;
+use common::runs::{
+    ijepa, losses, pretrain_command, read_checkpoint, temp_dir, tiny_config, Tensors,
+};
 use train::checkpoint::{Checkpoint, NonFiniteState, CHECKPOINT};
 use train::config::PretrainConfig;
 use train::data::{load_image_folder, DataConfig};
 use train::pretrain::{Trainer, METRICS};
 use train::rundir::LOCK;
-
-/// Every tensor of a safetensors file, as (name, values, shape), and its metadata.
-type Tensors = Vec<(String, Vec<f32>, Vec<usize>)>;
-
-fn read_checkpoint(path: &Path) -> (Tensors, HashMap<String, String>) {
-    let bytes = std::fs::read(path).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (name, values, view.shape().to_vec())
-        })
-        .collect();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    (tensors, header.metadata().clone().unwrap_or_default())
-}
 
 /// A copy of the checkpoint `src` at `dst` with its tensors or metadata edited.
 fn edited_checkpoint(

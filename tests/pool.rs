@@ -82,7 +82,7 @@ fn training_steps_allocate_nothing_new_after_warm_up() {
 /// would bring in NaN, or other values, and change them).
 #[test]
 fn training_reads_no_element_that_no_kernel_wrote() {
-    use common::runs::{pretrain_command, temp_dir, tiny_config};
+    use common::runs::{pretrain_command, read_checkpoint, temp_dir, tiny_config};
     use engine::Precision;
     for precision in [Precision::F32, Precision::Mixed] {
         let config = train::config::PretrainConfig {
@@ -101,20 +101,15 @@ fn training_reads_no_element_that_no_kernel_wrote() {
                 "{precision:?}, poison {poison}: {}",
                 String::from_utf8_lossy(&run.stderr)
             );
-            let bytes = std::fs::read(out.join(train::checkpoint::CHECKPOINT)).unwrap();
-            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let mut tensors: Vec<(String, Vec<u8>)> = file
-                .tensors()
-                .into_iter()
-                .map(|(name, view)| (name, view.data().to_vec()))
-                .collect();
-            tensors.sort();
+            let (mut tensors, _) = read_checkpoint(&out.join(train::checkpoint::CHECKPOINT));
+            tensors.sort_by(|a, b| a.0.cmp(&b.0));
             tensors
         });
         assert!(weights[0].len() > 20, "{} tensors", weights[0].len());
-        for ((name, clean), (_, poisoned)) in weights[0].iter().zip(&weights[1]) {
+        for ((name, clean, _), (_, poisoned, _)) in weights[0].iter().zip(&weights[1]) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
             assert!(
-                clean == poisoned,
+                bits(clean) == bits(poisoned),
                 "{precision:?}: {name} differs when lent buffers start as NaN"
             );
         }

@@ -4,10 +4,10 @@
 //! input and weight to f16 and multiply them with f32 accumulation; everything else
 //! (LayerNorm's statistics, attention, the residual stream, the loss) stays f32, and
 //! so do the master weights, their gradients and the optimizer's state. A LayerNorm
-//! whose output only feeds a product (`ops::layernorm_to` with [`operand_type`]) writes it in f16
-//! itself, sparing the product's cast; an activation kept in f32 anyway (the attention
-//! output) enters its product as it is (`ops::linear_input_as_is`), the mixed kernels
-//! reading f32 operands too.
+//! whose output only feeds a product (`ops::layernorm_to` with [`operand_type`])
+//! writes it in f16 itself, sparing the product's cast; an activation kept in f32
+//! anyway (the attention output) enters its product as it is
+//! (`ops::linear_input_as_is`), the mixed kernels reading f32 operands too.
 //!
 //! Gradients never go through f16: the backward multiplies the f32 output gradient
 //! with the saved f16 operands, so small gradients cannot underflow and no loss

@@ -1,9 +1,12 @@
 //! Small pretraining runs for the training and fault tests: a scratch directory, the
-//! tiny configuration, the loss log, and the `ijepa` binary on that configuration.
+//! tiny configuration, the loss log, the `ijepa` binary on that configuration, and
+//! the tensors of a checkpoint it writes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use safetensors::SafeTensors;
 use train::config::PretrainConfig;
 use train::data::DataConfig;
 use train::pretrain::METRICS;
@@ -116,4 +119,26 @@ pub fn ijepa_stdout(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every tensor of a safetensors file, as (name, values, shape), and its metadata.
+pub type Tensors = Vec<(String, Vec<f32>, Vec<usize>)>;
+
+pub fn read_checkpoint(path: &Path) -> (Tensors, HashMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, values, view.shape().to_vec())
+        })
+        .collect();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    (tensors, header.metadata().clone().unwrap_or_default())
 }
