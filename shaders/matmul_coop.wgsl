@@ -1,5 +1,5 @@
-// matmul_mixed.wgsl's product on cooperative matrices (tensor cores): a and b in f16,
-// multiplied 16x16x16 at a time with f32 accumulation, c stored through
+// matmul_mixed.wgsl's product on cooperative matrices (tensor cores): f16 values of a
+// and b multiplied 16x16x16 at a time with f32 accumulation, c stored through
 // matmul_mixed.wgsl's epilogue (bias, GELU or its gradient, f32 or f16). The module is
 // built from gelu.wgsl, matmul_mixed.wgsl, the fragment operations and this file,
 // with `enable f16;`. The fragment operations (begin_fragments, zero_fragment,
@@ -16,8 +16,8 @@
 // fragments. At the end the fragments go to workgroup memory in f32 and the lanes
 // apply the epilogue and store c four columns at a time.
 //
-// a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), both f16
-// (A_F16 and B_F16 set); c is [M, N], with N even when C_F16.
+// a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), each in f16 or
+// in f32 (rounded to f16 as it is staged); c is [M, N], with N even when C_F16.
 
 override SG: u32;
 const COOP_TILE: u32 = 32u;

@@ -1,10 +1,10 @@
-// Mixed-precision batched matmul: the operands of matmul.wgsl's product, each in f32
-// or in f16 (A_F16, B_F16), multiplied and summed in f32; c stored in f32, or in f16
-// (C_F16) for an activation that only feeds another product. f16 tensors are stored
-// two halves to a 32-bit word (element 2i in the low half), so every operand is bound
-// as words and each element read is converted to f32 on load: no adapter feature is
-// needed. Transposes, bias and the GELU epilogues are matmul.wgsl's, as are the two
-// kernels' layouts: `matmul_mixed` numbers 4x4 blocks across the batch as its
+// Mixed-precision batched matmul: the operands of matmul.wgsl's product, each stored in
+// f32 or in f16 (A_F16, B_F16), multiplied as f16 values and summed in f32; c stored in
+// f32, or in f16 (C_F16) for an activation that only feeds another product. f16 tensors
+// are stored two halves to a 32-bit word (element 2i in the low half), so every operand
+// is bound as words and each element read is converted to f32 on load: no adapter
+// feature is needed. Transposes, bias and the GELU epilogues are matmul.wgsl's, as are
+// the two kernels' layouts: `matmul_mixed` numbers 4x4 blocks across the batch as its
 // `matmul_flat` does, `matmul_mixed_tiled` stages tiles in workgroup memory as its
 // `matmul_tiled` does.
 //
@@ -42,15 +42,34 @@ override TILE_M: u32;
 @group(0) @binding(5) var<storage, read_write> c: array<u32>;
 @group(0) @binding(6) var<storage, read_write> pre_out: array<f32>;
 
-// Element i of a and of b, in f32.
+// An f32 operand's element rounded to the nearest f16, so that a mixed product
+// multiplies f16 values whatever its operands' storage: an activation kept in f32, or
+// a gradient (scaled by the loss scale, so that it neither underflows nor, unnoticed,
+// overflows). Past f16's range (|x| >= 65520, which rounds up) it is infinite, as the
+// conversion is in IEEE arithmetic; bits, not comparisons, find infinities and NaN,
+// which stay as they are.
+fn round_to_f16(x: f32) -> f32 {
+    let bits = bitcast<u32>(x);
+    if ((bits & 0x7fffffffu) >= 0x477ff000u) {
+        if ((bits & 0x7f800000u) == 0x7f800000u) { return x; }
+        return bitcast<f32>((bits & 0x80000000u) | 0x7f800000u);
+    }
+    return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+}
+
+fn round4_to_f16(x: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(round_to_f16(x.x), round_to_f16(x.y), round_to_f16(x.z), round_to_f16(x.w));
+}
+
+// Element i of a and of b, an f16 value in f32.
 fn a_at(i: u32) -> f32 {
     if (A_F16) { return unpack2x16float(a[i >> 1u])[i & 1u]; }
-    return bitcast<f32>(a[i]);
+    return round_to_f16(bitcast<f32>(a[i]));
 }
 
 fn b_at(i: u32) -> f32 {
     if (B_F16) { return unpack2x16float(b[i >> 1u])[i & 1u]; }
-    return bitcast<f32>(b[i]);
+    return round_to_f16(bitcast<f32>(b[i]));
 }
 
 // op(a)[row][kk] and op(b)[kk][col] of one batch entry (in range).

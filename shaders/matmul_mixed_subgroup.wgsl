@@ -1,9 +1,10 @@
-// matmul_subgroup.wgsl's kernel on matmul_mixed.wgsl's operands: a, b and c each in
-// f32 or f16 (A_F16, B_F16, C_F16), f32 accumulation. The engine builds the module from
-// gelu.wgsl, matmul_mixed.wgsl, matmul_subgroup.wgsl and this file, which gives the
-// kernel its four accessors (a4_at, b_block, times, store4) on words. Four
-// consecutive elements are one vec2 of words in f16 and two in f32, so the buffers are
-// bound as vec2<u32> (from binding 7) and every load reads one or two of them.
+// matmul_subgroup.wgsl's kernel on matmul_mixed.wgsl's operands: a, b and c each in f32
+// or f16 (A_F16, B_F16, C_F16), multiplied as f16 values with f32 accumulation. The
+// engine builds the module from gelu.wgsl, matmul_mixed.wgsl, matmul_subgroup.wgsl and
+// this file, which gives the kernel its four accessors (a4_at, b_block, times, store4)
+// on words. Four consecutive elements are one vec2 of words in f16 and two in f32, so
+// the buffers are bound as vec2<u32> (from binding 7) and every load reads one or two
+// of them.
 
 @group(0) @binding(7) var<storage, read> a2: array<vec2<u32>>;
 @group(0) @binding(8) var<storage, read> b2: array<vec2<u32>>;
@@ -12,13 +13,13 @@
 @group(0) @binding(11) var<storage, read_write> c2: array<vec2<u32>>;
 @group(0) @binding(12) var<storage, read_write> pre_out4: array<vec4<f32>>;
 
-// Elements i..i+4 (i a multiple of 4) of a and of b, in f32.
+// Elements i..i+4 (i a multiple of 4) of a and of b, f16 values in f32.
 fn a4_at(i: u32) -> vec4<f32> {
     if (A_F16) {
         let w = a2[i / 4u];
         return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
     }
-    return bitcast<vec4<f32>>(vec4<u32>(a2[i / 2u], a2[i / 2u + 1u]));
+    return round4_to_f16(bitcast<vec4<f32>>(vec4<u32>(a2[i / 2u], a2[i / 2u + 1u])));
 }
 
 fn b4_at(i: u32) -> vec4<f32> {
@@ -26,7 +27,7 @@ fn b4_at(i: u32) -> vec4<f32> {
         let w = b2[i / 4u];
         return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
     }
-    return bitcast<vec4<f32>>(vec4<u32>(b2[i / 2u], b2[i / 2u + 1u]));
+    return round4_to_f16(bitcast<vec4<f32>>(vec4<u32>(b2[i / 2u], b2[i / 2u + 1u])));
 }
 
 // The 4x4 block of op(b) at rows k..k+4, columns c..c+4, as matmul.wgsl's b_block

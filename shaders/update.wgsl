@@ -1,12 +1,17 @@
 // Parameter updates, in place, one thread per parameter element. Each runs on one
 // tensor, or on a bucket of packed tensors at once (a multi-tensor update).
 //
-// adamw (torch.optim.AdamW) on g = grad_scale * grad (grad_scale < 1 clips the
-//   gradient norm): p -= lr * wd * p (only from element decay_from on: a bucket holds
-//   the parameters without weight decay first); m = b1 m + (1 - b1) g;
+// adamw (torch.optim.AdamW) on g = grad_scale * grad (grad_scale clips the gradient
+//   norm and undoes the loss scale): p -= lr * wd * p (only from element decay_from
+//   on: a bucket holds the parameters without weight decay first);
+//   m = b1 m + (1 - b1) g;
 //   v = b2 v + (1 - b2) g^2; p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),
 //   bc1 = 1 - b1^t, bc2 = 1 - b2^t.
 // ema_update: target = momentum * target + (1 - momentum) * source.
+// find_non_finite: found = 1.0 where any of the first n elements of `checked` is
+//   infinite or NaN (loss scaling's check of the scaled gradients before AdamW). It
+//   reads their bits: a shader compiler may assume that comparisons never meet
+//   infinities or NaN.
 
 struct Params {
     n: u32,
@@ -57,4 +62,17 @@ fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
     param[i] = p.momentum * param[i] + (1.0 - p.momentum) * src[i];
+}
+
+@group(0) @binding(5) var<storage, read> checked: array<u32>;
+@group(0) @binding(6) var<storage, read_write> found: array<atomic<u32>>;
+
+@compute @workgroup_size(WG)
+fn find_non_finite(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    if ((checked[i] & 0x7f800000u) == 0x7f800000u) {
+        atomicStore(&found[0], bitcast<u32>(1.0));
+    }
 }

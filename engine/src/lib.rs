@@ -16,5 +16,5 @@ pub use device::{parse_bytes, Counts, Device, DeviceInfo, MEMORY_LIMIT_ENV, POIS
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use precision::{autocast, with_f16_copies, Precision};
-pub use tape::{backward, no_grad, Gradients};
+pub use tape::{backward, backward_scaled, no_grad, Gradients};
 pub use tensor::{DType, Indices, PackedTensors, Tensor};

@@ -136,6 +136,12 @@ impl Gradients {
 
 /// Backpropagate from a one-element `loss`, consuming this thread's tape.
 pub fn backward(loss: &Tensor) -> Result<Gradients> {
+    backward_scaled(loss, 1.0)
+}
+
+/// The gradients of `scale * loss`: `backward` seeded with `scale` instead of 1, as loss
+/// scaling does, at no cost.
+pub fn backward_scaled(loss: &Tensor, scale: f32) -> Result<Gradients> {
     let nodes = TAPE.with(|tape| std::mem::take(&mut *tape.borrow_mut()));
     if loss.numel() != 1 {
         return Err(Error::Autodiff(format!(
@@ -149,7 +155,7 @@ pub fn backward(loss: &Tensor) -> Result<Gradients> {
         ));
     }
     let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
-    grads.insert(loss.id(), Tensor::full(loss.device(), loss.shape(), 1.0)?);
+    grads.insert(loss.id(), Tensor::full(loss.device(), loss.shape(), scale)?);
     for node in nodes.into_iter().rev() {
         // Nodes whose output does not reach the loss are dropped unused.
         let Some(grad_out) = grads.remove(&node.output) else {

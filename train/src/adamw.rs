@@ -133,14 +133,16 @@ impl AdamWOptimizer {
         self.groups.iter().map(|g| &g.params)
     }
 
-    /// One update from the loaded gradients with learning rate `lr` and weight decay
-    /// `weight_decay` (applied to the decaying parameters only). With `max_grad_norm`
-    /// set, returns the gradient norm before clipping.
-    pub fn update(&mut self, lr: f32, weight_decay: f32) -> Result<Option<f64>> {
-        let (norm, grad_scale) = match self.max_grad_norm {
+    /// One update from the loaded gradients, those of the loss times `loss_scale` (1
+    /// but in mixed precision), with learning rate `lr` and weight decay `weight_decay`
+    /// (applied to the decaying parameters only). With `max_grad_norm` set, returns the
+    /// norm of the loss's gradients before clipping.
+    pub fn update(&mut self, lr: f32, weight_decay: f32, loss_scale: f32) -> Result<Option<f64>> {
+        let unscale = 1.0 / loss_scale as f64;
+        let (norm, clip) = match self.max_grad_norm {
             Some(max_norm) => {
-                let norm = global_norm(&self.gradient_buckets())?;
-                (Some(norm), (max_norm / (norm + 1e-6)).min(1.0) as f32)
+                let norm = global_norm(&self.gradient_buckets())? * unscale;
+                (Some(norm), (max_norm / (norm + 1e-6)).min(1.0))
             }
             None => (None, 1.0),
         };
@@ -151,7 +153,7 @@ impl AdamWOptimizer {
             beta2: self.beta2,
             eps: self.eps,
             weight_decay,
-            grad_scale,
+            grad_scale: (clip * unscale) as f32,
         };
         for group in &self.groups {
             for (b, param) in group.params.buckets.iter().enumerate() {
@@ -169,10 +171,10 @@ impl AdamWOptimizer {
         Ok(norm)
     }
 
-    /// `load_gradients`, then `update`.
+    /// `load_gradients`, then `update` (gradients of the loss itself).
     pub fn step(&mut self, grads: &Gradients, lr: f32, weight_decay: f32) -> Result<Option<f64>> {
         self.load_gradients(grads)?;
-        self.update(lr, weight_decay)
+        self.update(lr, weight_decay, 1.0)
     }
 
     /// (name, exp_avg, exp_avg_sq) of every parameter, for checkpoints.

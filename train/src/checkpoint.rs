@@ -5,8 +5,10 @@
 //! (`encoder.*`, `predictor.*`, `target_encoder.*`), the AdamW moments under
 //! `optim.exp_avg.<name>` and `optim.exp_avg_sq.<name>`, and as string metadata the
 //! step reached, the pretraining and model configurations (JSON) and the per-channel
-//! (mean, std) the images were normalised with (JSON), and the number of data-parallel
-//! ranks that trained it (absent: one).
+//! (mean, std) the images were normalised with (JSON), the number of data-parallel
+//! ranks that trained it (absent: one), AdamW's own count of updates (absent: the step;
+//! fewer where mixed precision skipped some) and the mixed-precision loss scale and its
+//! growth tracker (absent: a fresh scaler's).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +28,9 @@ const PRETRAIN_CONFIG: &str = "pretrain_config";
 const MODEL_CONFIG: &str = "model_config";
 const CHANNEL_STATS: &str = "channel_stats";
 const RANKS: &str = "ranks";
+const OPTIMIZER_STEP: &str = "optimizer_step";
+const LOSS_SCALE: &str = "loss_scale";
+const LOSS_SCALE_GROWTH_TRACKER: &str = "loss_scale_growth_tracker";
 const EXP_AVG: &str = "optim.exp_avg.";
 const EXP_AVG_SQ: &str = "optim.exp_avg_sq.";
 
@@ -67,7 +72,13 @@ pub fn save(path: &Path, state: &TrainState, meta: &CheckpointMeta) -> Result<()
             tensors.push((format!("{prefix}{name}"), t.to_vec(), t.shape().to_vec()));
         }
     }
-    save_tensors(path, &tensors, meta)
+    let scaler = &state.loss_scaler;
+    let state_entries = [
+        (OPTIMIZER_STEP, state.optimizer.step.to_string()),
+        (LOSS_SCALE, scaler.scale.to_string()),
+        (LOSS_SCALE_GROWTH_TRACKER, scaler.growth_tracker.to_string()),
+    ];
+    write(path, &tensors, meta, &state_entries)
 }
 
 /// Write named tensors (parameters, and moments when resuming is to be possible) with
@@ -77,6 +88,16 @@ pub fn save_tensors(
     path: &Path,
     tensors: &[(String, Vec<f32>, Vec<usize>)],
     meta: &CheckpointMeta,
+) -> Result<()> {
+    write(path, tensors, meta, &[])
+}
+
+/// `save_tensors`, with `state_entries` of the training state added to the metadata.
+fn write(
+    path: &Path,
+    tensors: &[(String, Vec<f32>, Vec<usize>)],
+    meta: &CheckpointMeta,
+    state_entries: &[(&str, String)],
 ) -> Result<()> {
     for (name, data, _) in tensors {
         if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -88,7 +109,7 @@ pub fn save_tensors(
             .into());
         }
     }
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         (STEP.to_string(), meta.step.to_string()),
         (
             PRETRAIN_CONFIG.to_string(),
@@ -104,6 +125,11 @@ pub fn save_tensors(
         ),
         (RANKS.to_string(), meta.ranks.to_string()),
     ]);
+    metadata.extend(
+        state_entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone())),
+    );
     write_safetensors(path, tensors, metadata)
 }
 
@@ -177,7 +203,32 @@ impl Checkpoint {
                 t.write(&data)?;
             }
         }
-        state.optimizer.step = self.meta.step as u32;
+        let raw = self.file.metadata();
+        let count = |key: &str| -> Result<Option<u32>> {
+            raw.get(key)
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "{}: `{key}` in its metadata is {text:?}, expected a whole number",
+                            self.path
+                        )
+                    })
+                })
+                .transpose()
+        };
+        state.optimizer.step = count(OPTIMIZER_STEP)?.unwrap_or(self.meta.step as u32);
+        if let Some(tracker) = count(LOSS_SCALE_GROWTH_TRACKER)? {
+            state.loss_scaler.growth_tracker = tracker;
+        }
+        if let Some(text) = raw.get(LOSS_SCALE) {
+            state.loss_scaler.scale = match text.parse::<f32>() {
+                Ok(scale) if scale.is_finite() && scale > 0.0 => scale,
+                _ => bail!(
+                    "{}: `{LOSS_SCALE}` in its metadata is {text:?}, expected a positive number",
+                    self.path
+                ),
+            };
+        }
         Ok(())
     }
 }

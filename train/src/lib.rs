@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod import;
 pub mod loader;
+pub mod loss_scale;
 pub mod multiblock;
 pub mod parallel;
 pub mod pretrain;

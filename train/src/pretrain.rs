@@ -43,6 +43,12 @@ pub struct StepMetrics {
     pub target_std: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grad_norm: Option<f64>,
+    /// Mixed precision: the loss scale of the step's backward.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
+    /// Mixed precision: the scaled gradients overflowed, so AdamW skipped the step.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knn_top1: Option<f64>,
     /// RankMe of the target encoder's features on the monitor's training images: their
@@ -427,6 +433,7 @@ impl Trainer {
                 feature_std(&result.outputs.target.to_vec(), d)
             });
             let (loss, grad_norm, hyper) = (result.loss, result.grad_norm, result.hyper);
+            let (loss_scale, skipped) = (result.loss_scale, result.skipped);
             drop(result);
             // Throughput of the step itself (the global batch), before the monitor below.
             let images_per_s = (b * ranks) as f64 / started.elapsed().as_secs_f64();
@@ -459,6 +466,8 @@ impl Trainer {
                 target_patches: masks.target.shape()[1],
                 target_std,
                 grad_norm,
+                loss_scale,
+                skipped,
                 knn_top1: monitor.map(|m| m.0),
                 rankme: monitor.map(|m| m.1),
                 replaced_images: replaced_in_epoch,

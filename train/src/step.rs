@@ -4,21 +4,27 @@
 //!
 //! In order, the forward in the state's precision (`engine::precision`): the target
 //! path under `no_grad` (target encoder on the whole image, parameter-free LayerNorm,
-//! gathered at the targets), the context encoder and the predictor, the smooth-L1 loss, the backward pass, the loss and gradients averaged
-//! over the ranks of a data-parallel run, a check that the loss is finite
-//! (nothing is updated after one that is not), AdamW on the encoder and predictor,
-//! then the EMA of the target encoder towards the updated encoder.
+//! gathered at the targets), the context encoder and the predictor, the smooth-L1
+//! loss, the backward pass (in mixed precision from the loss times the loss scale,
+//! `loss_scale`), the loss and gradients averaged over the ranks of a data-parallel
+//! run, a check that the loss is finite (nothing is updated after one that is not), in
+//! mixed precision the loss scaler's check of the gradients (an overflow skips AdamW),
+//! AdamW on the encoder and predictor, then the EMA of the target encoder towards the
+//! encoder (after a skipped update too, as the official loop does).
 //!
 //! Explained in the tour: docs/tour/09-predictor-loss-update.md.
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use engine::ops::update::ema_update;
-use engine::{autocast, backward, with_f16_copies, Gradients, PackedTensors, Precision, Tensor};
+use engine::ops::update::{any_non_finite, ema_update};
+use engine::{
+    autocast, backward_scaled, with_f16_copies, Gradients, PackedTensors, Precision, Tensor,
+};
 use model::{IJepa, Masks, StepOutputs};
 
 use crate::adamw::{packing_order, AdamWOptimizer};
+use crate::loss_scale::LossScaler;
 use crate::parallel::{average_gradients, mean_over_ranks, Collective};
 
 /// What one update changes: the three networks and the optimizer's moments.
@@ -31,6 +37,8 @@ pub struct TrainState {
     target: PackedTensors,
     /// The precision of the forward pass (the backward follows it).
     pub precision: Precision,
+    /// The loss scale of mixed precision (unused in f32).
+    pub loss_scaler: LossScaler,
 }
 
 impl TrainState {
@@ -70,6 +78,7 @@ impl TrainState {
             optimizer,
             target,
             precision: Precision::F32,
+            loss_scaler: LossScaler::default(),
         })
     }
 
@@ -115,8 +124,13 @@ pub struct StepResult {
     pub loss: f32,
     /// Context features, targets and predictions of the forward pass.
     pub outputs: StepOutputs,
-    /// This process's gradients, before averaging over ranks and before clipping.
+    /// This process's gradients, before averaging over ranks and before clipping, times
+    /// `loss_scale` when there is one.
     pub grads: Gradients,
+    /// The scale the backward started from (mixed precision).
+    pub loss_scale: Option<f32>,
+    /// The scaled gradients overflowed: AdamW skipped this step (the EMA did not).
+    pub skipped: bool,
     /// The global gradient norm, when the optimizer clips.
     pub grad_norm: Option<f64>,
     /// The hyper-parameters the update applied.
@@ -163,17 +177,31 @@ pub fn train_step(
 
     let outputs = state.forward(images, masks)?;
     let forward = lap(time_phases);
-    let grads = backward(&outputs.loss)?;
+    let loss_scale = (state.precision == Precision::Mixed).then_some(state.loss_scaler.scale);
+    let grads = backward_scaled(&outputs.loss, loss_scale.unwrap_or(1.0))?;
     let loss = mean_over_ranks(world, outputs.loss.item());
     if !loss.is_finite() {
         return Err(NonFiniteLoss(loss).into());
     }
     state.optimizer.load_gradients(&grads)?;
     average_gradients(world, &state.optimizer.gradient_buckets())?;
+    let skipped = match loss_scale {
+        Some(_) => {
+            let overflowed = any_non_finite(&state.optimizer.gradient_buckets())?;
+            state.loss_scaler.update(overflowed);
+            overflowed
+        }
+        None => false,
+    };
     let backward = lap(time_phases);
-    let grad_norm = state
-        .optimizer
-        .update(hyper.lr as f32, hyper.weight_decay as f32)?;
+    let grad_norm = match skipped {
+        true => None,
+        false => state.optimizer.update(
+            hyper.lr as f32,
+            hyper.weight_decay as f32,
+            loss_scale.unwrap_or(1.0),
+        )?,
+    };
     let source = state.optimizer.parameter_buckets(0);
     for (t, s) in state.target.buckets.iter().zip(&source.buckets) {
         ema_update(t, s, hyper.momentum as f32)?;
@@ -183,6 +211,8 @@ pub fn train_step(
         loss,
         outputs,
         grads,
+        loss_scale,
+        skipped,
         grad_norm,
         hyper,
         phases: time_phases.then_some(PhaseTimes {

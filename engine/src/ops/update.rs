@@ -1,12 +1,14 @@
 //! Fused in-place parameter updates: AdamW and the EMA of the target encoder, each on
-//! one tensor or on a whole bucket of `PackedTensors` in one dispatch. Schedules and
-//! parameter groups live with the training loop; these are the kernels.
+//! one tensor or on a whole bucket of `PackedTensors` in one dispatch, and the check
+//! for infinities and NaN that loss scaling makes before an update. Schedules,
+//! parameter groups and the loss scale live with the training loop; these are the
+//! kernels.
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::{grid_for, WG_OVERRIDES};
 use crate::shaders;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 crate::kernel_params! {
     /// update.wgsl's `Params`: AdamW's hyper-parameters and bias corrections, or the
@@ -30,6 +32,9 @@ crate::kernel_params! {
 const ADAMW: KernelDef<UpdateParams> = KernelDef::new(&shaders::UPDATE, "adamw", 1, 3);
 /// source, target (updated in place).
 const EMA: KernelDef<UpdateParams> = KernelDef::new(&shaders::UPDATE, "ema_update", 1, 1);
+/// checked, found (a one-element flag).
+const FIND_NON_FINITE: KernelDef<UpdateParams> =
+    KernelDef::new(&shaders::UPDATE, "find_non_finite", 1, 1).bound_from(5);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamW {
@@ -38,8 +43,8 @@ pub struct AdamW {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    /// The gradient is multiplied by this before the update: 1, or the clipping
-    /// factor `max_norm / norm`.
+    /// The gradient is multiplied by this before the update: 1, the clipping factor
+    /// `max_norm / norm`, times 1 / the loss scale under loss scaling.
     pub grad_scale: f32,
 }
 
@@ -128,4 +133,35 @@ pub fn ema_update(target: &Tensor, source: &Tensor, momentum: f32) -> Result<()>
         grid_for(dev, target.numel()),
     );
     Ok(())
+}
+
+/// Whether any element of `tensors` is infinite or NaN: one dispatch per tensor into
+/// one flag, read back once (loss scaling skips an update whose scaled gradients
+/// overflowed).
+pub fn any_non_finite(tensors: &[&Tensor]) -> Result<bool> {
+    let Some(first) = tensors.first() else {
+        return Ok(false);
+    };
+    let dev = first.device();
+    let found = Tensor::from_slice(dev, &[1], &[0.0])?;
+    for t in tensors {
+        if t.dtype() != DType::F32 {
+            return shape_err(
+                "any_non_finite",
+                format!("needs f32 tensors, got {:?}", t.dtype()),
+            );
+        }
+        let params = UpdateParams {
+            n: t.numel() as u32,
+            ..UpdateParams::default()
+        };
+        dev.dispatch(
+            &FIND_NON_FINITE,
+            WG_OVERRIDES,
+            &params,
+            &[t.buffer(), found.buffer()],
+            grid_for(dev, t.numel()),
+        );
+    }
+    Ok(found.item() != 0.0)
 }

@@ -13,12 +13,13 @@
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
-//! | `MixedCoop` | 32x32 per subgroup, 2x2 cooperative 16x16 f16 fragments, f32 accumulation | products of two f16 operands, on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) |
+//! | `MixedCoop` | 32x32 per subgroup, 2x2 cooperative 16x16 f16 fragments, f32 accumulation | every product with an f16 operand or output, on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) |
 //! | `MixedCoopEmulated` | as `MixedCoop`, the fragments emulated lane by lane | nowhere: slow; it tests `MixedCoop`'s tiling, staging and epilogue on every adapter with f16 |
 //!
-//! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl) take
-//! each of a, b and c in f32 or f16, except `MixedCoop` (matmul_coop.wgsl), whose
-//! tensor cores take f16 a and b.
+//! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl,
+//! matmul_coop.wgsl) take each of a, b and c in f32 or f16, and multiply f16 values:
+//! an operand stored in f32 (a gradient, an activation kept in f32) is rounded to f16
+//! as it is read, as tensor cores need.
 //!
 //! Split-K: on GPUs a weight gradient whose output has too few tiles to occupy the
 //! device is split along K (see [`split_k`]). The measurements behind these rules are
@@ -137,22 +138,15 @@ impl MatmulKernel {
     }
 
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
-    /// mixed ones an f16 c only with N even (its columns are stored in pairs), and
-    /// `MixedCoop` (and its emulation) f16 a and b only; the vec4 and subgroup kernels
-    /// (`MixedSubgroup` too) read N and K four at a time, and M too when a is stored
-    /// [K, M].
+    /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
+    /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
+    /// M too when a is stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
         if self.mixed() {
             let pairs = shape.types.c == DType::F32 || n.is_multiple_of(2);
-            let halves = shape.types.a == DType::F16 && shape.types.b == DType::F16;
-            return pairs
-                && match self {
-                    MatmulKernel::MixedSubgroup => vec4,
-                    MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated => halves,
-                    _ => true,
-                };
+            return pairs && (self != MatmulKernel::MixedSubgroup || vec4);
         }
         if !shape.types.all_f32() {
             return false;
@@ -379,9 +373,9 @@ impl MatmulPlan {
     /// and K allow, the flat kernel where a tile would mostly idle (M or N under 32) or
     /// on CPU adapters, else the scalar one. A GPU splits weight gradients too small to
     /// occupy it along K ([`split_k`]). Products with an f16 operand or output run
-    /// on the mixed kernels: the subgroup one where it applies, tiled on GPUs from the
-    /// same size, else blocks numbered across the batch; products of two f16
-    /// operands run on cooperative matrices where the device opened them.
+    /// on cooperative matrices where the device opened them, else on the mixed
+    /// kernels: the subgroup one where it applies, tiled on GPUs from the same size,
+    /// else blocks numbered across the batch.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
         const TILED_FROM: f64 = 4.0e9;
