@@ -1,18 +1,21 @@
 //! Mixed precision as an autocast scope, as the official code runs its forward under
 //! `torch.cuda.amp.autocast`: inside [`autocast`]`(Precision::Mixed, ..)` the linear
-//! layers and the MLP (`ops::linear`, `ops::linear_gelu`, `ops::mlp`) cast their
-//! input and weight to f16 and multiply them with f32 accumulation; everything else
-//! (LayerNorm's statistics, attention, the residual stream, the loss) stays f32, and
-//! so do the master weights, their gradients and the optimizer's state. A LayerNorm
-//! whose output only feeds a product (`ops::layernorm_to` with [`operand_type`])
-//! writes it in f16 itself, sparing the product's cast; an activation kept in f32
-//! anyway (the attention output) enters its product as it is
-//! (`ops::linear_input_as_is`), the mixed kernels reading f32 operands too.
+//! layers and the MLP (`ops::linear`, `ops::linear_gelu`, `ops::mlp`) multiply f16
+//! values with f32 accumulation; everything else (LayerNorm's statistics, attention,
+//! the residual stream, the loss) stays f32, and so do the master weights, their
+//! gradients as stored and the optimizer's state. The weights are cast to f16; an
+//! activation enters its product as it is, in f16 where its kernel wrote it so (a
+//! LayerNorm that only feeds products, `ops::layernorm_to` with [`operand_type`]; the
+//! MLP's hidden layer), else in f32, which the mixed kernels round to f16 as they read
+//! it: the values of a cast, without its dispatch and copy.
 //!
-//! Gradients never go through f16: the backward multiplies the f32 output gradient
-//! with the saved f16 operands, so small gradients cannot underflow and no loss
-//! scaling is needed. What f16 saves is the memory and bandwidth of the products'
-//! operands and of the activations they keep for the backward.
+//! The backward's products follow their forward: the products of a mixed one are
+//! mixed, so the f32 gradients are rounded to f16 as they are read, as tensor cores
+//! need. The gradients of the mean loss sit near the bottom of f16's range, so a
+//! mixed-precision step scales the loss first (train's `LossScaler`, as `GradScaler`).
+//! What f16 saves is the memory and bandwidth of the products' operands and of the
+//! activations they keep for the backward, and it opens tensor cores
+//! (`MatmulKernel::MixedCoop`).
 //!
 //! The scope is per thread, like the tape: the backward, run outside it, follows the
 //! choices its forward made. Inside [`with_f16_copies`], a cast to f16 of a tensor

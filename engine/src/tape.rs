@@ -140,7 +140,7 @@ pub fn backward(loss: &Tensor) -> Result<Gradients> {
 }
 
 /// The gradients of `scale * loss`: `backward` seeded with `scale` instead of 1, as loss
-/// scaling does, at no cost.
+/// scaling does (the seed is written, not computed).
 pub fn backward_scaled(loss: &Tensor, scale: f32) -> Result<Gradients> {
     let nodes = TAPE.with(|tape| std::mem::take(&mut *tape.borrow_mut()));
     if loss.numel() != 1 {
@@ -155,7 +155,10 @@ pub fn backward_scaled(loss: &Tensor, scale: f32) -> Result<Gradients> {
         ));
     }
     let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
-    grads.insert(loss.id(), Tensor::full(loss.device(), loss.shape(), scale)?);
+    grads.insert(
+        loss.id(),
+        Tensor::from_slice(loss.device(), loss.shape(), &[scale])?,
+    );
     for node in nodes.into_iter().rev() {
         // Nodes whose output does not reach the loss are dropped unused.
         let Some(grad_out) = grads.remove(&node.output) else {

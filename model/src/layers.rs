@@ -89,16 +89,6 @@ impl Linear {
         Ok(ops::linear(x, &self.weight, self.bias.as_ref())?)
     }
 
-    /// `forward` on an x kept in f32 anyway: under mixed precision it enters the
-    /// product as it is, with no cast (`ops::linear_input_as_is`).
-    pub fn forward_input_as_is(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(ops::linear_input_as_is(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-        )?)
-    }
-
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {
         push(out, prefix, "weight", &self.weight);
         if let Some(b) = &self.bias {
@@ -194,10 +184,7 @@ impl Attention {
         let hd = d / self.num_heads;
         let qkv = self.qkv.forward(x)?;
         let out = attention::attention(&qkv, self.num_heads, (hd as f32).powf(-0.5))?;
-        // The fused attention backward keeps the output in f32 anyway, so an f16 copy
-        // would only add a cast. On the composed path the projection's backward keeps
-        // it instead of the copy: [B, N, D] x 2 bytes more per block.
-        self.proj.forward_input_as_is(&out)
+        self.proj.forward(&out)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {

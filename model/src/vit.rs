@@ -175,8 +175,7 @@ impl Predictor {
         }
         let dp = self.mask_token.numel();
         let table = ops::reshape(&self.predictor_pos_embed, &[1, self.num_patches, dp])?;
-        // The context is the step's output too, kept in f32.
-        let x = self.predictor_embed.forward_input_as_is(context)?;
+        let x = self.predictor_embed.forward(context)?;
         let x = ops::add(&x, &ops::gather_rows(&table, &masks.context)?)?;
         let token = ops::reshape(&self.mask_token, &[dp])?;
         let pred_tokens = ops::add(&ops::gather_rows(&table, &masks.target_rows)?, &token)?;

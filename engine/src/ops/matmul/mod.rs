@@ -343,7 +343,9 @@ fn run_kernel(
     Ok((out, saved))
 }
 
-/// Gradients (da, db, dbias) of `op(a) @ op(b) + bias` given dc.
+/// Gradients (da, db, dbias) of `op(a) @ op(b) + bias` given dc. The products of a
+/// mixed forward (an f16 operand) are mixed too, whatever their operands' storage: the
+/// gradient dc, and an operand that entered in f32, are multiplied as f16 values.
 pub fn matmul_backward(
     a: &Tensor,
     b: &Tensor,
@@ -353,20 +355,27 @@ pub fn matmul_backward(
     needs: &[bool],
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let d = MatmulShape::of(a, b, t, None, Epilogue::None)?;
+    let product = |x: &Tensor, y: &Tensor, t: Transpose| -> Result<Tensor> {
+        if d.types.all_f32() {
+            return matmul_forward(x, y, t, None);
+        }
+        let shape = MatmulShape::of(x, y, t, None, Epilogue::None)?;
+        Ok(run(&MatmulPlan::mixed(x.device(), &shape), x, y, None, None)?.0)
+    };
     let da = if needs[0] {
         Some(if t.a {
-            matmul_forward(b, dc, Transpose { a: t.b, b: true }, None)?
+            product(b, dc, Transpose { a: t.b, b: true })?
         } else {
-            matmul_forward(dc, b, Transpose { a: false, b: !t.b }, None)?
+            product(dc, b, Transpose { a: false, b: !t.b })?
         })
     } else {
         None
     };
     let db = if needs[1] {
         let per_batch = if t.b {
-            matmul_forward(dc, a, Transpose { a: true, b: t.a }, None)?
+            product(dc, a, Transpose { a: true, b: t.a })?
         } else {
-            matmul_forward(a, dc, Transpose { a: !t.a, b: false }, None)?
+            product(a, dc, Transpose { a: !t.a, b: false })?
         };
         // A b shared by every batch receives the sum of the per-batch gradients.
         Some(if d.b_shared {
@@ -402,24 +411,19 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Re
     Ok(y)
 }
 
-/// An operand as a product takes it: under `Precision::Mixed` cast to f16 (the cast
-/// recorded, so that its f32 gradient reaches `t`), otherwise as it is.
-fn autocast_operand(t: &Tensor) -> Result<Tensor> {
-    cast(t, precision::operand_type())
+/// A weight as a product takes it: under `Precision::Mixed` cast to f16 (the cast
+/// recorded, so that its f32 gradient reaches `w`), otherwise as it is. The f16 weight
+/// makes the product, and its backward's, mixed; the activation enters as it is, in
+/// f16 where its kernel wrote it so, else in f32, rounded to f16 as the product reads
+/// it (the same values a cast would give, without its dispatch and copy).
+fn autocast_weight(w: &Tensor) -> Result<Tensor> {
+    cast(w, precision::operand_type())
 }
 
 /// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out], in
-/// f32 (from f16 operands under `Precision::Mixed`).
+/// f32 (from f16 values of x and w under `Precision::Mixed`).
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    linear_input_as_is(&autocast_operand(x)?, w, bias)
-}
-
-/// `linear` with x taken in the type it has: under `Precision::Mixed` only the weight
-/// is cast. For an activation kept in f32 anyway, such as the attention output that
-/// the fused attention backward reads: a cast would cost a dispatch and an f16 copy in
-/// memory, while the mixed kernels read an f32 operand as it is (exactly).
-pub fn linear_input_as_is(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let w = autocast_operand(w)?;
+    let w = autocast_weight(w)?;
     on_rows(x, |x2| matmul(x2, &w, Transpose::B, bias))
 }
 
@@ -433,8 +437,8 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     if crate::tape::records(&inputs) {
         return crate::ops::elementwise::gelu(&linear(x, w, bias)?);
     }
-    let (x, w) = (autocast_operand(x)?, autocast_operand(w)?);
-    on_rows(&x, |x2| {
+    let w = autocast_weight(w)?;
+    on_rows(x, |x2| {
         let shape = MatmulShape::of(x2, &w, Transpose::B, bias, Epilogue::Gelu)?
             .with_output(precision::operand_type())?;
         Ok(run(&MatmulPlan::new(x.device(), &shape), x2, &w, bias, None)?.0)
@@ -446,8 +450,9 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 /// the products' epilogues: the forward's fc1 writes GELU's input beside its output,
 /// and the backward's product dy w2 comes out multiplied by GELU' of it, so the GELU
 /// and its backward cost no dispatch of their own. Without a tape: `linear_gelu`, then
-/// fc2. Under `Precision::Mixed` x and the weights are cast to f16 and the hidden
-/// activations stored in f16 (GELU's saved input stays f32); the output is f32.
+/// fc2. Under `Precision::Mixed` the products multiply f16 values, the weights cast
+/// to f16, and the hidden activations are stored in f16 (GELU's saved input stays
+/// f32); the output is f32.
 pub fn mlp(
     x: &Tensor,
     w1: &Tensor,
@@ -472,13 +477,8 @@ pub fn mlp(
     if !crate::tape::records(&inputs(x, w1, b1, w2, b2)) {
         return linear(&linear_gelu(x, w1, b1)?, w2, b2);
     }
-    let (x, w1, w2) = (
-        autocast_operand(x)?,
-        autocast_operand(w1)?,
-        autocast_operand(w2)?,
-    );
-    let (w1, w2) = (&w1, &w2);
-    on_rows(&x, |x| {
+    let (w1, w2) = (&autocast_weight(w1)?, &autocast_weight(w2)?);
+    on_rows(x, |x| {
         let dev = x.device();
         let shape = MatmulShape::of(x, w1, Transpose::B, b1, Epilogue::GeluSavingInput)?
             .with_output(precision::operand_type())?;

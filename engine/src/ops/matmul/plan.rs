@@ -378,24 +378,9 @@ impl MatmulPlan {
     /// else blocks numbered across the batch.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
-        const TILED_FROM: f64 = 4.0e9;
         let (m, n, k) = (shape.m, shape.n, shape.k);
         if !shape.types.all_f32() {
-            let (coop, subgroup) = (MatmulKernel::MixedCoop, MatmulKernel::MixedSubgroup);
-            let kernel = if coop.takes(shape) && coop.runs_on(device) {
-                coop
-            } else if subgroup.takes(shape) && subgroup.runs_on(device) {
-                subgroup
-            } else if gpu && (m * n * k) as f64 >= TILED_FROM {
-                MatmulKernel::MixedTiled
-            } else {
-                MatmulKernel::Mixed
-            };
-            return MatmulPlan {
-                shape: *shape,
-                kernel,
-                split_k: None,
-            };
+            return Self::mixed(device, shape);
         }
         if let Some(slices) = split_k(gpu, shape) {
             return MatmulPlan {
@@ -407,7 +392,7 @@ impl MatmulPlan {
         let subgroup = MatmulKernel::Subgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
-        } else if gpu && (m * n * k) as f64 >= TILED_FROM {
+        } else if gpu && (m * n * k) as f64 >= Self::TILED_FROM {
             MatmulKernel::Tiled
         } else if MatmulKernel::Vec4.takes(shape) {
             MatmulKernel::Vec4
@@ -415,6 +400,30 @@ impl MatmulPlan {
             MatmulKernel::Flat
         } else {
             MatmulKernel::Scalar
+        };
+        MatmulPlan {
+            shape: *shape,
+            kernel,
+            split_k: None,
+        }
+    }
+
+    /// Multiply-adds from which GPUs stage tiles in workgroup memory.
+    const TILED_FROM: f64 = 4.0e9;
+
+    /// The plan of a mixed product (its operands multiplied as f16 values), whatever
+    /// the types its operands are stored in: `new`'s choice for products with an f16
+    /// operand or output, and the backward's for every product of a mixed forward.
+    pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
+        let (coop, subgroup) = (MatmulKernel::MixedCoop, MatmulKernel::MixedSubgroup);
+        let kernel = if coop.takes(shape) && coop.runs_on(device) {
+            coop
+        } else if subgroup.takes(shape) && subgroup.runs_on(device) {
+            subgroup
+        } else if !device.is_cpu() && (shape.m * shape.n * shape.k) as f64 >= Self::TILED_FROM {
+            MatmulKernel::MixedTiled
+        } else {
+            MatmulKernel::Mixed
         };
         MatmulPlan {
             shape: *shape,
