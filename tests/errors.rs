@@ -144,8 +144,8 @@ fn the_cooperative_matrix_kernel_is_refused_where_the_device_has_not_opened_them
     )
     .unwrap();
     assert!(
-        !MatmulKernel::MixedCoop.takes(&f32_operands),
-        "tensor cores take f16 a and b only"
+        MatmulKernel::MixedCoop.takes(&f32_operands),
+        "an f32 operand is rounded to f16 as it is staged"
     );
     let plan = MatmulPlan {
         kernel: MatmulKernel::MixedCoop,

@@ -434,12 +434,15 @@ impl MatmulPlan {
 
     /// Every plan that can run this shape on this device: each kernel that takes it and
     /// runs here, unsplit, and for the weight-gradient form each of them over slices of
-    /// K too (the count a GPU would choose, or 2).
+    /// K too (the count a GPU would choose, or 2). The mixed kernels, which multiply f16
+    /// values, are candidates for products with an f16 operand or output only: an f32
+    /// product is one in f32.
     pub fn candidates(device: &Device, shape: &MatmulShape) -> Vec<MatmulPlan> {
+        let mixed = !shape.types.all_f32();
         let runs = |s: MatmulShape| {
-            MatmulKernel::ALL
-                .into_iter()
-                .filter(move |kernel| kernel.takes(&s) && kernel.runs_on(device))
+            MatmulKernel::ALL.into_iter().filter(move |kernel| {
+                kernel.mixed() == mixed && kernel.takes(&s) && kernel.runs_on(device)
+            })
         };
         let mut plans: Vec<MatmulPlan> = runs(*shape)
             .map(|kernel| MatmulPlan {
