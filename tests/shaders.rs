@@ -139,10 +139,11 @@ fn every_params_struct_has_the_layout_of_its_rust_struct() {
 
 /// matmul_coop.wgsl runs only on GPUs that expose 16x16x16 f16 cooperative matrices
 /// (lavapipe does not), so here naga writes it to SPIR-V as wgpu's Vulkan backend
-/// does, for every form the launcher compiles: transposes, f32 or f16 output, each
-/// epilogue, with the launcher's own override values and a 32-lane subgroup. The
-/// backend rejects what Vulkan's cooperative matrices cannot express; that the values
-/// are right is tests/kernels.rs's candidate test, on GPUs that run the kernel.
+/// does, for every form the launcher compiles: transposes, each operand and the output
+/// in f32 or f16, each epilogue, with the launcher's own override values and a 32-lane
+/// subgroup. The backend rejects what Vulkan's cooperative matrices cannot express;
+/// that the values are right is tests/mixed.rs's candidate test, on GPUs that run the
+/// kernel (and everywhere on its emulation).
 #[test]
 fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
     let shader = &engine::shaders::MATMUL_COOP;
@@ -154,7 +155,11 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
     .validate(&module)
     .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)));
     let mut written = 0;
-    for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+    let forms = [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .flat_map(|t| [DType::F16, DType::F32].map(|a| (t, a)))
+        .flat_map(|ta| [DType::F16, DType::F32].map(|b| (ta, b)));
+    for (((trans_a, trans_b), a), b) in forms {
         for c in [DType::F32, DType::F16] {
             for (bias, epilogue) in [
                 (false, Epilogue::None),
@@ -173,11 +178,7 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
                     b_shared: false,
                     bias,
                     epilogue,
-                    types: MatmulTypes {
-                        a: DType::F16,
-                        b: DType::F16,
-                        c,
-                    },
+                    types: MatmulTypes { a, b, c },
                 };
                 assert!(MatmulKernel::MixedCoop.takes(&shape));
                 let constants: naga::back::PipelineConstants =
@@ -212,5 +213,5 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
             }
         }
     }
-    assert_eq!(written, 24);
+    assert_eq!(written, 96);
 }
