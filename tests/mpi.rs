@@ -118,6 +118,30 @@ fn two_processes_train_what_one_process_trains_on_the_global_batch() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// In mixed precision the ranks scale the same loss and take the same decision on the
+/// averaged gradients, so their states stay identical (checked at the end of the epoch,
+/// where a difference stops the job).
+#[test]
+fn two_processes_in_mixed_precision_keep_one_state() {
+    let dir = temp_dir("mpi_mixed");
+    let config = PretrainConfig {
+        precision: engine::Precision::Mixed,
+        ..config(8)
+    };
+    let log = run_ok(
+        mpirun_pretrain_command(2, &config, &dir, &[]),
+        "2 x 8 mixed",
+    );
+    assert!(log.contains("state identical on 2 processes"), "{log}");
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 20);
+    assert!(
+        text.lines().all(|l| l.contains("\"loss_scale\":")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The pids of the `ijepa` processes whose parent is `parent`.
 fn children(parent: u32) -> Vec<u32> {
     let mut found = Vec::new();
