@@ -178,29 +178,24 @@ pub fn train_step(
     let outputs = state.forward(images, masks)?;
     let forward = lap(time_phases);
     let loss_scale = (state.precision == Precision::Mixed).then_some(state.loss_scaler.scale);
-    let grads = backward_scaled(&outputs.loss, loss_scale.unwrap_or(1.0))?;
+    let scale = loss_scale.unwrap_or(1.0);
+    let grads = backward_scaled(&outputs.loss, scale)?;
     let loss = mean_over_ranks(world, outputs.loss.item());
     if !loss.is_finite() {
         return Err(NonFiniteLoss(loss).into());
     }
     state.optimizer.load_gradients(&grads)?;
     average_gradients(world, &state.optimizer.gradient_buckets())?;
-    let skipped = match loss_scale {
-        Some(_) => {
-            let overflowed = any_non_finite(&state.optimizer.gradient_buckets())?;
-            state.loss_scaler.update(overflowed);
-            overflowed
-        }
-        None => false,
-    };
+    let skipped = loss_scale.is_some() && any_non_finite(&state.optimizer.gradient_buckets())?;
+    if loss_scale.is_some() {
+        state.loss_scaler.update(skipped);
+    }
     let backward = lap(time_phases);
-    let grad_norm = match skipped {
-        true => None,
-        false => state.optimizer.update(
-            hyper.lr as f32,
-            hyper.weight_decay as f32,
-            loss_scale.unwrap_or(1.0),
-        )?,
+    let grad_norm = if skipped {
+        None
+    } else {
+        let (lr, wd) = (hyper.lr as f32, hyper.weight_decay as f32);
+        state.optimizer.update(lr, wd, scale)?
     };
     let source = state.optimizer.parameter_buckets(0);
     for (t, s) in state.target.buckets.iter().zip(&source.buckets) {
