@@ -211,18 +211,21 @@ pub fn step(
     }
     let mut run = train::synthetic::SyntheticRun::new(dev, config, steps + 1)?;
     let (mut t_fwd, mut t_bwd, mut t_opt) = (0.0, 0.0, 0.0);
+    let mut peaks = [0u64; 3];
     let mut counted = dev.counts();
     // Step 0 warms the pipelines and the buffer pool and is not counted.
     for s in 0..=steps {
         if s == 1 {
             counted = dev.counts();
-            dev.reset_memory_peaks();
         }
         let phases = run.step(s, true)?.phases.expect("phases were timed");
         if s > 0 {
             t_fwd += phases.forward;
             t_bwd += phases.backward;
             t_opt += phases.update;
+            for (peak, bytes) in peaks.iter_mut().zip(phases.peak_bytes) {
+                *peak = (*peak).max(bytes);
+            }
         }
     }
     let config = &run.config;
@@ -267,12 +270,29 @@ pub fn step(
         flops / 1e9,
         flops / total / 1e9,
     );
-    let (in_tensors, held) = dev.memory_peaks();
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     println!(
-        "train step {name} (batch {b}): peak GPU memory {:.1} MiB in tensors, {:.1} MiB held by the buffer pool",
-        in_tensors as f64 / (1 << 20) as f64,
-        held as f64 / (1 << 20) as f64,
+        "train step {name} (batch {b}): peak GPU memory {:.1} MiB in tensors (forward {:.1}, backward {:.1}, update {:.1} MiB), {:.1} MiB held by the buffer pool",
+        mib(peaks.into_iter().max().unwrap_or(0)),
+        mib(peaks[0]),
+        mib(peaks[1]),
+        mib(peaks[2]),
+        mib(dev.memory_held()),
     );
+    let measured = dev.measured_plans();
+    if !measured.is_empty() {
+        println!(
+            "plans measured ({}=1), the best of 3 runs each:",
+            engine::MEASURE_PLANS_ENV
+        );
+    }
+    for (key, m) in &measured {
+        println!("  {key}:");
+        for (i, (plan, secs)) in m.candidates.iter().enumerate() {
+            let mark = if i == m.chosen { "  <- chosen" } else { "" };
+            println!("    {:>9.3} ms  {plan}{mark}", secs * 1e3);
+        }
+    }
     println!(
         "train step {name} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.prec$} images/s on {}",
         t_fwd / n * 1e3,

@@ -102,3 +102,80 @@ fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
         }
     }
 }
+
+/// Where the device measures plans, attention times every candidate at the first call
+/// of a size (forward, and backward on a tape of its own where the call is
+/// differentiated), keeps the fastest for the token counts of its bucket, and leaves
+/// the caller's tape whole: the gradients through the call are the composed path's.
+#[test]
+fn measured_attention_times_every_candidate_once_and_keeps_the_callers_tape() {
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
+    dev.set_measure_plans(true);
+    let mut r = rng(15);
+    let (b, heads, hd, scale) = (2, 2, 16, 0.25);
+    let width = heads * hd;
+    let upload_here =
+        |shape: &[usize], data: &[f32]| engine::Tensor::from_slice(&dev, shape, data).unwrap();
+    // 37 and 40 tokens share a bucket (33..=64): the second call measures nothing.
+    for (n, measured_before) in [(37, 0), (40, 1)] {
+        let qkv_data = random(&mut r, b * n * 3 * width);
+        let dout_data = random(&mut r, b * n * width);
+        let dout = upload_here(&[b, n, width], &dout_data);
+        // An op recorded before the call, so that its gradient needs the caller's tape.
+        let through = |attend: &dyn Fn(&engine::Tensor) -> engine::Tensor| {
+            let qkv = upload_here(&[b, n, 3 * width], &qkv_data).requires_grad();
+            let out = attend(&ops::add(&qkv, &qkv).unwrap());
+            let loss = ops::sum(&ops::mul(&out, &dout).unwrap()).unwrap();
+            let dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
+            (out.to_vec(), dqkv)
+        };
+        assert_eq!(dev.measured_plans().len(), measured_before, "{n} tokens");
+        let (out, dqkv) = through(&|x| ops::attention::attention(x, heads, scale).unwrap());
+        let measured = dev.measured_plans();
+        assert_eq!(measured.len(), 1, "{n} tokens: {measured:?}");
+        let (key, m) = &measured[0];
+        assert!(
+            key.contains("33..=64 tokens") && key.ends_with("forward and backward"),
+            "{key}"
+        );
+        let shape = AttentionShape {
+            batch: b,
+            tokens: n,
+            heads,
+            head_dim: hd,
+        };
+        let plans = AttentionPlan::candidates(&dev, &shape);
+        assert_eq!(m.candidates.len(), plans.len(), "{m:?}");
+        assert!(
+            m.candidates.iter().all(|(_, s)| s.is_finite() && *s > 0.0),
+            "{m:?}"
+        );
+        assert!(
+            m.candidates
+                .iter()
+                .all(|(_, s)| *s >= m.candidates[m.chosen].1),
+            "{m:?}"
+        );
+        let (want_out, want_dqkv) = through(&|x| attention_composed(x, heads, scale).unwrap());
+        assert_close(&format!("{n} tokens out"), &out, &want_out, 2e-6, 1e-4);
+        assert_close(&format!("{n} tokens dqkv"), &dqkv, &want_dqkv, 1e-5, 1e-3);
+
+        // Once measured, a call costs the chosen plan's dispatches and no more.
+        let qkv = upload_here(&[b, n, 3 * width], &qkv_data).requires_grad();
+        let dispatches = |f: &dyn Fn()| {
+            let before = dev.counts().dispatches;
+            f();
+            dev.counts().dispatches - before
+        };
+        let called = dispatches(&|| drop(ops::attention::attention(&qkv, heads, scale).unwrap()));
+        let chosen =
+            dispatches(&|| drop(attention_with(&plans[m.chosen], &qkv, heads, scale).unwrap()));
+        assert_eq!(called, chosen, "{n} tokens");
+    }
+    // Undifferentiated, a call is measured apart: only its forward runs in training.
+    let qkv = upload_here(&[b, 40, 3 * width], &random(&mut r, b * 40 * 3 * width));
+    engine::no_grad(|| ops::attention::attention(&qkv, heads, scale).unwrap());
+    let keys: Vec<String> = dev.measured_plans().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with(", forward")), "{keys:?}");
+}

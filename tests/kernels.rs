@@ -409,6 +409,30 @@ fn concat_narrow_and_repeat_match_cpu() {
 }
 
 #[test]
+fn tensors_read_back_together_in_one_submit() {
+    let dev = device();
+    let mut r = rng(10);
+    let a = random(&mut r, 5);
+    // Values f16 holds exactly, an odd count: its last word is half padding.
+    let h = [0.5, -2.0, 1024.0];
+    let ta = upload(&[5], &a);
+    let th = ops::cast::cast_forward(&upload(&[3], &h), DType::F16).unwrap();
+    // A member of a packed bucket: a binding at an offset into a larger buffer.
+    let packed = engine::PackedTensors::zeros(&dev, &[&[3], &[2, 2]]).unwrap();
+    let m = [1.0, 2.0, 3.0, 4.0];
+    packed.members[1].write(&m).unwrap();
+    let before = dev.counts().submits;
+    let read = Tensor::to_vecs(&[&ta, &th, &packed.members[1], &ta]);
+    assert_eq!(
+        dev.counts().submits,
+        before + 1,
+        "one submit for every tensor"
+    );
+    assert_eq!(read, vec![a.clone(), h.to_vec(), m.to_vec(), a]);
+    assert!(Tensor::to_vecs(&[]).is_empty());
+}
+
+#[test]
 fn gather_rows_forward_and_backward_match_cpu_with_repeated_indices() {
     let mut r = rng(10);
     let (b, n, d, k, masks) = (3, 13, 7, 5, 2);

@@ -12,7 +12,10 @@ pub mod shaders;
 pub mod tape;
 pub mod tensor;
 
-pub use device::{parse_bytes, Counts, Device, DeviceInfo, MEMORY_LIMIT_ENV, POISON_ENV};
+pub use device::{
+    parse_bytes, Counts, Device, DeviceInfo, Measured, MemoryPeaks, MEASURE_PLANS_ENV,
+    MEMORY_LIMIT_ENV, POISON_ENV,
+};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use precision::{autocast, with_f16_copies, Precision};

@@ -42,6 +42,24 @@ thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
 }
 
+/// Run `f` on a tape of its own, recording: what it records, and a `backward` inside
+/// it, leave this thread's tape as it was (an op that times its plans' backwards in
+/// the middle of a forward).
+pub fn on_own_tape<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(Vec<Node>, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TAPE.with(|tape| *tape.borrow_mut() = std::mem::take(&mut self.0));
+            GRAD_ENABLED.with(|g| g.set(self.1));
+        }
+    }
+    let _restore = Restore(
+        TAPE.with(|tape| std::mem::take(&mut *tape.borrow_mut())),
+        GRAD_ENABLED.with(|g| g.replace(true)),
+    );
+    f()
+}
+
 /// Whether ops are being recorded on this thread.
 pub fn is_recording() -> bool {
     GRAD_ENABLED.with(|g| g.get())

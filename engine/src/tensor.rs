@@ -186,16 +186,32 @@ impl Tensor {
     /// Read the values back to the host, f16 ones widened exactly (submits pending
     /// work and waits).
     pub fn to_vec(&self) -> Vec<f32> {
-        let bytes = self
-            .device()
-            .download(&self.binding(), self.dtype().bytes(self.numel()));
-        match self.dtype() {
-            DType::F32 => bytemuck::cast_slice(&bytes).to_vec(),
-            DType::F16 => bytemuck::cast_slice::<u8, u16>(&bytes)[..self.numel()]
-                .iter()
-                .map(|&bits| half::f16::from_bits(bits).to_f32())
-                .collect(),
-        }
+        Self::to_vecs(&[self]).remove(0)
+    }
+
+    /// `to_vec` of each tensor (all on one device) with one submit and one wait.
+    pub fn to_vecs(tensors: &[&Tensor]) -> Vec<Vec<f32>> {
+        let Some(first) = tensors.first() else {
+            return Vec::new();
+        };
+        let bindings: Vec<Binding> = tensors.iter().map(|t| t.binding()).collect();
+        let srcs: Vec<(&Binding, u64)> = bindings
+            .iter()
+            .zip(tensors)
+            .map(|(b, t)| (b, t.dtype().bytes(t.numel())))
+            .collect();
+        let bytes = first.device().download(&srcs);
+        tensors
+            .iter()
+            .zip(bytes)
+            .map(|(t, bytes)| match t.dtype() {
+                DType::F32 => bytemuck::cast_slice(&bytes).to_vec(),
+                DType::F16 => bytemuck::cast_slice::<u8, u16>(&bytes)[..t.numel()]
+                    .iter()
+                    .map(|&bits| half::f16::from_bits(bits).to_f32())
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The single value of a one-element tensor.

@@ -89,6 +89,16 @@ impl IJepa {
     /// The I-JEPA loss of one batch: smooth-L1 between predictions and targets.
     pub fn forward(&self, images: &Tensor, masks: &Masks) -> Result<StepOutputs> {
         let target = self.forward_target(images, masks)?;
+        self.forward_with_target(images, masks, target)
+    }
+
+    /// `forward` given the targets `forward_target` computed.
+    pub fn forward_with_target(
+        &self,
+        images: &Tensor,
+        masks: &Masks,
+        target: Tensor,
+    ) -> Result<StepOutputs> {
         let (context, prediction) = self.forward_context(images, masks)?;
         let loss = ops::smooth_l1_loss(&prediction, &target, LOSS_BETA)?;
         Ok(StepOutputs {

@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use engine::ops::update::{any_non_finite, ema_update};
+use engine::ops::update::{ema_update, find_non_finite};
 use engine::{
     autocast, backward_scaled, with_f16_copies, Gradients, PackedTensors, Precision, Tensor,
 };
@@ -85,18 +85,33 @@ impl TrainState {
     /// The training forward in the state's precision. In mixed precision every
     /// parameter (encoder, predictor, target encoder) is rounded to f16 once, one cast
     /// per packed bucket, and the linear layers take those copies instead of casting
-    /// their weights one by one.
+    /// their weights one by one. The target encoder's copies are made for its forward
+    /// and dropped after it, before the context encoder's activations build up.
     pub fn forward(&self, images: &Tensor, masks: &Masks) -> Result<StepOutputs> {
-        let forward = || autocast(self.precision, || self.model.forward(images, masks));
-        if self.precision == Precision::F32 {
-            return forward();
+        let precision = self.precision;
+        if precision == Precision::F32 {
+            return autocast(precision, || self.model.forward(images, masks));
         }
-        let mut copies = Vec::new();
-        for packed in self.optimizer.parameters().chain([&self.target]) {
-            copies.extend(packed.members.iter().cloned().zip(packed.to_f16()?));
-        }
-        with_f16_copies(copies, forward)
+        let target = with_f16_copies(f16_copies([&self.target])?, || {
+            autocast(precision, || self.model.forward_target(images, masks))
+        })?;
+        with_f16_copies(f16_copies(self.optimizer.parameters())?, || {
+            autocast(precision, || {
+                self.model.forward_with_target(images, masks, target)
+            })
+        })
     }
+}
+
+/// Each member of `packed` with its f16 copy: one cast per bucket.
+fn f16_copies<'a>(
+    packed: impl IntoIterator<Item = &'a PackedTensors>,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut copies = Vec::new();
+    for p in packed {
+        copies.extend(p.members.iter().cloned().zip(p.to_f16()?));
+    }
+    Ok(copies)
 }
 
 /// The hyper-parameters of one update: the schedules' values at its step, or a golden
@@ -110,13 +125,17 @@ pub struct StepHyper {
     pub momentum: f64,
 }
 
-/// Seconds spent in each phase, each phase waited for (`train_step`'s `time_phases`).
+/// Seconds spent in each phase, each phase waited for (`train_step`'s `time_phases`),
+/// and the most bytes its tensors held at once.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PhaseTimes {
     pub forward: f64,
     pub backward: f64,
     /// AdamW and EMA.
     pub update: f64,
+    /// Peak bytes in tensors in the forward, the backward (the gradients' loading and
+    /// averaging included) and the update.
+    pub peak_bytes: [u64; 3],
 }
 
 /// What one update computed.
@@ -166,13 +185,20 @@ pub fn train_step(
 ) -> Result<StepResult> {
     let device = images.device().clone();
     let mut clock = Instant::now();
-    let mut lap = |wait: bool| {
-        if wait {
-            device.synchronize();
+    if time_phases {
+        device.reset_memory_peaks();
+    }
+    // A phase's seconds and peak bytes in tensors (timed: waited for).
+    let mut lap = |timed: bool| {
+        if !timed {
+            return (0.0, 0);
         }
+        device.synchronize();
+        let peak = device.memory_peaks().tensors;
+        device.reset_memory_peaks();
         let secs = clock.elapsed().as_secs_f64();
         clock = Instant::now();
-        secs
+        (secs, peak)
     };
 
     let outputs = state.forward(images, masks)?;
@@ -180,13 +206,24 @@ pub fn train_step(
     let loss_scale = (state.precision == Precision::Mixed).then_some(state.loss_scaler.scale);
     let scale = loss_scale.unwrap_or(1.0);
     let grads = backward_scaled(&outputs.loss, scale)?;
-    let loss = mean_over_ranks(world, outputs.loss.item());
+    state.optimizer.load_gradients(&grads)?;
+    average_gradients(world, &state.optimizer.gradient_buckets())?;
+    // The loss and, under loss scaling, the overflow flag come back in one readback.
+    let overflow = match loss_scale {
+        Some(_) => Some(find_non_finite(&state.optimizer.gradient_buckets())?),
+        None => None,
+    };
+    let read = Tensor::to_vecs(
+        &[&outputs.loss]
+            .into_iter()
+            .chain(&overflow)
+            .collect::<Vec<_>>(),
+    );
+    let loss = mean_over_ranks(world, read[0][0]);
     if !loss.is_finite() {
         return Err(NonFiniteLoss(loss).into());
     }
-    state.optimizer.load_gradients(&grads)?;
-    average_gradients(world, &state.optimizer.gradient_buckets())?;
-    let skipped = loss_scale.is_some() && any_non_finite(&state.optimizer.gradient_buckets())?;
+    let skipped = read.get(1).is_some_and(|flag| flag[0] != 0.0);
     if loss_scale.is_some() {
         state.loss_scaler.update(skipped);
     }
@@ -211,9 +248,10 @@ pub fn train_step(
         grad_norm,
         hyper,
         phases: time_phases.then_some(PhaseTimes {
-            forward,
-            backward,
-            update,
+            forward: forward.0,
+            backward: backward.0,
+            update: update.0,
+            peak_bytes: [forward.1, backward.1, update.1],
         }),
     })
 }

@@ -79,21 +79,29 @@ impl Device {
         self.counts.copies.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Copy the first `bytes` bytes of a binding back to the host (submits and waits).
-    pub(crate) fn download(&self, src: &Binding, bytes: u64) -> Vec<u8> {
-        if bytes == 0 {
-            return Vec::new();
+    /// Copy the first bytes of each binding back to the host through one staging
+    /// buffer: one submit and one wait for them all. Byte counts are whole words.
+    pub(crate) fn download(&self, srcs: &[(&Binding, u64)]) -> Vec<Vec<u8>> {
+        let total: u64 = srcs.iter().map(|(_, bytes)| bytes).sum();
+        if total == 0 {
+            return vec![Vec::new(); srcs.len()];
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: bytes,
+            size: total,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         {
             let mut pending = self.batcher.pending.lock().unwrap();
             let encoder = self.encoder(&mut pending);
-            encoder.copy_buffer_to_buffer(&src.buffer, src.offset, &staging, 0, bytes);
+            let mut at = 0;
+            for (src, bytes) in srcs {
+                if *bytes > 0 {
+                    encoder.copy_buffer_to_buffer(&src.buffer, src.offset, &staging, at, *bytes);
+                }
+                at += bytes;
+            }
             self.submit(&mut pending);
         }
         let slice = staging.slice(..);
@@ -109,10 +117,19 @@ impl Device {
             .expect("readback buffer mapped");
         let data = slice
             .get_mapped_range()
-            .expect("mapped range of a mapped buffer")
-            .to_vec();
+            .expect("mapped range of a mapped buffer");
+        let mut at = 0;
+        let parts = srcs
+            .iter()
+            .map(|(_, bytes)| {
+                let part = data[at..at + *bytes as usize].to_vec();
+                at += *bytes as usize;
+                part
+            })
+            .collect();
+        drop(data);
         staging.unmap();
-        data
+        parts
     }
 
     /// Submit everything recorded so far (does not wait).

@@ -16,13 +16,13 @@ mod pipelines;
 mod pool;
 mod profile;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use adapter::{DeviceInfo, ADAPTER_ENV, COOPERATIVE_MATRIX_ENV, LOCAL_RANK_ENV};
 pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
-pub use pool::{parse_bytes, PooledBuffer, MEMORY_LIMIT_ENV, POISON_ENV};
+pub use pool::{parse_bytes, MemoryPeaks, PooledBuffer, MEMORY_LIMIT_ENV, POISON_ENV};
 
 use crate::error::{Error, Result};
 use batching::Batcher;
@@ -56,6 +56,22 @@ pub struct Device {
     /// every launch a lock while it is off.
     plan_log: Mutex<Option<BTreeSet<String>>>,
     plan_log_on: AtomicBool,
+    /// Whether ops that have several plans time them and keep the fastest
+    /// (`MEASURE_PLANS_ENV`), and what they measured, by key.
+    measure_plans: AtomicBool,
+    measured: Mutex<BTreeMap<String, Measured>>,
+}
+
+/// Environment variable that, set to 1, has attention time its candidate plans on the
+/// device at the first call of each size and keep the fastest (`Device::set_measure_plans`).
+pub const MEASURE_PLANS_ENV: &str = "IJEPA_MEASURE_PLANS";
+
+/// One measured choice: each candidate plan, in words, with its best time in seconds,
+/// and the index of the fastest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    pub candidates: Vec<(String, f64)>,
+    pub chosen: usize,
 }
 
 /// A range of a storage buffer that a kernel binds, copies from or to: a tensor's
@@ -180,6 +196,10 @@ impl Device {
             packing_limit: AtomicU64::new(0),
             plan_log: Mutex::new(None),
             plan_log_on: AtomicBool::new(false),
+            measure_plans: AtomicBool::new(
+                std::env::var(MEASURE_PLANS_ENV).is_ok_and(|v| v == "1"),
+            ),
+            measured: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -288,6 +308,35 @@ impl Device {
         if let Some(log) = self.plan_log.lock().unwrap().as_mut() {
             log.insert(key());
         }
+    }
+
+    /// Whether ops with several plans measure them (`MEASURE_PLANS_ENV`).
+    pub fn measures_plans(&self) -> bool {
+        self.measure_plans.load(Ordering::Relaxed)
+    }
+
+    /// Turn the measuring of plans on or off; what was measured stays.
+    pub fn set_measure_plans(&self, on: bool) {
+        self.measure_plans.store(on, Ordering::Relaxed);
+    }
+
+    /// The choice measured under `key`, if any.
+    pub fn measured(&self, key: &str) -> Option<Measured> {
+        self.measured.lock().unwrap().get(key).cloned()
+    }
+
+    /// Remember a measured choice under `key`.
+    pub fn remember_measured(&self, key: String, measured: Measured) {
+        self.measured.lock().unwrap().insert(key, measured);
+    }
+
+    /// Every choice measured so far, by key.
+    pub fn measured_plans(&self) -> Vec<(String, Measured)> {
+        let measured = self.measured.lock().unwrap();
+        measured
+            .iter()
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect()
     }
 
     /// Per-kernel (calls, seconds) collected under IJEPA_PROFILE=1, slowest first, and

@@ -27,10 +27,11 @@ pub(super) struct BufferPool {
     created: AtomicU64,
     /// Bytes of every buffer the pool owns, lent out or free.
     held: AtomicU64,
-    /// Bytes of the buffers lent out (in tensors now).
-    lent: AtomicU64,
-    /// The most `lent` and `held` have been since the last `reset_memory_peaks`.
-    peak_lent: AtomicU64,
+    /// Bytes the tensors lent a buffer asked for (their buffers may be larger: size
+    /// classes, and reused larger buffers).
+    asked: AtomicU64,
+    /// The most `asked` and `held` have been since the last `reset_memory_peaks`.
+    peak_asked: AtomicU64,
     peak_held: AtomicU64,
     /// Most bytes `held` may reach (0: only the driver limits it).
     limit: AtomicU64,
@@ -55,10 +56,21 @@ pub(super) fn memory_limit_from_env() -> Result<Option<u64>> {
     }
 }
 
+/// Peak GPU memory in bytes (`Device::memory_peaks`); each peak is of its own moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPeaks {
+    /// What the live tensors' elements take (their buffers up to a quarter more from
+    /// size classes, and up to twice that where a larger free buffer was reused).
+    pub tensors: u64,
+    /// Every buffer the pool holds, lent or kept for reuse: the GPU memory in use.
+    pub held: u64,
+}
+
 /// A storage buffer on loan from the pool; it goes back when dropped.
 pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     class: u64,
+    asked: u64,
     pool: Arc<BufferPool>,
 }
 
@@ -70,7 +82,7 @@ impl PooledBuffer {
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        self.pool.lent.fetch_sub(self.class, Ordering::Relaxed);
+        self.pool.asked.fetch_sub(self.asked, Ordering::Relaxed);
         if let Some(buffer) = self.buffer.take() {
             let mut free = self.pool.free.lock().unwrap();
             free.entry(self.class).or_default().push(buffer);
@@ -134,11 +146,12 @@ impl Device {
             Some(found) => found,
             None => (wanted, self.create_storage_buffer(wanted)?),
         };
-        let lent = self.pool.lent.fetch_add(class, Ordering::Relaxed) + class;
-        self.pool.peak_lent.fetch_max(lent, Ordering::Relaxed);
+        let asked = self.pool.asked.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.pool.peak_asked.fetch_max(asked, Ordering::Relaxed);
         Ok(PooledBuffer {
             buffer: Some(buffer),
             class,
+            asked: bytes,
             pool: self.pool.clone(),
         })
     }
@@ -213,22 +226,25 @@ impl Device {
         self.pool.held.load(Ordering::Relaxed)
     }
 
-    /// The most bytes (in tensors, held by the pool in all) since the device was made
-    /// or `reset_memory_peaks` was last called: a step's peak GPU memory.
-    pub fn memory_peaks(&self) -> (u64, u64) {
-        (
-            self.pool.peak_lent.load(Ordering::Relaxed),
-            self.pool.peak_held.load(Ordering::Relaxed),
-        )
+    /// The most bytes in tensors and held by the pool since the
+    /// device was made or `reset_memory_peaks` was last called: a step's peak GPU memory.
+    pub fn memory_peaks(&self) -> MemoryPeaks {
+        let pool = &self.pool;
+        MemoryPeaks {
+            tensors: pool.peak_asked.load(Ordering::Relaxed),
+            held: pool.peak_held.load(Ordering::Relaxed),
+        }
     }
 
     /// Start `memory_peaks` afresh from what is in use and held now.
     pub fn reset_memory_peaks(&self) {
         let pool = &self.pool;
-        pool.peak_lent
-            .store(pool.lent.load(Ordering::Relaxed), Ordering::Relaxed);
-        pool.peak_held
-            .store(pool.held.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (peak, now) in [
+            (&pool.peak_asked, &pool.asked),
+            (&pool.peak_held, &pool.held),
+        ] {
+            peak.store(now.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     /// The cap on `memory_held` (from `IJEPA_MEMORY_LIMIT` or `set_memory_limit`).

@@ -21,6 +21,10 @@
 //! | fused `Tiled` | nowhere: slower than the composed path on lavapipe and on an H200; a candidate, tested on every adapter |
 //! | fused `Blocked` | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats the composed path |
 //!
+//! Where the device measures plans (`IJEPA_MEASURE_PLANS=1`), [`AttentionPlan::measured`]
+//! replaces these rules: every candidate is timed on the device at the first call of a
+//! size, and the fastest kept.
+//!
 //! Measurements: docs/results/.
 //!
 //! Explained in the tour: docs/tour/06-attention.md.
@@ -414,10 +418,103 @@ pub fn attention_backward(
     Ok(dqkv)
 }
 
-/// Differentiable attention on the device's plan ([`AttentionPlan::new`]).
+/// Differentiable attention on the device's plan: [`AttentionPlan::new`]'s, or the
+/// fastest as measured ([`AttentionPlan::measured`]) where the device measures plans.
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
-    let plan = AttentionPlan::new(qkv.device(), &AttentionShape::of(qkv, heads)?);
+    let dev = qkv.device();
+    let plan = if dev.measures_plans() {
+        AttentionPlan::measured(qkv, heads, scale_factor)?
+    } else {
+        AttentionPlan::new(dev, &AttentionShape::of(qkv, heads)?)
+    };
     run(&plan, qkv, scale_factor)
+}
+
+/// Token counts are measured in buckets this wide: the masks change them every step,
+/// and one measurement stands for its neighbours.
+pub const MEASURED_TOKENS: usize = 32;
+/// Timed runs of each candidate, after one that warms its pipelines; the best counts.
+const MEASURED_RUNS: usize = 3;
+
+impl AttentionPlan {
+    /// The fastest of [`candidates`](Self::candidates) for this call, timed on the
+    /// device: each runs on the call's own qkv, its forward, and its backward too where
+    /// the call is differentiated (on a tape of its own). Measured at the first call of
+    /// a batch, head count, head dim, bucket of [`MEASURED_TOKENS`] token counts and
+    /// differentiation, then remembered by the device (`Device::measured_plans`).
+    pub fn measured(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<AttentionPlan> {
+        let dev = qkv.device();
+        let shape = AttentionShape::of(qkv, heads)?;
+        let differentiated = crate::tape::records(&[qkv]);
+        let bucket = shape.tokens.div_ceil(MEASURED_TOKENS);
+        let key = format!(
+            "attention {} x {} heads of {}..={} tokens x {}, {}",
+            shape.batch,
+            shape.heads,
+            (bucket - 1) * MEASURED_TOKENS + 1,
+            bucket * MEASURED_TOKENS,
+            shape.head_dim,
+            if differentiated {
+                "forward and backward"
+            } else {
+                "forward"
+            }
+        );
+        let candidates = Self::candidates(dev, &shape);
+        let chosen = match dev.measured(&key) {
+            Some(measured) => measured.chosen,
+            None => {
+                let mut timed = Vec::with_capacity(candidates.len());
+                for plan in &candidates {
+                    let secs = time_plan(plan, qkv, scale_factor, differentiated)?;
+                    timed.push((plan.describe(), secs));
+                }
+                let chosen = (0..timed.len())
+                    .min_by(|&i, &j| timed[i].1.total_cmp(&timed[j].1))
+                    .expect("the composed path is always a candidate");
+                dev.remember_measured(
+                    key,
+                    crate::device::Measured {
+                        candidates: timed,
+                        chosen,
+                    },
+                );
+                chosen
+            }
+        };
+        Ok(candidates[chosen])
+    }
+}
+
+/// The best of `MEASURED_RUNS` wall-clock times of `plan` on qkv, each waited for.
+fn time_plan(
+    plan: &AttentionPlan,
+    qkv: &Tensor,
+    scale_factor: f32,
+    differentiated: bool,
+) -> Result<f64> {
+    let dev = qkv.device();
+    let once = || -> Result<()> {
+        if differentiated {
+            crate::tape::on_own_tape(|| {
+                let x = qkv.detach().requires_grad();
+                let out = run_path(plan, &x, scale_factor)?;
+                crate::tape::backward(&crate::ops::reduce::sum(&out)?).map(drop)
+            })
+        } else {
+            crate::tape::no_grad(|| run_path(plan, qkv, scale_factor).map(drop))
+        }
+    };
+    once()?;
+    dev.synchronize();
+    let mut best = f64::INFINITY;
+    for _ in 0..MEASURED_RUNS {
+        let start = std::time::Instant::now();
+        once()?;
+        dev.synchronize();
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
 /// Differentiable attention on the path `plan` names (made for this qkv's sizes).
@@ -439,9 +536,14 @@ pub fn attention_with(
     run(plan, qkv, scale_factor)
 }
 
-/// `plan` on a qkv of its shape.
+/// `plan` on a qkv of its shape, noted in the device's plan log.
 fn run(plan: &AttentionPlan, qkv: &Tensor, scale_factor: f32) -> Result<Tensor> {
     qkv.device().note_plan(|| plan.key());
+    run_path(plan, qkv, scale_factor)
+}
+
+/// `run` unnoted: a plan being timed.
+fn run_path(plan: &AttentionPlan, qkv: &Tensor, scale_factor: f32) -> Result<Tensor> {
     let heads = plan.shape.heads;
     match plan.path {
         AttentionPath::Fused(kind) => attention_fused(kind, qkv, heads, scale_factor),

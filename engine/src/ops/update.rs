@@ -135,19 +135,20 @@ pub fn ema_update(target: &Tensor, source: &Tensor, momentum: f32) -> Result<()>
     Ok(())
 }
 
-/// Whether any element of `tensors` is infinite or NaN: one dispatch per tensor into
-/// one flag, read back once (loss scaling skips an update whose scaled gradients
-/// overflowed).
-pub fn any_non_finite(tensors: &[&Tensor]) -> Result<bool> {
+/// Whether any element of `tensors` is infinite or NaN, as a one-element flag on the
+/// device (non-zero when one is): one dispatch per tensor, nothing read back, so that
+/// the caller may read the flag together with other values (loss scaling skips an
+/// update whose scaled gradients overflowed).
+pub fn find_non_finite(tensors: &[&Tensor]) -> Result<Tensor> {
     let Some(first) = tensors.first() else {
-        return Ok(false);
+        return shape_err("find_non_finite", "needs at least one tensor");
     };
     let dev = first.device();
     let found = Tensor::from_slice(dev, &[1], &[0.0])?;
     for t in tensors {
         if t.dtype() != DType::F32 {
             return shape_err(
-                "any_non_finite",
+                "find_non_finite",
                 format!("needs f32 tensors, got {:?}", t.dtype()),
             );
         }
@@ -163,5 +164,14 @@ pub fn any_non_finite(tensors: &[&Tensor]) -> Result<bool> {
             grid_for(dev, t.numel()),
         );
     }
-    Ok(found.item() != 0.0)
+    Ok(found)
+}
+
+/// Whether any element of `tensors` is infinite or NaN: [`find_non_finite`]'s flag,
+/// read back.
+pub fn any_non_finite(tensors: &[&Tensor]) -> Result<bool> {
+    if tensors.is_empty() {
+        return Ok(false);
+    }
+    Ok(find_non_finite(tensors)?.item() != 0.0)
 }
