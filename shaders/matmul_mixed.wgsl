@@ -1,6 +1,7 @@
 // Mixed-precision batched matmul: the operands of matmul.wgsl's product, each stored in
 // f32 or in f16 (A_F16, B_F16), multiplied as f16 values and summed in f32; c stored in
-// f32, or in f16 (C_F16) for an activation that only feeds another product. f16 tensors
+// f32, or in f16 (C_F16) for an activation that only feeds another product, GELU's saved
+// input stored with it and read back (GELU_GRAD) in its type (PRE_F16). f16 tensors
 // are stored two halves to a 32-bit word (element 2i in the low half), so every operand
 // is bound as words and each element read is converted to f32 on load: no adapter
 // feature is needed. Transposes, bias and the GELU epilogues are matmul.wgsl's, as are
@@ -29,6 +30,7 @@ override GELU_GRAD: bool = false;
 override A_F16: bool = false;
 override B_F16: bool = false;
 override C_F16: bool = false;
+override PRE_F16: bool = false;
 // The 4x4 blocks per workgroup of `matmul_mixed`, and the tile side of
 // `matmul_mixed_tiled` (written for 16 x 8 = 128); set by the host.
 override FLAT_WG: u32;
@@ -38,9 +40,9 @@ override TILE_M: u32;
 @group(0) @binding(1) var<storage, read> a: array<u32>;
 @group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> pre_in: array<f32>;
+@group(0) @binding(4) var<storage, read> pre_in: array<u32>;
 @group(0) @binding(5) var<storage, read_write> c: array<u32>;
-@group(0) @binding(6) var<storage, read_write> pre_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> pre_out: array<u32>;
 
 // An f32 operand's element rounded to the nearest f16, so that a mixed product
 // multiplies f16 values whatever its operands' storage: an activation kept in f32, or
@@ -83,34 +85,47 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
     return b_at(base + kk * p.n + col);
 }
 
-// The epilogue of element i (column col) of c: bias, the saved GELU input, GELU or
-// the gradient through it.
-fn epilogue(i: u32, col: u32, v: f32) -> f32 {
-    var x = v;
-    if (HAS_BIAS) { x += bias[col]; }
-    if (SAVE_PRE) { pre_out[i] = x; }
-    if (HAS_GELU) { x = gelu(x); }
-    if (GELU_GRAD) { x *= gelu_grad(pre_in[i]); }
-    return x;
+// Element i of GELU's saved input.
+fn pre_at(i: u32) -> f32 {
+    if (PRE_F16) { return unpack2x16float(pre_in[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(pre_in[i]);
+}
+
+// Two values as one word of f16s, clamped to f16's finite range.
+fn pack_f16(v: vec2<f32>) -> u32 {
+    return pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
 }
 
 // Columns col0..col0+4 (col0 a multiple of 4) of row `row` of one batch entry of c,
-// where they fall inside the matrix. In f16, (col0, col0 + 1) and (col0 + 2, col0 + 3)
-// are whole words: N even makes element c_base + row N + col0 even.
+// where they fall inside the matrix, with the epilogue: bias, GELU's input saved, GELU
+// or the gradient through it. In f16, (col0, col0 + 1) and (col0 + 2, col0 + 3) are
+// whole words: N even makes element c_base + row N + col0 even.
 fn store_row4(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
     if (row >= p.m) { return; }
     let i0 = c_base + row * p.n + col0;
     var x = v;
+    var pre = v;
     for (var j = 0u; j < 4u; j++) {
-        if (col0 + j < p.n) { x[j] = epilogue(i0 + j, col0 + j, x[j]); }
+        if (col0 + j < p.n) {
+            if (HAS_BIAS) { x[j] += bias[col0 + j]; }
+            pre[j] = x[j];
+            if (HAS_GELU) { x[j] = gelu(x[j]); }
+            if (GELU_GRAD) { x[j] *= gelu_grad(pre_at(i0 + j)); }
+        }
+    }
+    if (SAVE_PRE && PRE_F16) {
+        if (col0 < p.n) { pre_out[i0 / 2u] = pack_f16(pre.xy); }
+        if (col0 + 2u < p.n) { pre_out[i0 / 2u + 1u] = pack_f16(pre.zw); }
     }
     if (C_F16) {
-        if (col0 < p.n) { c[i0 / 2u] = pack2x16float(clamp(x.xy, vec2<f32>(-65504.0), vec2<f32>(65504.0))); }
-        if (col0 + 2u < p.n) { c[i0 / 2u + 1u] = pack2x16float(clamp(x.zw, vec2<f32>(-65504.0), vec2<f32>(65504.0))); }
-        return;
+        if (col0 < p.n) { c[i0 / 2u] = pack_f16(x.xy); }
+        if (col0 + 2u < p.n) { c[i0 / 2u + 1u] = pack_f16(x.zw); }
     }
     for (var j = 0u; j < 4u; j++) {
-        if (col0 + j < p.n) { c[i0 + j] = bitcast<u32>(x[j]); }
+        if (col0 + j < p.n) {
+            if (SAVE_PRE && !PRE_F16) { pre_out[i0 + j] = bitcast<u32>(pre[j]); }
+            if (!C_F16) { c[i0 + j] = bitcast<u32>(x[j]); }
+        }
     }
 }
 

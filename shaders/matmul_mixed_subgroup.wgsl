@@ -9,9 +9,9 @@
 @group(0) @binding(7) var<storage, read> a2: array<vec2<u32>>;
 @group(0) @binding(8) var<storage, read> b2: array<vec2<u32>>;
 @group(0) @binding(9) var<storage, read> bias4: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read> pre_in4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> pre_in2: array<vec2<u32>>;
 @group(0) @binding(11) var<storage, read_write> c2: array<vec2<u32>>;
-@group(0) @binding(12) var<storage, read_write> pre_out4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> pre_out2: array<vec2<u32>>;
 
 // Elements i..i+4 (i a multiple of 4) of a and of b, f16 values in f32.
 fn a4_at(i: u32) -> vec4<f32> {
@@ -47,15 +47,31 @@ fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
 }
 
 // Elements 4 i..4 i + 4 of c with the epilogue, the bias already added (i counts
-// vec4s, as matmul.wgsl's store4 does).
+// vec4s, as matmul.wgsl's store4 does); GELU's input in its type (PRE_F16).
 fn store4(i: u32, v: vec4<f32>) {
     var x = v;
-    if (SAVE_PRE) { pre_out4[i] = x; }
+    if (SAVE_PRE) {
+        if (PRE_F16) {
+            pre_out2[i] = vec2<u32>(pack_f16(x.xy), pack_f16(x.zw));
+        } else {
+            let w = bitcast<vec4<u32>>(x);
+            pre_out2[2u * i] = w.xy;
+            pre_out2[2u * i + 1u] = w.zw;
+        }
+    }
     if (HAS_GELU) { x = gelu4(x); }
-    if (GELU_GRAD) { x *= gelu_grad4(pre_in4[i]); }
+    if (GELU_GRAD) {
+        var pre: vec4<f32>;
+        if (PRE_F16) {
+            let w = pre_in2[i];
+            pre = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+        } else {
+            pre = bitcast<vec4<f32>>(vec4<u32>(pre_in2[2u * i], pre_in2[2u * i + 1u]));
+        }
+        x *= gelu_grad4(pre);
+    }
     if (C_F16) {
-        let h = clamp(x, vec4<f32>(-65504.0), vec4<f32>(65504.0));
-        c2[i] = vec2<u32>(pack2x16float(h.xy), pack2x16float(h.zw));
+        c2[i] = vec2<u32>(pack_f16(x.xy), pack_f16(x.zw));
         return;
     }
     let w = bitcast<vec4<u32>>(x);

@@ -73,7 +73,7 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool, f16: bool) -> 
         types: MatmulTypes {
             a: operand,
             b: operand,
-            c: DType::F32,
+            ..MatmulTypes::F32
         },
     };
     let mut cases = Vec::new();

@@ -178,7 +178,16 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
                     b_shared: false,
                     bias,
                     epilogue,
-                    types: MatmulTypes { a, b, c },
+                    types: MatmulTypes {
+                        a,
+                        b,
+                        c,
+                        pre: if epilogue == Epilogue::None {
+                            DType::F32
+                        } else {
+                            c
+                        },
+                    },
                 };
                 assert!(MatmulKernel::MixedCoop.takes(&shape));
                 let constants: naga::back::PipelineConstants =

@@ -6,8 +6,9 @@
 //! gradients as stored and the optimizer's state. The weights are cast to f16; an
 //! activation enters its product as it is, in f16 where its kernel wrote it so (a
 //! LayerNorm that only feeds products, `ops::layernorm_to` with [`operand_type`]; the
-//! MLP's hidden layer), else in f32, which the mixed kernels round to f16 as they read
-//! it: the values of a cast, without its dispatch and copy.
+//! MLP's hidden layer, and GELU's input kept for its backward), else in f32, which the
+//! mixed kernels round to f16 as they read it: the values of a cast, without its
+//! dispatch and copy.
 //!
 //! The backward's products follow their forward: the products of a mixed one are
 //! mixed, so the f32 gradients are rounded to f16 as they are read, as tensor cores
@@ -32,7 +33,8 @@ pub enum Precision {
     /// Everything in f32: what the gradchecks and golden steps prove.
     #[default]
     F32,
-    /// Products' operands and the MLP's hidden activations in f16, f32 accumulation.
+    /// Products' operands and the MLP's hidden activations (GELU's input and output)
+    /// in f16, f32 accumulation.
     Mixed,
 }
 

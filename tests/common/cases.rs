@@ -128,14 +128,30 @@ pub fn operand_shapes(shape: &MatmulShape) -> (Vec<usize>, Vec<usize>, Vec<usize
 /// every transpose, shared b or not, with and without bias, in every mix of f16
 /// operands with an f32 output, and both operands in f16 with an f16 output where N
 /// is even; then each epilogue in the mixes a mixed-precision MLP runs it in (fc1's
-/// GELU into f16, its gradient from an f32 dy and an f16 weight).
+/// GELU into f16 with its input saved in f16, its gradient from an f32 dy and an f16
+/// weight through GELU's input in f16), and in f32.
 pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
     use engine::DType::{F16, F32};
     let mixes = |c| {
         [
-            MatmulTypes { a: F16, b: F16, c },
-            MatmulTypes { a: F16, b: F32, c },
-            MatmulTypes { a: F32, b: F16, c },
+            MatmulTypes {
+                a: F16,
+                b: F16,
+                c,
+                pre: F32,
+            },
+            MatmulTypes {
+                a: F16,
+                b: F32,
+                c,
+                pre: F32,
+            },
+            MatmulTypes {
+                a: F32,
+                b: F16,
+                c,
+                pre: F32,
+            },
         ]
     };
     let mut shapes = Vec::new();
@@ -179,17 +195,23 @@ pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
             for c in [F32, F16] {
                 let types = mixes(c)[0];
                 shapes.push(shape(sizes, t, false, true, Epilogue::Gelu, types));
+                // GELU's input is saved as c is stored.
                 shapes.push(shape(
                     sizes,
                     t,
                     false,
                     true,
                     Epilogue::GeluSavingInput,
-                    types,
+                    MatmulTypes { pre: c, ..types },
                 ));
             }
-            let types = mixes(F32)[2];
-            shapes.push(shape(sizes, t, false, false, Epilogue::GeluGradient, types));
+            for pre in [F32, F16] {
+                let types = MatmulTypes {
+                    pre,
+                    ..mixes(F32)[2]
+                };
+                shapes.push(shape(sizes, t, false, false, Epilogue::GeluGradient, types));
+            }
         }
     }
     shapes

@@ -110,6 +110,7 @@ pub fn pipeline_constants(
             ("A_F16", f16(d.types.a)),
             ("B_F16", f16(d.types.b)),
             ("C_F16", f16(d.types.c)),
+            ("PRE_F16", f16(d.types.pre)),
         ]);
     } else {
         overrides.push(("TILE", TILE as f64));
@@ -154,11 +155,15 @@ pub fn matmul_epilogue_with(
     pre: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let d = plan.shape;
-    if MatmulShape::of(a, b, d.t, bias, d.epilogue)?.with_output(d.types.c)? != d {
+    let mut given = MatmulShape::of(a, b, d.t, bias, d.epilogue)?.with_output(d.types.c)?;
+    if let Some(pre) = pre.filter(|_| d.epilogue == Epilogue::GeluGradient) {
+        given = given.with_gelu_input(pre.dtype())?;
+    }
+    if given != d {
         return shape_err(
             "matmul",
             format!(
-                "a plan for {d:?} was given a {:?} and b {:?}",
+                "a plan for {d:?} was given a {:?} and b {:?} ({given:?})",
                 a.shape(),
                 b.shape()
             ),
@@ -252,21 +257,19 @@ fn run_kernel(
     let mut out_shape = sa[..sa.len() - 2].to_vec();
     out_shape.extend([d.m, d.n]);
     let pre = match (d.epilogue, pre) {
-        (Epilogue::GeluGradient, Some(pre)) if pre.shape() == out_shape.as_slice() => Some(pre),
-        (Epilogue::GeluGradient, _) => {
-            return shape_err(
-                "matmul",
-                format!(
-                    "the GELU-gradient epilogue needs the GELU input {out_shape:?}, got {:?}",
-                    pre.map(|p| p.shape())
-                ),
-            )
+        (Epilogue::GeluGradient, Some(pre))
+            if pre.shape() == out_shape.as_slice() && pre.dtype() == d.types.pre =>
+        {
+            Some(pre)
         }
-        _ => None,
-    };
-    let out = Tensor::empty_of(dev, &out_shape, d.types.c)?;
-    let saved = match d.epilogue {
-        Epilogue::GeluSavingInput => Some(Tensor::empty(dev, &out_shape)?),
+        (Epilogue::GeluGradient, _) => return shape_err(
+            "matmul",
+            format!(
+                "the GELU-gradient epilogue needs the GELU input {out_shape:?} in {:?}, got {:?}",
+                d.types.pre,
+                pre.map(|p| (p.shape(), p.dtype()))
+            ),
+        ),
         _ => None,
     };
     if d.k == 0 {
@@ -278,9 +281,10 @@ fn run_kernel(
             Some(bias) => add_forward(&out, bias)?,
             None => out,
         };
-        if let Some(saved) = &saved {
-            saved.copy_from(&out)?;
-        }
+        let saved = match d.epilogue {
+            Epilogue::GeluSavingInput => Some(cast_forward(&out, d.types.pre)?),
+            _ => None,
+        };
         let out = if d.epilogue.applies_gelu() {
             gelu_forward(&out)?
         } else {
@@ -288,6 +292,11 @@ fn run_kernel(
         };
         return Ok((cast_forward(&out, d.types.c)?, saved));
     }
+    let out = Tensor::empty_of(dev, &out_shape, d.types.c)?;
+    let saved = match d.epilogue {
+        Epilogue::GeluSavingInput => Some(Tensor::empty_of(dev, &out_shape, d.types.pre)?),
+        _ => None,
+    };
     let overrides = pipeline_constants(kernel, d, dev.cooperative_subgroup());
     let tiles = |tile: usize| {
         [
@@ -308,6 +317,15 @@ fn run_kernel(
             dev.grid_1d(blocks.div_ceil(FLAT_BLOCKS) as u32)
         }
     };
+    // The f32 kernels check their operands are f32 (`buffer`); the mixed ones read
+    // either type.
+    let bind = |t: &Tensor| {
+        if kernel.mixed() {
+            t.binding()
+        } else {
+            t.buffer()
+        }
+    };
     dev.count_flops(2 * d.products() as u64);
     dev.dispatch(
         kernel_def(kernel),
@@ -321,22 +339,12 @@ fn run_kernel(
             batch: d.batch as u32,
         },
         &[
-            // The f32 kernels check their operands are f32 (`buffer`); the mixed
-            // ones read either type.
-            if kernel.mixed() {
-                a.binding()
-            } else {
-                a.buffer()
-            },
-            if kernel.mixed() {
-                b.binding()
-            } else {
-                b.buffer()
-            },
+            bind(a),
+            bind(b),
             bias.map_or(dev.dummy(), |x| x.buffer()),
-            pre.map_or(dev.dummy(), |x| x.buffer()),
+            pre.map_or(dev.dummy(), bind),
             out.binding(),
-            saved.as_ref().map_or(dev.dummy_output(), |x| x.buffer()),
+            saved.as_ref().map_or(dev.dummy_output(), bind),
         ],
         grid,
     );
@@ -451,8 +459,8 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 /// and the backward's product dy w2 comes out multiplied by GELU' of it, so the GELU
 /// and its backward cost no dispatch of their own. Without a tape: `linear_gelu`, then
 /// fc2. Under `Precision::Mixed` the products multiply f16 values, the weights cast
-/// to f16, and the hidden activations are stored in f16 (GELU's saved input stays
-/// f32); the output is f32.
+/// to f16, and the hidden activations and GELU's saved input are stored in f16 (as
+/// autocast keeps them); the output is f32.
 pub fn mlp(
     x: &Tensor,
     w1: &Tensor,
@@ -505,7 +513,8 @@ pub fn mlp(
             )?;
             let (dx, dw1, db1) = if fc1_needs.iter().any(|&n| n) {
                 let shape =
-                    MatmulShape::of(dy, &w2, Transpose::NONE, None, Epilogue::GeluGradient)?;
+                    MatmulShape::of(dy, &w2, Transpose::NONE, None, Epilogue::GeluGradient)?
+                        .with_gelu_input(pre.dtype())?;
                 let plan = MatmulPlan::new(dy.device(), &shape);
                 let (dpre, _) = run(&plan, dy, &w2, None, Some(&pre))?;
                 matmul_backward(&x, &w1, Transpose::B, has_b1, &dpre, fc1_needs)?

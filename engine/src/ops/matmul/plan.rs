@@ -212,12 +212,16 @@ impl Transpose {
     pub const A: Transpose = Transpose { a: true, b: false };
 }
 
-/// The element types of a product's operands and output.
+/// The element types of a product's operands and output, and of GELU's input where
+/// an epilogue writes or reads it (f32 otherwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulTypes {
     pub a: DType,
     pub b: DType,
     pub c: DType,
+    /// GELU's input: written as c is stored (`Epilogue::GeluSavingInput`), or read
+    /// (`Epilogue::GeluGradient`) in the type its forward wrote.
+    pub pre: DType,
 }
 
 impl MatmulTypes {
@@ -225,6 +229,7 @@ impl MatmulTypes {
         a: DType::F32,
         b: DType::F32,
         c: DType::F32,
+        pre: DType::F32,
     };
 
     pub fn all_f32(&self) -> bool {
@@ -317,12 +322,13 @@ impl MatmulShape {
             types: MatmulTypes {
                 a: a.dtype(),
                 b: b.dtype(),
-                c: DType::F32,
+                ..MatmulTypes::F32
             },
         })
     }
 
-    /// The same product with its output stored in `c` (f16: N must be even).
+    /// The same product with its output stored in `c` (f16: N must be even), and the
+    /// GELU input a saving epilogue writes with it.
     pub fn with_output(self, c: DType) -> Result<MatmulShape> {
         if c == DType::F16 && !self.n.is_multiple_of(2) {
             return shape_err(
@@ -333,10 +339,45 @@ impl MatmulShape {
                 ),
             );
         }
+        let pre = match self.epilogue {
+            Epilogue::GeluSavingInput => c,
+            _ => self.types.pre,
+        };
         Ok(MatmulShape {
-            types: MatmulTypes { c, ..self.types },
+            types: MatmulTypes {
+                c,
+                pre,
+                ..self.types
+            },
             ..self
         })
+    }
+
+    /// The same GELU-gradient product reading GELU's input stored in `pre`.
+    pub fn with_gelu_input(self, pre: DType) -> Result<MatmulShape> {
+        if self.epilogue != Epilogue::GeluGradient {
+            return shape_err(
+                "matmul",
+                format!(
+                    "only the GELU-gradient epilogue reads GELU's input, not {:?}",
+                    self.epilogue
+                ),
+            );
+        }
+        Ok(MatmulShape {
+            types: MatmulTypes { pre, ..self.types },
+            ..self
+        })
+    }
+
+    /// GELU's input type, in words, where the epilogue writes or reads it.
+    fn gelu_input_note(&self) -> String {
+        match self.epilogue {
+            Epilogue::GeluSavingInput | Epilogue::GeluGradient => {
+                format!(", GELU input {:?}", self.types.pre)
+            }
+            _ => String::new(),
+        }
     }
 
     /// Multiply-adds.
@@ -470,7 +511,13 @@ impl MatmulPlan {
         let types = if s.types.all_f32() {
             String::new()
         } else {
-            format!(" {:?}x{:?}->{:?}", s.types.a, s.types.b, s.types.c)
+            format!(
+                " {:?}x{:?}->{:?}{}",
+                s.types.a,
+                s.types.b,
+                s.types.c,
+                s.gelu_input_note()
+            )
         };
         format!(
             "matmul {:?}{}{types} trans_a={} trans_b={} bias={} {:?}",
@@ -507,7 +554,13 @@ impl MatmulPlan {
         let types = if s.types.all_f32() {
             String::new()
         } else {
-            format!(" ({:?} x {:?} -> {:?})", s.types.a, s.types.b, s.types.c)
+            format!(
+                " ({:?} x {:?} -> {:?}{})",
+                s.types.a,
+                s.types.b,
+                s.types.c,
+                s.gelu_input_note()
+            )
         };
         format!(
             "{}[{}x{}]{} x [{}x{}]{}{epilogue}{types}: {how}",
