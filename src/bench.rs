@@ -282,8 +282,9 @@ pub fn step(
     let measured = dev.measured_plans();
     if !measured.is_empty() {
         println!(
-            "plans measured ({}=1), the best of 3 runs each:",
-            engine::MEASURE_PLANS_ENV
+            "plans measured ({}=1), the best of {} runs each:",
+            engine::MEASURE_PLANS_ENV,
+            engine::MEASURED_RUNS
         );
     }
     for (key, m) in &measured {

@@ -260,3 +260,96 @@ fn matmul_backward_matches_cpu() {
 fn transpose_batches(x: &[f32], batch: usize, rows: usize, cols: usize) -> Vec<f32> {
     cpu::permute(x, &[batch, rows, cols], &[0, 2, 1])
 }
+
+/// Where the device measures plans, a product runs on the fastest plan that computes
+/// the same, timed at the first product of its sizes' bucket. A mixed product keeps its
+/// arithmetic: the weight gradient of a mixed `linear`, both of its operands stored in
+/// f32, is timed on mixed kernels only.
+#[test]
+fn measured_products_are_timed_once_per_bucket_and_keep_their_arithmetic() {
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
+    dev.set_measure_plans(true);
+    let mut r = rng(16);
+    let here =
+        |shape: &[usize], data: &[f32]| engine::Tensor::from_slice(&dev, shape, data).unwrap();
+    let (k, n) = (20, 36);
+    // 37 and 38 rows round up to one bucket: the second product measures nothing.
+    for m in [37, 38] {
+        let (a, b) = (random(&mut r, m * k), random(&mut r, k * n));
+        let (ta, tb) = (here(&[m, k], &a), here(&[k, n], &b));
+        let before = dev.counts().dispatches;
+        let out = matmul::matmul_forward(&ta, &tb, Transpose::NONE, None).unwrap();
+        let want = cpu::matmul(&a, &b, None, 1, m, k, n, false, false, true);
+        assert_close(
+            &format!("m={m}"),
+            &out.to_vec(),
+            &want,
+            1e-5 * k as f32,
+            1e-4,
+        );
+        let measured = dev.measured_plans();
+        assert_eq!(measured.len(), 1, "m={m}: {measured:?}");
+        let (key, choice) = &measured[0];
+        let shape = MatmulShape::of(&ta, &tb, Transpose::NONE, None, Epilogue::None).unwrap();
+        let plans = MatmulPlan::candidates(&dev, &shape);
+        assert_eq!(choice.candidates.len(), plans.len(), "{key}: {choice:?}");
+        let best = choice.candidates[choice.chosen].1;
+        assert!(
+            choice
+                .candidates
+                .iter()
+                .all(|(_, s)| s.is_finite() && *s >= best),
+            "{choice:?}"
+        );
+        if m == 38 {
+            // Measured before: one product's dispatches, as its plan runs it.
+            let chosen = &plans[choice.chosen];
+            let once = dev.counts().dispatches - before;
+            let before = dev.counts().dispatches;
+            matmul::matmul_with(chosen, &ta, &tb, None).unwrap();
+            assert_eq!(once, dev.counts().dispatches - before, "{key}");
+        }
+    }
+
+    let (x, w) = (random(&mut r, 9 * 12), random(&mut r, 16 * 12));
+    let grads_of = |device: &std::sync::Arc<engine::Device>| {
+        let xt = engine::Tensor::from_slice(device, &[9, 12], &x)
+            .unwrap()
+            .requires_grad();
+        let wt = engine::Tensor::from_slice(device, &[16, 12], &w)
+            .unwrap()
+            .requires_grad();
+        let y = engine::autocast(engine::Precision::Mixed, || ops::linear(&xt, &wt, None)).unwrap();
+        let grads = engine::backward(&ops::sum(&y).unwrap()).unwrap();
+        [&xt, &wt].map(|t| grads.get(t).unwrap().to_vec())
+    };
+    let keys_before: Vec<String> = dev.measured_plans().into_iter().map(|(k, _)| k).collect();
+    let measured = grads_of(&dev);
+    let ruled = grads_of(&device());
+    for (what, (got, want)) in ["dx", "dw"].iter().zip(measured.iter().zip(&ruled)) {
+        assert_close(what, got, want, 1e-5, 1e-4);
+    }
+    let all_f32 = format!("{:?}", MatmulTypes::F32);
+    let mixed: Vec<_> = dev
+        .measured_plans()
+        .into_iter()
+        .filter(|(key, _)| !keys_before.contains(key))
+        .collect();
+    assert!(
+        mixed.len() >= 3,
+        "the forward and both gradients: {mixed:?}"
+    );
+    for (key, choice) in &mixed {
+        assert!(
+            choice
+                .candidates
+                .iter()
+                .all(|(name, _)| name.contains(": Mixed")),
+            "{key}: {choice:?}"
+        );
+    }
+    assert!(
+        mixed.iter().any(|(key, _)| key.contains(&all_f32)),
+        "the weight gradient, both operands in f32: {mixed:?}"
+    );
+}

@@ -62,9 +62,12 @@ pub struct Device {
     measured: Mutex<BTreeMap<String, Measured>>,
 }
 
-/// Environment variable that, set to 1, has attention time its candidate plans on the
-/// device at the first call of each size and keep the fastest (`Device::set_measure_plans`).
+/// Environment variable that, set to 1, has matmul and attention time their candidate
+/// plans on the device at the first call of each size and keep the fastest
+/// (`Device::set_measure_plans`).
 pub const MEASURE_PLANS_ENV: &str = "IJEPA_MEASURE_PLANS";
+/// Timed runs of each candidate plan, after one that warms its pipelines.
+pub const MEASURED_RUNS: usize = 3;
 
 /// One measured choice: each candidate plan, in words, with its best time in seconds,
 /// and the index of the fastest.
@@ -320,14 +323,38 @@ impl Device {
         self.measure_plans.store(on, Ordering::Relaxed);
     }
 
-    /// The choice measured under `key`, if any.
-    pub fn measured(&self, key: &str) -> Option<Measured> {
-        self.measured.lock().unwrap().get(key).cloned()
-    }
-
-    /// Remember a measured choice under `key`.
-    pub fn remember_measured(&self, key: String, measured: Measured) {
+    /// The index of the fastest of the candidates `names` lists, `run(i)` running
+    /// candidate i: each is run once to warm its pipelines, then timed
+    /// `MEASURED_RUNS` times, each run waited for, the best time counting. Measured
+    /// at the first call with `key`, then remembered under it.
+    pub(crate) fn fastest(
+        &self,
+        key: String,
+        names: Vec<String>,
+        mut run: impl FnMut(usize) -> Result<()>,
+    ) -> Result<usize> {
+        if let Some(measured) = self.measured.lock().unwrap().get(&key) {
+            return Ok(measured.chosen);
+        }
+        let mut candidates = Vec::with_capacity(names.len());
+        for (i, name) in names.into_iter().enumerate() {
+            run(i)?;
+            self.synchronize();
+            let mut best = f64::INFINITY;
+            for _ in 0..MEASURED_RUNS {
+                let start = std::time::Instant::now();
+                run(i)?;
+                self.synchronize();
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            candidates.push((name, best));
+        }
+        let chosen = (0..candidates.len())
+            .min_by(|&i, &j| candidates[i].1.total_cmp(&candidates[j].1))
+            .ok_or_else(|| Error::Device(format!("{key}: no candidate to measure")))?;
+        let measured = Measured { candidates, chosen };
         self.measured.lock().unwrap().insert(key, measured);
+        Ok(chosen)
     }
 
     /// Every choice measured so far, by key.

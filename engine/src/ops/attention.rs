@@ -433,15 +433,14 @@ pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor
 /// Token counts are measured in buckets this wide: the masks change them every step,
 /// and one measurement stands for its neighbours.
 pub const MEASURED_TOKENS: usize = 32;
-/// Timed runs of each candidate, after one that warms its pipelines; the best counts.
-const MEASURED_RUNS: usize = 3;
 
 impl AttentionPlan {
     /// The fastest of [`candidates`](Self::candidates) for this call, timed on the
-    /// device: each runs on the call's own qkv, its forward, and its backward too where
-    /// the call is differentiated (on a tape of its own). Measured at the first call of
-    /// a batch, head count, head dim, bucket of [`MEASURED_TOKENS`] token counts and
-    /// differentiation, then remembered by the device (`Device::measured_plans`).
+    /// device (`Device::fastest`): each runs on the call's own qkv, its forward, and
+    /// its backward too where the call is differentiated (on a tape of its own).
+    /// Measured at the first call of a batch, head count, head dim, bucket of
+    /// [`MEASURED_TOKENS`] token counts and differentiation, then remembered by the
+    /// device (`Device::measured_plans`).
     pub fn measured(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<AttentionPlan> {
         let dev = qkv.device();
         let shape = AttentionShape::of(qkv, heads)?;
@@ -461,60 +460,21 @@ impl AttentionPlan {
             }
         );
         let candidates = Self::candidates(dev, &shape);
-        let chosen = match dev.measured(&key) {
-            Some(measured) => measured.chosen,
-            None => {
-                let mut timed = Vec::with_capacity(candidates.len());
-                for plan in &candidates {
-                    let secs = time_plan(plan, qkv, scale_factor, differentiated)?;
-                    timed.push((plan.describe(), secs));
-                }
-                let chosen = (0..timed.len())
-                    .min_by(|&i, &j| timed[i].1.total_cmp(&timed[j].1))
-                    .expect("the composed path is always a candidate");
-                dev.remember_measured(
-                    key,
-                    crate::device::Measured {
-                        candidates: timed,
-                        chosen,
-                    },
-                );
-                chosen
+        let names = candidates.iter().map(|p| p.describe()).collect();
+        let chosen = dev.fastest(key, names, |i| {
+            let plan = &candidates[i];
+            if differentiated {
+                crate::tape::on_own_tape(|| {
+                    let x = qkv.detach().requires_grad();
+                    let out = run_path(plan, &x, scale_factor)?;
+                    crate::tape::backward(&crate::ops::reduce::sum(&out)?).map(drop)
+                })
+            } else {
+                crate::tape::no_grad(|| run_path(plan, qkv, scale_factor).map(drop))
             }
-        };
+        })?;
         Ok(candidates[chosen])
     }
-}
-
-/// The best of `MEASURED_RUNS` wall-clock times of `plan` on qkv, each waited for.
-fn time_plan(
-    plan: &AttentionPlan,
-    qkv: &Tensor,
-    scale_factor: f32,
-    differentiated: bool,
-) -> Result<f64> {
-    let dev = qkv.device();
-    let once = || -> Result<()> {
-        if differentiated {
-            crate::tape::on_own_tape(|| {
-                let x = qkv.detach().requires_grad();
-                let out = run_path(plan, &x, scale_factor)?;
-                crate::tape::backward(&crate::ops::reduce::sum(&out)?).map(drop)
-            })
-        } else {
-            crate::tape::no_grad(|| run_path(plan, qkv, scale_factor).map(drop))
-        }
-    };
-    once()?;
-    dev.synchronize();
-    let mut best = f64::INFINITY;
-    for _ in 0..MEASURED_RUNS {
-        let start = std::time::Instant::now();
-        once()?;
-        dev.synchronize();
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    Ok(best)
 }
 
 /// Differentiable attention on the path `plan` names (made for this qkv's sizes).

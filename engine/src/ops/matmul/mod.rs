@@ -131,7 +131,7 @@ pub fn matmul_forward(
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?;
-    Ok(run(&MatmulPlan::new(a.device(), &shape), a, b, bias, None)?.0)
+    Ok(run_planned(MatmulPlan::new(a.device(), &shape), a, b, bias, None)?.0)
 }
 
 /// The product `plan` was made for, run as it says (tests run every candidate).
@@ -172,6 +172,66 @@ pub fn matmul_epilogue_with(
     run(plan, a, b, bias, pre)
 }
 
+/// The product `rule` plans, on `rule`'s plan or, where the device measures plans, on
+/// the fastest of the plans that compute the same ([`MatmulPlan::candidates_like`]),
+/// timed on these operands at the first product of its sizes' bucket
+/// ([`measured_key`]) and remembered by the device.
+fn run_planned(
+    rule: MatmulPlan,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    pre: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let dev = a.device();
+    if !dev.measures_plans() {
+        return run(&rule, a, b, bias, pre);
+    }
+    let candidates = MatmulPlan::candidates_like(dev, &rule);
+    let names = candidates.iter().map(|p| p.describe()).collect();
+    let chosen = dev.fastest(measured_key(&rule, &candidates), names, |i| {
+        execute(&candidates[i], a, b, bias, pre).map(drop)
+    })?;
+    run(&candidates[chosen], a, b, bias, pre)
+}
+
+/// What a measured choice is remembered under: the product's form and its sizes
+/// rounded up ([`size_bucket`]; the masks change the token counts, so M or K, every
+/// step), and the candidates, which differ where a size's multiples of 4 do.
+fn measured_key(rule: &MatmulPlan, candidates: &[MatmulPlan]) -> String {
+    let s = &rule.shape;
+    let kernels: Vec<String> = candidates
+        .iter()
+        .map(|p| match p.split_k {
+            Some(_) => format!("{:?} split-K", p.kernel),
+            None => format!("{:?}", p.kernel),
+        })
+        .collect();
+    format!(
+        "matmul of at most {} x [{}x{}] x [{}x{}], t {:?}, b shared {}, bias {}, {:?}, {:?}: {}",
+        size_bucket(s.batch),
+        size_bucket(s.m),
+        size_bucket(s.k),
+        size_bucket(s.k),
+        size_bucket(s.n),
+        (s.t.a, s.t.b),
+        s.b_shared,
+        s.bias,
+        s.epilogue,
+        s.types,
+        kernels.join(", ")
+    )
+}
+
+/// `x` rounded up to a quarter of its leading power of two (exact up to 8).
+fn size_bucket(x: usize) -> usize {
+    if x <= 8 {
+        return x;
+    }
+    let step = 1 << (usize::BITS - 1 - x.leading_zeros() - 2);
+    x.div_ceil(step) * step
+}
+
 /// `plan` on operands of its shape: the output, and the saving epilogue's GELU input.
 fn run(
     plan: &MatmulPlan,
@@ -181,6 +241,17 @@ fn run(
     pre: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     a.device().note_plan(|| plan.key());
+    execute(plan, a, b, bias, pre)
+}
+
+/// `run` unnoted: a plan being timed.
+fn execute(
+    plan: &MatmulPlan,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    pre: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
     match plan.split_k {
         Some(slices) => Ok((
             split_k_product(a, b, &plan.shape, slices, plan.kernel)?,
@@ -262,14 +333,16 @@ fn run_kernel(
         {
             Some(pre)
         }
-        (Epilogue::GeluGradient, _) => return shape_err(
-            "matmul",
-            format!(
+        (Epilogue::GeluGradient, _) => {
+            return shape_err(
+                "matmul",
+                format!(
                 "the GELU-gradient epilogue needs the GELU input {out_shape:?} in {:?}, got {:?}",
                 d.types.pre,
                 pre.map(|p| (p.shape(), p.dtype()))
             ),
-        ),
+            )
+        }
         _ => None,
     };
     if d.k == 0 {
@@ -368,7 +441,7 @@ pub fn matmul_backward(
             return matmul_forward(x, y, t, None);
         }
         let shape = MatmulShape::of(x, y, t, None, Epilogue::None)?;
-        Ok(run(&MatmulPlan::mixed(x.device(), &shape), x, y, None, None)?.0)
+        Ok(run_planned(MatmulPlan::mixed(x.device(), &shape), x, y, None, None)?.0)
     };
     let da = if needs[0] {
         Some(if t.a {
@@ -449,7 +522,7 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     on_rows(x, |x2| {
         let shape = MatmulShape::of(x2, &w, Transpose::B, bias, Epilogue::Gelu)?
             .with_output(precision::operand_type())?;
-        Ok(run(&MatmulPlan::new(x.device(), &shape), x2, &w, bias, None)?.0)
+        Ok(run_planned(MatmulPlan::new(x.device(), &shape), x2, &w, bias, None)?.0)
     })
 }
 
@@ -490,7 +563,7 @@ pub fn mlp(
         let dev = x.device();
         let shape = MatmulShape::of(x, w1, Transpose::B, b1, Epilogue::GeluSavingInput)?
             .with_output(precision::operand_type())?;
-        let (h, pre) = run(&MatmulPlan::new(dev, &shape), x, w1, b1, None)?;
+        let (h, pre) = run_planned(MatmulPlan::new(dev, &shape), x, w1, b1, None)?;
         let pre = pre.expect("the saving epilogue writes GELU's input");
         let y = matmul_forward(&h, w2, Transpose::B, b2)?;
         let recorded = inputs(x, w1, b1, w2, b2);
@@ -516,7 +589,7 @@ pub fn mlp(
                     MatmulShape::of(dy, &w2, Transpose::NONE, None, Epilogue::GeluGradient)?
                         .with_gelu_input(pre.dtype())?;
                 let plan = MatmulPlan::new(dy.device(), &shape);
-                let (dpre, _) = run(&plan, dy, &w2, None, Some(&pre))?;
+                let (dpre, _) = run_planned(plan, dy, &w2, None, Some(&pre))?;
                 matmul_backward(&x, &w1, Transpose::B, has_b1, &dpre, fc1_needs)?
             } else {
                 (None, None, None)

@@ -21,6 +21,10 @@
 //! an operand stored in f32 (a gradient, an activation kept in f32) is rounded to f16
 //! as it is read, as tensor cores need.
 //!
+//! Where the device measures plans (`IJEPA_MEASURE_PLANS=1`), each product runs instead
+//! on the fastest of [`MatmulPlan::candidates_like`] its rule's plan, as timed on the
+//! device at the first product of its sizes' bucket.
+//!
 //! Split-K: on GPUs a weight gradient whose output has too few tiles to occupy the
 //! device is split along K (see [`split_k`]). The measurements behind these rules are
 //! in docs/results/.
@@ -479,7 +483,18 @@ impl MatmulPlan {
     /// values, are candidates for products with an f16 operand or output only: an f32
     /// product is one in f32.
     pub fn candidates(device: &Device, shape: &MatmulShape) -> Vec<MatmulPlan> {
-        let mixed = !shape.types.all_f32();
+        Self::candidates_in(device, shape, !shape.types.all_f32())
+    }
+
+    /// Every plan that computes what `plan` does: its product, in its arithmetic
+    /// (f16 products on a mixed kernel, even of operands both stored in f32, as the
+    /// backward of a mixed forward runs them; f32 products otherwise), as
+    /// [`candidates`](Self::candidates) lists them.
+    pub fn candidates_like(device: &Device, plan: &MatmulPlan) -> Vec<MatmulPlan> {
+        Self::candidates_in(device, &plan.shape, plan.kernel.mixed())
+    }
+
+    fn candidates_in(device: &Device, shape: &MatmulShape, mixed: bool) -> Vec<MatmulPlan> {
         let runs = |s: MatmulShape| {
             MatmulKernel::ALL.into_iter().filter(move |kernel| {
                 kernel.mixed() == mixed && kernel.takes(&s) && kernel.runs_on(device)
@@ -492,7 +507,8 @@ impl MatmulPlan {
                 split_k: None,
             })
             .collect();
-        if shape.splittable() && shape.k >= 2 {
+        // Split-K sums f32 products (its leftover rows among them), so f32 only.
+        if !mixed && shape.splittable() && shape.k >= 2 {
             let slices = split_k(true, shape).unwrap_or(2);
             let sliced = slice_shape(shape, slices);
             plans.extend(runs(sliced).map(|kernel| MatmulPlan {
