@@ -116,13 +116,22 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a positive byte count such as 6G, 512M or 1000000"))
 }
 
-/// Round a byte size up to its pool class: steps of a quarter of the leading power of
-/// two, so a new buffer wastes at most 25% (`alloc` may lend one of up to twice the class).
+/// `x` rounded up to a step of a quarter of its leading power of two (exact up to 7):
+/// at most 25% more. The pool's size classes, and the buckets of sizes that measured
+/// plans share.
+pub(crate) fn round_up_to_quarter_power(x: u64) -> u64 {
+    if x == 0 {
+        return 0;
+    }
+    let step = ((1u64 << (63 - x.leading_zeros())) >> 2).max(1);
+    x.div_ceil(step) * step
+}
+
+/// Round a byte size up to its pool class: whole 16-byte units, in steps of a quarter
+/// of the leading power of two, so a new buffer wastes at most 25% (`alloc` may lend
+/// one of up to twice the class).
 fn size_class(bytes: u64) -> u64 {
-    let bytes = bytes.max(16);
-    let top = 63 - bytes.leading_zeros();
-    let step = ((1u64 << top) >> 2).max(16);
-    bytes.div_ceil(step) * step
+    round_up_to_quarter_power(bytes.max(16)).next_multiple_of(16)
 }
 
 impl Device {

@@ -18,7 +18,7 @@ pub use plan::{
     FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
-use crate::device::KernelDef;
+use crate::device::{round_up_to_quarter_power, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::{cast, cast_forward};
 use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
@@ -169,6 +169,7 @@ pub fn matmul_epilogue_with(
             ),
         );
     }
+    a.device().note_plan(|| plan.key());
     run(plan, a, b, bias, pre)
 }
 
@@ -184,22 +185,27 @@ fn run_planned(
     pre: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let dev = a.device();
-    if !dev.measures_plans() {
-        return run(&rule, a, b, bias, pre);
-    }
-    let candidates = MatmulPlan::candidates_like(dev, &rule);
-    let names = candidates.iter().map(|p| p.describe()).collect();
-    let chosen = dev.fastest(measured_key(&rule, &candidates), names, |i| {
-        execute(&candidates[i], a, b, bias, pre).map(drop)
-    })?;
-    run(&candidates[chosen], a, b, bias, pre)
+    let plan = if dev.measures_plans() {
+        let candidates = MatmulPlan::candidates_like(dev, &rule);
+        let names = candidates.iter().map(|p| p.describe()).collect();
+        let chosen = dev.fastest(measured_key(&rule, &candidates), names, |i| {
+            run(&candidates[i], a, b, bias, pre).map(drop)
+        })?;
+        candidates[chosen]
+    } else {
+        rule
+    };
+    dev.note_plan(|| plan.key());
+    run(&plan, a, b, bias, pre)
 }
 
 /// What a measured choice is remembered under: the product's form and its sizes
-/// rounded up ([`size_bucket`]; the masks change the token counts, so M or K, every
-/// step), and the candidates, which differ where a size's multiples of 4 do.
+/// rounded up as the pool's size classes are (`round_up_to_quarter_power`; the masks
+/// change the token counts, so M or K, every step), and the candidates, which differ
+/// where a size's multiples of 4 do.
 fn measured_key(rule: &MatmulPlan, candidates: &[MatmulPlan]) -> String {
     let s = &rule.shape;
+    let quarter = |x: usize| round_up_to_quarter_power(x as u64);
     let kernels: Vec<String> = candidates
         .iter()
         .map(|p| match p.split_k {
@@ -209,11 +215,11 @@ fn measured_key(rule: &MatmulPlan, candidates: &[MatmulPlan]) -> String {
         .collect();
     format!(
         "matmul of at most {} x [{}x{}] x [{}x{}], t {:?}, b shared {}, bias {}, {:?}, {:?}: {}",
-        size_bucket(s.batch),
-        size_bucket(s.m),
-        size_bucket(s.k),
-        size_bucket(s.k),
-        size_bucket(s.n),
+        quarter(s.batch),
+        quarter(s.m),
+        quarter(s.k),
+        quarter(s.k),
+        quarter(s.n),
         (s.t.a, s.t.b),
         s.b_shared,
         s.bias,
@@ -223,29 +229,9 @@ fn measured_key(rule: &MatmulPlan, candidates: &[MatmulPlan]) -> String {
     )
 }
 
-/// `x` rounded up to a quarter of its leading power of two (exact up to 8).
-fn size_bucket(x: usize) -> usize {
-    if x <= 8 {
-        return x;
-    }
-    let step = 1 << (usize::BITS - 1 - x.leading_zeros() - 2);
-    x.div_ceil(step) * step
-}
-
 /// `plan` on operands of its shape: the output, and the saving epilogue's GELU input.
+/// Unnoted in the plan log: its callers note the plan they chose (not those timed).
 fn run(
-    plan: &MatmulPlan,
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
-    pre: Option<&Tensor>,
-) -> Result<(Tensor, Option<Tensor>)> {
-    a.device().note_plan(|| plan.key());
-    execute(plan, a, b, bias, pre)
-}
-
-/// `run` unnoted: a plan being timed.
-fn execute(
     plan: &MatmulPlan,
     a: &Tensor,
     b: &Tensor,
