@@ -145,13 +145,8 @@ fn measured_attention_times_every_candidate_once_and_keeps_the_callers_tape() {
             key.contains("33..=64 tokens") && key.ends_with("forward and backward"),
             "{key}"
         );
-        let shape = AttentionShape {
-            batch: b,
-            tokens: n,
-            heads,
-            head_dim: hd,
-        };
-        let plans = AttentionPlan::candidates(&dev, &shape);
+        let qkv = upload_here(&[b, n, 3 * width], &qkv_data).requires_grad();
+        let plans = AttentionPlan::candidates(&dev, &AttentionShape::of(&qkv, heads).unwrap());
         assert_eq!(m.candidates.len(), plans.len(), "{m:?}");
         assert!(
             m.candidates.iter().all(|(_, s)| s.is_finite() && *s > 0.0),
@@ -168,7 +163,6 @@ fn measured_attention_times_every_candidate_once_and_keeps_the_callers_tape() {
         assert_close(&format!("{n} tokens dqkv"), &dqkv, &want_dqkv, 1e-5, 1e-3);
 
         // Once measured, a call costs the chosen plan's dispatches and no more.
-        let qkv = upload_here(&[b, n, 3 * width], &qkv_data).requires_grad();
         let dispatches = |f: &dyn Fn()| {
             let before = dev.counts().dispatches;
             f();
