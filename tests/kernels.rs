@@ -410,13 +410,15 @@ fn concat_narrow_and_repeat_match_cpu() {
 
 #[test]
 fn tensors_read_back_together_in_one_submit() {
-    let dev = device();
+    // A device of its own: the other tests of this process submit to the shared one.
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
+    let here = |shape: &[usize], data: &[f32]| Tensor::from_slice(&dev, shape, data).unwrap();
     let mut r = rng(10);
     let a = random(&mut r, 5);
     // Values f16 holds exactly, an odd count: its last word is half padding.
     let h = [0.5, -2.0, 1024.0];
-    let ta = upload(&[5], &a);
-    let th = ops::cast::cast_forward(&upload(&[3], &h), DType::F16).unwrap();
+    let ta = here(&[5], &a);
+    let th = ops::cast::cast_forward(&here(&[3], &h), DType::F16).unwrap();
     // A member of a packed bucket: a binding at an offset into a larger buffer.
     let packed = engine::PackedTensors::zeros(&dev, &[&[3], &[2, 2]]).unwrap();
     let m = [1.0, 2.0, 3.0, 4.0];
