@@ -33,7 +33,11 @@ fn matmul_and_attention_flops_are_counted_alike_on_every_path() {
         let before = dev.counts().flops;
         let loss = ops::sum(&attention(&x).unwrap()).unwrap();
         engine::backward(&loss).unwrap();
-        dev.counts().flops - before
+        let flops = dev.counts().flops - before;
+        // Wait for the kernels: lavapipe crashes when the process exits while it still
+        // compiles one on its own threads.
+        dev.synchronize();
+        flops
     };
     let composed = flops_of(&|x| attention_composed(x, heads, 0.3));
     assert_eq!(composed, 12 * (batch * heads * tokens * tokens * hd) as u64);
