@@ -19,13 +19,12 @@ override ROWS: u32;
 override TILE_FLOATS: u32;
 override TILE: u32;
 
+// qkv is bound at 1, 10 and 20 (attention_layout.wgsl).
 // forward
-@group(0) @binding(1) var<storage, read> f_qkv: array<f32>;
 @group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 
 // backward, dq (also writes delta)
-@group(0) @binding(10) var<storage, read> q_qkv: array<f32>;
 @group(0) @binding(11) var<storage, read> q_out: array<f32>;
 @group(0) @binding(12) var<storage, read> q_dout: array<f32>;
 @group(0) @binding(13) var<storage, read> q_lse: array<f32>;
@@ -33,7 +32,6 @@ override TILE: u32;
 @group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
 
 // backward, dk and dv
-@group(0) @binding(20) var<storage, read> kv_qkv: array<f32>;
 @group(0) @binding(21) var<storage, read> kv_dout: array<f32>;
 @group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
 @group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
@@ -54,7 +52,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     var acc: array<f32, 128>;
     let own = qkv_at(at, 0u, min(row, p.n - 1u));
     for (var d = 0u; d < HD; d++) {
-        q[d] = f_qkv[own + d] * p.scale;
+        q[d] = load_f_qkv(own + d) * p.scale;
         acc[d] = 0.0;
     }
     var m = -3.4e38;
@@ -63,8 +61,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = f_qkv[qkv_at(at, 1u, t0 + e / HD) + e % HD];
-            tile_b[e] = f_qkv[qkv_at(at, 2u, t0 + e / HD) + e % HD];
+            tile_a[e] = load_f_qkv(qkv_at(at, 1u, t0 + e / HD) + e % HD);
+            tile_b[e] = load_f_qkv(qkv_at(at, 2u, t0 + e / HD) + e % HD);
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
@@ -99,7 +97,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let own = qkv_at(at, 0u, r);
     let own_out = out_at(at, r);
     for (var d = 0u; d < HD; d++) {
-        q[d] = q_qkv[own + d] * p.scale;
+        q[d] = load_q_qkv(own + d) * p.scale;
         dout[d] = q_dout[own_out + d];
         delta += dout[d] * q_out[own_out + d];
         dq[d] = 0.0;
@@ -109,8 +107,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = q_qkv[qkv_at(at, 1u, t0 + e / HD) + e % HD];
-            tile_b[e] = q_qkv[qkv_at(at, 2u, t0 + e / HD) + e % HD];
+            tile_a[e] = load_q_qkv(qkv_at(at, 1u, t0 + e / HD) + e % HD);
+            tile_b[e] = load_q_qkv(qkv_at(at, 2u, t0 + e / HD) + e % HD);
         }
         workgroupBarrier();
         for (var j = 0u; j < count; j++) {
@@ -144,8 +142,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let own_k = qkv_at(at, 1u, r);
     let own_v = qkv_at(at, 2u, r);
     for (var d = 0u; d < HD; d++) {
-        k[d] = kv_qkv[own_k + d] * p.scale;
-        v[d] = kv_qkv[own_v + d];
+        k[d] = load_kv_qkv(own_k + d) * p.scale;
+        v[d] = load_kv_qkv(own_v + d);
         dk[d] = 0.0;
         dv[d] = 0.0;
     }
@@ -153,7 +151,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         let count = min(TILE, p.n - t0);
         workgroupBarrier();
         for (var e = lid; e < count * HD; e += ROWS) {
-            tile_a[e] = kv_qkv[qkv_at(at, 0u, t0 + e / HD) + e % HD];
+            tile_a[e] = load_kv_qkv(qkv_at(at, 0u, t0 + e / HD) + e % HD);
             tile_b[e] = kv_dout[out_at(at, t0 + e / HD) + e % HD];
         }
         if (lid < count) {

@@ -21,18 +21,16 @@ override ROWS: u32;
 const COLS: u32 = 16u;      // head-dim columns per invocation at the largest head dim
 const NEG: f32 = -3.4e38;
 
-@group(0) @binding(1) var<storage, read> f_qkv: array<f32>;
+// qkv is bound at 1, 10 and 20 (attention_layout.wgsl).
 @group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 
-@group(0) @binding(10) var<storage, read> q_qkv: array<f32>;
 @group(0) @binding(11) var<storage, read> q_out: array<f32>;
 @group(0) @binding(12) var<storage, read> q_dout: array<f32>;
 @group(0) @binding(13) var<storage, read> q_lse: array<f32>;
 @group(0) @binding(14) var<storage, read_write> q_dqkv: array<f32>;
 @group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
 
-@group(0) @binding(20) var<storage, read> kv_qkv: array<f32>;
 @group(0) @binding(21) var<storage, read> kv_dout: array<f32>;
 @group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
 @group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
@@ -113,8 +111,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             for (var e = lid; e < 256u; e += 64u) {
                 let r = e >> 3u;
                 let dd = e & 7u;
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_at(at, 0u, min(row0 + r, last)) + d0 + dd];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = f_qkv[qkv_at(at, 1u, min(t0 + r, last)) + d0 + dd];
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = load_f_qkv(qkv_at(at, 0u, min(row0 + r, last)) + d0 + dd);
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = load_f_qkv(qkv_at(at, 1u, min(t0 + r, last)) + d0 + dd);
             }
             workgroupBarrier();
             add_scores(&s, 0u, 1u, tx, ty);
@@ -139,7 +137,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             let jn = min(vr, count - j0);
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
-                rows[e] = f_qkv[qkv_at(at, 2u, t0 + j0 + e / HD) + e % HD];
+                rows[e] = load_f_qkv(qkv_at(at, 2u, t0 + j0 + e / HD) + e % HD);
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -189,10 +187,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
                 let dd = e & 7u;
                 let own = min(row0 + r, last);
                 let other = min(t0 + r, last);
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_at(at, 0u, own) + d0 + dd];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_at(at, 1u, other) + d0 + dd];
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = load_q_qkv(qkv_at(at, 0u, own) + d0 + dd);
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = load_q_qkv(qkv_at(at, 1u, other) + d0 + dd);
                 stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = q_dout[out_at(at, own) + d0 + dd];
-                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = q_qkv[qkv_at(at, 2u, other) + d0 + dd];
+                stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = load_q_qkv(qkv_at(at, 2u, other) + d0 + dd);
             }
             workgroupBarrier();
             add_scores(&s, 0u, 1u, tx, ty);
@@ -207,7 +205,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             let jn = min(vr, count - j0);
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
-                rows[e] = q_qkv[qkv_at(at, 1u, t0 + j0 + e / HD) + e % HD];
+                rows[e] = load_q_qkv(qkv_at(at, 1u, t0 + j0 + e / HD) + e % HD);
             }
             workgroupBarrier();
             for (var j = 0u; j < jn; j++) {
@@ -248,9 +246,9 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
                 let dd = e & 7u;
                 let own = min(row0 + r, last);
                 let other = min(t0 + r, last);
-                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_at(at, 1u, own) + d0 + dd];
-                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_at(at, 0u, other) + d0 + dd];
-                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = kv_qkv[qkv_at(at, 2u, own) + d0 + dd];
+                stage[operand_slot(0u, dd, r >> 2u)][r & 3u] = load_kv_qkv(qkv_at(at, 1u, own) + d0 + dd);
+                stage[operand_slot(1u, dd, r >> 2u)][r & 3u] = load_kv_qkv(qkv_at(at, 0u, other) + d0 + dd);
+                stage[operand_slot(2u, dd, r >> 2u)][r & 3u] = load_kv_qkv(qkv_at(at, 2u, own) + d0 + dd);
                 stage[operand_slot(3u, dd, r >> 2u)][r & 3u] = kv_dout[out_at(at, other) + d0 + dd];
             }
             workgroupBarrier();
@@ -271,7 +269,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
             workgroupBarrier();
             for (var e = lid; e < jn * HD; e += 64u) {
                 let j = t0 + j0 + e / HD;
-                rows[e] = kv_qkv[qkv_at(at, 0u, j) + e % HD];
+                rows[e] = load_kv_qkv(qkv_at(at, 0u, j) + e % HD);
                 rows[1024u + e] = kv_dout[out_at(at, j) + e % HD];
             }
             workgroupBarrier();

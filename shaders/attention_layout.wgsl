@@ -1,8 +1,8 @@
-// What the three fused attention families share (prepended to each): the parameters
-// and where a head's rows live. q, k and v come packed as the model's qkv projection
-// gives them, [B, N, 3, H, HD] (parts 0, 1, 2 = q, k, v), and out and dout are
-// [B, N, H, HD], so neither side needs a permute. Head bh = b H + h; lse and delta are
-// [B H, N].
+// What the three fused attention families share (prepended to each): the parameters,
+// where a head's rows live, and how q, k and v are read. q, k and v come packed as the
+// model's qkv projection gives them, [B, N, 3, H, HD] (parts 0, 1, 2 = q, k, v), and
+// out and dout are [B, N, H, HD], so neither side needs a permute. Head bh = b H + h;
+// lse and delta are [B H, N].
 
 // The head count B H is the grid's y and the head dim is HD, so neither is here.
 struct Params {
@@ -38,4 +38,29 @@ fn qkv_at(at: HeadLayout, part: u32, r: u32) -> u32 {
 // Offset of row r in out (and dout).
 fn out_at(at: HeadLayout, r: u32) -> u32 {
     return at.out + r * p.heads * HD;
+}
+
+// qkv, read by all three kernels (the forward's, dq's and dk/dv's binding): f32, or f16
+// two to a word (QKV_F16) where the projection stored it so under mixed precision.
+// Either way the kernels compute in f32 and write out, dqkv, lse and delta in f32.
+override QKV_F16: bool = false;
+
+@group(0) @binding(1) var<storage, read> f_qkv: array<u32>;
+@group(0) @binding(10) var<storage, read> q_qkv: array<u32>;
+@group(0) @binding(20) var<storage, read> kv_qkv: array<u32>;
+
+// Element i of qkv.
+fn load_f_qkv(i: u32) -> f32 {
+    if (QKV_F16) { return unpack2x16float(f_qkv[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(f_qkv[i]);
+}
+
+fn load_q_qkv(i: u32) -> f32 {
+    if (QKV_F16) { return unpack2x16float(q_qkv[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(q_qkv[i]);
+}
+
+fn load_kv_qkv(i: u32) -> f32 {
+    if (QKV_F16) { return unpack2x16float(kv_qkv[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(kv_qkv[i]);
 }

@@ -13,22 +13,36 @@
 const CHUNKS: u32 = 32u;      // vec4 chunks of the largest head dim, 128
 const NEG: f32 = -3.4e38;
 
-@group(0) @binding(1) var<storage, read> f_qkv: array<vec4<f32>>;
+// qkv is bound at 1, 10 and 20 (attention_layout.wgsl).
 @group(0) @binding(2) var<storage, read_write> f_out: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 
-@group(0) @binding(10) var<storage, read> q_qkv: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read> q_out: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read> q_dout: array<vec4<f32>>;
 @group(0) @binding(13) var<storage, read> q_lse: array<f32>;
 @group(0) @binding(14) var<storage, read_write> q_dqkv: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
 
-@group(0) @binding(20) var<storage, read> kv_qkv: array<vec4<f32>>;
 @group(0) @binding(21) var<storage, read> kv_dout: array<vec4<f32>>;
 @group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
 @group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
 @group(0) @binding(24) var<storage, read_write> kv_dqkv: array<vec4<f32>>;
+
+// Chunk c of qkv (elements 4c .. 4c + 3), in f32 or f16 as the layout's loaders read.
+fn load4_f_qkv(c: u32) -> vec4<f32> {
+    if (QKV_F16) { return vec4<f32>(unpack2x16float(f_qkv[2u * c]), unpack2x16float(f_qkv[2u * c + 1u])); }
+    return bitcast<vec4<f32>>(vec4<u32>(f_qkv[4u * c], f_qkv[4u * c + 1u], f_qkv[4u * c + 2u], f_qkv[4u * c + 3u]));
+}
+
+fn load4_q_qkv(c: u32) -> vec4<f32> {
+    if (QKV_F16) { return vec4<f32>(unpack2x16float(q_qkv[2u * c]), unpack2x16float(q_qkv[2u * c + 1u])); }
+    return bitcast<vec4<f32>>(vec4<u32>(q_qkv[4u * c], q_qkv[4u * c + 1u], q_qkv[4u * c + 2u], q_qkv[4u * c + 3u]));
+}
+
+fn load4_kv_qkv(c: u32) -> vec4<f32> {
+    if (QKV_F16) { return vec4<f32>(unpack2x16float(kv_qkv[2u * c]), unpack2x16float(kv_qkv[2u * c + 1u])); }
+    return bitcast<vec4<f32>>(vec4<u32>(kv_qkv[4u * c], kv_qkv[4u * c + 1u], kv_qkv[4u * c + 2u], kv_qkv[4u * c + 3u]));
+}
 
 // The layout's row offsets in vec4s.
 fn qkv_at4(at: HeadLayout, part: u32, r: u32) -> u32 {
@@ -75,7 +89,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
     var q: array<vec4<f32>, CHUNKS>;
     var acc: array<vec4<f32>, CHUNKS>;
     let own = qkv_at4(at, 0u, r);
-    for (var c = 0u; c < c4; c++) { q[c] = f_qkv[own + c] * p.scale; }
+    for (var c = 0u; c < c4; c++) { q[c] = load4_f_qkv(own + c) * p.scale; }
     var m = NEG;
     var l = 0.0;
     for (var j0 = 0u; j0 < p.n; j0 += 8u) {
@@ -84,7 +98,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
         let mine_v = qkv_at4(at, 2u, mine);
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
-            let k = share(f_qkv[mine_k + c]);
+            let k = share(load4_f_qkv(mine_k + c));
             for (var t = 0u; t < 8u; t++) { s[t] += dot(q[c], k[t]); }
         }
         var m_new = m;
@@ -99,7 +113,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
             l += s[t];
         }
         for (var c = 0u; c < c4; c++) {
-            let v = share(f_qkv[mine_v + c]);
+            let v = share(load4_f_qkv(mine_v + c));
             var a = acc[c] * corr;
             for (var t = 0u; t < 8u; t++) { a += s[t] * v[t]; }
             acc[c] = a;
@@ -127,7 +141,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
     let own = qkv_at4(at, 0u, r);
     let own_out = out_at4(at, r);
     for (var c = 0u; c < c4; c++) {
-        q[c] = q_qkv[own + c] * p.scale;
+        q[c] = load4_q_qkv(own + c) * p.scale;
         dout[c] = q_dout[own_out + c];
         delta += dot(dout[c], q_out[own_out + c]);
     }
@@ -139,8 +153,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         var dp = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
-            let k = share(q_qkv[mine_k + c]);
-            let v = share(q_qkv[mine_v + c]);
+            let k = share(load4_q_qkv(mine_k + c));
+            let v = share(load4_q_qkv(mine_v + c));
             for (var t = 0u; t < 8u; t++) {
                 s[t] += dot(q[c], k[t]);
                 dp[t] += dot(dout[c], v[t]);
@@ -151,7 +165,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
             s[t] = select(exp(s[t] - lse) * (dp[t] - delta), 0.0, j0 + t >= p.n);
         }
         for (var c = 0u; c < c4; c++) {
-            let k = share(q_qkv[mine_k + c]);
+            let k = share(load4_q_qkv(mine_k + c));
             var d = dq[c];
             for (var t = 0u; t < 8u; t++) { d += s[t] * k[t]; }
             dq[c] = d;
@@ -178,8 +192,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
     let own_k = qkv_at4(at, 1u, r);
     let own_v = qkv_at4(at, 2u, r);
     for (var c = 0u; c < c4; c++) {
-        k[c] = kv_qkv[own_k + c] * p.scale;
-        v[c] = kv_qkv[own_v + c];
+        k[c] = load4_kv_qkv(own_k + c) * p.scale;
+        v[c] = load4_kv_qkv(own_v + c);
     }
     for (var i0 = 0u; i0 < p.n; i0 += 8u) {
         let i_mine = min(i0 + lane, p.n - 1u);
@@ -190,7 +204,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
         var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         var dp = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var c = 0u; c < c4; c++) {
-            let q = share(kv_qkv[mine_q + c]);
+            let q = share(load4_kv_qkv(mine_q + c));
             let g = share(kv_dout[mine_out + c]);
             for (var t = 0u; t < 8u; t++) {
                 s[t] += dot(k[c], q[t]);
@@ -204,7 +218,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
             dp[t] = pr * (dp[t] - delta[t]);
         }
         for (var c = 0u; c < c4; c++) {
-            let q = share(kv_qkv[mine_q + c]);
+            let q = share(load4_kv_qkv(mine_q + c));
             let g = share(kv_dout[mine_out + c]);
             var a = dk[c];
             var b = dv[c];

@@ -1,7 +1,9 @@
-//! Attention on every plan the adapter can run, for the sizes of `cases::ATTENTION`:
-//! the composed path (permutes, matmuls, softmax) against a CPU computation of the
-//! output and the row log-sum-exp, and each fused family against the composed path,
-//! forward (output, log-sum-exp) and backward (the gradient of the packed qkv).
+//! Attention on every plan the adapter can run, for the sizes of `cases::ATTENTION`
+//! and a qkv in f32 and in f16 (as the qkv projection stores it under mixed
+//! precision): the composed path (permutes, matmuls, softmax) against a CPU computation
+//! of the output and the row log-sum-exp, and each fused family against the composed
+//! path, forward (output, log-sum-exp) and backward (the gradient of the packed qkv,
+//! f32 either way).
 
 mod common;
 
@@ -11,18 +13,28 @@ use engine::ops::attention::{
     attention_backward, attention_composed, attention_forward, attention_with, AttentionPath,
     AttentionPlan, AttentionShape,
 };
+use engine::DType;
 
 #[test]
 fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
     let dev = device();
     let mut r = rng(14);
-    for (b, heads, n, hd) in cases::ATTENTION {
+    for ((b, heads, n, hd), dtype) in cases::ATTENTION
+        .into_iter()
+        .flat_map(|case| [(case, DType::F32), (case, DType::F16)])
+    {
         let width = heads * hd;
-        let qkv_data = random(&mut r, b * n * 3 * width);
+        // In f16 the values the GPU rounds to, which the CPU then takes exactly.
+        let qkv = ops::cast::cast_forward(
+            &upload(&[b, n, 3 * width], &random(&mut r, b * n * 3 * width)),
+            dtype,
+        )
+        .unwrap()
+        .requires_grad();
+        let qkv_data = qkv.to_vec();
         let dout_data = random(&mut r, b * n * width);
         let scale = (hd as f32).powf(-0.5) * 2.0;
-        let what = format!("attention b={b} heads={heads} n={n} hd={hd}");
-        let qkv = upload(&[b, n, 3 * width], &qkv_data).requires_grad();
+        let what = format!("attention b={b} heads={heads} n={n} hd={hd}, {dtype:?} qkv");
         let dout = upload(&[b, n, width], &dout_data);
 
         // The CPU: per image, head and query row, the scores, their log-sum-exp and the
@@ -67,7 +79,10 @@ fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
             1e-4,
         );
         let loss = ops::sum(&ops::mul(&composed, &dout).unwrap()).unwrap();
-        let want_dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
+        let grads = engine::backward(&loss).unwrap();
+        let want_dqkv = grads.get(&qkv).unwrap();
+        assert_eq!(want_dqkv.dtype(), DType::F32, "{what}: gradients are f32");
+        let want_dqkv = want_dqkv.to_vec();
 
         let shape = AttentionShape {
             batch: b,
@@ -89,8 +104,10 @@ fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
             if let AttentionPath::Fused(kind) = plan.path {
                 let (out, lse) = attention_forward(kind, &qkv, heads, scale).unwrap();
                 assert_close(&format!("{what} lse"), &lse.to_vec(), &want_lse, 1e-5, 1e-5);
+                assert_eq!(out.dtype(), DType::F32, "{what}");
                 let dqkv =
                     attention_backward(kind, &qkv, heads, (&out, &lse), &dout, scale).unwrap();
+                assert_eq!(dqkv.dtype(), DType::F32, "{what}");
                 assert_close(
                     &format!("{what} dqkv, kernels"),
                     &dqkv.to_vec(),

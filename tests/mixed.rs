@@ -201,6 +201,9 @@ fn column_sums(x: &[f32], cols: usize) -> Vec<f32> {
     out
 }
 
+/// `linear`, and `linear_to` with an f16 output (the qkv projection's under mixed
+/// precision: its f32 sums rounded to f16), against the CPU on f16 operands; the
+/// gradients are f32 either way.
 #[test]
 fn linear_under_autocast_multiplies_f16_operands_and_returns_f32_gradients() {
     let mut r = rng(42);
@@ -214,30 +217,42 @@ fn linear_under_autocast_multiplies_f16_operands_and_returns_f32_gradients() {
     let xt = upload(&[2, 9, inp], &x).requires_grad();
     let wt = upload(&[out, inp], &w).requires_grad();
     let bt = upload(&[out], &b).requires_grad();
-    let y = autocast(Precision::Mixed, || ops::linear(&xt, &wt, Some(&bt))).unwrap();
-    assert_eq!((y.shape(), y.dtype()), ([2, 9, out].as_slice(), DType::F32));
-    let grads = engine::backward(&weighted_sum(&y, &dy)).unwrap();
-
-    // The backward's products multiply f16 values too: the gradient dy rounded.
     let (x16, w16, dy16) = (as_f16(&xt), as_f16(&wt), round_f16(&dy));
     let want_y = cpu::matmul(&x16, &w16, Some(&b), 1, rows, inp, out, false, true, true);
-    assert_close("y", &y.to_vec(), &want_y, 1e-5, 1e-5);
-    assert_close(
-        "dx",
-        &grad(&grads, &xt),
-        &mm(&dy16, &w16, rows, out, inp, false, false),
-        1e-5,
-        1e-5,
-    );
-    assert_close(
-        "dw",
-        &grad(&grads, &wt),
-        &mm(&dy16, &x16, out, rows, inp, true, false),
-        1e-5,
-        1e-5,
-    );
-    assert_close("db", &grad(&grads, &bt), &column_sums(&dy, out), 1e-5, 1e-5);
+    for stored in [DType::F32, DType::F16] {
+        let y = autocast(Precision::Mixed, || {
+            ops::linear_to(&xt, &wt, Some(&bt), stored)
+        })
+        .unwrap();
+        assert_eq!((y.shape(), y.dtype()), ([2, 9, out].as_slice(), stored));
+        // Widened for the loss (elementwise kernels read f32); the cast's backward
+        // hands the f32 gradient on as it is.
+        let y32 = ops::cast(&y, DType::F32).unwrap();
+        let grads = engine::backward(&weighted_sum(&y32, &dy)).unwrap();
+        match stored {
+            DType::F32 => assert_close("y", &y.to_vec(), &want_y, 1e-5, 1e-5),
+            // One f16 step either way: the f32 sums may differ in their last bit.
+            DType::F16 => assert_close("y in f16", &y.to_vec(), &round_f16(&want_y), 1e-3, 1e-3),
+        }
+        // The backward's products multiply f16 values too: the gradient dy rounded.
+        assert_close(
+            &format!("dx, {stored:?} output"),
+            &grad(&grads, &xt),
+            &mm(&dy16, &w16, rows, out, inp, false, false),
+            1e-5,
+            1e-5,
+        );
+        assert_close(
+            &format!("dw, {stored:?} output"),
+            &grad(&grads, &wt),
+            &mm(&dy16, &x16, out, rows, inp, true, false),
+            1e-5,
+            1e-5,
+        );
+        assert_close("db", &grad(&grads, &bt), &column_sums(&dy, out), 1e-5, 1e-5);
+    }
     // In f32 the same op is the f32 product: mixed differs from it by f16 rounding only.
+    let y = autocast(Precision::Mixed, || ops::linear(&xt, &wt, Some(&bt))).unwrap();
     let y32 = ops::linear(&xt, &wt, Some(&bt)).unwrap();
     assert_close("mixed vs f32", &y.to_vec(), &y32.to_vec(), 2e-2, 1e-2);
 }

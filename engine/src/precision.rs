@@ -1,14 +1,15 @@
 //! Mixed precision as an autocast scope, as the official code runs its forward under
 //! `torch.cuda.amp.autocast`: inside [`autocast`]`(Precision::Mixed, ..)` the linear
 //! layers and the MLP (`ops::linear`, `ops::linear_gelu`, `ops::mlp`) multiply f16
-//! values with f32 accumulation; everything else (LayerNorm's statistics, attention,
-//! the residual stream, the loss) stays f32, and so do the master weights, their
-//! gradients as stored and the optimizer's state. The weights are cast to f16; an
+//! values with f32 accumulation; everything else (LayerNorm's statistics, attention's
+//! arithmetic, the residual stream, the loss) stays f32, and so do the master weights,
+//! their gradients as stored and the optimizer's state. The weights are cast to f16; an
 //! activation enters its product as it is, in f16 where its kernel wrote it so (a
 //! LayerNorm that only feeds products, `ops::layernorm_to` with [`operand_type`]; the
 //! MLP's hidden layer, and GELU's input kept for its backward), else in f32, which the
 //! mixed kernels round to f16 as they read it: the values of a cast, without its
-//! dispatch and copy.
+//! dispatch and copy. The qkv projection stores its output in f16 too
+//! (`ops::linear_to`), which attention reads as it is and keeps for its backward.
 //!
 //! The backward's products follow their forward: the products of a mixed one are
 //! mixed, so the f32 gradients are rounded to f16 as they are read, as tensor cores
@@ -33,8 +34,8 @@ pub enum Precision {
     /// Everything in f32: what the gradchecks and golden steps prove.
     #[default]
     F32,
-    /// Products' operands and the MLP's hidden activations (GELU's input and output)
-    /// in f16, f32 accumulation.
+    /// Products' operands, the MLP's hidden activations (GELU's input and output) and
+    /// attention's q, k and v in f16, f32 accumulation.
     Mixed,
 }
 

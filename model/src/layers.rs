@@ -86,7 +86,13 @@ impl Linear {
 
     /// x [.., in] -> [.., out].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(ops::linear(x, &self.weight, self.bias.as_ref())?)
+        self.forward_to(x, DType::F32)
+    }
+
+    /// `forward` with the output in `out`: `precision::operand_type()` for the qkv
+    /// projection, which only attention reads, f16 under mixed precision.
+    pub fn forward_to(&self, x: &Tensor, out: DType) -> Result<Tensor> {
+        Ok(ops::linear_to(x, &self.weight, self.bias.as_ref(), out)?)
     }
 
     pub fn params(&self, prefix: &str, out: &mut NamedParams) {
@@ -182,7 +188,7 @@ impl Attention {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let d = x.shape()[2];
         let hd = d / self.num_heads;
-        let qkv = self.qkv.forward(x)?;
+        let qkv = self.qkv.forward_to(x, precision::operand_type())?;
         let out = attention::attention(&qkv, self.num_heads, (hd as f32).powf(-0.5))?;
         self.proj.forward(&out)
     }

@@ -21,6 +21,10 @@
 //! | fused `Tiled` | nowhere: slower than the composed path on lavapipe and on an H200; a candidate, tested on every adapter |
 //! | fused `Blocked` | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats the composed path |
 //!
+//! qkv is f32, or f16 where the qkv projection stored it so under mixed precision: the
+//! fused kernels read either (their `QKV_F16`), the composed path widens an f16 qkv
+//! first, and both compute and return out and the gradient in f32.
+//!
 //! Where the device measures plans (`IJEPA_MEASURE_PLANS=1`), [`AttentionPlan::measured`]
 //! replaces these rules: every candidate is timed on the device at the first call of a
 //! size, and the fastest kept.
@@ -31,13 +35,14 @@
 
 use crate::device::{Binding, Device, KernelDef};
 use crate::error::{shape_err, Result};
+use crate::ops::cast::cast;
 use crate::ops::elementwise::scale;
 use crate::ops::layout::{narrow, permute, reshape};
 use crate::ops::matmul::{matmul, Transpose};
 use crate::ops::softmax::softmax;
 use crate::shaders::{self, Shader};
 use crate::tape::record;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 crate::kernel_params! {
     /// attention_layout.wgsl's `Params`, shared by the three families.
@@ -160,11 +165,13 @@ impl FusedAttention {
         }
     }
 
-    /// The pipeline overrides of this family's kernels at head dim `hd`.
-    fn overrides(self, hd: usize) -> Vec<(&'static str, f64)> {
+    /// The pipeline overrides of this family's kernels at head dim `hd`, reading a qkv
+    /// of type `qkv`.
+    fn overrides(self, hd: usize, qkv: DType) -> Vec<(&'static str, f64)> {
         let mut overrides = vec![
             ("HD", hd as f64),
             ("ROWS", self.rows_per_workgroup() as f64),
+            ("QKV_F16", (qkv == DType::F16) as u32 as f64),
         ];
         if self == FusedAttention::Tiled {
             let tile = (TILE_FLOATS / hd).min(MAX_TILE);
@@ -287,24 +294,29 @@ impl AttentionPlan {
     }
 }
 
-/// One of `kind`'s kernels over the B H heads of a packed qkv of `check`'s sizes.
+/// One of `kind`'s kernels over the B H heads of `qkv` (of `shape`'s sizes; bound
+/// first, the other `buffers` after it).
 fn launch(
     kind: FusedAttention,
     kernel: usize,
-    dev: &Device,
+    qkv: &Tensor,
     shape: &AttentionShape,
     scale: f32,
     buffers: &[Binding],
 ) {
+    let dev = qkv.device();
+    let bindings: Vec<Binding> = std::iter::once(qkv.binding())
+        .chain(buffers.iter().cloned())
+        .collect();
     dev.dispatch(
         &kind.defs()[kernel],
-        &kind.overrides(shape.head_dim),
+        &kind.overrides(shape.head_dim, qkv.dtype()),
         &AttentionParams {
             n: shape.tokens as u32,
             scale,
             heads: shape.heads as u32,
         },
-        buffers,
+        &bindings,
         [
             shape.tokens.div_ceil(kind.rows_per_workgroup()) as u32,
             (shape.batch * shape.heads) as u32,
@@ -329,8 +341,8 @@ fn check_kind(kind: FusedAttention, dev: &Device, hd: usize) -> Result<()> {
     Ok(())
 }
 
-/// Fused forward with `kind`'s kernels: qkv [B, N, 3 H hd] -> (out [B, N, H hd], row
-/// log-sum-exp [B H, N]).
+/// Fused forward with `kind`'s kernels: qkv [B, N, 3 H hd] (f32, or f16 under mixed
+/// precision) -> (out [B, N, H hd], row log-sum-exp [B H, N]), both f32.
 pub fn attention_forward(
     kind: FusedAttention,
     qkv: &Tensor,
@@ -348,16 +360,16 @@ pub fn attention_forward(
     launch(
         kind,
         FORWARD,
-        dev,
+        qkv,
         &shape,
         scale,
-        &[qkv.buffer(), out.buffer(), lse.buffer()],
+        &[out.buffer(), lse.buffer()],
     );
     Ok((out, lse))
 }
 
-/// Fused backward with `kind`'s kernels: dqkv [B, N, 3 H hd] from the forward's out
-/// and lse and the gradient dout [B, N, H hd].
+/// Fused backward with `kind`'s kernels: dqkv [B, N, 3 H hd] (f32, whatever qkv's
+/// type) from the forward's out and lse and the gradient dout [B, N, H hd].
 pub fn attention_backward(
     kind: FusedAttention,
     qkv: &Tensor,
@@ -389,11 +401,10 @@ pub fn attention_backward(
     launch(
         kind,
         BACKWARD_DQ,
-        dev,
+        qkv,
         &shape,
         scale,
         &[
-            qkv.buffer(),
             out.buffer(),
             dout.buffer(),
             lse.buffer(),
@@ -404,16 +415,10 @@ pub fn attention_backward(
     launch(
         kind,
         BACKWARD_DKV,
-        dev,
+        qkv,
         &shape,
         scale,
-        &[
-            qkv.buffer(),
-            dout.buffer(),
-            lse.buffer(),
-            delta.buffer(),
-            dqkv.buffer(),
-        ],
+        &[dout.buffer(), lse.buffer(), delta.buffer(), dqkv.buffer()],
     );
     Ok(dqkv)
 }
@@ -447,12 +452,13 @@ impl AttentionPlan {
         let differentiated = crate::tape::records(&[qkv]);
         let bucket = shape.tokens.div_ceil(MEASURED_TOKENS);
         let key = format!(
-            "attention {} x {} heads of {}..={} tokens x {}, {}",
+            "attention {} x {} heads of {}..={} tokens x {}, {:?} qkv, {}",
             shape.batch,
             shape.heads,
             (bucket - 1) * MEASURED_TOKENS + 1,
             bucket * MEASURED_TOKENS,
             shape.head_dim,
+            qkv.dtype(),
             if differentiated {
                 "forward and backward"
             } else {
@@ -528,9 +534,11 @@ pub fn attention_fused(
     Ok(out)
 }
 
-/// The same from permutes, matmul, scale and softmax (materialises the [N, N] scores).
+/// The same from permutes, matmul, scale and softmax (materialises the [N, N] scores),
+/// in f32: an f16 qkv is widened first.
 pub fn attention_composed(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
     let s = AttentionShape::of(qkv, heads)?;
+    let qkv = &cast(qkv, DType::F32)?;
     let (b, n, h, hd) = (s.batch, s.tokens, s.heads, s.head_dim);
     // [B, N, 3 H hd] -> [3, B, H, N, hd] -> q, k, v [B H, N, hd]
     let parts = permute(&reshape(qkv, &[b, n, 3, h, hd])?, &[2, 0, 3, 1, 4])?;

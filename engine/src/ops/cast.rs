@@ -48,9 +48,10 @@ pub fn cast_forward(x: &Tensor, dtype: DType) -> Result<Tensor> {
 }
 
 /// Differentiable `cast_forward`. The gradient arrives in f32 whatever the output's
-/// type (products with f16 operands produce f32 gradients) and goes to x as it is
-/// when x is f32: rounding to f16 is treated as the identity, as autocast does. Inside
-/// `precision::with_f16_copies`, x's copy made beforehand stands in for the cast.
+/// type (products with f16 operands produce f32 gradients) and goes to x as it is,
+/// in f32 whatever x's type (gradients are f32): rounding to f16 is treated as the
+/// identity, as autocast does. Inside `precision::with_f16_copies`, x's copy made
+/// beforehand stands in for the cast.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     if x.dtype() == dtype {
         return Ok(x.clone());
@@ -63,9 +64,8 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
         Some(y) => y,
         None => cast_forward(x, dtype)?,
     };
-    let x_dtype = x.dtype();
     record("cast", &[x], &y, move |dy, _| {
-        Ok(vec![Some(cast_forward(dy, x_dtype)?)])
+        Ok(vec![Some(cast_forward(dy, DType::F32)?)])
     });
     Ok(y)
 }

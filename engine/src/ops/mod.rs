@@ -21,7 +21,7 @@ pub use gather::gather_rows;
 pub use layernorm::{add_layernorm, add_layernorm_to, layernorm, layernorm_to};
 pub use layout::{concat, narrow, patchify, permute, repeat_batch, reshape};
 pub use loss::{cross_entropy, mse_loss, smooth_l1_loss};
-pub use matmul::{linear, linear_gelu, matmul, mlp, Transpose};
+pub use matmul::{linear, linear_gelu, linear_to, matmul, mlp, Transpose};
 pub use reduce::{mean, sum, sum_leading};
 pub use softmax::softmax;
 

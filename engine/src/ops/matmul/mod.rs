@@ -463,7 +463,20 @@ pub fn matmul_backward(
 
 /// Differentiable `op(a) @ op(b) (+ bias)`.
 pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Result<Tensor> {
-    let y = matmul_forward(a, b, t, bias)?;
+    matmul_to(a, b, t, bias, DType::F32)
+}
+
+/// `matmul` with the product stored in `out`. An f16 output makes the product mixed:
+/// its f32 operands are rounded to f16 as it reads them.
+pub fn matmul_to(
+    a: &Tensor,
+    b: &Tensor,
+    t: Transpose,
+    bias: Option<&Tensor>,
+    out: DType,
+) -> Result<Tensor> {
+    let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?.with_output(out)?;
+    let y = run_planned(MatmulPlan::new(a.device(), &shape), a, b, bias, None)?.0;
     let (a2, b2, has_bias) = (a.clone(), b.clone(), bias.is_some());
     let mut inputs = vec![a, b];
     inputs.extend(bias);
@@ -490,8 +503,15 @@ fn autocast_weight(w: &Tensor) -> Result<Tensor> {
 /// `x @ w^T + bias` with a torch-layout weight [out, in]: x [.., in] -> [.., out], in
 /// f32 (from f16 values of x and w under `Precision::Mixed`).
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_to(x, w, bias, DType::F32)
+}
+
+/// `linear` with its output stored in `out`: `precision::operand_type()` for a layer
+/// whose output only feeds products and attention (the qkv projection), so that it
+/// is f16 under `Precision::Mixed`. Its gradient is f32 either way.
+pub fn linear_to(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: DType) -> Result<Tensor> {
     let w = autocast_weight(w)?;
-    on_rows(x, |x2| matmul(x2, &w, Transpose::B, bias))
+    on_rows(x, |x2| matmul_to(x2, &w, Transpose::B, bias, out))
 }
 
 /// `gelu(linear(x, w, bias))`. With nothing to differentiate (the target encoder,
