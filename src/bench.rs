@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use engine::ops::{self, Transpose};
-use engine::Device;
+use engine::{DType, Device};
 use train::synthetic::synthetic;
 
 /// What `time_per_call` measured, per call.
@@ -55,7 +55,6 @@ fn kernel_note(label: &str, kernels: Option<f64>) -> String {
 pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool, f16: bool) -> Result<()> {
     use engine::ops::cast::cast_forward;
     use engine::ops::matmul::{matmul_with, Epilogue, MatmulPlan, MatmulShape, MatmulTypes};
-    use engine::DType;
     let name = &dev.info().name;
     let operand = if f16 { DType::F16 } else { DType::F32 };
     let shape = |m, k, n, trans_a| MatmulShape {
@@ -135,21 +134,25 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool, f16: bool) -> 
 }
 
 /// Attention forward + backward of `batch` x `heads` heads for each token count and
-/// head dim, from a packed qkv projection to the merged heads as the model runs it:
-/// each candidate plan (every fused family that runs on the adapter, and the composed
-/// path), one line each, the plan in use marked.
+/// head dim, from a packed qkv projection (f16 with `f16`, as under mixed precision)
+/// to the merged heads as the model runs it: each candidate plan (every fused family
+/// that runs on the adapter, and the composed path), one line each, the plan in use
+/// marked.
 pub fn attention(
     dev: &Arc<Device>,
     tokens: &[usize],
     head_dims: &[usize],
     batch: usize,
     heads: usize,
+    f16: bool,
 ) -> Result<()> {
     use ops::attention::{attention_with, AttentionPath, AttentionPlan, AttentionShape};
     let name = &dev.info().name;
     for &hd in head_dims {
         for &n in tokens {
-            let qkv = synthetic(dev, &[batch, n, 3 * heads * hd])?.requires_grad();
+            let qkv = synthetic(dev, &[batch, n, 3 * heads * hd])?;
+            let qkv = ops::cast::cast_forward(&qkv, if f16 { DType::F16 } else { DType::F32 })?
+                .requires_grad();
             let w = synthetic(dev, &[batch, n, heads * hd])?;
             let scale = (hd as f32).powf(-0.5);
             let shape = AttentionShape {
@@ -175,7 +178,8 @@ pub fn attention(
                     (_, None) => String::new(),
                 };
                 println!(
-                    "attention fwd+bwd: {:.2} ms ({:.1} GFLOP/s) on {name}{}, {}{speedup}{}",
+                    "attention fwd+bwd, {:?} qkv: {:.2} ms ({:.1} GFLOP/s) on {name}{}, {}{speedup}{}",
+                    qkv.dtype(),
                     timing.secs * 1e3,
                     timing.flops / timing.secs / 1e9,
                     if plan == chosen {

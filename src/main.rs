@@ -89,6 +89,9 @@ enum BenchKind {
         /// Heads per image.
         #[arg(long, default_value_t = 4, value_parser = at_least_one)]
         heads: usize,
+        /// An f16 qkv, as the qkv projection stores it under mixed precision.
+        #[arg(long)]
+        f16: bool,
     },
     /// The streaming data pipeline on an image folder: images/s and peak memory.
     Data {
@@ -172,12 +175,14 @@ fn run(command: Command, launch: &world::Launch) -> Result<()> {
                 head_dims,
                 batch,
                 heads,
+                f16,
             } => bench::attention(
                 &engine::Device::shared()?,
                 &tokens,
                 &head_dims,
                 batch,
                 heads,
+                f16,
             ),
             BenchKind::Step {
                 preset,
