@@ -428,6 +428,36 @@ fn a_layernorm_that_feeds_a_product_writes_the_f16_its_cast_would() {
     }
 }
 
+/// A transformer block under autocast, at an even width (its qkv stored in f16 and
+/// read so by attention) and an odd one (its qkv kept in f32, since f16 rows are whole
+/// words), against the same block in f32: output and input gradient apart by f16
+/// rounding only.
+#[test]
+fn a_block_under_autocast_follows_the_f32_block_at_even_and_odd_widths() {
+    use model::layers::{Init, TransformerBlock};
+    let dev = device();
+    for (dim, heads) in [(8, 2), (9, 3)] {
+        let mut r = rng(7);
+        let mut init = Init {
+            device: &dev,
+            rng: &mut r,
+            trainable: true,
+        };
+        let block = TransformerBlock::new(&mut init, dim, heads, 4 * dim, true, 1e-6, 1).unwrap();
+        let x = upload(&[2, 5, dim], &random(&mut r, 2 * 5 * dim)).requires_grad();
+        let dy = random(&mut r, 2 * 5 * dim);
+        let run = |precision| {
+            let y = autocast(precision, || block.forward(&x)).unwrap();
+            assert_eq!(y.dtype(), DType::F32);
+            let grads = engine::backward(&weighted_sum(&y, &dy)).unwrap();
+            (y.to_vec(), grad(&grads, &x))
+        };
+        let ((y32, dx32), (y16, dx16)) = (run(Precision::F32), run(Precision::Mixed));
+        assert_close(&format!("width {dim}: y"), &y16, &y32, 2e-2, 1e-2);
+        assert_close(&format!("width {dim}: dx"), &dx16, &dx32, 2e-2, 1e-2);
+    }
+}
+
 /// The whole training step in mixed precision against the f32 step, from the same
 /// initial weights on the same batches and masks: the losses of three steps, and the
 /// first step's gradients (all of them as one vector, relative L2 error; the mixed

@@ -188,7 +188,13 @@ impl Attention {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let d = x.shape()[2];
         let hd = d / self.num_heads;
-        let qkv = self.qkv.forward_to(x, precision::operand_type())?;
+        // f16 rows are stored two to a word: an odd width 3D stays f32.
+        let stored = if d.is_multiple_of(2) {
+            precision::operand_type()
+        } else {
+            DType::F32
+        };
+        let qkv = self.qkv.forward_to(x, stored)?;
         let out = attention::attention(&qkv, self.num_heads, (hd as f32).powf(-0.5))?;
         self.proj.forward(&out)
     }
