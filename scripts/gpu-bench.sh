@@ -16,24 +16,7 @@
 # Everything it prints also goes to $OUT/gpu-bench.log ($OUT, or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-gpu-out}"
-mkdir -p "$out"
-log="$out/gpu-bench.log"
-if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
-bin=.gpu/ijepa
-
-# Each command with a time limit, so one that hangs leaves the rest their time.
-step() {
-    local limit=$1
-    shift
-    echo "\$ $*" | tee -a "$log"
-    timeout "$limit" "$@" 2>&1 | tee -a "$log"
-}
+source scripts/gpu-common.sh gpu-bench
 
 coop="env IJEPA_COOPERATIVE_MATRIX=1"
 step 30 "$bin" info

@@ -1,0 +1,22 @@
+# What the lent-GPU scripts share, sourced from the repository root with the log's
+# name: the output folder ($OUT, or ./gpu-out) and its log, the Vulkan loaders
+# unpacked from .gl/*.deb where the machine has none, NVIDIA's driver file, the carried
+# binary, and `step`, which runs one command under a time limit and logs it.
+out="${OUT:-gpu-out}"
+mkdir -p "$out"
+log="$out/$1.log"
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
+bin=.gpu/ijepa
+
+# Each command with a time limit, so one that hangs leaves the rest their time.
+step() {
+    local limit=$1
+    shift
+    echo "\$ $*" | tee -a "$log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+}
