@@ -6,13 +6,15 @@
 # f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64; ours in f32, with plans
 # measured (IJEPA_MEASURE_PLANS=1), in mixed precision, and in mixed on tensor cores,
 # by rule and measured); attention forward and backward on every plan, f32 and f16
-# qkv; matmul up to 4096^3 in f32, and in f16 on every kernel. Run from the repository root on the GPU machine, with what it cannot
-# build there carried in git-ignored folders (see docs/results/README.md for the call):
-#   .gpu/ijepa          the release binary, built here (both machines are x86-64)
-#   .gpu/mixed-tests    the release build of tests/mixed.rs
+# qkv; matmul up to 4096^3 in f32, and in f16 on every kernel. Run from the
+# repository root on the GPU machine, with what it cannot build there carried in
+# git-ignored folders, which `scripts/gpu-prepare.sh bench` fills here (see
+# docs/results/README.md for the call):
+#   .gpu/ijepa            the release binary, built here (both machines are x86-64)
+#   .gpu/mixed-tests      the release build of tests/mixed.rs
 #   .gpu/attention-tests  the release build of tests/attention.rs
-#   .gpu/torch_step.py  a copy of ../shared/bench/torch_step.py
-#   .gl/*.deb           the Vulkan loader packages, where the machine has none
+#   .gpu/torch_step.py    a copy of ../shared/bench/torch_step.py
+#   .gl/*.deb             the Vulkan loader packages, where the machine has none
 # Everything it prints also goes to $OUT/gpu-bench.log ($OUT, or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."

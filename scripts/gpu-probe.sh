@@ -3,8 +3,8 @@
 # minutes on an H200): `fmnist` pretraining from seed 0 in f32 and in mixed precision
 # with the same build, each then probed (all labels, 1% labels, k-NN of the frozen
 # target encoder); mixed should be within 0.5 points of f32. Run from the repository
-# root on the GPU machine, with what it reads carried in git-ignored folders (see
-# docs/results/README.md for the call):
+# root on the GPU machine, with what it reads carried in git-ignored folders, which
+# `scripts/gpu-prepare.sh probe` fills here (see docs/results/README.md for the call):
 #   .gpu/ijepa            the release binary, built here (both machines are x86-64)
 #   .gpu/fashion-mnist/   a copy of /usr/share/datasets/fashion-mnist
 #   .gl/*.deb             the Vulkan loader packages, where the machine has none
