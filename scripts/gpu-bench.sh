@@ -2,11 +2,12 @@
 # The GPU benchmarks of one lent-device call, in one script: the adapter (and its
 # cooperative-matrix shapes); with cooperative matrices opened
 # (IJEPA_COOPERATIVE_MATRIX=1), the mixed products against the CPU on every kernel, the
-# tensor-core one included; every attention plan on f32 and f16 qkv; the golden steps; `ijepa bench step` beside PyTorch's eager
-# f32 step for `fmnist` and a ViT-S/16 at 224 (batch 64; ours in f32, with plans
-# measured (IJEPA_MEASURE_PLANS=1), in mixed precision, and in mixed on tensor cores,
-# by rule and measured); attention forward and backward on every plan, f32 and f16
-# qkv; matmul up to 4096^3 in f32, and in f16 on every kernel. Run from the
+# tensor-core one included; every attention plan on f32 and f16 qkv; the golden steps;
+# `ijepa bench step` beside PyTorch's eager f32 step for `fmnist` and a ViT-S/16 at
+# 224 (batch 64; ours in f32, with plans measured (IJEPA_MEASURE_PLANS=1), in mixed
+# precision, and in mixed on tensor cores, by rule and measured); matmul up to 4096^3
+# in f32, and in f16 on every kernel; attention forward and backward on every plan,
+# f32 and f16 qkv, last, as the least needed. Run from the
 # repository root on the GPU machine, with what it cannot build there carried in
 # git-ignored folders, which `scripts/gpu-prepare.sh bench` fills here (see
 # docs/results/README.md for the call):
@@ -38,7 +39,7 @@ step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json -
 step 120 $coop "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed
 step 150 $coop IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5 --precision mixed
 step 120 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
-step 90 "$bin" bench attention
-step 90 "$bin" bench attention --f16
 step 120 "$bin" bench matmul --size 4096
 step 120 $coop "$bin" bench matmul --size 4096 --f16 --every-kernel
+step 90 "$bin" bench attention
+step 90 "$bin" bench attention --f16

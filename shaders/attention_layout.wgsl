@@ -17,7 +17,7 @@ override HD: u32;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// Where head bh's rows start in qkv and out (in floats); computed once per kernel so
+// Where head bh's rows start in qkv and out (in elements); computed once per kernel so
 // the per-row offsets below need no division.
 struct HeadLayout {
     qkv: u32,

@@ -5,10 +5,10 @@
 //
 // Each lane owns one row (a query row in the forward and dq kernels, a key row in the
 // dk/dv kernel) and its accumulators, as vec4 chunks of the head dim. The other side
-// is walked 8 rows at a time: chunk c of those 8 rows is one load per lane (lane t
-// reads row t), handed round with subgroupBroadcast, so a lane pays one storage load
-// per chunk instead of eight and the exponentials of the online softmax are taken
-// once per block of 8.
+// is walked 8 rows at a time: chunk c of those 8 rows is read once per lane (lane t
+// reads row t: four words in f32, two in f16), handed round with subgroupBroadcast, so
+// a lane pays one chunk's loads instead of eight and the exponentials of the online
+// softmax are taken once per block of 8.
 
 const CHUNKS: u32 = 32u;      // vec4 chunks of the largest head dim, 128
 const NEG: f32 = -3.4e38;

@@ -429,9 +429,9 @@ fn a_layernorm_that_feeds_a_product_writes_the_f16_its_cast_would() {
 }
 
 /// A transformer block under autocast, at an even width (its qkv stored in f16 and
-/// read so by attention) and an odd one (its qkv kept in f32, since f16 rows are whole
-/// words), against the same block in f32: output and input gradient apart by f16
-/// rounding only.
+/// read so by fused attention, as on lavapipe at 5 tokens) and an odd one (its qkv
+/// kept in f32, since f16 rows are whole words), against the same block in f32: output
+/// and input gradient apart by f16 rounding only.
 #[test]
 fn a_block_under_autocast_follows_the_f32_block_at_even_and_odd_widths() {
     use model::layers::{Init, TransformerBlock};
@@ -455,6 +455,37 @@ fn a_block_under_autocast_follows_the_f32_block_at_even_and_odd_widths() {
         let ((y32, dx32), (y16, dx16)) = (run(Precision::F32), run(Precision::Mixed));
         assert_close(&format!("width {dim}: y"), &y16, &y32, 2e-2, 1e-2);
         assert_close(&format!("width {dim}: dx"), &dx16, &dx32, 2e-2, 1e-2);
+    }
+}
+
+/// The qkv projection stores f16 only under mixed precision, at an even width, and
+/// where attention's plan reads f16 as it is: a fused family by rule, or any plan
+/// where the device measures plans (the composed path then timed with its widening).
+#[test]
+fn the_qkv_is_stored_in_f16_where_attention_reads_it_so() {
+    use engine::ops::attention::{qkv_storage, AttentionPath, AttentionPlan, AttentionShape};
+    let dev = device();
+    let measuring = engine::Device::new().unwrap();
+    measuring.set_measure_plans(true);
+    // Fused on lavapipe; composed there and on GPUs; an odd width.
+    for (batch, tokens, heads, head_dim) in [(2, 5, 2, 4), (2, 196, 4, 64), (1, 3, 3, 3)] {
+        let shape = AttentionShape {
+            batch,
+            tokens,
+            heads,
+            head_dim,
+        };
+        let what = format!("{shape:?}");
+        let fused = matches!(
+            AttentionPlan::new(&dev, &shape).path,
+            AttentionPath::Fused(_)
+        );
+        let even = (3 * heads * head_dim).is_multiple_of(2);
+        assert_eq!(qkv_storage(&dev, &shape), DType::F32, "{what}, f32");
+        let mixed = autocast(Precision::Mixed, || qkv_storage(&dev, &shape));
+        assert_eq!(mixed == DType::F16, fused && even, "{what}, mixed");
+        let measured = autocast(Precision::Mixed, || qkv_storage(&measuring, &shape));
+        assert_eq!(measured == DType::F16, even, "{what}, measured plans");
     }
 }
 

@@ -9,7 +9,8 @@
 //! MLP's hidden layer, and GELU's input kept for its backward), else in f32, which the
 //! mixed kernels round to f16 as they read it: the values of a cast, without its
 //! dispatch and copy. The qkv projection stores its output in f16 too
-//! (`ops::linear_to`), which attention reads as it is and keeps for its backward.
+//! (`ops::linear_to`) where attention's plan reads it as it is and keeps it for its
+//! backward (`ops::attention::qkv_storage`: the fused kernels).
 //!
 //! The backward's products follow their forward: the products of a mixed one are
 //! mixed, so the f32 gradients are rounded to f16 as they are read, as tensor cores

@@ -89,8 +89,9 @@ impl Linear {
         self.forward_to(x, DType::F32)
     }
 
-    /// `forward` with the output in `out`: `precision::operand_type()` for the qkv
-    /// projection, which only attention reads, f16 under mixed precision.
+    /// `forward` with the output in `out`: for the qkv projection, which only attention
+    /// reads, the type attention asks for (`attention::qkv_storage`: f16 under mixed
+    /// precision where its plan reads f16).
     pub fn forward_to(&self, x: &Tensor, out: DType) -> Result<Tensor> {
         Ok(ops::linear_to(x, &self.weight, self.bias.as_ref(), out)?)
     }
@@ -186,15 +187,17 @@ impl Attention {
     /// x [B, N, D] -> [B, N, D]: per head softmax(q k^T / sqrt(hd)) v on the packed
     /// qkv projection [B, N, 3D], heads side by side in the result, projected.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let d = x.shape()[2];
-        let hd = d / self.num_heads;
-        // f16 rows are stored two to a word: an odd width 3D stays f32.
-        let stored = if d.is_multiple_of(2) {
-            precision::operand_type()
-        } else {
-            DType::F32
+        let (s, heads) = (x.shape(), self.num_heads);
+        let hd = s[2] / heads;
+        let shape = attention::AttentionShape {
+            batch: s[0],
+            tokens: s[1],
+            heads,
+            head_dim: hd,
         };
-        let qkv = self.qkv.forward_to(x, stored)?;
+        let qkv = self
+            .qkv
+            .forward_to(x, attention::qkv_storage(x.device(), &shape))?;
         let out = attention::attention(&qkv, self.num_heads, (hd as f32).powf(-0.5))?;
         self.proj.forward(&out)
     }

@@ -21,9 +21,10 @@
 //! | fused `Tiled` | nowhere: slower than the composed path on lavapipe and on an H200; a candidate, tested on every adapter |
 //! | fused `Blocked` | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats the composed path |
 //!
-//! qkv is f32, or f16 where the qkv projection stored it so under mixed precision: the
-//! fused kernels read either (their `QKV_F16`), the composed path widens an f16 qkv
-//! first, and both compute and return out and the gradient in f32.
+//! qkv is f32, or f16 where the qkv projection stored it so under mixed precision
+//! ([`qkv_storage`] says which): the fused kernels read either (their `QKV_F16`) and
+//! keep it for their backward, the composed path widens an f16 qkv first; both
+//! compute and return out and the gradient in f32.
 //!
 //! Where the device measures plans (`IJEPA_MEASURE_PLANS=1`), [`AttentionPlan::measured`]
 //! replaces these rules: every candidate is timed on the device at the first call of a
@@ -265,7 +266,8 @@ impl AttentionPlan {
     }
 
     /// What distinguishes this plan's kernels from another's: the path, and for the
-    /// fused kernels the head dim they are compiled for.
+    /// fused kernels the head dim they are compiled for (they are compiled per qkv
+    /// type too, which the key leaves out: every plan runs both).
     pub fn key(&self) -> String {
         match self.path {
             AttentionPath::Fused(kind) => {
@@ -433,6 +435,28 @@ pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor
         AttentionPlan::new(dev, &AttentionShape::of(qkv, heads)?)
     };
     run(&plan, qkv, scale_factor)
+}
+
+/// The type a qkv projection stores for attention of `shape` in the current precision
+/// (`precision::operand_type`): f16 under mixed precision where the plan reads it as it
+/// is, f32 otherwise. The plan reads it as it is when it is a fused family, or, where
+/// the device measures plans, whichever is fastest (the composed path timed with its
+/// widening); the composed path by rule would only widen an f16 qkv again, one more
+/// dispatch for no memory saved (its products keep f32 copies). An odd width 3 H hd
+/// stays f32: f16 rows are stored two to a word.
+pub fn qkv_storage(device: &Device, shape: &AttentionShape) -> DType {
+    let stored = crate::precision::operand_type();
+    let width = 3 * shape.heads * shape.head_dim;
+    let reads_f16 = device.measures_plans()
+        || matches!(
+            AttentionPlan::new(device, shape).path,
+            AttentionPath::Fused(_)
+        );
+    if stored == DType::F16 && width.is_multiple_of(2) && reads_f16 {
+        DType::F16
+    } else {
+        DType::F32
+    }
 }
 
 /// Token counts are measured in buckets this wide: the masks change them every step,

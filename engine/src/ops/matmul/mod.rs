@@ -466,8 +466,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Re
     matmul_to(a, b, t, bias, DType::F32)
 }
 
-/// `matmul` with the product stored in `out`. An f16 output makes the product mixed:
-/// its f32 operands are rounded to f16 as it reads them.
+/// `matmul` with the product stored in `out`. An f16 output makes the forward product
+/// mixed (its f32 operands are rounded to f16 as it reads them); the backward's
+/// products follow the operands' types.
 pub fn matmul_to(
     a: &Tensor,
     b: &Tensor,
@@ -506,9 +507,9 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     linear_to(x, w, bias, DType::F32)
 }
 
-/// `linear` with its output stored in `out`: `precision::operand_type()` for a layer
-/// whose output only feeds products and attention (the qkv projection), so that it
-/// is f16 under `Precision::Mixed`. Its gradient is f32 either way.
+/// `linear` with its output stored in `out`: f16 for a layer whose output only feeds
+/// products and attention (the qkv projection, `ops::attention::qkv_storage`), under
+/// `Precision::Mixed`. Its gradient is f32 either way.
 pub fn linear_to(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: DType) -> Result<Tensor> {
     let w = autocast_weight(w)?;
     on_rows(x, |x2| matmul_to(x2, &w, Transpose::B, bias, out))
