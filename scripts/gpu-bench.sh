@@ -3,9 +3,10 @@
 # cooperative-matrix shapes); with cooperative matrices opened
 # (IJEPA_COOPERATIVE_MATRIX=1), the mixed products against the CPU on every kernel, the
 # tensor-core one included; every attention plan on f32 and f16 qkv; the golden steps;
-# `ijepa bench step` beside PyTorch's eager f32 step for `fmnist` and a ViT-S/16 at
-# 224 (batch 64; ours in f32, with plans measured (IJEPA_MEASURE_PLANS=1), in mixed
-# precision, and in mixed on tensor cores, by rule and measured); matmul up to 4096^3
+# `ijepa bench step` beside PyTorch's eager f32 step for `fmnist` (ours in f32, with
+# plans measured (IJEPA_MEASURE_PLANS=1), in mixed precision, and in mixed on tensor
+# cores) and a ViT-S/16 at 224 (batch 64; the same, and mixed on tensor cores with
+# plans measured); matmul up to 4096^3
 # in f32, and in f16 on every kernel; attention forward and backward on every plan,
 # f32 and f16 qkv, last, as the least needed. Run from the
 # repository root on the GPU machine, with what it cannot build there carried in
@@ -32,6 +33,8 @@ for f in tests/data/*.safetensors; do
 done
 step 90 "$bin" bench step --preset fmnist --steps 20
 step 120 env IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --steps 20
+step 90 "$bin" bench step --preset fmnist --steps 20 --precision mixed
+step 90 $coop "$bin" bench step --preset fmnist --steps 20 --precision mixed
 step 90 python3 .gpu/torch_step.py --preset fmnist --device cuda
 step 120 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5
 step 120 env IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config scripts/vit_small_224.json --steps 5
