@@ -49,18 +49,17 @@ override QKV_F16: bool = false;
 @group(0) @binding(10) var<storage, read> q_qkv: array<u32>;
 @group(0) @binding(20) var<storage, read> kv_qkv: array<u32>;
 
-// Element i of qkv.
-fn load_f_qkv(i: u32) -> f32 {
-    if (QKV_F16) { return unpack2x16float(f_qkv[i >> 1u])[i & 1u]; }
-    return bitcast<f32>(f_qkv[i]);
+// The word that holds element i, and element i from it.
+fn qkv_word(i: u32) -> u32 {
+    return select(i, i >> 1u, QKV_F16);
 }
 
-fn load_q_qkv(i: u32) -> f32 {
-    if (QKV_F16) { return unpack2x16float(q_qkv[i >> 1u])[i & 1u]; }
-    return bitcast<f32>(q_qkv[i]);
+fn qkv_element(word: u32, i: u32) -> f32 {
+    if (QKV_F16) { return unpack2x16float(word)[i & 1u]; }
+    return bitcast<f32>(word);
 }
 
-fn load_kv_qkv(i: u32) -> f32 {
-    if (QKV_F16) { return unpack2x16float(kv_qkv[i >> 1u])[i & 1u]; }
-    return bitcast<f32>(kv_qkv[i]);
-}
+// Element i of qkv, from each kernel's binding.
+fn load_f_qkv(i: u32) -> f32 { return qkv_element(f_qkv[qkv_word(i)], i); }
+fn load_q_qkv(i: u32) -> f32 { return qkv_element(q_qkv[qkv_word(i)], i); }
+fn load_kv_qkv(i: u32) -> f32 { return qkv_element(kv_qkv[qkv_word(i)], i); }

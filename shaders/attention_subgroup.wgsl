@@ -28,7 +28,9 @@ const NEG: f32 = -3.4e38;
 @group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
 @group(0) @binding(24) var<storage, read_write> kv_dqkv: array<vec4<f32>>;
 
-// Chunk c of qkv (elements 4c .. 4c + 3), in f32 or f16 as the layout's loaders read.
+// Chunk c of qkv (elements 4c .. 4c + 3): four words in f32, two in f16. Read word by
+// word, not through the layout's element loaders, which would load each f16 word twice
+// (lavapipe does not merge the loads: the f16 kernels ran 1.3-1.6x slower so).
 fn load4_f_qkv(c: u32) -> vec4<f32> {
     if (QKV_F16) { return vec4<f32>(unpack2x16float(f_qkv[2u * c]), unpack2x16float(f_qkv[2u * c + 1u])); }
     return bitcast<vec4<f32>>(vec4<u32>(f_qkv[4u * c], f_qkv[4u * c + 1u], f_qkv[4u * c + 2u], f_qkv[4u * c + 3u]));

@@ -296,29 +296,25 @@ impl AttentionPlan {
     }
 }
 
-/// One of `kind`'s kernels over the B H heads of `qkv` (of `shape`'s sizes; bound
-/// first, the other `buffers` after it).
+/// One of `kind`'s kernels over the B H heads of a packed qkv of `shape`'s sizes, stored
+/// in `qkv_type` (its binding the first of `buffers`).
 fn launch(
     kind: FusedAttention,
     kernel: usize,
-    qkv: &Tensor,
-    shape: &AttentionShape,
+    dev: &Device,
+    (shape, qkv_type): (&AttentionShape, DType),
     scale: f32,
     buffers: &[Binding],
 ) {
-    let dev = qkv.device();
-    let bindings: Vec<Binding> = std::iter::once(qkv.binding())
-        .chain(buffers.iter().cloned())
-        .collect();
     dev.dispatch(
         &kind.defs()[kernel],
-        &kind.overrides(shape.head_dim, qkv.dtype()),
+        &kind.overrides(shape.head_dim, qkv_type),
         &AttentionParams {
             n: shape.tokens as u32,
             scale,
             heads: shape.heads as u32,
         },
-        &bindings,
+        buffers,
         [
             shape.tokens.div_ceil(kind.rows_per_workgroup()) as u32,
             (shape.batch * shape.heads) as u32,
@@ -362,10 +358,10 @@ pub fn attention_forward(
     launch(
         kind,
         FORWARD,
-        qkv,
-        &shape,
+        dev,
+        (&shape, qkv.dtype()),
         scale,
-        &[out.buffer(), lse.buffer()],
+        &[qkv.binding(), out.buffer(), lse.buffer()],
     );
     Ok((out, lse))
 }
@@ -403,10 +399,11 @@ pub fn attention_backward(
     launch(
         kind,
         BACKWARD_DQ,
-        qkv,
-        &shape,
+        dev,
+        (&shape, qkv.dtype()),
         scale,
         &[
+            qkv.binding(),
             out.buffer(),
             dout.buffer(),
             lse.buffer(),
@@ -417,10 +414,16 @@ pub fn attention_backward(
     launch(
         kind,
         BACKWARD_DKV,
-        qkv,
-        &shape,
+        dev,
+        (&shape, qkv.dtype()),
         scale,
-        &[dout.buffer(), lse.buffer(), delta.buffer(), dqkv.buffer()],
+        &[
+            qkv.binding(),
+            dout.buffer(),
+            lse.buffer(),
+            delta.buffer(),
+            dqkv.buffer(),
+        ],
     );
     Ok(dqkv)
 }

@@ -130,7 +130,19 @@ pub fn matmul_forward(
     t: Transpose,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?;
+    matmul_forward_to(a, b, t, bias, DType::F32)
+}
+
+/// `matmul_forward` with the product stored in `out`. An f16 output makes the product
+/// mixed: its f32 operands are rounded to f16 as it reads them.
+pub fn matmul_forward_to(
+    a: &Tensor,
+    b: &Tensor,
+    t: Transpose,
+    bias: Option<&Tensor>,
+    out: DType,
+) -> Result<Tensor> {
+    let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?.with_output(out)?;
     Ok(run_planned(MatmulPlan::new(a.device(), &shape), a, b, bias, None)?.0)
 }
 
@@ -466,9 +478,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose, bias: Option<&Tensor>) -> Re
     matmul_to(a, b, t, bias, DType::F32)
 }
 
-/// `matmul` with the product stored in `out`. An f16 output makes the forward product
-/// mixed (its f32 operands are rounded to f16 as it reads them); the backward's
-/// products follow the operands' types.
+/// Differentiable `matmul_forward_to`: the backward's products follow the operands'
+/// types, and the gradients are f32 whatever `out` is.
 pub fn matmul_to(
     a: &Tensor,
     b: &Tensor,
@@ -476,8 +487,7 @@ pub fn matmul_to(
     bias: Option<&Tensor>,
     out: DType,
 ) -> Result<Tensor> {
-    let shape = MatmulShape::of(a, b, t, bias, Epilogue::None)?.with_output(out)?;
-    let y = run_planned(MatmulPlan::new(a.device(), &shape), a, b, bias, None)?.0;
+    let y = matmul_forward_to(a, b, t, bias, out)?;
     let (a2, b2, has_bias) = (a.clone(), b.clone(), bias.is_some());
     let mut inputs = vec![a, b];
     inputs.extend(bias);
