@@ -13,10 +13,19 @@ icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
 bin=.gpu/ijepa
 
-# Each command with a time limit, so one that hangs leaves the rest their time.
+# Each command with a time limit, so one that hangs leaves the rest their time, cut
+# to what is left before the script's deadline (GPU_DEADLINE seconds, 540 unless set:
+# inside the 600 s of a call); with under 10 s left a command is skipped. So the
+# script ends in time with what it ran, in its order.
+deadline=${GPU_DEADLINE:-540}
 step() {
-    local limit=$1
+    local limit=$1 left=$((deadline - SECONDS))
     shift
-    echo "\$ $*" | tee -a "$log"
+    if ((left < 10)); then
+        echo "skipped at ${SECONDS} s (deadline ${deadline} s): $*" | tee -a "$log"
+        return 1
+    fi
+    ((limit > left)) && limit=$left
+    echo "\$ $*   (at ${SECONDS} s, limit ${limit} s)" | tee -a "$log"
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
 }
