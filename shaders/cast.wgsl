@@ -13,11 +13,8 @@ override WG: u32;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> halves: array<u32>;
 
-// The largest finite f16: pack2x16float leaves values beyond it undefined, so they
-// saturate here instead.
-const F16_MAX: f32 = 65504.0;
-
-// One invocation per pair of elements, rounded to the nearest f16.
+// One invocation per pair of elements, rounded to the nearest f16 and saturated at
+// its largest finite value (f16.wgsl's pack_f16).
 @compute @workgroup_size(WG)
 fn to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -25,7 +22,7 @@ fn to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (2u * i >= p.n) { return; }
     var pair = vec2<f32>(x[2u * i], 0.0);
     if (2u * i + 1u < p.n) { pair.y = x[2u * i + 1u]; }
-    halves[i] = pack2x16float(clamp(pair, vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX)));
+    halves[i] = pack_f16(pair);
 }
 
 @group(0) @binding(3) var<storage, read> h: array<u32>;

@@ -56,7 +56,7 @@ fn out_step() -> u32 {
 fn store_y(base: u32, c: u32, mean: f32, rstd: f32) {
     if (F16_OUT) {
         let pair = vec2<f32>(normalized(base, c, mean, rstd), normalized(base, c + 1u, mean, rstd));
-        out_h[(base + c) / 2u] = pack2x16float(pair);
+        out_h[(base + c) / 2u] = pack_f16(pair);
     } else {
         out[base + c] = normalized(base, c, mean, rstd);
     }

@@ -48,14 +48,14 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                 row = e % COOP_TILE;
                 ka = e / COOP_TILE;
             }
-            a_coop[row * COOP_K + ka] = f16(tiled_load_a(a_base, m0 + row, k0 + ka));
+            a_coop[row * COOP_K + ka] = f16(round_to_f16(tiled_load_a(a_base, m0 + row, k0 + ka)));
             var col = e % COOP_TILE;
             var kb = e / COOP_TILE;
             if (TRANS_B) {
                 col = e / COOP_K;
                 kb = e % COOP_K;
             }
-            b_coop[kb * COOP_TILE + col] = f16(tiled_load_b(b_base, k0 + kb, n0 + col));
+            b_coop[kb * COOP_TILE + col] = f16(round_to_f16(tiled_load_b(b_base, k0 + kb, n0 + col)));
         }
         workgroupBarrier();
         for (var kf = 0u; kf < COOP_K; kf += 16u) {

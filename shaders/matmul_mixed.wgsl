@@ -44,24 +44,10 @@ override TILE_M: u32;
 @group(0) @binding(5) var<storage, read_write> c: array<u32>;
 @group(0) @binding(6) var<storage, read_write> pre_out: array<u32>;
 
-// An f32 operand's element rounded to the nearest f16, so that a mixed product
-// multiplies f16 values whatever its operands' storage: an activation kept in f32, or
-// a gradient (scaled by the loss scale, so that it neither underflows nor, unnoticed,
-// overflows). Past f16's range (|x| >= 65520, which rounds up) it is infinite, as the
-// conversion is in IEEE arithmetic; bits, not comparisons, find infinities and NaN,
-// which stay as they are.
-fn round_to_f16(x: f32) -> f32 {
-    let bits = bitcast<u32>(x);
-    if ((bits & 0x7fffffffu) >= 0x477ff000u) {
-        if ((bits & 0x7f800000u) == 0x7f800000u) { return x; }
-        return bitcast<f32>((bits & 0x80000000u) | 0x7f800000u);
-    }
-    return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
-}
-
-fn round4_to_f16(x: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(round_to_f16(x.x), round_to_f16(x.y), round_to_f16(x.z), round_to_f16(x.w));
-}
+// An f32 operand's element is rounded to the nearest f16 (f16.wgsl's round_to_f16), so
+// that a mixed product multiplies f16 values whatever its operands' storage: an
+// activation kept in f32, or a gradient (scaled by the loss scale, so that it neither
+// underflows nor, unnoticed, overflows; past f16's range it is infinite).
 
 // Element i of a and of b, an f16 value in f32.
 fn a_at(i: u32) -> f32 {
@@ -89,11 +75,6 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
 fn pre_at(i: u32) -> f32 {
     if (PRE_F16) { return unpack2x16float(pre_in[i >> 1u])[i & 1u]; }
     return bitcast<f32>(pre_in[i]);
-}
-
-// Two values as one word of f16s, clamped to f16's finite range.
-fn pack_f16(v: vec2<f32>) -> u32 {
-    return pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
 }
 
 // Columns col0..col0+4 (col0 a multiple of 4) of row `row` of one batch entry of c,
@@ -217,10 +198,21 @@ fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
         }
         workgroupBarrier();
     }
+    // At constant indices, as matmul.wgsl's tiled kernels store theirs.
     let c_base = batch * p.m * p.n;
-    for (var i = 0u; i < 8u; i++) {
-        for (var j = 0u; j < 2u; j++) {
-            store_row4(c_base, m0 + lid.y + 16u * i, n0 + 4u * lid.x + 64u * j, acc[2u * i + j]);
-        }
-    }
+    let row = m0 + lid.y;
+    let col = n0 + 4u * lid.x;
+    store_row4_pair(c_base, row, col, acc[0], acc[1]);
+    store_row4_pair(c_base, row + 16u, col, acc[2], acc[3]);
+    store_row4_pair(c_base, row + 32u, col, acc[4], acc[5]);
+    store_row4_pair(c_base, row + 48u, col, acc[6], acc[7]);
+    store_row4_pair(c_base, row + 64u, col, acc[8], acc[9]);
+    store_row4_pair(c_base, row + 80u, col, acc[10], acc[11]);
+    store_row4_pair(c_base, row + 96u, col, acc[12], acc[13]);
+    store_row4_pair(c_base, row + 112u, col, acc[14], acc[15]);
+}
+
+fn store_row4_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    store_row4(c_base, row, col0, v0);
+    store_row4(c_base, row, col0 + 64u, v1);
 }

@@ -47,6 +47,13 @@ fn casts_round_to_the_nearest_f16_saturate_and_widen_exactly() {
         -65504.0,
         6e-8,
         1e-9,
+        // Subnormal ties (multiples of 2^-24 and halfway between): 2^-25 to 0, 3 2^-25
+        // up to 2^-23, 5 2^-25 down to 2^-23; and halfway to the smallest normal.
+        2f32.powi(-25),
+        -3.0 * 2f32.powi(-25),
+        5.0 * 2f32.powi(-25),
+        2f32.powi(-14) - 2f32.powi(-25),
+        65519.0,
     ]);
     let x = upload(&[data.len()], &data);
     let h = cast_forward(&x, DType::F16).unwrap();

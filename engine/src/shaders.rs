@@ -2,7 +2,8 @@
 //! binary, each with the layout of its `Params` struct as the Rust side declares it.
 //! `ALL` lets the tests validate each with naga and hold each `Params` to its Rust
 //! struct. gelu.wgsl holds functions only; the kernels that apply GELU have it
-//! prepended. attention_layout.wgsl, the fused attention families' parameters and row
+//! prepended, as f16.wgsl's rounding to f16 is to the kernels that store or multiply
+//! f16 values. attention_layout.wgsl, the fused attention families' parameters and row
 //! offsets, is prepended to each of them. matmul_subgroup.wgsl holds one entry point
 //! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands;
 //! matmul_mixed_subgroup.wgsl gives matmul_subgroup.wgsl's kernel its operands.
@@ -55,6 +56,7 @@ macro_rules! shader {
 }
 
 shader!(GELU, "gelu.wgsl", [], None);
+shader!(F16, "f16.wgsl", [], None);
 shader!(
     ELEMENTWISE,
     "elementwise.wgsl",
@@ -77,27 +79,27 @@ shader!(
 shader!(
     MATMUL_MIXED,
     "matmul_mixed.wgsl",
-    ["gelu.wgsl"],
+    ["f16.wgsl", "gelu.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
     MATMUL_MIXED_SUBGROUP,
     "matmul_mixed_subgroup.wgsl",
-    ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_subgroup.wgsl"],
+    ["f16.wgsl", "gelu.wgsl", "matmul_mixed.wgsl", "matmul_subgroup.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
     MATMUL_COOP,
     "matmul_coop.wgsl",
     enable [f16, wgpu_cooperative_matrix],
-    ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_coop_fragments.wgsl"],
+    ["f16.wgsl", "gelu.wgsl", "matmul_mixed.wgsl", "matmul_coop_fragments.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
     MATMUL_COOP_EMULATED,
     "matmul_coop_emulated.wgsl",
     enable[f16],
-    ["gelu.wgsl", "matmul_mixed.wgsl", "matmul_coop.wgsl"],
+    ["f16.wgsl", "gelu.wgsl", "matmul_mixed.wgsl", "matmul_coop.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
@@ -128,7 +130,7 @@ shader!(SOFTMAX, "softmax.wgsl", [], Some(SoftmaxParams::LAYOUT));
 shader!(
     LAYERNORM,
     "layernorm.wgsl",
-    [],
+    ["f16.wgsl"],
     Some(LayerNormParams::LAYOUT)
 );
 shader!(LAYOUT, "layout.wgsl", [], Some(PermuteParams::LAYOUT));
@@ -142,10 +144,11 @@ shader!(
     Some(CrossEntropyParams::LAYOUT)
 );
 shader!(UPDATE, "update.wgsl", [], Some(UpdateParams::LAYOUT));
-shader!(CAST, "cast.wgsl", [], Some(CastParams::LAYOUT));
+shader!(CAST, "cast.wgsl", ["f16.wgsl"], Some(CastParams::LAYOUT));
 
 pub static ALL: &[&Shader] = &[
     &GELU,
+    &F16,
     &ELEMENTWISE,
     &REDUCE,
     &MATMUL,

@@ -17,9 +17,9 @@
 //! | path | chosen for |
 //! | --- | --- |
 //! | fused `Subgroup` | CPU adapters with 8-lane subgroups: head dims up to 32, up to 64 tokens, token counts not multiples of 4 |
-//! | composed | everything else |
-//! | fused `Tiled` | nowhere: slower than the composed path on lavapipe and on an H200; a candidate, tested on every adapter |
-//! | fused `Blocked` | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats the composed path |
+//! | fused `Blocked` | GPUs: up to 128 tokens, or head dims under 64 |
+//! | fused `Tiled` | GPUs: above 128 tokens at head dims from 64, and where `Blocked` cannot run |
+//! | composed | everything else; the oracle the fused families are tested against |
 //!
 //! qkv is f32, or f16 where the qkv projection stored it so under mixed precision
 //! ([`qkv_storage`] says which): the fused kernels read either (their `QKV_F16`) and
@@ -231,19 +231,28 @@ impl AttentionPlan {
     /// token counts that are not multiples of 4, where the composed path's products
     /// leave the vec4 matmuls: there the fused kernels' single pass over the other
     /// side wins; above 64 tokens at larger head dims the composed path's subgroup
-    /// matmuls win. Elsewhere the composed path: the tiled family loses to it on
-    /// every adapter measured, and the blocked family awaits a GPU measurement.
+    /// matmuls win. On GPUs a fused family, as measured on the H200 within the
+    /// training steps of `fmnist` and ViT-S/16 (docs/results/2026-12-04-h200-bench.txt):
+    /// the tiled one above 128 tokens at head dims from 64 (0.60 ms against 0.93 for
+    /// the composed path at 196 tokens), the blocked one below (1.2-2.1x the composed
+    /// path up to 64 tokens; on par at 65-96), the tiled one where the blocked one
+    /// cannot run (head dims not multiples of 8). Elsewhere the composed path.
     pub fn new(device: &Device, shape: &AttentionShape) -> AttentionPlan {
         let (tokens, head_dim) = (shape.tokens, shape.head_dim);
-        let kind = FusedAttention::Subgroup;
-        let fused = (head_dim <= 32 || tokens <= 64 || !tokens.is_multiple_of(4))
-            && kind.runs_on(device, head_dim);
+        let fused = if device.is_cpu() {
+            let kind = FusedAttention::Subgroup;
+            ((head_dim <= 32 || tokens <= 64 || !tokens.is_multiple_of(4))
+                && kind.runs_on(device, head_dim))
+            .then_some(kind)
+        } else {
+            let (tiled, blocked) = (FusedAttention::Tiled, FusedAttention::Blocked);
+            let first = if tokens > 128 && head_dim >= 64 { tiled } else { blocked };
+            [first, tiled]
+                .into_iter()
+                .find(|kind| kind.runs_on(device, head_dim))
+        };
         AttentionPlan {
-            path: if fused {
-                AttentionPath::Fused(kind)
-            } else {
-                AttentionPath::Composed
-            },
+            path: fused.map_or(AttentionPath::Composed, AttentionPath::Fused),
             shape: *shape,
         }
     }

@@ -5,11 +5,11 @@
 //! | kernel | tile | chosen for |
 //! | --- | --- | --- |
 //! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises |
-//! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | products of at least 4e9 multiply-adds on GPUs, where staging pays for its barriers |
-//! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4 |
-//! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains on CPU adapters, and products with M or N under 32 (attention over few tokens), where a 64x64 tile would idle |
-//! | `Scalar` | 64x64, 4x4 per invocation | what remains on GPUs |
-//! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | nowhere yet: a candidate, tested on every adapter, until a GPU measurement says where it beats `Tiled` |
+//! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | nowhere now: `TiledPrefetch` measured faster on the H200 at every size from 1e9 multiply-adds; a candidate |
+//! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4, GELU epilogues on GPUs among them |
+//! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
+//! | `Scalar` | 64x64, 4x4 per invocation | nowhere now: `Flat` measured as fast or faster on the H200 where `Vec4` cannot run; a candidate |
+//! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32 |
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
@@ -25,8 +25,8 @@
 //! on the fastest of [`MatmulPlan::candidates_like`] its rule's plan, as timed on the
 //! device at the first product of its sizes' bucket.
 //!
-//! Split-K: on GPUs a weight gradient whose output has too few tiles to occupy the
-//! device is split along K (see [`split_k`]). The measurements behind these rules are
+//! Split-K: on GPUs weight gradients are split along K, into as many slices as
+//! occupy the device where the output has few tiles, else two (see [`split_k`]). The measurements behind these rules are
 //! in docs/results/.
 //!
 //! Explained in the tour: docs/tour/04-matmul.md.
@@ -413,17 +413,20 @@ pub struct MatmulPlan {
 impl MatmulPlan {
     /// The plan on this device. On CPU adapters with 8-lane subgroups the subgroup
     /// kernel wherever it applies (every storage load costs a loop over the lanes, and
-    /// it loads least); on GPUs workgroup tiles from 4e9 multiply-adds, below which
-    /// their barriers cost more than the loads they save; then the vec4 kernel where N
-    /// and K allow, the flat kernel where a tile would mostly idle (M or N under 32) or
-    /// on CPU adapters, else the scalar one. A GPU splits weight gradients too small to
-    /// occupy it along K ([`split_k`]). Products with an f16 operand or output run
-    /// on cooperative matrices where the device opened them, else on the mixed
-    /// kernels: the subgroup one where it applies, tiled on GPUs from the same size,
-    /// else blocks numbered across the batch.
+    /// it loads least), else the vec4 kernel where N and K allow, else the flat one.
+    /// On GPUs, as measured on the H200 (docs/results/2026-12-04-h200-bench.txt):
+    /// weight gradients split along K ([`split_k`]); `TiledPrefetch` from 1e9
+    /// multiply-adds, and for every product of a b stored transposed (x W^T) with M and
+    /// N of at least 32, where the vec4 kernel's strided reads of b cost it 1.6-3.3x;
+    /// else the vec4 kernel where N and K allow, else the flat one. Products with a
+    /// GELU epilogue stay off the tiled kernels, which measured 3-7x slower than the
+    /// vec4 one with it. Products with an f16 operand or output run on cooperative
+    /// matrices where the device opened them, else on the mixed kernels: the subgroup
+    /// one where it applies, tiled on GPUs from 4e9 multiply-adds, else blocks
+    /// numbered across the batch.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
-        let (m, n, k) = (shape.m, shape.n, shape.k);
+        let (m, n) = (shape.m, shape.n);
         if !shape.types.all_f32() {
             return Self::mixed(device, shape);
         }
@@ -435,16 +438,15 @@ impl MatmulPlan {
             };
         }
         let subgroup = MatmulKernel::Subgroup;
+        let prefetch = shape.products() as f64 >= Self::PREFETCH_FROM || (shape.t.b && m.min(n) >= 32);
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
-        } else if gpu && (m * n * k) as f64 >= Self::TILED_FROM {
-            MatmulKernel::Tiled
+        } else if gpu && prefetch && shape.epilogue == Epilogue::None {
+            MatmulKernel::TiledPrefetch
         } else if MatmulKernel::Vec4.takes(shape) {
             MatmulKernel::Vec4
-        } else if !gpu || m.min(n) < 32 {
-            MatmulKernel::Flat
         } else {
-            MatmulKernel::Scalar
+            MatmulKernel::Flat
         };
         MatmulPlan {
             shape: *shape,
@@ -453,7 +455,9 @@ impl MatmulPlan {
         }
     }
 
-    /// Multiply-adds from which GPUs stage tiles in workgroup memory.
+    /// Multiply-adds from which GPUs stage tiles in workgroup memory (the f32 kernels).
+    const PREFETCH_FROM: f64 = 1.0e9;
+    /// Multiply-adds from which GPUs stage tiles in workgroup memory (the mixed kernels).
     const TILED_FROM: f64 = 4.0e9;
 
     /// The plan of a mixed product (its operands multiplied as f16 values), whatever
@@ -597,24 +601,28 @@ impl MatmulPlan {
 
 /// How many slices of K to split a product of the weight-gradient form into on a GPU,
 /// or None. Slicing K of a [K, M] and b [K, N] is a free reshape to a batched product
-/// of [S, K/S, M] and [S, K/S, N]. It pays when the output has too few 64x64 tiles to
-/// occupy a GPU while K is long (a ViT's dW: [D, 4D] outputs summed over every token
-/// of the batch): S partial products run side by side and one reduction adds them.
-/// Slices stay at least 512 long and the grid at most 256 tiles; a count that divides
-/// K is preferred, since the rows left over cost four more dispatches.
+/// of [S, K/S, M] and [S, K/S, N]. It pays most when the output has too few 64x64
+/// tiles to occupy a GPU while K is long (a ViT's dW: [D, 4D] outputs summed over
+/// every token of the batch): S partial products run side by side and one reduction
+/// adds them. There slices stay at least 512 long and the grid at most 256 tiles; a
+/// count that divides K is preferred, since the rows left over cost four more
+/// dispatches. Every other weight gradient with K of at least 512 is split in two: on
+/// the H200 two slices beat the whole product at every such size measured, outputs
+/// that fill the device included (1.2-2.6x, docs/results/2026-12-04-h200-bench.txt).
 pub fn split_k(gpu: bool, shape: &MatmulShape) -> Option<usize> {
     const SPLIT_TILE: usize = 64;
     const COUNTS: [usize; 4] = [16, 8, 4, 2];
     let (m, n, k) = (shape.m, shape.n, shape.k);
-    let tiles = m.div_ceil(SPLIT_TILE) * n.div_ceil(SPLIT_TILE);
-    if !gpu || !shape.splittable() || tiles >= 64 {
+    if !gpu || !shape.splittable() {
         return None;
     }
-    let fits = |s: usize| k / s >= 512 && tiles * s <= 256;
+    let tiles = m.div_ceil(SPLIT_TILE) * n.div_ceil(SPLIT_TILE);
+    let fits = |s: usize| tiles < 64 && k / s >= 512 && tiles * s <= 256;
     COUNTS
         .into_iter()
         .find(|&s| fits(s) && k.is_multiple_of(s))
         .or_else(|| COUNTS.into_iter().find(|&s| fits(s)))
+        .or((k >= 512).then_some(2))
 }
 
 /// The batched product each slice of a split-K plan runs.
