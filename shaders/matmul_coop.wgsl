@@ -1,86 +1,147 @@
 // matmul_mixed.wgsl's product on cooperative matrices (tensor cores): f16 values of a
 // and b multiplied 16x16x16 at a time with f32 accumulation, c stored through
 // matmul_mixed.wgsl's epilogue (bias, GELU or its gradient, f32 or f16). The module is
-// built from gelu.wgsl, matmul_mixed.wgsl, the fragment operations and this file,
-// with `enable f16;`. The fragment operations (begin_fragments, zero_fragment,
-// fragment_a, fragment_b, multiply_add, store_fragment) come from matmul_coop_fragments.wgsl, the hardware's, on
+// built from f16.wgsl, gelu.wgsl, matmul_mixed.wgsl, the fragment operations and this
+// file, with `enable f16;`. The fragment operations (begin_fragments, zero_fragment,
+// fragment_a, fragment_b, multiply_add, store_fragment, and the types Accumulator,
+// FragmentA and FragmentB) come from matmul_coop_fragments.wgsl, the hardware's, on
 // devices that opened cooperative matrices with 16x16x16 f16 -> f32 products; or from
 // matmul_coop_emulated.wgsl, lane by lane, which runs this same kernel on any adapter
 // with f16 so that its tiling, staging and epilogue are tested everywhere.
 //
-// Cooperative matrices belong to a subgroup, so one workgroup is one subgroup of SG
-// lanes (the device's fixed subgroup size), computing a COOP_TILE x COOP_TILE tile of c
-// as 2x2 fragments of 16x16. For each COOP_K-long slice of K the lanes stage op(a) and
-// op(b) in workgroup memory as f16, zero past the matrix edges, so that every lane
-// runs every cooperative operation as they require; the subgroup then multiplies the
-// fragments. At the end the fragments go to workgroup memory in f32 and the lanes
-// apply the epilogue and store c four columns at a time.
+// Cooperative matrices belong to a subgroup. A workgroup is four subgroups of SG lanes
+// (the device's fixed subgroup size, numbered by consecutive invocations) and
+// computes a COOP_TILE x COOP_TILE tile of c; each subgroup a SUB_TILE x SUB_TILE
+// quarter of it as 4x4 fragments of 16x16. For each COOP_K-long slice of K the
+// workgroup stages op(a) and op(b) in workgroup memory as f16, zero past the matrix
+// edges, so that every lane runs every cooperative operation as they require; each
+// subgroup then multiplies its fragments, every staged element serving 64 products.
+// The staged rows are padded (A_STRIDE, B_STRIDE) so that the 16-byte rows a fragment
+// load reads fall in different banks. At the end each subgroup passes its fragments
+// one at a time through its own 16x16 f32 slot of workgroup memory, from which its
+// lanes apply the epilogue and store c four columns at a time.
 //
 // a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), each in f16 or
 // in f32 (rounded to f16 as it is staged); c is [M, N], with N even when C_F16.
 
 override SG: u32;
-const COOP_TILE: u32 = 32u;
+const COOP_TILE: u32 = 128u;
+const SUB_TILE: u32 = 64u;
 const COOP_K: u32 = 32u;
+const A_STRIDE: u32 = COOP_K + 8u;
+const B_STRIDE: u32 = COOP_TILE + 8u;
 
-var<workgroup> a_coop: array<f16, COOP_TILE * COOP_K>;     // op(a) slice, [COOP_TILE][COOP_K]
-var<workgroup> b_coop: array<f16, COOP_K * COOP_TILE>;     // op(b) slice, [COOP_K][COOP_TILE]
-var<workgroup> c_coop: array<f32, COOP_TILE * COOP_TILE>;  // the tile of c
+var<workgroup> a_coop: array<f16, COOP_TILE * A_STRIDE>;  // op(a) slice, [COOP_TILE][A_STRIDE]
+var<workgroup> b_coop: array<f16, COOP_K * B_STRIDE>;     // op(b) slice, [COOP_K][B_STRIDE]
+var<workgroup> c_coop: array<f32, 4u * 256u>;             // a 16x16 fragment of c per subgroup
 
-@compute @workgroup_size(SG)
-fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+@compute @workgroup_size(4u * SG)
+fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let batch = wid.z;
     let m0 = wid.y * COOP_TILE;
     let n0 = wid.x * COOP_TILE;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
-    begin_fragments(lane);
+    let sg = t / SG;
+    let sm = (sg / 2u) * SUB_TILE;
+    let sn = (sg % 2u) * SUB_TILE;
+    begin_fragments(t % SG);
     var c00 = zero_fragment();
     var c01 = zero_fragment();
+    var c02 = zero_fragment();
+    var c03 = zero_fragment();
     var c10 = zero_fragment();
     var c11 = zero_fragment();
+    var c12 = zero_fragment();
+    var c13 = zero_fragment();
+    var c20 = zero_fragment();
+    var c21 = zero_fragment();
+    var c22 = zero_fragment();
+    var c23 = zero_fragment();
+    var c30 = zero_fragment();
+    var c31 = zero_fragment();
+    var c32 = zero_fragment();
+    var c33 = zero_fragment();
     for (var k0 = 0u; k0 < p.k; k0 += COOP_K) {
-        // Consecutive lanes read consecutive elements of each operand as it is stored.
-        for (var e = lane; e < COOP_TILE * COOP_K; e += SG) {
+        // Consecutive invocations read consecutive elements of each operand as stored.
+        for (var e = t; e < COOP_TILE * COOP_K; e += 4u * SG) {
             var row = e / COOP_K;
             var ka = e % COOP_K;
             if (TRANS_A) {
                 row = e % COOP_TILE;
                 ka = e / COOP_TILE;
             }
-            a_coop[row * COOP_K + ka] = f16(round_to_f16(tiled_load_a(a_base, m0 + row, k0 + ka)));
+            a_coop[row * A_STRIDE + ka] = f16(round_to_f16(tiled_load_a(a_base, m0 + row, k0 + ka)));
             var col = e % COOP_TILE;
             var kb = e / COOP_TILE;
             if (TRANS_B) {
                 col = e / COOP_K;
                 kb = e % COOP_K;
             }
-            b_coop[kb * COOP_TILE + col] = f16(round_to_f16(tiled_load_b(b_base, k0 + kb, n0 + col)));
+            b_coop[kb * B_STRIDE + col] = f16(round_to_f16(tiled_load_b(b_base, k0 + kb, n0 + col)));
         }
         workgroupBarrier();
         for (var kf = 0u; kf < COOP_K; kf += 16u) {
-            let a0 = fragment_a(kf);
-            let a1 = fragment_a(16u * COOP_K + kf);
-            let b0 = fragment_b(kf * COOP_TILE);
-            let b1 = fragment_b(kf * COOP_TILE + 16u);
+            let a0 = fragment_a(sm * A_STRIDE + kf);
+            let a1 = fragment_a((sm + 16u) * A_STRIDE + kf);
+            let a2 = fragment_a((sm + 32u) * A_STRIDE + kf);
+            let a3 = fragment_a((sm + 48u) * A_STRIDE + kf);
+            let b0 = fragment_b(kf * B_STRIDE + sn);
+            let b1 = fragment_b(kf * B_STRIDE + sn + 16u);
+            let b2 = fragment_b(kf * B_STRIDE + sn + 32u);
+            let b3 = fragment_b(kf * B_STRIDE + sn + 48u);
             c00 = multiply_add(a0, b0, c00);
             c01 = multiply_add(a0, b1, c01);
+            c02 = multiply_add(a0, b2, c02);
+            c03 = multiply_add(a0, b3, c03);
             c10 = multiply_add(a1, b0, c10);
             c11 = multiply_add(a1, b1, c11);
+            c12 = multiply_add(a1, b2, c12);
+            c13 = multiply_add(a1, b3, c13);
+            c20 = multiply_add(a2, b0, c20);
+            c21 = multiply_add(a2, b1, c21);
+            c22 = multiply_add(a2, b2, c22);
+            c23 = multiply_add(a2, b3, c23);
+            c30 = multiply_add(a3, b0, c30);
+            c31 = multiply_add(a3, b1, c31);
+            c32 = multiply_add(a3, b2, c32);
+            c33 = multiply_add(a3, b3, c33);
         }
         workgroupBarrier();
     }
-    store_fragment(c00, 0u);
-    store_fragment(c01, 16u);
-    store_fragment(c10, 16u * COOP_TILE);
-    store_fragment(c11, 16u * COOP_TILE + 16u);
-    workgroupBarrier();
     let c_base = batch * p.m * p.n;
-    for (var e = lane; e < COOP_TILE * COOP_TILE / 4u; e += SG) {
-        let row = e / (COOP_TILE / 4u);
-        let col = (e % (COOP_TILE / 4u)) * 4u;
-        let i = row * COOP_TILE + col;
+    let row = m0 + sm;
+    let col = n0 + sn;
+    store_c(c00, c_base, row, col, sg);
+    store_c(c01, c_base, row, col + 16u, sg);
+    store_c(c02, c_base, row, col + 32u, sg);
+    store_c(c03, c_base, row, col + 48u, sg);
+    store_c(c10, c_base, row + 16u, col, sg);
+    store_c(c11, c_base, row + 16u, col + 16u, sg);
+    store_c(c12, c_base, row + 16u, col + 32u, sg);
+    store_c(c13, c_base, row + 16u, col + 48u, sg);
+    store_c(c20, c_base, row + 32u, col, sg);
+    store_c(c21, c_base, row + 32u, col + 16u, sg);
+    store_c(c22, c_base, row + 32u, col + 32u, sg);
+    store_c(c23, c_base, row + 32u, col + 48u, sg);
+    store_c(c30, c_base, row + 48u, col, sg);
+    store_c(c31, c_base, row + 48u, col + 16u, sg);
+    store_c(c32, c_base, row + 48u, col + 32u, sg);
+    store_c(c33, c_base, row + 48u, col + 48u, sg);
+}
+
+// The 16x16 fragment at rows row0.., columns col0.. of c, through subgroup sg's slot:
+// every subgroup stores its fragments in the same order, so the barriers are met by
+// the whole workgroup.
+fn store_c(c: Accumulator, c_base: u32, row0: u32, col0: u32, sg: u32) {
+    store_fragment(c, sg * 256u);
+    workgroupBarrier();
+    for (var e = lane_in_subgroup(); e < 64u; e += SG) {
+        let r = e / 4u;
+        let q = (e % 4u) * 4u;
+        let i = sg * 256u + r * 16u + q;
         let v = vec4<f32>(c_coop[i], c_coop[i + 1u], c_coop[i + 2u], c_coop[i + 3u]);
-        store_row4(c_base, m0 + row, n0 + col, v);
+        store_row4(c_base, row0 + r, col0 + q, v);
     }
+    workgroupBarrier();
 }

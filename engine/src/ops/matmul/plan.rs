@@ -13,7 +13,7 @@
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
-//! | `MixedCoop` | 32x32 per subgroup, 2x2 cooperative 16x16 f16 fragments, f32 accumulation | every product with an f16 operand or output, on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) |
+//! | `MixedCoop` | 128x128 per workgroup of 4 subgroups, each 4x4 cooperative 16x16 f16 fragments, f32 accumulation | every product with an f16 operand or output, on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) |
 //! | `MixedCoopEmulated` | as `MixedCoop`, the fragments emulated lane by lane | nowhere: slow; it tests `MixedCoop`'s tiling, staging and epilogue on every adapter with f16 |
 //!
 //! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl,
@@ -46,7 +46,7 @@ pub const TILED_TILE: usize = 128;
 /// columns per lane (matmul_subgroup.wgsl's `ROWS` and lanes).
 pub const SUBGROUP_TILE: usize = 32;
 /// The side of the tile of the `MixedCoop` kernel (matmul_coop.wgsl's `COOP_TILE`).
-pub const COOP_TILE: usize = 32;
+pub const COOP_TILE: usize = 128;
 
 // What the kernels are written for: the scalar and vec4 kernels run (TILE / 4)^2
 // invocations per workgroup, at most 256 on every adapter; the subgroup and tiled
@@ -81,7 +81,7 @@ pub enum MatmulKernel {
     MixedTiled,
     /// `Subgroup` with each of a, b, c in f32 or f16: its shapes, on its adapters.
     MixedSubgroup,
-    /// Cooperative matrices (tensor cores), one subgroup per 32x32 tile: a and b in
+    /// Cooperative matrices (tensor cores), four subgroups per 128x128 tile: a and b in
     /// f16, c in f32 or f16, any shape (N even for an f16 c), on devices that opened
     /// 16x16x16 f16 -> f32 cooperative matrices.
     MixedCoop,
@@ -174,7 +174,7 @@ impl MatmulKernel {
                 format!("{TILED_TILE}x{TILED_TILE} tiles, 8x8 per invocation")
             }
             MatmulKernel::MixedCoop => {
-                format!("{COOP_TILE}x{COOP_TILE} tiles, 2x2 f16 16x16 fragments")
+                format!("{COOP_TILE}x{COOP_TILE} tiles, 4 subgroups of 4x4 f16 16x16 fragments")
             }
             MatmulKernel::MixedCoopEmulated => {
                 format!("{COOP_TILE}x{COOP_TILE} tiles, fragments emulated")
