@@ -124,7 +124,7 @@ fn linear_gelu_is_one_product_without_a_tape_and_differentiable_with_one() {
 }
 
 #[test]
-fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
+fn split_k_applies_to_weight_gradients_on_gpus() {
     let shape = |m, k, n, t: Transpose, batch| MatmulShape {
         batch,
         m,
@@ -145,7 +145,12 @@ fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
     assert_eq!(split_k(true, &dw(64, 16384, 64)), Some(16));
     assert_eq!(split_k(true, &dw(64, 9000, 64)), Some(8));
     assert_eq!(split_k(true, &dw(64, 9001, 64)), Some(16));
-    // Not on CPU adapters, not for other forms, batches, large outputs or short K.
+    // Outputs that occupy the device, and those whose K is too short for slices of
+    // 512, in two; below K = 512 not at all.
+    assert_eq!(split_k(true, &dw(1024, 8192, 1024)), Some(2));
+    assert_eq!(split_k(true, &dw(192, 1000, 768)), Some(2));
+    assert_eq!(split_k(true, &dw(192, 511, 768)), None);
+    // Not on CPU adapters, not for other forms or batches.
     assert_eq!(split_k(false, &dw(192, 6272, 768)), None);
     assert_eq!(
         split_k(true, &shape(192, 6272, 768, Transpose::NONE, 1)),
@@ -153,8 +158,6 @@ fn split_k_applies_to_weight_gradients_too_small_for_a_gpu() {
     );
     assert_eq!(split_k(true, &shape(192, 6272, 768, Transpose::B, 1)), None);
     assert_eq!(split_k(true, &shape(192, 6272, 768, Transpose::A, 2)), None);
-    assert_eq!(split_k(true, &dw(1024, 8192, 1024)), None);
-    assert_eq!(split_k(true, &dw(192, 1000, 768)), None);
     let with_bias = MatmulShape {
         bias: true,
         ..dw(192, 6272, 768)

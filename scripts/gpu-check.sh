@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The short GPU call that follows a change of plans or kernels (about 3 minutes on an
+# H200, most needed first, inside GPU_DEADLINE): the mixed products on tensor cores
+# against the CPU (IJEPA_COOPERATIVE_MATRIX=1); the golden steps; `bench step` for
+# `fmnist` and ViT-S/16 at 224 in f32 and in mixed on tensor cores; f16 matmul on
+# tensor cores to 4096^3; PyTorch's eager f32 steps beside them; the ViT-S steps with
+# plans measured. Carries what scripts/gpu-bench.sh does but tests/attention.rs (see
+# docs/results/README.md for the call).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/gpu-common.sh gpu-check
+
+coop="env IJEPA_COOPERATIVE_MATRIX=1"
+vits=scripts/vit_small_224.json
+step 40 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
+for f in tests/data/*.safetensors; do
+    step 20 "$bin" check-reference "$f"
+done
+step 30 "$bin" bench step --preset fmnist --steps 20
+step 30 $coop "$bin" bench step --preset fmnist --steps 20 --precision mixed
+step 40 "$bin" bench step --preset fmnist --config $vits --steps 5
+step 40 $coop "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
+step 40 $coop "$bin" bench matmul --size 4096 --f16
+step 40 python3 .gpu/torch_step.py --preset fmnist --device cuda
+step 40 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
+step 60 env IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5
+step 60 $coop IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
