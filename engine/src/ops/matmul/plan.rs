@@ -6,14 +6,14 @@
 //! | --- | --- | --- |
 //! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | nowhere now: `TiledPrefetch` measured faster on the H200 at every size from 1e9 multiply-adds; a candidate |
-//! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4, GELU epilogues on GPUs among them |
+//! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4 |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
 //! | `Scalar` | 64x64, 4x4 per invocation | nowhere now: `Flat` measured as fast or faster on the H200 where `Vec4` cannot run; a candidate |
 //! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32 |
-//! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output, below `Tiled`'s size on GPUs and on CPU adapters |
-//! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs from `Tiled`'s size |
+//! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output on CPU adapters |
+//! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
-//! | `MixedCoop` | 128x128 per workgroup of 4 subgroups, each 4x4 cooperative 16x16 f16 fragments, f32 accumulation | every product with an f16 operand or output, on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) |
+//! | `MixedCoop` | 128x128 per workgroup of 4 subgroups, each 4x4 cooperative 16x16 f16 fragments, f32 accumulation | nowhere by rule: on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) a candidate where plans are measured; on the H200 `MixedTiled` beat it on every product of the ViT-S/16 step |
 //! | `MixedCoopEmulated` | as `MixedCoop`, the fragments emulated lane by lane | nowhere: slow; it tests `MixedCoop`'s tiling, staging and epilogue on every adapter with f16 |
 //!
 //! The f32 kernels take f32 operands only; the mixed ones (matmul_mixed.wgsl,
@@ -414,16 +414,12 @@ impl MatmulPlan {
     /// The plan on this device. On CPU adapters with 8-lane subgroups the subgroup
     /// kernel wherever it applies (every storage load costs a loop over the lanes, and
     /// it loads least), else the vec4 kernel where N and K allow, else the flat one.
-    /// On GPUs, as measured on the H200 (docs/results/2026-12-04-h200-bench.txt):
-    /// weight gradients split along K ([`split_k`]); `TiledPrefetch` from 1e9
-    /// multiply-adds, and for every product of a b stored transposed (x W^T) with M and
-    /// N of at least 32, where the vec4 kernel's strided reads of b cost it 1.6-3.3x;
-    /// else the vec4 kernel where N and K allow, else the flat one. Products with a
-    /// GELU epilogue stay off the tiled kernels, which measured 3-7x slower than the
-    /// vec4 one with it. Products with an f16 operand or output run on cooperative
-    /// matrices where the device opened them, else on the mixed kernels: the subgroup
-    /// one where it applies, tiled on GPUs from 4e9 multiply-adds, else blocks
-    /// numbered across the batch.
+    /// On GPUs, as measured on the H200 (docs/results/2026-12-04-h200-bench.txt and
+    /// -check.txt): weight gradients split along K ([`split_k`]); `TiledPrefetch` from
+    /// 1e9 multiply-adds, and for every product of a b stored transposed (x W^T) with
+    /// M and N of at least 32, where the vec4 kernel's strided reads of b cost it
+    /// 1.6-3.3x; else the vec4 kernel where N and K allow, else the flat one. Products
+    /// with an f16 operand or output run as [`MatmulPlan::mixed`] says.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
         let (m, n) = (shape.m, shape.n);
@@ -441,7 +437,7 @@ impl MatmulPlan {
         let prefetch = shape.products() as f64 >= Self::PREFETCH_FROM || (shape.t.b && m.min(n) >= 32);
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
-        } else if gpu && prefetch && shape.epilogue == Epilogue::None {
+        } else if gpu && prefetch {
             MatmulKernel::TiledPrefetch
         } else if MatmulKernel::Vec4.takes(shape) {
             MatmulKernel::Vec4
@@ -455,21 +451,21 @@ impl MatmulPlan {
         }
     }
 
-    /// Multiply-adds from which GPUs stage tiles in workgroup memory (the f32 kernels).
+    /// Multiply-adds from which GPUs stage tiles in workgroup memory.
     const PREFETCH_FROM: f64 = 1.0e9;
-    /// Multiply-adds from which GPUs stage tiles in workgroup memory (the mixed kernels).
-    const TILED_FROM: f64 = 4.0e9;
 
     /// The plan of a mixed product (its operands multiplied as f16 values), whatever
     /// the types its operands are stored in: `new`'s choice for products with an f16
-    /// operand or output, and the backward's for every product of a mixed forward.
+    /// operand or output, and the backward's for every product of a mixed forward. The
+    /// subgroup kernel where it applies; on GPUs the tiled one, which won every mixed
+    /// product of the ViT-S/16 step on the H200, the cooperative-matrix kernel
+    /// included (2026-12-04-h200-check.txt); else blocks numbered across the batch.
+    /// `MixedCoop` is a candidate only, where plans are measured.
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
-        let (coop, subgroup) = (MatmulKernel::MixedCoop, MatmulKernel::MixedSubgroup);
-        let kernel = if coop.takes(shape) && coop.runs_on(device) {
-            coop
-        } else if subgroup.takes(shape) && subgroup.runs_on(device) {
+        let subgroup = MatmulKernel::MixedSubgroup;
+        let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
-        } else if !device.is_cpu() && (shape.m * shape.n * shape.k) as f64 >= Self::TILED_FROM {
+        } else if !device.is_cpu() {
             MatmulKernel::MixedTiled
         } else {
             MatmulKernel::Mixed
