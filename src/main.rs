@@ -255,7 +255,9 @@ fn info() -> Result<()> {
     println!(
         "cooperative kernels:    {}",
         match i.cooperative_subgroup {
-            Some(lanes) => format!("on (f16 products, one {lanes}-lane subgroup per tile)"),
+            Some(lanes) => format!(
+                "on (a candidate for f16 products where plans are measured, four {lanes}-lane subgroups a tile)"
+            ),
             None => format!(
                 "off ({}=1 turns them on)",
                 engine::device::COOPERATIVE_MATRIX_ENV

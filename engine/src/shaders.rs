@@ -85,7 +85,12 @@ shader!(
 shader!(
     MATMUL_MIXED_SUBGROUP,
     "matmul_mixed_subgroup.wgsl",
-    ["f16.wgsl", "gelu.wgsl", "matmul_mixed.wgsl", "matmul_subgroup.wgsl"],
+    [
+        "f16.wgsl",
+        "gelu.wgsl",
+        "matmul_mixed.wgsl",
+        "matmul_subgroup.wgsl"
+    ],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
@@ -99,7 +104,12 @@ shader!(
     MATMUL_COOP_EMULATED,
     "matmul_coop_emulated.wgsl",
     enable[f16],
-    ["f16.wgsl", "gelu.wgsl", "matmul_mixed.wgsl", "matmul_coop.wgsl"],
+    [
+        "f16.wgsl",
+        "gelu.wgsl",
+        "matmul_mixed.wgsl",
+        "matmul_coop.wgsl"
+    ],
     Some(MatmulParams::LAYOUT)
 );
 shader!(

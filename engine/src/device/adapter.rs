@@ -13,7 +13,8 @@ pub const LOCAL_RANK_ENV: &str = "IJEPA_LOCAL_RANK";
 
 /// Environment variable that opens the adapter's cooperative matrices (tensor cores;
 /// wgpu's experimental `EXPERIMENTAL_COOPERATIVE_MATRIX`) when set to 1, so that
-/// products of f16 operands run on them (matmul_coop.wgsl).
+/// matmul_coop.wgsl is a candidate for products of f16 operands where plans are
+/// measured.
 pub const COOPERATIVE_MATRIX_ENV: &str = "IJEPA_COOPERATIVE_MATRIX";
 
 /// Features requested when the adapter has them; every use checks for them first.

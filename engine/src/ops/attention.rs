@@ -246,7 +246,11 @@ impl AttentionPlan {
             .then_some(kind)
         } else {
             let (tiled, blocked) = (FusedAttention::Tiled, FusedAttention::Blocked);
-            let first = if tokens > 128 && head_dim >= 64 { tiled } else { blocked };
+            let first = if tokens > 128 && head_dim >= 64 {
+                tiled
+            } else {
+                blocked
+            };
             [first, tiled]
                 .into_iter()
                 .find(|kind| kind.runs_on(device, head_dim))

@@ -434,7 +434,8 @@ impl MatmulPlan {
             };
         }
         let subgroup = MatmulKernel::Subgroup;
-        let prefetch = shape.products() as f64 >= Self::PREFETCH_FROM || (shape.t.b && m.min(n) >= 32);
+        let prefetch =
+            shape.products() as f64 >= Self::PREFETCH_FROM || (shape.t.b && m.min(n) >= 32);
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
         } else if gpu && prefetch {
