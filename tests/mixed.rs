@@ -13,6 +13,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::{assert_close, cases, device, random, rng, upload};
 use engine::cpu;
 use engine::ops::cast::cast_forward;
@@ -84,7 +86,7 @@ fn casts_round_to_the_nearest_f16_saturate_and_widen_exactly() {
 fn mixed_products_match_the_cpu_on_their_f16_operands() {
     let dev = device();
     let mut r = rng(41);
-    let mut runs = 0;
+    let (mut runs, mut split_shapes) = (0, BTreeSet::new());
     for shape in cases::mixed_matmul_shapes() {
         let MatmulShape {
             batch,
@@ -139,6 +141,10 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
             "only the mixed kernels take {types:?}"
         );
         for plan in plans {
+            if let Some(slices) = plan.split_k {
+                assert_eq!(k % slices, 0, "a mixed split divides K");
+                split_shapes.insert((k, format!("{:?} x {:?}", types.a, types.b)));
+            }
             let (got, saved) =
                 matmul::matmul_epilogue_with(&plan, &ta, &tb, bias_t.as_ref(), pre_t.as_ref())
                     .unwrap();
@@ -154,6 +160,10 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
             runs += 1;
         }
     }
+    // Split-K ran on the weight-gradient shapes whose K splits evenly, in every mix.
+    let split_ks: BTreeSet<usize> = split_shapes.iter().map(|s| s.0).collect();
+    assert_eq!(split_ks, BTreeSet::from([1000, 2048]));
+    assert_eq!(split_shapes.len(), 6);
     eprintln!(
         "{runs} mixed plans run against the CPU on {}",
         dev.info().name

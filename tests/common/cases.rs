@@ -214,6 +214,21 @@ pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
             }
         }
     }
+    // Weight gradients a^T b of a 2-D a [K, M] and b [K, N], the form split-K takes:
+    // K split in 4 on a GPU (slices of 512), in 2 (the candidate count), not at all
+    // (odd: a mixed split needs slices that divide K).
+    for k in [2048, 1000, 1001] {
+        for types in mixes(F32) {
+            shapes.push(shape(
+                (1, 24, k, 20),
+                Transpose::A,
+                true,
+                false,
+                Epilogue::None,
+                types,
+            ));
+        }
+    }
     shapes
 }
 

@@ -287,6 +287,15 @@ fn split_k_product(
     if rest == 0 {
         return Ok(sum);
     }
+    if kernel.mixed() {
+        return shape_err(
+            "matmul",
+            format!(
+                "a mixed split-K needs slices that divide K: {slices} do not divide {}",
+                d.k
+            ),
+        );
+    }
     let tail_a = crate::ops::layout::narrow_forward(a, 0, main, rest)?;
     let tail_b = crate::ops::layout::narrow_forward(b, 0, main, rest)?;
     let tail = matmul_forward(&tail_a, &tail_b, Transpose::A, None)?;

@@ -26,7 +26,8 @@
 //! device at the first product of its sizes' bucket.
 //!
 //! Split-K: on GPUs weight gradients are split along K, into as many slices as
-//! occupy the device where the output has few tiles, else two (see [`split_k`]). The measurements behind these rules are
+//! occupy the device where the output has few tiles, else two (see [`split_k`]); mixed
+//! ones where the slices divide K ([`split_k_exact`]). The measurements behind these rules are
 //! in docs/results/.
 //!
 //! Explained in the tour: docs/tour/04-matmul.md.
@@ -390,9 +391,10 @@ impl MatmulShape {
     }
 
     /// The weight-gradient form that split-K takes: a^T b, a [K, M] and b [K, N]
-    /// unbatched, nothing applied after.
+    /// unbatched, nothing applied after, an f32 output (the partial products are
+    /// summed in f32).
     pub(super) fn splittable(&self) -> bool {
-        self.types.all_f32()
+        self.types.c == DType::F32
             && self.t == Transpose::A
             && self.batch == 1
             && self.b_shared
@@ -458,11 +460,20 @@ impl MatmulPlan {
     /// The plan of a mixed product (its operands multiplied as f16 values), whatever
     /// the types its operands are stored in: `new`'s choice for products with an f16
     /// operand or output, and the backward's for every product of a mixed forward. The
-    /// subgroup kernel where it applies; on GPUs the tiled one, which won every mixed
+    /// weight gradients of a GPU split along K as f32 ones are, where the slices
+    /// divide K ([`split_k_exact`]); the subgroup kernel where it applies; on GPUs the
+    /// tiled one, which won every mixed
     /// product of the ViT-S/16 step on the H200, the cooperative-matrix kernel
     /// included (2026-12-04-h200-check.txt); else blocks numbered across the batch.
     /// `MixedCoop` is a candidate only, where plans are measured.
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
+        if let Some(slices) = split_k_exact(!device.is_cpu(), shape) {
+            return MatmulPlan {
+                kernel: Self::mixed(device, &slice_shape(shape, slices)).kernel,
+                shape: *shape,
+                split_k: Some(slices),
+            };
+        }
         let subgroup = MatmulKernel::MixedSubgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
@@ -508,9 +519,13 @@ impl MatmulPlan {
                 split_k: None,
             })
             .collect();
-        // Split-K sums f32 products (its leftover rows among them), so f32 only.
-        if !mixed && shape.splittable() && shape.k >= 2 {
-            let slices = split_k(true, shape).unwrap_or(2);
+        // A mixed split takes slices that divide K (no leftover rows in f32).
+        let slices = if mixed {
+            split_k_exact(true, shape).or(shape.k.is_multiple_of(2).then_some(2))
+        } else {
+            Some(split_k(true, shape).unwrap_or(2))
+        };
+        if let Some(slices) = slices.filter(|_| shape.splittable() && shape.k >= 2) {
             let sliced = slice_shape(shape, slices);
             plans.extend(runs(sliced).map(|kernel| MatmulPlan {
                 shape: *shape,
@@ -620,6 +635,15 @@ pub fn split_k(gpu: bool, shape: &MatmulShape) -> Option<usize> {
         .find(|&s| fits(s) && k.is_multiple_of(s))
         .or_else(|| COUNTS.into_iter().find(|&s| fits(s)))
         .or((k >= 512).then_some(2))
+}
+
+/// The split of a mixed product: [`split_k`]'s where its slices divide K, else two
+/// where K is even, else none. The rows an uneven split leaves over are added by an f32
+/// product, which a mixed one, whose operands are rounded to f16, must not mix in.
+pub fn split_k_exact(gpu: bool, shape: &MatmulShape) -> Option<usize> {
+    split_k(gpu, shape)
+        .map(|s| if shape.k.is_multiple_of(s) { s } else { 2 })
+        .filter(|&s| shape.k.is_multiple_of(s))
 }
 
 /// The batched product each slice of a split-K plan runs.
