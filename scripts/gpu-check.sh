@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The short GPU call that follows a change of plans or kernels (about 3 minutes on an
-# H200, most needed first, inside GPU_DEADLINE): the mixed products on tensor cores
-# against the CPU (IJEPA_COOPERATIVE_MATRIX=1); the golden steps; `bench step` for
+# H200, most needed first, inside GPU_DEADLINE): the golden steps; `bench step` for
 # `fmnist` and ViT-S/16 at 224 in f32 and in mixed on tensor cores; f16 matmul on
 # tensor cores to 4096^3; PyTorch's eager f32 steps beside them; the ViT-S steps with
-# plans measured. Carries what scripts/gpu-bench.sh does but tests/attention.rs (see
+# plans measured; last, the mixed products on every kernel, tensor cores included
+# (IJEPA_COOPERATIVE_MATRIX=1), against the CPU. Carries what scripts/gpu-bench.sh
+# does but tests/attention.rs (see
 # docs/results/README.md for the call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,6 @@ source scripts/gpu-common.sh gpu-check
 
 coop="env IJEPA_COOPERATIVE_MATRIX=1"
 vits=scripts/vit_small_224.json
-step 40 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
 for f in tests/data/*.safetensors; do
     step 20 "$bin" check-reference "$f"
 done
@@ -25,3 +25,6 @@ step 40 python3 .gpu/torch_step.py --preset fmnist --device cuda
 step 40 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
 step 60 env IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5
 step 60 $coop IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
+# Last, with what is left: it compiles every candidate kernel for every shape, and ran
+# past 40 s on the H200 without a verdict.
+step 300 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
