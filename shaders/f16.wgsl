@@ -1,7 +1,8 @@
 // f32 to f16 with one rounding on every adapter: to the nearest f16, ties to even, as
 // IEEE arithmetic and the CPU reference round. pack2x16float and f16() leave the
-// rounding to the driver (an NVIDIA GPU rounded the other way where lavapipe rounds to
-// nearest), so values are rounded here first, after which either conversion is exact.
+// rounding to the driver (on an NVIDIA H200 a mixed product came out one f16 step from
+// the CPU's where lavapipe's matched), so values are rounded here first, after which
+// either conversion is exact.
 // The kernels that store or multiply f16 values have this file prepended.
 
 // x rounded to the nearest f16 value, in f32. Past f16's range (|x| >= 65520, which

@@ -22,7 +22,8 @@
 // lanes apply the epilogue and store c four columns at a time.
 //
 // a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), each in f16 or
-// in f32 (rounded to f16 as it is staged); c is [M, N], with N even when C_F16.
+// in f32 (rounded to f16 as it is read, by matmul_mixed.wgsl's loads, so that the
+// conversion to f16 as it is staged is exact); c is [M, N], with N even when C_F16.
 
 override SG: u32;
 const COOP_TILE: u32 = 128u;
@@ -71,14 +72,14 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                 row = e % COOP_TILE;
                 ka = e / COOP_TILE;
             }
-            a_coop[row * A_STRIDE + ka] = f16(round_to_f16(tiled_load_a(a_base, m0 + row, k0 + ka)));
+            a_coop[row * A_STRIDE + ka] = f16(tiled_load_a(a_base, m0 + row, k0 + ka));
             var col = e % COOP_TILE;
             var kb = e / COOP_TILE;
             if (TRANS_B) {
                 col = e / COOP_K;
                 kb = e % COOP_K;
             }
-            b_coop[kb * B_STRIDE + col] = f16(round_to_f16(tiled_load_b(b_base, k0 + kb, n0 + col)));
+            b_coop[kb * B_STRIDE + col] = f16(tiled_load_b(b_base, k0 + kb, n0 + col));
         }
         workgroupBarrier();
         for (var kf = 0u; kf < COOP_K; kf += 16u) {
