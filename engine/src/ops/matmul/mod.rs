@@ -14,8 +14,8 @@ mod plan;
 use plan::slice_shape;
 
 pub use plan::{
-    split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes, Transpose, COOP_TILE,
-    FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
+    split_k, split_k_exact, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes,
+    Transpose, COOP_TILE, FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
 use crate::device::{round_up_to_quarter_power, KernelDef};

@@ -459,13 +459,13 @@ impl MatmulPlan {
 
     /// The plan of a mixed product (its operands multiplied as f16 values), whatever
     /// the types its operands are stored in: `new`'s choice for products with an f16
-    /// operand or output, and the backward's for every product of a mixed forward. The
-    /// weight gradients of a GPU split along K as f32 ones are, where the slices
-    /// divide K ([`split_k_exact`]); the subgroup kernel where it applies; on GPUs the
-    /// tiled one, which won every mixed
-    /// product of the ViT-S/16 step on the H200, the cooperative-matrix kernel
-    /// included (2026-12-04-h200-check.txt); else blocks numbered across the batch.
-    /// `MixedCoop` is a candidate only, where plans are measured.
+    /// operand or output, and the backward's for every product of a mixed forward. A
+    /// GPU splits weight gradients along K as it does f32 ones, where the slices divide
+    /// K ([`split_k_exact`]). Then the subgroup kernel where it applies; on GPUs the
+    /// tiled one, which won every mixed product of the ViT-S/16 step on the H200, the
+    /// cooperative-matrix kernel's included (2026-12-04-h200-check.txt); else blocks
+    /// numbered across the batch. `MixedCoop` is a candidate only, where plans are
+    /// measured.
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         if let Some(slices) = split_k_exact(!device.is_cpu(), shape) {
             return MatmulPlan {
