@@ -3,7 +3,7 @@
 # H200, most needed first, inside GPU_DEADLINE): the golden steps; `bench step` for
 # `fmnist` and ViT-S/16 at 224 in f32 and in mixed on tensor cores; f16 matmul on
 # tensor cores to 4096^3; PyTorch's eager f32 steps beside them; the ViT-S steps with
-# plans measured; last, the mixed products on every kernel, tensor cores included
+# plans measured and its kernels timed (IJEPA_PROFILE=1); last, the mixed products on every kernel, tensor cores included
 # (IJEPA_COOPERATIVE_MATRIX=1), against the CPU. Carries what scripts/gpu-bench.sh
 # does but tests/attention.rs (see
 # docs/results/README.md for the call).
@@ -25,6 +25,7 @@ step 40 python3 .gpu/torch_step.py --preset fmnist --device cuda
 step 40 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
 step 60 env IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5
 step 60 $coop IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
+step 60 env IJEPA_PROFILE=1 "$bin" bench step --preset fmnist --config $vits --steps 2
 # Last, with what is left: it compiles every candidate kernel for every shape, and ran
 # past 40 s on the H200 without a verdict.
 step 300 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
