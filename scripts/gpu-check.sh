@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The short GPU call that follows a change of plans or kernels (about 3 minutes on an
 # H200, most needed first, inside GPU_DEADLINE): the golden steps; `bench step` for
-# `fmnist` and ViT-S/16 at 224 in f32 and in mixed on tensor cores; f16 matmul on
-# tensor cores to 4096^3; PyTorch's eager f32 steps beside them; the ViT-S steps with
-# plans measured and its kernels timed (IJEPA_PROFILE=1); last, the mixed products on every kernel, tensor cores included
-# (IJEPA_COOPERATIVE_MATRIX=1), against the CPU. Carries what scripts/gpu-bench.sh
-# does but tests/attention.rs (see
-# docs/results/README.md for the call).
+# `fmnist` and ViT-S/16 at 224 in f32 and in mixed precision (cooperative matrices
+# opened); f16 matmul to 4096^3; PyTorch's eager f32 steps beside them; the ViT-S
+# steps with plans measured, and its kernels timed (IJEPA_PROFILE=1); last, the mixed
+# products on every kernel, tensor cores included (IJEPA_COOPERATIVE_MATRIX=1),
+# against the CPU. It carries what scripts/gpu-bench.sh does but tests/attention.rs
+# (docs/results/README.md gives the call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu-common.sh gpu-check
