@@ -519,13 +519,15 @@ impl MatmulPlan {
                 split_k: None,
             })
             .collect();
-        // A mixed split takes slices that divide K (no leftover rows in f32).
+        // The count a GPU would choose, or 2; a mixed split's must divide K (no leftover
+        // rows in f32).
         let slices = if mixed {
-            split_k_exact(true, shape).or(shape.k.is_multiple_of(2).then_some(2))
+            split_k_exact(true, shape)
         } else {
-            Some(split_k(true, shape).unwrap_or(2))
-        };
-        if let Some(slices) = slices.filter(|_| shape.splittable() && shape.k >= 2) {
+            split_k(true, shape)
+        }
+        .unwrap_or(2);
+        if shape.splittable() && shape.k >= 2 && (!mixed || shape.k.is_multiple_of(slices)) {
             let sliced = slice_shape(shape, slices);
             plans.extend(runs(sliced).map(|kernel| MatmulPlan {
                 shape: *shape,
