@@ -64,22 +64,37 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var c32 = zero_fragment();
     var c33 = zero_fragment();
     for (var k0 = 0u; k0 < p.k; k0 += COOP_K) {
-        // Consecutive invocations read consecutive elements of each operand as stored.
-        for (var e = t; e < COOP_TILE * COOP_K; e += 4u * SG) {
-            var row = e / COOP_K;
-            var ka = e % COOP_K;
+        // Each invocation stages PAIRS / (4 SG) pairs of each operand, a fixed count,
+        // so that the compiler can issue every load of a slice before it waits on one.
+        for (var q = 0u; q < PAIRS / (4u * SG); q++) {
+            let e = t + q * 4u * SG;
+            var row = e / (COOP_K / 2u);
+            var ka = 2u * (e % (COOP_K / 2u));
             if (TRANS_A) {
-                row = e % COOP_TILE;
-                ka = e / COOP_TILE;
+                row = 2u * (e % (COOP_TILE / 2u));
+                ka = e / (COOP_TILE / 2u);
             }
-            a_coop[row * A_STRIDE + ka] = f16(tiled_load_a(a_base, m0 + row, k0 + ka));
-            var col = e % COOP_TILE;
-            var kb = e / COOP_TILE;
+            let va = a_pair(a_base, m0 + row, k0 + ka);
+            a_coop[row * A_STRIDE + ka] = f16(va.x);
+            if (TRANS_A) {
+                a_coop[(row + 1u) * A_STRIDE + ka] = f16(va.y);
+            } else {
+                a_coop[row * A_STRIDE + ka + 1u] = f16(va.y);
+            }
+            var col = 2u * (e % (COOP_TILE / 2u));
+            var kb = e / (COOP_TILE / 2u);
             if (TRANS_B) {
-                col = e / COOP_K;
-                kb = e % COOP_K;
+                col = e / (COOP_K / 2u);
+                kb = 2u * (e % (COOP_K / 2u));
             }
-            b_coop[kb * B_STRIDE + col] = f16(tiled_load_b(b_base, k0 + kb, n0 + col));
+            let vb = b_pair(b_base, k0 + kb, n0 + col);
+            if (TRANS_B) {
+                b_coop[kb * B_STRIDE + col] = f16(vb.x);
+                b_coop[(kb + 1u) * B_STRIDE + col] = f16(vb.y);
+            } else {
+                b_coop[kb * B_STRIDE + col] = f16(vb.x);
+                b_coop[kb * B_STRIDE + col + 1u] = f16(vb.y);
+            }
         }
         workgroupBarrier();
         for (var kf = 0u; kf < COOP_K; kf += 16u) {
@@ -145,4 +160,43 @@ fn store_c(c: Accumulator, c_base: u32, row0: u32, col0: u32, sg: u32) {
         store_row4(c_base, row0 + r, col0 + q, v);
     }
     workgroupBarrier();
+}
+
+// Staging moves pairs of elements adjacent in memory: along K in a stored [M, K] and in
+// b stored [N, K], along M or N otherwise. A pair of an f16 operand that starts a word
+// is read as that word.
+const PAIRS: u32 = COOP_TILE * COOP_K / 2u;
+
+// op(a)[row][kk] and the element after it in memory (op(a)[row][kk + 1], or
+// op(a)[row + 1][kk] when TRANS_A), zero past the matrix edges.
+fn a_pair(a_base: u32, row: u32, kk: u32) -> vec2<f32> {
+    var i = a_base + row * p.k + kk;
+    var second = row < p.m && kk + 1u < p.k;
+    if (TRANS_A) {
+        i = a_base + kk * p.m + row;
+        second = row + 1u < p.m && kk < p.k;
+    }
+    let first = row < p.m && kk < p.k;
+    if (A_F16 && second && (i & 1u) == 0u) { return unpack2x16float(a[i >> 1u]); }
+    var v = vec2<f32>(0.0);
+    if (first) { v.x = a_at(i); }
+    if (second) { v.y = a_at(i + 1u); }
+    return v;
+}
+
+// op(b)[kk][col] and the element after it in memory (op(b)[kk][col + 1], or
+// op(b)[kk + 1][col] when TRANS_B), zero past the matrix edges.
+fn b_pair(b_base: u32, kk: u32, col: u32) -> vec2<f32> {
+    var i = b_base + kk * p.n + col;
+    var second = col + 1u < p.n && kk < p.k;
+    if (TRANS_B) {
+        i = b_base + col * p.k + kk;
+        second = col < p.n && kk + 1u < p.k;
+    }
+    let first = col < p.n && kk < p.k;
+    if (B_F16 && second && (i & 1u) == 0u) { return unpack2x16float(b[i >> 1u]); }
+    var v = vec2<f32>(0.0);
+    if (first) { v.x = b_at(i); }
+    if (second) { v.y = b_at(i + 1u); }
+    return v;
 }
