@@ -137,14 +137,21 @@ fn split_k_applies_to_weight_gradients_on_gpus() {
         types: MatmulTypes::F32,
     };
     let dw = |m, k, n| shape(m, k, n, Transpose::A, 1);
-    // A ViT-tiny fc1 weight gradient, [192, 768] summed over 6,272 tokens: 36 tiles;
-    // 16 slices would be under 512 rows and 8 over 256 tiles, so 4.
+    // A ViT-tiny fc1 weight gradient, [192, 768] summed over 6,272 tokens, on 36 tiles
+    // of 64x64 (under 1e9 multiply-adds): 16 slices would be under 512 rows and 8 over
+    // 256 tiles, so 4.
     assert_eq!(split_k(true, &dw(192, 6272, 768)), Some(4));
     // [64, 64] over 16,384: 1 tile, 16 slices of 1,024. Over 9,000, 8 slices divide
     // it and 16 would not; over 9,001 none divides, so 16 of 562 and a rest of 9.
     assert_eq!(split_k(true, &dw(64, 16384, 64)), Some(16));
     assert_eq!(split_k(true, &dw(64, 9000, 64)), Some(8));
     assert_eq!(split_k(true, &dw(64, 9001, 64)), Some(16));
+    // The ViT-S predictor's, over 19,712 tokens, whose outputs run on 128x128 tiles:
+    // qkv [1152, 384] on 27 (8 slices make 216), fc1 [1536, 384] on 36 (4 make 144),
+    // proj [384, 384] on 9 (16 make 144).
+    assert_eq!(split_k(true, &dw(1152, 19712, 384)), Some(8));
+    assert_eq!(split_k(true, &dw(1536, 19712, 384)), Some(4));
+    assert_eq!(split_k(true, &dw(384, 19712, 384)), Some(16));
     // Outputs that occupy the device, and those whose K is too short for slices of
     // 512, in two; below K = 512 not at all.
     assert_eq!(split_k(true, &dw(1024, 8192, 1024)), Some(2));

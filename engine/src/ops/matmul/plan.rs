@@ -26,7 +26,7 @@
 //! device at the first product of its sizes' bucket.
 //!
 //! Split-K: on GPUs weight gradients are split along K, into as many slices as
-//! occupy the device where the output has few tiles, else two (see [`split_k`]); mixed
+//! occupy the device where the product runs on few workgroups, else two (see [`split_k`]); mixed
 //! ones where the slices divide K ([`split_k_exact`]). The measurements behind these rules are
 //! in docs/results/.
 //!
@@ -424,7 +424,6 @@ impl MatmulPlan {
     /// with an f16 operand or output run as [`MatmulPlan::mixed`] says.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.is_cpu();
-        let (m, n) = (shape.m, shape.n);
         if !shape.types.all_f32() {
             return Self::mixed(device, shape);
         }
@@ -436,11 +435,9 @@ impl MatmulPlan {
             };
         }
         let subgroup = MatmulKernel::Subgroup;
-        let prefetch =
-            shape.products() as f64 >= Self::PREFETCH_FROM || (shape.t.b && m.min(n) >= 32);
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
-        } else if gpu && prefetch {
+        } else if gpu && prefetches(shape) {
             MatmulKernel::TiledPrefetch
         } else if MatmulKernel::Vec4.takes(shape) {
             MatmulKernel::Vec4
@@ -453,9 +450,6 @@ impl MatmulPlan {
             split_k: None,
         }
     }
-
-    /// Multiply-adds from which GPUs stage tiles in workgroup memory.
-    const PREFETCH_FROM: f64 = 1.0e9;
 
     /// The plan of a mixed product (its operands multiplied as f16 values), whatever
     /// the types its operands are stored in: `new`'s choice for products with an f16
@@ -491,7 +485,7 @@ impl MatmulPlan {
 
     /// Every plan that can run this shape on this device: each kernel that takes it and
     /// runs here, unsplit, and for the weight-gradient form each of them over slices of
-    /// K too (the count a GPU would choose, or 2). The mixed kernels, which multiply f16
+    /// K too (the count a GPU would choose, and 2). The mixed kernels, which multiply f16
     /// values, are candidates for products with an f16 operand or output only: an f32
     /// product is one in f32.
     pub fn candidates(device: &Device, shape: &MatmulShape) -> Vec<MatmulPlan> {
@@ -519,21 +513,26 @@ impl MatmulPlan {
                 split_k: None,
             })
             .collect();
-        // The count a GPU would choose, or 2; a mixed split's must divide K (no leftover
-        // rows in f32).
-        let slices = if mixed {
+        // The count a GPU would choose, and 2; a mixed split's must divide K (no
+        // leftover rows in f32).
+        let chosen = if mixed {
             split_k_exact(true, shape)
         } else {
             split_k(true, shape)
+        };
+        let mut counts = vec![chosen.unwrap_or(2)];
+        if chosen.is_some_and(|s| s != 2) {
+            counts.push(2);
         }
-        .unwrap_or(2);
-        if shape.splittable() && shape.k >= 2 && (!mixed || shape.k.is_multiple_of(slices)) {
-            let sliced = slice_shape(shape, slices);
-            plans.extend(runs(sliced).map(|kernel| MatmulPlan {
-                shape: *shape,
-                kernel,
-                split_k: Some(slices),
-            }));
+        for slices in counts {
+            if shape.splittable() && shape.k >= 2 && (!mixed || shape.k.is_multiple_of(slices)) {
+                let sliced = slice_shape(shape, slices);
+                plans.extend(runs(sliced).map(|kernel| MatmulPlan {
+                    shape: *shape,
+                    kernel,
+                    split_k: Some(slices),
+                }));
+            }
         }
         plans
     }
@@ -613,25 +612,48 @@ impl MatmulPlan {
     }
 }
 
+/// Whether a GPU runs this f32 product on `TiledPrefetch`: from 1e9 multiply-adds, and
+/// every x W^T with M and N of at least 32.
+fn prefetches(shape: &MatmulShape) -> bool {
+    const PREFETCH_FROM: f64 = 1.0e9;
+    shape.products() as f64 >= PREFETCH_FROM || (shape.t.b && shape.m.min(shape.n) >= 32)
+}
+
+/// The workgroups a GPU runs one batch entry of this product on, unsplit: tiles of
+/// 128x128 on the tiled kernels (`TiledPrefetch`, and `MixedTiled` for every mixed
+/// product), of 64x64 otherwise.
+fn gpu_workgroups(shape: &MatmulShape) -> usize {
+    let side = if !shape.types.all_f32() || prefetches(shape) {
+        TILED_TILE
+    } else {
+        TILE
+    };
+    shape.m.div_ceil(side) * shape.n.div_ceil(side)
+}
+
 /// How many slices of K to split a product of the weight-gradient form into on a GPU,
 /// or None. Slicing K of a [K, M] and b [K, N] is a free reshape to a batched product
-/// of [S, K/S, M] and [S, K/S, N]. It pays most when the output has too few 64x64
-/// tiles to occupy a GPU while K is long (a ViT's dW: [D, 4D] outputs summed over
-/// every token of the batch): S partial products run side by side and one reduction
-/// adds them. There slices stay at least 512 long and the grid at most 256 tiles; a
-/// count that divides K is preferred, since the rows left over cost four more
-/// dispatches. Every other weight gradient with K of at least 512 is split in two: on
-/// the H200 two slices beat the whole product at every such size measured, outputs
-/// that fill the device included (1.2-2.6x, docs/results/2026-12-04-h200-bench.txt).
+/// of [S, K/S, M] and [S, K/S, N]. It pays most when the output has too few tiles to
+/// occupy a GPU while K is long (a ViT's dW: [D, 4D] outputs summed over every token
+/// of the batch): S partial products run side by side and one reduction adds them.
+/// Where the whole product runs on under 64 workgroups, S is the largest count whose
+/// slices stay at least 512 long and whose workgroups, in the tiles of the kernel the
+/// slices run on, number at most 256; a count that divides K is preferred, since the
+/// rows left over cost four more dispatches. Every other weight gradient with K of at
+/// least 512 is split in two: on the H200 two slices beat the whole product at every
+/// such size measured, outputs that fill the device included (1.2-2.6x,
+/// docs/results/2026-12-04-h200-bench.txt). There a [1152, 384] output on 27 tiled
+/// workgroups took 2.75 ms whole and 1.56 in two slices: the counts are workgroups,
+/// not 64x64 tiles, so that such an output gets eight.
 pub fn split_k(gpu: bool, shape: &MatmulShape) -> Option<usize> {
-    const SPLIT_TILE: usize = 64;
     const COUNTS: [usize; 4] = [16, 8, 4, 2];
-    let (m, n, k) = (shape.m, shape.n, shape.k);
+    let k = shape.k;
     if !gpu || !shape.splittable() {
         return None;
     }
-    let tiles = m.div_ceil(SPLIT_TILE) * n.div_ceil(SPLIT_TILE);
-    let fits = |s: usize| tiles < 64 && k / s >= 512 && tiles * s <= 256;
+    // The slices, a batch of the same multiply-adds, run on the whole product's kernel.
+    let whole = gpu_workgroups(shape);
+    let fits = |s: usize| whole < 64 && k / s >= 512 && whole * s <= 256;
     COUNTS
         .into_iter()
         .find(|&s| fits(s) && k.is_multiple_of(s))
