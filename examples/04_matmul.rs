@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
     let chosen = MatmulPlan::new(&device, &shape);
     println!("{} ({m}x{k} @ {k}x{n})", device.info().name);
     println!(
-        "{:<14} {:<42} {:>10} {:>9}",
+        "{:<17} {:<50} {:>10} {:>9}",
         "kernel", "tile", "max error", "GFLOP/s"
     );
     for plan in MatmulPlan::candidates(&device, &shape) {
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         let gflops = 2.0 * (m * n * k) as f64 / secs / 1e9;
         let mark = if plan == chosen { "  <- the plan" } else { "" };
         println!(
-            "{:<14} {:<42} {err:>10.1e} {gflops:>9.1}{mark}",
+            "{:<17} {:<50} {err:>10.1e} {gflops:>9.1}{mark}",
             format!("{:?}", plan.kernel),
             plan.kernel.tile(),
         );

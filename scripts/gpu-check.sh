@@ -2,11 +2,11 @@
 # The short GPU call that follows a change of plans or kernels (about 3 minutes on an
 # H200, most needed first, inside GPU_DEADLINE): the golden steps; `bench step` for
 # `fmnist` and ViT-S/16 at 224 in f32 and in mixed precision (cooperative matrices
-# opened); f16 matmul to 4096^3 on every kernel; PyTorch's eager f32 steps beside them; the ViT-S
-# steps with plans measured, and its kernels timed (IJEPA_PROFILE=1); last, the mixed
-# products on every kernel, tensor cores included (IJEPA_COOPERATIVE_MATRIX=1),
-# against the CPU. It carries what scripts/gpu-bench.sh does but tests/attention.rs
-# (docs/results/README.md gives the call).
+# opened); f16 and f32 matmul to 4096^3 on every kernel; PyTorch's eager f32 steps
+# beside them; the ViT-S steps with plans measured, and its kernels timed
+# (IJEPA_PROFILE=1); last, the mixed products on every kernel, tensor cores included
+# (IJEPA_COOPERATIVE_MATRIX=1), against the CPU. It carries what scripts/gpu-bench.sh
+# does but tests/attention.rs (docs/results/README.md gives the call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu-common.sh gpu-check
@@ -21,6 +21,7 @@ step 30 $coop "$bin" bench step --preset fmnist --steps 20 --precision mixed
 step 40 "$bin" bench step --preset fmnist --config $vits --steps 5
 step 40 $coop "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
 step 60 $coop "$bin" bench matmul --size 4096 --f16 --every-kernel
+step 60 "$bin" bench matmul --size 4096 --every-kernel
 step 40 python3 .gpu/torch_step.py --preset fmnist --device cuda
 step 40 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
 step 60 env IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5

@@ -365,6 +365,24 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 var<workgroup> pa_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
 var<workgroup> pb_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
 
+// acc += the staged k-step's products: row 64 h + 4 ty + r, column group j of the
+// invocation at acc[8 h + 2 r + j].
+fn multiply_prefetched(acc: ptr<function, array<vec4<f32>, 16>>, lid: vec3<u32>) {
+    for (var kk = 0u; kk < TILE_K; kk++) {
+        let row = kk * (TILE_M / 4u);
+        let a0 = pa_tile[row + (lid.y ^ kk)];
+        let a1 = pa_tile[row + ((lid.y + 16u) ^ kk)];
+        let b0 = pb_tile[row + (lid.x ^ kk)];
+        let b1 = pb_tile[row + ((lid.x + 16u) ^ kk)];
+        for (var r = 0u; r < 4u; r++) {
+            (*acc)[2u * r] += a0[r] * b0;
+            (*acc)[2u * r + 1u] += a0[r] * b1;
+            (*acc)[8u + 2u * r] += a1[r] * b0;
+            (*acc)[8u + 2u * r + 1u] += a1[r] * b1;
+        }
+    }
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                          @builtin(local_invocation_index) t: u32) {
@@ -398,21 +416,7 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
                 next_b[q] = tiled_load_b(b_base, k0 + b.y, n0 + b.x);
             }
         }
-        if (k0 > 0u) {
-            for (var kk = 0u; kk < TILE_K; kk++) {
-                let row = kk * (TILE_M / 4u);
-                let a0 = pa_tile[row + (lid.y ^ kk)];
-                let a1 = pa_tile[row + ((lid.y + 16u) ^ kk)];
-                let b0 = pb_tile[row + (lid.x ^ kk)];
-                let b1 = pb_tile[row + ((lid.x + 16u) ^ kk)];
-                for (var r = 0u; r < 4u; r++) {
-                    acc[2u * r] += a0[r] * b0;
-                    acc[2u * r + 1u] += a0[r] * b1;
-                    acc[8u + 2u * r] += a1[r] * b0;
-                    acc[8u + 2u * r + 1u] += a1[r] * b1;
-                }
-            }
-        }
+        if (k0 > 0u) { multiply_prefetched(&acc, lid); }
     }
     // Row 64 h + 4 ty + r's two column groups at constant indices (see
     // store_tiled_pair).
@@ -427,4 +431,130 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     store_tiled_pair(c_base, row + 65u, col, acc[10], acc[11]);
     store_tiled_pair(c_base, row + 66u, col, acc[12], acc[13]);
     store_tiled_pair(c_base, row + 67u, col, acc[14], acc[15]);
+}
+
+// `matmul_tiled_prefetch` on the vec4 kernel's shapes and bindings: each invocation
+// loads its 8 elements of each tile of a k-step as two vec4s along the stored matrix's
+// contiguous dim (LDG.128 where a scalar load was), and stores c four columns at a
+// time. A vec4 along k (a stored [M, K], b stored [N, K]) goes to four k-rows of the
+// tile, one along m or n to one vec4 of a k-row. Slot e of a k-step's 512 vec4s holds,
+// for op(a): (m, k..k+4) at m = e / 4, k = 4 (e % 4), or (m..m+4, k) at
+// m = 4 (e % 32), k = e / 32 when TRANS_A; for op(b) likewise with n.
+
+// The vec4 of slot e of op(a)'s tile for the k-step from k0, zero outside the matrix
+// (M or K, a multiple of 4, never cuts one).
+fn a_tile_vec4(a_base: u32, m0: u32, k0: u32, e: u32) -> vec4<f32> {
+    if (TRANS_A) {
+        let m = m0 + 4u * (e % (TILE_M / 4u));
+        let k = k0 + e / (TILE_M / 4u);
+        if (m >= p.m || k >= p.k) { return vec4<f32>(0.0); }
+        return a4[(a_base + k * p.m + m) / 4u];
+    }
+    let m = m0 + e / (TILE_K / 4u);
+    let k = k0 + 4u * (e % (TILE_K / 4u));
+    if (m >= p.m || k >= p.k) { return vec4<f32>(0.0); }
+    return a4[(a_base + m * p.k + k) / 4u];
+}
+
+fn b_tile_vec4(b_base: u32, n0: u32, k0: u32, e: u32) -> vec4<f32> {
+    if (TRANS_B) {
+        let n = n0 + e / (TILE_K / 4u);
+        let k = k0 + 4u * (e % (TILE_K / 4u));
+        if (n >= p.n || k >= p.k) { return vec4<f32>(0.0); }
+        return b4[(b_base + n * p.k + k) / 4u];
+    }
+    let n = n0 + 4u * (e % (TILE_M / 4u));
+    let k = k0 + e / (TILE_M / 4u);
+    if (n >= p.n || k >= p.k) { return vec4<f32>(0.0); }
+    return b4[(b_base + k * p.n + n) / 4u];
+}
+
+// Where slot e's vec4 goes in a prefetch tile: one along m or n is one vec4 of its
+// k-row; element j of one along k is component m % 4 of k-row k + j.
+fn along_mn_at(e: u32) -> u32 {
+    let m4 = e % (TILE_M / 4u);
+    let k = e / (TILE_M / 4u);
+    return k * (TILE_M / 4u) + (m4 ^ k);
+}
+
+fn along_k_at(e: u32, j: u32) -> vec2<u32> {
+    let m = e / (TILE_K / 4u);
+    let k = 4u * (e % (TILE_K / 4u)) + j;
+    return vec2<u32>(k * (TILE_M / 4u) + ((m / 4u) ^ k), m % 4u);
+}
+
+fn stage_a_vec4(e: u32, v: vec4<f32>) {
+    if (TRANS_A) {
+        pa_tile[along_mn_at(e)] = v;
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let at = along_k_at(e, j);
+        pa_tile[at.x][at.y] = v[j];
+    }
+}
+
+fn stage_b_vec4(e: u32, v: vec4<f32>) {
+    if (!TRANS_B) {
+        pb_tile[along_mn_at(e)] = v;
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let at = along_k_at(e, j);
+        pb_tile[at.x][at.y] = v[j];
+    }
+}
+
+// Columns col0..col0+4 and col0+64..col0+68 of a row, with the bias and the epilogue,
+// where they fall inside the matrix (N is a multiple of 4).
+fn store_tiled4_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    if (row >= p.m) { return; }
+    let i = (c_base + row * p.n + col0) / 4u;
+    var bias0 = vec4<f32>(0.0);
+    var bias1 = vec4<f32>(0.0);
+    if (HAS_BIAS && col0 < p.n) { bias0 = bias4[col0 / 4u]; }
+    if (HAS_BIAS && col0 + 64u < p.n) { bias1 = bias4[col0 / 4u + 16u]; }
+    if (col0 < p.n) { store4(i, v0 + bias0); }
+    if (col0 + 64u < p.n) { store4(i + 16u, v1 + bias1); }
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_prefetch_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                              @builtin(local_invocation_index) t: u32) {
+    let batch = wid.z;
+    let m0 = wid.y * TILE_M;
+    let n0 = wid.x * TILE_M;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    var acc: array<vec4<f32>, 16>;   // as in matmul_tiled_prefetch
+    var next_a: array<vec4<f32>, 2>;
+    var next_b: array<vec4<f32>, 2>;
+    for (var k0 = 0u; k0 < p.k + TILE_K; k0 += TILE_K) {
+        if (k0 > 0u) {
+            workgroupBarrier();
+            for (var q = 0u; q < 2u; q++) {
+                stage_a_vec4(t + 256u * q, next_a[q]);
+                stage_b_vec4(t + 256u * q, next_b[q]);
+            }
+            workgroupBarrier();
+        }
+        if (k0 < p.k) {
+            for (var q = 0u; q < 2u; q++) {
+                next_a[q] = a_tile_vec4(a_base, m0, k0, t + 256u * q);
+                next_b[q] = b_tile_vec4(b_base, n0, k0, t + 256u * q);
+            }
+        }
+        if (k0 > 0u) { multiply_prefetched(&acc, lid); }
+    }
+    let c_base = batch * p.m * p.n;
+    let row = m0 + 4u * lid.y;
+    let col = n0 + 4u * lid.x;
+    store_tiled4_pair(c_base, row, col, acc[0], acc[1]);
+    store_tiled4_pair(c_base, row + 1u, col, acc[2], acc[3]);
+    store_tiled4_pair(c_base, row + 2u, col, acc[4], acc[5]);
+    store_tiled4_pair(c_base, row + 3u, col, acc[6], acc[7]);
+    store_tiled4_pair(c_base, row + 64u, col, acc[8], acc[9]);
+    store_tiled4_pair(c_base, row + 65u, col, acc[10], acc[11]);
+    store_tiled4_pair(c_base, row + 66u, col, acc[12], acc[13]);
+    store_tiled4_pair(c_base, row + 67u, col, acc[14], acc[15]);
 }

@@ -51,6 +51,8 @@ const TILED: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL, "matmul_tiled", 4, 2).bound_from(13);
 const TILED_PREFETCH: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL, "matmul_tiled_prefetch", 4, 2).bound_from(13);
+const TILED_PREFETCH_VEC4: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL, "matmul_tiled_prefetch_vec4", 4, 2).bound_from(7);
 const SUBGROUP: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_SUBGROUP, "matmul_subgroup", 4, 2).bound_from(7);
 /// The same six buffers, each operand bound as 32-bit words (f32 or f16 pairs).
@@ -76,6 +78,7 @@ fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
         MatmulKernel::Vec4 => &VEC4,
         MatmulKernel::Tiled => &TILED,
         MatmulKernel::TiledPrefetch => &TILED_PREFETCH,
+        MatmulKernel::TiledPrefetchVec4 => &TILED_PREFETCH_VEC4,
         MatmulKernel::Subgroup => &SUBGROUP,
         MatmulKernel::Mixed => &MIXED,
         MatmulKernel::MixedTiled => &MIXED_TILED,
@@ -388,9 +391,10 @@ fn run_kernel(
     let grid = match kernel {
         MatmulKernel::Scalar | MatmulKernel::Vec4 => tiles(TILE),
         MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => tiles(SUBGROUP_TILE),
-        MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
-            tiles(TILED_TILE)
-        }
+        MatmulKernel::Tiled
+        | MatmulKernel::TiledPrefetch
+        | MatmulKernel::TiledPrefetchVec4
+        | MatmulKernel::MixedTiled => tiles(TILED_TILE),
         MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated => tiles(COOP_TILE),
         MatmulKernel::Flat | MatmulKernel::Mixed => {
             let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);

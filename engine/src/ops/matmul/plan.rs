@@ -10,6 +10,7 @@
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
 //! | `Scalar` | 64x64, 4x4 per invocation | nowhere now: `Flat` measured as fast or faster on the H200 where `Vec4` cannot run; a candidate |
 //! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32 |
+//! | `TiledPrefetchVec4` | as `TiledPrefetch`, tiles loaded and c stored as vec4s (`Vec4`'s shapes) | nowhere by rule yet: a candidate where plans are measured, not yet timed on a GPU |
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output on CPU adapters |
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
@@ -71,6 +72,9 @@ pub enum MatmulKernel {
     /// `Tiled` with the next k-step loaded into registers while the current one is
     /// multiplied, and op(a) read from workgroup memory as vec4s: any shape.
     TiledPrefetch,
+    /// `TiledPrefetch` loading its tiles and storing c as vec4s: `Vec4`'s shapes. A
+    /// candidate only, where plans are measured.
+    TiledPrefetchVec4,
     /// 32x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: N and K
     /// multiples of 4, M too when a is stored transposed, on adapters whose subgroups
     /// are exactly 8 lanes (CPU drivers).
@@ -92,12 +96,13 @@ pub enum MatmulKernel {
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 11] = [
+    pub const ALL: [MatmulKernel; 12] = [
         MatmulKernel::Scalar,
         MatmulKernel::Flat,
         MatmulKernel::Vec4,
         MatmulKernel::Tiled,
         MatmulKernel::TiledPrefetch,
+        MatmulKernel::TiledPrefetchVec4,
         MatmulKernel::Subgroup,
         MatmulKernel::Mixed,
         MatmulKernel::MixedTiled,
@@ -156,7 +161,10 @@ impl MatmulKernel {
         if !shape.types.all_f32() {
             return false;
         }
-        vec4 || !matches!(self, MatmulKernel::Vec4 | MatmulKernel::Subgroup)
+        vec4 || !matches!(
+            self,
+            MatmulKernel::Vec4 | MatmulKernel::TiledPrefetchVec4 | MatmulKernel::Subgroup
+        )
     }
 
     /// The kernel's tile, in words.
@@ -173,6 +181,9 @@ impl MatmulKernel {
             }
             MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
                 format!("{TILED_TILE}x{TILED_TILE} tiles, 8x8 per invocation")
+            }
+            MatmulKernel::TiledPrefetchVec4 => {
+                format!("{TILED_TILE}x{TILED_TILE} tiles, 8x8 per invocation, vec4 loads")
             }
             MatmulKernel::MixedCoop => {
                 format!("{COOP_TILE}x{COOP_TILE} tiles, 4 subgroups of 4x4 f16 16x16 fragments")
