@@ -15,8 +15,8 @@
 // quarter of it as 4x4 fragments of 16x16. For each COOP_K-long slice of K the
 // workgroup stages op(a) and op(b) in workgroup memory as f16, zero past the matrix
 // edges, so that every lane runs every cooperative operation as they require; each
-// subgroup then multiplies its fragments, every staged element serving 64 products.
-// The staged rows are padded (A_STRIDE, B_STRIDE) so that the 16-byte rows a fragment
+// subgroup then multiplies its fragments, every staged element serving 64 products,
+// while its invocations' loads of the next slice are in flight. The staged rows are padded (A_STRIDE, B_STRIDE) so that the 16-byte rows a fragment
 // load reads fall in different banks. At the end each subgroup passes its fragments
 // one at a time through its own 16x16 f32 slot of workgroup memory, from which its
 // lanes apply the epilogue and store c four columns at a time.
@@ -63,40 +63,30 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var c31 = zero_fragment();
     var c32 = zero_fragment();
     var c33 = zero_fragment();
-    for (var k0 = 0u; k0 < p.k; k0 += COOP_K) {
-        // Each invocation stages PAIRS / (4 SG) pairs of each operand, a fixed count,
-        // so that the compiler can issue every load of a slice before it waits on one.
-        for (var q = 0u; q < PAIRS / (4u * SG); q++) {
-            let e = t + q * 4u * SG;
-            var row = e / (COOP_K / 2u);
-            var ka = 2u * (e % (COOP_K / 2u));
-            if (TRANS_A) {
-                row = 2u * (e % (COOP_TILE / 2u));
-                ka = e / (COOP_TILE / 2u);
+    // This invocation's pairs of the next slice, loaded while the current one is
+    // multiplied: PAIRS / (4 SG) of each operand, a fixed count.
+    var next_a: array<vec2<f16>, MAX_STAGED>;
+    var next_b: array<vec2<f16>, MAX_STAGED>;
+    for (var k0 = 0u; k0 < p.k + COOP_K; k0 += COOP_K) {
+        if (k0 > 0u) {
+            // Stage the slice loaded last time round, then multiply it.
+            workgroupBarrier();
+            for (var q = 0u; q < PAIRS / (4u * SG); q++) {
+                stage_a(t + q * 4u * SG, next_a[q]);
+                stage_b(t + q * 4u * SG, next_b[q]);
             }
-            let va = a_pair(a_base, m0 + row, k0 + ka);
-            a_coop[row * A_STRIDE + ka] = f16(va.x);
-            if (TRANS_A) {
-                a_coop[(row + 1u) * A_STRIDE + ka] = f16(va.y);
-            } else {
-                a_coop[row * A_STRIDE + ka + 1u] = f16(va.y);
-            }
-            var col = 2u * (e % (COOP_TILE / 2u));
-            var kb = e / (COOP_TILE / 2u);
-            if (TRANS_B) {
-                col = e / (COOP_K / 2u);
-                kb = 2u * (e % (COOP_K / 2u));
-            }
-            let vb = b_pair(b_base, k0 + kb, n0 + col);
-            if (TRANS_B) {
-                b_coop[kb * B_STRIDE + col] = f16(vb.x);
-                b_coop[(kb + 1u) * B_STRIDE + col] = f16(vb.y);
-            } else {
-                b_coop[kb * B_STRIDE + col] = f16(vb.x);
-                b_coop[kb * B_STRIDE + col + 1u] = f16(vb.y);
+            workgroupBarrier();
+        }
+        if (k0 < p.k) {
+            for (var q = 0u; q < PAIRS / (4u * SG); q++) {
+                let sa = a_slot(t + q * 4u * SG);
+                next_a[q] = vec2<f16>(a_pair(a_base, m0 + sa.x, k0 + sa.y));
+                let sb = b_slot(t + q * 4u * SG);
+                next_b[q] = vec2<f16>(b_pair(b_base, k0 + sb.x, n0 + sb.y));
             }
         }
-        workgroupBarrier();
+        // Nothing is staged yet in the first round.
+        if (k0 == 0u) { continue; }
         for (var kf = 0u; kf < COOP_K; kf += 16u) {
             let a0 = fragment_a(sm * A_STRIDE + kf);
             let a1 = fragment_a((sm + 16u) * A_STRIDE + kf);
@@ -123,7 +113,6 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             c32 = multiply_add(a3, b2, c32);
             c33 = multiply_add(a3, b3, c33);
         }
-        workgroupBarrier();
     }
     let c_base = batch * p.m * p.n;
     let row = m0 + sm;
@@ -164,8 +153,43 @@ fn store_c(c: Accumulator, c_base: u32, row0: u32, col0: u32, sg: u32) {
 
 // Staging moves pairs of elements adjacent in memory: along K in a stored [M, K] and in
 // b stored [N, K], along M or N otherwise. A pair of an f16 operand that starts a word
-// is read as that word.
+// is read as that word. Each invocation moves PAIRS / (4 SG) of each operand's, at most
+// MAX_STAGED (subgroups of 8 lanes or more).
 const PAIRS: u32 = COOP_TILE * COOP_K / 2u;
+const MAX_STAGED: u32 = PAIRS / 32u;
+
+// Pair slot e of a slice: the (row, k) in op(a)'s slice of its first element, and the
+// (k, column) in op(b)'s.
+fn a_slot(e: u32) -> vec2<u32> {
+    if (TRANS_A) { return vec2<u32>(2u * (e % (COOP_TILE / 2u)), e / (COOP_TILE / 2u)); }
+    return vec2<u32>(e / (COOP_K / 2u), 2u * (e % (COOP_K / 2u)));
+}
+
+fn b_slot(e: u32) -> vec2<u32> {
+    if (TRANS_B) { return vec2<u32>(2u * (e % (COOP_K / 2u)), e / (COOP_K / 2u)); }
+    return vec2<u32>(e / (COOP_TILE / 2u), 2u * (e % (COOP_TILE / 2u)));
+}
+
+// Pair slot e into the staged slices.
+fn stage_a(e: u32, v: vec2<f16>) {
+    let s = a_slot(e);
+    a_coop[s.x * A_STRIDE + s.y] = v.x;
+    if (TRANS_A) {
+        a_coop[(s.x + 1u) * A_STRIDE + s.y] = v.y;
+    } else {
+        a_coop[s.x * A_STRIDE + s.y + 1u] = v.y;
+    }
+}
+
+fn stage_b(e: u32, v: vec2<f16>) {
+    let s = b_slot(e);
+    b_coop[s.x * B_STRIDE + s.y] = v.x;
+    if (TRANS_B) {
+        b_coop[(s.x + 1u) * B_STRIDE + s.y] = v.y;
+    } else {
+        b_coop[s.x * B_STRIDE + s.y + 1u] = v.y;
+    }
+}
 
 // op(a)[row][kk] and the element after it in memory (op(a)[row][kk + 1], or
 // op(a)[row + 1][kk] when TRANS_A), zero past the matrix edges.
