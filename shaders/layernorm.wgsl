@@ -32,17 +32,26 @@ override F16_OUT: bool = false;
 @group(0) @binding(9) var<storage, read_write> sum_out: array<f32>;
 @group(0) @binding(10) var<storage, read_write> out_h: array<u32>;
 
-// The forward's input: x, or x + addend.
-fn input(i: u32) -> f32 {
-    if (ADD) { return x[i] + addend[i]; }
+// The forward's input, x or x + addend, as its first pass reads it: the sum is written
+// to sum_out, from which the later passes read it back (one load instead of two).
+fn first_input(i: u32) -> f32 {
+    if (ADD) {
+        let s = x[i] + addend[i];
+        sum_out[i] = s;
+        return s;
+    }
     return x[i];
 }
 
-// y of column c of the row at base; when ADD, the input it normalised goes to sum_out.
+// The forward's input after its first pass.
+fn input(i: u32) -> f32 {
+    if (ADD) { return sum_out[i]; }
+    return x[i];
+}
+
+// y of column c of the row at base.
 fn normalized(base: u32, c: u32, mean: f32, rstd: f32) -> f32 {
-    let xc = input(base + c);
-    if (ADD) { sum_out[base + c] = xc; }
-    var y = (xc - mean) * rstd;
+    var y = (input(base + c) - mean) * rstd;
     if (AFFINE) { y = y * gamma[c] + beta[c]; }
     return y;
 }
@@ -99,7 +108,9 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let base = row * p.cols;
     let n = f32(p.cols);
     var s = 0.0;
-    for (var c = lid; c < p.cols; c += WG) { s += input(base + c); }
+    for (var c = lid; c < p.cols; c += WG) { s += first_input(base + c); }
+    // The f16 stores read pairs of sums that other invocations wrote.
+    if (ADD && F16_OUT) { storageBarrier(); }
     let mean = reduce_sum2(lid, s, 0.0).x / n;
     // Two-pass variance: no cancellation for rows with a large mean.
     var v = 0.0;
@@ -177,7 +188,7 @@ fn layernorm_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     let base = row * p.cols;
     let n = f32(p.cols);
     var s = 0.0;
-    for (var c = 0u; c < p.cols; c++) { s += input(base + c); }
+    for (var c = 0u; c < p.cols; c++) { s += first_input(base + c); }
     let mean = s / n;
     var v = 0.0;
     for (var c = 0u; c < p.cols; c++) { let d = input(base + c) - mean; v += d * d; }

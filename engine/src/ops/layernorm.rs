@@ -5,10 +5,10 @@
 //!
 //! Explained in the tour: docs/tour/05-softmax-layernorm.md.
 
-use crate::device::KernelDef;
+use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::cast_forward;
-use crate::ops::reduce::{rows_per_workgroup, sum_leading_forward_with, COLS_PER_WORKGROUP};
+use crate::ops::reduce::{columns_per_workgroup, rows_per_workgroup, sum_leading_forward_with};
 use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
 use crate::tape::{record, record_accumulating};
@@ -40,13 +40,13 @@ const BACKWARD_ROWS: KernelDef<LayerNormParams> =
 const PARAM_GRADS: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 6, 2);
 
-fn overrides(affine: bool, add: bool, f16_out: bool) -> [(&'static str, f64); 5] {
+fn overrides(dev: &Device, affine: bool, add: bool, f16_out: bool) -> [(&'static str, f64); 5] {
     [
         ("AFFINE", affine as u32 as f64),
         ("ADD", add as u32 as f64),
         ("F16_OUT", f16_out as u32 as f64),
         ("WG", ROW_WG as f64),
-        ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
+        ("COLS_PER_WG", columns_per_workgroup(dev) as f64),
     ]
 }
 
@@ -150,7 +150,7 @@ fn forward(
     };
     dev.dispatch(
         plan.pick(&FORWARD, &FORWARD_ROWS),
-        &overrides(affine.is_some(), addend.is_some(), out == DType::F16),
+        &overrides(dev, affine.is_some(), addend.is_some(), out == DType::F16),
         &LayerNormParams {
             rows: rows as u32,
             cols: cols as u32,
@@ -236,7 +236,7 @@ pub fn layernorm_backward_with(
     };
     dev.dispatch(
         plan.pick(&BACKWARD, &BACKWARD_ROWS),
-        &overrides(gamma.is_some(), accumulate.is_some(), false),
+        &overrides(dev, gamma.is_some(), accumulate.is_some(), false),
         &params,
         &[
             x.buffer(),
@@ -257,7 +257,7 @@ pub fn layernorm_backward_with(
             let dbeta = Tensor::empty(dev, &[chunks, cols])?;
             dev.dispatch(
                 &PARAM_GRADS,
-                &overrides(true, false, false),
+                &overrides(dev, true, false, false),
                 &params,
                 &[
                     x.buffer(),
@@ -269,7 +269,11 @@ pub fn layernorm_backward_with(
                     dgamma.buffer(),
                     dbeta.buffer(),
                 ],
-                [cols.div_ceil(COLS_PER_WORKGROUP) as u32, chunks as u32, 1],
+                [
+                    cols.div_ceil(columns_per_workgroup(dev)) as u32,
+                    chunks as u32,
+                    1,
+                ],
             );
             let dgamma = sum_leading_forward_with(&dgamma, cols, chunk)?;
             let dbeta = sum_leading_forward_with(&dbeta, cols, chunk)?;

@@ -19,18 +19,29 @@ crate::kernel_params! {
 const SUM_COLUMNS: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_columns", 1, 1);
 const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_all", 1, 1);
 
-/// Columns per workgroup of `sum_columns`.
-pub(crate) const COLS_PER_WORKGROUP: usize = 64;
+/// Columns per workgroup of `sum_columns` and of LayerNorm's parameter gradients: 64
+/// on GPUs; 8 on CPU adapters, which sum all the rows in one workgroup per column
+/// group (see [`rows_per_workgroup`]), so that a 64-wide gradient still gives their
+/// threads 8 workgroups to share instead of one.
+pub(crate) fn columns_per_workgroup(dev: &Device) -> usize {
+    if dev.is_cpu() {
+        8
+    } else {
+        64
+    }
+}
 /// Rows per workgroup of a column sum on a GPU.
 const CHUNK: usize = 256;
 /// Invocations per workgroup of `sum_all` (a power of two).
 const SUM_WORKGROUP: usize = 256;
 /// Values per workgroup of `sum_all` on a GPU: 4 per invocation.
 const SUM_ALL_PER_GROUP: usize = 4 * SUM_WORKGROUP;
-const OVERRIDES: &[(&str, f64)] = &[
-    ("COLS_PER_WG", COLS_PER_WORKGROUP as f64),
-    ("SUM_WG", SUM_WORKGROUP as f64),
-];
+fn overrides(dev: &Device) -> [(&'static str, f64); 2] {
+    [
+        ("COLS_PER_WG", columns_per_workgroup(dev) as f64),
+        ("SUM_WG", SUM_WORKGROUP as f64),
+    ]
+}
 
 /// Rows per workgroup of a sum over `rows` rows of `cols` columns (`sum_columns`,
 /// LayerNorm's parameter gradients; `sum_all` when `cols` is 1). On a GPU, a chunk
@@ -76,7 +87,7 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
             let out = Tensor::empty(dev, &[groups])?;
             dev.dispatch(
                 &SUM_ALL,
-                OVERRIDES,
+                &overrides(dev),
                 &ReduceParams {
                     rows: rows as u32,
                     cols: 1,
@@ -92,14 +103,18 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
             let out = Tensor::empty(dev, &[chunks, inner])?;
             dev.dispatch(
                 &SUM_COLUMNS,
-                OVERRIDES,
+                &overrides(dev),
                 &ReduceParams {
                     rows: rows as u32,
                     cols: inner as u32,
                     chunk: chunk as u32,
                 },
                 &[current.buffer(), out.buffer()],
-                [inner.div_ceil(COLS_PER_WORKGROUP) as u32, chunks as u32, 1],
+                [
+                    inner.div_ceil(columns_per_workgroup(dev)) as u32,
+                    chunks as u32,
+                    1,
+                ],
             );
             current = out;
             rows = chunks;
