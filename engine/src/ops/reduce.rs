@@ -30,12 +30,14 @@ pub(crate) fn columns_per_workgroup(dev: &Device) -> usize {
         64
     }
 }
+
 /// Rows per workgroup of a column sum on a GPU.
 const CHUNK: usize = 256;
 /// Invocations per workgroup of `sum_all` (a power of two).
 const SUM_WORKGROUP: usize = 256;
 /// Values per workgroup of `sum_all` on a GPU: 4 per invocation.
 const SUM_ALL_PER_GROUP: usize = 4 * SUM_WORKGROUP;
+
 fn overrides(dev: &Device) -> [(&'static str, f64); 2] {
     [
         ("COLS_PER_WG", columns_per_workgroup(dev) as f64),

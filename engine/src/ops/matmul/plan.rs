@@ -27,9 +27,9 @@
 //! device at the first product of its sizes' bucket.
 //!
 //! Split-K: on GPUs weight gradients are split along K, into as many slices as
-//! occupy the device where the product runs on few workgroups, else two (see [`split_k`]); mixed
-//! ones where the slices divide K ([`split_k_exact`]). The measurements behind these rules are
-//! in docs/results/.
+//! occupy the device where the product runs on few workgroups, else two (see
+//! [`split_k`]); mixed ones where the slices divide K ([`split_k_exact`]). The
+//! measurements behind these rules are in docs/results/.
 //!
 //! Explained in the tour: docs/tour/04-matmul.md.
 
