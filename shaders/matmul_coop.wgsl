@@ -10,16 +10,17 @@
 // with f16 so that its tiling, staging and epilogue are tested everywhere.
 //
 // Cooperative matrices belong to a subgroup. A workgroup is four subgroups of SG lanes
-// (the device's fixed subgroup size, numbered by consecutive invocations) and
-// computes a COOP_TILE x COOP_TILE tile of c; each subgroup a SUB_TILE x SUB_TILE
-// quarter of it as 4x4 fragments of 16x16. For each COOP_K-long slice of K the
-// workgroup stages op(a) and op(b) in workgroup memory as f16, zero past the matrix
-// edges, so that every lane runs every cooperative operation as they require; each
-// subgroup then multiplies its fragments, every staged element serving 64 products,
-// while its invocations' loads of the next slice are in flight. The staged rows are padded (A_STRIDE, B_STRIDE) so that the 16-byte rows a fragment
-// load reads fall in different banks. At the end each subgroup passes its fragments
-// one at a time through its own 16x16 f32 slot of workgroup memory, from which its
-// lanes apply the epilogue and store c four columns at a time.
+// (the device's fixed subgroup size, numbered by consecutive invocations) and computes
+// a COOP_TILE x COOP_TILE tile of c; each subgroup a SUB_TILE x SUB_TILE quarter of it
+// as 4x4 fragments of 16x16. For each COOP_K-long slice of K the workgroup stages
+// op(a) and op(b) in workgroup memory as f16, zero past the matrix edges, so that
+// every lane runs every cooperative operation as they require; each subgroup then
+// multiplies its fragments, every staged element serving 64 products, while its
+// invocations' loads of the next slice are in flight. The staged rows are padded
+// (A_STRIDE, B_STRIDE) so that the 16-byte rows a fragment load reads fall in
+// different banks. At the end each subgroup passes its fragments one at a time through
+// its own 16x16 f32 slot of workgroup memory, from which its lanes apply the epilogue
+// and store c four columns at a time.
 //
 // a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), each in f16 or
 // in f32 (rounded to f16 as it is read, by matmul_mixed.wgsl's loads, so that the
