@@ -73,17 +73,21 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             // Stage the slice loaded last time round, then multiply it.
             workgroupBarrier();
             for (var q = 0u; q < PAIRS / (4u * SG); q++) {
-                stage_a(t + q * 4u * SG, next_a[q]);
-                stage_b(t + q * 4u * SG, next_b[q]);
+                let at_a = a_staged_at(t + q * 4u * SG);
+                a_coop[at_a.x] = next_a[q].x;
+                a_coop[at_a.y] = next_a[q].y;
+                let at_b = b_staged_at(t + q * 4u * SG);
+                b_coop[at_b.x] = next_b[q].x;
+                b_coop[at_b.y] = next_b[q].y;
             }
             workgroupBarrier();
         }
         if (k0 < p.k) {
             for (var q = 0u; q < PAIRS / (4u * SG); q++) {
-                let sa = a_slot(t + q * 4u * SG);
+                let sa = pair_slot(!TRANS_A, t + q * 4u * SG);
                 next_a[q] = vec2<f16>(a_pair(a_base, m0 + sa.x, k0 + sa.y));
-                let sb = b_slot(t + q * 4u * SG);
-                next_b[q] = vec2<f16>(b_pair(b_base, k0 + sb.x, n0 + sb.y));
+                let sb = pair_slot(TRANS_B, t + q * 4u * SG);
+                next_b[q] = vec2<f16>(b_pair(b_base, k0 + sb.y, n0 + sb.x));
             }
         }
         // Nothing is staged yet in the first round.
@@ -159,37 +163,26 @@ fn store_c(c: Accumulator, c_base: u32, row0: u32, col0: u32, sg: u32) {
 const PAIRS: u32 = COOP_TILE * COOP_K / 2u;
 const MAX_STAGED: u32 = PAIRS / 32u;
 
-// Pair slot e of a slice: the (row, k) in op(a)'s slice of its first element, and the
-// (k, column) in op(b)'s.
-fn a_slot(e: u32) -> vec2<u32> {
-    if (TRANS_A) { return vec2<u32>(2u * (e % (COOP_TILE / 2u)), e / (COOP_TILE / 2u)); }
-    return vec2<u32>(e / (COOP_K / 2u), 2u * (e % (COOP_K / 2u)));
+// Pair slot e of a slice: (i, k) of its first element, i the row of op(a) or the
+// column of op(b) in the tile. Consecutive slots walk the stored matrix's contiguous
+// dim: K where the pair runs along it (a [M, K], b [N, K]), the tile's otherwise.
+fn pair_slot(along_k: bool, e: u32) -> vec2<u32> {
+    if (along_k) { return vec2<u32>(e / (COOP_K / 2u), 2u * (e % (COOP_K / 2u))); }
+    return vec2<u32>(2u * (e % (COOP_TILE / 2u)), e / (COOP_TILE / 2u));
 }
 
-fn b_slot(e: u32) -> vec2<u32> {
-    if (TRANS_B) { return vec2<u32>(2u * (e % (COOP_K / 2u)), e / (COOP_K / 2u)); }
-    return vec2<u32>(e / (COOP_TILE / 2u), 2u * (e % (COOP_TILE / 2u)));
+// Where pair slot e's two elements go in the staged slices ([row][k] for op(a),
+// [k][column] for op(b)).
+fn a_staged_at(e: u32) -> vec2<u32> {
+    let s = pair_slot(!TRANS_A, e);
+    let first = s.x * A_STRIDE + s.y;
+    return vec2<u32>(first, first + select(1u, A_STRIDE, TRANS_A));
 }
 
-// Pair slot e into the staged slices.
-fn stage_a(e: u32, v: vec2<f16>) {
-    let s = a_slot(e);
-    a_coop[s.x * A_STRIDE + s.y] = v.x;
-    if (TRANS_A) {
-        a_coop[(s.x + 1u) * A_STRIDE + s.y] = v.y;
-    } else {
-        a_coop[s.x * A_STRIDE + s.y + 1u] = v.y;
-    }
-}
-
-fn stage_b(e: u32, v: vec2<f16>) {
-    let s = b_slot(e);
-    b_coop[s.x * B_STRIDE + s.y] = v.x;
-    if (TRANS_B) {
-        b_coop[(s.x + 1u) * B_STRIDE + s.y] = v.y;
-    } else {
-        b_coop[s.x * B_STRIDE + s.y + 1u] = v.y;
-    }
+fn b_staged_at(e: u32) -> vec2<u32> {
+    let s = pair_slot(TRANS_B, e);
+    let first = s.y * B_STRIDE + s.x;
+    return vec2<u32>(first, first + select(1u, B_STRIDE, TRANS_B));
 }
 
 // op(a)[row][kk] and the element after it in memory (op(a)[row][kk + 1], or

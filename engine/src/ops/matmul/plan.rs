@@ -524,26 +524,26 @@ impl MatmulPlan {
                 split_k: None,
             })
             .collect();
+        if !shape.splittable() || shape.k < 2 {
+            return plans;
+        }
         // The count a GPU would choose, and 2; a mixed split's must divide K (no
         // leftover rows in f32).
         let chosen = if mixed {
             split_k_exact(true, shape)
         } else {
             split_k(true, shape)
-        };
-        let mut counts = vec![chosen.unwrap_or(2)];
-        if chosen.is_some_and(|s| s != 2) {
-            counts.push(2);
         }
-        for slices in counts {
-            if shape.splittable() && shape.k >= 2 && (!mixed || shape.k.is_multiple_of(slices)) {
-                let sliced = slice_shape(shape, slices);
-                plans.extend(runs(sliced).map(|kernel| MatmulPlan {
-                    shape: *shape,
-                    kernel,
-                    split_k: Some(slices),
-                }));
+        .unwrap_or(2);
+        for slices in std::iter::once(chosen).chain((chosen != 2).then_some(2)) {
+            if mixed && !shape.k.is_multiple_of(slices) {
+                continue;
             }
+            plans.extend(runs(slice_shape(shape, slices)).map(|kernel| MatmulPlan {
+                shape: *shape,
+                kernel,
+                split_k: Some(slices),
+            }));
         }
         plans
     }
