@@ -199,6 +199,12 @@ fn store4(i: u32, v: vec4<f32>) {
     c4[i] = x;
 }
 
+// Row sums of op(a) 4 i..4 i + 4, into the second output (matmul_subgroup.wgsl's
+// ROW_SUMS).
+fn store_row_sums4(i: u32, v: vec4<f32>) {
+    pre_out4[i] = v;
+}
+
 // Invocation (x, y) owns the 4x4 block at rows 4 y.., columns 4 x.. of the tile.
 @compute @workgroup_size(TILE / 4u, TILE / 4u)
 fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -1,8 +1,8 @@
 // matmul_subgroup.wgsl's kernel on matmul_mixed.wgsl's operands: a, b and c each in f32
 // or f16 (A_F16, B_F16, C_F16), multiplied as f16 values with f32 accumulation. The
 // engine builds the module from gelu.wgsl, matmul_mixed.wgsl, matmul_subgroup.wgsl and
-// this file, which gives the kernel its four accessors (a4_at, b_block, times, store4)
-// on words. Four consecutive elements are one vec2 of words in f16 and two in f32, so
+// this file, which gives the kernel its five accessors (a4_at, b_block, times, store4,
+// store_row_sums4) on words. Four consecutive elements are one vec2 of words in f16 and two in f32, so
 // the buffers are bound as vec2<u32> (from binding 7) and every load reads one or two
 // of them.
 
@@ -77,4 +77,11 @@ fn store4(i: u32, v: vec4<f32>) {
     let w = bitcast<vec4<u32>>(x);
     c2[2u * i] = w.xy;
     c2[2u * i + 1u] = w.zw;
+}
+
+// Row sums of op(a) 4 i..4 i + 4, in f32, into the second output (ROW_SUMS).
+fn store_row_sums4(i: u32, v: vec4<f32>) {
+    let w = bitcast<vec4<u32>>(v);
+    pre_out2[2u * i] = w.xy;
+    pre_out2[2u * i + 1u] = w.zw;
 }

@@ -1,10 +1,10 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
 // x86), for N and K multiples of 4, and M too when a is stored transposed. The engine
 // appends this file to matmul.wgsl, whose parameters, transposes and vec4 bindings it
-// uses through a4_at, b_block, times and store4; and, for operands and output in f32 or
-// f16, to matmul_mixed.wgsl and matmul_mixed_subgroup.wgsl, which define the same four
-// functions on words. It is a module of its own because it needs the subgroup feature,
-// which not every adapter has.
+// uses through a4_at, b_block, times, store4 and store_row_sums4; and, for operands and
+// output in f32 or f16, to matmul_mixed.wgsl and matmul_mixed_subgroup.wgsl, which
+// define the same five functions on words. It is a module of its own because it needs
+// the subgroup feature, which not every adapter has.
 //
 // On such a driver each invocation is one lane of a SIMD register, and a storage
 // load costs a loop over the 8 lanes whether or not their addresses agree. So the
@@ -18,6 +18,25 @@
 // rows against 32).
 
 const ROWS: u32 = 32u;
+const_assert ROWS == 32u; // the four fetches of ROW_SUMS below
+
+// ROW_SUMS (a stored [K, M] only): the row sums of op(a) written beside c, [batch, M],
+// added up from the blocks the lanes fetch anyway (a weight gradient's bias gradient,
+// dc summed over tokens, without a reduction of its own). The host's plan sets it.
+override ROW_SUMS: bool = false;
+
+// Rows row..row+8 of op(a) summed over k, from one fetch's sums (ROW_SUMS, a stored
+// [K, M]): lane l fetched rows row + 4(l/4)..+4 at k + l%4, so lanes 0-3 hold parts of
+// the first four rows' sums and lanes 4-7 of the next four. Rows past M, fetched
+// clamped, are not stored.
+fn store_fetched_sums(f: vec4<f32>, batch: u32, row: u32, stores: bool) {
+    let first = subgroupBroadcast(f, 0u) + subgroupBroadcast(f, 1u)
+        + subgroupBroadcast(f, 2u) + subgroupBroadcast(f, 3u);
+    let next = subgroupBroadcast(f, 4u) + subgroupBroadcast(f, 5u)
+        + subgroupBroadcast(f, 6u) + subgroupBroadcast(f, 7u);
+    if (stores && row < p.m) { store_row_sums4((batch * p.m + row) / 4u, first); }
+    if (stores && row + 4u < p.m) { store_row_sums4((batch * p.m + row + 4u) / 4u, next); }
+}
 
 // A workgroup is one subgroup of 8 lanes: a ROWS x 32 tile of c. Small tiles give
 // the CPU's threads enough workgroups to share even when c is small (a weight
@@ -33,6 +52,8 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let c = min(col0, p.n - 4u);
     var acc: array<vec4<f32>, ROWS>;
     for (var i = 0u; i < ROWS; i++) { acc[i] = vec4<f32>(0.0); }
+    // Under ROW_SUMS, fetch h summed over k.
+    var fetched: array<vec4<f32>, ROWS / 8u>;
     for (var k = 0u; k < p.k; k += 4u) {
         // Fetch h: lane l fetches row 8h + l of the ROWSx4 block of op(a) (when a is
         // stored [K, M]: rows 8h + 4(l/4)..+4 at k + l%4). Rows past M are clamped:
@@ -45,6 +66,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
             } else {
                 m = a4_at(a_base + min(row0 + 8u * h + lane, p.m - 1u) * p.k + k);
             }
+            if (ROW_SUMS) { fetched[h] += m; }
             // The lane argument must be a constant.
             rows[8u * h + 0u] = subgroupBroadcast(m, 0u);
             rows[8u * h + 1u] = subgroupBroadcast(m, 1u);
@@ -69,6 +91,16 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         for (var i = 0u; i < ROWS; i++) {
             acc[i] += times(rows[i], b0);
         }
+    }
+    if (ROW_SUMS) {
+        // The first column of workgroups stores them. Constant indices keep `fetched`
+        // in registers: indexed by a loop that stays a loop, it would live in memory
+        // (3x slower products on lavapipe).
+        let stores = wid.x == 0u && lane == 0u;
+        store_fetched_sums(fetched[0], batch, row0, stores);
+        store_fetched_sums(fetched[1], batch, row0 + 8u, stores);
+        store_fetched_sums(fetched[2], batch, row0 + 16u, stores);
+        store_fetched_sums(fetched[3], batch, row0 + 24u, stores);
     }
     if (col0 >= p.n) { return; }
     var bv = vec4<f32>(0.0);

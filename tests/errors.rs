@@ -34,6 +34,32 @@ fn matmul_inner_dim_mismatch_names_both_shapes() {
 }
 
 #[test]
+fn row_sums_are_refused_with_a_bias_or_an_untransposed_a() {
+    use engine::ops::matmul::{Epilogue, MatmulShape};
+    let (a, b) = (upload(&[8, 4], &[0.0; 32]), upload(&[8, 4], &[0.0; 32]));
+    let bias = upload(&[4], &[0.0; 4]);
+    let m = message(MatmulShape::of(
+        &a,
+        &b,
+        Transpose::A,
+        Some(&bias),
+        Epilogue::RowSums,
+    ));
+    assert!(m.contains("RowSums") && m.contains("no bias"), "{m}");
+    let m = message(MatmulShape::of(
+        &a,
+        &upload(&[4, 4], &[0.0; 16]),
+        Transpose::NONE,
+        None,
+        Epilogue::RowSums,
+    ));
+    assert!(
+        m.contains("stored transposed") && m.contains("[8, 4]"),
+        "{m}"
+    );
+}
+
+#[test]
 fn broadcast_mismatch_names_both_shapes() {
     let m = message(ops::add(
         &upload(&[2, 3], &[0.0; 6]),

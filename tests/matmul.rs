@@ -50,15 +50,26 @@ fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_ge
         let pre = random(&mut r, product.len());
         let pre_t = (shape.epilogue == Epilogue::GeluGradient).then(|| upload(&out_shape, &pre));
         let want = match shape.epilogue {
-            Epilogue::None => product.clone(),
+            Epilogue::None | Epilogue::RowSums => product.clone(),
             Epilogue::Gelu | Epilogue::GeluSavingInput => cpu::gelu(&product),
             Epilogue::GeluGradient => cpu::gelu_backward(&pre, &product),
         };
         let plans = MatmulPlan::candidates(&dev, &shape);
+        // A rule's plan that no kernel of this device fits (row sums off the subgroup
+        // kernel) is one its callers do not run.
+        let rule = MatmulPlan::new(&dev, &shape);
         assert!(
-            plans.contains(&MatmulPlan::new(&dev, &shape)),
+            !rule.fits() || plans.contains(&rule),
             "the plan in use for {shape:?} is not among the candidates"
         );
+        if shape.epilogue == Epilogue::RowSums {
+            let subgroup_sizes = m % 4 == 0 && k % 4 == 0 && n % 4 == 0;
+            assert_eq!(
+                rule.fits(),
+                dev.has_cpu_subgroups_of_8() && subgroup_sizes,
+                "{shape:?}: the subgroup kernel sums rows where it runs"
+            );
+        }
         for plan in plans {
             let (got, saved) =
                 matmul::matmul_epilogue_with(&plan, &ta, &tb, bias_t.as_ref(), pre_t.as_ref())
@@ -66,10 +77,22 @@ fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_ge
             assert_eq!(got.shape(), out_shape);
             let what = format!("{} ({shape:?})", plan.describe());
             assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
-            assert_eq!(saved.is_some(), shape.epilogue == Epilogue::GeluSavingInput);
-            if let Some(saved) = saved {
-                let what = format!("{what}: GELU's input");
-                assert_close(&what, &saved.to_vec(), &product, 1e-5 * k as f32, 1e-4);
+            match (shape.epilogue, saved) {
+                (Epilogue::GeluSavingInput, Some(saved)) => {
+                    let what = format!("{what}: GELU's input");
+                    assert_close(&what, &saved.to_vec(), &product, 1e-5 * k as f32, 1e-4);
+                }
+                (Epilogue::RowSums, Some(sums)) => {
+                    assert_eq!(sums.shape(), &out_shape[..out_shape.len() - 1]);
+                    let want = cases::row_sums_of_transposed(&a, batch, k, m);
+                    let what = format!("{what}: row sums");
+                    assert_close(&what, &sums.to_vec(), &want, 1e-5 * k as f32, 1e-4);
+                }
+                (Epilogue::None | Epilogue::Gelu | Epilogue::GeluGradient, None) => {}
+                (epilogue, saved) => panic!(
+                    "{what}: {epilogue:?} returned a second output: {}",
+                    saved.is_some()
+                ),
             }
             runs += 1;
         }
@@ -263,6 +286,62 @@ fn matmul_backward_matches_cpu() {
                 1e-5 * m as f32,
                 1e-4,
             );
+        }
+    }
+}
+
+/// `linear`'s backward, x [tokens, in] and W [out, in]: its weight gradient dc^T x sums
+/// dc's columns, the bias gradient, as the subgroup kernel reads them (one dispatch
+/// fewer) where it runs, tokens, in and out multiples of 4; else a column sum of its own.
+#[test]
+fn linear_weight_gradients_bring_their_bias_gradient_where_the_kernel_sums_rows() {
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
+    let mut r = rng(3);
+    for (tokens, inp, out) in [(36, 20, 12), (64, 8, 68), (37, 20, 12), (36, 20, 13)] {
+        let (x, w, dc) = (
+            random(&mut r, tokens * inp),
+            random(&mut r, out * inp),
+            random(&mut r, tokens * out),
+        );
+        let here =
+            |shape: &[usize], data: &[f32]| engine::Tensor::from_slice(&dev, shape, data).unwrap();
+        let (xt, wt, dct) = (
+            here(&[tokens, inp], &x),
+            here(&[out, inp], &w),
+            here(&[tokens, out], &dc),
+        );
+        let before = dev.counts().dispatches;
+        let (dx, dw, dbias) =
+            matmul::matmul_backward(&xt, &wt, Transpose::B, true, &dct, &[true, true, true])
+                .unwrap();
+        let dispatches = dev.counts().dispatches - before;
+        let what = format!("linear backward {tokens}x{inp} -> {out}");
+        assert_close(
+            &format!("{what} dx"),
+            &dx.unwrap().to_vec(),
+            &cpu::matmul(&dc, &w, None, 1, tokens, out, inp, false, false, true),
+            1e-5 * out as f32,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} dw"),
+            &dw.unwrap().to_vec(),
+            &cpu::matmul(&dc, &x, None, 1, out, tokens, inp, true, false, true),
+            1e-5 * tokens as f32,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} dbias"),
+            &dbias.unwrap().to_vec(),
+            &cpu::sum_leading(&dc, out),
+            1e-5 * tokens as f32,
+            1e-4,
+        );
+        let fused = dev.has_cpu_subgroups_of_8() && [tokens, inp, out].iter().all(|s| s % 4 == 0);
+        if fused {
+            assert_eq!(dispatches, 2, "{what}: the two products only");
+        } else {
+            assert!(dispatches >= 3, "{what}: a column sum besides the products");
         }
     }
 }

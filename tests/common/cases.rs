@@ -95,7 +95,41 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
             Epilogue::None,
         ));
     }
+    // A weight gradient with its bias gradient (op(a)'s row sums): multiples of 4 (the
+    // subgroup kernel's), rows past a tile, slices of K (1024 and 2048 in two and more;
+    // 2051 in four slices of 512 and a rest of 3 rows, which no kernel takes whole);
+    // and a batch of them, and sizes no kernel sums rows for (M or K not multiples of 4).
+    for (batch, m, k, n) in [
+        (1, 36, 20, 68),
+        (1, 64, 1024, 12),
+        (1, 40, 2048, 8),
+        (1, 40, 2051, 8),
+        (2, 36, 20, 12),
+        (1, 33, 20, 12),
+        (1, 36, 21, 12),
+    ] {
+        shapes.push(shape(
+            (batch, m, k, n),
+            Transpose::A,
+            batch == 1,
+            false,
+            Epilogue::RowSums,
+        ));
+    }
     shapes
+}
+
+/// The row sums of op(a) for a stored [batch, K, M] (`Epilogue::RowSums`): [batch, M].
+pub fn row_sums_of_transposed(a: &[f32], batch: usize, k: usize, m: usize) -> Vec<f32> {
+    let mut sums = vec![0.0; batch * m];
+    for (b, entry) in a.chunks(k * m).enumerate() {
+        for row in entry.chunks(m) {
+            for (s, v) in sums[b * m..(b + 1) * m].iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+    }
+    sums
 }
 
 /// The stored shapes of a product's a, b and output. A weight gradient's a is 2-D:
@@ -228,6 +262,17 @@ pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
                 types,
             ));
         }
+    }
+    // With op(a)'s row sums, in the subgroup kernel's sizes.
+    for types in mixes(F32) {
+        shapes.push(shape(
+            (1, 36, 20, 12),
+            Transpose::A,
+            true,
+            false,
+            Epilogue::RowSums,
+            types,
+        ));
     }
     shapes
 }

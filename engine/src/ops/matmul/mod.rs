@@ -121,6 +121,9 @@ pub fn pipeline_constants(
     match (kernel, subgroup) {
         (MatmulKernel::MixedCoop, Some(lanes)) => overrides.push(("SG", lanes as f64)),
         (MatmulKernel::MixedCoopEmulated, _) => overrides.push(("SG", EMULATED_LANES as f64)),
+        (MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup, _) => {
+            overrides.push(("ROW_SUMS", flag(d.epilogue == Epilogue::RowSums)))
+        }
         _ => {}
     }
     overrides
@@ -244,7 +247,8 @@ fn measured_key(rule: &MatmulPlan, candidates: &[MatmulPlan]) -> String {
     )
 }
 
-/// `plan` on operands of its shape: the output, and the saving epilogue's GELU input.
+/// `plan` on operands of its shape: the output, and the second output of its epilogue
+/// (the saving one's GELU input, or op(a)'s row sums).
 /// Unnoted in the plan log: its callers note the plan they chose (not those timed).
 fn run(
     plan: &MatmulPlan,
@@ -254,23 +258,21 @@ fn run(
     pre: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     match plan.split_k {
-        Some(slices) => Ok((
-            split_k_product(a, b, &plan.shape, slices, plan.kernel)?,
-            None,
-        )),
+        Some(slices) => split_k_product(a, b, &plan.shape, slices, plan.kernel),
         None => run_kernel(plan.kernel, a, b, &plan.shape, bias, pre),
     }
 }
 
 /// a^T b for a [K, M] and b [K, N] as `slices` partial products (each by `kernel`) over
-/// equal slices of K, summed, plus the few rows K leaves over.
+/// equal slices of K, summed, plus the few rows K leaves over; with the row sums of
+/// a^T (`Epilogue::RowSums`) summed the same way.
 fn split_k_product(
     a: &Tensor,
     b: &Tensor,
     d: &MatmulShape,
     slices: usize,
     kernel: MatmulKernel,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Option<Tensor>)> {
     if !d.splittable() || slices == 0 || d.k < slices {
         return shape_err(
             "matmul",
@@ -284,11 +286,15 @@ fn split_k_product(
     let rows = d.k / slices;
     let a3 = a.prefix_view(&[slices, rows, d.m])?;
     let b3 = b.prefix_view(&[slices, rows, d.n])?;
-    let (partial, _) = run_kernel(kernel, &a3, &b3, &slice_shape(d, slices), None, None)?;
+    let (partial, partial_sums) =
+        run_kernel(kernel, &a3, &b3, &slice_shape(d, slices), None, None)?;
     let sum = sum_leading_forward(&partial, d.m * d.n)?.view(&[d.m, d.n])?;
+    let row_sums = partial_sums
+        .map(|p| sum_leading_forward(&p, d.m))
+        .transpose()?;
     let (main, rest) = (rows * slices, d.k - rows * slices);
     if rest == 0 {
-        return Ok(sum);
+        return Ok((sum, row_sums));
     }
     if kernel.mixed() {
         return shape_err(
@@ -299,10 +305,15 @@ fn split_k_product(
             ),
         );
     }
+    use crate::ops::elementwise::add_forward;
     let tail_a = crate::ops::layout::narrow_forward(a, 0, main, rest)?;
     let tail_b = crate::ops::layout::narrow_forward(b, 0, main, rest)?;
     let tail = matmul_forward(&tail_a, &tail_b, Transpose::A, None)?;
-    crate::ops::elementwise::add_forward(&sum, &tail)
+    let row_sums = match row_sums {
+        Some(sums) => Some(add_forward(&sums, &sum_leading_forward(&tail_a, d.m)?)?),
+        None => None,
+    };
+    Ok((add_forward(&sum, &tail)?, row_sums))
 }
 
 /// One dispatch of `kernel` over a product of shape `d`.
@@ -355,6 +366,8 @@ fn run_kernel(
         }
         _ => None,
     };
+    // The row sums of op(a): [.., M].
+    let sums_shape = &out_shape[..out_shape.len() - 1];
     if d.k == 0 {
         // An empty sum: the bias, through the epilogue, is what is left.
         use crate::ops::elementwise::{add_forward, fill, gelu_forward};
@@ -366,6 +379,7 @@ fn run_kernel(
         };
         let saved = match d.epilogue {
             Epilogue::GeluSavingInput => Some(cast_forward(&out, d.types.pre)?),
+            Epilogue::RowSums => Some(Tensor::zeros(dev, sums_shape)?),
             _ => None,
         };
         let out = if d.epilogue.applies_gelu() {
@@ -378,6 +392,7 @@ fn run_kernel(
     let out = Tensor::empty_of(dev, &out_shape, d.types.c)?;
     let saved = match d.epilogue {
         Epilogue::GeluSavingInput => Some(Tensor::empty_of(dev, &out_shape, d.types.pre)?),
+        Epilogue::RowSums => Some(Tensor::empty(dev, sums_shape)?),
         _ => None,
     };
     let overrides = pipeline_constants(kernel, d, dev.cooperative_subgroup());
@@ -447,13 +462,20 @@ pub fn matmul_backward(
     needs: &[bool],
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let d = MatmulShape::of(a, b, t, None, Epilogue::None)?;
-    let product = |x: &Tensor, y: &Tensor, t: Transpose| -> Result<Tensor> {
+    let dev = a.device();
+    // The plan of a product in the forward's arithmetic.
+    let plan = |shape: &MatmulShape| {
         if d.types.all_f32() {
-            return matmul_forward(x, y, t, None);
+            MatmulPlan::new(dev, shape)
+        } else {
+            MatmulPlan::mixed(dev, shape)
         }
-        let shape = MatmulShape::of(x, y, t, None, Epilogue::None)?;
-        Ok(run_planned(MatmulPlan::mixed(x.device(), &shape), x, y, None, None)?.0)
     };
+    let product = |x: &Tensor, y: &Tensor, t: Transpose| -> Result<Tensor> {
+        let shape = MatmulShape::of(x, y, t, None, Epilogue::None)?;
+        Ok(run_planned(plan(&shape), x, y, None, None)?.0)
+    };
+    let wants_dbias = has_bias && needs.get(2).copied().unwrap_or(false);
     let da = if needs[0] {
         Some(if t.a {
             product(b, dc, Transpose { a: t.b, b: true })?
@@ -463,25 +485,42 @@ pub fn matmul_backward(
     } else {
         None
     };
-    let db = if needs[1] {
-        let per_batch = if t.b {
-            product(dc, a, Transpose { a: true, b: t.a })?
-        } else {
-            product(a, dc, Transpose { a: !t.a, b: false })?
-        };
-        // A b shared by every batch receives the sum of the per-batch gradients.
-        Some(if d.b_shared {
-            sum_to_shape(&per_batch, b.shape())?
-        } else {
-            per_batch
+    // The weight gradient of x W^T is dc^T op(a): where its plan's kernel can sum dc's
+    // columns as it reads them (`Epilogue::RowSums`), the bias gradient comes with it.
+    // Not in mixed arithmetic, whose kernel would sum dc's f16 roundings: the bias
+    // gradient stays the sum of the f32 gradient there.
+    let fusable = d.types.all_f32() && t.b && dc.shape().len() == 2;
+    let with_sums = (wants_dbias && needs[1] && fusable)
+        .then(|| {
+            MatmulShape::of(
+                dc,
+                a,
+                Transpose { a: true, b: t.a },
+                None,
+                Epilogue::RowSums,
+            )
         })
-    } else {
-        None
+        .transpose()?
+        .map(|shape| plan(&shape))
+        .filter(MatmulPlan::fits);
+    let (per_batch, row_sums) = match with_sums {
+        Some(p) => {
+            let (dw, sums) = run_planned(p, dc, a, None, None)?;
+            (Some(dw), sums)
+        }
+        None if needs[1] && t.b => (Some(product(dc, a, Transpose { a: true, b: t.a })?), None),
+        None if needs[1] => (Some(product(a, dc, Transpose { a: !t.a, b: false })?), None),
+        None => (None, None),
     };
-    let dbias = if has_bias && needs.get(2).copied().unwrap_or(false) {
-        Some(sum_leading_forward(dc, d.n)?)
-    } else {
-        None
+    // A b shared by every batch receives the sum of the per-batch gradients.
+    let db = match per_batch {
+        Some(g) if d.b_shared => Some(sum_to_shape(&g, b.shape())?),
+        g => g,
+    };
+    let dbias = match row_sums {
+        Some(sums) => Some(sums),
+        None if wants_dbias => Some(sum_leading_forward(dc, d.n)?),
+        None => None,
     };
     Ok((da, db, dbias))
 }

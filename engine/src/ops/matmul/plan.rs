@@ -4,7 +4,7 @@
 //!
 //! | kernel | tile | chosen for |
 //! | --- | --- | --- |
-//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises |
+//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer) |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | nowhere now: `TiledPrefetch` measured faster on the H200 at every size from 1e9 multiply-adds; a candidate |
 //! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4 |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
@@ -150,9 +150,14 @@ impl MatmulKernel {
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
-    /// M too when a is stored [K, M].
+    /// M too when a is stored [K, M]; the row sums of op(a) the subgroup kernels only,
+    /// with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
+        let subgroup = matches!(self, MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup);
+        if shape.epilogue == Epilogue::RowSums && !(subgroup && t.a) {
+            return false;
+        }
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
         if self.mixed() {
             let pairs = shape.types.c == DType::F32 || n.is_multiple_of(2);
@@ -206,6 +211,11 @@ pub enum Epilogue {
     /// The product times GELU'(pre), pre a tensor of the output's shape: the gradient
     /// through a GELU, fused into the product that brings it (no bias).
     GeluGradient,
+    /// The product as it is, and the row sums of op(a) (over K) written beside it,
+    /// [.., M] in f32: for a = dc stored [K, M], a weight gradient's bias gradient,
+    /// summed as the product reads dc (no bias; a stored transposed; the subgroup
+    /// kernels only).
+    RowSums,
 }
 
 impl Epilogue {
@@ -312,8 +322,14 @@ impl MatmulShape {
                 format!("inner dims differ: a {sa:?} (trans {}) gives K={ka}, b {sb:?} (trans {}) gives K={kb}", t.a, t.b),
             );
         }
-        if bias.is_some() && epilogue == Epilogue::GeluGradient {
-            return shape_err("matmul", "the GELU-gradient epilogue takes no bias");
+        if bias.is_some() && matches!(epilogue, Epilogue::GeluGradient | Epilogue::RowSums) {
+            return shape_err("matmul", format!("the {epilogue:?} epilogue takes no bias"));
+        }
+        if epilogue == Epilogue::RowSums && !t.a {
+            return shape_err(
+                "matmul",
+                format!("the row sums of op(a) are of an a stored transposed [K, M], got a {sa:?} untransposed"),
+            );
         }
         if let Some(bias) = bias {
             if bias.shape() != [n] {
@@ -402,15 +418,15 @@ impl MatmulShape {
     }
 
     /// The weight-gradient form that split-K takes: a^T b, a [K, M] and b [K, N]
-    /// unbatched, nothing applied after, an f32 output (the partial products are
-    /// summed in f32).
+    /// unbatched, nothing applied after (the row sums of a, summed over slices as
+    /// the products are), an f32 output (the partial products are summed in f32).
     pub(super) fn splittable(&self) -> bool {
         self.types.c == DType::F32
             && self.t == Transpose::A
             && self.batch == 1
             && self.b_shared
             && !self.bias
-            && self.epilogue == Epilogue::None
+            && matches!(self.epilogue, Epilogue::None | Epilogue::RowSums)
     }
 }
 
@@ -460,6 +476,15 @@ impl MatmulPlan {
             kernel,
             split_k: None,
         }
+    }
+
+    /// Whether the plan's kernel takes the product it runs (each slice's, when split):
+    /// what a caller of an epilogue only some kernels have (`Epilogue::RowSums`) asks.
+    pub fn fits(&self) -> bool {
+        let runs = self
+            .split_k
+            .map_or(self.shape, |slices| slice_shape(&self.shape, slices));
+        self.kernel.takes(&runs)
     }
 
     /// The plan of a mixed product (its operands multiplied as f16 values), whatever
@@ -594,6 +619,7 @@ impl MatmulPlan {
             (false, Epilogue::GeluSavingInput) => " then GELU, keeping its input",
             (true, Epilogue::GeluSavingInput) => " + bias then GELU, keeping its input",
             (_, Epilogue::GeluGradient) => " times GELU' of a saved input",
+            (_, Epilogue::RowSums) => ", and op(a)'s row sums",
         };
         let types = if s.types.all_f32() {
             String::new()
