@@ -77,23 +77,14 @@ fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_ge
             assert_eq!(got.shape(), out_shape);
             let what = format!("{} ({shape:?})", plan.describe());
             assert_close(&what, &got.to_vec(), &want, 1e-5 * k as f32, 1e-4);
-            match (shape.epilogue, saved) {
-                (Epilogue::GeluSavingInput, Some(saved)) => {
-                    let what = format!("{what}: GELU's input");
-                    assert_close(&what, &saved.to_vec(), &product, 1e-5 * k as f32, 1e-4);
-                }
-                (Epilogue::RowSums, Some(sums)) => {
-                    assert_eq!(sums.shape(), &out_shape[..out_shape.len() - 1]);
-                    let want = cases::row_sums_of_transposed(&a, batch, k, m);
-                    let what = format!("{what}: row sums");
-                    assert_close(&what, &sums.to_vec(), &want, 1e-5 * k as f32, 1e-4);
-                }
-                (Epilogue::None | Epilogue::Gelu | Epilogue::GeluGradient, None) => {}
-                (epilogue, saved) => panic!(
-                    "{what}: {epilogue:?} returned a second output: {}",
-                    saved.is_some()
-                ),
-            }
+            common::assert_second_output(
+                &what,
+                shape.epilogue,
+                saved,
+                &product,
+                || cases::row_sums_of_transposed(&a, batch, k, m),
+                (k, 1e-5 * k as f32, 1e-4),
+            );
             runs += 1;
         }
     }

@@ -54,3 +54,37 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f32, rto
         expected[i]
     );
 }
+
+/// What a product's epilogue returns beside its output, against the CPU: GELU's input
+/// for the saving epilogue (`gelu_input`), op(a)'s row sums for `RowSums` (`row_sums`,
+/// sums of `k` terms), nothing for the others. `atol` and `rtol` are the output's.
+pub fn assert_second_output(
+    what: &str,
+    epilogue: engine::ops::matmul::Epilogue,
+    second: Option<Tensor>,
+    gelu_input: &[f32],
+    row_sums: impl FnOnce() -> Vec<f32>,
+    (k, atol, rtol): (usize, f32, f32),
+) {
+    use engine::ops::matmul::Epilogue;
+    match (epilogue, second) {
+        (Epilogue::GeluSavingInput, Some(saved)) => {
+            assert_close(
+                &format!("{what}: GELU's input"),
+                &saved.to_vec(),
+                gelu_input,
+                atol,
+                rtol,
+            );
+        }
+        (Epilogue::RowSums, Some(sums)) => {
+            let what = format!("{what}: row sums");
+            assert_close(&what, &sums.to_vec(), &row_sums(), 1e-5 * k as f32, 1e-4);
+        }
+        (Epilogue::None | Epilogue::Gelu | Epilogue::GeluGradient, None) => {}
+        (epilogue, second) => panic!(
+            "{what}: {epilogue:?} returned a second output: {}",
+            second.is_some()
+        ),
+    }
+}
