@@ -149,9 +149,14 @@ fn matmul_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 @group(0) @binding(11) var<storage, read_write> c4: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read_write> pre_out4: array<vec4<f32>>;
 
-// Elements i..i+4 of a (i a multiple of 4), as matmul_subgroup.wgsl reads them.
+// Elements i..i+4 of a (i a multiple of 4), as matmul_subgroup.wgsl reads them, and
+// as its product multiplies them (as they are, in f32).
 fn a4_at(i: u32) -> vec4<f32> {
     return a4[i / 4u];
+}
+
+fn a4_operand(v: vec4<f32>) -> vec4<f32> {
+    return v;
 }
 
 // Rows r..r+4 of op(a) over k..k+4: result[i] = op(a)[r + i][k..k+4]. Stored [M, K],

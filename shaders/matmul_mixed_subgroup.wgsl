@@ -1,8 +1,8 @@
 // matmul_subgroup.wgsl's kernel on matmul_mixed.wgsl's operands: a, b and c each in f32
 // or f16 (A_F16, B_F16, C_F16), multiplied as f16 values with f32 accumulation. The
 // engine builds the module from gelu.wgsl, matmul_mixed.wgsl, matmul_subgroup.wgsl and
-// this file, which gives the kernel its five accessors (a4_at, b_block, times, store4,
-// store_row_sums4) on words. Four consecutive elements are one vec2 of words in f16 and two in f32, so
+// this file, which gives the kernel its six accessors (a4_at, a4_operand, b_block,
+// times, store4, store_row_sums4) on words. Four consecutive elements are one vec2 of words in f16 and two in f32, so
 // the buffers are bound as vec2<u32> (from binding 7) and every load reads one or two
 // of them.
 
@@ -13,14 +13,22 @@
 @group(0) @binding(11) var<storage, read_write> c2: array<vec2<u32>>;
 @group(0) @binding(12) var<storage, read_write> pre_out2: array<vec2<u32>>;
 
-// Elements i..i+4 (i a multiple of 4) of a and of b, f16 values in f32.
+// Elements i..i+4 (i a multiple of 4) of a as stored (f16 widened), and as the
+// product multiplies them: f16 values, an f32 a rounded.
 fn a4_at(i: u32) -> vec4<f32> {
     if (A_F16) {
         let w = a2[i / 4u];
         return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
     }
-    return round4_to_f16(bitcast<vec4<f32>>(vec4<u32>(a2[i / 2u], a2[i / 2u + 1u])));
+    return bitcast<vec4<f32>>(vec4<u32>(a2[i / 2u], a2[i / 2u + 1u]));
 }
+
+fn a4_operand(v: vec4<f32>) -> vec4<f32> {
+    if (A_F16) { return v; }
+    return round4_to_f16(v);
+}
+
+// Elements i..i+4 of b, f16 values in f32.
 
 fn b4_at(i: u32) -> vec4<f32> {
     if (B_F16) {

@@ -1,9 +1,9 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
 // x86), for N and K multiples of 4, and M too when a is stored transposed. The engine
 // appends this file to matmul.wgsl, whose parameters, transposes and vec4 bindings it
-// uses through a4_at, b_block, times, store4 and store_row_sums4; and, for operands and
-// output in f32 or f16, to matmul_mixed.wgsl and matmul_mixed_subgroup.wgsl, which
-// define the same five functions on words. It is a module of its own because it needs
+// uses through a4_at, a4_operand, b_block, times, store4 and store_row_sums4; and, for
+// operands and output in f32 or f16, to matmul_mixed.wgsl and matmul_mixed_subgroup.wgsl,
+// which define the same six functions on words. It is a module of its own because it needs
 // the subgroup feature, which not every adapter has.
 //
 // On such a driver each invocation is one lane of a SIMD register, and a storage
@@ -66,7 +66,9 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
             } else {
                 m = a4_at(a_base + min(row0 + 8u * h + lane, p.m - 1u) * p.k + k);
             }
+            // The row sums are of a as stored; the product takes it as an operand.
             if (ROW_SUMS) { fetched[h] += m; }
+            m = a4_operand(m);
             // The lane argument must be a constant.
             rows[8u * h + 0u] = subgroupBroadcast(m, 0u);
             rows[8u * h + 1u] = subgroupBroadcast(m, 1u);

@@ -168,13 +168,13 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
             if let Some(saved) = saved.as_ref().filter(|_| shape.epilogue.applies_gelu()) {
                 assert_eq!(saved.dtype(), types.c, "GELU's input is stored as c is");
             }
-            // Row sums of the f16 values the product multiplies, summed in f32.
+            // Row sums of a as stored (f32 values unrounded), summed in f32.
             common::assert_second_output(
                 &what,
                 shape.epilogue,
                 saved,
                 &product,
-                || cases::row_sums_of_transposed(&round_f16(&ta.to_vec()), batch, k, m),
+                || cases::row_sums_of_transposed(&ta.to_vec(), batch, k, m),
                 (k, atol, rtol),
             );
             runs += 1;
@@ -292,6 +292,45 @@ fn linear_under_autocast_multiplies_f16_operands_and_returns_f32_gradients() {
     let y = autocast(Precision::Mixed, || ops::linear(&xt, &wt, Some(&bt))).unwrap();
     let y32 = ops::linear(&xt, &wt, Some(&bt)).unwrap();
     assert_close("mixed vs f32", &y.to_vec(), &y32.to_vec(), 2e-2, 1e-2);
+}
+
+/// A mixed `linear`'s backward (f16 weight, f32 x and dc), tokens, in and out multiples
+/// of 4: the subgroup kernel sums the bias gradient from dc as stored (f32, unrounded)
+/// while its product multiplies dc's f16 roundings; no column sum of its own.
+#[test]
+fn a_mixed_weight_gradient_brings_the_f32_bias_gradient_where_the_kernel_sums_rows() {
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
+    let here = |shape: &[usize], data: &[f32]| Tensor::from_slice(&dev, shape, data).unwrap();
+    let mut r = rng(43);
+    let (tokens, inp, out) = (36, 20, 12);
+    let (x, w, dc) = (
+        random(&mut r, tokens * inp),
+        random(&mut r, out * inp),
+        random(&mut r, tokens * out),
+    );
+    let w16 = cast_forward(&here(&[out, inp], &w), DType::F16).unwrap();
+    let (xt, dct) = (here(&[tokens, inp], &x), here(&[tokens, out], &dc));
+    let before = dev.counts().dispatches;
+    let (dx, dw, dbias) =
+        matmul::matmul_backward(&xt, &w16, Transpose::B, true, &dct, &[true, true, true]).unwrap();
+    let dispatches = dev.counts().dispatches - before;
+    let (x16, w16, dc16) = (round_f16(&x), w16.to_vec(), round_f16(&dc));
+    let tol = 1e-5 * tokens as f32;
+    let want_dx = mm(&dc16, &w16, tokens, out, inp, false, false);
+    assert_close("dx", &dx.unwrap().to_vec(), &want_dx, tol, 1e-4);
+    let want_dw = mm(&dc16, &x16, out, tokens, inp, true, false);
+    assert_close("dw", &dw.unwrap().to_vec(), &want_dw, tol, 1e-4);
+    // Of the f32 gradient: its f16 roundings would be off by ~1e-3.
+    assert_close(
+        "dbias",
+        &dbias.unwrap().to_vec(),
+        &column_sums(&dc, out),
+        1e-5,
+        1e-5,
+    );
+    if dev.has_cpu_subgroups_of_8() {
+        assert_eq!(dispatches, 2, "the two products only");
+    }
 }
 
 #[test]

@@ -486,11 +486,9 @@ pub fn matmul_backward(
         None
     };
     // The weight gradient of x W^T is dc^T op(a): where its plan's kernel can sum dc's
-    // columns as it reads them (`Epilogue::RowSums`), the bias gradient comes with it.
-    // Not in mixed arithmetic, whose kernel would sum dc's f16 roundings: the bias
-    // gradient stays the sum of the f32 gradient there.
-    let fusable = d.types.all_f32() && t.b && dc.shape().len() == 2;
-    let with_sums = (wants_dbias && needs[1] && fusable)
+    // columns as it reads them (`Epilogue::RowSums`, of dc as stored, in mixed
+    // arithmetic too), the bias gradient comes with it.
+    let with_sums = (wants_dbias && needs[1] && t.b && dc.shape().len() == 2)
         .then(|| {
             MatmulShape::of(
                 dc,

@@ -4,7 +4,7 @@
 //!
 //! | kernel | tile | chosen for |
 //! | --- | --- | --- |
-//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer) |
+//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer); `MixedSubgroup` likewise |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | nowhere now: `TiledPrefetch` measured faster on the H200 at every size from 1e9 multiply-adds; a candidate |
 //! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4 |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
@@ -212,9 +212,9 @@ pub enum Epilogue {
     /// through a GELU, fused into the product that brings it (no bias).
     GeluGradient,
     /// The product as it is, and the row sums of op(a) (over K) written beside it,
-    /// [.., M] in f32: for a = dc stored [K, M], a weight gradient's bias gradient,
-    /// summed as the product reads dc (no bias; a stored transposed; the subgroup
-    /// kernels only).
+    /// [.., M] in f32, of a as stored (an f32 a unrounded, in a mixed product too):
+    /// for a = dc stored [K, M], a weight gradient's bias gradient, summed as the
+    /// product reads dc (no bias; a stored transposed; the subgroup kernels only).
     RowSums,
 }
 
