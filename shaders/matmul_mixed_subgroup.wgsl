@@ -2,9 +2,9 @@
 // or f16 (A_F16, B_F16, C_F16), multiplied as f16 values with f32 accumulation. The
 // engine builds the module from gelu.wgsl, matmul_mixed.wgsl, matmul_subgroup.wgsl and
 // this file, which gives the kernel its six accessors (a4_at, a4_operand, b_block,
-// times, store4, store_row_sums4) on words. Four consecutive elements are one vec2 of words in f16 and two in f32, so
-// the buffers are bound as vec2<u32> (from binding 7) and every load reads one or two
-// of them.
+// times, store4, store_row_sums4) on words. Four consecutive elements are one vec2 of
+// words in f16 and two in f32, so the buffers are bound as vec2<u32> (from binding 7)
+// and every load reads one or two of them.
 
 @group(0) @binding(7) var<storage, read> a2: array<vec2<u32>>;
 @group(0) @binding(8) var<storage, read> b2: array<vec2<u32>>;
@@ -29,7 +29,6 @@ fn a4_operand(v: vec4<f32>) -> vec4<f32> {
 }
 
 // Elements i..i+4 of b, f16 values in f32.
-
 fn b4_at(i: u32) -> vec4<f32> {
     if (B_F16) {
         let w = b2[i / 4u];

@@ -18,7 +18,6 @@
 // rows against 32).
 
 const ROWS: u32 = 32u;
-const_assert ROWS == 32u; // the four fetches of ROW_SUMS below
 
 // ROW_SUMS (a stored [K, M] only): the row sums of op(a) written beside c, [batch, M],
 // added up from the blocks the lanes fetch anyway (a weight gradient's bias gradient,
@@ -95,14 +94,10 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     if (ROW_SUMS) {
-        // The first column of workgroups stores them. Constant indices keep `fetched`
-        // in registers: indexed by a loop that stays a loop, it would live in memory
-        // (3x slower products on lavapipe).
-        let stores = wid.x == 0u && lane == 0u;
-        store_fetched_sums(fetched[0], batch, row0, stores);
-        store_fetched_sums(fetched[1], batch, row0 + 8u, stores);
-        store_fetched_sums(fetched[2], batch, row0 + 16u, stores);
-        store_fetched_sums(fetched[3], batch, row0 + 24u, stores);
+        // The first column of workgroups stores them.
+        for (var h = 0u; h < ROWS / 8u; h++) {
+            store_fetched_sums(fetched[h], batch, row0 + 8u * h, wid.x == 0u && lane == 0u);
+        }
     }
     if (col0 >= p.n) { return; }
     var bv = vec4<f32>(0.0);
