@@ -21,11 +21,18 @@ const ROW_LANES: u32 = 4u;
 var<workgroup> lanes: array<f32, COLS_PER_WG * ROW_LANES>;
 var<workgroup> sum_lanes: array<f32, SUM_WG>;
 
-// Workgroup (COLS_PER_WG columns x 4 row lanes); grid (column groups, row chunks).
+// Workgroup (COLS_PER_WG columns x 4 row lanes). Workgroup g (numbered across a grid
+// that is 2-D when large) sums column group g % column_groups of row chunk
+// g / column_groups.
 @compute @workgroup_size(COLS_PER_WG, ROW_LANES)
-fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let col = wid.x * COLS_PER_WG + lid.x;
-    let row_start = wid.y * p.chunk;
+fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let column_groups = (p.cols + COLS_PER_WG - 1u) / COLS_PER_WG;
+    let g = wid.x + wid.y * nwg.x;
+    let chunk = g / column_groups;
+    let row_start = chunk * p.chunk;
+    if (row_start >= p.rows) { return; }
+    let col = (g % column_groups) * COLS_PER_WG + lid.x;
     let row_end = min(row_start + p.chunk, p.rows);
     var acc = 0.0;
     if (col < p.cols) {
@@ -38,7 +45,7 @@ fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (lid.y == 0u && col < p.cols) {
         var total = 0.0;
         for (var l = 0u; l < ROW_LANES; l++) { total += lanes[l * COLS_PER_WG + lid.x]; }
-        out[wid.y * p.cols + col] = total;
+        out[chunk * p.cols + col] = total;
     }
 }
 

@@ -129,6 +129,28 @@ fn oversized_tensor_is_refused_before_allocation() {
 }
 
 #[test]
+fn a_grid_past_the_workgroup_limit_is_refused_at_the_op_that_asks_for_it() {
+    use engine::ops::attention::{attention_fused, FusedAttention};
+    // One token per image, one head of dim 8: the fused attention kernels' grid has a
+    // row of workgroups per image and head, one more than the adapter allows.
+    let limit = device().info().workgroups_per_dimension as usize;
+    let qkv = Tensor::zeros(&device(), &[limit + 1, 1, 24]).unwrap();
+    let kinds: Vec<_> = FusedAttention::ALL
+        .into_iter()
+        .filter(|k| k.runs_on(&device(), 8))
+        .collect();
+    assert!(!kinds.is_empty(), "no fused attention kernel runs here");
+    for kind in kinds {
+        let m = message(attention_fused(kind, &qkv, 1, 1.0));
+        let names_the_limit = m.contains(&format!("{limit} workgroups per dimension"));
+        assert!(
+            names_the_limit && m.contains("reduce the batch"),
+            "{kind:?}: {m}"
+        );
+    }
+}
+
+#[test]
 fn attention_refuses_a_qkv_that_does_not_split_into_heads_and_unrunnable_kernels() {
     use engine::ops::attention::{attention_fused, FusedAttention};
     // 20 is not 3 x heads x head_dim for 2 heads.

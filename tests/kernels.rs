@@ -321,13 +321,69 @@ fn sums_match_cpu_across_multiple_passes() {
             1e-5,
         );
         // In one pass (a CPU adapter's plan), and in chunks of 256 rows or 1024 values
-        // (a GPU's), several passes for the larger cases.
-        for chunk in [rows, 256, 1024] {
+        // (a GPU's), several passes for the larger cases; a chunk of one row sums two.
+        for chunk in [rows, 256, 1024, 1] {
             let got = reduce::sum_leading_forward_with(&upload(&[rows * inner], &x), inner, chunk)
                 .unwrap();
             let what = format!("sum {rows}x{inner} in chunks of {chunk} rows");
             assert_close(&what, &got.to_vec(), &want, tol, 1e-5);
         }
+    }
+}
+
+#[test]
+fn column_sums_over_millions_of_columns_match_cpu() {
+    // More column groups than a grid dimension holds: the sums' grid folds into two
+    // dimensions.
+    let limit = device().info().workgroups_per_dimension as usize;
+    let group = reduce::columns_per_workgroup(&device());
+    let (rows, cols) = (2, (limit + 1) * group + 4);
+    let mut r = rng(12);
+    let x = random(&mut r, rows * cols);
+    let tx = upload(&[rows, cols], &x);
+    for chunk in [rows, 1] {
+        let got = reduce::sum_leading_forward_with(&tx, cols, chunk).unwrap();
+        let what = format!("sum {rows}x{cols} in chunks of {chunk} rows");
+        assert_close(
+            &what,
+            &got.to_vec(),
+            &cpu::sum_leading(&x, cols),
+            1e-6,
+            1e-5,
+        );
+    }
+    // LayerNorm's parameter gradients are column sums of the same grid.
+    let dy = random(&mut r, rows * cols);
+    let g = random(&mut r, cols);
+    let (tg, tb) = (upload(&[cols], &g), upload(&[cols], &random(&mut r, cols)));
+    let (_, saved) = layernorm::layernorm_forward(&tx, Some((&tg, &tb)), 1e-6).unwrap();
+    let (_, want_dgamma, want_dbeta) = cpu::layernorm_backward(&x, &dy, cols, Some(&g[..]), 1e-6);
+    for chunk in [rows, 1] {
+        let (_, params) = layernorm::layernorm_backward_with(
+            &RowPlan::of(&tx),
+            chunk,
+            &saved,
+            Some(&tg),
+            &upload(&[rows, cols], &dy),
+            None,
+        )
+        .unwrap();
+        let (dgamma, dbeta) = params.expect("affine");
+        let what = format!("layernorm {rows}x{cols}, {chunk} rows per column-sum workgroup");
+        assert_close(
+            &format!("{what} dgamma"),
+            &dgamma.to_vec(),
+            &want_dgamma,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} dbeta"),
+            &dbeta.to_vec(),
+            &want_dbeta,
+            1e-5,
+            1e-4,
+        );
     }
 }
 

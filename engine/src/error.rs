@@ -26,6 +26,16 @@ pub enum Error {
         "a tensor of {bytes} bytes exceeds the adapter's max storage binding size of {limit} bytes"
     )]
     TooLarge { bytes: u64, limit: u64 },
+    /// A kernel would need more workgroups along one dimension of its grid than the
+    /// adapter allows (sizes too large for one dispatch).
+    #[error(
+        "{kernel}: a grid of {grid:?} workgroups exceeds the adapter's {limit} workgroups per dimension; reduce the batch or the sizes"
+    )]
+    Workgroups {
+        kernel: &'static str,
+        grid: [u32; 3],
+        limit: u32,
+    },
     /// A buffer did not fit in GPU memory (the driver's or `IJEPA_MEMORY_LIMIT`), even
     /// after the pool released the buffers it was keeping for reuse.
     #[error(

@@ -91,7 +91,7 @@ impl Tensor {
             // The whole buffer, as f32 words: pool classes are whole vec4s.
             let words = (storage.buffer.raw().size() / 4) as usize;
             let whole = Self::wrap(device, &[words], DType::F32, storage.clone());
-            crate::ops::elementwise::fill(&whole, f32::NAN);
+            crate::ops::elementwise::fill(&whole, f32::NAN)?;
         }
         Ok(Self::wrap(device, shape, dtype, storage))
     }
@@ -129,7 +129,7 @@ impl Tensor {
     /// A tensor filled with one value (on the GPU, no upload).
     pub fn full(device: &Arc<Device>, shape: &[usize], value: f32) -> Result<Tensor> {
         let t = Self::empty(device, shape)?;
-        crate::ops::elementwise::fill(&t, value);
+        crate::ops::elementwise::fill(&t, value)?;
         Ok(t)
     }
 

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use super::pipelines::{KernelDef, KernelParams};
 use super::{Binding, Device};
+use crate::error::{Error, Result};
 
 /// Dispatches recorded before the pending encoder is submitted.
 const MAX_DISPATCHES_PER_SUBMIT: usize = 64;
@@ -183,6 +184,8 @@ impl Device {
 
     /// Record one dispatch of `def` with its override values and parameters.
     /// `buffers` are the storage bindings: `def.reads` inputs, then `def.writes` outputs.
+    /// A grid past the adapter's workgroups per dimension is an error here, at the op
+    /// that asked for it, not a validation failure at the next submit.
     pub(crate) fn dispatch<P: KernelParams>(
         &self,
         def: &KernelDef<P>,
@@ -190,7 +193,7 @@ impl Device {
         params: &P,
         buffers: &[Binding],
         grid: [u32; 3],
-    ) {
+    ) -> Result<()> {
         assert_eq!(
             buffers.len(),
             def.reads + def.writes,
@@ -203,8 +206,16 @@ impl Device {
                 "a parameter block is larger than the arena's stride"
             )
         };
+        let limit = self.limits.max_compute_workgroups_per_dimension;
+        if grid.iter().any(|&g| g > limit) {
+            return Err(Error::Workgroups {
+                kernel: def.entry,
+                grid,
+                limit,
+            });
+        }
         if grid.contains(&0) {
-            return;
+            return Ok(());
         }
         let kernel = self.kernel(def, constants);
         let mut pending = self.batcher.pending.lock().unwrap();
@@ -268,5 +279,6 @@ impl Device {
                 self.submit(&mut pending);
             }
         }
+        Ok(())
     }
 }

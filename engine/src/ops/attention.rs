@@ -318,7 +318,7 @@ fn launch(
     (shape, qkv_type): (&AttentionShape, DType),
     scale: f32,
     buffers: &[Binding],
-) {
+) -> Result<()> {
     dev.dispatch(
         &kind.defs()[kernel],
         &kind.overrides(shape.head_dim, qkv_type),
@@ -333,7 +333,7 @@ fn launch(
             (shape.batch * shape.heads) as u32,
             1,
         ],
-    );
+    )
 }
 
 /// Checks that `kind` can run this head dim here.
@@ -375,7 +375,7 @@ pub fn attention_forward(
         (&shape, qkv.dtype()),
         scale,
         &[qkv.binding(), out.buffer(), lse.buffer()],
-    );
+    )?;
     Ok((out, lse))
 }
 
@@ -423,7 +423,7 @@ pub fn attention_backward(
             dqkv.buffer(),
             delta.buffer(),
         ],
-    );
+    )?;
     launch(
         kind,
         BACKWARD_DKV,
@@ -437,7 +437,7 @@ pub fn attention_backward(
             delta.buffer(),
             dqkv.buffer(),
         ],
-    );
+    )?;
     Ok(dqkv)
 }
 

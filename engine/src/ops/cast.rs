@@ -43,7 +43,7 @@ pub fn cast_forward(x: &Tensor, dtype: DType) -> Result<Tensor> {
         &CastParams { n: n as u32 },
         &[x.binding(), out.binding()],
         grid_for(dev, items),
-    );
+    )?;
     Ok(out)
 }
 

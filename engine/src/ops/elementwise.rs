@@ -56,7 +56,13 @@ impl Kernel {
 
 /// One thread per element of `out`, or per vec4 when `out` and `b` both have a
 /// multiple of 4 elements; `b` (if any) is broadcast by `i % b.numel()`.
-fn launch(kernel: Kernel, a: Option<&Tensor>, b: Option<&Tensor>, s: f32, out: &Tensor) {
+fn launch(
+    kernel: Kernel,
+    a: Option<&Tensor>,
+    b: Option<&Tensor>,
+    s: f32,
+    out: &Tensor,
+) -> Result<()> {
     let dev = out.device();
     let nb = b.map_or(1, |b| b.numel());
     let n = out.numel();
@@ -82,12 +88,12 @@ fn launch(kernel: Kernel, a: Option<&Tensor>, b: Option<&Tensor>, s: f32, out: &
             out.buffer(),
         ],
         grid_for(dev, items),
-    );
+    )
 }
 
 /// Set every element of `t` to `value`.
-pub(crate) fn fill(t: &Tensor, value: f32) {
-    launch(Kernel::Fill, None, None, value, t);
+pub(crate) fn fill(t: &Tensor, value: f32) -> Result<()> {
+    launch(Kernel::Fill, None, None, value, t)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +140,7 @@ fn check_broadcast(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 pub fn binary_forward(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_broadcast(op.entry(), a, b)?;
     let out = Tensor::empty(a.device(), a.shape())?;
-    launch(op.kernel(), Some(a), Some(b), 0.0, &out);
+    launch(op.kernel(), Some(a), Some(b), 0.0, &out)?;
     Ok(out)
 }
 
@@ -204,7 +210,7 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// y = s * x.
 pub fn scale_forward(x: &Tensor, s: f32) -> Result<Tensor> {
     let out = Tensor::empty(x.device(), x.shape())?;
-    launch(Kernel::Scale, Some(x), None, s, &out);
+    launch(Kernel::Scale, Some(x), None, s, &out)?;
     Ok(out)
 }
 
@@ -220,7 +226,7 @@ pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
 /// y = x * Phi(x) (exact erf GELU). Any shape.
 pub fn gelu_forward(x: &Tensor) -> Result<Tensor> {
     let out = Tensor::empty(x.device(), x.shape())?;
-    launch(Kernel::GeluForward, Some(x), None, 0.0, &out);
+    launch(Kernel::GeluForward, Some(x), None, 0.0, &out)?;
     Ok(out)
 }
 
@@ -233,7 +239,7 @@ pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         );
     }
     let out = Tensor::empty(x.device(), x.shape())?;
-    launch(Kernel::GeluBackward, Some(x), Some(dy), 0.0, &out);
+    launch(Kernel::GeluBackward, Some(x), Some(dy), 0.0, &out)?;
     Ok(out)
 }
 
@@ -250,6 +256,6 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 pub fn broadcast_forward(x: &Tensor, shape: &[usize], s: f32) -> Result<Tensor> {
     let out = Tensor::empty(x.device(), shape)?;
     check_broadcast("broadcast", &out, x)?;
-    launch(Kernel::Broadcast, None, Some(x), s, &out);
+    launch(Kernel::Broadcast, None, Some(x), s, &out)?;
     Ok(out)
 }

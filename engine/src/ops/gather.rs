@@ -31,7 +31,7 @@ fn launch(
     (batch, n, d, k): (usize, usize, usize, usize),
     total: usize,
     buffers: &[Binding],
-) {
+) -> Result<()> {
     let params = GatherParams {
         batch: batch as u32,
         n: n as u32,
@@ -39,7 +39,7 @@ fn launch(
         k: k as u32,
         total: total as u32,
     };
-    dev.dispatch(def, WG_OVERRIDES, &params, buffers, grid_for(dev, total));
+    dev.dispatch(def, WG_OVERRIDES, &params, buffers, grid_for(dev, total))
 }
 
 /// x [B, N, D], idx [G, K] with G a multiple of B -> [G, K, D],
@@ -63,7 +63,7 @@ pub fn gather_rows_forward(x: &Tensor, idx: &Indices) -> Result<Tensor> {
         (b, n, d, k),
         g * k * d,
         &[x.buffer(), idx.buffer(), dev.dummy(), out.buffer()],
-    );
+    )?;
     Ok(out)
 }
 
@@ -96,7 +96,7 @@ pub fn gather_rows_backward(x_shape: &[usize], idx: &Indices, dy: &Tensor) -> Re
         (b, n, d, k),
         b * n * d,
         &[dy.buffer(), offsets.buffer(), entries.buffer(), dx.buffer()],
-    );
+    )?;
     Ok(dx)
 }
 

@@ -8,7 +8,9 @@
 use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::cast_forward;
-use crate::ops::reduce::{columns_per_workgroup, rows_per_workgroup, sum_leading_forward_with};
+use crate::ops::reduce::{
+    column_sums_grid, columns_per_workgroup, rows_per_workgroup, sum_leading_forward_with,
+};
 use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
 use crate::tape::{record, record_accumulating};
@@ -170,7 +172,7 @@ fn forward(
             f16_y,
         ],
         plan.grid(dev),
-    );
+    )?;
     let saved = LayerNormSaved {
         x: sum.clone().unwrap_or_else(|| x.clone()),
         stats,
@@ -248,7 +250,7 @@ pub fn layernorm_backward_with(
             dx.buffer(),
         ],
         plan.grid(dev),
-    );
+    )?;
     let param_grads = match gamma {
         None => None,
         Some(_) => {
@@ -269,12 +271,8 @@ pub fn layernorm_backward_with(
                     dgamma.buffer(),
                     dbeta.buffer(),
                 ],
-                [
-                    cols.div_ceil(columns_per_workgroup(dev)) as u32,
-                    chunks as u32,
-                    1,
-                ],
-            );
+                column_sums_grid(dev, cols, chunks),
+            )?;
             let dgamma = sum_leading_forward_with(&dgamma, cols, chunk)?;
             let dbeta = sum_leading_forward_with(&dbeta, cols, chunk)?;
             Some((dgamma, dbeta))

@@ -109,7 +109,7 @@ pub fn permute_forward(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         &params,
         &[x.buffer(), out.buffer()],
         grid_for(dev, n),
-    );
+    )?;
     Ok(out)
 }
 
@@ -149,7 +149,7 @@ fn copy_block(
     dst_start: usize,
     len: usize,
     axis: usize,
-) {
+) -> Result<()> {
     let outer: usize = src.shape()[..axis].iter().product();
     let inner: usize = src.shape()[axis + 1..].iter().product();
     // Every size below is a multiple of `inner`: count in vec4s when it is one of 4.
@@ -170,7 +170,7 @@ fn copy_block(
         },
         &[src.buffer(), dst.buffer()],
         grid_for(dev, n),
-    );
+    )
 }
 
 /// `x` restricted to rows [start, start + len) along `axis`.
@@ -188,7 +188,7 @@ pub fn narrow_forward(x: &Tensor, axis: usize, start: usize, len: usize) -> Resu
     let mut out_shape = s.to_vec();
     out_shape[axis] = len;
     let out = Tensor::empty(x.device(), &out_shape)?;
-    copy_block(x, start, &out, 0, len, axis);
+    copy_block(x, start, &out, 0, len, axis)?;
     Ok(out)
 }
 
@@ -198,7 +198,7 @@ pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tenso
     let shape = x.shape().to_vec();
     record("narrow", &[x], &y, move |dy, _| {
         let dx = Tensor::zeros(dy.device(), &shape)?;
-        copy_block(dy, 0, &dx, start, len, axis);
+        copy_block(dy, 0, &dx, start, len, axis)?;
         Ok(vec![Some(dx)])
     });
     Ok(y)
@@ -233,7 +233,7 @@ pub fn concat(parts: &[&Tensor], axis: usize) -> Result<Tensor> {
     let out = Tensor::empty(first.device(), &out_shape)?;
     let mut start = 0;
     for (p, &len) in parts.iter().zip(&sizes) {
-        copy_block(p, 0, &out, start, len, axis);
+        copy_block(p, 0, &out, start, len, axis)?;
         start += len;
     }
     record("concat", parts, &out, move |dy, needs| {

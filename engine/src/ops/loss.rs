@@ -84,7 +84,7 @@ fn regression_launch(
             out.buffer(),
         ],
         grid_for(dev, n),
-    );
+    )?;
     Ok(out)
 }
 
@@ -174,7 +174,7 @@ pub fn cross_entropy_forward(logits: &Tensor, labels: &Indices) -> Result<(Tenso
             saved.buffer(),
         ],
         grid_for(dev, rows),
-    );
+    )?;
     let row_losses = crate::ops::layout::narrow_forward(&saved, 0, 0, 1)?;
     let loss = scale_forward(&sum_leading_forward(&row_losses, 1)?, 1.0 / rows as f32)?;
     Ok((loss, saved))
@@ -206,7 +206,7 @@ pub fn cross_entropy_backward(
             out.buffer(),
         ],
         grid_for(dev, rows * classes),
-    );
+    )?;
     Ok(out)
 }
 

@@ -23,12 +23,20 @@ const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_a
 /// on GPUs; 8 on CPU adapters, which sum all the rows in one workgroup per column
 /// group (see [`rows_per_workgroup`]), so that a 64-wide gradient still gives their
 /// threads 8 workgroups to share instead of one.
-pub(crate) fn columns_per_workgroup(dev: &Device) -> usize {
+pub fn columns_per_workgroup(dev: &Device) -> usize {
     if dev.is_cpu() {
         8
     } else {
         64
     }
+}
+
+/// The grid of `sum_columns` and of LayerNorm's parameter gradients over `cols` columns
+/// in `chunks` chunks of rows: a workgroup per column group and chunk, numbered across
+/// a grid that is 2-D when they outnumber the per-dimension limit (a broadcast's
+/// gradient sums copies of millions of columns).
+pub(crate) fn column_sums_grid(dev: &Device, cols: usize, chunks: usize) -> [u32; 3] {
+    dev.grid_1d((cols.div_ceil(columns_per_workgroup(dev)) * chunks) as u32)
 }
 
 /// Rows per workgroup of a column sum on a GPU.
@@ -81,9 +89,10 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
         return Tensor::zeros(dev, &[inner]);
     }
     let mut current = x.clone();
-    // Each pass shrinks rows by the chunk until one row is left.
+    // Each pass shrinks rows by the chunk until one row is left: a chunk of one row
+    // would not shrink them, so it sums two.
     while rows > 1 {
-        let chunk = chunk.clamp(1, rows);
+        let chunk = chunk.clamp(2, rows);
         if inner == 1 {
             let groups = rows.div_ceil(chunk);
             let out = Tensor::empty(dev, &[groups])?;
@@ -97,7 +106,7 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
                 },
                 &[current.buffer(), out.buffer()],
                 dev.grid_1d(groups as u32),
-            );
+            )?;
             current = out;
             rows = groups;
         } else {
@@ -112,12 +121,8 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
                     chunk: chunk as u32,
                 },
                 &[current.buffer(), out.buffer()],
-                [
-                    inner.div_ceil(columns_per_workgroup(dev)) as u32,
-                    chunks as u32,
-                    1,
-                ],
-            );
+                column_sums_grid(dev, inner, chunks),
+            )?;
             current = out;
             rows = chunks;
         }

@@ -57,7 +57,7 @@ fn launch(
             out.buffer(),
         ],
         plan.grid(dev),
-    );
+    )?;
     Ok(out)
 }
 

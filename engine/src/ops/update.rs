@@ -109,7 +109,7 @@ pub fn adamw_update(
             exp_avg_sq.buffer(),
         ],
         grid_for(dev, param.numel()),
-    );
+    )?;
     Ok(())
 }
 
@@ -131,7 +131,7 @@ pub fn ema_update(target: &Tensor, source: &Tensor, momentum: f32) -> Result<()>
         &params,
         &[source.buffer(), target.buffer()],
         grid_for(dev, target.numel()),
-    );
+    )?;
     Ok(())
 }
 
@@ -162,7 +162,7 @@ pub fn find_non_finite(tensors: &[&Tensor]) -> Result<Tensor> {
             &params,
             &[t.buffer(), found.buffer()],
             grid_for(dev, t.numel()),
-        );
+        )?;
     }
     Ok(found)
 }

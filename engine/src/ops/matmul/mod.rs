@@ -372,7 +372,7 @@ fn run_kernel(
         // An empty sum: the bias, through the epilogue, is what is left.
         use crate::ops::elementwise::{add_forward, fill, gelu_forward};
         let out = Tensor::empty(dev, &out_shape)?;
-        fill(&out, 0.0);
+        fill(&out, 0.0)?;
         let out = match bias {
             Some(bias) => add_forward(&out, bias)?,
             None => out,
@@ -446,7 +446,7 @@ fn run_kernel(
             saved.as_ref().map_or(dev.dummy_output(), bind),
         ],
         grid,
-    );
+    )?;
     Ok((out, saved))
 }
 
