@@ -27,6 +27,11 @@ override HAS_BIAS: bool = false;
 override HAS_GELU: bool = false;
 override SAVE_PRE: bool = false;
 override GELU_GRAD: bool = false;
+// ROW_SUMS (a stored [K, M], M a multiple of 4; `matmul_vec4` and matmul_subgroup.wgsl):
+// the row sums of op(a) written beside c, [batch, M], into the second output, added up
+// from the blocks of a the kernel loads anyway (a weight gradient's bias gradient, dc
+// summed over tokens, without a reduction of its own). The host's plan sets it.
+override ROW_SUMS: bool = false;
 // Tile sizes, set by the host (ops/matmul/plan.rs), which grids with them: the side of the
 // tile of `matmul`, `matmul_vec4` and `matmul_subgroup`, the 4x4 blocks per workgroup
 // of `matmul_flat`, and the side of the tiled kernels' tile.
@@ -204,8 +209,7 @@ fn store4(i: u32, v: vec4<f32>) {
     c4[i] = x;
 }
 
-// Row sums of op(a) 4 i..4 i + 4, into the second output (matmul_subgroup.wgsl's
-// ROW_SUMS).
+// Row sums of op(a) 4 i..4 i + 4, into the second output (ROW_SUMS).
 fn store_row_sums4(i: u32, v: vec4<f32>) {
     pre_out4[i] = v;
 }
@@ -227,6 +231,9 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
+    // Under ROW_SUMS, the first column of workgroups also sums its rows of op(a).
+    let sums_rows = ROW_SUMS && wid.x == 0u;
+    var sums = vec4<f32>(0.0);
     for (var k = 0u; k < p.k; k += 4u) {
         let a = a_block(a_base, r, k);
         let b = b_block(b_base, k, c);
@@ -234,6 +241,11 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         c1 += times(a[1], b);
         c2 += times(a[2], b);
         c3 += times(a[3], b);
+        // a[i] is row i: the sums of the four rows.
+        if (sums_rows) { sums += vec4<f32>(1.0) * a; }
+    }
+    if (sums_rows && lid.x == 0u && row0 < p.m) {
+        store_row_sums4((batch * p.m + row0) / 4u, sums);
     }
     if (row0 >= p.m || col0 >= p.n) { return; }
     var bv = vec4<f32>(0.0);

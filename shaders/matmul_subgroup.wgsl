@@ -19,10 +19,8 @@
 
 const ROWS: u32 = 32u;
 
-// ROW_SUMS (a stored [K, M] only): the row sums of op(a) written beside c, [batch, M],
-// added up from the blocks the lanes fetch anyway (a weight gradient's bias gradient,
-// dc summed over tokens, without a reduction of its own). The host's plan sets it.
-override ROW_SUMS: bool = false;
+// ROW_SUMS (the override of matmul.wgsl, and of matmul_mixed_subgroup.wgsl): op(a)'s
+// row sums added up from the blocks the lanes fetch anyway.
 
 // Rows row..row+8 of op(a) summed over k, from one fetch's sums (ROW_SUMS, a stored
 // [K, M]): lane l fetched rows row + 4(l/4)..+4 at k + l%4, so lanes 0-3 hold parts of

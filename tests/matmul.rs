@@ -55,18 +55,18 @@ fn every_candidate_plan_matches_cpu_on_odd_shapes_transposes_batches_bias_and_ge
             Epilogue::GeluGradient => cpu::gelu_backward(&pre, &product),
         };
         let plans = MatmulPlan::candidates(&dev, &shape);
-        // A rule's plan that no kernel of this device fits (row sums off the subgroup
-        // kernel) is one its callers do not run.
+        // A rule's plan that no kernel of this device fits (row sums off the kernels
+        // that sum them) is one its callers do not run.
         let rule = MatmulPlan::new(&dev, &shape);
         assert!(
             !rule.fits() || plans.contains(&rule),
             "the plan in use for {shape:?} is not among the candidates"
         );
-        if shape.epilogue == Epilogue::RowSums {
+        if shape.epilogue == Epilogue::RowSums && dev.has_cpu_subgroups_of_8() {
             let subgroup_sizes = m % 4 == 0 && k % 4 == 0 && n % 4 == 0;
             assert_eq!(
                 rule.fits(),
-                dev.has_cpu_subgroups_of_8() && subgroup_sizes,
+                subgroup_sizes,
                 "{shape:?}: the subgroup kernel sums rows where it runs"
             );
         }
@@ -328,10 +328,17 @@ fn linear_weight_gradients_bring_their_bias_gradient_where_the_kernel_sums_rows(
             1e-5 * tokens as f32,
             1e-4,
         );
-        let fused = dev.has_cpu_subgroups_of_8() && [tokens, inp, out].iter().all(|s| s % 4 == 0);
-        if fused {
+        // The weight gradient's plan sums the rows of dc (stored [tokens, out]) where
+        // its kernel can: on CPU adapters with 8-lane subgroups at multiples of 4.
+        let sums = MatmulShape::of(&dct, &xt, Transpose::A, None, Epilogue::RowSums).unwrap();
+        let plan = MatmulPlan::new(&dev, &sums);
+        let multiples_of_4 = [tokens, inp, out].iter().all(|s| s % 4 == 0);
+        if dev.has_cpu_subgroups_of_8() {
+            assert_eq!(plan.fits(), multiples_of_4, "{what}: {}", plan.describe());
+        }
+        if plan.fits() && plan.split_k.is_none() {
             assert_eq!(dispatches, 2, "{what}: the two products only");
-        } else {
+        } else if !plan.fits() {
             assert!(dispatches >= 3, "{what}: a column sum besides the products");
         }
     }

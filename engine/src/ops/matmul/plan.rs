@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer); `MixedSubgroup` likewise |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | nowhere now: `TiledPrefetch` measured faster on the H200 at every size from 1e9 multiply-adds; a candidate |
-//! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4 |
+//! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4; on GPUs a weight gradient's bias gradient with it where it runs the product (`Epilogue::RowSums`, summed by its first column of workgroups; M a multiple of 4) |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
 //! | `Scalar` | 64x64, 4x4 per invocation | nowhere now: `Flat` measured as fast or faster on the H200 where `Vec4` cannot run; a candidate |
 //! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32 |
@@ -150,12 +150,15 @@ impl MatmulKernel {
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
-    /// M too when a is stored [K, M]; the row sums of op(a) the subgroup kernels only,
-    /// with a stored [K, M].
+    /// M too when a is stored [K, M]; the row sums of op(a) the subgroup kernels and
+    /// `Vec4` only, with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
-        let subgroup = matches!(self, MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup);
-        if shape.epilogue == Epilogue::RowSums && !(subgroup && t.a) {
+        let sums_rows = matches!(
+            self,
+            MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup | MatmulKernel::Vec4
+        );
+        if shape.epilogue == Epilogue::RowSums && !(sums_rows && t.a) {
             return false;
         }
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
