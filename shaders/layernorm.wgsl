@@ -150,27 +150,20 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-const ROW_LANES: u32 = 4u;
 var<workgroup> lanes: array<vec2<f32>, COLS_PER_WG * ROW_LANES>;
 
 // Partial sums over a chunk of `chunk` rows of dy * xhat and dy per column: the dgamma
 // partials [chunks, cols] into `out`, the dbeta partials [chunks, cols] into
-// `stats_out`. Workgroup (COLS_PER_WG cols x 4 row lanes); workgroup g (numbered across
-// a grid that is 2-D when large) takes column group g % column_groups of row chunk
-// g / column_groups, as reduce.wgsl's sum_columns does.
+// `stats_out`. A workgroup per column block (column_sums.wgsl).
 @compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let column_groups = (p.cols + COLS_PER_WG - 1u) / COLS_PER_WG;
-    let g = wid.x + wid.y * nwg.x;
-    let chunk = g / column_groups;
-    let row_start = chunk * p.chunk;
-    if (row_start >= p.rows) { return; }
-    let col = (g % column_groups) * COLS_PER_WG + lid.x;
-    let row_end = min(row_start + p.chunk, p.rows);
+    let block = column_block(wid, nwg, lid.x);
+    if (block.row_start >= p.rows) { return; }
+    let col = block.col;
     var acc = vec2<f32>(0.0);
     if (col < p.cols) {
-        for (var r = row_start + lid.y; r < row_end; r += ROW_LANES) {
+        for (var r = block.row_start + lid.y; r < block.row_end; r += ROW_LANES) {
             let xhat = (x[r * p.cols + col] - stats_in[2u * r]) * stats_in[2u * r + 1u];
             let g = dy[r * p.cols + col];
             acc += vec2<f32>(g * xhat, g);
@@ -181,8 +174,8 @@ fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     if (lid.y == 0u && col < p.cols) {
         var t = vec2<f32>(0.0);
         for (var l = 0u; l < ROW_LANES; l++) { t += lanes[l * COLS_PER_WG + lid.x]; }
-        out[chunk * p.cols + col] = t.x;
-        stats_out[chunk * p.cols + col] = t.y;
+        out[block.chunk * p.cols + col] = t.x;
+        stats_out[block.chunk * p.cols + col] = t.y;
     }
 }
 

@@ -16,27 +16,20 @@ struct Params {
 // Sizes the host grids with, set by it.
 override COLS_PER_WG: u32;   // columns per workgroup of sum_columns
 override SUM_WG: u32;        // invocations per workgroup of sum_all
-const ROW_LANES: u32 = 4u;
 
 var<workgroup> lanes: array<f32, COLS_PER_WG * ROW_LANES>;
 var<workgroup> sum_lanes: array<f32, SUM_WG>;
 
-// Workgroup (COLS_PER_WG columns x 4 row lanes). Workgroup g (numbered across a grid
-// that is 2-D when large) sums column group g % column_groups of row chunk
-// g / column_groups.
+// A workgroup per column block (column_sums.wgsl).
 @compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let column_groups = (p.cols + COLS_PER_WG - 1u) / COLS_PER_WG;
-    let g = wid.x + wid.y * nwg.x;
-    let chunk = g / column_groups;
-    let row_start = chunk * p.chunk;
-    if (row_start >= p.rows) { return; }
-    let col = (g % column_groups) * COLS_PER_WG + lid.x;
-    let row_end = min(row_start + p.chunk, p.rows);
+    let block = column_block(wid, nwg, lid.x);
+    if (block.row_start >= p.rows) { return; }
+    let col = block.col;
     var acc = 0.0;
     if (col < p.cols) {
-        for (var r = row_start + lid.y; r < row_end; r += ROW_LANES) {
+        for (var r = block.row_start + lid.y; r < block.row_end; r += ROW_LANES) {
             acc += x[r * p.cols + col];
         }
     }
@@ -45,7 +38,7 @@ fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (lid.y == 0u && col < p.cols) {
         var total = 0.0;
         for (var l = 0u; l < ROW_LANES; l++) { total += lanes[l * COLS_PER_WG + lid.x]; }
-        out[chunk * p.cols + col] = total;
+        out[block.chunk * p.cols + col] = total;
     }
 }
 

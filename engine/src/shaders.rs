@@ -10,6 +10,8 @@
 //! matmul_coop.wgsl is the product on cooperative matrices, built on
 //! matmul_mixed.wgsl and on the fragment operations of matmul_coop_fragments.wgsl (the
 //! hardware's) or of matmul_coop_emulated.wgsl (lane by lane, for any adapter).
+//! column_sums.wgsl, how a column sum's workgroups share its columns and rows, is
+//! prepended to the two kernel families that sum columns (reduce.wgsl, layernorm.wgsl).
 //! Directives (`enable f16;`) go before everything else.
 
 use crate::device::{KernelParams, ParamsLayout};
@@ -63,7 +65,12 @@ shader!(
     ["gelu.wgsl"],
     Some(ElementwiseParams::LAYOUT)
 );
-shader!(REDUCE, "reduce.wgsl", [], Some(ReduceParams::LAYOUT));
+shader!(
+    REDUCE,
+    "reduce.wgsl",
+    ["column_sums.wgsl"],
+    Some(ReduceParams::LAYOUT)
+);
 shader!(
     MATMUL,
     "matmul.wgsl",
@@ -140,7 +147,7 @@ shader!(SOFTMAX, "softmax.wgsl", [], Some(SoftmaxParams::LAYOUT));
 shader!(
     LAYERNORM,
     "layernorm.wgsl",
-    ["f16.wgsl"],
+    ["f16.wgsl", "column_sums.wgsl"],
     Some(LayerNormParams::LAYOUT)
 );
 shader!(LAYOUT, "layout.wgsl", [], Some(PermuteParams::LAYOUT));
