@@ -31,6 +31,9 @@ override A_F16: bool = false;
 override B_F16: bool = false;
 override C_F16: bool = false;
 override PRE_F16: bool = false;
+// matmul.wgsl's ROW_SUMS (`matmul_mixed_tiled`, matmul_subgroup.wgsl): op(a)'s row
+// sums, of a as stored, in f32 into the second output.
+override ROW_SUMS: bool = false;
 // The 4x4 blocks per workgroup of `matmul_mixed`, and the tile side of
 // `matmul_mixed_tiled` (written for 16 x 8 = 128); set by the host.
 override FLAT_WG: u32;
@@ -49,10 +52,21 @@ override TILE_M: u32;
 // activation kept in f32, or a gradient (scaled by the loss scale, so that it neither
 // underflows nor, unnoticed, overflows; past f16's range it is infinite).
 
+// Element i of a as stored, widened from f16 or not.
+fn a_stored(i: u32) -> f32 {
+    if (A_F16) { return unpack2x16float(a[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(a[i]);
+}
+
+// An element of a as the product multiplies it: an f16 value in f32.
+fn a_operand(v: f32) -> f32 {
+    if (A_F16) { return v; }
+    return round_to_f16(v);
+}
+
 // Element i of a and of b, an f16 value in f32.
 fn a_at(i: u32) -> f32 {
-    if (A_F16) { return unpack2x16float(a[i >> 1u])[i & 1u]; }
-    return round_to_f16(bitcast<f32>(a[i]));
+    return a_operand(a_stored(i));
 }
 
 fn b_at(i: u32) -> f32 {
@@ -155,9 +169,11 @@ fn b_tile_coord(e: u32) -> vec2<u32> {
     return vec2<u32>(e % TILE_M, e / TILE_M);
 }
 
-fn tiled_load_a(a_base: u32, m: u32, k: u32) -> f32 {
+// op(a)[m][k] as stored, zero past the edges.
+fn tiled_stored_a(a_base: u32, m: u32, k: u32) -> f32 {
     if (m >= p.m || k >= p.k) { return 0.0; }
-    return load_a(a_base, m, k);
+    if (TRANS_A) { return a_stored(a_base + k * p.m + m); }
+    return a_stored(a_base + m * p.k + k);
 }
 
 fn tiled_load_b(b_base: u32, k: u32, n: u32) -> f32 {
@@ -178,11 +194,17 @@ fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     let b_base = batch * p.b_batch_stride;
     var acc: array<vec4<f32>, 16>;   // row i, column group j at 2 i + j
     for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    // Under ROW_SUMS (a stored [K, M]), the first column of workgroups also sums the
+    // elements of op(a) it stages: invocation t those of row m0 + t % TILE_M.
+    let sums_rows = ROW_SUMS && wid.x == 0u;
+    var row_sum = 0.0;
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         for (var q = 0u; q < 8u; q++) {
             let e = t + 256u * q;
             let ac = a_tile_coord(e);
-            a_tile[ac.y * TILE_M + (ac.x ^ ac.y)] = tiled_load_a(a_base, m0 + ac.x, k0 + ac.y);
+            let stored = tiled_stored_a(a_base, m0 + ac.x, k0 + ac.y);
+            if (sums_rows) { row_sum += stored; }
+            a_tile[ac.y * TILE_M + (ac.x ^ ac.y)] = a_operand(stored);
             let bc = b_tile_coord(e);
             b_tile[bc.y * (TILE_M / 4u) + ((bc.x / 4u) ^ bc.y)][bc.x % 4u] = tiled_load_b(b_base, k0 + bc.y, n0 + bc.x);
         }
@@ -197,6 +219,15 @@ fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
             }
         }
         workgroupBarrier();
+    }
+    if (sums_rows) {
+        // Invocations t and t + TILE_M staged alternate k of the same row.
+        a_tile[t] = row_sum;
+        workgroupBarrier();
+        let row = m0 + t;
+        if (t < TILE_M && row < p.m) {
+            pre_out[batch * p.m + row] = bitcast<u32>(a_tile[t] + a_tile[t + TILE_M]);
+        }
     }
     // At constant indices, as matmul.wgsl's tiled kernels store theirs.
     let c_base = batch * p.m * p.n;

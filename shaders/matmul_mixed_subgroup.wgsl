@@ -6,9 +6,6 @@
 // words in f16 and two in f32, so the buffers are bound as vec2<u32> (from binding 7)
 // and every load reads one or two of them.
 
-// matmul.wgsl's ROW_SUMS, which this module does not include.
-override ROW_SUMS: bool = false;
-
 @group(0) @binding(7) var<storage, read> a2: array<vec2<u32>>;
 @group(0) @binding(8) var<storage, read> b2: array<vec2<u32>>;
 @group(0) @binding(9) var<storage, read> bias4: array<vec4<f32>>;

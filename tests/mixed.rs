@@ -180,10 +180,11 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
             runs += 1;
         }
     }
-    // Split-K ran on the weight-gradient shapes whose K splits evenly, in every mix.
+    // Split-K ran on the weight-gradient shapes whose K splits evenly, in every mix
+    // (K 20 with row sums, on the tiled kernel, which takes slices of 10).
     let split_ks: BTreeSet<usize> = split_shapes.iter().map(|s| s.0).collect();
-    assert_eq!(split_ks, BTreeSet::from([1000, 2048]));
-    assert_eq!(split_shapes.len(), 6);
+    assert_eq!(split_ks, BTreeSet::from([20, 1000, 2048]));
+    assert_eq!(split_shapes.len(), 9);
     eprintln!(
         "{runs} mixed plans run against the CPU on {}",
         dev.info().name

@@ -98,7 +98,8 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
     // A weight gradient with its bias gradient (op(a)'s row sums): multiples of 4 (the
     // subgroup kernel's), rows past a tile, slices of K (1024 and 2048 in two and more;
     // 2051 in four slices of 512 and a rest of 3 rows, which no kernel takes whole);
-    // and a batch of them, and sizes no kernel sums rows for (M or K not multiples of 4).
+    // and a batch of them, and sizes that only the tiled mixed kernel sums rows for (M
+    // or K not multiples of 4).
     for (batch, m, k, n) in [
         (1, 36, 20, 68),
         (1, 64, 1024, 12),

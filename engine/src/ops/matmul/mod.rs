@@ -121,9 +121,13 @@ pub fn pipeline_constants(
     match (kernel, subgroup) {
         (MatmulKernel::MixedCoop, Some(lanes)) => overrides.push(("SG", lanes as f64)),
         (MatmulKernel::MixedCoopEmulated, _) => overrides.push(("SG", EMULATED_LANES as f64)),
-        (MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup | MatmulKernel::Vec4, _) => {
-            overrides.push(("ROW_SUMS", flag(d.epilogue == Epilogue::RowSums)))
-        }
+        (
+            MatmulKernel::Subgroup
+            | MatmulKernel::MixedSubgroup
+            | MatmulKernel::Vec4
+            | MatmulKernel::MixedTiled,
+            _,
+        ) => overrides.push(("ROW_SUMS", flag(d.epilogue == Epilogue::RowSums))),
         _ => {}
     }
     overrides

@@ -12,7 +12,7 @@
 //! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32 |
 //! | `TiledPrefetchVec4` | as `TiledPrefetch`, tiles loaded and c stored as vec4s (`Vec4`'s shapes) | nowhere by rule yet: a candidate where plans are measured, not yet timed on a GPU |
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output on CPU adapters |
-//! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs |
+//! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs; a weight gradient's bias gradient with it (`Epilogue::RowSums`, of dc as stored, summed by its first column of workgroups as they stage it) |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
 //! | `MixedCoop` | 128x128 per workgroup of 4 subgroups, each 4x4 cooperative 16x16 f16 fragments, f32 accumulation | nowhere by rule: on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) a candidate where plans are measured; on the H200 `MixedTiled` beat it on every product of the ViT-S/16 step |
 //! | `MixedCoopEmulated` | as `MixedCoop`, the fragments emulated lane by lane | nowhere: slow; it tests `MixedCoop`'s tiling, staging and epilogue on every adapter with f16 |
@@ -150,13 +150,16 @@ impl MatmulKernel {
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
-    /// M too when a is stored [K, M]; the row sums of op(a) the subgroup kernels and
-    /// `Vec4` only, with a stored [K, M].
+    /// M too when a is stored [K, M]; the row sums of op(a) the subgroup kernels,
+    /// `Vec4` and `MixedTiled` only, with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         let sums_rows = matches!(
             self,
-            MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup | MatmulKernel::Vec4
+            MatmulKernel::Subgroup
+                | MatmulKernel::MixedSubgroup
+                | MatmulKernel::Vec4
+                | MatmulKernel::MixedTiled
         );
         if shape.epilogue == Epilogue::RowSums && !(sums_rows && t.a) {
             return false;
