@@ -27,7 +27,8 @@ override HAS_BIAS: bool = false;
 override HAS_GELU: bool = false;
 override SAVE_PRE: bool = false;
 override GELU_GRAD: bool = false;
-// ROW_SUMS (a stored [K, M], M a multiple of 4; `matmul_vec4` and matmul_subgroup.wgsl):
+// ROW_SUMS (a stored [K, M]; `matmul_vec4` and matmul_subgroup.wgsl, M a multiple of 4
+// there, and `matmul_tiled_prefetch`):
 // the row sums of op(a) written beside c, [batch, M], into the second output, added up
 // from the blocks of a the kernel loads anyway (a weight gradient's bias gradient, dc
 // summed over tokens, without a reduction of its own). The host's plan sets it.
@@ -417,6 +418,10 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     var acc: array<vec4<f32>, 16>;   // row 64 h + 4 ty + r, column group j at 8 h + 2 r + j
     var next_a: array<f32, 8>;
     var next_b: array<f32, 8>;
+    // Under ROW_SUMS (a stored [K, M]), the first column of workgroups also sums the
+    // elements of op(a) it loads: invocation t those of row m0 + t % TILE_M.
+    let sums_rows = ROW_SUMS && wid.x == 0u;
+    var row_sum = 0.0;
     for (var k0 = 0u; k0 < p.k + TILE_K; k0 += TILE_K) {
         if (k0 > 0u) {
             // Stage the step loaded last time round, then compute it.
@@ -435,11 +440,22 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
                 let e = t + 256u * q;
                 let a = a_tile_coord(e);
                 next_a[q] = tiled_load_a(a_base, m0 + a.x, k0 + a.y);
+                if (sums_rows) { row_sum += next_a[q]; }
                 let b = b_tile_coord(e);
                 next_b[q] = tiled_load_b(b_base, k0 + b.y, n0 + b.x);
             }
         }
         if (k0 > 0u) { multiply_prefetched(&acc, lid); }
+    }
+    if (sums_rows) {
+        // Invocations t and t + TILE_M loaded alternate k of the same row.
+        workgroupBarrier();
+        pa_tile[t / 4u][t % 4u] = row_sum;
+        workgroupBarrier();
+        let row = m0 + t;
+        if (t < TILE_M && row < p.m) {
+            tpre_out[batch * p.m + row] = pa_tile[t / 4u][t % 4u] + pa_tile[(t + TILE_M) / 4u][t % 4u];
+        }
     }
     // Row 64 h + 4 ty + r's two column groups at constant indices (see
     // store_tiled_pair).

@@ -125,6 +125,7 @@ pub fn pipeline_constants(
             MatmulKernel::Subgroup
             | MatmulKernel::MixedSubgroup
             | MatmulKernel::Vec4
+            | MatmulKernel::TiledPrefetch
             | MatmulKernel::MixedTiled,
             _,
         ) => overrides.push(("ROW_SUMS", flag(d.epilogue == Epilogue::RowSums))),

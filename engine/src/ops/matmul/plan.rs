@@ -9,7 +9,7 @@
 //! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4; on GPUs a weight gradient's bias gradient with it where it runs the product (`Epilogue::RowSums`, summed by its first column of workgroups; M a multiple of 4) |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
 //! | `Scalar` | 64x64, 4x4 per invocation | nowhere now: `Flat` measured as fast or faster on the H200 where `Vec4` cannot run; a candidate |
-//! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32 |
+//! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32; a weight gradient's bias gradient with it (`Epilogue::RowSums`, summed by its first column of workgroups as they load dc) |
 //! | `TiledPrefetchVec4` | as `TiledPrefetch`, tiles loaded and c stored as vec4s (`Vec4`'s shapes) | nowhere by rule yet: a candidate where plans are measured, not yet timed on a GPU |
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output on CPU adapters |
 //! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs; a weight gradient's bias gradient with it (`Epilogue::RowSums`, of dc as stored, summed by its first column of workgroups as they stage it) |
@@ -151,7 +151,7 @@ impl MatmulKernel {
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
     /// M too when a is stored [K, M]; the row sums of op(a) the subgroup kernels,
-    /// `Vec4` and `MixedTiled` only, with a stored [K, M].
+    /// `Vec4`, `TiledPrefetch` and `MixedTiled` only, with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         let sums_rows = matches!(
@@ -159,6 +159,7 @@ impl MatmulKernel {
             MatmulKernel::Subgroup
                 | MatmulKernel::MixedSubgroup
                 | MatmulKernel::Vec4
+                | MatmulKernel::TiledPrefetch
                 | MatmulKernel::MixedTiled
         );
         if shape.epilogue == Epilogue::RowSums && !(sums_rows && t.a) {
