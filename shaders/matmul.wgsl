@@ -27,11 +27,11 @@ override HAS_BIAS: bool = false;
 override HAS_GELU: bool = false;
 override SAVE_PRE: bool = false;
 override GELU_GRAD: bool = false;
-// ROW_SUMS (a stored [K, M]; `matmul_vec4` and matmul_subgroup.wgsl, M a multiple of 4
-// there, and `matmul_tiled_prefetch`):
-// the row sums of op(a) written beside c, [batch, M], into the second output, added up
-// from the blocks of a the kernel loads anyway (a weight gradient's bias gradient, dc
-// summed over tokens, without a reduction of its own). The host's plan sets it.
+// ROW_SUMS (a stored [K, M]; `matmul_vec4` and matmul_subgroup.wgsl with M a multiple
+// of 4, `matmul_tiled_prefetch`): the row sums of op(a) written beside c, [batch, M],
+// into the second output, added up from the blocks of a the kernel loads anyway (a
+// weight gradient's bias gradient, dc summed over tokens, without a reduction of its
+// own). The host's plan sets it.
 override ROW_SUMS: bool = false;
 // Tile sizes, set by the host (ops/matmul/plan.rs), which grids with them: the side of the
 // tile of `matmul`, `matmul_vec4` and `matmul_subgroup`, the 4x4 blocks per workgroup

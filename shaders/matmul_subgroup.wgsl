@@ -19,8 +19,8 @@
 
 const ROWS: u32 = 32u;
 
-// ROW_SUMS (the override of matmul.wgsl, and of matmul_mixed_subgroup.wgsl): op(a)'s
-// row sums added up from the blocks the lanes fetch anyway.
+// ROW_SUMS (the override of matmul.wgsl, and of matmul_mixed.wgsl): op(a)'s row sums
+// added up from the blocks the lanes fetch anyway.
 
 // Rows row..row+8 of op(a) summed over k, from one fetch's sums (ROW_SUMS, a stored
 // [K, M]): lane l fetched rows row + 4(l/4)..+4 at k + l%4, so lanes 0-3 hold parts of

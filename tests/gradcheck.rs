@@ -116,8 +116,9 @@ fn gradcheck_matmul_shared_b_and_linear() {
         |x| weighted_sum(&ops::linear(&upstream(&x[0])?, &x[1], Some(&x[2]))?, 9),
         default(),
     );
-    // Rows, in and out multiples of 4: on CPU adapters with 8-lane subgroups the weight
-    // gradient's product sums the bias gradient (`Epilogue::RowSums`).
+    // Rows, in and out multiples of 4: where the kernel that runs the weight gradient
+    // sums rows (the subgroup kernel on lavapipe, `Vec4` on GPUs), its product sums the
+    // bias gradient (`Epilogue::RowSums`).
     check(
         "linear, bias gradient from the weight gradient's product",
         &[input(&[2, 4, 8], 7), input(&[12, 8], 8), input(&[12], 10)],

@@ -282,8 +282,8 @@ fn matmul_backward_matches_cpu() {
 }
 
 /// `linear`'s backward, x [tokens, in] and W [out, in]: its weight gradient dc^T x sums
-/// dc's columns, the bias gradient, as the subgroup kernel reads them (one dispatch
-/// fewer) where it runs, tokens, in and out multiples of 4; else a column sum of its own.
+/// dc's columns, the bias gradient, as its kernel reads them (one dispatch fewer) where
+/// that kernel sums rows (`MatmulKernel::sums_rows`); else a column sum of its own.
 #[test]
 fn linear_weight_gradients_bring_their_bias_gradient_where_the_kernel_sums_rows() {
     let dev = std::sync::Arc::new(engine::Device::new().unwrap());

@@ -121,15 +121,10 @@ pub fn pipeline_constants(
     match (kernel, subgroup) {
         (MatmulKernel::MixedCoop, Some(lanes)) => overrides.push(("SG", lanes as f64)),
         (MatmulKernel::MixedCoopEmulated, _) => overrides.push(("SG", EMULATED_LANES as f64)),
-        (
-            MatmulKernel::Subgroup
-            | MatmulKernel::MixedSubgroup
-            | MatmulKernel::Vec4
-            | MatmulKernel::TiledPrefetch
-            | MatmulKernel::MixedTiled,
-            _,
-        ) => overrides.push(("ROW_SUMS", flag(d.epilogue == Epilogue::RowSums))),
         _ => {}
+    }
+    if kernel.sums_rows() {
+        overrides.push(("ROW_SUMS", flag(d.epilogue == Epilogue::RowSums)));
     }
     overrides
 }
@@ -314,10 +309,9 @@ fn split_k_product(
     let tail_a = crate::ops::layout::narrow_forward(a, 0, main, rest)?;
     let tail_b = crate::ops::layout::narrow_forward(b, 0, main, rest)?;
     let tail = matmul_forward(&tail_a, &tail_b, Transpose::A, None)?;
-    let row_sums = match row_sums {
-        Some(sums) => Some(add_forward(&sums, &sum_leading_forward(&tail_a, d.m)?)?),
-        None => None,
-    };
+    let row_sums = row_sums
+        .map(|sums| add_forward(&sums, &sum_leading_forward(&tail_a, d.m)?))
+        .transpose()?;
     Ok((add_forward(&sum, &tail)?, row_sums))
 }
 

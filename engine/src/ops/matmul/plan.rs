@@ -147,6 +147,19 @@ impl MatmulKernel {
         }
     }
 
+    /// Whether the kernel can sum op(a)'s rows beside the product (`Epilogue::RowSums`,
+    /// its `ROW_SUMS` override).
+    pub fn sums_rows(self) -> bool {
+        matches!(
+            self,
+            MatmulKernel::Subgroup
+                | MatmulKernel::MixedSubgroup
+                | MatmulKernel::Vec4
+                | MatmulKernel::TiledPrefetch
+                | MatmulKernel::MixedTiled
+        )
+    }
+
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
@@ -154,15 +167,7 @@ impl MatmulKernel {
     /// `Vec4`, `TiledPrefetch` and `MixedTiled` only, with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
-        let sums_rows = matches!(
-            self,
-            MatmulKernel::Subgroup
-                | MatmulKernel::MixedSubgroup
-                | MatmulKernel::Vec4
-                | MatmulKernel::TiledPrefetch
-                | MatmulKernel::MixedTiled
-        );
-        if shape.epilogue == Epilogue::RowSums && !(sums_rows && t.a) {
+        if shape.epilogue == Epilogue::RowSums && !(self.sums_rows() && t.a) {
             return false;
         }
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
@@ -221,7 +226,8 @@ pub enum Epilogue {
     /// The product as it is, and the row sums of op(a) (over K) written beside it,
     /// [.., M] in f32, of a as stored (an f32 a unrounded, in a mixed product too):
     /// for a = dc stored [K, M], a weight gradient's bias gradient, summed as the
-    /// product reads dc (no bias; a stored transposed; the subgroup kernels only).
+    /// product reads dc (no bias; a stored transposed; the kernels that
+    /// [`MatmulKernel::sums_rows`]).
     RowSums,
 }
 
