@@ -5,7 +5,8 @@
 // columns x ROW_LANES row lanes; workgroup g, numbered across a grid that is 2-D when
 // large (millions of columns), takes column group g % groups of row chunk g / groups.
 
-const ROW_LANES: u32 = 4u;
+// Set by the host (ops/reduce.rs), which caps the rows of a chunk by it.
+override ROW_LANES: u32;
 
 struct ColumnBlock {
     chunk: u32,      // the row of the partial sums it writes

@@ -179,7 +179,8 @@ fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     }
 }
 
-// The same with one invocation per row and no barriers (short rows).
+// The same with one invocation per row and no barriers (short rows; the `_vec4` kernels
+// below when the rows are whole vec4s).
 @compute @workgroup_size(WG)
 fn layernorm_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
@@ -220,5 +221,120 @@ fn layernorm_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         var g = dy[base + c];
         if (AFFINE) { g *= gamma[c]; }
         store_dx(base + c, rstd * (g - mg - (x[base + c] - mean) * rstd * mgx));
+    }
+}
+
+// The row kernels for cols a multiple of 4, on vec4 views of the same buffers: on a CPU
+// adapter each storage load walks the lanes one by one, so a vec4 load brings four
+// columns for about the price of one.
+@group(0) @binding(11) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> gamma4: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read> beta4: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> stats_in2: array<vec2<f32>>;
+@group(0) @binding(15) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read> addend4: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(18) var<storage, read_write> stats_out2: array<vec2<f32>>;
+@group(0) @binding(19) var<storage, read_write> sum_out4: array<vec4<f32>>;
+@group(0) @binding(20) var<storage, read_write> out_h2: array<vec2<u32>>;
+
+fn first_input4(i: u32) -> vec4<f32> {
+    if (ADD) {
+        let s = x4[i] + addend4[i];
+        sum_out4[i] = s;
+        return s;
+    }
+    return x4[i];
+}
+
+fn input4(i: u32) -> vec4<f32> {
+    if (ADD) { return sum_out4[i]; }
+    return x4[i];
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_forward_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let n4 = p.cols / 4u;
+    let base = row * n4;
+    let n = f32(p.cols);
+    var s = vec4<f32>(0.0);
+    for (var c = 0u; c < n4; c++) { s += first_input4(base + c); }
+    let mean = dot(s, vec4<f32>(1.0)) / n;
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < n4; c++) { let d = input4(base + c) - mean; v += d * d; }
+    let rstd = inverseSqrt(dot(v, vec4<f32>(1.0)) / n + p.eps);
+    for (var c = 0u; c < n4; c++) {
+        var y = (input4(base + c) - mean) * rstd;
+        if (AFFINE) { y = y * gamma4[c] + beta4[c]; }
+        if (F16_OUT) {
+            out_h2[base + c] = vec2<u32>(pack_f16(y.xy), pack_f16(y.zw));
+        } else {
+            out4[base + c] = y;
+        }
+    }
+    stats_out2[row] = vec2<f32>(mean, rstd);
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_backward_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let n4 = p.cols / 4u;
+    let base = row * n4;
+    let stats = stats_in2[row];
+    var sg = vec4<f32>(0.0);
+    var sgx = vec4<f32>(0.0);
+    for (var c = 0u; c < n4; c++) {
+        var g = dy4[base + c];
+        if (AFFINE) { g *= gamma4[c]; }
+        sg += g;
+        sgx += g * (x4[base + c] - stats.x) * stats.y;
+    }
+    let mg = dot(sg, vec4<f32>(1.0)) / f32(p.cols);
+    let mgx = dot(sgx, vec4<f32>(1.0)) / f32(p.cols);
+    for (var c = 0u; c < n4; c++) {
+        var g = dy4[base + c];
+        if (AFFINE) { g *= gamma4[c]; }
+        var dx = stats.y * (g - mg - (x4[base + c] - stats.x) * stats.y * mgx);
+        if (ADD) { dx += addend4[base + c]; }
+        out4[base + c] = dx;
+    }
+}
+
+var<workgroup> lanes4: array<vec4<f32>, 2u * COLS_PER_WG * ROW_LANES>;
+
+// layernorm_param_grads on vec4s: the host counts cols (and so the column blocks) in
+// vec4s.
+@compute @workgroup_size(COLS_PER_WG, ROW_LANES)
+fn layernorm_param_grads_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let block = column_block(wid, nwg, lid.x);
+    if (block.row_start >= p.rows) { return; }
+    let col = block.col;
+    var dgamma = vec4<f32>(0.0);
+    var dbeta = vec4<f32>(0.0);
+    if (col < p.cols) {
+        for (var r = block.row_start + lid.y; r < block.row_end; r += ROW_LANES) {
+            let stats = stats_in2[r];
+            let g = dy4[r * p.cols + col];
+            dgamma += g * (x4[r * p.cols + col] - stats.x) * stats.y;
+            dbeta += g;
+        }
+    }
+    let lane = 2u * (lid.y * COLS_PER_WG + lid.x);
+    lanes4[lane] = dgamma;
+    lanes4[lane + 1u] = dbeta;
+    workgroupBarrier();
+    if (lid.y == 0u && col < p.cols) {
+        for (var l = 1u; l < ROW_LANES; l++) {
+            dgamma += lanes4[2u * (l * COLS_PER_WG + lid.x)];
+            dbeta += lanes4[2u * (l * COLS_PER_WG + lid.x) + 1u];
+        }
+        out4[block.chunk * p.cols + col] = dgamma;
+        sum_out4[block.chunk * p.cols + col] = dbeta;
     }
 }

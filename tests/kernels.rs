@@ -331,6 +331,19 @@ fn sums_match_cpu_across_multiple_passes() {
     }
 }
 
+/// What a LayerNorm forward of x (uploaded as tx) saves, its statistics from the CPU.
+fn saved_by_cpu(x: &[f32], tx: &Tensor, cols: usize) -> layernorm::LayerNormSaved {
+    let (_, stats) = cpu::layernorm(x, cols, None, 1e-6);
+    let stats: Vec<f32> = stats
+        .iter()
+        .flat_map(|&(mean, rstd)| [mean as f32, rstd as f32])
+        .collect();
+    layernorm::LayerNormSaved {
+        x: tx.clone(),
+        stats: upload(&[stats.len() / 2, 2], &stats),
+    }
+}
+
 #[test]
 fn column_sums_over_millions_of_columns_match_cpu() {
     // More column groups than a grid dimension holds: the sums' grid folds into two
@@ -352,39 +365,114 @@ fn column_sums_over_millions_of_columns_match_cpu() {
             1e-5,
         );
     }
-    // LayerNorm's parameter gradients are column sums of the same grid.
-    let dy = random(&mut r, rows * cols);
-    let g = random(&mut r, cols);
-    let (tg, tb) = (upload(&[cols], &g), upload(&[cols], &random(&mut r, cols)));
-    let (_, saved) = layernorm::layernorm_forward(&tx, Some((&tg, &tb)), 1e-6).unwrap();
-    let (_, want_dgamma, want_dbeta) = cpu::layernorm_backward(&x, &dy, cols, Some(&g[..]), 1e-6);
-    for chunk in [rows, 1] {
+    // LayerNorm's parameter gradients are column sums of the same grid: by columns, and
+    // by vec4s of them (rows of whole vec4s), past the limit in both. The statistics
+    // come from the CPU: lavapipe cuts the forward's loops over rows this long short
+    // (`reduce::max_rows_per_workgroup`).
+    for cols in [(limit + 1) * group + 3, 4 * (limit + 1) * group + 4] {
+        let x = random(&mut r, rows * cols);
+        let tx = upload(&[rows, cols], &x);
+        let dy = random(&mut r, rows * cols);
+        let g = random(&mut r, cols);
+        let tg = upload(&[cols], &g);
+        let saved = saved_by_cpu(&x, &tx, cols);
+        let (_, want_dgamma, want_dbeta) =
+            cpu::layernorm_backward(&x, &dy, cols, Some(&g[..]), 1e-6);
+        for chunk in [rows, 1] {
+            let (_, params) = layernorm::layernorm_backward_with(
+                &RowPlan::of(&tx),
+                chunk,
+                &saved,
+                Some(&tg),
+                &upload(&[rows, cols], &dy),
+                None,
+            )
+            .unwrap();
+            let (dgamma, dbeta) = params.expect("affine");
+            let what = format!("layernorm {rows}x{cols}, {chunk} rows per column-sum workgroup");
+            assert_close(
+                &format!("{what} dgamma"),
+                &dgamma.to_vec(),
+                &want_dgamma,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} dbeta"),
+                &dbeta.to_vec(),
+                &want_dbeta,
+                1e-5,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn sums_longer_than_a_lavapipe_loop_match_cpu() {
+    // lavapipe ends an invocation's loops after 65,535 iterations in all, silently: a
+    // column sum of all its rows in one workgroup (a CPU adapter's plan) or in a chunk
+    // asked for would fall short past 4 x 65,535 rows, `sum_all` past 256 x 65,535
+    // values. The sums split such chunks.
+    let mut r = rng(13);
+    for (rows, cols) in [(300_001, 3), (2 * reduce::max_rows_per_workgroup(4) + 5, 4)] {
+        let x = random(&mut r, rows * cols);
+        let tx = upload(&[rows, cols], &x);
+        let want = cpu::sum_leading(&x, cols);
+        for (got, how) in [
+            (
+                reduce::sum_leading_forward(&tx, cols),
+                "in the plan's chunks",
+            ),
+            (
+                reduce::sum_leading_forward_with(&tx, cols, rows),
+                "in one chunk asked for",
+            ),
+        ] {
+            let what = format!("sum {rows}x{cols} {how}");
+            assert_close(&what, &got.unwrap().to_vec(), &want, 1e-5, 1e-4);
+        }
+        let dy = random(&mut r, rows * cols);
+        let g = random(&mut r, cols);
+        let saved = saved_by_cpu(&x, &tx, cols);
+        let (_, want_dgamma, want_dbeta) =
+            cpu::layernorm_backward(&x, &dy, cols, Some(&g[..]), 1e-6);
         let (_, params) = layernorm::layernorm_backward_with(
             &RowPlan::of(&tx),
-            chunk,
+            rows,
             &saved,
-            Some(&tg),
+            Some(&upload(&[cols], &g)),
             &upload(&[rows, cols], &dy),
             None,
         )
         .unwrap();
         let (dgamma, dbeta) = params.expect("affine");
-        let what = format!("layernorm {rows}x{cols}, {chunk} rows per column-sum workgroup");
+        let what = format!("layernorm {rows}x{cols} in one chunk asked for");
         assert_close(
-            &format!("{what} dgamma"),
+            &format!("{what}: dgamma"),
             &dgamma.to_vec(),
             &want_dgamma,
-            1e-4,
+            1e-5,
             1e-4,
         );
         assert_close(
-            &format!("{what} dbeta"),
+            &format!("{what}: dbeta"),
             &dbeta.to_vec(),
             &want_dbeta,
             1e-5,
             1e-4,
         );
     }
+    let values = 256 * 65_536 + 7;
+    let x = random(&mut r, values);
+    let got = reduce::sum_leading_forward(&upload(&[values], &x), 1).unwrap();
+    assert_close(
+        &format!("sum_all of {values} values"),
+        &got.to_vec(),
+        &cpu::sum_leading(&x, 1),
+        1e-5,
+        1e-4,
+    );
 }
 
 #[test]

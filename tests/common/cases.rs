@@ -300,7 +300,7 @@ pub const SOFTMAX: [(usize, usize); 7] =
 /// (rows, cols) of the LayerNorm test (each with and without affine parameters).
 pub fn layernorm_shapes() -> Vec<(usize, usize)> {
     let mut shapes = Vec::new();
-    for cols in [3, 7, 33, 65, 130, 300] {
+    for cols in [3, 7, 33, 64, 65, 130, 300] {
         for rows in [1, 7, 300] {
             shapes.push((rows, cols));
         }

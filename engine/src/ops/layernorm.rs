@@ -9,7 +9,8 @@ use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::cast_forward;
 use crate::ops::reduce::{
-    column_sums_grid, columns_per_workgroup, rows_per_workgroup, sum_leading_forward_with,
+    column_sums_grid, columns_per_workgroup, max_rows_per_workgroup, rows_per_workgroup,
+    sum_leading_forward_with, ROW_LANES,
 };
 use crate::ops::rows::{RowPlan, ROW_WG};
 use crate::shaders;
@@ -32,23 +33,48 @@ const FORWARD: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_forward", 6, 4);
 const FORWARD_ROWS: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_forward_rows", 6, 4);
+const FORWARD_ROWS_VEC4: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_forward_rows_vec4", 6, 4).bound_from(11);
 /// x, gamma, (unused), stats, dy, addend -> dx (+ addend).
 const BACKWARD: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_backward", 6, 1);
 const BACKWARD_ROWS: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_backward_rows", 6, 1);
+const BACKWARD_ROWS_VEC4: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_backward_rows_vec4", 6, 1).bound_from(11);
 /// x, (unused), (unused), stats, dy, (unused) -> dgamma and dbeta partials
 /// [chunks, cols].
 const PARAM_GRADS: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 6, 2);
+/// The same on vec4s, dbeta into the third output: cols a multiple of 4, counted in
+/// vec4s.
+const PARAM_GRADS_VEC4: KernelDef<LayerNormParams> =
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads_vec4", 6, 3).bound_from(11);
 
-fn overrides(dev: &Device, affine: bool, add: bool, f16_out: bool) -> [(&'static str, f64); 5] {
+/// The kernel that runs `plan`: a workgroup per row, or an invocation per row, which
+/// reads whole rows of vec4s as vec4s (a load on a CPU adapter walks the lanes one by
+/// one, so four columns cost about what one does).
+fn kernel<'a>(
+    plan: &RowPlan,
+    per_workgroup: &'a KernelDef<LayerNormParams>,
+    per_invocation: &'a KernelDef<LayerNormParams>,
+    per_invocation_vec4: &'a KernelDef<LayerNormParams>,
+) -> &'a KernelDef<LayerNormParams> {
+    if plan.cols.is_multiple_of(4) {
+        plan.pick(per_workgroup, per_invocation_vec4)
+    } else {
+        plan.pick(per_workgroup, per_invocation)
+    }
+}
+
+fn overrides(dev: &Device, affine: bool, add: bool, f16_out: bool) -> [(&'static str, f64); 6] {
     [
         ("AFFINE", affine as u32 as f64),
         ("ADD", add as u32 as f64),
         ("F16_OUT", f16_out as u32 as f64),
         ("WG", ROW_WG as f64),
         ("COLS_PER_WG", columns_per_workgroup(dev) as f64),
+        ("ROW_LANES", ROW_LANES as f64),
     ]
 }
 
@@ -151,7 +177,7 @@ fn forward(
         DType::F16 => (dev.dummy_output(), y.binding()),
     };
     dev.dispatch(
-        plan.pick(&FORWARD, &FORWARD_ROWS),
+        kernel(plan, &FORWARD, &FORWARD_ROWS, &FORWARD_ROWS_VEC4),
         &overrides(dev, affine.is_some(), addend.is_some(), out == DType::F16),
         &LayerNormParams {
             rows: rows as u32,
@@ -202,7 +228,8 @@ fn backward(
 }
 
 /// `layernorm_backward` with the given plan for dx, and `chunk` rows per workgroup of
-/// the parameter gradients' column sums (`reduce::rows_per_workgroup` picks it); with
+/// the parameter gradients' column sums (`reduce::rows_per_workgroup` picks it, at most
+/// `reduce::max_rows_per_workgroup`); with
 /// `accumulate`, dx + accumulate is returned in place of dx.
 pub fn layernorm_backward_with(
     plan: &RowPlan,
@@ -229,7 +256,7 @@ pub fn layernorm_backward_with(
     let dev = x.device();
     dev.note_plan(|| plan_key(plan, gamma.is_some()));
     let dx = Tensor::empty(dev, x.shape())?;
-    let chunk = chunk.max(1);
+    let chunk = chunk.clamp(1, max_rows_per_workgroup(cols));
     let params = LayerNormParams {
         rows: rows as u32,
         cols: cols as u32,
@@ -237,7 +264,7 @@ pub fn layernorm_backward_with(
         chunk: chunk as u32,
     };
     dev.dispatch(
-        plan.pick(&BACKWARD, &BACKWARD_ROWS),
+        kernel(plan, &BACKWARD, &BACKWARD_ROWS, &BACKWARD_ROWS_VEC4),
         &overrides(dev, gamma.is_some(), accumulate.is_some(), false),
         &params,
         &[
@@ -257,22 +284,36 @@ pub fn layernorm_backward_with(
             let chunks = rows.div_ceil(chunk);
             let dgamma = Tensor::empty(dev, &[chunks, cols])?;
             let dbeta = Tensor::empty(dev, &[chunks, cols])?;
-            dev.dispatch(
-                &PARAM_GRADS,
-                &overrides(dev, true, false, false),
-                &params,
-                &[
-                    x.buffer(),
-                    dev.dummy(),
-                    dev.dummy(),
-                    saved.stats.buffer(),
-                    dy.buffer(),
-                    dev.dummy(),
-                    dgamma.buffer(),
-                    dbeta.buffer(),
-                ],
-                column_sums_grid(dev, cols, chunks),
-            )?;
+            let reads = [
+                x.buffer(),
+                dev.dummy(),
+                dev.dummy(),
+                saved.stats.buffer(),
+                dy.buffer(),
+                dev.dummy(),
+            ];
+            if cols.is_multiple_of(4) {
+                let params = LayerNormParams {
+                    cols: (cols / 4) as u32,
+                    ..params
+                };
+                let writes = [dgamma.buffer(), dev.dummy_output(), dbeta.buffer()];
+                dev.dispatch(
+                    &PARAM_GRADS_VEC4,
+                    &overrides(dev, true, false, false),
+                    &params,
+                    &[&reads[..], &writes[..]].concat(),
+                    column_sums_grid(dev, cols / 4, chunks),
+                )?;
+            } else {
+                dev.dispatch(
+                    &PARAM_GRADS,
+                    &overrides(dev, true, false, false),
+                    &params,
+                    &[&reads[..], &[dgamma.buffer(), dbeta.buffer()]].concat(),
+                    column_sums_grid(dev, cols, chunks),
+                )?;
+            }
             let dgamma = sum_leading_forward_with(&dgamma, cols, chunk)?;
             let dbeta = sum_leading_forward_with(&dbeta, cols, chunk)?;
             Some((dgamma, dbeta))

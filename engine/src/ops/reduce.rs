@@ -46,9 +46,28 @@ const SUM_WORKGROUP: usize = 256;
 /// Values per workgroup of `sum_all` on a GPU: 4 per invocation.
 const SUM_ALL_PER_GROUP: usize = 4 * SUM_WORKGROUP;
 
-fn overrides(dev: &Device) -> [(&'static str, f64); 2] {
+/// Row lanes of a column sum's workgroup (`ROW_LANES` of column_sums.wgsl): the
+/// invocations that share a column's rows.
+pub(crate) const ROW_LANES: usize = 4;
+
+/// Loop iterations that one invocation of a sum may make. lavapipe ends every loop of an
+/// invocation once they have made 65,535 iterations together (llvmpipe's loop limiter),
+/// silently: a longer sum would come out short. Half of that leaves the kernels' other
+/// loops their share.
+const LOOP_BUDGET: usize = 32_768;
+
+/// The most rows one workgroup of a sum over `cols` columns takes, so that no
+/// invocation loops past `LOOP_BUDGET`: 131,072 rows of a column sum, 8,388,608
+/// values of `sum_all`.
+pub fn max_rows_per_workgroup(cols: usize) -> usize {
+    let lanes = if cols == 1 { SUM_WORKGROUP } else { ROW_LANES };
+    LOOP_BUDGET * lanes
+}
+
+fn overrides(dev: &Device) -> [(&'static str, f64); 3] {
     [
         ("COLS_PER_WG", columns_per_workgroup(dev) as f64),
+        ("ROW_LANES", ROW_LANES as f64),
         ("SUM_WG", SUM_WORKGROUP as f64),
     ]
 }
@@ -58,10 +77,11 @@ fn overrides(dev: &Device) -> [(&'static str, f64); 2] {
 /// (`CHUNK` rows, `SUM_ALL_PER_GROUP` values): many workgroups share the rows and
 /// their partial sums are reduced again. On a CPU adapter, all of them: its few cores
 /// are kept busy by the column groups alone, and a second pass would cost one more
-/// dispatch for every bias and LayerNorm gradient of the step.
+/// dispatch for every bias and LayerNorm gradient of the step (up to
+/// `max_rows_per_workgroup`).
 pub fn rows_per_workgroup(dev: &Device, rows: usize, cols: usize) -> usize {
     if dev.is_cpu() {
-        rows.max(1)
+        rows.clamp(1, max_rows_per_workgroup(cols))
     } else if cols == 1 {
         SUM_ALL_PER_GROUP
     } else {
@@ -91,6 +111,7 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
     let mut current = x.clone();
     // Each pass shrinks rows by the chunk until one row is left: a chunk of one row
     // would not shrink them, so it sums two.
+    let chunk = chunk.min(max_rows_per_workgroup(inner));
     while rows > 1 {
         let chunk = chunk.clamp(2, rows);
         if inner == 1 {
