@@ -201,6 +201,47 @@ fn split_k_refuses_more_slices_than_rows() {
 }
 
 #[test]
+fn products_deeper_than_a_cpu_adapters_loops_split_or_are_refused() {
+    // lavapipe cuts an invocation's loops short after 65,535 iterations in all, without
+    // an error (`CPU_LOOP_BUDGET`). A weight gradient deeper than that, on the subgroup
+    // kernel (4 k a step) and on the flat one (K not a multiple of 4, 1 k a step), is
+    // split into slices; a product that cannot be split is refused by name. GPUs run
+    // both whole.
+    let dev = device();
+    let budget = engine::device::CPU_LOOP_BUDGET;
+    let mut r = rng(14);
+    for (k, m, n) in [(4 * (2 * budget + 3), 4, 8), (budget + 3, 3, 5)] {
+        let (a, b) = (random(&mut r, k * m), random(&mut r, k * n));
+        let (ta, tb) = (upload(&[k, m], &a), upload(&[k, n], &b));
+        let shape = MatmulShape::of(&ta, &tb, Transpose::A, None, Epilogue::None).unwrap();
+        let plan = MatmulPlan::new(&dev, &shape);
+        assert_eq!(plan.split_k.is_some(), dev.is_cpu(), "{}", plan.describe());
+        let got = matmul::matmul_forward(&ta, &tb, Transpose::A, None).unwrap();
+        let want = cpu::matmul(&a, &b, None, 1, m, k, n, true, false, true);
+        let what = format!("[{k}x{m}]^T x [{k}x{n}]: {}", plan.describe());
+        assert_close(&what, &got.to_vec(), &want, 1e-4, 1e-4);
+    }
+    let k = 4 * (budget + 1);
+    let (a, b) = (random(&mut r, k), random(&mut r, k * 4));
+    let got = matmul::matmul_forward(
+        &upload(&[1, k], &a),
+        &upload(&[k, 4], &b),
+        Transpose::NONE,
+        None,
+    );
+    if dev.is_cpu() {
+        let e = got.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("K = {k}")) && e.contains("lavapipe"),
+            "{e}"
+        );
+    } else {
+        let want = cpu::matmul(&a, &b, None, 1, 1, k, 4, false, false, true);
+        assert_close("[1xK] x [Kx4]", &got.unwrap().to_vec(), &want, 1e-4, 1e-4);
+    }
+}
+
+#[test]
 fn a_plan_refuses_operands_of_another_shape() {
     let dev = device();
     let shape = MatmulShape::of(

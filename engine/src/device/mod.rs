@@ -27,6 +27,13 @@ pub use pool::{parse_bytes, MemoryPeaks, PooledBuffer, MEMORY_LIMIT_ENV, POISON_
 
 use crate::error::{Error, Result};
 use batching::Batcher;
+
+/// Loop iterations that one invocation of a kernel may make on a CPU adapter. lavapipe
+/// ends every loop of an invocation once they have made 65,535 iterations together
+/// (llvmpipe's loop limiter), without an error: a longer sum or product would come out
+/// short. Half of that leaves a kernel's other loops their share. The sums split longer
+/// chunks (`ops::reduce::max_rows_per_workgroup`), the products longer depths.
+pub const CPU_LOOP_BUDGET: usize = 32_768;
 use pipelines::PipelineCache;
 use pool::BufferPool;
 use profile::Profiler;

@@ -1,6 +1,6 @@
 //! Sums: over leading dims (bias gradients, broadcast backward), and to a scalar.
 
-use crate::device::{Device, KernelDef};
+use crate::device::{Device, KernelDef, CPU_LOOP_BUDGET};
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::broadcast_forward;
 use crate::shaders;
@@ -50,18 +50,12 @@ const SUM_ALL_PER_GROUP: usize = 4 * SUM_WORKGROUP;
 /// invocations that share a column's rows.
 pub(crate) const ROW_LANES: usize = 4;
 
-/// Loop iterations that one invocation of a sum may make. lavapipe ends every loop of an
-/// invocation once they have made 65,535 iterations together (llvmpipe's loop limiter),
-/// silently: a longer sum would come out short. Half of that leaves the kernels' other
-/// loops their share.
-const LOOP_BUDGET: usize = 32_768;
-
 /// The most rows one workgroup of a sum over `cols` columns takes, so that no
-/// invocation loops past `LOOP_BUDGET`: 131,072 rows of a column sum, 8,388,608
-/// values of `sum_all`.
+/// invocation loops past `CPU_LOOP_BUDGET` (lavapipe's loop limiter): 131,072 rows of
+/// a column sum, 8,388,608 values of `sum_all`.
 pub fn max_rows_per_workgroup(cols: usize) -> usize {
     let lanes = if cols == 1 { SUM_WORKGROUP } else { ROW_LANES };
-    LOOP_BUDGET * lanes
+    CPU_LOOP_BUDGET * lanes
 }
 
 fn overrides(dev: &Device) -> [(&'static str, f64); 3] {

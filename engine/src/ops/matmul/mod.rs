@@ -18,7 +18,7 @@ pub use plan::{
     Transpose, COOP_TILE, FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
-use crate::device::{round_up_to_quarter_power, KernelDef};
+use crate::device::{round_up_to_quarter_power, KernelDef, CPU_LOOP_BUDGET};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::{cast, cast_forward};
 use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
@@ -341,6 +341,16 @@ fn run_kernel(
                 "the {kernel:?} kernel needs {}, this device ({}) has not",
                 kernel.needs(),
                 dev.info().name
+            ),
+        );
+    }
+    if dev.is_cpu() && kernel.cpu_k_steps(d.k) > CPU_LOOP_BUDGET {
+        return shape_err(
+            "matmul",
+            format!(
+                "the {kernel:?} kernel would walk K = {} in {} steps, past the {CPU_LOOP_BUDGET} that a CPU adapter's loops may make (lavapipe cuts them short without an error); only weight gradients are split along K",
+                d.k,
+                kernel.cpu_k_steps(d.k)
             ),
         );
     }

@@ -29,10 +29,14 @@
 //! Split-K: on GPUs weight gradients are split along K, into as many slices as
 //! occupy the device where the product runs on few workgroups, else two (see
 //! [`split_k`]); mixed ones where the slices divide K ([`split_k_exact`]). The
-//! measurements behind these rules are in docs/results/.
+//! measurements behind these rules are in docs/results/. On CPU adapters an f32 weight
+//! gradient is split only where its kernel would loop over K more than
+//! `CPU_LOOP_BUDGET` times, which lavapipe would cut short; other products that deep are
+//! refused there.
 //!
 //! Explained in the tour: docs/tour/04-matmul.md.
 
+use crate::device::CPU_LOOP_BUDGET;
 use crate::error::{shape_err, Result};
 use crate::tensor::{DType, Tensor};
 use crate::Device;
@@ -121,6 +125,18 @@ impl MatmulKernel {
                 | MatmulKernel::MixedCoop
                 | MatmulKernel::MixedCoopEmulated
         )
+    }
+
+    /// Iterations of the kernel's loop over K for a product `k` deep, where a CPU
+    /// adapter runs it (`CPU_LOOP_BUDGET`): the vec4 and subgroup kernels step four at a
+    /// time, the others one.
+    pub fn cpu_k_steps(self, k: usize) -> usize {
+        match self {
+            MatmulKernel::Vec4 | MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => {
+                k.div_ceil(4)
+            }
+            _ => k,
+        }
     }
 
     /// Whether the device can run this kernel at all.
@@ -484,6 +500,16 @@ impl MatmulPlan {
         } else {
             MatmulKernel::Flat
         };
+        // A weight gradient deeper than a CPU adapter's loops may go is split into
+        // slices that any kernel can walk, one k a step.
+        if !gpu && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET {
+            let slices = shape.k.div_ceil(CPU_LOOP_BUDGET);
+            return MatmulPlan {
+                kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
+                shape: *shape,
+                split_k: Some(slices),
+            };
+        }
         MatmulPlan {
             shape: *shape,
             kernel,
