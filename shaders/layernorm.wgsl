@@ -14,6 +14,7 @@ struct Params {
     cols: u32,
     eps: f32,
     chunk: u32,    // rows per workgroup of layernorm_param_grads
+    stride: u32,   // and the columns its partial sums of dgamma and of dbeta each take
 }
 
 override AFFINE: bool = true;
@@ -152,9 +153,10 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 
 var<workgroup> lanes: array<vec2<f32>, COLS_PER_WG * ROW_LANES>;
 
-// Partial sums over a chunk of `chunk` rows of dy * xhat and dy per column: the dgamma
-// partials [chunks, cols] into `out`, the dbeta partials [chunks, cols] into
-// `stats_out`. A workgroup per column block (column_sums.wgsl).
+// Partial sums over a chunk of `chunk` rows of dy * xhat and dy per column, side by side
+// in `out` [chunks, 2, stride]: dgamma's at [chunk, 0, col], dbeta's at [chunk, 1, col]
+// (one sum over the chunks then adds both). A workgroup per column block
+// (column_sums.wgsl).
 @compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -174,8 +176,8 @@ fn layernorm_param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     if (lid.y == 0u && col < p.cols) {
         var t = vec2<f32>(0.0);
         for (var l = 0u; l < ROW_LANES; l++) { t += lanes[l * COLS_PER_WG + lid.x]; }
-        out[block.chunk * p.cols + col] = t.x;
-        stats_out[block.chunk * p.cols + col] = t.y;
+        out[2u * block.chunk * p.stride + col] = t.x;
+        out[(2u * block.chunk + 1u) * p.stride + col] = t.y;
     }
 }
 
@@ -307,8 +309,8 @@ fn layernorm_backward_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
 
 var<workgroup> lanes4: array<vec4<f32>, 2u * COLS_PER_WG * ROW_LANES>;
 
-// layernorm_param_grads on vec4s: the host counts cols (and so the column blocks) in
-// vec4s.
+// layernorm_param_grads on vec4s: the host counts cols and stride (and so the column
+// blocks) in vec4s.
 @compute @workgroup_size(COLS_PER_WG, ROW_LANES)
 fn layernorm_param_grads_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                               @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -334,7 +336,7 @@ fn layernorm_param_grads_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
             dgamma += lanes4[2u * (l * COLS_PER_WG + lid.x)];
             dbeta += lanes4[2u * (l * COLS_PER_WG + lid.x) + 1u];
         }
-        out4[block.chunk * p.cols + col] = dgamma;
-        sum_out4[block.chunk * p.cols + col] = dbeta;
+        out4[2u * block.chunk * p.stride + col] = dgamma;
+        out4[(2u * block.chunk + 1u) * p.stride + col] = dbeta;
     }
 }

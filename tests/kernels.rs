@@ -366,14 +366,19 @@ fn column_sums_over_millions_of_columns_match_cpu() {
         );
     }
     // LayerNorm's parameter gradients are column sums of the same grid: by columns, and
-    // by vec4s of them (rows of whole vec4s; one row, which keeps a GPU's 64 MiB under
-    // the 128 MiB a binding may hold), past the limit in both. The statistics come
-    // from the CPU: lavapipe cuts the forward's loops over rows this long short
-    // (`CPU_LOOP_BUDGET`).
+    // by vec4s of them (rows of whole vec4s), past the limit in both. The statistics
+    // come from the CPU: lavapipe cuts the forward's loops over rows this long short
+    // (`CPU_LOOP_BUDGET`). The vec4 case on a GPU's column groups (16.8 M columns)
+    // needs partial sums of 128 MiB, which not every adapter binds.
     for (rows, cols) in [
         (rows, (limit + 1) * group + 3),
         (1, 4 * (limit + 1) * group + 4),
     ] {
+        let partials = (2 * 4 * rows * cols.next_multiple_of(64)) as u64;
+        if partials > device().max_binding_bytes() {
+            eprintln!("layernorm {rows}x{cols} skipped: partial sums of {partials} bytes");
+            continue;
+        }
         let x = random(&mut r, rows * cols);
         let tx = upload(&[rows, cols], &x);
         let dy = random(&mut r, rows * cols);

@@ -257,18 +257,32 @@ impl Tensor {
     /// The first elements of the storage in a shape of at most as many elements (no
     /// copy, untracked): kernels index only what the shape covers.
     pub(crate) fn prefix_view(&self, shape: &[usize]) -> Result<Tensor> {
-        if numel(shape) > self.numel() {
+        self.view_from(0, shape)
+    }
+
+    /// Elements `start..` of the storage in a shape of at most as many as are left (no
+    /// copy, untracked), `start` at an offset the adapter can bind.
+    pub(crate) fn view_from(&self, start: usize, shape: &[usize]) -> Result<Tensor> {
+        let dtype = self.dtype();
+        let offset = match dtype {
+            DType::F32 => 4 * start as u64,
+            DType::F16 => 2 * start as u64,
+        };
+        if start + numel(shape) > self.numel()
+            || !offset.is_multiple_of(self.device().storage_offset_alignment())
+        {
             return shape_err(
-                "prefix view",
-                format!("{shape:?} holds more than {:?}", self.shape()),
+                "view",
+                format!(
+                    "{shape:?} from element {start} of {:?}: past its end, or not at a multiple of {} bytes",
+                    self.shape(),
+                    self.device().storage_offset_alignment()
+                ),
             );
         }
-        Ok(Self::wrap(
-            self.device(),
-            shape,
-            self.dtype(),
-            self.storage(),
-        ))
+        let mut storage = self.storage();
+        storage.offset += offset;
+        Ok(Self::wrap(self.device(), shape, dtype, storage))
     }
 
     pub(crate) fn mark_requires_grad(&self) {

@@ -24,6 +24,7 @@ crate::kernel_params! {
         cols: u32,
         eps: f32,
         chunk: u32,
+        stride: u32,
     }
 }
 
@@ -42,14 +43,13 @@ const BACKWARD_ROWS: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_backward_rows", 6, 1);
 const BACKWARD_ROWS_VEC4: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_backward_rows_vec4", 6, 1).bound_from(11);
-/// x, (unused), (unused), stats, dy, (unused) -> dgamma and dbeta partials
-/// [chunks, cols].
+/// x, (unused), (unused), stats, dy, (unused) -> dgamma and dbeta partials side by
+/// side, [chunks, 2, stride].
 const PARAM_GRADS: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 6, 2);
-/// The same on vec4s, dbeta into the third output: cols a multiple of 4, counted in
-/// vec4s.
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads", 6, 1);
+/// The same on vec4s: cols and stride multiples of 4, counted in vec4s.
 const PARAM_GRADS_VEC4: KernelDef<LayerNormParams> =
-    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads_vec4", 6, 3).bound_from(11);
+    KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads_vec4", 6, 1).bound_from(11);
 
 /// The kernel that runs `plan`: a workgroup per row, or an invocation per row, which
 /// reads whole rows of vec4s as vec4s (a load on a CPU adapter walks the lanes one by
@@ -184,6 +184,7 @@ fn forward(
             cols: cols as u32,
             eps,
             chunk: 0,
+            stride: 0,
         },
         &[
             x.buffer(),
@@ -262,6 +263,7 @@ pub fn layernorm_backward_with(
         cols: cols as u32,
         eps: 0.0,
         chunk: chunk as u32,
+        stride: 0,
     };
     dev.dispatch(
         kernel(plan, &BACKWARD, &BACKWARD_ROWS, &BACKWARD_ROWS_VEC4),
@@ -281,42 +283,44 @@ pub fn layernorm_backward_with(
     let param_grads = match gamma {
         None => None,
         Some(_) => {
+            // dgamma's and dbeta's partial sums side by side, each row of them from an
+            // offset the adapter can bind: one sum over the chunks adds both, and each
+            // is a view of it.
+            let align = (dev.storage_offset_alignment() as usize / 4).max(4);
+            let stride = cols.next_multiple_of(align);
             let chunks = rows.div_ceil(chunk);
-            let dgamma = Tensor::empty(dev, &[chunks, cols])?;
-            let dbeta = Tensor::empty(dev, &[chunks, cols])?;
-            let reads = [
+            let partials = Tensor::empty(dev, &[chunks, 2 * stride])?;
+            let buffers = [
                 x.buffer(),
                 dev.dummy(),
                 dev.dummy(),
                 saved.stats.buffer(),
                 dy.buffer(),
                 dev.dummy(),
+                partials.buffer(),
             ];
-            if cols.is_multiple_of(4) {
-                let params = LayerNormParams {
-                    cols: (cols / 4) as u32,
-                    ..params
-                };
-                let writes = [dgamma.buffer(), dev.dummy_output(), dbeta.buffer()];
-                dev.dispatch(
-                    &PARAM_GRADS_VEC4,
-                    &overrides(dev, true, false, false),
-                    &params,
-                    &[&reads[..], &writes[..]].concat(),
-                    column_sums_grid(dev, cols / 4, chunks),
-                )?;
+            // Columns per element the kernel reads.
+            let (def, width) = if cols.is_multiple_of(4) {
+                (&PARAM_GRADS_VEC4, 4)
             } else {
-                dev.dispatch(
-                    &PARAM_GRADS,
-                    &overrides(dev, true, false, false),
-                    &params,
-                    &[&reads[..], &[dgamma.buffer(), dbeta.buffer()]].concat(),
-                    column_sums_grid(dev, cols, chunks),
-                )?;
-            }
-            let dgamma = sum_leading_forward_with(&dgamma, cols, chunk)?;
-            let dbeta = sum_leading_forward_with(&dbeta, cols, chunk)?;
-            Some((dgamma, dbeta))
+                (&PARAM_GRADS, 1)
+            };
+            dev.dispatch(
+                def,
+                &overrides(dev, true, false, false),
+                &LayerNormParams {
+                    cols: (cols / width) as u32,
+                    stride: (stride / width) as u32,
+                    ..params
+                },
+                &buffers,
+                column_sums_grid(dev, cols / width, chunks),
+            )?;
+            let sums = sum_leading_forward_with(&partials, 2 * stride, chunk)?;
+            Some((
+                sums.view_from(0, &[cols])?,
+                sums.view_from(stride, &[cols])?,
+            ))
         }
     };
     Ok((dx, param_grads))
