@@ -19,7 +19,7 @@ override ROWS: u32;
 override TILE_FLOATS: u32;
 override TILE: u32;
 
-// qkv is bound at 1, 10 and 20 (attention_layout.wgsl).
+// qkv is bound at 1, 10 and 20 (attention_qkv_words.wgsl).
 // forward
 @group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;

@@ -21,7 +21,7 @@ override ROWS: u32;
 const COLS: u32 = 16u;      // head-dim columns per invocation at the largest head dim
 const NEG: f32 = -3.4e38;
 
-// qkv is bound at 1, 10 and 20 (attention_layout.wgsl).
+// qkv is bound at 1, 10 and 20 (attention_qkv_words.wgsl).
 @group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 

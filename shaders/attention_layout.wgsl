@@ -40,26 +40,9 @@ fn out_at(at: HeadLayout, r: u32) -> u32 {
     return at.out + r * p.heads * HD;
 }
 
-// qkv, read by all three kernels (the forward's, dq's and dk/dv's binding): f32, or f16
-// two to a word (QKV_F16) where the projection stored it so under mixed precision.
-// Either way the kernels compute in f32 and write out, dqkv, lse and delta in f32.
+// qkv, read by all three kernels (the forward's, dq's and dk/dv's binding, at 1, 10 and
+// 20): f32, or f16 two to a word (QKV_F16) where the projection stored it so under mixed
+// precision. Either way the kernels compute in f32 and write out, dqkv, lse and delta in
+// f32. attention_qkv_words.wgsl binds it as words for the tiled and blocked families;
+// the subgroup family binds it as vec4s of words.
 override QKV_F16: bool = false;
-
-@group(0) @binding(1) var<storage, read> f_qkv: array<u32>;
-@group(0) @binding(10) var<storage, read> q_qkv: array<u32>;
-@group(0) @binding(20) var<storage, read> kv_qkv: array<u32>;
-
-// The word that holds element i, and element i from it.
-fn qkv_word(i: u32) -> u32 {
-    return select(i, i >> 1u, QKV_F16);
-}
-
-fn qkv_element(word: u32, i: u32) -> f32 {
-    if (QKV_F16) { return unpack2x16float(word)[i & 1u]; }
-    return bitcast<f32>(word);
-}
-
-// Element i of qkv, from each kernel's binding.
-fn load_f_qkv(i: u32) -> f32 { return qkv_element(f_qkv[qkv_word(i)], i); }
-fn load_q_qkv(i: u32) -> f32 { return qkv_element(q_qkv[qkv_word(i)], i); }
-fn load_kv_qkv(i: u32) -> f32 { return qkv_element(kv_qkv[qkv_word(i)], i); }

@@ -6,44 +6,50 @@
 // Each lane owns one row (a query row in the forward and dq kernels, a key row in the
 // dk/dv kernel) and its accumulators, as vec4 chunks of the head dim. The other side
 // is walked 8 rows at a time: chunk c of those 8 rows is read once per lane (lane t
-// reads row t: four words in f32, two in f16), handed round with subgroupBroadcast, so
-// a lane pays one chunk's loads instead of eight and the exponentials of the online
-// softmax are taken once per block of 8.
+// reads row t: two pairs of words in f32, one in f16), handed round with
+// subgroupBroadcast, so a lane pays one chunk's loads instead of eight and the
+// exponentials of the online softmax are taken once per block of 8.
 
 const CHUNKS: u32 = 32u;      // vec4 chunks of the largest head dim, 128
 const NEG: f32 = -3.4e38;
 
-// qkv is bound at 1, 10 and 20 (attention_layout.wgsl).
+// qkv, as pairs of words: two elements in f32, four in f16. On a CPU adapter each
+// storage load walks the lanes one by one, so fewer, wider loads cost less: on lavapipe
+// the f32 kernels ran in about 0.8 of their time against a word a load, the f16 ones in
+// the same (vec4s of words were faster still in f32 but slower in f16).
+@group(0) @binding(1) var<storage, read> f_qkv: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read_write> f_out: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
 
+@group(0) @binding(10) var<storage, read> q_qkv: array<vec2<u32>>;
 @group(0) @binding(11) var<storage, read> q_out: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read> q_dout: array<vec4<f32>>;
 @group(0) @binding(13) var<storage, read> q_lse: array<f32>;
 @group(0) @binding(14) var<storage, read_write> q_dqkv: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
 
+@group(0) @binding(20) var<storage, read> kv_qkv: array<vec2<u32>>;
 @group(0) @binding(21) var<storage, read> kv_dout: array<vec4<f32>>;
 @group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
 @group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
 @group(0) @binding(24) var<storage, read_write> kv_dqkv: array<vec4<f32>>;
 
-// Chunk c of qkv (elements 4c .. 4c + 3): four words in f32, two in f16. Read word by
-// word, not through the layout's element loaders, which would load each f16 word twice
-// (lavapipe does not merge the loads: the f16 kernels ran 1.3-1.6x slower so).
+// Chunk c of qkv (elements 4c .. 4c + 3): two vec2s of words in f32, one in f16.
+fn chunk_of(words: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y));
+}
+
 fn load4_f_qkv(c: u32) -> vec4<f32> {
-    if (QKV_F16) { return vec4<f32>(unpack2x16float(f_qkv[2u * c]), unpack2x16float(f_qkv[2u * c + 1u])); }
-    return bitcast<vec4<f32>>(vec4<u32>(f_qkv[4u * c], f_qkv[4u * c + 1u], f_qkv[4u * c + 2u], f_qkv[4u * c + 3u]));
+    if (QKV_F16) { return chunk_of(f_qkv[c]); }
+    return bitcast<vec4<f32>>(vec4<u32>(f_qkv[2u * c], f_qkv[2u * c + 1u]));
 }
-
 fn load4_q_qkv(c: u32) -> vec4<f32> {
-    if (QKV_F16) { return vec4<f32>(unpack2x16float(q_qkv[2u * c]), unpack2x16float(q_qkv[2u * c + 1u])); }
-    return bitcast<vec4<f32>>(vec4<u32>(q_qkv[4u * c], q_qkv[4u * c + 1u], q_qkv[4u * c + 2u], q_qkv[4u * c + 3u]));
+    if (QKV_F16) { return chunk_of(q_qkv[c]); }
+    return bitcast<vec4<f32>>(vec4<u32>(q_qkv[2u * c], q_qkv[2u * c + 1u]));
 }
-
 fn load4_kv_qkv(c: u32) -> vec4<f32> {
-    if (QKV_F16) { return vec4<f32>(unpack2x16float(kv_qkv[2u * c]), unpack2x16float(kv_qkv[2u * c + 1u])); }
-    return bitcast<vec4<f32>>(vec4<u32>(kv_qkv[4u * c], kv_qkv[4u * c + 1u], kv_qkv[4u * c + 2u], kv_qkv[4u * c + 3u]));
+    if (QKV_F16) { return chunk_of(kv_qkv[c]); }
+    return bitcast<vec4<f32>>(vec4<u32>(kv_qkv[2u * c], kv_qkv[2u * c + 1u]));
 }
 
 // The layout's row offsets in vec4s.

@@ -4,7 +4,8 @@
 //! struct. gelu.wgsl holds functions only; the kernels that apply GELU have it
 //! prepended, as f16.wgsl's rounding to f16 is to the kernels that store or multiply
 //! f16 values. attention_layout.wgsl, the fused attention families' parameters and row
-//! offsets, is prepended to each of them. matmul_subgroup.wgsl holds one entry point
+//! offsets, is prepended to each of them, and attention_qkv_words.wgsl, qkv bound as
+//! words, to the two that read it element by element. matmul_subgroup.wgsl holds one entry point
 //! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands;
 //! matmul_mixed_subgroup.wgsl gives matmul_subgroup.wgsl's kernel its operands.
 //! matmul_coop.wgsl is the product on cooperative matrices, built on
@@ -128,7 +129,7 @@ shader!(
 shader!(
     ATTENTION,
     "attention.wgsl",
-    ["attention_layout.wgsl"],
+    ["attention_layout.wgsl", "attention_qkv_words.wgsl"],
     Some(AttentionParams::LAYOUT)
 );
 shader!(
@@ -140,7 +141,7 @@ shader!(
 shader!(
     ATTENTION_BLOCKED,
     "attention_blocked.wgsl",
-    ["attention_layout.wgsl"],
+    ["attention_layout.wgsl", "attention_qkv_words.wgsl"],
     Some(AttentionParams::LAYOUT)
 );
 shader!(SOFTMAX, "softmax.wgsl", [], Some(SoftmaxParams::LAYOUT));
