@@ -54,3 +54,35 @@ fn scatter_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     out[i] = acc;
 }
+
+// The same for rows of whole vec4s (D a multiple of 4), on vec4 views of the buffers:
+// the host counts d and total in vec4s.
+@group(0) @binding(5) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> idx4: array<u32>;
+@group(0) @binding(7) var<storage, read> entries4: array<u32>;
+@group(0) @binding(8) var<storage, read_write> out4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn gather_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let row = i / p.d;
+    let col = i % p.d;
+    let g = row / p.k;
+    out4[i] = src4[((g % p.batch) * p.n + idx4[row]) * p.d + col];
+}
+
+@compute @workgroup_size(WG)
+fn scatter_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let row = i / p.d;
+    let col = i % p.d;
+    var acc = vec4<f32>(0.0);
+    for (var e = idx4[row]; e < idx4[row + 1u]; e++) {
+        acc += src4[entries4[e] * p.d + col];
+    }
+    out4[i] = acc;
+}

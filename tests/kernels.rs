@@ -590,29 +590,33 @@ fn tensors_read_back_together_in_one_submit() {
 #[test]
 fn gather_rows_forward_and_backward_match_cpu_with_repeated_indices() {
     let mut r = rng(10);
-    let (b, n, d, k, masks) = (3, 13, 7, 5, 2);
-    let x = random(&mut r, b * n * d);
-    let idx: Vec<i64> = (0..masks * b * k)
-        .map(|i| ((i * 7 + 3) % n) as i64)
-        .chain([])
-        .collect();
-    // Repeat one index inside a row: the backward must add both contributions.
-    let mut idx = idx;
-    idx[1] = idx[0];
-    let ti = Indices::new(&device(), &[masks * b, k], &idx).unwrap();
-    let idx_u: Vec<u32> = idx.iter().map(|&v| v as u32).collect();
-    let got = gather::gather_rows_forward(&upload(&[b, n, d], &x), &ti).unwrap();
-    assert_eq!(got.to_vec(), cpu::gather_rows(&x, b, n, d, &idx_u, k));
-    let dy = random(&mut r, masks * b * k * d);
-    let dx =
-        gather::gather_rows_backward(&[b, n, d], &ti, &upload(&[masks * b, k, d], &dy)).unwrap();
-    assert_close(
-        "gather backward",
-        &dx.to_vec(),
-        &cpu::gather_rows_backward(&dy, b, n, d, &idx_u, k),
-        1e-6,
-        1e-6,
-    );
+    // Rows of odd width, and of whole vec4s (the vec4 kernels).
+    for (b, n, d, k, masks) in [(3, 13, 7, 5, 2), (3, 13, 12, 5, 2)] {
+        let x = random(&mut r, b * n * d);
+        let mut idx: Vec<i64> = (0..masks * b * k)
+            .map(|i| ((i * 7 + 3) % n) as i64)
+            .collect();
+        // Repeat one index inside a row: the backward must add both contributions.
+        idx[1] = idx[0];
+        let ti = Indices::new(&device(), &[masks * b, k], &idx).unwrap();
+        let idx_u: Vec<u32> = idx.iter().map(|&v| v as u32).collect();
+        let got = gather::gather_rows_forward(&upload(&[b, n, d], &x), &ti).unwrap();
+        assert_eq!(
+            got.to_vec(),
+            cpu::gather_rows(&x, b, n, d, &idx_u, k),
+            "d={d}"
+        );
+        let dy = random(&mut r, masks * b * k * d);
+        let dx = gather::gather_rows_backward(&[b, n, d], &ti, &upload(&[masks * b, k, d], &dy))
+            .unwrap();
+        assert_close(
+            &format!("gather backward, d={d}"),
+            &dx.to_vec(),
+            &cpu::gather_rows_backward(&dy, b, n, d, &idx_u, k),
+            1e-6,
+            1e-6,
+        );
+    }
 }
 
 #[test]

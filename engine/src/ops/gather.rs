@@ -23,15 +23,28 @@ crate::kernel_params! {
 const GATHER: KernelDef<GatherParams> = KernelDef::new(&shaders::GATHER, "gather_rows", 3, 1);
 /// dy, offsets, entries -> dx.
 const SCATTER: KernelDef<GatherParams> = KernelDef::new(&shaders::GATHER, "scatter_rows", 3, 1);
+/// The two on rows of whole vec4s.
+const GATHER_VEC4: KernelDef<GatherParams> =
+    KernelDef::new(&shaders::GATHER, "gather_rows_vec4", 3, 1).bound_from(5);
+const SCATTER_VEC4: KernelDef<GatherParams> =
+    KernelDef::new(&shaders::GATHER, "scatter_rows_vec4", 3, 1).bound_from(5);
 
-/// The parameters and grid of a gather or scatter writing `total` elements.
+/// The parameters and grid of a gather or scatter writing `total` elements: `defs` its
+/// kernel by elements and by vec4s, the second where rows are whole vec4s (a load per
+/// four elements).
 fn launch(
     dev: &crate::Device,
-    def: &KernelDef<GatherParams>,
+    defs: [&KernelDef<GatherParams>; 2],
     (batch, n, d, k): (usize, usize, usize, usize),
     total: usize,
     buffers: &[Binding],
 ) -> Result<()> {
+    let (def, width) = if d.is_multiple_of(4) {
+        (defs[1], 4)
+    } else {
+        (defs[0], 1)
+    };
+    let (d, total) = (d / width, total / width);
     let params = GatherParams {
         batch: batch as u32,
         n: n as u32,
@@ -59,7 +72,7 @@ pub fn gather_rows_forward(x: &Tensor, idx: &Indices) -> Result<Tensor> {
     let out = Tensor::empty(dev, &[g, k, d])?;
     launch(
         dev,
-        &GATHER,
+        [&GATHER, &GATHER_VEC4],
         (b, n, d, k),
         g * k * d,
         &[x.buffer(), idx.buffer(), dev.dummy(), out.buffer()],
@@ -92,7 +105,7 @@ pub fn gather_rows_backward(x_shape: &[usize], idx: &Indices, dy: &Tensor) -> Re
     let dx = Tensor::empty(dev, x_shape)?;
     launch(
         dev,
-        &SCATTER,
+        [&SCATTER, &SCATTER_VEC4],
         (b, n, d, k),
         b * n * d,
         &[dy.buffer(), offsets.buffer(), entries.buffer(), dx.buffer()],
