@@ -701,15 +701,18 @@ fn cross_entropy_matches_cpu() {
 #[test]
 fn adamw_and_ema_match_cpu() {
     let mut r = rng(13);
-    let n = 1001;
+    // By elements, and by vec4s (n a multiple of 4), the decay starting inside a vec4.
+    for (n, decay_from) in [(1001, 400), (1000, 402)] {
+        adamw_and_ema_of(&mut r, n, decay_from);
+    }
+}
+
+fn adamw_and_ema_of(r: &mut rand::rngs::StdRng, n: usize, decay_from: usize) {
     let (p, g, m, v) = (
-        random(&mut r, n),
-        random(&mut r, n),
-        random(&mut r, n),
-        random(&mut r, n)
-            .iter()
-            .map(|x| x.abs())
-            .collect::<Vec<_>>(),
+        random(r, n),
+        random(r, n),
+        random(r, n),
+        random(r, n).iter().map(|x| x.abs()).collect::<Vec<_>>(),
     );
     let (tp, tg, tm, tv) = (
         upload(&[n], &p),
@@ -726,14 +729,14 @@ fn adamw_and_ema_match_cpu() {
         weight_decay: 0.05,
         grad_scale: 0.5,
     };
-    // Elements from 400 on decay, as the decaying parameters of a packed bucket.
-    engine::ops::update::adamw_update(&h, 3, &tp, &tg, &tm, &tv, 400).unwrap();
+    // Elements from decay_from on decay, as the decaying parameters of a packed bucket.
+    engine::ops::update::adamw_update(&h, 3, &tp, &tg, &tm, &tv, decay_from).unwrap();
     let half_g: Vec<f32> = g.iter().map(|x| 0.5 * x).collect();
     let mut want = cpu::adamw(
-        &p[..400],
-        &half_g[..400],
-        &m[..400],
-        &v[..400],
+        &p[..decay_from],
+        &half_g[..decay_from],
+        &m[..decay_from],
+        &v[..decay_from],
         3,
         1e-2,
         0.9,
@@ -742,10 +745,10 @@ fn adamw_and_ema_match_cpu() {
         0.0,
     );
     let decayed = cpu::adamw(
-        &p[400..],
-        &half_g[400..],
-        &m[400..],
-        &v[400..],
+        &p[decay_from..],
+        &half_g[decay_from..],
+        &m[decay_from..],
+        &v[decay_from..],
         3,
         1e-2,
         0.9,
@@ -757,14 +760,32 @@ fn adamw_and_ema_match_cpu() {
     want.1.extend(decayed.1);
     want.2.extend(decayed.2);
     let (wp, wm, wv) = want;
-    assert_close("adamw param", &tp.to_vec(), &wp, 1e-6, 1e-5);
-    assert_close("adamw exp_avg", &tm.to_vec(), &wm, 1e-7, 1e-6);
-    assert_close("adamw exp_avg_sq", &tv.to_vec(), &wv, 1e-7, 1e-6);
-    let target = random(&mut r, n);
+    assert_close(
+        &format!("adamw param, n={n}"),
+        &tp.to_vec(),
+        &wp,
+        1e-6,
+        1e-5,
+    );
+    assert_close(
+        &format!("adamw exp_avg, n={n}"),
+        &tm.to_vec(),
+        &wm,
+        1e-7,
+        1e-6,
+    );
+    assert_close(
+        &format!("adamw exp_avg_sq, n={n}"),
+        &tv.to_vec(),
+        &wv,
+        1e-7,
+        1e-6,
+    );
+    let target = random(r, n);
     let tt = upload(&[n], &target);
     engine::ops::update::ema_update(&tt, &tp, 0.996).unwrap();
     assert_close(
-        "ema",
+        &format!("ema, n={n}"),
         &tt.to_vec(),
         &cpu::ema(&target, &wp, 0.996),
         1e-7,

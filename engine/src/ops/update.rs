@@ -32,6 +32,25 @@ crate::kernel_params! {
 const ADAMW: KernelDef<UpdateParams> = KernelDef::new(&shaders::UPDATE, "adamw", 1, 3);
 /// source, target (updated in place).
 const EMA: KernelDef<UpdateParams> = KernelDef::new(&shaders::UPDATE, "ema_update", 1, 1);
+/// The two on tensors of whole vec4s (packed buckets are), a load per four elements.
+const ADAMW_VEC4: KernelDef<UpdateParams> =
+    KernelDef::new(&shaders::UPDATE, "adamw_vec4", 1, 3).bound_from(7);
+const EMA_VEC4: KernelDef<UpdateParams> =
+    KernelDef::new(&shaders::UPDATE, "ema_update_vec4", 1, 1).bound_from(7);
+
+/// The kernel of a pair that runs `n` elements, and the elements it counts in (n is
+/// given in them).
+fn by_width<'a>(
+    n: usize,
+    scalar: &'a KernelDef<UpdateParams>,
+    vec4: &'a KernelDef<UpdateParams>,
+) -> (&'a KernelDef<UpdateParams>, usize) {
+    if n.is_multiple_of(4) {
+        (vec4, 4)
+    } else {
+        (scalar, 1)
+    }
+}
 /// checked, found (a one-element flag).
 const FIND_NON_FINITE: KernelDef<UpdateParams> =
     KernelDef::new(&shaders::UPDATE, "find_non_finite", 1, 1).bound_from(5);
@@ -85,8 +104,9 @@ pub fn adamw_update(
     let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
     let dev = param.device();
+    let (def, width) = by_width(param.numel(), &ADAMW, &ADAMW_VEC4);
     let params = UpdateParams {
-        n: param.numel() as u32,
+        n: (param.numel() / width) as u32,
         lr: h.lr,
         beta1: h.beta1,
         beta2: h.beta2,
@@ -99,7 +119,7 @@ pub fn adamw_update(
         decay_from: decay_from.min(param.numel()) as u32,
     };
     dev.dispatch(
-        &ADAMW,
+        def,
         WG_OVERRIDES,
         &params,
         &[
@@ -108,7 +128,7 @@ pub fn adamw_update(
             exp_avg.buffer(),
             exp_avg_sq.buffer(),
         ],
-        grid_for(dev, param.numel()),
+        grid_for(dev, param.numel() / width),
     )?;
     Ok(())
 }
@@ -120,17 +140,18 @@ pub fn ema_update(target: &Tensor, source: &Tensor, momentum: f32) -> Result<()>
         return shape_err("ema_update", "target and source share storage");
     }
     let dev = target.device();
+    let (def, width) = by_width(target.numel(), &EMA, &EMA_VEC4);
     let params = UpdateParams {
-        n: target.numel() as u32,
+        n: (target.numel() / width) as u32,
         momentum,
         ..UpdateParams::default()
     };
     dev.dispatch(
-        &EMA,
+        def,
         WG_OVERRIDES,
         &params,
         &[source.buffer(), target.buffer()],
-        grid_for(dev, target.numel()),
+        grid_for(dev, target.numel() / width),
     )?;
     Ok(())
 }
