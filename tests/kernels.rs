@@ -344,6 +344,49 @@ fn saved_by_cpu(x: &[f32], tx: &Tensor, cols: usize) -> layernorm::LayerNormSave
     }
 }
 
+/// LayerNorm's parameter gradients of x (uploaded as tx) for a random dy and gamma,
+/// their column sums in each of `chunks` rows per workgroup, against the CPU.
+fn param_grads_match_cpu(
+    r: &mut rand::rngs::StdRng,
+    x: &[f32],
+    tx: &Tensor,
+    cols: usize,
+    chunks: &[usize],
+) {
+    let rows = x.len() / cols;
+    let dy = random(r, rows * cols);
+    let g = random(r, cols);
+    let saved = saved_by_cpu(x, tx, cols);
+    let (_, want_dgamma, want_dbeta) = cpu::layernorm_backward(x, &dy, cols, Some(&g[..]), 1e-6);
+    for &chunk in chunks {
+        let (_, params) = layernorm::layernorm_backward_with(
+            &RowPlan::of(tx),
+            chunk,
+            &saved,
+            Some(&upload(&[cols], &g)),
+            &upload(&[rows, cols], &dy),
+            None,
+        )
+        .unwrap();
+        let (dgamma, dbeta) = params.expect("affine");
+        let what = format!("layernorm {rows}x{cols}, {chunk} rows per column-sum workgroup");
+        assert_close(
+            &format!("{what}: dgamma"),
+            &dgamma.to_vec(),
+            &want_dgamma,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what}: dbeta"),
+            &dbeta.to_vec(),
+            &want_dbeta,
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
 #[test]
 fn column_sums_over_millions_of_columns_match_cpu() {
     // More column groups than a grid dimension holds: the sums' grid folds into two
@@ -381,39 +424,7 @@ fn column_sums_over_millions_of_columns_match_cpu() {
         }
         let x = random(&mut r, rows * cols);
         let tx = upload(&[rows, cols], &x);
-        let dy = random(&mut r, rows * cols);
-        let g = random(&mut r, cols);
-        let tg = upload(&[cols], &g);
-        let saved = saved_by_cpu(&x, &tx, cols);
-        let (_, want_dgamma, want_dbeta) =
-            cpu::layernorm_backward(&x, &dy, cols, Some(&g[..]), 1e-6);
-        for chunk in [rows, 1] {
-            let (_, params) = layernorm::layernorm_backward_with(
-                &RowPlan::of(&tx),
-                chunk,
-                &saved,
-                Some(&tg),
-                &upload(&[rows, cols], &dy),
-                None,
-            )
-            .unwrap();
-            let (dgamma, dbeta) = params.expect("affine");
-            let what = format!("layernorm {rows}x{cols}, {chunk} rows per column-sum workgroup");
-            assert_close(
-                &format!("{what} dgamma"),
-                &dgamma.to_vec(),
-                &want_dgamma,
-                1e-4,
-                1e-4,
-            );
-            assert_close(
-                &format!("{what} dbeta"),
-                &dbeta.to_vec(),
-                &want_dbeta,
-                1e-5,
-                1e-4,
-            );
-        }
+        param_grads_match_cpu(&mut r, &x, &tx, cols, &[rows, 1]);
     }
 }
 
@@ -441,36 +452,7 @@ fn sums_longer_than_a_lavapipe_loop_match_cpu() {
             let what = format!("sum {rows}x{cols} {how}");
             assert_close(&what, &got.unwrap().to_vec(), &want, 1e-5, 1e-4);
         }
-        let dy = random(&mut r, rows * cols);
-        let g = random(&mut r, cols);
-        let saved = saved_by_cpu(&x, &tx, cols);
-        let (_, want_dgamma, want_dbeta) =
-            cpu::layernorm_backward(&x, &dy, cols, Some(&g[..]), 1e-6);
-        let (_, params) = layernorm::layernorm_backward_with(
-            &RowPlan::of(&tx),
-            rows,
-            &saved,
-            Some(&upload(&[cols], &g)),
-            &upload(&[rows, cols], &dy),
-            None,
-        )
-        .unwrap();
-        let (dgamma, dbeta) = params.expect("affine");
-        let what = format!("layernorm {rows}x{cols} in one chunk asked for");
-        assert_close(
-            &format!("{what}: dgamma"),
-            &dgamma.to_vec(),
-            &want_dgamma,
-            1e-5,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what}: dbeta"),
-            &dbeta.to_vec(),
-            &want_dbeta,
-            1e-5,
-            1e-4,
-        );
+        param_grads_match_cpu(&mut r, &x, &tx, cols, &[rows]);
     }
     let values = 256 * 65_536 + 7;
     let x = random(&mut r, values);
