@@ -43,8 +43,10 @@ var<workgroup> tile_b: array<f32, TILE_FLOATS>;
 var<workgroup> tile_s: array<vec2<f32>, TILE>;
 
 @compute @workgroup_size(ROWS)
-fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let head = wid.y;
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let row = wid.x * ROWS + lid;
     let live = row < p.n;
@@ -84,8 +86,10 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 }
 
 @compute @workgroup_size(ROWS)
-fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let head = wid.y;
+fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let row = wid.x * ROWS + lid;
     let live = row < p.n;
@@ -129,8 +133,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 }
 
 @compute @workgroup_size(ROWS)
-fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let head = wid.y;
+fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let row = wid.x * ROWS + lid;
     let live = row < p.n;

@@ -93,11 +93,13 @@ fn rows_per_chunk(floats: u32) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
     let tx = lid % 8u;
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
-    let head = wid.y;
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let last = p.n - 1u;
     let vr = rows_per_chunk(2048u);
@@ -157,11 +159,13 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 }
 
 @compute @workgroup_size(64)
-fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
     let tx = lid % 8u;
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
-    let head = wid.y;
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let last = p.n - 1u;
     let vr = rows_per_chunk(2048u);
@@ -224,11 +228,13 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 }
 
 @compute @workgroup_size(64)
-fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
     let tx = lid % 8u;
     let ty = lid / 8u;
     let row0 = wid.x * ROWS;
-    let head = wid.y;
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let last = p.n - 1u;
     // Query rows and dout rows share `rows`, half each.

@@ -4,11 +4,12 @@
 // out and dout are [B, N, H, HD], so neither side needs a permute. Head bh = b H + h;
 // lse and delta are [B H, N].
 
-// The head count B H is the grid's y and the head dim is HD, so neither is here.
+// The head dim is HD, so it is not here.
 struct Params {
     n: u32,
     scale: f32,
     heads: u32,
+    bh: u32,    // heads over the batch, B H
 }
 
 // The head dim as a pipeline constant set by the host, so the per-row loops have fixed
@@ -22,6 +23,12 @@ override HD: u32;
 struct HeadLayout {
     qkv: u32,
     out: u32,
+}
+
+// The head bh a workgroup takes: the grid's y, folded over z where B H is more than a
+// grid dimension holds (the workgroups past B H have none: bh is then p.bh or more).
+fn head_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y + wid.z * nwg.y;
 }
 
 fn head_layout(bh: u32) -> HeadLayout {

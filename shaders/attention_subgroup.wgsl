@@ -87,9 +87,10 @@ fn my_row(wid: vec3<u32>, sg: u32, lane: u32) -> u32 {
 }
 
 @compute @workgroup_size(ROWS)
-fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
-                     @builtin(subgroup_invocation_id) lane: u32) {
-    let head = wid.y;
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
@@ -135,9 +136,10 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
 }
 
 @compute @workgroup_size(ROWS)
-fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
-                         @builtin(subgroup_invocation_id) lane: u32) {
-    let head = wid.y;
+fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);
@@ -186,9 +188,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgrou
 }
 
 @compute @workgroup_size(ROWS)
-fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
-                          @builtin(subgroup_invocation_id) lane: u32) {
-    let head = wid.y;
+fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    let head = head_of(wid, nwg);
+    if (head >= p.bh) { return; }
     let at = head_layout(head);
     let row = my_row(wid, sg, lane);
     let r = min(row, p.n - 1u);

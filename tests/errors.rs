@@ -130,24 +130,23 @@ fn oversized_tensor_is_refused_before_allocation() {
 
 #[test]
 fn a_grid_past_the_workgroup_limit_is_refused_at_the_op_that_asks_for_it() {
-    use engine::ops::attention::{attention_fused, FusedAttention};
-    // One token per image, one head of dim 8: the fused attention kernels' grid has a
-    // row of workgroups per image and head, one more than the adapter allows.
+    use engine::ops::matmul::{matmul_with, Epilogue, MatmulKernel, MatmulPlan, MatmulShape};
+    // A batch of products one more than the adapter's workgroups per dimension, on the
+    // vec4 kernel, which grids the batch along z.
     let limit = device().info().workgroups_per_dimension as usize;
-    let qkv = Tensor::zeros(&device(), &[limit + 1, 1, 24]).unwrap();
-    let kinds: Vec<_> = FusedAttention::ALL
-        .into_iter()
-        .filter(|k| k.runs_on(&device(), 8))
-        .collect();
-    assert!(!kinds.is_empty(), "no fused attention kernel runs here");
-    for kind in kinds {
-        let m = message(attention_fused(kind, &qkv, 1, 1.0));
-        let names_the_limit = m.contains(&format!("{limit} workgroups per dimension"));
-        assert!(
-            names_the_limit && m.contains("reduce the batch"),
-            "{kind:?}: {m}"
-        );
-    }
+    let a = Tensor::zeros(&device(), &[limit + 1, 4, 4]).unwrap();
+    let shape = MatmulShape::of(&a, &a, Transpose::NONE, None, Epilogue::None).unwrap();
+    let plan = MatmulPlan {
+        shape,
+        kernel: MatmulKernel::Vec4,
+        split_k: None,
+    };
+    let m = message(matmul_with(&plan, &a, &a, None));
+    let names_the_limit = m.contains(&format!("{limit} workgroups per dimension"));
+    assert!(
+        names_the_limit && m.contains("matmul_vec4") && m.contains("reduce the batch"),
+        "{m}"
+    );
 }
 
 #[test]

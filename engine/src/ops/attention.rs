@@ -52,6 +52,8 @@ crate::kernel_params! {
         n: u32,
         scale: f32,
         heads: u32,
+        /// Heads over the batch, B H.
+        bh: u32,
     }
 }
 
@@ -319,6 +321,10 @@ fn launch(
     scale: f32,
     buffers: &[Binding],
 ) -> Result<()> {
+    // A row of workgroups per head, the heads folded over the grid's y and z where
+    // they are more than a dimension holds (a large batch of the predictor's masks).
+    let bh = (shape.batch * shape.heads) as u32;
+    let limit = dev.info().workgroups_per_dimension;
     dev.dispatch(
         &kind.defs()[kernel],
         &kind.overrides(shape.head_dim, qkv_type),
@@ -326,12 +332,13 @@ fn launch(
             n: shape.tokens as u32,
             scale,
             heads: shape.heads as u32,
+            bh,
         },
         buffers,
         [
             shape.tokens.div_ceil(kind.rows_per_workgroup()) as u32,
-            (shape.batch * shape.heads) as u32,
-            1,
+            bh.min(limit),
+            bh.div_ceil(limit),
         ],
     )
 }
