@@ -223,6 +223,34 @@ fn products_deeper_than_a_cpu_adapters_loops_split_or_are_refused() {
         let what = format!("[{k}x{m}]^T x [{k}x{n}]: {}", plan.describe());
         assert_close(&what, &got.to_vec(), &want, 1e-4, 1e-4);
     }
+    // Where plans are measured, the candidates that cannot run that deep are left out.
+    let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
+    measuring.set_measure_plans(true);
+    let (k, m, n) = (4 * (2 * budget + 3), 4, 8);
+    let (a, b) = (random(&mut r, k * m), random(&mut r, k * n));
+    let here = |shape: &[usize], data: &[f32]| {
+        engine::Tensor::from_slice(&measuring, shape, data).unwrap()
+    };
+    let got =
+        matmul::matmul_forward(&here(&[k, m], &a), &here(&[k, n], &b), Transpose::A, None).unwrap();
+    let want = cpu::matmul(&a, &b, None, 1, m, k, n, true, false, true);
+    assert_close("measured", &got.to_vec(), &want, 1e-4, 1e-4);
+    let measured = measuring.measured_plans();
+    let (key, choice) = &measured[0];
+    assert!(
+        choice.candidates[choice.chosen].1.is_finite(),
+        "{key}: {choice:?}"
+    );
+    if dev.is_cpu() {
+        let left_out = choice.candidates.iter().filter(|(_, s)| s.is_infinite());
+        assert!(
+            left_out.clone().count() > 0
+                && left_out
+                    .clone()
+                    .all(|(name, _)| name.contains("cannot run")),
+            "{key}: {choice:?}"
+        );
+    }
     let k = 4 * (budget + 1);
     let (a, b) = (random(&mut r, k), random(&mut r, k * 4));
     let got = matmul::matmul_forward(

@@ -333,8 +333,11 @@ impl Device {
 
     /// The index of the fastest of the candidates `names` lists, `run(i)` running
     /// candidate i: each is run once to warm its pipelines, then timed
-    /// `MEASURED_RUNS` times, each run waited for, the best time counting. Measured
-    /// at the first call with `key`, then remembered under it.
+    /// `MEASURED_RUNS` times, each run waited for, the best time counting. A candidate
+    /// whose first run fails (a grid past the adapter's limit, a loop past a CPU
+    /// adapter's budget, a buffer that does not fit) is left out, its time infinite;
+    /// the first failure is returned where every candidate fails. Measured at the first
+    /// call with `key`, then remembered under it.
     pub(crate) fn fastest(
         &self,
         key: String,
@@ -345,8 +348,13 @@ impl Device {
             return Ok(measured.chosen);
         }
         let mut candidates = Vec::with_capacity(names.len());
+        let mut first_failure = None;
         for (i, name) in names.into_iter().enumerate() {
-            run(i)?;
+            if let Err(e) = run(i) {
+                candidates.push((format!("{name} (cannot run: {e})"), f64::INFINITY));
+                first_failure.get_or_insert(e);
+                continue;
+            }
             self.synchronize();
             let mut best = f64::INFINITY;
             for _ in 0..MEASURED_RUNS {
@@ -358,8 +366,12 @@ impl Device {
             candidates.push((name, best));
         }
         let chosen = (0..candidates.len())
-            .min_by(|&i, &j| candidates[i].1.total_cmp(&candidates[j].1))
-            .ok_or_else(|| Error::Device(format!("{key}: no candidate to measure")))?;
+            .filter(|&i| candidates[i].1.is_finite())
+            .min_by(|&i, &j| candidates[i].1.total_cmp(&candidates[j].1));
+        let Some(chosen) = chosen else {
+            return Err(first_failure
+                .unwrap_or_else(|| Error::Device(format!("{key}: no candidate to measure"))));
+        };
         let measured = Measured { candidates, chosen };
         self.measured.lock().unwrap().insert(key, measured);
         Ok(chosen)

@@ -501,9 +501,9 @@ impl MatmulPlan {
             MatmulKernel::Flat
         };
         // A weight gradient deeper than a CPU adapter's loops may go is split into
-        // slices that any kernel can walk, one k a step.
+        // slices that any kernel can walk.
         if !gpu && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET {
-            let slices = shape.k.div_ceil(CPU_LOOP_BUDGET);
+            let slices = cpu_loop_slices(shape.k);
             return MatmulPlan {
                 kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
                 shape: *shape,
@@ -558,11 +558,12 @@ impl MatmulPlan {
         }
     }
 
-    /// Every plan that can run this shape on this device: each kernel that takes it and
-    /// runs here, unsplit, and for the weight-gradient form each of them over slices of
-    /// K too (the count a GPU would choose, and 2). The mixed kernels, which multiply f16
-    /// values, are candidates for products with an f16 operand or output only: an f32
-    /// product is one in f32.
+    /// Every plan for this shape on this device: each kernel that takes it and runs
+    /// here, unsplit, and for the weight-gradient form each of them over slices of K too
+    /// (the count a GPU would choose, 2, and on a CPU adapter the count its loops need
+    /// past `CPU_LOOP_BUDGET`). Some may be too deep for a CPU adapter's loops: measuring
+    /// leaves those out. The mixed kernels, which multiply f16 values, are candidates for
+    /// products with an f16 operand or output only: an f32 product is one in f32.
     pub fn candidates(device: &Device, shape: &MatmulShape) -> Vec<MatmulPlan> {
         Self::candidates_in(device, shape, !shape.types.all_f32())
     }
@@ -592,14 +593,22 @@ impl MatmulPlan {
             return plans;
         }
         // The count a GPU would choose, and 2; a mixed split's must divide K (no
-        // leftover rows in f32).
+        // leftover rows in f32). On a CPU adapter, for K past its loops' budget, the
+        // count the rule splits f32 products into too.
         let chosen = if mixed {
             split_k_exact(true, shape)
         } else {
             split_k(true, shape)
         }
         .unwrap_or(2);
-        for slices in std::iter::once(chosen).chain((chosen != 2).then_some(2)) {
+        let deep = (device.is_cpu() && shape.k > CPU_LOOP_BUDGET).then(|| cpu_loop_slices(shape.k));
+        let mut counts = vec![chosen];
+        for extra in [Some(2), deep].into_iter().flatten() {
+            if !counts.contains(&extra) {
+                counts.push(extra);
+            }
+        }
+        for slices in counts {
             if mixed && !shape.k.is_multiple_of(slices) {
                 continue;
             }
@@ -744,6 +753,12 @@ pub fn split_k_exact(gpu: bool, shape: &MatmulShape) -> Option<usize> {
     split_k(gpu, shape)
         .map(|s| if shape.k.is_multiple_of(s) { s } else { 2 })
         .filter(|&s| shape.k.is_multiple_of(s))
+}
+
+/// How many slices of K a CPU adapter's kernels walk a weight gradient `k` deep in, one
+/// k a step at most: lavapipe cuts loops past `CPU_LOOP_BUDGET` short.
+fn cpu_loop_slices(k: usize) -> usize {
+    k.div_ceil(CPU_LOOP_BUDGET)
 }
 
 /// The batched product each slice of a split-K plan runs.
