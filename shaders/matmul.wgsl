@@ -190,10 +190,14 @@ fn b_block(base: u32, k: u32, c: u32) -> mat4x4<f32> {
         let i = (base + c * p.k + k) / 4u;
         return mat4x4<f32>(b4[i], b4[i + k4], b4[i + 2u * k4], b4[i + 3u * k4]);
     }
-    // Stored [K, N]: column t of the matrix is op(b)[k + t][c..c+4].
+    // Stored [K, N]: column t of the matrix is op(b)[k + t][c..c+4]. Rows past K (the
+    // subgroup kernel's last step of a K that is not a multiple of 4, whose rows of a it
+    // zeroes) read row K - 1.
     let n4 = p.n / 4u;
-    let i = (base + k * p.n + c) / 4u;
-    return mat4x4<f32>(b4[i], b4[i + n4], b4[i + 2u * n4], b4[i + 3u * n4]);
+    let i = (base + c) / 4u;
+    let last = p.k - 1u;
+    return mat4x4<f32>(b4[i + min(k, last) * n4], b4[i + min(k + 1u, last) * n4],
+                       b4[i + min(k + 2u, last) * n4], b4[i + min(k + 3u, last) * n4]);
 }
 
 fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {

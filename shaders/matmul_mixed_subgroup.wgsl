@@ -44,8 +44,11 @@ fn b_block(base: u32, k: u32, c: u32) -> mat4x4<f32> {
         let i = base + c * p.k + k;
         return mat4x4<f32>(b4_at(i), b4_at(i + p.k), b4_at(i + 2u * p.k), b4_at(i + 3u * p.k));
     }
-    let i = base + k * p.n + c;
-    return mat4x4<f32>(b4_at(i), b4_at(i + p.n), b4_at(i + 2u * p.n), b4_at(i + 3u * p.n));
+    // Rows past K read row K - 1 (matmul.wgsl's b_block says why).
+    let i = base + c;
+    let last = p.k - 1u;
+    return mat4x4<f32>(b4_at(i + min(k, last) * p.n), b4_at(i + min(k + 1u, last) * p.n),
+                       b4_at(i + min(k + 2u, last) * p.n), b4_at(i + min(k + 3u, last) * p.n));
 }
 
 fn times(a_row: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {

@@ -1,5 +1,6 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
-// x86), for N and K multiples of 4, and M too when a is stored transposed. The engine
+// x86), for N and K multiples of 4, or, when a is stored transposed (a weight
+// gradient), N and M multiples of 4 and any K. The engine
 // appends this file to matmul.wgsl, whose parameters, transposes and vec4 bindings it
 // uses through a4_at, a4_operand, b_block, times, store4 and store_row_sums4; and, for
 // operands and output in f32 or f16, to matmul_mixed.wgsl and matmul_mixed_subgroup.wgsl,
@@ -59,7 +60,10 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         for (var h = 0u; h < ROWS / 8u; h++) {
             var m: vec4<f32>;
             if (TRANS_A) {
-                m = a4_at(a_base + (k + lane % 4u) * p.m + min(row0 + 8u * h + 4u * (lane / 4u), p.m - 4u));
+                // Rows past K (K need not be a multiple of 4 here) add nothing.
+                let kk = k + lane % 4u;
+                m = a4_at(a_base + min(kk, p.k - 1u) * p.m + min(row0 + 8u * h + 4u * (lane / 4u), p.m - 4u));
+                if (kk >= p.k) { m = vec4<f32>(0.0); }
             } else {
                 m = a4_at(a_base + min(row0 + 8u * h + lane, p.m - 1u) * p.k + k);
             }

@@ -95,3 +95,39 @@ fn softmax_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     for (var c = 0u; c < p.cols; c++) { d += dy[base + c] * x[base + c]; }
     for (var c = 0u; c < p.cols; c++) { out[base + c] = x[base + c] * (dy[base + c] - d); }
 }
+
+// The per-row kernels for cols a multiple of 4, on vec4 views of the same buffers: on a
+// CPU adapter each storage load walks the lanes one by one, so a vec4 costs about what
+// one value does.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn softmax_forward_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let n4 = p.cols / 4u;
+    let base = row * n4;
+    var m4 = vec4<f32>(-3.4e38);
+    for (var c = 0u; c < n4; c++) { m4 = max(m4, x4[base + c]); }
+    let m = max(max(m4.x, m4.y), max(m4.z, m4.w));
+    var s = vec4<f32>(0.0);
+    for (var c = 0u; c < n4; c++) { s += exp(x4[base + c] - m); }
+    let inv = 1.0 / dot(s, vec4<f32>(1.0));
+    for (var c = 0u; c < n4; c++) { out4[base + c] = exp(x4[base + c] - m) * inv; }
+}
+
+@compute @workgroup_size(WG)
+fn softmax_backward_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (row >= p.rows) { return; }
+    let n4 = p.cols / 4u;
+    let base = row * n4;
+    var d = vec4<f32>(0.0);
+    for (var c = 0u; c < n4; c++) { d += dy4[base + c] * x4[base + c]; }
+    let total = dot(d, vec4<f32>(1.0));
+    for (var c = 0u; c < n4; c++) { out4[base + c] = x4[base + c] * (dy4[base + c] - total); }
+}

@@ -55,6 +55,7 @@ pub fn matmul_shapes() -> Vec<MatmulShape> {
         (1, 3, 12, 8),
         (2, 33, 20, 12),
         (2, 131, 36, 68),
+        (2, 12, 35, 8),
     ] {
         for t in TRANSPOSES {
             let sharing: &[bool] = if t.a { &[false] } else { &[false, true] };
@@ -208,6 +209,7 @@ pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
         (3, 65, 33, 130),
         (1, 68, 20, 132),
         (2, 131, 36, 68),
+        (2, 12, 35, 8),
     ] {
         let n_even = sizes.3 % 2 == 0;
         for t in TRANSPOSES {
@@ -294,8 +296,17 @@ pub const ATTENTION: [(usize, usize, usize, usize); 8] = [
 ];
 
 /// (rows, cols) of the softmax test: rows shorter and longer than `SHORT_ROW`.
-pub const SOFTMAX: [(usize, usize); 7] =
-    [(5, 1), (5, 3), (5, 7), (5, 33), (5, 65), (5, 130), (5, 257)];
+pub const SOFTMAX: [(usize, usize); 9] = [
+    (5, 1),
+    (5, 3),
+    (5, 7),
+    (66, 8),
+    (5, 33),
+    (5, 65),
+    (5, 130),
+    (5, 196),
+    (5, 257),
+];
 
 /// (rows, cols) of the LayerNorm test (each with and without affine parameters).
 pub fn layernorm_shapes() -> Vec<(usize, usize)> {

@@ -51,22 +51,6 @@ const PARAM_GRADS: KernelDef<LayerNormParams> =
 const PARAM_GRADS_VEC4: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads_vec4", 6, 1).bound_from(11);
 
-/// The kernel that runs `plan`: a workgroup per row, or an invocation per row, which
-/// reads whole rows of vec4s as vec4s (a load on a CPU adapter walks the lanes one by
-/// one, so four columns cost about what one does).
-fn kernel<'a>(
-    plan: &RowPlan,
-    per_workgroup: &'a KernelDef<LayerNormParams>,
-    per_invocation: &'a KernelDef<LayerNormParams>,
-    per_invocation_vec4: &'a KernelDef<LayerNormParams>,
-) -> &'a KernelDef<LayerNormParams> {
-    if plan.cols.is_multiple_of(4) {
-        plan.pick(per_workgroup, per_invocation_vec4)
-    } else {
-        plan.pick(per_workgroup, per_invocation)
-    }
-}
-
 fn overrides(dev: &Device, affine: bool, add: bool, f16_out: bool) -> [(&'static str, f64); 6] {
     [
         ("AFFINE", affine as u32 as f64),
@@ -177,7 +161,7 @@ fn forward(
         DType::F16 => (dev.dummy_output(), y.binding()),
     };
     dev.dispatch(
-        kernel(plan, &FORWARD, &FORWARD_ROWS, &FORWARD_ROWS_VEC4),
+        plan.pick_by_width(&FORWARD, &FORWARD_ROWS, &FORWARD_ROWS_VEC4),
         &overrides(dev, affine.is_some(), addend.is_some(), out == DType::F16),
         &LayerNormParams {
             rows: rows as u32,
@@ -266,7 +250,7 @@ pub fn layernorm_backward_with(
         stride: 0,
     };
     dev.dispatch(
-        kernel(plan, &BACKWARD, &BACKWARD_ROWS, &BACKWARD_ROWS_VEC4),
+        plan.pick_by_width(&BACKWARD, &BACKWARD_ROWS, &BACKWARD_ROWS_VEC4),
         &overrides(dev, gamma.is_some(), accumulate.is_some(), false),
         &params,
         &[

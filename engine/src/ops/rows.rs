@@ -76,7 +76,7 @@ impl RowPlan {
     }
 
     /// The kernel of a family's pair that this plan runs.
-    pub(crate) fn pick<'a, P>(
+    fn pick<'a, P>(
         &self,
         per_workgroup: &'a KernelDef<P>,
         per_invocation: &'a KernelDef<P>,
@@ -84,6 +84,22 @@ impl RowPlan {
         match self.kernel {
             RowKernel::PerInvocation => per_invocation,
             RowKernel::PerWorkgroup => per_workgroup,
+        }
+    }
+
+    /// The kernel of a family's three that this plan runs: a workgroup per row, or an
+    /// invocation per row, which reads rows of whole vec4s as vec4s (on a CPU adapter each
+    /// storage load walks the lanes one by one, so four columns cost about what one does).
+    pub(crate) fn pick_by_width<'a, P>(
+        &self,
+        per_workgroup: &'a KernelDef<P>,
+        per_invocation: &'a KernelDef<P>,
+        per_invocation_vec4: &'a KernelDef<P>,
+    ) -> &'a KernelDef<P> {
+        if self.cols.is_multiple_of(4) {
+            self.pick(per_workgroup, per_invocation_vec4)
+        } else {
+            self.pick(per_workgroup, per_invocation)
         }
     }
 

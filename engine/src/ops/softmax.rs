@@ -18,7 +18,7 @@ crate::kernel_params! {
 }
 
 /// x (or the forward's y), dy (backward) -> out; a workgroup per row, or (`_ROWS`) an
-/// invocation per row.
+/// invocation per row (`_ROWS_VEC4` on rows of whole vec4s).
 const FORWARD: KernelDef<SoftmaxParams> =
     KernelDef::new(&shaders::SOFTMAX, "softmax_forward", 2, 1);
 const FORWARD_ROWS: KernelDef<SoftmaxParams> =
@@ -27,6 +27,10 @@ const BACKWARD: KernelDef<SoftmaxParams> =
     KernelDef::new(&shaders::SOFTMAX, "softmax_backward", 2, 1);
 const BACKWARD_ROWS: KernelDef<SoftmaxParams> =
     KernelDef::new(&shaders::SOFTMAX, "softmax_backward_rows", 2, 1);
+const FORWARD_ROWS_VEC4: KernelDef<SoftmaxParams> =
+    KernelDef::new(&shaders::SOFTMAX, "softmax_forward_rows_vec4", 2, 1).bound_from(4);
+const BACKWARD_ROWS_VEC4: KernelDef<SoftmaxParams> =
+    KernelDef::new(&shaders::SOFTMAX, "softmax_backward_rows_vec4", 2, 1).bound_from(4);
 const OVERRIDES: &[(&str, f64)] = &[("WG", ROW_WG as f64)];
 
 /// The key `Device::log_plans` records for a softmax plan.
@@ -36,7 +40,7 @@ pub fn plan_key(plan: &RowPlan) -> String {
 
 fn launch(
     plan: &RowPlan,
-    (workgroup, rows): (&KernelDef<SoftmaxParams>, &KernelDef<SoftmaxParams>),
+    [workgroup, rows, rows_vec4]: [&KernelDef<SoftmaxParams>; 3],
     x: &Tensor,
     dy: Option<&Tensor>,
 ) -> Result<Tensor> {
@@ -45,7 +49,7 @@ fn launch(
     dev.note_plan(|| plan_key(plan));
     let out = Tensor::empty(dev, x.shape())?;
     dev.dispatch(
-        plan.pick(workgroup, rows),
+        plan.pick_by_width(workgroup, rows, rows_vec4),
         OVERRIDES,
         &SoftmaxParams {
             rows: plan.rows as u32,
@@ -63,7 +67,7 @@ fn launch(
 
 /// softmax(x) with the given plan.
 pub fn softmax_forward_with(plan: &RowPlan, x: &Tensor) -> Result<Tensor> {
-    launch(plan, (&FORWARD, &FORWARD_ROWS), x, None)
+    launch(plan, [&FORWARD, &FORWARD_ROWS, &FORWARD_ROWS_VEC4], x, None)
 }
 
 pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
@@ -78,7 +82,12 @@ pub fn softmax_backward_with(plan: &RowPlan, y: &Tensor, dy: &Tensor) -> Result<
             format!("y {:?} vs dy {:?}", y.shape(), dy.shape()),
         );
     }
-    launch(plan, (&BACKWARD, &BACKWARD_ROWS), y, Some(dy))
+    launch(
+        plan,
+        [&BACKWARD, &BACKWARD_ROWS, &BACKWARD_ROWS_VEC4],
+        y,
+        Some(dy),
+    )
 }
 
 pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {

@@ -4,7 +4,7 @@
 //!
 //! | kernel | tile | chosen for |
 //! | --- | --- | --- |
-//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer); `MixedSubgroup` likewise |
+//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4; a weight gradient's M, N multiples of 4, any K) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer); `MixedSubgroup` likewise |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | nowhere now: `TiledPrefetch` measured faster on the H200 at every size from 1e9 multiply-adds; a candidate |
 //! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4; on GPUs a weight gradient's bias gradient with it where it runs the product (`Epilogue::RowSums`, summed by its first column of workgroups; M a multiple of 4) |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
@@ -179,7 +179,8 @@ impl MatmulKernel {
     /// Whether the kernel takes this product: the f32 kernels f32 operands only, the
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
-    /// M too when a is stored [K, M]; the row sums of op(a) the subgroup kernels,
+    /// M too when a is stored [K, M], where the subgroup kernels take any K; the row sums
+    /// of op(a) the subgroup kernels,
     /// `Vec4`, `TiledPrefetch` and `MixedTiled` only, with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
@@ -187,17 +188,21 @@ impl MatmulKernel {
             return false;
         }
         let vec4 = n.is_multiple_of(4) && k.is_multiple_of(4) && (m.is_multiple_of(4) || !t.a);
+        // The subgroup kernels read a stored [K, M] four rows of K at a time and zero the
+        // rows past K: a weight gradient's K is free (the tokens of a masked batch).
+        let subgroup = vec4 || (t.a && !t.b && m.is_multiple_of(4) && n.is_multiple_of(4));
         if self.mixed() {
             let pairs = shape.types.c == DType::F32 || n.is_multiple_of(2);
-            return pairs && (self != MatmulKernel::MixedSubgroup || vec4);
+            return pairs && (self != MatmulKernel::MixedSubgroup || subgroup);
         }
         if !shape.types.all_f32() {
             return false;
         }
-        vec4 || !matches!(
-            self,
-            MatmulKernel::Vec4 | MatmulKernel::TiledPrefetchVec4 | MatmulKernel::Subgroup
-        )
+        match self {
+            MatmulKernel::Vec4 | MatmulKernel::TiledPrefetchVec4 => vec4,
+            MatmulKernel::Subgroup => subgroup,
+            _ => true,
+        }
     }
 
     /// The kernel's tile, in words.
