@@ -51,5 +51,5 @@ fn out_at(at: HeadLayout, r: u32) -> u32 {
 // 20): f32, or f16 two to a word (QKV_F16) where the projection stored it so under mixed
 // precision. Either way the kernels compute in f32 and write out, dqkv, lse and delta in
 // f32. attention_qkv_words.wgsl binds it as words for the tiled and blocked families;
-// the subgroup family binds it as vec4s of words.
+// the subgroup family binds it as pairs of words.
 override QKV_F16: bool = false;

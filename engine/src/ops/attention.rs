@@ -322,9 +322,10 @@ fn launch(
     buffers: &[Binding],
 ) -> Result<()> {
     // A row of workgroups per head, the heads folded over the grid's y and z where
-    // they are more than a dimension holds (a large batch of the predictor's masks).
+    // they are more than a dimension holds (a large batch of the predictor's masks), as
+    // `grid_1d` folds x over y.
     let bh = (shape.batch * shape.heads) as u32;
-    let limit = dev.info().workgroups_per_dimension;
+    let [heads_y, heads_z, _] = dev.grid_1d(bh);
     dev.dispatch(
         &kind.defs()[kernel],
         &kind.overrides(shape.head_dim, qkv_type),
@@ -337,8 +338,8 @@ fn launch(
         buffers,
         [
             shape.tokens.div_ceil(kind.rows_per_workgroup()) as u32,
-            bh.min(limit),
-            bh.div_ceil(limit),
+            heads_y,
+            heads_z,
         ],
     )
 }

@@ -2,7 +2,7 @@
 
 use crate::device::{Binding, KernelDef};
 use crate::error::{shape_err, Result};
-use crate::ops::{grid_for, WG_OVERRIDES};
+use crate::ops::{by_width, grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::{Indices, Tensor};
@@ -39,11 +39,7 @@ fn launch(
     total: usize,
     buffers: &[Binding],
 ) -> Result<()> {
-    let (def, width) = if d.is_multiple_of(4) {
-        (defs[1], 4)
-    } else {
-        (defs[0], 1)
-    };
+    let (def, width) = by_width(d, defs[0], defs[1]);
     let (d, total) = (d / width, total / width);
     let params = GatherParams {
         batch: batch as u32,

@@ -7,6 +7,7 @@
 
 use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};
+use crate::ops::by_width;
 use crate::ops::cast::cast_forward;
 use crate::ops::reduce::{
     column_sums_grid, columns_per_workgroup, max_rows_per_workgroup, rows_per_workgroup,
@@ -283,12 +284,7 @@ pub fn layernorm_backward_with(
                 dev.dummy(),
                 partials.buffer(),
             ];
-            // Columns per element the kernel reads.
-            let (def, width) = if cols.is_multiple_of(4) {
-                (&PARAM_GRADS_VEC4, 4)
-            } else {
-                (&PARAM_GRADS, 1)
-            };
+            let (def, width) = by_width(cols, &PARAM_GRADS, &PARAM_GRADS_VEC4);
             dev.dispatch(
                 def,
                 &overrides(dev, true, false, false),

@@ -4,7 +4,7 @@ use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
 use crate::ops::elementwise::broadcast_forward;
 use crate::ops::reduce::sum_leading_forward;
-use crate::ops::{grid_for, WG_OVERRIDES};
+use crate::ops::{by_width, grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tape::record;
 use crate::tensor::{numel, Tensor};
@@ -153,12 +153,12 @@ fn copy_block(
     let outer: usize = src.shape()[..axis].iter().product();
     let inner: usize = src.shape()[axis + 1..].iter().product();
     // Every size below is a multiple of `inner`: count in vec4s when it is one of 4.
-    let vec4 = inner.is_multiple_of(4);
-    let inner = if vec4 { inner / 4 } else { inner };
+    let (def, width) = by_width(inner, &COPY_BLOCK, &COPY_BLOCK_VEC4);
+    let inner = inner / width;
     let n = outer * len * inner;
     let dev = src.device();
     dev.dispatch(
-        if vec4 { &COPY_BLOCK_VEC4 } else { &COPY_BLOCK },
+        def,
         WG_OVERRIDES,
         &CopyParams {
             n: n as u32,

@@ -33,6 +33,22 @@ pub(crate) const WG: u32 = 256;
 /// The override values of those kernels.
 pub(crate) const WG_OVERRIDES: &[(&str, f64)] = &[("WG", WG as f64)];
 
+/// Of a kernel's two forms, by element and by vec4, the one for rows (or tensors) of `n`
+/// elements, and the elements it counts as one: the vec4 form where `n` is whole vec4s
+/// (on a CPU adapter each storage load walks the lanes one by one, so a vec4 costs about
+/// what one value does).
+pub(crate) fn by_width<'a, P>(
+    n: usize,
+    scalar: &'a crate::device::KernelDef<P>,
+    vec4: &'a crate::device::KernelDef<P>,
+) -> (&'a crate::device::KernelDef<P>, usize) {
+    if n.is_multiple_of(4) {
+        (vec4, 4)
+    } else {
+        (scalar, 1)
+    }
+}
+
 /// The grid for `items` invocations of one of those kernels.
 pub(crate) fn grid_for(dev: &crate::Device, items: usize) -> [u32; 3] {
     dev.grid_1d((items as u32).div_ceil(WG))

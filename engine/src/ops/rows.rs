@@ -5,6 +5,7 @@
 
 use crate::device::{Device, KernelDef};
 use crate::error::{shape_err, Result};
+use crate::ops::by_width;
 use crate::tensor::Tensor;
 
 /// Invocations per workgroup of the row kernels (the `WG` override of softmax.wgsl and
@@ -96,11 +97,10 @@ impl RowPlan {
         per_invocation: &'a KernelDef<P>,
         per_invocation_vec4: &'a KernelDef<P>,
     ) -> &'a KernelDef<P> {
-        if self.cols.is_multiple_of(4) {
-            self.pick(per_workgroup, per_invocation_vec4)
-        } else {
-            self.pick(per_workgroup, per_invocation)
-        }
+        self.pick(
+            per_workgroup,
+            by_width(self.cols, per_invocation, per_invocation_vec4).0,
+        )
     }
 
     pub(crate) fn grid(&self, device: &Device) -> [u32; 3] {

@@ -6,7 +6,7 @@
 
 use crate::device::KernelDef;
 use crate::error::{shape_err, Result};
-use crate::ops::{grid_for, WG_OVERRIDES};
+use crate::ops::{by_width, grid_for, WG_OVERRIDES};
 use crate::shaders;
 use crate::tensor::{DType, Tensor};
 
@@ -38,19 +38,6 @@ const ADAMW_VEC4: KernelDef<UpdateParams> =
 const EMA_VEC4: KernelDef<UpdateParams> =
     KernelDef::new(&shaders::UPDATE, "ema_update_vec4", 1, 1).bound_from(7);
 
-/// The kernel of a pair that runs `n` elements, and the elements it counts in (n is
-/// given in them).
-fn by_width<'a>(
-    n: usize,
-    scalar: &'a KernelDef<UpdateParams>,
-    vec4: &'a KernelDef<UpdateParams>,
-) -> (&'a KernelDef<UpdateParams>, usize) {
-    if n.is_multiple_of(4) {
-        (vec4, 4)
-    } else {
-        (scalar, 1)
-    }
-}
 /// checked, found (a one-element flag).
 const FIND_NON_FINITE: KernelDef<UpdateParams> =
     KernelDef::new(&shaders::UPDATE, "find_non_finite", 1, 1).bound_from(5);
