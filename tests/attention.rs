@@ -121,49 +121,81 @@ fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
 }
 
 /// More heads over the batch than a grid dimension holds (the predictor's masks of a
-/// large batch): each fused family folds them over the grid's y and z, and the images
-/// its folded workgroups take come out as they do alone, forward and backward.
+/// large batch): each fused family folds them over the grid's y and z. The images its
+/// folded workgroups take come out as the composed path gives them (the oracle), and as
+/// the same kernels give them alone, forward and backward.
 #[test]
 fn heads_past_the_grid_limit_fold_and_match_the_same_images_alone() {
     use engine::ops::attention::FusedAttention;
     let dev = device();
     let limit = dev.info().workgroups_per_dimension as usize;
     let (b, n, heads, hd) = (limit + 2, 3, 1, 8);
-    let width = 3 * heads * hd;
+    let (width, scale) = (3 * heads * hd, 0.5);
     let mut r = rng(15);
     let qkv = random(&mut r, b * n * width);
     let dout = random(&mut r, b * n * heads * hd);
+    // qkv and dout of some images, uploaded.
+    let of = |images: &std::ops::Range<usize>| {
+        let count = images.len();
+        let qkv = upload(
+            &[count, n, width],
+            &qkv[images.start * n * width..images.end * n * width],
+        );
+        let dout = upload(
+            &[count, n, heads * hd],
+            &dout[images.start * n * heads * hd..images.end * n * heads * hd],
+        );
+        (qkv, dout)
+    };
+    // The first image (y), and the last two (z = 1 when the limit is 65,535).
+    let checked = [0..1, b - 2..b];
+    let composed: Vec<[Vec<f32>; 2]> = checked
+        .iter()
+        .map(|images| {
+            let (qkv, dout) = of(images);
+            let qkv = qkv.requires_grad();
+            let out = attention_composed(&qkv, heads, scale).unwrap();
+            let loss = ops::sum(&ops::mul(&out, &dout).unwrap()).unwrap();
+            let dqkv = engine::backward(&loss).unwrap().get(&qkv).unwrap().to_vec();
+            [out.to_vec(), dqkv]
+        })
+        .collect();
     let kinds: Vec<_> = FusedAttention::ALL
         .into_iter()
         .filter(|k| k.runs_on(&dev, hd))
         .collect();
     assert!(!kinds.is_empty(), "no fused attention kernel runs here");
     for kind in kinds {
-        let run = |images: std::ops::Range<usize>| {
-            let count = images.len();
-            let qkv = upload(
-                &[count, n, width],
-                &qkv[images.start * n * width..images.end * n * width],
-            );
-            let dout = upload(
-                &[count, n, heads * hd],
-                &dout[images.start * n * heads * hd..images.end * n * heads * hd],
-            );
-            let (out, lse) = attention_forward(kind, &qkv, heads, 0.5).unwrap();
-            let dqkv = attention_backward(kind, &qkv, heads, (&out, &lse), &dout, 0.5).unwrap();
+        let run = |images: &std::ops::Range<usize>| {
+            let (qkv, dout) = of(images);
+            let (out, lse) = attention_forward(kind, &qkv, heads, scale).unwrap();
+            let dqkv = attention_backward(kind, &qkv, heads, (&out, &lse), &dout, scale).unwrap();
             [out.to_vec(), lse.to_vec(), dqkv.to_vec()]
         };
-        let all = run(0..b);
-        // The first image (y), and the last two (z = 1 when the limit is 65,535).
-        for images in [0..1, b - 2..b] {
-            let alone = run(images.clone());
+        let all = run(&(0..b));
+        for (images, [want_out, want_dqkv]) in checked.iter().zip(&composed) {
+            let alone = run(images);
+            let part = |v: &Vec<f32>| {
+                let per_image = v.len() / b;
+                v[images.start * per_image..images.end * per_image].to_vec()
+            };
+            let what = format!("{kind:?}, images {images:?} of {b}");
+            assert_close(
+                &format!("{what}: out"),
+                &part(&all[0]),
+                want_out,
+                2e-6,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what}: dqkv"),
+                &part(&all[2]),
+                want_dqkv,
+                1e-5,
+                1e-3,
+            );
             for ((name, got), want) in ["out", "lse", "dqkv"].iter().zip(&all).zip(&alone) {
-                let per_image = got.len() / b;
-                assert_eq!(
-                    &got[images.start * per_image..images.end * per_image],
-                    &want[..],
-                    "{kind:?}: {name} of images {images:?} of {b}"
-                );
+                assert_eq!(&part(got), want, "{what}: {name}, alone");
             }
         }
     }
