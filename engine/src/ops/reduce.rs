@@ -71,11 +71,11 @@ fn overrides(dev: &Device) -> [(&'static str, f64); 3] {
 /// (`CHUNK` rows, `SUM_ALL_PER_GROUP` values): many workgroups share the rows and
 /// their partial sums are reduced again. On a CPU adapter, all of them: its few cores
 /// are kept busy by the column groups alone, and a second pass would cost one more
-/// dispatch for every bias and LayerNorm gradient of the step (up to
-/// `max_rows_per_workgroup`).
+/// dispatch for every bias and LayerNorm gradient of the step. The kernels' launchers
+/// cap every chunk, this one or a caller's, at `max_rows_per_workgroup`.
 pub fn rows_per_workgroup(dev: &Device, rows: usize, cols: usize) -> usize {
     if dev.is_cpu() {
-        rows.clamp(1, max_rows_per_workgroup(cols))
+        rows.max(1)
     } else if cols == 1 {
         SUM_ALL_PER_GROUP
     } else {
