@@ -267,9 +267,8 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // each invocation an 8x8 block (rows ty + 16 i, columns 4 tx + 64 j .. +4) held in
 // registers, so the kernel is written for the host's TILE_M = 16 x 8 = 128. Each step
 // over k stages a TILE_M x 16 tile of op(a) and a 16 x TILE_M tile of op(b) in
-// workgroup memory (k-major, so the inner loop reads a broadcast scalar of a and a
-// vec4 of b), with coalesced, bounds-checked loads for either transpose.
-const TILE_K: u32 = 16u;
+// workgroup memory (matmul_tiles.wgsl), with coalesced, bounds-checked loads for
+// either transpose.
 
 @group(0) @binding(13) var<storage, read> ta: array<f32>;
 @group(0) @binding(14) var<storage, read> tb: array<f32>;
@@ -277,23 +276,6 @@ const TILE_K: u32 = 16u;
 @group(0) @binding(16) var<storage, read> tpre_in: array<f32>;
 @group(0) @binding(17) var<storage, read_write> tc: array<f32>;
 @group(0) @binding(18) var<storage, read_write> tpre_out: array<f32>;
-
-// Both tiles are k-major, and each k-row is stored swizzled: column m of row k at
-// m ^ k (for b, the vec4 column m/4 at (m/4) ^ k). When consecutive invocations stage
-// consecutive k of one m (a stored [M, K], b stored [N, K]), their stores then fall
-// in different memory banks instead of all in one, 128 floats apart; every other
-// access only sees the columns of a row permuted.
-// Staging slot e of a k-step holds element (m, k) of op(a)'s tile and (n, k) of op(b)'s:
-// consecutive slots walk the stored matrix's contiguous dim, so the loads coalesce.
-fn a_tile_coord(e: u32) -> vec2<u32> {
-    if (TRANS_A) { return vec2<u32>(e % TILE_M, e / TILE_M); }
-    return vec2<u32>(e / TILE_K, e % TILE_K);
-}
-
-fn b_tile_coord(e: u32) -> vec2<u32> {
-    if (TRANS_B) { return vec2<u32>(e / TILE_K, e % TILE_K); }
-    return vec2<u32>(e % TILE_M, e / TILE_M);
-}
 
 // op(a)[m][k] and op(b)[k][n] of one batch entry, zero outside the matrix.
 fn tiled_load_a(a_base: u32, m: u32, k: u32) -> f32 {
@@ -335,9 +317,6 @@ fn store_tiled_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f3
     store_tiled(c_base, row, col0, v0);
     store_tiled(c_base, row, col0 + 64u, v1);
 }
-
-var<workgroup> a_tile: array<f32, TILE_K * TILE_M>;            // [TILE_K][TILE_M]
-var<workgroup> b_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;  // [TILE_K][TILE_M / 4]
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -384,33 +363,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     store_tiled_pair(c_base, row + 112u, col, acc[14], acc[15]);
 }
 
-// The tiled kernel with two changes for latency and load count: the next k-step's
-// elements are loaded into registers before the current step's products (the loads
-// are in flight while the invocation computes), and each invocation owns rows
-// 4 ty .. +4 and 64 + 4 ty .. +4, so op(a) is read from workgroup memory as vec4s too
-// (4 vec4 reads per 64 multiply-adds). Both tiles are vec4 arrays [TILE_K][TILE_M / 4],
-// the vec4 column m / 4 of k-row k stored at (m / 4) ^ k.
-var<workgroup> pa_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
-var<workgroup> pb_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
-
-// acc += the staged k-step's products: row 64 h + 4 ty + r, column group j of the
-// invocation at acc[8 h + 2 r + j].
-fn multiply_prefetched(acc: ptr<function, array<vec4<f32>, 16>>, lid: vec3<u32>) {
-    for (var kk = 0u; kk < TILE_K; kk++) {
-        let row = kk * (TILE_M / 4u);
-        let a0 = pa_tile[row + (lid.y ^ kk)];
-        let a1 = pa_tile[row + ((lid.y + 16u) ^ kk)];
-        let b0 = pb_tile[row + (lid.x ^ kk)];
-        let b1 = pb_tile[row + ((lid.x + 16u) ^ kk)];
-        for (var r = 0u; r < 4u; r++) {
-            (*acc)[2u * r] += a0[r] * b0;
-            (*acc)[2u * r + 1u] += a0[r] * b1;
-            (*acc)[8u + 2u * r] += a1[r] * b0;
-            (*acc)[8u + 2u * r + 1u] += a1[r] * b1;
-        }
-    }
-}
-
+// The tiled kernel with the next k-step loaded into registers while the current one
+// is multiplied, and op(a) read from workgroup memory as vec4s (matmul_tiles.wgsl).
 @compute @workgroup_size(16, 16)
 fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                          @builtin(local_invocation_index) t: u32) {
@@ -430,13 +384,7 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         if (k0 > 0u) {
             // Stage the step loaded last time round, then compute it.
             workgroupBarrier();
-            for (var q = 0u; q < 8u; q++) {
-                let e = t + 256u * q;
-                let a = a_tile_coord(e);
-                pa_tile[a.y * (TILE_M / 4u) + ((a.x / 4u) ^ a.y)][a.x % 4u] = next_a[q];
-                let b = b_tile_coord(e);
-                pb_tile[b.y * (TILE_M / 4u) + ((b.x / 4u) ^ b.y)][b.x % 4u] = next_b[q];
-            }
+            stage_prefetched(t, &next_a, &next_b);
             workgroupBarrier();
         }
         if (k0 < p.k) {
@@ -452,14 +400,9 @@ fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         if (k0 > 0u) { multiply_prefetched(&acc, lid); }
     }
     if (sums_rows) {
-        // Invocations t and t + TILE_M loaded alternate k of the same row.
-        workgroupBarrier();
-        pa_tile[t / 4u][t % 4u] = row_sum;
-        workgroupBarrier();
+        let sum = prefetched_row_sum(t, row_sum);
         let row = m0 + t;
-        if (t < TILE_M && row < p.m) {
-            tpre_out[batch * p.m + row] = pa_tile[t / 4u][t % 4u] + pa_tile[(t + TILE_M) / 4u][t % 4u];
-        }
+        if (t < TILE_M && row < p.m) { tpre_out[batch * p.m + row] = sum; }
     }
     // Row 64 h + 4 ty + r's two column groups at constant indices (see
     // store_tiled_pair).

@@ -5,9 +5,10 @@
 // are stored two halves to a 32-bit word (element 2i in the low half), so every operand
 // is bound as words and each element read is converted to f32 on load: no adapter
 // feature is needed. Transposes, bias and the GELU epilogues are matmul.wgsl's, as are
-// the two kernels' layouts: `matmul_mixed` numbers 4x4 blocks across the batch as its
-// `matmul_flat` does, `matmul_mixed_tiled` stages tiles in workgroup memory as its
-// `matmul_tiled` does.
+// the kernels' layouts: `matmul_mixed` numbers 4x4 blocks across the batch as its
+// `matmul_flat` does, `matmul_mixed_tiled` and `matmul_mixed_tiled_prefetch` stage
+// tiles in workgroup memory (matmul_tiles.wgsl) as its `matmul_tiled` and
+// `matmul_tiled_prefetch` do.
 //
 // a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), c is [M, N];
 // with C_F16, N is even, so that each invocation's pairs of columns share a word.
@@ -31,7 +32,7 @@ override A_F16: bool = false;
 override B_F16: bool = false;
 override C_F16: bool = false;
 override PRE_F16: bool = false;
-// matmul.wgsl's ROW_SUMS (`matmul_mixed_tiled`, matmul_subgroup.wgsl): op(a)'s row
+// matmul.wgsl's ROW_SUMS (the tiled kernels, matmul_subgroup.wgsl): op(a)'s row
 // sums, of a as stored, in f32 into the second output.
 override ROW_SUMS: bool = false;
 // The 4x4 blocks per workgroup of `matmul_mixed`, and the tile side of
@@ -154,20 +155,9 @@ fn matmul_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = 0u; i < 4u; i++) { store_row4(c_base, row0 + i, col0, acc[i]); }
 }
 
-// The tiled kernel, for GPUs: as matmul.wgsl's `matmul_tiled` (a 16x16 workgroup per
-// TILE_M x TILE_M tile, 8x8 per invocation, k-major swizzled tiles), with the
-// operands widened to f32 as they are staged.
-const TILE_K: u32 = 16u;
-
-fn a_tile_coord(e: u32) -> vec2<u32> {
-    if (TRANS_A) { return vec2<u32>(e % TILE_M, e / TILE_M); }
-    return vec2<u32>(e / TILE_K, e % TILE_K);
-}
-
-fn b_tile_coord(e: u32) -> vec2<u32> {
-    if (TRANS_B) { return vec2<u32>(e / TILE_K, e % TILE_K); }
-    return vec2<u32>(e % TILE_M, e / TILE_M);
-}
+// The tiled kernels, for GPUs: matmul.wgsl's `matmul_tiled` and
+// `matmul_tiled_prefetch` on the tiles of matmul_tiles.wgsl, with the operands widened
+// to f32 (f16 values) as they are loaded.
 
 // op(a)[m][k] as stored, zero past the edges.
 fn tiled_stored_a(a_base: u32, m: u32, k: u32) -> f32 {
@@ -180,9 +170,6 @@ fn tiled_load_b(b_base: u32, k: u32, n: u32) -> f32 {
     if (n >= p.n || k >= p.k) { return 0.0; }
     return load_b(b_base, k, n);
 }
-
-var<workgroup> a_tile: array<f32, TILE_K * TILE_M>;            // [TILE_K][TILE_M]
-var<workgroup> b_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;  // [TILE_K][TILE_M / 4]
 
 @compute @workgroup_size(16, 16)
 fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -246,4 +233,56 @@ fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
 fn store_row4_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f32>) {
     store_row4(c_base, row, col0, v0);
     store_row4(c_base, row, col0 + 64u, v1);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_mixed_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                               @builtin(local_invocation_index) t: u32) {
+    let batch = wid.z;
+    let m0 = wid.y * TILE_M;
+    let n0 = wid.x * TILE_M;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    var acc: array<vec4<f32>, 16>;   // row 64 h + 4 ty + r, column group j at 8 h + 2 r + j
+    var next_a: array<f32, 8>;
+    var next_b: array<f32, 8>;
+    // Under ROW_SUMS, of a as stored (matmul_tiles.wgsl's `prefetched_row_sum`).
+    let sums_rows = ROW_SUMS && wid.x == 0u;
+    var row_sum = 0.0;
+    for (var k0 = 0u; k0 < p.k + TILE_K; k0 += TILE_K) {
+        if (k0 > 0u) {
+            // Stage the step loaded last time round, then multiply it.
+            workgroupBarrier();
+            stage_prefetched(t, &next_a, &next_b);
+            workgroupBarrier();
+        }
+        if (k0 < p.k) {
+            for (var q = 0u; q < 8u; q++) {
+                let e = t + 256u * q;
+                let ac = a_tile_coord(e);
+                let stored = tiled_stored_a(a_base, m0 + ac.x, k0 + ac.y);
+                if (sums_rows) { row_sum += stored; }
+                next_a[q] = a_operand(stored);
+                let bc = b_tile_coord(e);
+                next_b[q] = tiled_load_b(b_base, k0 + bc.y, n0 + bc.x);
+            }
+        }
+        if (k0 > 0u) { multiply_prefetched(&acc, lid); }
+    }
+    if (sums_rows) {
+        let sum = prefetched_row_sum(t, row_sum);
+        let row = m0 + t;
+        if (t < TILE_M && row < p.m) { pre_out[batch * p.m + row] = bitcast<u32>(sum); }
+    }
+    let c_base = batch * p.m * p.n;
+    let row = m0 + 4u * lid.y;
+    let col = n0 + 4u * lid.x;
+    store_row4_pair(c_base, row, col, acc[0], acc[1]);
+    store_row4_pair(c_base, row + 1u, col, acc[2], acc[3]);
+    store_row4_pair(c_base, row + 2u, col, acc[4], acc[5]);
+    store_row4_pair(c_base, row + 3u, col, acc[6], acc[7]);
+    store_row4_pair(c_base, row + 64u, col, acc[8], acc[9]);
+    store_row4_pair(c_base, row + 65u, col, acc[10], acc[11]);
+    store_row4_pair(c_base, row + 66u, col, acc[12], acc[13]);
+    store_row4_pair(c_base, row + 67u, col, acc[14], acc[15]);
 }

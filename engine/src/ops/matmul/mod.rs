@@ -59,6 +59,8 @@ const SUBGROUP: KernelDef<MatmulParams> =
 const MIXED: KernelDef<MatmulParams> = KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed", 4, 2);
 const MIXED_TILED: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed_tiled", 4, 2);
+const MIXED_TILED_PREFETCH: KernelDef<MatmulParams> =
+    KernelDef::new(&shaders::MATMUL_MIXED, "matmul_mixed_tiled_prefetch", 4, 2);
 /// The same, bound from 7 with a, b and c as pairs of words.
 const MIXED_SUBGROUP: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_MIXED_SUBGROUP, "matmul_subgroup", 4, 2).bound_from(7);
@@ -82,6 +84,7 @@ fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
         MatmulKernel::Subgroup => &SUBGROUP,
         MatmulKernel::Mixed => &MIXED,
         MatmulKernel::MixedTiled => &MIXED_TILED,
+        MatmulKernel::MixedTiledPrefetch => &MIXED_TILED_PREFETCH,
         MatmulKernel::MixedSubgroup => &MIXED_SUBGROUP,
         MatmulKernel::MixedCoop => &MIXED_COOP,
         MatmulKernel::MixedCoopEmulated => &MIXED_COOP_EMULATED,
@@ -418,7 +421,8 @@ fn run_kernel(
         MatmulKernel::Tiled
         | MatmulKernel::TiledPrefetch
         | MatmulKernel::TiledPrefetchVec4
-        | MatmulKernel::MixedTiled => tiles(TILED_TILE),
+        | MatmulKernel::MixedTiled
+        | MatmulKernel::MixedTiledPrefetch => tiles(TILED_TILE),
         MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated => tiles(COOP_TILE),
         MatmulKernel::Flat | MatmulKernel::Mixed => {
             let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);

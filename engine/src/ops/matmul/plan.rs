@@ -12,7 +12,8 @@
 //! | `TiledPrefetch` | as `Tiled`, the next k-step loaded during the products | products of at least 1e9 multiply-adds on GPUs, and those of a b stored transposed with M and N from 32; a weight gradient's bias gradient with it (`Epilogue::RowSums`, summed by its first column of workgroups as they load dc) |
 //! | `TiledPrefetchVec4` | as `TiledPrefetch`, tiles loaded and c stored as vec4s (`Vec4`'s shapes) | nowhere by rule yet: a candidate where plans are measured, not yet timed on a GPU |
 //! | `Mixed` | as `Flat`, any operand in f16 | the other products with an f16 operand or output on CPU adapters |
-//! | `MixedTiled` | as `Tiled`, any operand in f16 | products with an f16 operand or output on GPUs; a weight gradient's bias gradient with it (`Epilogue::RowSums`, of dc as stored, summed by its first column of workgroups as they stage it) |
+//! | `MixedTiled` | as `Tiled`, any operand in f16 | nowhere now: it won every mixed product of the ViT-S/16 step on the H200, and `MixedTiledPrefetch` is to it what `TiledPrefetch`, faster at every size there, is to `Tiled`; a candidate |
+//! | `MixedTiledPrefetch` | as `TiledPrefetch`, any operand in f16 | products with an f16 operand or output on GPUs; a weight gradient's bias gradient with it (`Epilogue::RowSums`, of dc as stored, summed by its first column of workgroups as they load it) |
 //! | `MixedSubgroup` | as `Subgroup`, any operand in f16 | products with an f16 operand or output that it takes, on CPU adapters with 8-lane subgroups |
 //! | `MixedCoop` | 128x128 per workgroup of 4 subgroups, each 4x4 cooperative 16x16 f16 fragments, f32 accumulation | nowhere by rule: on devices that opened cooperative matrices (`IJEPA_COOPERATIVE_MATRIX=1`) a candidate where plans are measured; on the H200 `MixedTiled` beat it on every product of the ViT-S/16 step |
 //! | `MixedCoopEmulated` | as `MixedCoop`, the fragments emulated lane by lane | nowhere: slow; it tests `MixedCoop`'s tiling, staging and epilogue on every adapter with f16 |
@@ -88,6 +89,9 @@ pub enum MatmulKernel {
     Mixed,
     /// `Tiled` with each of a, b, c in f32 or f16: any shape, N even for an f16 c.
     MixedTiled,
+    /// `TiledPrefetch` with each of a, b, c in f32 or f16: any shape, N even for an
+    /// f16 c.
+    MixedTiledPrefetch,
     /// `Subgroup` with each of a, b, c in f32 or f16: its shapes, on its adapters.
     MixedSubgroup,
     /// Cooperative matrices (tensor cores), four subgroups per 128x128 tile: a and b in
@@ -100,7 +104,7 @@ pub enum MatmulKernel {
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 12] = [
+    pub const ALL: [MatmulKernel; 13] = [
         MatmulKernel::Scalar,
         MatmulKernel::Flat,
         MatmulKernel::Vec4,
@@ -110,6 +114,7 @@ impl MatmulKernel {
         MatmulKernel::Subgroup,
         MatmulKernel::Mixed,
         MatmulKernel::MixedTiled,
+        MatmulKernel::MixedTiledPrefetch,
         MatmulKernel::MixedSubgroup,
         MatmulKernel::MixedCoop,
         MatmulKernel::MixedCoopEmulated,
@@ -121,6 +126,7 @@ impl MatmulKernel {
             self,
             MatmulKernel::Mixed
                 | MatmulKernel::MixedTiled
+                | MatmulKernel::MixedTiledPrefetch
                 | MatmulKernel::MixedSubgroup
                 | MatmulKernel::MixedCoop
                 | MatmulKernel::MixedCoopEmulated
@@ -173,6 +179,7 @@ impl MatmulKernel {
                 | MatmulKernel::Vec4
                 | MatmulKernel::TiledPrefetch
                 | MatmulKernel::MixedTiled
+                | MatmulKernel::MixedTiledPrefetch
         )
     }
 
@@ -180,8 +187,8 @@ impl MatmulKernel {
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
     /// M too when a is stored [K, M], where the subgroup kernels take any K; the row sums
-    /// of op(a) the subgroup kernels,
-    /// `Vec4`, `TiledPrefetch` and `MixedTiled` only, with a stored [K, M].
+    /// of op(a) the subgroup kernels, `Vec4`, `TiledPrefetch` and the mixed tiled ones
+    /// only, with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         if shape.epilogue == Epilogue::RowSums && !(self.sums_rows() && t.a) {
@@ -217,7 +224,10 @@ impl MatmulKernel {
             MatmulKernel::Flat | MatmulKernel::Mixed => {
                 format!("{FLAT_BLOCKS} 4x4 blocks per workgroup")
             }
-            MatmulKernel::Tiled | MatmulKernel::TiledPrefetch | MatmulKernel::MixedTiled => {
+            MatmulKernel::Tiled
+            | MatmulKernel::TiledPrefetch
+            | MatmulKernel::MixedTiled
+            | MatmulKernel::MixedTiledPrefetch => {
                 format!("{TILED_TILE}x{TILED_TILE} tiles, 8x8 per invocation")
             }
             MatmulKernel::TiledPrefetchVec4 => {
@@ -536,10 +546,11 @@ impl MatmulPlan {
     /// operand or output, and the backward's for every product of a mixed forward. A
     /// GPU splits weight gradients along K as it does f32 ones, where the slices divide
     /// K ([`split_k_exact`]). Then the subgroup kernel where it applies; on GPUs the
-    /// tiled one, which won every mixed product of the ViT-S/16 step on the H200, the
-    /// cooperative-matrix kernel's included (2026-12-04-h200-check.txt); else blocks
-    /// numbered across the batch. `MixedCoop` is a candidate only, where plans are
-    /// measured.
+    /// prefetching tiled one: `MixedTiled` won every mixed product of the ViT-S/16 step
+    /// on the H200, the cooperative-matrix kernel's included (2026-12-04-h200-check.txt),
+    /// and its prefetching form is what `TiledPrefetch`, faster at every size there, is
+    /// to `Tiled`; else blocks numbered across the batch. `MixedTiled` and `MixedCoop`
+    /// are candidates only, where plans are measured.
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         if let Some(slices) = split_k_exact(!device.is_cpu(), shape) {
             return MatmulPlan {
@@ -552,7 +563,7 @@ impl MatmulPlan {
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
         } else if !device.is_cpu() {
-            MatmulKernel::MixedTiled
+            MatmulKernel::MixedTiledPrefetch
         } else {
             MatmulKernel::Mixed
         };
@@ -710,8 +721,8 @@ fn prefetches(shape: &MatmulShape) -> bool {
 }
 
 /// The workgroups a GPU runs one batch entry of this product on, unsplit: tiles of
-/// 128x128 on the tiled kernels (`TiledPrefetch`, and `MixedTiled` for every mixed
-/// product), of 64x64 otherwise.
+/// 128x128 on the tiled kernels (`TiledPrefetch`, and `MixedTiledPrefetch` for every
+/// mixed product), of 64x64 otherwise.
 fn gpu_workgroups(shape: &MatmulShape) -> usize {
     let side = if !shape.types.all_f32() || prefetches(shape) {
         TILED_TILE
