@@ -28,7 +28,7 @@ override HAS_GELU: bool = false;
 override SAVE_PRE: bool = false;
 override GELU_GRAD: bool = false;
 // ROW_SUMS (a stored [K, M]; `matmul_vec4` and matmul_subgroup.wgsl with M a multiple
-// of 4, `matmul_tiled_prefetch`): the row sums of op(a) written beside c, [batch, M],
+// of 4, the tiled kernels): the row sums of op(a) written beside c, [batch, M],
 // into the second output, added up from the blocks of a the kernel loads anyway (a
 // weight gradient's bias gradient, dc summed over tokens, without a reduction of its
 // own). The host's plan sets it.
@@ -263,13 +263,8 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (row0 + 3u < p.m) { store4(o + 3u * n4, c3 + bv); }
 }
 
-// The tiled kernel, for GPUs: a 16x16 workgroup computes a TILE_M x TILE_M tile of c,
-// each invocation an 8x8 block (rows ty + 16 i, columns 4 tx + 64 j .. +4) held in
-// registers, so the kernel is written for the host's TILE_M = 16 x 8 = 128. Each step
-// over k stages a TILE_M x 16 tile of op(a) and a 16 x TILE_M tile of op(b) in
-// workgroup memory (matmul_tiles.wgsl), with coalesced, bounds-checked loads for
-// either transpose.
-
+// The tiled kernels, for GPUs (matmul_tiles.wgsl), on their own bindings of the
+// same buffers; here is what they read and store.
 @group(0) @binding(13) var<storage, read> ta: array<f32>;
 @group(0) @binding(14) var<storage, read> tb: array<f32>;
 @group(0) @binding(15) var<storage, read> tbias: array<f32>;
@@ -277,14 +272,19 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 @group(0) @binding(17) var<storage, read_write> tc: array<f32>;
 @group(0) @binding(18) var<storage, read_write> tpre_out: array<f32>;
 
-// op(a)[m][k] and op(b)[k][n] of one batch entry, zero outside the matrix.
-fn tiled_load_a(a_base: u32, m: u32, k: u32) -> f32 {
+// op(a)[m][k] and op(b)[k][n] of one batch entry, zero outside the matrix; f32 values
+// are multiplied as they are.
+fn tile_a(a_base: u32, m: u32, k: u32) -> f32 {
     if (m >= p.m || k >= p.k) { return 0.0; }
     if (TRANS_A) { return ta[a_base + k * p.m + m]; }
     return ta[a_base + m * p.k + k];
 }
 
-fn tiled_load_b(b_base: u32, k: u32, n: u32) -> f32 {
+fn tile_operand(v: f32) -> f32 {
+    return v;
+}
+
+fn tile_b(b_base: u32, k: u32, n: u32) -> f32 {
     if (n >= p.n || k >= p.k) { return 0.0; }
     if (TRANS_B) { return tb[b_base + n * p.k + k]; }
     return tb[b_base + k * p.n + n];
@@ -308,115 +308,25 @@ fn store_tiled(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
     }
 }
 
-// Columns col0..col0+4 and col0+64..col0+68 of a row: the two column groups an
-// invocation of the tiled kernels owns. Its callers pass the accumulators at constant
-// indices: a loop over them made the NVIDIA driver keep them in memory instead of
-// registers once the GELU epilogues made the loop too long to unroll (the tiled
-// kernels ran 3-7x slower than the vec4 one with GELU, on par without).
-fn store_tiled_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+fn store_tile_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f32>) {
     store_tiled(c_base, row, col0, v0);
     store_tiled(c_base, row, col0 + 64u, v1);
+}
+
+fn store_tile_row_sum(i: u32, v: f32) {
+    tpre_out[i] = v;
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(local_invocation_index) t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * TILE_M;
-    let n0 = wid.x * TILE_M;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
-    var acc: array<vec4<f32>, 16>;   // row i, column group j at 2 i + j
-    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        for (var q = 0u; q < 8u; q++) {
-            let e = t + 256u * q;
-            let a = a_tile_coord(e);
-            a_tile[a.y * TILE_M + (a.x ^ a.y)] = tiled_load_a(a_base, m0 + a.x, k0 + a.y);
-            let b = b_tile_coord(e);
-            b_tile[b.y * (TILE_M / 4u) + ((b.x / 4u) ^ b.y)][b.x % 4u] = tiled_load_b(b_base, k0 + b.y, n0 + b.x);
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let b0 = b_tile[kk * (TILE_M / 4u) + (lid.x ^ kk)];
-            let b1 = b_tile[kk * (TILE_M / 4u) + ((lid.x + 16u) ^ kk)];
-            for (var i = 0u; i < 8u; i++) {
-                let a = a_tile[kk * TILE_M + ((lid.y + 16u * i) ^ kk)];
-                acc[2u * i] += a * b0;
-                acc[2u * i + 1u] += a * b1;
-            }
-        }
-        workgroupBarrier();
-    }
-    // Row i's two column groups, acc[2 i] and acc[2 i + 1], at constant indices (see
-    // store_tiled_pair).
-    let c_base = batch * p.m * p.n;
-    let row = m0 + lid.y;
-    let col = n0 + 4u * lid.x;
-    store_tiled_pair(c_base, row, col, acc[0], acc[1]);
-    store_tiled_pair(c_base, row + 16u, col, acc[2], acc[3]);
-    store_tiled_pair(c_base, row + 32u, col, acc[4], acc[5]);
-    store_tiled_pair(c_base, row + 48u, col, acc[6], acc[7]);
-    store_tiled_pair(c_base, row + 64u, col, acc[8], acc[9]);
-    store_tiled_pair(c_base, row + 80u, col, acc[10], acc[11]);
-    store_tiled_pair(c_base, row + 96u, col, acc[12], acc[13]);
-    store_tiled_pair(c_base, row + 112u, col, acc[14], acc[15]);
+    tiled_product(wid, lid, t);
 }
 
-// The tiled kernel with the next k-step loaded into registers while the current one
-// is multiplied, and op(a) read from workgroup memory as vec4s (matmul_tiles.wgsl).
 @compute @workgroup_size(16, 16)
 fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                          @builtin(local_invocation_index) t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * TILE_M;
-    let n0 = wid.x * TILE_M;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
-    var acc: array<vec4<f32>, 16>;   // row 64 h + 4 ty + r, column group j at 8 h + 2 r + j
-    var next_a: array<f32, 8>;
-    var next_b: array<f32, 8>;
-    // Under ROW_SUMS (a stored [K, M]), the first column of workgroups also sums the
-    // elements of op(a) it loads: invocation t those of row m0 + t % TILE_M.
-    let sums_rows = ROW_SUMS && wid.x == 0u;
-    var row_sum = 0.0;
-    for (var k0 = 0u; k0 < p.k + TILE_K; k0 += TILE_K) {
-        if (k0 > 0u) {
-            // Stage the step loaded last time round, then compute it.
-            workgroupBarrier();
-            stage_prefetched(t, &next_a, &next_b);
-            workgroupBarrier();
-        }
-        if (k0 < p.k) {
-            for (var q = 0u; q < 8u; q++) {
-                let e = t + 256u * q;
-                let a = a_tile_coord(e);
-                next_a[q] = tiled_load_a(a_base, m0 + a.x, k0 + a.y);
-                if (sums_rows) { row_sum += next_a[q]; }
-                let b = b_tile_coord(e);
-                next_b[q] = tiled_load_b(b_base, k0 + b.y, n0 + b.x);
-            }
-        }
-        if (k0 > 0u) { multiply_prefetched(&acc, lid); }
-    }
-    if (sums_rows) {
-        let sum = prefetched_row_sum(t, row_sum);
-        let row = m0 + t;
-        if (t < TILE_M && row < p.m) { tpre_out[batch * p.m + row] = sum; }
-    }
-    // Row 64 h + 4 ty + r's two column groups at constant indices (see
-    // store_tiled_pair).
-    let c_base = batch * p.m * p.n;
-    let row = m0 + 4u * lid.y;
-    let col = n0 + 4u * lid.x;
-    store_tiled_pair(c_base, row, col, acc[0], acc[1]);
-    store_tiled_pair(c_base, row + 1u, col, acc[2], acc[3]);
-    store_tiled_pair(c_base, row + 2u, col, acc[4], acc[5]);
-    store_tiled_pair(c_base, row + 3u, col, acc[6], acc[7]);
-    store_tiled_pair(c_base, row + 64u, col, acc[8], acc[9]);
-    store_tiled_pair(c_base, row + 65u, col, acc[10], acc[11]);
-    store_tiled_pair(c_base, row + 66u, col, acc[12], acc[13]);
-    store_tiled_pair(c_base, row + 67u, col, acc[14], acc[15]);
+    tiled_prefetch_product(wid, lid, t);
 }
 
 // `matmul_tiled_prefetch` on the vec4 kernel's shapes and bindings: each invocation

@@ -155,134 +155,40 @@ fn matmul_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = 0u; i < 4u; i++) { store_row4(c_base, row0 + i, col0, acc[i]); }
 }
 
-// The tiled kernels, for GPUs: matmul.wgsl's `matmul_tiled` and
-// `matmul_tiled_prefetch` on the tiles of matmul_tiles.wgsl, with the operands widened
-// to f32 (f16 values) as they are loaded.
-
-// op(a)[m][k] as stored, zero past the edges.
-fn tiled_stored_a(a_base: u32, m: u32, k: u32) -> f32 {
+// The tiled kernels, for GPUs (matmul_tiles.wgsl): each element widened to f32 (an f16
+// value) as it is loaded.
+fn tile_a(a_base: u32, m: u32, k: u32) -> f32 {
     if (m >= p.m || k >= p.k) { return 0.0; }
     if (TRANS_A) { return a_stored(a_base + k * p.m + m); }
     return a_stored(a_base + m * p.k + k);
 }
 
-fn tiled_load_b(b_base: u32, k: u32, n: u32) -> f32 {
+fn tile_operand(v: f32) -> f32 {
+    return a_operand(v);
+}
+
+fn tile_b(b_base: u32, k: u32, n: u32) -> f32 {
     if (n >= p.n || k >= p.k) { return 0.0; }
     return load_b(b_base, k, n);
+}
+
+fn store_tile_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    store_row4(c_base, row, col0, v0);
+    store_row4(c_base, row, col0 + 64u, v1);
+}
+
+fn store_tile_row_sum(i: u32, v: f32) {
+    pre_out[i] = bitcast<u32>(v);
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                       @builtin(local_invocation_index) t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * TILE_M;
-    let n0 = wid.x * TILE_M;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
-    var acc: array<vec4<f32>, 16>;   // row i, column group j at 2 i + j
-    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
-    // Under ROW_SUMS (a stored [K, M]), the first column of workgroups also sums the
-    // elements of op(a) it stages: invocation t those of row m0 + t % TILE_M.
-    let sums_rows = ROW_SUMS && wid.x == 0u;
-    var row_sum = 0.0;
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        for (var q = 0u; q < 8u; q++) {
-            let e = t + 256u * q;
-            let ac = a_tile_coord(e);
-            let stored = tiled_stored_a(a_base, m0 + ac.x, k0 + ac.y);
-            if (sums_rows) { row_sum += stored; }
-            a_tile[ac.y * TILE_M + (ac.x ^ ac.y)] = a_operand(stored);
-            let bc = b_tile_coord(e);
-            b_tile[bc.y * (TILE_M / 4u) + ((bc.x / 4u) ^ bc.y)][bc.x % 4u] = tiled_load_b(b_base, k0 + bc.y, n0 + bc.x);
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let b0 = b_tile[kk * (TILE_M / 4u) + (lid.x ^ kk)];
-            let b1 = b_tile[kk * (TILE_M / 4u) + ((lid.x + 16u) ^ kk)];
-            for (var i = 0u; i < 8u; i++) {
-                let av = a_tile[kk * TILE_M + ((lid.y + 16u * i) ^ kk)];
-                acc[2u * i] += av * b0;
-                acc[2u * i + 1u] += av * b1;
-            }
-        }
-        workgroupBarrier();
-    }
-    if (sums_rows) {
-        // Invocations t and t + TILE_M staged alternate k of the same row.
-        a_tile[t] = row_sum;
-        workgroupBarrier();
-        let row = m0 + t;
-        if (t < TILE_M && row < p.m) {
-            pre_out[batch * p.m + row] = bitcast<u32>(a_tile[t] + a_tile[t + TILE_M]);
-        }
-    }
-    // At constant indices, as matmul.wgsl's tiled kernels store theirs.
-    let c_base = batch * p.m * p.n;
-    let row = m0 + lid.y;
-    let col = n0 + 4u * lid.x;
-    store_row4_pair(c_base, row, col, acc[0], acc[1]);
-    store_row4_pair(c_base, row + 16u, col, acc[2], acc[3]);
-    store_row4_pair(c_base, row + 32u, col, acc[4], acc[5]);
-    store_row4_pair(c_base, row + 48u, col, acc[6], acc[7]);
-    store_row4_pair(c_base, row + 64u, col, acc[8], acc[9]);
-    store_row4_pair(c_base, row + 80u, col, acc[10], acc[11]);
-    store_row4_pair(c_base, row + 96u, col, acc[12], acc[13]);
-    store_row4_pair(c_base, row + 112u, col, acc[14], acc[15]);
-}
-
-fn store_row4_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f32>) {
-    store_row4(c_base, row, col0, v0);
-    store_row4(c_base, row, col0 + 64u, v1);
+    tiled_product(wid, lid, t);
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_mixed_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                                @builtin(local_invocation_index) t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * TILE_M;
-    let n0 = wid.x * TILE_M;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
-    var acc: array<vec4<f32>, 16>;   // row 64 h + 4 ty + r, column group j at 8 h + 2 r + j
-    var next_a: array<f32, 8>;
-    var next_b: array<f32, 8>;
-    // Under ROW_SUMS, of a as stored (matmul_tiles.wgsl's `prefetched_row_sum`).
-    let sums_rows = ROW_SUMS && wid.x == 0u;
-    var row_sum = 0.0;
-    for (var k0 = 0u; k0 < p.k + TILE_K; k0 += TILE_K) {
-        if (k0 > 0u) {
-            // Stage the step loaded last time round, then multiply it.
-            workgroupBarrier();
-            stage_prefetched(t, &next_a, &next_b);
-            workgroupBarrier();
-        }
-        if (k0 < p.k) {
-            for (var q = 0u; q < 8u; q++) {
-                let e = t + 256u * q;
-                let ac = a_tile_coord(e);
-                let stored = tiled_stored_a(a_base, m0 + ac.x, k0 + ac.y);
-                if (sums_rows) { row_sum += stored; }
-                next_a[q] = a_operand(stored);
-                let bc = b_tile_coord(e);
-                next_b[q] = tiled_load_b(b_base, k0 + bc.y, n0 + bc.x);
-            }
-        }
-        if (k0 > 0u) { multiply_prefetched(&acc, lid); }
-    }
-    if (sums_rows) {
-        let sum = prefetched_row_sum(t, row_sum);
-        let row = m0 + t;
-        if (t < TILE_M && row < p.m) { pre_out[batch * p.m + row] = bitcast<u32>(sum); }
-    }
-    let c_base = batch * p.m * p.n;
-    let row = m0 + 4u * lid.y;
-    let col = n0 + 4u * lid.x;
-    store_row4_pair(c_base, row, col, acc[0], acc[1]);
-    store_row4_pair(c_base, row + 1u, col, acc[2], acc[3]);
-    store_row4_pair(c_base, row + 2u, col, acc[4], acc[5]);
-    store_row4_pair(c_base, row + 3u, col, acc[6], acc[7]);
-    store_row4_pair(c_base, row + 64u, col, acc[8], acc[9]);
-    store_row4_pair(c_base, row + 65u, col, acc[10], acc[11]);
-    store_row4_pair(c_base, row + 66u, col, acc[12], acc[13]);
-    store_row4_pair(c_base, row + 67u, col, acc[14], acc[15]);
+    tiled_prefetch_product(wid, lid, t);
 }

@@ -177,6 +177,7 @@ impl MatmulKernel {
             MatmulKernel::Subgroup
                 | MatmulKernel::MixedSubgroup
                 | MatmulKernel::Vec4
+                | MatmulKernel::Tiled
                 | MatmulKernel::TiledPrefetch
                 | MatmulKernel::MixedTiled
                 | MatmulKernel::MixedTiledPrefetch
@@ -187,8 +188,8 @@ impl MatmulKernel {
     /// mixed ones an f16 c only with N even (its columns are stored in pairs); the
     /// vec4 and subgroup kernels (`MixedSubgroup` too) read N and K four at a time, and
     /// M too when a is stored [K, M], where the subgroup kernels take any K; the row sums
-    /// of op(a) the subgroup kernels, `Vec4`, `TiledPrefetch` and the mixed tiled ones
-    /// only, with a stored [K, M].
+    /// of op(a) the subgroup kernels, `Vec4` and the tiled ones (not
+    /// `TiledPrefetchVec4`) only, with a stored [K, M].
     pub fn takes(self, shape: &MatmulShape) -> bool {
         let (m, n, k, t) = (shape.m, shape.n, shape.k, shape.t);
         if shape.epilogue == Epilogue::RowSums && !(self.sums_rows() && t.a) {
