@@ -74,10 +74,13 @@ fn store(base: u32, row: u32, col: u32, v: f32) {
 // (i, j < 4, s = TILE / 4) of the workgroup's tile: neighbouring invocations read
 // neighbouring columns of b (contiguous, vectorisable) and share the rows of a.
 @compute @workgroup_size(TILE / 4u, TILE / 4u)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
     let s = TILE / 4u;
-    let batch = wid.z;
-    let row0 = wid.y * TILE + lid.y;
+    let tile = tile_at(wid, nwg, TILE);
+    if (tile.batch >= p.batch) { return; }
+    let batch = tile.batch;
+    let row0 = tile.m0 + lid.y;
     let col0 = wid.x * TILE + lid.x;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
@@ -221,9 +224,12 @@ fn store_row_sums4(i: u32, v: vec4<f32>) {
 
 // Invocation (x, y) owns the 4x4 block at rows 4 y.., columns 4 x.. of the tile.
 @compute @workgroup_size(TILE / 4u, TILE / 4u)
-fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let batch = wid.z;
-    let row0 = wid.y * TILE + lid.y * 4u;
+fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tile = tile_at(wid, nwg, TILE);
+    if (tile.batch >= p.batch) { return; }
+    let batch = tile.batch;
+    let row0 = tile.m0 + lid.y * 4u;
     let col0 = wid.x * TILE + lid.x * 4u;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
@@ -318,15 +324,15 @@ fn store_tile_row_sum(i: u32, v: f32) {
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                @builtin(local_invocation_index) t: u32) {
-    tiled_product(wid, lid, t);
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    tiled_product(wid, nwg, lid, t);
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                         @builtin(local_invocation_index) t: u32) {
-    tiled_prefetch_product(wid, lid, t);
+fn matmul_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    tiled_prefetch_product(wid, nwg, lid, t);
 }
 
 // `matmul_tiled_prefetch` on the vec4 kernel's shapes and bindings: each invocation
@@ -415,10 +421,12 @@ fn store_tiled4_pair(c_base: u32, row: u32, col0: u32, v0: vec4<f32>, v1: vec4<f
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled_prefetch_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                              @builtin(local_invocation_index) t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * TILE_M;
+fn matmul_tiled_prefetch_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let tile = tile_at(wid, nwg, TILE_M);
+    if (tile.batch >= p.batch) { return; }
+    let batch = tile.batch;
+    let m0 = tile.m0;
     let n0 = wid.x * TILE_M;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;

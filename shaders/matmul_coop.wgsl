@@ -38,9 +38,12 @@ var<workgroup> b_coop: array<f16, COOP_K * B_STRIDE>;     // op(b) slice, [COOP_
 var<workgroup> c_coop: array<f32, 4u * 256u>;             // a 16x16 fragment of c per subgroup
 
 @compute @workgroup_size(4u * SG)
-fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * COOP_TILE;
+fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) t: u32) {
+    let tile = tile_at(wid, nwg, COOP_TILE);
+    if (tile.batch >= p.batch) { return; }
+    let batch = tile.batch;
+    let m0 = tile.m0;
     let n0 = wid.x * COOP_TILE;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;

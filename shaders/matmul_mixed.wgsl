@@ -182,13 +182,13 @@ fn store_tile_row_sum(i: u32, v: f32) {
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                      @builtin(local_invocation_index) t: u32) {
-    tiled_product(wid, lid, t);
+fn matmul_mixed_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    tiled_product(wid, nwg, lid, t);
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_mixed_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                               @builtin(local_invocation_index) t: u32) {
-    tiled_prefetch_product(wid, lid, t);
+fn matmul_mixed_tiled_prefetch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    tiled_prefetch_product(wid, nwg, lid, t);
 }

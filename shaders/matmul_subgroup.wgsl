@@ -40,10 +40,12 @@ fn store_fetched_sums(f: vec4<f32>, batch: u32, row: u32, stores: bool) {
 // the CPU's threads enough workgroups to share even when c is small (a weight
 // gradient [64, 192] is 12 of them), and there is no workgroup memory to reuse.
 @compute @workgroup_size(8)
-fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
+fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(subgroup_invocation_id) lane: u32) {
-    let batch = wid.z;
-    let row0 = wid.y * ROWS;
+    let tile = tile_at(wid, nwg, ROWS);
+    if (tile.batch >= p.batch) { return; }
+    let batch = tile.batch;
+    let row0 = tile.m0;
     let col0 = wid.x * 32u + 4u * lane;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;

@@ -16,6 +16,22 @@
 // inside; `store_tile_row_sum(i, v)`, element i of the row sums (ROW_SUMS).
 const TILE_K: u32 = 16u;
 
+// Where a workgroup's tile of c lies, for every kernel of both families that tiles c
+// (the host grids them as `Device::grid_tiles` does): its first row m0 and batch entry.
+// The grid is [column tiles, row tiles x batch entries]: the second dimension, y,
+// folded over z where it passes what one holds; the workgroups past the end find a
+// batch entry of p.batch or more, and return.
+struct Tile {
+    m0: u32,
+    batch: u32,
+}
+
+fn tile_at(wid: vec3<u32>, nwg: vec3<u32>, side: u32) -> Tile {
+    let row_tiles = (p.m + side - 1u) / side;
+    let i = wid.y + wid.z * nwg.y;
+    return Tile((i % row_tiles) * side, i / row_tiles);
+}
+
 // Each k-row is stored swizzled: column m of row k at m ^ k (for a vec4 column, m/4 at
 // (m/4) ^ k). When consecutive invocations stage consecutive k of one m (a stored
 // [M, K], b stored [N, K]), their stores then fall in different memory banks instead
@@ -87,9 +103,11 @@ fn store_row_sum(t: u32, batch: u32, m0: u32, sum: f32) {
     if (t < TILE_M && row < p.m) { store_tile_row_sum(batch * p.m + row, sum); }
 }
 
-fn tiled_product(wid: vec3<u32>, lid: vec3<u32>, t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * TILE_M;
+fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, t: u32) {
+    let tile = tile_at(wid, nwg, TILE_M);
+    if (tile.batch >= p.batch) { return; }
+    let batch = tile.batch;
+    let m0 = tile.m0;
     let n0 = wid.x * TILE_M;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
@@ -141,9 +159,11 @@ fn tiled_product(wid: vec3<u32>, lid: vec3<u32>, t: u32) {
     store_tile_pair(c_base, row + 112u, col, acc[14], acc[15]);
 }
 
-fn tiled_prefetch_product(wid: vec3<u32>, lid: vec3<u32>, t: u32) {
-    let batch = wid.z;
-    let m0 = wid.y * TILE_M;
+fn tiled_prefetch_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, t: u32) {
+    let tile = tile_at(wid, nwg, TILE_M);
+    if (tile.batch >= p.batch) { return; }
+    let batch = tile.batch;
+    let m0 = tile.m0;
     let n0 = wid.x * TILE_M;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;

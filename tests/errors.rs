@@ -131,20 +131,25 @@ fn oversized_tensor_is_refused_before_allocation() {
 #[test]
 fn a_grid_past_the_workgroup_limit_is_refused_at_the_op_that_asks_for_it() {
     use engine::ops::matmul::{matmul_with, Epilogue, MatmulKernel, MatmulPlan, MatmulShape};
-    // A batch of products one more than the adapter's workgroups per dimension, on the
-    // vec4 kernel, which grids the batch along z.
-    let limit = device().info().workgroups_per_dimension as usize;
-    let a = Tensor::zeros(&device(), &[limit + 1, 4, 4]).unwrap();
-    let shape = MatmulShape::of(&a, &a, Transpose::NONE, None, Epilogue::None).unwrap();
+    // Row tiles and batch entries fold over two dimensions (tests/matmul.rs); column
+    // tiles do not. On a device allowing 8 workgroups per dimension, a product 9 vec4
+    // tiles (64 columns each) wide.
+    let dev = std::sync::Arc::new(
+        engine::Device::with_limits(|l| l.max_compute_workgroups_per_dimension = 8).unwrap(),
+    );
+    let a = Tensor::zeros(&dev, &[1, 4]).unwrap();
+    let b = Tensor::zeros(&dev, &[4, 8 * 64 + 4]).unwrap();
+    let shape = MatmulShape::of(&a, &b, Transpose::NONE, None, Epilogue::None).unwrap();
     let plan = MatmulPlan {
         shape,
         kernel: MatmulKernel::Vec4,
         split_k: None,
     };
-    let m = message(matmul_with(&plan, &a, &a, None));
-    let names_the_limit = m.contains(&format!("{limit} workgroups per dimension"));
+    let m = message(matmul_with(&plan, &a, &b, None));
     assert!(
-        names_the_limit && m.contains("matmul_vec4") && m.contains("reduce the batch"),
+        m.contains("8 workgroups per dimension")
+            && m.contains("matmul_vec4")
+            && m.contains("[9, 1, 1]"),
         "{m}"
     );
 }

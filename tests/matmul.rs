@@ -8,6 +8,7 @@ mod common;
 
 use common::{assert_close, cases, device, random, rng, upload};
 use engine::cpu;
+use engine::ops::cast::cast_forward;
 use engine::ops::matmul::{
     self, split_k, Epilogue, MatmulPlan, MatmulShape, MatmulTypes, Transpose,
 };
@@ -512,4 +513,98 @@ fn measured_products_are_timed_once_per_bucket_and_keep_their_arithmetic() {
         mixed.iter().any(|(key, _)| key.contains(&all_f32)),
         "the weight gradient, both operands in f32: {mixed:?}"
     );
+}
+
+/// Every kernel that tiles c folds a grid with more row tiles (every batch entry's
+/// together) than one dimension holds over y and z (`Device::grid_tiles`): on a device
+/// whose adapter allows only 8 workgroups per dimension, every candidate, f32 and mixed,
+/// against the CPU, on a batch longer than that, a product taller than that in every
+/// kernel's tiles, and a batch of weight-gradient forms whose row sums land at their
+/// entry's rows. Values are eighths, which f16 holds exactly, so one CPU product serves
+/// both. Columns past the limit are still refused (tests/errors.rs).
+#[test]
+fn tiles_past_the_grid_limit_fold_over_two_dimensions_and_match_the_cpu() {
+    use engine::{DType, Device, Tensor};
+    let dev = std::sync::Arc::new(
+        Device::with_limits(|l| l.max_compute_workgroups_per_dimension = 8).unwrap(),
+    );
+    assert_eq!(dev.info().workgroups_per_dimension, 8);
+    let shape = |batch, m, k, n, ta, epilogue| MatmulShape {
+        batch,
+        m,
+        k,
+        n,
+        t: Transpose { a: ta, b: false },
+        b_shared: false,
+        bias: false,
+        epilogue,
+        types: MatmulTypes::F32,
+    };
+    let mut r = rng(13);
+    let mut eighths = |n: usize| -> Vec<f32> {
+        random(&mut r, n)
+            .iter()
+            .map(|v| (v * 16.0).round() / 8.0)
+            .collect()
+    };
+    let mut kernels = std::collections::BTreeSet::new();
+    for f32_shape in [
+        shape(11, 5, 8, 12, false, Epilogue::None),
+        shape(1, 1100, 8, 4, false, Epilogue::None),
+        shape(3, 300, 8, 8, true, Epilogue::RowSums),
+    ] {
+        let MatmulShape {
+            batch, m, k, n, t, ..
+        } = f32_shape;
+        let (a_shape, b_shape, out_shape) = cases::operand_shapes(&f32_shape);
+        let (a, b) = (
+            eighths(a_shape.iter().product()),
+            eighths(b_shape.iter().product()),
+        );
+        let want = cpu::matmul(&a, &b, None, batch, m, k, n, t.a, t.b, false);
+        let (a32, b32) = (
+            Tensor::from_slice(&dev, &a_shape, &a).unwrap(),
+            Tensor::from_slice(&dev, &b_shape, &b).unwrap(),
+        );
+        let (a16, b16) = (
+            cast_forward(&a32, DType::F16).unwrap(),
+            cast_forward(&b32, DType::F16).unwrap(),
+        );
+        let f16_types = MatmulTypes {
+            a: DType::F16,
+            b: DType::F16,
+            ..MatmulTypes::F32
+        };
+        for (s, ta, tb) in [
+            (f32_shape, &a32, &b32),
+            (
+                MatmulShape {
+                    types: f16_types,
+                    ..f32_shape
+                },
+                &a16,
+                &b16,
+            ),
+        ] {
+            for plan in MatmulPlan::candidates(&dev, &s) {
+                let (got, sums) = matmul::matmul_epilogue_with(&plan, ta, tb, None, None).unwrap();
+                assert_eq!(got.shape(), out_shape);
+                let what = format!("{} ({s:?})", plan.describe());
+                assert_close(&what, &got.to_vec(), &want, 1e-5, 1e-6);
+                common::assert_second_output(
+                    &what,
+                    s.epilogue,
+                    sums,
+                    &want,
+                    || cases::row_sums_of_transposed(&a, batch, k, m),
+                    (k, 1e-5, 1e-6),
+                );
+                kernels.insert(format!("{:?}", plan.kernel));
+            }
+        }
+    }
+    eprintln!("kernels run on folded grids: {kernels:?}");
+    for kernel in ["Vec4", "TiledPrefetch", "MixedTiledPrefetch"] {
+        assert!(kernels.contains(kernel), "{kernel} ran: {kernels:?}");
+    }
 }

@@ -146,9 +146,17 @@ impl Device {
     /// Create a device on the adapter chosen by `IJEPA_ADAPTER` / `WGPU_BACKEND`, or the
     /// most capable one found (discrete, integrated, virtual, then CPU).
     pub fn new() -> Result<Device> {
+        Self::with_limits(|_| {})
+    }
+
+    /// `new`, with the adapter's limits lowered by `lower` first: the device then works
+    /// within them as it would on an adapter that has no more (how the tests reach the
+    /// limits of small adapters on any). Raising one past the adapter's is an error.
+    pub fn with_limits(lower: impl FnOnce(&mut wgpu::Limits)) -> Result<Device> {
         let adapter = adapter::choose()?;
         let adapter_info = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        lower(&mut limits);
         let mut features = adapter.features() & adapter::OPTIONAL_FEATURES;
         let cooperative_subgroup = adapter::cooperative_subgroup(&adapter)?;
         let experimental_features = if cooperative_subgroup.is_some() {
@@ -410,6 +418,18 @@ impl Device {
         } else {
             [max, groups.div_ceil(max), 1]
         }
+    }
+
+    /// The grid of a product tiled into `columns` tiles across and `rows` down, every
+    /// batch entry's row tiles one after another (`rows` counts them all): the rows
+    /// folded over y and z as `grid_1d` folds x over y, so that neither a long batch nor
+    /// a tall product passes the per-dimension limit (matmul_tiles.wgsl's `tile_at`).
+    /// Columns past it, or more rows than two dimensions hold, leave a grid that
+    /// dispatching refuses by name.
+    pub(crate) fn grid_tiles(&self, columns: usize, rows: usize) -> [u32; 3] {
+        let saturate = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let [y, z, _] = self.grid_1d(saturate(rows));
+        [saturate(columns), y, z]
     }
 }
 
