@@ -1,46 +1,10 @@
-// Batched matmul: c[batch] = op(a[batch]) @ op(b[batch]) (+ bias), op = optional
-// transpose chosen by the TRANS_A / TRANS_B pipeline constants, so no transpose is
-// ever materialised. a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when
-// TRANS_B), c is [M, N]; b_batch_stride is 0 when one b is shared by every batch.
+// Batched matmul in f32: the product of matmul_params.wgsl.
 //
 // Each invocation of `matmul` owns a 4x4 block of c in four vec4 registers, strided
 // by TILE / 4 rows and columns; a (TILE / 4)^2 workgroup covers a TILE x TILE tile.
 // Out-of-range rows/columns are clamped on load (the results are computed and
 // discarded), so the inner loop has no branches.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    batch: u32,
-}
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override HAS_BIAS: bool = false;
-// The epilogues (gelu.wgsl): c = gelu(op(a) @ op(b) + bias); with SAVE_PRE the value
-// before GELU is written to pre_out as well (what GELU's backward needs). GELU_GRAD:
-// c = (op(a) @ op(b)) * gelu'(pre_in), the gradient through a GELU whose input was
-// pre_in.
-override HAS_GELU: bool = false;
-override SAVE_PRE: bool = false;
-override GELU_GRAD: bool = false;
-// ROW_SUMS (a stored [K, M]; `matmul_vec4` and matmul_subgroup.wgsl with M a multiple
-// of 4, the tiled kernels): the row sums of op(a) written beside c, [batch, M],
-// into the second output, added up from the blocks of a the kernel loads anyway (a
-// weight gradient's bias gradient, dc summed over tokens, without a reduction of its
-// own). The host's plan sets it.
-override ROW_SUMS: bool = false;
-// Tile sizes, set by the host (ops/matmul/plan.rs), which grids with them: the side of the
-// tile of `matmul`, `matmul_vec4` and `matmul_subgroup`, the 4x4 blocks per workgroup
-// of `matmul_flat`, and the side of the tiled kernels' tile.
-override TILE: u32;
-override FLAT_WG: u32;
-override TILE_M: u32;
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

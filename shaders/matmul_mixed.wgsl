@@ -1,46 +1,14 @@
-// Mixed-precision batched matmul: the operands of matmul.wgsl's product, each stored in
-// f32 or in f16 (A_F16, B_F16), multiplied as f16 values and summed in f32; c stored in
-// f32, or in f16 (C_F16) for an activation that only feeds another product, GELU's saved
-// input stored with it and read back (GELU_GRAD) in its type (PRE_F16). f16 tensors
-// are stored two halves to a 32-bit word (element 2i in the low half), so every operand
-// is bound as words and each element read is converted to f32 on load: no adapter
-// feature is needed. Transposes, bias and the GELU epilogues are matmul.wgsl's, as are
-// the kernels' layouts: `matmul_mixed` numbers 4x4 blocks across the batch as its
-// `matmul_flat` does, `matmul_mixed_tiled` and `matmul_mixed_tiled_prefetch` stage
-// tiles in workgroup memory (matmul_tiles.wgsl) as its `matmul_tiled` and
-// `matmul_tiled_prefetch` do.
-//
-// a is [M, K] ([K, M] when TRANS_A), b is [K, N] ([N, K] when TRANS_B), c is [M, N];
-// with C_F16, N is even, so that each invocation's pairs of columns share a word.
+// Mixed-precision batched matmul: the product of matmul_params.wgsl with its operands
+// each stored in f32 or in f16 (A_F16, B_F16), multiplied as f16 values and summed in
+// f32; c stored in f32, or in f16 (C_F16) for an activation that only feeds another
+// product, GELU's saved input stored with it and read back (GELU_GRAD) in its type
+// (PRE_F16). f16 tensors are stored two halves to a 32-bit word (element 2i in the low
+// half), so every operand is bound as words and each element read is converted to f32
+// on load: no adapter feature is needed. With C_F16, N is even, so that each
+// invocation's pairs of columns share a word. The kernels' layouts are matmul.wgsl's:
+// `matmul_mixed` numbers 4x4 blocks across the batch as its `matmul_flat` does; the
+// tiled kernels are matmul_tiles.wgsl's, on this file's loads and stores.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    batch: u32,
-}
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override HAS_BIAS: bool = false;
-override HAS_GELU: bool = false;
-override SAVE_PRE: bool = false;
-override GELU_GRAD: bool = false;
-override A_F16: bool = false;
-override B_F16: bool = false;
-override C_F16: bool = false;
-override PRE_F16: bool = false;
-// matmul.wgsl's ROW_SUMS (the tiled kernels, matmul_subgroup.wgsl): op(a)'s row
-// sums, of a as stored, in f32 into the second output.
-override ROW_SUMS: bool = false;
-// The 4x4 blocks per workgroup of `matmul_mixed`, and the tile side of
-// `matmul_mixed_tiled` (written for 16 x 8 = 128); set by the host.
-override FLAT_WG: u32;
-override TILE_M: u32;
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<u32>;
 @group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

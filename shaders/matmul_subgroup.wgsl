@@ -1,8 +1,8 @@
 // Batched matmul for CPU adapters whose subgroups are 8 lanes wide (lavapipe on
 // x86), for N and K multiples of 4, or, when a is stored transposed (a weight
 // gradient), N and M multiples of 4 and any K. The engine
-// appends this file to matmul.wgsl, whose parameters, transposes and vec4 bindings it
-// uses through a4_at, a4_operand, b_block, times, store4 and store_row_sums4; and, for
+// appends this file to matmul.wgsl (after matmul_params.wgsl, whose parameters and
+// transposes it uses), whose vec4 bindings it uses through a4_at, a4_operand, b_block, times, store4 and store_row_sums4; and, for
 // operands and output in f32 or f16, to matmul_mixed.wgsl and matmul_mixed_subgroup.wgsl,
 // which define the same six functions on words. It is a module of its own because it needs
 // the subgroup feature, which not every adapter has.
@@ -20,7 +20,7 @@
 
 const ROWS: u32 = 32u;
 
-// ROW_SUMS (the override of matmul.wgsl, and of matmul_mixed.wgsl): op(a)'s row sums
+// ROW_SUMS (matmul_params.wgsl's override): op(a)'s row sums
 // added up from the blocks the lanes fetch anyway.
 
 // Rows row..row+8 of op(a) summed over k, from one fetch's sums (ROW_SUMS, a stored

@@ -1,8 +1,8 @@
 // The tiled matmul kernels' tiles and bodies, for GPUs, shared by the f32 family
 // (matmul.wgsl's `matmul_tiled` and `matmul_tiled_prefetch`) and the mixed one
-// (matmul_mixed.wgsl's `matmul_mixed_tiled` and `matmul_mixed_tiled_prefetch`),
-// appended to both modules. A 16x16 workgroup computes a TILE_M x TILE_M tile of c
-// (the module's override; the kernels are written for 16 x 8 = 128), 8x8 per
+// (matmul_mixed.wgsl's `matmul_mixed_tiled` and `matmul_mixed_tiled_prefetch`), after
+// matmul_params.wgsl. A 16x16 workgroup computes a TILE_M x TILE_M tile of c
+// (the kernels are written for 16 x 8 = 128), 8x8 per
 // invocation, held in registers; for each TILE_K-deep step of K it stages op(a) and
 // op(b) in workgroup memory, k-major, so that the inner loop reads vec4s of b (and of
 // a, in the prefetching kernel) and broadcast scalars, with coalesced, bounds-checked

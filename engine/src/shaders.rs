@@ -11,11 +11,12 @@
 //! matmul_coop.wgsl is the product on cooperative matrices, built on
 //! matmul_mixed.wgsl and on the fragment operations of matmul_coop_fragments.wgsl (the
 //! hardware's) or of matmul_coop_emulated.wgsl (lane by lane, for any adapter).
-//! matmul_tiles.wgsl, the workgroup tiles of the tiled kernels, follows both matmul
-//! families that have them (matmul.wgsl, matmul_mixed.wgsl), in every module built on
-//! them. column_sums.wgsl, how a column sum's workgroups share its
-//! columns and rows, is prepended to the two kernel families that sum columns
-//! (reduce.wgsl, layernorm.wgsl).
+//! matmul_params.wgsl, the parameters and overrides of both matmul families
+//! (matmul.wgsl, matmul_mixed.wgsl), and after it matmul_tiles.wgsl, their tiled
+//! kernels (written on each family's loads and stores; naga needs the overrides
+//! declared before the tiles they size), are prepended to every module built on them.
+//! column_sums.wgsl, how a column sum's workgroups share its columns and rows, is
+//! prepended to the two kernel families that sum columns (reduce.wgsl, layernorm.wgsl).
 //! Directives (`enable f16;`) go before everything else.
 
 use crate::device::{KernelParams, ParamsLayout};
@@ -31,8 +32,8 @@ use crate::ops::reduce::ReduceParams;
 use crate::ops::softmax::SoftmaxParams;
 use crate::ops::update::UpdateParams;
 
-/// One WGSL file as compiled: its name, its source (with what is prepended and
-/// appended to it), those files, and the layout of its `Params` struct, if it has one.
+/// One WGSL file as compiled: its name, its source (with what is prepended to it),
+/// the files prepended, and the layout of its `Params` struct, if it has one.
 pub struct Shader {
     pub file: &'static str,
     pub source: &'static str,
@@ -41,33 +42,23 @@ pub struct Shader {
 }
 
 /// `pub static NAME: Shader` for a WGSL file, with the extensions it enables, the
-/// files it builds on prepended in order, those that build on it appended (`then`;
-/// naga needs a module's overrides declared before what they size), and its `Params`
-/// layout (`None` for a file of functions only).
+/// files it builds on prepended in order, and its `Params` layout (`None` for a file
+/// of functions only).
 macro_rules! shader {
-    // The arms with `then` come first: a `$params:expr` would try to parse it.
-    ($name:ident, $file:literal, enable [$($ext:ident),*], [$($before:literal),*],
-     then [$($after:literal),*], $params:expr) => {
+    ($name:ident, $file:literal, [$($before:literal),*], $params:expr) => {
+        shader!($name, $file, enable [], [$($before),*], $params);
+    };
+    ($name:ident, $file:literal, enable [$($ext:ident),*], [$($before:literal),*], $params:expr) => {
         pub static $name: Shader = Shader {
             file: $file,
             source: concat!(
                 $("enable ", stringify!($ext), ";\n",)*
                 $(include_str!(concat!("../../shaders/", $before)),)*
-                include_str!(concat!("../../shaders/", $file)),
-                $(include_str!(concat!("../../shaders/", $after)),)*
+                include_str!(concat!("../../shaders/", $file))
             ),
-            parts: &[$($before,)* $($after),*],
+            parts: &[$($before),*],
             params: $params,
         };
-    };
-    ($name:ident, $file:literal, [$($before:literal),*], then [$($after:literal),*], $params:expr) => {
-        shader!($name, $file, enable [], [$($before),*], then [$($after),*], $params);
-    };
-    ($name:ident, $file:literal, enable [$($ext:ident),*], [$($before:literal),*], $params:expr) => {
-        shader!($name, $file, enable [$($ext),*], [$($before),*], then [], $params);
-    };
-    ($name:ident, $file:literal, [$($before:literal),*], $params:expr) => {
-        shader!($name, $file, enable [], [$($before),*], then [], $params);
     };
 }
 
@@ -88,21 +79,29 @@ shader!(
 shader!(
     MATMUL,
     "matmul.wgsl",
-    ["gelu.wgsl"],
-    then["matmul_tiles.wgsl"],
+    ["gelu.wgsl", "matmul_params.wgsl", "matmul_tiles.wgsl"],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
     MATMUL_SUBGROUP,
     "matmul_subgroup.wgsl",
-    ["gelu.wgsl", "matmul.wgsl", "matmul_tiles.wgsl"],
+    [
+        "gelu.wgsl",
+        "matmul_params.wgsl",
+        "matmul_tiles.wgsl",
+        "matmul.wgsl"
+    ],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
     MATMUL_MIXED,
     "matmul_mixed.wgsl",
-    ["f16.wgsl", "gelu.wgsl"],
-    then["matmul_tiles.wgsl"],
+    [
+        "f16.wgsl",
+        "gelu.wgsl",
+        "matmul_params.wgsl",
+        "matmul_tiles.wgsl"
+    ],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
@@ -111,8 +110,9 @@ shader!(
     [
         "f16.wgsl",
         "gelu.wgsl",
-        "matmul_mixed.wgsl",
+        "matmul_params.wgsl",
         "matmul_tiles.wgsl",
+        "matmul_mixed.wgsl",
         "matmul_subgroup.wgsl"
     ],
     Some(MatmulParams::LAYOUT)
@@ -124,8 +124,9 @@ shader!(
     [
         "f16.wgsl",
         "gelu.wgsl",
-        "matmul_mixed.wgsl",
+        "matmul_params.wgsl",
         "matmul_tiles.wgsl",
+        "matmul_mixed.wgsl",
         "matmul_coop_fragments.wgsl"
     ],
     Some(MatmulParams::LAYOUT)
@@ -137,8 +138,9 @@ shader!(
     [
         "f16.wgsl",
         "gelu.wgsl",
-        "matmul_mixed.wgsl",
+        "matmul_params.wgsl",
         "matmul_tiles.wgsl",
+        "matmul_mixed.wgsl",
         "matmul_coop.wgsl"
     ],
     Some(MatmulParams::LAYOUT)
