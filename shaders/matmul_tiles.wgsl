@@ -1,12 +1,11 @@
 // The tiled matmul kernels' tiles and bodies, for GPUs, shared by the f32 family
 // (matmul.wgsl's `matmul_tiled` and `matmul_tiled_prefetch`) and the mixed one
 // (matmul_mixed.wgsl's `matmul_mixed_tiled` and `matmul_mixed_tiled_prefetch`), after
-// matmul_params.wgsl. A 16x16 workgroup computes a TILE_M x TILE_M tile of c
-// (the kernels are written for 16 x 8 = 128), 8x8 per
-// invocation, held in registers; for each TILE_K-deep step of K it stages op(a) and
-// op(b) in workgroup memory, k-major, so that the inner loop reads vec4s of b (and of
-// a, in the prefetching kernel) and broadcast scalars, with coalesced, bounds-checked
-// loads for either transpose.
+// matmul_params.wgsl. A 16x16 workgroup computes a TILE_M x TILE_M tile of c (the
+// kernels are written for 16 x 8 = 128), 8x8 per invocation, held in registers; for
+// each TILE_K-deep step of K it stages op(a) and op(b) in workgroup memory, k-major, so
+// that the inner loop reads vec4s of b (and of a, in the prefetching kernel) and
+// broadcast scalars, with coalesced, bounds-checked loads for either transpose.
 //
 // What each family gives them: `tile_a(a_base, m, k)`, op(a)[m][k] of a batch entry as
 // stored (what the row sums add), zero outside the matrix; `tile_operand(v)`, that
@@ -55,12 +54,11 @@ var<workgroup> a_tile: array<f32, TILE_K * TILE_M>;            // [TILE_K][TILE_
 var<workgroup> b_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;  // [TILE_K][TILE_M / 4]
 
 // `tiled_prefetch_product` (and matmul.wgsl's `matmul_tiled_prefetch_vec4`) loads the
-// next k-step's elements into registers before the
-// current step's products (the loads are in flight while the invocation computes), and
-// each invocation owns rows 4 ty .. +4 and 64 + 4 ty .. +4, so op(a) is read from
-// workgroup memory as vec4s too (4 vec4 reads per 64 multiply-adds). Both tiles are
-// vec4 arrays [TILE_K][TILE_M / 4], the vec4 column m / 4 of k-row k stored at
-// (m / 4) ^ k.
+// next k-step's elements into registers before the current step's products (the loads
+// are in flight while the invocation computes), and each invocation owns rows
+// 4 ty .. +4 and 64 + 4 ty .. +4, so op(a) is read from workgroup memory as vec4s too
+// (4 vec4 reads per 64 multiply-adds). Both tiles are vec4 arrays [TILE_K][TILE_M / 4],
+// the vec4 column m / 4 of k-row k stored at (m / 4) ^ k.
 var<workgroup> pa_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
 var<workgroup> pb_tile: array<vec4<f32>, TILE_K * TILE_M / 4u>;
 
@@ -103,6 +101,8 @@ fn store_row_sum(t: u32, batch: u32, m0: u32, sum: f32) {
     if (t < TILE_M && row < p.m) { store_tile_row_sum(batch * p.m + row, sum); }
 }
 
+// The body of `matmul_tiled` and `matmul_mixed_tiled`: each k-step staged, then
+// multiplied.
 fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, t: u32) {
     let tile = tile_at(wid, nwg, TILE_M);
     if (tile.batch >= p.batch) { return; }
@@ -159,6 +159,8 @@ fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, t: u32) {
     store_tile_pair(c_base, row + 112u, col, acc[14], acc[15]);
 }
 
+// The body of `matmul_tiled_prefetch` and `matmul_mixed_tiled_prefetch`: each k-step
+// loaded into registers while the one before is multiplied.
 fn tiled_prefetch_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, t: u32) {
     let tile = tile_at(wid, nwg, TILE_M);
     if (tile.batch >= p.batch) { return; }
