@@ -122,15 +122,13 @@ fn every_attention_plan_matches_the_cpu_and_the_composed_path() {
 
 /// More heads over the batch than a grid dimension holds (the predictor's masks of a
 /// large batch): each fused family folds them over the grid's y and z. On a device
-/// allowing 8 workgroups per dimension,
-/// 6 images of 2 heads: every image comes out as the composed path gives it (the
-/// oracle), and bit for bit as the same kernels give it alone, forward and backward.
+/// allowing 8 workgroups per dimension, 6 images of 2 heads: every image comes out as
+/// the composed path gives it (the oracle), and bit for bit as the same kernels give it
+/// alone, forward and backward.
 #[test]
 fn heads_past_the_grid_limit_fold_and_match_the_same_images_alone() {
     use engine::ops::attention::FusedAttention;
-    let dev = std::sync::Arc::new(
-        engine::Device::with_limits(|l| l.max_compute_workgroups_per_dimension = 8).unwrap(),
-    );
+    let dev = common::small_grid_device();
     let (b, n, heads, hd) = (6, 3, 2, 8);
     let (width, scale) = (3 * heads * hd, 0.5);
     let mut r = rng(15);

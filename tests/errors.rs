@@ -134,9 +134,7 @@ fn a_grid_past_the_workgroup_limit_is_refused_at_the_op_that_asks_for_it() {
     // Row tiles and batch entries fold over two dimensions (tests/matmul.rs); column
     // tiles do not. On a device allowing 8 workgroups per dimension, a product 9 vec4
     // tiles (64 columns each) wide.
-    let dev = std::sync::Arc::new(
-        engine::Device::with_limits(|l| l.max_compute_workgroups_per_dimension = 8).unwrap(),
-    );
+    let dev = common::small_grid_device();
     let a = Tensor::zeros(&dev, &[1, 4]).unwrap();
     let b = Tensor::zeros(&dev, &[4, 8 * 64 + 4]).unwrap();
     let shape = MatmulShape::of(&a, &b, Transpose::NONE, None, Epilogue::None).unwrap();

@@ -16,6 +16,12 @@ pub fn device() -> Arc<Device> {
         .expect("a GPU adapter (on a CPU-only machine: apt-get install mesa-vulkan-drivers)")
 }
 
+/// A device of its own whose adapter allows only 8 workgroups along each grid
+/// dimension: what a grid past the limit does, at small sizes.
+pub fn small_grid_device() -> Arc<Device> {
+    Arc::new(Device::with_limits(|l| l.max_compute_workgroups_per_dimension = 8).unwrap())
+}
+
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
