@@ -13,7 +13,9 @@ use train::config_file::ConfigFile;
 use train::multiblock::{MaskCollator, MaskConfig};
 use train::parallel::Collective;
 use train::pretrain::{RunEnd, Trainer};
-use train::probe::{embed_checkpoint, probe_checkpoint, Encoder, FeatureOptions, ProbeResult};
+use train::probe::{
+    embed_checkpoint, probe_checkpoint, Encoder, FeatureOptions, ProbeResult, LOW_SHOT_SPLITS,
+};
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -275,12 +277,17 @@ pub const CURVES: &str = "curves.png";
 /// The exit status of a run stopped by an interrupt (128 + SIGINT, as shells report).
 const INTERRUPTED: i32 = 130;
 
+/// The probe's table: the 1% column on seed 0's split, as every earlier result, then
+/// the mean and spread over `LOW_SHOT_SPLITS` splits.
 pub fn print_table(results: &[ProbeResult]) {
-    println!("| features probed (test top-1) | all labels | 1% labels | k-NN (k=20) |");
-    println!("| --- | --- | --- | --- |");
+    println!(
+        "| features probed (test top-1) | all labels | 1% labels | 1% labels, {LOW_SHOT_SPLITS} splits | k-NN (k=20) |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
     for r in results {
+        let (mean, std) = r.one_percent_spread();
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.2} | {:.2} | {mean:.2} +- {std:.2} | {:.2} |",
             r.features, r.all_labels, r.one_percent, r.knn
         );
     }
@@ -340,8 +347,9 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         &options,
         args.save_features.as_deref(),
         |r| {
+            let (mean, std) = r.one_percent_spread();
             eprintln!(
-                "{}: all labels {:.2}%, 1% labels {:.2}%, k-NN {:.2}%",
+                "{}: all labels {:.2}%, 1% labels {:.2}% ({mean:.2} +- {std:.2} over {LOW_SHOT_SPLITS} splits), k-NN {:.2}%",
                 r.features, r.all_labels, r.one_percent, r.knn
             );
         },

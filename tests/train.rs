@@ -513,7 +513,14 @@ fn end_to_end_run_lowers_the_loss_keeps_features_alive_and_probes() {
     assert!(results[0].all_labels > 50.0, "{results:?}");
     for r in &results {
         assert!(r.all_labels > 20.0 && r.knn > 20.0, "{r:?}");
+        // The 1% probe on each balanced split, seed 0's the one reported alone.
+        let splits = &r.one_percent_splits;
+        assert_eq!(splits.len() as u64, train::probe::LOW_SHOT_SPLITS, "{r:?}");
+        assert_eq!(r.one_percent, splits[0], "{r:?}");
     }
+    // Other seeds draw other images (here one per class), so other accuracies.
+    let pixels = &results[0].one_percent_splits;
+    assert!(pixels.iter().any(|&a| a != pixels[0]), "{pixels:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
