@@ -16,7 +16,7 @@
 const TILE_K: u32 = 16u;
 
 // Where a workgroup's tile of c lies, for every kernel of both families that tiles c
-// (the host grids them as `Device::grid_tiles` does): its first row m0 and batch entry.
+// (the host grids them as `Device::grid_2d` does): its first row m0 and batch entry.
 // The grid is [column tiles, row tiles x batch entries]: the second dimension, y,
 // folded over z where it passes what one holds; the workgroups past the end find a
 // batch entry of p.batch or more, and return.

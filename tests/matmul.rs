@@ -519,7 +519,7 @@ fn measured_products_are_timed_once_per_bucket_and_keep_their_arithmetic() {
 }
 
 /// Every kernel that tiles c folds a grid with more row tiles (every batch entry's
-/// together) than one dimension holds over y and z (`Device::grid_tiles`): on a device
+/// together) than one dimension holds over y and z (`Device::grid_2d`): on a device
 /// whose adapter allows only 8 workgroups per dimension, every candidate, f32 and mixed,
 /// against the CPU, on a batch longer than that, a product taller than that in every
 /// kernel's tiles, and a batch of weight-gradient forms whose row sums land at their

@@ -420,13 +420,13 @@ impl Device {
         }
     }
 
-    /// The grid of a product tiled into `columns` tiles across and `rows` down, every
-    /// batch entry's row tiles one after another (`rows` counts them all): the rows
-    /// folded over y and z as `grid_1d` folds x over y, so that neither a long batch nor
-    /// a tall product passes the per-dimension limit (matmul_tiles.wgsl's `tile_at`).
-    /// Columns past it, or more rows than two dimensions hold, leave a grid that
-    /// dispatching refuses by name.
-    pub(crate) fn grid_tiles(&self, columns: usize, rows: usize) -> [u32; 3] {
+    /// A grid of `columns` workgroups across and `rows` down that respects the
+    /// per-dimension limit: the rows folded over y and z as `grid_1d` folds x over y;
+    /// kernels recover row r as `wid.y + wid.z * num_workgroups.y` (a matmul's row tiles
+    /// of every batch entry, matmul_tiles.wgsl's `tile_at`; attention's heads,
+    /// attention_layout.wgsl's `head_of`). Columns past the limit, or more rows than two
+    /// dimensions hold, leave a grid that dispatching refuses by name.
+    pub(crate) fn grid_2d(&self, columns: usize, rows: usize) -> [u32; 3] {
         let saturate = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let [y, z, _] = self.grid_1d(saturate(rows));
         [saturate(columns), y, z]

@@ -322,10 +322,8 @@ fn launch(
     buffers: &[Binding],
 ) -> Result<()> {
     // A row of workgroups per head, the heads folded over the grid's y and z where
-    // they are more than a dimension holds (a large batch of the predictor's masks), as
-    // `grid_1d` folds x over y.
-    let bh = (shape.batch * shape.heads) as u32;
-    let [heads_y, heads_z, _] = dev.grid_1d(bh);
+    // they are more than a dimension holds (a large batch of the predictor's masks).
+    let bh = shape.batch * shape.heads;
     dev.dispatch(
         &kind.defs()[kernel],
         &kind.overrides(shape.head_dim, qkv_type),
@@ -333,14 +331,10 @@ fn launch(
             n: shape.tokens as u32,
             scale,
             heads: shape.heads as u32,
-            bh,
+            bh: bh as u32,
         },
         buffers,
-        [
-            shape.tokens.div_ceil(kind.rows_per_workgroup()) as u32,
-            heads_y,
-            heads_z,
-        ],
+        dev.grid_2d(shape.tokens.div_ceil(kind.rows_per_workgroup()), bh),
     )
 }
 

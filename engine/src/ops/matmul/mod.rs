@@ -408,7 +408,7 @@ fn run_kernel(
         _ => None,
     };
     let overrides = pipeline_constants(kernel, d, dev.cooperative_subgroup());
-    let tiles = |tile: usize| dev.grid_tiles(d.n.div_ceil(tile), d.m.div_ceil(tile) * d.batch);
+    let tiles = |tile: usize| dev.grid_2d(d.n.div_ceil(tile), d.m.div_ceil(tile) * d.batch);
     let grid = match kernel {
         MatmulKernel::Scalar | MatmulKernel::Vec4 => tiles(TILE),
         MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => tiles(SUBGROUP_TILE),
