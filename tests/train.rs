@@ -719,3 +719,156 @@ fn rankme_is_the_effective_rank_of_the_singular_values() {
     }
     assert!((rankme(&[1.0; 12], 6) - 1.0).abs() < 1e-6);
 }
+
+/// A device whose storage bindings hold only 3,072 bytes, so that the probe's training
+/// data and the k-NN's queries split into several chunks at test sizes.
+fn small_binding_device() -> std::sync::Arc<engine::Device> {
+    std::sync::Arc::new(
+        engine::Device::with_limits(|l| l.max_storage_buffer_binding_size = 3072).unwrap(),
+    )
+}
+
+/// `n` points around `classes` fixed centres in `cols` dimensions, overlapping enough
+/// that no classifier is perfect, with noise drawn from `seed`: features [n, cols] and
+/// labels [n].
+fn clustered(seed: u64, n: usize, cols: usize, classes: usize) -> (Vec<f32>, Vec<u32>) {
+    let centres = common::random(&mut common::rng(10), classes * cols);
+    let mut rng = common::rng(seed);
+    let mut x = Vec::with_capacity(n * cols);
+    let mut y = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % classes;
+        let noise = common::random(&mut rng, cols);
+        x.extend((0..cols).map(|j| centres[class * cols + j] + 1.2 * noise[j]));
+        y.push(class as u32);
+    }
+    (x, y)
+}
+
+/// The gradient of the probe's objective, mean cross-entropy + l2/2 |W|^2, in f64 on
+/// the host: [dW (classes x cols), db (classes)].
+fn probe_objective_gradient(
+    w: &[f64],
+    b: &[f64],
+    x: &[f32],
+    y: &[u32],
+    cols: usize,
+    l2: f64,
+) -> Vec<f64> {
+    let classes = b.len();
+    let rows = y.len() as f64;
+    let mut grad = vec![0.0; classes * cols + classes];
+    for (row, &label) in x.chunks(cols).zip(y) {
+        let logits: Vec<f64> = (0..classes)
+            .map(|c| {
+                b[c] + (0..cols)
+                    .map(|j| w[c * cols + j] * row[j] as f64)
+                    .sum::<f64>()
+            })
+            .collect();
+        let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = logits.iter().map(|l| (l - top).exp()).sum();
+        for c in 0..classes {
+            let d = (logits[c] - top).exp() / total - f64::from(c as u32 == label);
+            for j in 0..cols {
+                grad[c * cols + j] += d * row[j] as f64 / rows;
+            }
+            grad[classes * cols + c] += d / rows;
+        }
+    }
+    for (g, wv) in grad.iter_mut().zip(w) {
+        *g += l2 * wv;
+    }
+    grad
+}
+
+/// The linear probe is a strongly convex problem (l2 > 0), so its answer is checked by
+/// the optimality condition: the objective's gradient, computed independently on the
+/// host in f64, vanishes at the weights `train_logistic` returns, although the data
+/// reach it in three chunks.
+#[test]
+fn the_linear_probe_stops_where_its_objective_is_flat() {
+    use train::eval::{linear_accuracy, train_logistic};
+    let device = small_binding_device();
+    let (cols, classes, l2) = (6, 3, 1e-2);
+    let (x, y) = clustered(11, 150, cols, classes);
+    let zero = probe_objective_gradient(&vec![0.0; classes * cols], &[0.0; 3], &x, &y, cols, l2);
+    let (w, b) = train_logistic(&device, &x, &y, cols, classes, l2, 200).unwrap();
+    let to_f64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+    let at_answer = probe_objective_gradient(&to_f64(&w), &to_f64(&b), &x, &y, cols, l2);
+    let norm = |g: &[f64]| g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(
+        norm(&at_answer) < 1e-4 * norm(&zero),
+        "gradient norm {:e} at the probe's answer, {:e} at zero",
+        norm(&at_answer),
+        norm(&zero)
+    );
+    // linear_accuracy against a count made here.
+    let correct = x
+        .chunks(cols)
+        .zip(&y)
+        .filter(|(row, &label)| {
+            let score = |c: usize| {
+                b[c] as f64
+                    + (0..cols)
+                        .map(|j| (w[c * cols + j] * row[j]) as f64)
+                        .sum::<f64>()
+            };
+            (0..classes).all(|c| c == label as usize || score(c) < score(label as usize))
+        })
+        .count();
+    let accuracy = linear_accuracy(&w, &b, &x, &y, cols);
+    assert_eq!(accuracy, 100.0 * correct as f64 / y.len() as f64);
+    assert!(
+        accuracy > 50.0 && accuracy < 100.0,
+        "accuracy {accuracy}: the clusters should be separable in part"
+    );
+}
+
+/// k-NN against a brute-force count in f64 on the host: cosine similarities, the k
+/// nearest training rows, votes weighted by exp(similarity / 0.07); the queries go to
+/// the GPU in chunks of 6 rows.
+#[test]
+fn knn_accuracy_matches_a_brute_force_count() {
+    use train::eval::knn_accuracy;
+    let device = small_binding_device();
+    let (cols, classes, k) = (4, 4, 3);
+    let (train, train_y) = clustered(12, 120, cols, classes);
+    let (test, test_y) = clustered(13, 90, cols, classes);
+    let unit = |r: &[f32]| {
+        let norm = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+        r.iter().map(|&v| v as f64 / norm).collect::<Vec<_>>()
+    };
+    let train_units: Vec<Vec<f64>> = train.chunks(cols).map(unit).collect();
+    let mut correct = 0;
+    for (query, &label) in test.chunks(cols).map(unit).zip(&test_y) {
+        let mut sims: Vec<(f64, usize)> = train_units
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.iter().zip(&query).map(|(a, b)| a * b).sum(), i))
+            .collect();
+        sims.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // A near tie at the k-th neighbour could go either way in f32.
+        assert!(sims[k - 1].0 - sims[k].0 > 1e-5, "choose another seed");
+        let mut votes = vec![0.0; classes];
+        for &(s, i) in &sims[..k] {
+            votes[train_y[i] as usize] += (s / 0.07).exp();
+        }
+        let best = (0..classes)
+            .max_by(|&a, &b| votes[a].total_cmp(&votes[b]))
+            .unwrap();
+        correct += usize::from(best as u32 == label);
+    }
+    let want = 100.0 * correct as f64 / test_y.len() as f64;
+    let got = knn_accuracy(
+        &device,
+        (&train, &train_y),
+        (&test, &test_y),
+        cols,
+        classes,
+        k,
+    )
+    .unwrap();
+    assert_eq!(got, want);
+    assert!(want > 30.0 && want < 100.0, "accuracy {want}");
+}
