@@ -3,7 +3,8 @@
 # H200, most needed first, inside GPU_DEADLINE): the golden steps; `bench step` for
 # `fmnist` and ViT-S/16 at 224 in f32 and in mixed precision (cooperative matrices
 # opened); f16 and f32 matmul to 4096^3 on every kernel; PyTorch's eager f32 steps
-# beside them; the ViT-S steps with plans measured, and its kernels timed
+# beside them; the ViT-S steps with plans measured (into plan files), the f32 one again
+# following its file, and its kernels timed
 # (IJEPA_PROFILE=1); last, the mixed products on every kernel, tensor cores included
 # (IJEPA_COOPERATIVE_MATRIX=1), against the CPU. It carries what scripts/gpu-bench.sh
 # does but tests/attention.rs (docs/results/README.md gives the call).
@@ -24,8 +25,10 @@ step 60 $coop "$bin" bench matmul --size 4096 --f16 --every-kernel
 step 60 "$bin" bench matmul --size 4096 --every-kernel
 step 40 python3 .gpu/torch_step.py --preset fmnist --device cuda
 step 40 python3 .gpu/torch_step.py --preset vit_small_224 --device cuda
-step 60 env IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5
-step 60 $coop IJEPA_MEASURE_PLANS=1 "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
+# The measured choices come back in plan files, for the rules and for runs to follow.
+step 60 env IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-f32.json" "$bin" bench step --preset fmnist --config $vits --steps 5
+step 60 $coop IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-mixed.json" "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
+step 30 env IJEPA_PLANS="$out/plans-f32.json" "$bin" bench step --preset fmnist --config $vits --steps 5
 step 60 env IJEPA_PROFILE=1 "$bin" bench step --preset fmnist --config $vits --steps 2
 # Last, with what is left: it compiles every candidate kernel for every shape, and ran
 # past 40 s on the H200 without a verdict.

@@ -293,6 +293,13 @@ pub fn step(
         mib(peaks[2]),
         mib(dev.memory_held()),
     );
+    if let Some((path, choices)) = dev.plan_file() {
+        println!(
+            "plans followed from and measured into {} ({}): {choices} choices",
+            path.display(),
+            engine::PLANS_ENV
+        );
+    }
     let measured = dev.measured_plans();
     if !measured.is_empty() {
         println!(

@@ -8,6 +8,7 @@ mod common;
 
 use common::{assert_close, cases, device, random, rng, upload};
 use engine::cpu;
+use engine::ops::attention::{AttentionPlan, AttentionShape};
 use engine::ops::cast::cast_forward;
 use engine::ops::matmul::{
     self, split_k, Epilogue, MatmulPlan, MatmulShape, MatmulTypes, Transpose,
@@ -608,4 +609,193 @@ fn tiles_past_the_grid_limit_fold_over_two_dimensions_and_match_the_cpu() {
     for kernel in ["Vec4", "TiledPrefetch", "MixedTiledPrefetch"] {
         assert!(kernels.contains(kernel), "{kernel} ran: {kernels:?}");
     }
+}
+
+/// A product [m x 20] x [20 x 36] and attention over 2 x 2 heads of 9 tokens x 8 on
+/// `dev`, with nothing to differentiate: their outputs, and the product's operands.
+fn product_and_attention(dev: &std::sync::Arc<engine::Device>, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut r = rng(40 + m as u64);
+    let (k, n) = (20, 36);
+    let (a, b) = (random(&mut r, m * k), random(&mut r, k * n));
+    let here =
+        |shape: &[usize], data: &[f32]| engine::Tensor::from_slice(dev, shape, data).unwrap();
+    let c = matmul::matmul_forward(
+        &here(&[m, k], &a),
+        &here(&[k, n], &b),
+        Transpose::NONE,
+        None,
+    )
+    .unwrap();
+    let want = cpu::matmul(&a, &b, None, 1, m, k, n, false, false, true);
+    assert_close(&format!("m={m}"), &c.to_vec(), &want, 1e-5 * k as f32, 1e-4);
+    let qkv = here(&[2, 9, 48], &random(&mut r, 2 * 9 * 48));
+    let out = engine::no_grad(|| ops::attention::attention(&qkv, 2, 0.35)).unwrap();
+    (a, out.to_vec())
+}
+
+/// The measured key of `product_and_attention`'s product (the composed attention path,
+/// if timed, measures products of its own).
+const PRODUCT_BUCKET: &str = "matmul of at most 1 x [40x20] x [20x40]";
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// With a plan file (`IJEPA_PLANS`), what one run measures, a later run follows without
+/// measuring: here a product and an attention call measured on one device, then, on a
+/// second, a product of the same bucket of sizes and the same attention run on the
+/// plans the file names. Each choice is first edited to another candidate than the
+/// rule's and the measured one, so that only the file can have chosen it.
+#[test]
+fn a_plan_file_keeps_measured_choices_for_later_runs() {
+    let dir = common::runs::temp_dir("plan_file");
+    let path = dir.join("plans.json");
+    let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
+    measuring.set_measure_plans(true);
+    measuring.use_plan_file(&path).unwrap();
+    product_and_attention(&measuring, 37);
+    let mut file = read_json(&path);
+    assert_eq!(file["adapter"], measuring.info().name.as_str());
+    let plans = file["plans"].as_object_mut().unwrap();
+    // The composed attention path's products are measured too, as it is timed.
+    assert_eq!(plans.len(), measuring.measured_plans().len(), "{plans:?}");
+
+    // The product's bucket: [37x20] x [20x36] and [38x20] x [20x36] share it.
+    let follower = std::sync::Arc::new(engine::Device::new().unwrap());
+    let (m, k, n) = (38, 20, 36);
+    let zeros = |shape: &[usize]| engine::Tensor::zeros(&follower, shape).unwrap();
+    let shape = MatmulShape::of(
+        &zeros(&[m, k]),
+        &zeros(&[k, n]),
+        Transpose::NONE,
+        None,
+        Epilogue::None,
+    )
+    .unwrap();
+    let rule = MatmulPlan::new(&follower, &shape);
+    let (key, product) = plans
+        .iter_mut()
+        .find(|(k, _)| k.starts_with(PRODUCT_BUCKET))
+        .unwrap();
+    let measured = product["chosen"].as_str().unwrap().to_string();
+    let method = |p: &MatmulPlan| match p.split_k {
+        Some(_) => format!("{:?} split-K", p.kernel),
+        None => format!("{:?}", p.kernel),
+    };
+    let edited = MatmulPlan::candidates(&follower, &shape)
+        .into_iter()
+        .find(|p| method(p) != measured && p.kernel != rule.kernel)
+        .unwrap_or_else(|| panic!("{key}: a third candidate"));
+    product["chosen"] = method(&edited).into();
+    // An attention plan's key reads "attention <path>[ head_dim=...]", its path as the
+    // file names it.
+    let path_of = |key: String| {
+        let path = key.trim_start_matches("attention ");
+        path.split(" head_dim").next().unwrap().to_string()
+    };
+    let qkv_shape = AttentionShape::of(&zeros(&[2, 9, 48]), 2).unwrap();
+    let rule_path = path_of(AttentionPlan::new(&follower, &qkv_shape).key());
+    let (_, attention) = plans
+        .iter_mut()
+        .find(|(k, _)| k.starts_with("attention"))
+        .unwrap();
+    let measured_path = attention["chosen"].as_str().unwrap().to_string();
+    let edited_path = AttentionPlan::candidates(&follower, &qkv_shape)
+        .into_iter()
+        .map(|p| path_of(p.key()))
+        .find(|p| *p != measured_path && *p != rule_path)
+        .unwrap();
+    attention["chosen"] = edited_path.clone().into();
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+
+    follower.use_plan_file(&path).unwrap();
+    follower.log_plans();
+    product_and_attention(&follower, m);
+    let log = follower.take_plan_log();
+    assert!(follower.measured_plans().is_empty(), "nothing is measured");
+    assert!(
+        log.contains(&edited.key()),
+        "the product runs on {}, the file's choice: {log:?}",
+        edited.describe()
+    );
+    assert!(
+        log.iter()
+            .any(|k| k.starts_with(&format!("attention {edited_path}"))),
+        "attention runs {edited_path}, the file's choice: {log:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A plan file is refused, by name, when it was measured on another adapter, is not a
+/// plan file, or lies in a folder that does not exist; a choice it records that is no
+/// longer a candidate gives way to the rule.
+#[test]
+fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
+    let dir = common::runs::temp_dir("plan_file_errors");
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
+    let name = dev.info().name.clone();
+    let file = |plans: serde_json::Value| {
+        serde_json::json!({
+            "adapter": name, "backend": dev.info().backend, "driver": "any", "plans": plans
+        })
+    };
+    let path = dir.join("plans.json");
+    let refusal = |contents: &str| {
+        std::fs::write(&path, contents).unwrap();
+        dev.use_plan_file(&path).unwrap_err().to_string()
+    };
+    let mut other = file(serde_json::json!({}));
+    other["adapter"] = "Some Other GPU".into();
+    let e = refusal(&other.to_string());
+    assert!(
+        e.contains("plans.json") && e.contains("Some Other GPU") && e.contains(&name),
+        "{e}"
+    );
+    let e = refusal("{\"plans\": [1, 2]}");
+    assert!(
+        e.contains("plans.json") && e.contains("not a plan file"),
+        "{e}"
+    );
+    let e = dev
+        .use_plan_file(&dir.join("missing").join("plans.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("missing") && e.contains("folder does not exist"),
+        "{e}"
+    );
+
+    // A recorded choice that names no candidate: the rule runs.
+    let key = {
+        let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
+        measuring.set_measure_plans(true);
+        let recorded = dir.join("measured.json");
+        measuring.use_plan_file(&recorded).unwrap();
+        product_and_attention(&measuring, 37);
+        let file = read_json(&recorded);
+        let plans = file["plans"].as_object().unwrap();
+        plans
+            .keys()
+            .find(|k| k.starts_with(PRODUCT_BUCKET))
+            .unwrap()
+            .clone()
+    };
+    let stale = file(serde_json::json!({ key: {"chosen": "NoSuchKernel", "candidates": []} }));
+    std::fs::write(&path, stale.to_string()).unwrap();
+    dev.use_plan_file(&path).unwrap();
+    dev.log_plans();
+    product_and_attention(&dev, 38);
+    let log = dev.take_plan_log();
+    let zeros = |shape: &[usize]| engine::Tensor::zeros(&dev, shape).unwrap();
+    let shape = MatmulShape::of(
+        &zeros(&[38, 20]),
+        &zeros(&[20, 36]),
+        Transpose::NONE,
+        None,
+        Epilogue::None,
+    )
+    .unwrap();
+    let rule = MatmulPlan::new(&dev, &shape);
+    assert!(log.contains(&rule.key()), "{}: {log:?}", rule.describe());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

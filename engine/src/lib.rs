@@ -14,7 +14,7 @@ pub mod tensor;
 
 pub use device::{
     parse_bytes, Counts, Device, DeviceInfo, Measured, MemoryPeaks, MEASURED_RUNS,
-    MEASURE_PLANS_ENV, MEMORY_LIMIT_ENV, POISON_ENV,
+    MEASURE_PLANS_ENV, MEMORY_LIMIT_ENV, PLANS_ENV, POISON_ENV,
 };
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};

@@ -13,15 +13,18 @@
 mod adapter;
 mod batching;
 mod pipelines;
+mod plans;
 mod pool;
 mod profile;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use adapter::{DeviceInfo, ADAPTER_ENV, COOPERATIVE_MATRIX_ENV, LOCAL_RANK_ENV};
 pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
+pub(crate) use plans::Candidate;
+pub use plans::{Measured, MEASURED_RUNS, MEASURE_PLANS_ENV, PLANS_ENV};
 pub(crate) use pool::round_up_to_quarter_power;
 pub use pool::{parse_bytes, MemoryPeaks, PooledBuffer, MEMORY_LIMIT_ENV, POISON_ENV};
 
@@ -65,24 +68,8 @@ pub struct Device {
     plan_log: Mutex<Option<BTreeSet<String>>>,
     plan_log_on: AtomicBool,
     /// Whether ops that have several plans time them and keep the fastest
-    /// (`MEASURE_PLANS_ENV`), and what they measured, by key.
-    measure_plans: AtomicBool,
-    measured: Mutex<BTreeMap<String, Measured>>,
-}
-
-/// Environment variable that, set to 1, has matmul and attention time their candidate
-/// plans on the device at the first call of each size and keep the fastest
-/// (`Device::set_measure_plans`).
-pub const MEASURE_PLANS_ENV: &str = "IJEPA_MEASURE_PLANS";
-/// Timed runs of each candidate plan, after one that warms its pipelines.
-pub const MEASURED_RUNS: usize = 3;
-
-/// One measured choice: each candidate plan, in words, with its best time in seconds,
-/// and the index of the fastest.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Measured {
-    pub candidates: Vec<(String, f64)>,
-    pub chosen: usize,
+    /// (`MEASURE_PLANS_ENV`), what they measured, and the plan file (`PLANS_ENV`).
+    plans: plans::MeasuredPlans,
 }
 
 /// A range of a storage buffer that a kernel binds, copies from or to: a tensor's
@@ -195,7 +182,7 @@ impl Device {
         let profiler = std::env::var("IJEPA_PROFILE")
             .is_ok_and(|v| v == "1")
             .then(|| Profiler::new(&device, &queue));
-        Ok(Device {
+        let device = Device {
             info: DeviceInfo {
                 cooperative_subgroup,
                 ..DeviceInfo::new(&adapter, &limits)
@@ -215,11 +202,12 @@ impl Device {
             packing_limit: AtomicU64::new(0),
             plan_log: Mutex::new(None),
             plan_log_on: AtomicBool::new(false),
-            measure_plans: AtomicBool::new(
-                std::env::var(MEASURE_PLANS_ENV).is_ok_and(|v| v == "1"),
-            ),
-            measured: Mutex::new(BTreeMap::new()),
-        })
+            plans: plans::MeasuredPlans::from_env(),
+        };
+        if let Some(path) = std::env::var_os(PLANS_ENV).filter(|p| !p.is_empty()) {
+            device.use_plan_file(std::path::Path::new(&path))?;
+        }
+        Ok(device)
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -327,71 +315,6 @@ impl Device {
         if let Some(log) = self.plan_log.lock().unwrap().as_mut() {
             log.insert(key());
         }
-    }
-
-    /// Whether ops with several plans measure them (`MEASURE_PLANS_ENV`).
-    pub fn measures_plans(&self) -> bool {
-        self.measure_plans.load(Ordering::Relaxed)
-    }
-
-    /// Turn the measuring of plans on or off; what was measured stays.
-    pub fn set_measure_plans(&self, on: bool) {
-        self.measure_plans.store(on, Ordering::Relaxed);
-    }
-
-    /// The index of the fastest of the candidates `names` lists, `run(i)` running
-    /// candidate i: each is run once to warm its pipelines, then timed
-    /// `MEASURED_RUNS` times, each run waited for, the best time counting. A candidate
-    /// whose first run fails (a grid past the adapter's limit, a loop past a CPU
-    /// adapter's budget, a buffer that does not fit) is left out, its time infinite;
-    /// the first failure is returned where every candidate fails. Measured at the first
-    /// call with `key`, then remembered under it.
-    pub(crate) fn fastest(
-        &self,
-        key: String,
-        names: Vec<String>,
-        mut run: impl FnMut(usize) -> Result<()>,
-    ) -> Result<usize> {
-        if let Some(measured) = self.measured.lock().unwrap().get(&key) {
-            return Ok(measured.chosen);
-        }
-        let mut candidates = Vec::with_capacity(names.len());
-        let mut first_failure = None;
-        for (i, name) in names.into_iter().enumerate() {
-            if let Err(e) = run(i) {
-                candidates.push((format!("{name} (cannot run: {e})"), f64::INFINITY));
-                first_failure.get_or_insert(e);
-                continue;
-            }
-            self.synchronize();
-            let mut best = f64::INFINITY;
-            for _ in 0..MEASURED_RUNS {
-                let start = std::time::Instant::now();
-                run(i)?;
-                self.synchronize();
-                best = best.min(start.elapsed().as_secs_f64());
-            }
-            candidates.push((name, best));
-        }
-        let chosen = (0..candidates.len())
-            .filter(|&i| candidates[i].1.is_finite())
-            .min_by(|&i, &j| candidates[i].1.total_cmp(&candidates[j].1));
-        let Some(chosen) = chosen else {
-            return Err(first_failure
-                .unwrap_or_else(|| Error::Device(format!("{key}: no candidate to measure"))));
-        };
-        let measured = Measured { candidates, chosen };
-        self.measured.lock().unwrap().insert(key, measured);
-        Ok(chosen)
-    }
-
-    /// Every choice measured so far, by key.
-    pub fn measured_plans(&self) -> Vec<(String, Measured)> {
-        let measured = self.measured.lock().unwrap();
-        measured
-            .iter()
-            .map(|(k, m)| (k.clone(), m.clone()))
-            .collect()
     }
 
     /// Per-kernel (calls, seconds) collected under IJEPA_PROFILE=1, slowest first, and

@@ -28,13 +28,14 @@
 //!
 //! Where the device measures plans (`IJEPA_MEASURE_PLANS=1`), [`AttentionPlan::measured`]
 //! replaces these rules: every candidate is timed on the device at the first call of a
-//! size, and the fastest kept.
+//! size, and the fastest kept (and followed in later runs, with a plan file:
+//! `IJEPA_PLANS`).
 //!
 //! Measurements: docs/results/.
 //!
 //! Explained in the tour: docs/tour/06-attention.md.
 
-use crate::device::{Binding, Device, KernelDef};
+use crate::device::{Binding, Candidate, Device, KernelDef};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::cast;
 use crate::ops::elementwise::scale;
@@ -444,10 +445,11 @@ pub fn attention_backward(
 }
 
 /// Differentiable attention on the device's plan: [`AttentionPlan::new`]'s, or the
-/// fastest as measured ([`AttentionPlan::measured`]) where the device measures plans.
+/// fastest as measured ([`AttentionPlan::measured`]) where the device measures plans or
+/// follows a plan file.
 pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor> {
     let dev = qkv.device();
-    let plan = if dev.measures_plans() {
+    let plan = if dev.chooses_measured_plans() {
         AttentionPlan::measured(qkv, heads, scale_factor)?
     } else {
         AttentionPlan::new(dev, &AttentionShape::of(qkv, heads)?)
@@ -458,14 +460,14 @@ pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor
 /// The type a qkv projection stores for attention of `shape` in the current precision
 /// (`precision::operand_type`): f16 under mixed precision where the plan reads it as it
 /// is, f32 otherwise. The plan reads it as it is when it is a fused family, or, where
-/// the device measures plans, whichever is fastest (the composed path timed with its
-/// widening); the composed path by rule would only widen an f16 qkv again, one more
-/// dispatch for no memory saved (its products keep f32 copies). An odd width 3 H hd
-/// stays f32: f16 rows are stored two to a word.
+/// the device measures plans or follows a plan file, whichever is fastest (the
+/// composed path timed with its widening); the composed path by rule would only widen
+/// an f16 qkv again, one more dispatch for no memory saved (its products keep f32
+/// copies). An odd width 3 H hd stays f32: f16 rows are stored two to a word.
 pub fn qkv_storage(device: &Device, shape: &AttentionShape) -> DType {
     let stored = crate::precision::operand_type();
     let width = 3 * shape.heads * shape.head_dim;
-    let reads_f16 = device.measures_plans()
+    let reads_f16 = device.chooses_measured_plans()
         || matches!(
             AttentionPlan::new(device, shape).path,
             AttentionPath::Fused(_)
@@ -483,11 +485,12 @@ pub const MEASURED_TOKENS: usize = 32;
 
 impl AttentionPlan {
     /// The fastest of [`candidates`](Self::candidates) for this call, timed on the
-    /// device (`Device::fastest`): each runs on the call's own qkv, its forward, and
-    /// its backward too where the call is differentiated (on a tape of its own).
-    /// Measured at the first call of a batch, head count, head dim, bucket of
+    /// device (`Device::measured_choice`): each runs on the call's own qkv, its
+    /// forward, and its backward too where the call is differentiated (on a tape of its
+    /// own). Measured at the first call of a batch, head count, head dim, bucket of
     /// [`MEASURED_TOKENS`] token counts and differentiation, then remembered by the
-    /// device (`Device::measured_plans`).
+    /// device (`Device::measured_plans`) and its plan file; the rule's plan where the
+    /// device follows a plan file without that bucket and does not measure.
     pub fn measured(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<AttentionPlan> {
         let dev = qkv.device();
         let shape = AttentionShape::of(qkv, heads)?;
@@ -508,8 +511,7 @@ impl AttentionPlan {
             }
         );
         let candidates = Self::candidates(dev, &shape);
-        let names = candidates.iter().map(|p| p.describe()).collect();
-        let chosen = dev.fastest(key, names, |i| {
+        let chosen = dev.measured_choice(key, &candidates, |i| {
             let plan = &candidates[i];
             if differentiated {
                 crate::tape::on_own_tape(|| {
@@ -521,7 +523,21 @@ impl AttentionPlan {
                 crate::tape::no_grad(|| run_path(plan, qkv, scale_factor).map(drop))
             }
         })?;
-        Ok(candidates[chosen])
+        Ok(chosen.map_or_else(|| Self::new(dev, &shape), |i| candidates[i]))
+    }
+}
+
+/// A candidate's path: composed, or which fused family.
+impl Candidate for AttentionPlan {
+    fn method(&self) -> String {
+        match self.path {
+            AttentionPath::Fused(kind) => format!("fused {kind:?}"),
+            AttentionPath::Composed => "composed".to_string(),
+        }
+    }
+
+    fn description(&self) -> String {
+        self.describe()
     }
 }
 

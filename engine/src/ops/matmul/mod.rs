@@ -18,7 +18,7 @@ pub use plan::{
     Transpose, COOP_TILE, FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
-use crate::device::{round_up_to_quarter_power, KernelDef, CPU_LOOP_BUDGET};
+use crate::device::{round_up_to_quarter_power, Candidate, KernelDef, CPU_LOOP_BUDGET};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::{cast, cast_forward};
 use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
@@ -197,7 +197,8 @@ pub fn matmul_epilogue_with(
 /// The product `rule` plans, on `rule`'s plan or, where the device measures plans, on
 /// the fastest of the plans that compute the same ([`MatmulPlan::candidates_like`]),
 /// timed on these operands at the first product of its sizes' bucket
-/// ([`measured_key`]) and remembered by the device.
+/// ([`measured_key`]) and remembered by the device; or on the choice its plan file
+/// recorded for that bucket.
 fn run_planned(
     rule: MatmulPlan,
     a: &Tensor,
@@ -206,18 +207,31 @@ fn run_planned(
     pre: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let dev = a.device();
-    let plan = if dev.measures_plans() {
+    let plan = if dev.chooses_measured_plans() {
         let candidates = MatmulPlan::candidates_like(dev, &rule);
-        let names = candidates.iter().map(|p| p.describe()).collect();
-        let chosen = dev.fastest(measured_key(&rule, &candidates), names, |i| {
+        let chosen = dev.measured_choice(measured_key(&rule, &candidates), &candidates, |i| {
             run(&candidates[i], a, b, bias, pre).map(drop)
         })?;
-        candidates[chosen]
+        chosen.map_or(rule, |i| candidates[i])
     } else {
         rule
     };
     dev.note_plan(|| plan.key());
     run(&plan, a, b, bias, pre)
+}
+
+/// A candidate's kernel, and whether it splits K.
+impl Candidate for MatmulPlan {
+    fn method(&self) -> String {
+        match self.split_k {
+            Some(_) => format!("{:?} split-K", self.kernel),
+            None => format!("{:?}", self.kernel),
+        }
+    }
+
+    fn description(&self) -> String {
+        self.describe()
+    }
 }
 
 /// What a measured choice is remembered under: the product's form and its sizes
@@ -227,13 +241,7 @@ fn run_planned(
 fn measured_key(rule: &MatmulPlan, candidates: &[MatmulPlan]) -> String {
     let s = &rule.shape;
     let quarter = |x: usize| round_up_to_quarter_power(x as u64);
-    let kernels: Vec<String> = candidates
-        .iter()
-        .map(|p| match p.split_k {
-            Some(_) => format!("{:?} split-K", p.kernel),
-            None => format!("{:?}", p.kernel),
-        })
-        .collect();
+    let kernels: Vec<String> = candidates.iter().map(MatmulPlan::method).collect();
     format!(
         "matmul of at most {} x [{}x{}] x [{}x{}], t {:?}, b shared {}, bias {}, {:?}, {:?}: {}",
         quarter(s.batch),

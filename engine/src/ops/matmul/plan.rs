@@ -25,7 +25,8 @@
 //!
 //! Where the device measures plans (`IJEPA_MEASURE_PLANS=1`), each product runs instead
 //! on the fastest of [`MatmulPlan::candidates_like`] its rule's plan, as timed on the
-//! device at the first product of its sizes' bucket.
+//! device at the first product of its sizes' bucket; with a plan file (`IJEPA_PLANS`),
+//! on the choice a run before measured for that bucket.
 //!
 //! Split-K: on GPUs weight gradients are split along K, into as many slices as
 //! occupy the device where the product runs on few workgroups, else two (see

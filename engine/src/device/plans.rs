@@ -1,0 +1,297 @@
+//! Plans chosen by measurement: where the device measures plans (`IJEPA_MEASURE_PLANS=1`),
+//! matmul and attention time their candidate plans at the first call of each bucket of
+//! sizes and keep the fastest; with a plan file (`IJEPA_PLANS=FILE`) those choices are
+//! kept across runs: read from the file when the device is made, written back as new
+//! ones are measured, and followed without measuring again.
+//!
+//! Explained in the tour: docs/tour/04-matmul.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::Device;
+use crate::error::{Error, Result};
+
+/// Environment variable that, set to 1, has matmul and attention time their candidate
+/// plans on the device at the first call of each size and keep the fastest
+/// (`Device::set_measure_plans`).
+pub const MEASURE_PLANS_ENV: &str = "IJEPA_MEASURE_PLANS";
+/// Environment variable naming a plan file (`Device::use_plan_file`): the measured
+/// choices are read from it and what is newly measured is written to it.
+pub const PLANS_ENV: &str = "IJEPA_PLANS";
+/// Timed runs of each candidate plan, after one that warms its pipelines.
+pub const MEASURED_RUNS: usize = 3;
+
+/// One measured choice: each candidate plan, in words, with its best time in seconds,
+/// and the index of the fastest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    pub candidates: Vec<(String, f64)>,
+    pub chosen: usize,
+}
+
+/// A candidate plan as [`Device::measured_choice`] sees it.
+pub(crate) trait Candidate {
+    /// What tells it apart from the other candidates of its bucket of sizes in any run
+    /// (its kernel or path, without the sizes): what a plan file records.
+    fn method(&self) -> String;
+    /// The plan in words, sizes included.
+    fn description(&self) -> String;
+}
+
+/// What the device measured, and the plan file it keeps them in.
+pub(super) struct MeasuredPlans {
+    measuring: AtomicBool,
+    measured: Mutex<BTreeMap<String, Measured>>,
+    file: Mutex<Option<PlanFile>>,
+}
+
+impl MeasuredPlans {
+    pub(super) fn from_env() -> MeasuredPlans {
+        MeasuredPlans {
+            measuring: AtomicBool::new(std::env::var(MEASURE_PLANS_ENV).is_ok_and(|v| v == "1")),
+            measured: Mutex::new(BTreeMap::new()),
+            file: Mutex::new(None),
+        }
+    }
+}
+
+/// A plan file as read and written: the adapter the choices were measured on, and each
+/// choice by key.
+#[derive(Serialize, Deserialize)]
+struct PlanFileContents {
+    adapter: String,
+    backend: String,
+    driver: String,
+    plans: BTreeMap<String, RecordedChoice>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordedChoice {
+    /// The fastest candidate's method (`Candidate::method`).
+    chosen: String,
+    /// Every candidate as measured, in words, with its best time in milliseconds (none:
+    /// it could not run).
+    candidates: Vec<(String, Option<f64>)>,
+}
+
+struct PlanFile {
+    path: PathBuf,
+    contents: PlanFileContents,
+    /// Keys whose recorded choice is no longer a candidate, warned about once.
+    stale: BTreeSet<String>,
+}
+
+impl PlanFile {
+    /// Written to a temporary file first, then renamed over the old one, so that a run
+    /// stopped midway leaves the file whole.
+    fn save(&self) -> Result<()> {
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::Device(format!(
+                "plan file {} ({PLANS_ENV}): cannot write it: {e}",
+                self.path.display()
+            ))
+        };
+        let text = serde_json::to_string_pretty(&self.contents).map_err(|e| failed(&e))?;
+        let temporary = PathBuf::from(format!(
+            "{}.{}.tmp",
+            self.path.display(),
+            std::process::id()
+        ));
+        std::fs::write(&temporary, text + "\n").map_err(|e| failed(&e))?;
+        std::fs::rename(&temporary, &self.path).map_err(|e| failed(&e))
+    }
+}
+
+impl Device {
+    /// Whether ops with several plans measure them (`MEASURE_PLANS_ENV`).
+    pub fn measures_plans(&self) -> bool {
+        self.plans.measuring.load(Ordering::Relaxed)
+    }
+
+    /// Turn the measuring of plans on or off; what was measured stays.
+    pub fn set_measure_plans(&self, on: bool) {
+        self.plans.measuring.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether ops with several plans look for a measured choice before their rule:
+    /// the device measures plans, or follows a plan file.
+    pub(crate) fn chooses_measured_plans(&self) -> bool {
+        self.measures_plans() || self.plans.file.lock().unwrap().is_some()
+    }
+
+    /// Keep measured choices in `path` (`PLANS_ENV`): the choices it holds, if it exists,
+    /// are followed from now on, before any rule and without measuring again, and every
+    /// choice measured from now on is written to it. The file must have been measured on
+    /// an adapter of this name and backend; one measured under another driver version
+    /// is followed with a warning (the choices compute the same; their speed may differ).
+    pub fn use_plan_file(&self, path: &Path) -> Result<()> {
+        let info = &self.info;
+        let driver = format!("{} {}", info.driver, info.driver_info);
+        let named = |detail: String| {
+            Error::Device(format!(
+                "plan file {} ({PLANS_ENV}): {detail}",
+                path.display()
+            ))
+        };
+        let contents = if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
+            let contents: PlanFileContents = serde_json::from_str(&text).map_err(|e| {
+                named(format!(
+                    "not a plan file as `ijepa` writes them ({e}); remove it to measure again"
+                ))
+            })?;
+            if contents.adapter != info.name || contents.backend != info.backend {
+                return Err(named(format!(
+                    "measured on {} ({}), not on this device's {} ({}): measure the plans \
+                     here ({MEASURE_PLANS_ENV}=1) into another file",
+                    contents.adapter, contents.backend, info.name, info.backend
+                )));
+            }
+            if contents.driver != driver {
+                eprintln!(
+                    "warning: plan file {} was measured under driver {}, this is {driver}: \
+                     its choices are followed, but may no longer be the fastest",
+                    path.display(),
+                    contents.driver
+                );
+            }
+            contents
+        } else {
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if folder.is_some_and(|f| !f.is_dir()) {
+                return Err(named("its folder does not exist".into()));
+            }
+            PlanFileContents {
+                adapter: info.name.clone(),
+                backend: info.backend.clone(),
+                driver,
+                plans: BTreeMap::new(),
+            }
+        };
+        *self.plans.file.lock().unwrap() = Some(PlanFile {
+            path: path.to_path_buf(),
+            contents,
+            stale: BTreeSet::new(),
+        });
+        Ok(())
+    }
+
+    /// The plan file in use, if any, and how many choices it holds.
+    pub fn plan_file(&self) -> Option<(PathBuf, usize)> {
+        let file = self.plans.file.lock().unwrap();
+        file.as_ref()
+            .map(|f| (f.path.clone(), f.contents.plans.len()))
+    }
+
+    /// Which of `candidates` runs the call measured under `key` (`run(i)` running
+    /// candidate i): the choice measured before in this process or recorded in the plan
+    /// file; else, where the device measures plans, the fastest, measured now
+    /// ([`Device::fastest`]) and recorded; else none (the caller's rule).
+    pub(crate) fn measured_choice(
+        &self,
+        key: String,
+        candidates: &[impl Candidate],
+        run: impl FnMut(usize) -> Result<()>,
+    ) -> Result<Option<usize>> {
+        if let Some(measured) = self.plans.measured.lock().unwrap().get(&key) {
+            return Ok(Some(measured.chosen));
+        }
+        if let Some(file) = self.plans.file.lock().unwrap().as_mut() {
+            if let Some(recorded) = file.contents.plans.get(&key) {
+                if let Some(i) = candidates
+                    .iter()
+                    .position(|c| c.method() == recorded.chosen)
+                {
+                    return Ok(Some(i));
+                }
+                if file.stale.insert(key.clone()) {
+                    eprintln!(
+                        "warning: plan file {}: `{}` is no longer a candidate for {key}; {}",
+                        file.path.display(),
+                        recorded.chosen,
+                        if self.measures_plans() {
+                            "measuring again"
+                        } else {
+                            "following the rule"
+                        }
+                    );
+                }
+            }
+        }
+        if !self.measures_plans() {
+            return Ok(None);
+        }
+        let descriptions: Vec<String> = candidates.iter().map(|c| c.description()).collect();
+        let measured = self.fastest(&key, &descriptions, run)?;
+        let chosen = measured.chosen;
+        if let Some(file) = self.plans.file.lock().unwrap().as_mut() {
+            let recorded = RecordedChoice {
+                chosen: candidates[chosen].method(),
+                candidates: measured
+                    .candidates
+                    .iter()
+                    .map(|(name, secs)| (name.clone(), secs.is_finite().then_some(secs * 1e3)))
+                    .collect(),
+            };
+            file.contents.plans.insert(key.clone(), recorded);
+            file.save()?;
+        }
+        self.plans.measured.lock().unwrap().insert(key, measured);
+        Ok(Some(chosen))
+    }
+
+    /// The fastest of the candidates `names` lists, `run(i)` running candidate i: each
+    /// is run once to warm its pipelines, then timed `MEASURED_RUNS` times, each run
+    /// waited for, the best time counting. A candidate whose first run fails (a grid
+    /// past the adapter's limit, a loop past a CPU adapter's budget, a buffer that does
+    /// not fit) is left out, its time infinite; the first failure is returned where
+    /// every candidate fails.
+    fn fastest(
+        &self,
+        key: &str,
+        names: &[String],
+        mut run: impl FnMut(usize) -> Result<()>,
+    ) -> Result<Measured> {
+        let mut candidates = Vec::with_capacity(names.len());
+        let mut first_failure = None;
+        for (i, name) in names.iter().enumerate() {
+            if let Err(e) = run(i) {
+                candidates.push((format!("{name} (cannot run: {e})"), f64::INFINITY));
+                first_failure.get_or_insert(e);
+                continue;
+            }
+            self.synchronize();
+            let mut best = f64::INFINITY;
+            for _ in 0..MEASURED_RUNS {
+                let start = std::time::Instant::now();
+                run(i)?;
+                self.synchronize();
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            candidates.push((name.clone(), best));
+        }
+        let chosen = (0..candidates.len())
+            .filter(|&i| candidates[i].1.is_finite())
+            .min_by(|&i, &j| candidates[i].1.total_cmp(&candidates[j].1));
+        match chosen {
+            Some(chosen) => Ok(Measured { candidates, chosen }),
+            None => Err(first_failure
+                .unwrap_or_else(|| Error::Device(format!("{key}: no candidate to measure")))),
+        }
+    }
+
+    /// Every choice measured in this process so far, by key (not those followed from a
+    /// plan file).
+    pub fn measured_plans(&self) -> Vec<(String, Measured)> {
+        let measured = self.plans.measured.lock().unwrap();
+        measured
+            .iter()
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect()
+    }
+}
