@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The short GPU call that follows a change of plans or kernels (about 3 minutes on an
+# The short GPU call that follows a change of plans or kernels (about 4 minutes on an
 # H200, most needed first, inside GPU_DEADLINE): the golden steps; `bench step` for
 # `fmnist` and ViT-S/16 at 224 in f32 and in mixed precision (cooperative matrices
 # opened); f16 and f32 matmul to 4096^3 on every kernel; PyTorch's eager f32 steps
-# beside them; the ViT-S steps with plans measured (into plan files), the f32 one again
-# following its file, and its kernels timed
-# (IJEPA_PROFILE=1); last, the mixed products on every kernel, tensor cores included
-# (IJEPA_COOPERATIVE_MATRIX=1), against the CPU. It carries what scripts/gpu-bench.sh
-# does but tests/attention.rs (docs/results/README.md gives the call).
+# beside them; the ViT-S steps with plans measured (into plan files that come back in
+# $OUT), the f32 one again following its file, and its kernels timed (IJEPA_PROFILE=1);
+# the tensor-core kernel's parts timed alone (--coop-anatomy); last, the mixed products
+# on every kernel, tensor cores included (IJEPA_COOPERATIVE_MATRIX=1), against the CPU.
+# It carries what scripts/gpu-bench.sh does but tests/attention.rs
+# (docs/results/README.md gives the call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu-common.sh gpu-check
@@ -30,6 +31,10 @@ step 60 env IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-f32.json" "$bin" bench
 step 60 $coop IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-mixed.json" "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
 step 30 env IJEPA_PLANS="$out/plans-f32.json" "$bin" bench step --preset fmnist --config $vits --steps 5
 step 60 env IJEPA_PROFILE=1 "$bin" bench step --preset fmnist --config $vits --steps 2
+# What bounds the tensor-core kernel: each part of it alone, beside the whole above.
+for part in staging fragments half-accumulators; do
+    step 30 $coop "$bin" bench matmul --size 4096 --f16 --kernel MixedCoop --coop-anatomy $part
+done
 # Last, with what is left: it compiles every candidate kernel for every shape, and ran
 # past 40 s on the H200 without a verdict.
 step 300 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture

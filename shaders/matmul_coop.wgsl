@@ -72,7 +72,7 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var next_a: array<vec2<f16>, MAX_STAGED>;
     var next_b: array<vec2<f16>, MAX_STAGED>;
     for (var k0 = 0u; k0 < p.k + COOP_K; k0 += COOP_K) {
-        if (k0 > 0u) {
+        if (k0 > 0u && ANATOMY != 2u) {
             // Stage the slice loaded last time round, then multiply it.
             workgroupBarrier();
             for (var q = 0u; q < PAIRS / (4u * SG); q++) {
@@ -85,7 +85,7 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             }
             workgroupBarrier();
         }
-        if (k0 < p.k) {
+        if (k0 < p.k && ANATOMY != 2u) {
             for (var q = 0u; q < PAIRS / (4u * SG); q++) {
                 let sa = pair_slot(!TRANS_A, t + q * 4u * SG);
                 next_a[q] = vec2<f16>(a_pair(a_base, m0 + sa.x, k0 + sa.y));
@@ -94,7 +94,7 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             }
         }
         // Nothing is staged yet in the first round.
-        if (k0 == 0u) { continue; }
+        if (k0 == 0u || ANATOMY == 1u) { continue; }
         for (var kf = 0u; kf < COOP_K; kf += 16u) {
             let a0 = fragment_a(sm * A_STRIDE + kf);
             let a1 = fragment_a((sm + 16u) * A_STRIDE + kf);
@@ -102,22 +102,23 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             let a3 = fragment_a((sm + 48u) * A_STRIDE + kf);
             let b0 = fragment_b(kf * B_STRIDE + sn);
             let b1 = fragment_b(kf * B_STRIDE + sn + 16u);
-            let b2 = fragment_b(kf * B_STRIDE + sn + 32u);
-            let b3 = fragment_b(kf * B_STRIDE + sn + 48u);
             c00 = multiply_add(a0, b0, c00);
             c01 = multiply_add(a0, b1, c01);
-            c02 = multiply_add(a0, b2, c02);
-            c03 = multiply_add(a0, b3, c03);
             c10 = multiply_add(a1, b0, c10);
             c11 = multiply_add(a1, b1, c11);
-            c12 = multiply_add(a1, b2, c12);
-            c13 = multiply_add(a1, b3, c13);
             c20 = multiply_add(a2, b0, c20);
             c21 = multiply_add(a2, b1, c21);
-            c22 = multiply_add(a2, b2, c22);
-            c23 = multiply_add(a2, b3, c23);
             c30 = multiply_add(a3, b0, c30);
             c31 = multiply_add(a3, b1, c31);
+            if (ANATOMY == 3u) { continue; }
+            let b2 = fragment_b(kf * B_STRIDE + sn + 32u);
+            let b3 = fragment_b(kf * B_STRIDE + sn + 48u);
+            c02 = multiply_add(a0, b2, c02);
+            c03 = multiply_add(a0, b3, c03);
+            c12 = multiply_add(a1, b2, c12);
+            c13 = multiply_add(a1, b3, c13);
+            c22 = multiply_add(a2, b2, c22);
+            c23 = multiply_add(a2, b3, c23);
             c32 = multiply_add(a3, b2, c32);
             c33 = multiply_add(a3, b3, c33);
         }

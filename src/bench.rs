@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use engine::ops::{self, Transpose};
 use engine::{DType, Device};
 use train::synthetic::synthetic;
@@ -48,11 +48,39 @@ fn kernel_note(label: &str, kernels: Option<f64>) -> String {
     })
 }
 
+/// The matmul kernel `name` names (as `{:?}` prints it, any case), where it runs on `dev`.
+pub fn kernel_named(dev: &Device, name: &str) -> Result<engine::ops::matmul::MatmulKernel> {
+    use engine::ops::matmul::MatmulKernel;
+    let names: Vec<String> = MatmulKernel::ALL.iter().map(|k| format!("{k:?}")).collect();
+    let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(name)) else {
+        bail!(
+            "--kernel {name}: no such matmul kernel; the kernels are {}",
+            names.join(", ")
+        );
+    };
+    let kernel = MatmulKernel::ALL[i];
+    if !kernel.runs_on(dev) {
+        bail!(
+            "--kernel {name}: {kernel:?} does not run on {}: it needs {}",
+            dev.info().name,
+            kernel.needs()
+        );
+    }
+    Ok(kernel)
+}
+
 /// ViT-shaped matmuls (fc1 and its weight gradient), then squares up to `size`, each
 /// on the plan the adapter uses (its description printed); with `every_kernel`, first
-/// on every other candidate plan. With `f16`, a and b are f16 (c f32), as the forward
+/// on every other candidate plan; with `only`, on that kernel's candidate plans alone,
+/// wherever it takes the shape. With `f16`, a and b are f16 (c f32), as the forward
 /// products of mixed precision take them: the products cooperative matrices run.
-pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool, f16: bool) -> Result<()> {
+pub fn matmul(
+    dev: &Arc<Device>,
+    size: usize,
+    every_kernel: bool,
+    f16: bool,
+    only: Option<engine::ops::matmul::MatmulKernel>,
+) -> Result<()> {
     use engine::ops::cast::cast_forward;
     use engine::ops::matmul::{matmul_with, Epilogue, MatmulPlan, MatmulShape, MatmulTypes};
     let name = &dev.info().name;
@@ -98,7 +126,7 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool, f16: bool) -> 
             cast_forward(&synthetic(dev, &[shape.k, shape.n])?, operand)?,
         );
         let chosen = MatmulPlan::new(dev, &shape);
-        let mut plans: Vec<MatmulPlan> = if every_kernel {
+        let mut plans: Vec<MatmulPlan> = if every_kernel || only.is_some() {
             MatmulPlan::candidates(dev, &shape)
                 .into_iter()
                 .filter(|plan| *plan != chosen)
@@ -107,6 +135,9 @@ pub fn matmul(dev: &Arc<Device>, size: usize, every_kernel: bool, f16: bool) -> 
             Vec::new()
         };
         plans.push(chosen);
+        if let Some(kernel) = only {
+            plans.retain(|plan| plan.kernel == kernel);
+        }
         for plan in plans {
             let timing = time_per_call(dev, 1.0, || {
                 matmul_with(&plan, &a, &b, None)?;

@@ -74,6 +74,16 @@ enum BenchKind {
         /// f16 operands (f32 output), as mixed precision's forward products.
         #[arg(long)]
         f16: bool,
+        /// Time this kernel only (a name `--every-kernel` prints, e.g. MixedCoop), on
+        /// every shape it takes.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Compile the cooperative-matrix kernel as one part of itself alone, to see what
+        /// bounds it: `staging` (global loads and workgroup stores), `fragments`
+        /// (fragment loads and products) or `half-accumulators`. Its products are then
+        /// meaningless.
+        #[arg(long, value_enum)]
+        coop_anatomy: Option<CoopAnatomyArg>,
     },
     /// Attention forward + backward.
     Attention {
@@ -151,6 +161,24 @@ fn main() -> Result<()> {
     launch.finish(result)
 }
 
+/// `--coop-anatomy`'s parts (`engine::ops::matmul::CoopAnatomy`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CoopAnatomyArg {
+    Staging,
+    Fragments,
+    HalfAccumulators,
+}
+
+impl From<CoopAnatomyArg> for engine::ops::matmul::CoopAnatomy {
+    fn from(part: CoopAnatomyArg) -> Self {
+        match part {
+            CoopAnatomyArg::Staging => Self::Staging,
+            CoopAnatomyArg::Fragments => Self::Fragments,
+            CoopAnatomyArg::HalfAccumulators => Self::HalfAccumulators,
+        }
+    }
+}
+
 fn run(command: Command, launch: &world::Launch) -> Result<()> {
     match command {
         Command::Info => info(),
@@ -169,7 +197,18 @@ fn run(command: Command, launch: &world::Launch) -> Result<()> {
                 size,
                 every_kernel,
                 f16,
-            } => bench::matmul(&engine::Device::shared()?, size, every_kernel, f16),
+                kernel,
+                coop_anatomy,
+            } => {
+                let dev = engine::Device::shared()?;
+                let kernel = kernel
+                    .map(|name| bench::kernel_named(&dev, &name))
+                    .transpose()?;
+                if let Some(anatomy) = coop_anatomy {
+                    engine::ops::matmul::set_coop_anatomy(anatomy.into());
+                }
+                bench::matmul(&dev, size, every_kernel, f16, kernel)
+            }
             BenchKind::Attention {
                 tokens,
                 head_dims,

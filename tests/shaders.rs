@@ -141,7 +141,8 @@ fn every_params_struct_has_the_layout_of_its_rust_struct() {
 /// (lavapipe does not), so here naga writes it to SPIR-V as wgpu's Vulkan backend
 /// does, for every form the launcher compiles: transposes, each operand and the output
 /// in f32 or f16, each epilogue, with the launcher's own override values and a 32-lane
-/// subgroup. The backend rejects what Vulkan's cooperative matrices cannot express;
+/// subgroup, and the plain form also as each part `ijepa bench matmul --coop-anatomy`
+/// times alone. The backend rejects what Vulkan's cooperative matrices cannot express;
 /// that the values are right is tests/mixed.rs's candidate test, on GPUs that run the
 /// kernel (and everywhere on its emulation).
 #[test]
@@ -190,37 +191,48 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
                     },
                 };
                 assert!(MatmulKernel::MixedCoop.takes(&shape));
-                let constants: naga::back::PipelineConstants =
-                    pipeline_constants(MatmulKernel::MixedCoop, &shape, Some(32))
-                        .into_iter()
-                        .map(|(name, value)| (name.to_string(), value))
-                        .collect();
-                let entry = (naga::ShaderStage::Compute, "matmul_coop");
-                let (module, info) = naga::back::pipeline_constants::process_overrides(
-                    &module,
-                    &info,
-                    Some(entry),
-                    &constants,
-                )
-                .unwrap_or_else(|e| panic!("{shape:?}: overrides: {e}"));
-                let options = naga::back::spv::Options {
-                    lang_version: (1, 6),
-                    ..Default::default()
+                // The plain form also as each part `bench matmul --coop-anatomy` times.
+                let plain = !trans_a && !trans_b && !bias && c == DType::F32;
+                let anatomies = if plain && a == DType::F16 && b == DType::F16 {
+                    vec![0.0, 1.0, 2.0, 3.0]
+                } else {
+                    vec![0.0]
                 };
-                let pipeline = naga::back::spv::PipelineOptions {
-                    shader_stage: entry.0,
-                    entry_point: entry.1.to_string(),
-                };
-                let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
-                    .unwrap_or_else(|e| panic!("{shape:?}: SPIR-V: {e}"));
-                assert!(
-                    words.len() > 5,
-                    "{shape:?}: {} words of SPIR-V",
-                    words.len()
-                );
-                written += 1;
+                for anatomy in anatomies {
+                    let mut constants: naga::back::PipelineConstants =
+                        pipeline_constants(MatmulKernel::MixedCoop, &shape, Some(32))
+                            .into_iter()
+                            .map(|(name, value)| (name.to_string(), value))
+                            .collect();
+                    constants.insert("ANATOMY".to_string(), anatomy);
+                    let entry = (naga::ShaderStage::Compute, "matmul_coop");
+                    let (module, info) = naga::back::pipeline_constants::process_overrides(
+                        &module,
+                        &info,
+                        Some(entry),
+                        &constants,
+                    )
+                    .unwrap_or_else(|e| panic!("{shape:?}: overrides: {e}"));
+                    let options = naga::back::spv::Options {
+                        lang_version: (1, 6),
+                        ..Default::default()
+                    };
+                    let pipeline = naga::back::spv::PipelineOptions {
+                        shader_stage: entry.0,
+                        entry_point: entry.1.to_string(),
+                    };
+                    let words =
+                        naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+                            .unwrap_or_else(|e| panic!("{shape:?}: SPIR-V: {e}"));
+                    assert!(
+                        words.len() > 5,
+                        "{shape:?}: {} words of SPIR-V",
+                        words.len()
+                    );
+                    written += 1;
+                }
             }
         }
     }
-    assert_eq!(written, 96);
+    assert_eq!(written, 96 + 2 * 3);
 }

@@ -18,6 +18,8 @@ pub use plan::{
     Transpose, COOP_TILE, FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::device::{round_up_to_quarter_power, Candidate, KernelDef, CPU_LOOP_BUDGET};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::{cast, cast_forward};
@@ -91,6 +93,25 @@ fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
     }
 }
 
+/// What `MixedCoop` (and its emulation) compile to: the product, or one part of it
+/// alone, to find what bounds it (`ijepa bench matmul --coop-anatomy`; matmul_params.wgsl's
+/// `ANATOMY` says what each part keeps). Only the product computes anything meaningful.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoopAnatomy {
+    Product = 0,
+    Staging = 1,
+    Fragments = 2,
+    HalfAccumulators = 3,
+}
+
+static COOP_ANATOMY: AtomicU32 = AtomicU32::new(CoopAnatomy::Product as u32);
+
+/// Compile the cooperative-matrix kernels as `anatomy` from now on, in this process: a
+/// benchmark's diagnostic; every mode but `Product` gives wrong products.
+pub fn set_coop_anatomy(anatomy: CoopAnatomy) {
+    COOP_ANATOMY.store(anatomy as u32, Ordering::Relaxed);
+}
+
 /// The override values `kernel`'s pipeline for a product of shape `d` is compiled
 /// with; `subgroup` is the device's subgroup size, which `MixedCoop`'s workgroups
 /// are (see `Device::cooperative_subgroup`).
@@ -125,6 +146,15 @@ pub fn pipeline_constants(
         (MatmulKernel::MixedCoop, Some(lanes)) => overrides.push(("SG", lanes as f64)),
         (MatmulKernel::MixedCoopEmulated, _) => overrides.push(("SG", EMULATED_LANES as f64)),
         _ => {}
+    }
+    if matches!(
+        kernel,
+        MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated
+    ) {
+        let anatomy = COOP_ANATOMY.load(Ordering::Relaxed);
+        if anatomy != CoopAnatomy::Product as u32 {
+            overrides.push(("ANATOMY", anatomy as f64));
+        }
     }
     if kernel.sums_rows() {
         overrides.push(("ROW_SUMS", flag(d.epilogue == Epilogue::RowSums)));
