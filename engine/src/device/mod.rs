@@ -1,7 +1,8 @@
 //! The GPU, one room per concern: `adapter` (which adapter, what it offers), `pool`
 //! (storage buffers lent and reused), `pipelines` (what a kernel is and its compiled
 //! pipelines), `batching` (dispatches recorded into one pending encoder and submitted
-//! in batches) and `profile` (per-kernel timing).
+//! in batches), `profile` (per-kernel timing) and `plans` (plans chosen by measurement,
+//! and the files that keep them).
 //!
 //! Every kernel uses one bind-group layout convention: binding 0 is its parameter
 //! block (a `KernelParams` struct, the WGSL file's `Params`) at a dynamic offset into
