@@ -93,34 +93,36 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 next_b[q] = vec2<f16>(b_pair(b_base, k0 + sb.y, n0 + sb.x));
             }
         }
-        // Nothing is staged yet in the first round.
-        if (k0 == 0u || ANATOMY == 1u) { continue; }
-        for (var kf = 0u; kf < COOP_K; kf += 16u) {
+        // Nothing is staged yet in the first round. The staging anatomy multiplies the
+        // last slice only: a read of what it staged, which keeps the stores.
+        if (k0 == 0u || (ANATOMY == 1u && k0 < p.k)) { continue; }
+        for (var kq = 0u; kq < COOP_K; kq += 16u) {
+            // The fragments anatomy stages nothing, so it varies the fragments it
+            // loads with k0: loads that never change would leave the loop.
+            var kf = kq;
+            if (ANATOMY == 2u) { kf = (kq + 16u * (k0 / COOP_K)) % COOP_K; }
             let a0 = fragment_a(sm * A_STRIDE + kf);
             let a1 = fragment_a((sm + 16u) * A_STRIDE + kf);
             let a2 = fragment_a((sm + 32u) * A_STRIDE + kf);
             let a3 = fragment_a((sm + 48u) * A_STRIDE + kf);
             let b0 = fragment_b(kf * B_STRIDE + sn);
             let b1 = fragment_b(kf * B_STRIDE + sn + 16u);
-            c00 = multiply_add(a0, b0, c00);
-            c01 = multiply_add(a0, b1, c01);
-            c10 = multiply_add(a1, b0, c10);
-            c11 = multiply_add(a1, b1, c11);
-            c20 = multiply_add(a2, b0, c20);
-            c21 = multiply_add(a2, b1, c21);
-            c30 = multiply_add(a3, b0, c30);
-            c31 = multiply_add(a3, b1, c31);
-            if (ANATOMY == 3u) { continue; }
             let b2 = fragment_b(kf * B_STRIDE + sn + 32u);
             let b3 = fragment_b(kf * B_STRIDE + sn + 48u);
-            c02 = multiply_add(a0, b2, c02);
-            c03 = multiply_add(a0, b3, c03);
-            c12 = multiply_add(a1, b2, c12);
-            c13 = multiply_add(a1, b3, c13);
-            c22 = multiply_add(a2, b2, c22);
-            c23 = multiply_add(a2, b3, c23);
-            c32 = multiply_add(a3, b2, c32);
-            c33 = multiply_add(a3, b3, c33);
+            // Half the accumulators (the anatomy's): c?2 and c?3 left out.
+            let all = ANATOMY != 3u;
+            c00 = multiply_add(a0, b0, c00);
+            c01 = multiply_add(a0, b1, c01);
+            if (all) { c02 = multiply_add(a0, b2, c02); c03 = multiply_add(a0, b3, c03); }
+            c10 = multiply_add(a1, b0, c10);
+            c11 = multiply_add(a1, b1, c11);
+            if (all) { c12 = multiply_add(a1, b2, c12); c13 = multiply_add(a1, b3, c13); }
+            c20 = multiply_add(a2, b0, c20);
+            c21 = multiply_add(a2, b1, c21);
+            if (all) { c22 = multiply_add(a2, b2, c22); c23 = multiply_add(a2, b3, c23); }
+            c30 = multiply_add(a3, b0, c30);
+            c31 = multiply_add(a3, b1, c31);
+            if (all) { c32 = multiply_add(a3, b2, c32); c33 = multiply_add(a3, b3, c33); }
         }
     }
     let c_base = batch * p.m * p.n;

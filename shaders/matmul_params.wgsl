@@ -48,11 +48,12 @@ override TILE: u32;
 override FLAT_WG: u32;
 override TILE_M: u32;
 // A diagnostic of matmul_coop.wgsl (`ijepa bench matmul --coop-anatomy`), 0 otherwise:
-// which part of the kernel bounds it. 1: the slices staged only (global loads and
-// workgroup stores, nothing multiplied); 2: the fragments only (loaded from workgroup
+// which part of the kernel bounds it. 1: the slices staged (global loads and workgroup
+// stores), only the last one multiplied; 2: the fragments only (loaded from workgroup
 // memory and multiplied, nothing staged); 3: the product on half the accumulators (the
 // columns of fragments c?0 and c?1: what registers cost). Every mode but 0 computes
-// nothing meaningful.
+// nothing meaningful. Declared here with the others (see above), though only
+// matmul_coop.wgsl reads it.
 override ANATOMY: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;

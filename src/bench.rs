@@ -73,16 +73,24 @@ pub fn kernel_named(dev: &Device, name: &str) -> Result<engine::ops::matmul::Mat
 /// on the plan the adapter uses (its description printed); with `every_kernel`, first
 /// on every other candidate plan; with `only`, on that kernel's candidate plans alone,
 /// wherever it takes the shape. With `f16`, a and b are f16 (c f32), as the forward
-/// products of mixed precision take them: the products cooperative matrices run.
+/// products of mixed precision take them: the products cooperative matrices run. With
+/// `anatomy`, the cooperative-matrix kernels are compiled as that part of themselves
+/// alone, and their lines say so.
 pub fn matmul(
     dev: &Arc<Device>,
     size: usize,
     every_kernel: bool,
     f16: bool,
     only: Option<engine::ops::matmul::MatmulKernel>,
+    anatomy: Option<engine::ops::matmul::CoopAnatomy>,
 ) -> Result<()> {
     use engine::ops::cast::cast_forward;
-    use engine::ops::matmul::{matmul_with, Epilogue, MatmulPlan, MatmulShape, MatmulTypes};
+    use engine::ops::matmul::{
+        matmul_with, set_coop_anatomy, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes,
+    };
+    if let Some(part) = anatomy {
+        set_coop_anatomy(part);
+    }
     let name = &dev.info().name;
     let operand = if f16 { DType::F16 } else { DType::F32 };
     let shape = |m, k, n, trans_a| MatmulShape {
@@ -149,8 +157,18 @@ pub fn matmul(
             } else {
                 ""
             };
+            let coop = matches!(
+                plan.kernel,
+                MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated
+            );
+            let part = match anatomy {
+                Some(part) if coop => {
+                    format!(" (anatomy: {part:?} alone, the product's flops over its time)")
+                }
+                _ => String::new(),
+            };
             println!(
-                "matmul {label}: {:.2} GFLOP/s on {name}{}, {}{timed}",
+                "matmul {label}: {:.2} GFLOP/s on {name}{}, {}{timed}{part}",
                 timing.flops / timing.kernel_secs.unwrap_or(timing.secs) / 1e9,
                 if plan == chosen {
                     " (the plan in use)"
@@ -324,11 +342,14 @@ pub fn step(
         mib(peaks[2]),
         mib(dev.memory_held()),
     );
-    if let Some((path, choices)) = dev.plan_file() {
+    if let Some(file) = dev.plan_file() {
         println!(
-            "plans followed from and measured into {} ({}): {choices} choices",
-            path.display(),
-            engine::PLANS_ENV
+            "plan file {} ({}): {} choices; {} no longer a candidate, {} lacked and not measured (on the rule)",
+            file.path.display(),
+            engine::PLANS_ENV,
+            file.choices,
+            file.stale,
+            file.missing
         );
     }
     let measured = dev.measured_plans();

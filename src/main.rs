@@ -82,7 +82,7 @@ enum BenchKind {
         /// bounds it: `staging` (global loads and workgroup stores), `fragments`
         /// (fragment loads and products) or `half-accumulators`. Its products are then
         /// meaningless.
-        #[arg(long, value_enum)]
+        #[arg(long, value_enum, requires = "kernel")]
         coop_anatomy: Option<CoopAnatomyArg>,
     },
     /// Attention forward + backward.
@@ -204,10 +204,8 @@ fn run(command: Command, launch: &world::Launch) -> Result<()> {
                 let kernel = kernel
                     .map(|name| bench::kernel_named(&dev, &name))
                     .transpose()?;
-                if let Some(anatomy) = coop_anatomy {
-                    engine::ops::matmul::set_coop_anatomy(anatomy.into());
-                }
-                bench::matmul(&dev, size, every_kernel, f16, kernel)
+                let anatomy = coop_anatomy.map(Into::into);
+                bench::matmul(&dev, size, every_kernel, f16, kernel, anatomy)
             }
             BenchKind::Attention {
                 tokens,

@@ -678,15 +678,11 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
         .find(|(k, _)| k.starts_with(PRODUCT_BUCKET))
         .unwrap();
     let measured = product["chosen"].as_str().unwrap().to_string();
-    let method = |p: &MatmulPlan| match p.split_k {
-        Some(_) => format!("{:?} split-K", p.kernel),
-        None => format!("{:?}", p.kernel),
-    };
     let edited = MatmulPlan::candidates(&follower, &shape)
         .into_iter()
-        .find(|p| method(p) != measured && p.kernel != rule.kernel)
+        .find(|p| p.method() != measured && p.kernel != rule.kernel)
         .unwrap_or_else(|| panic!("{key}: a third candidate"));
-    product["chosen"] = method(&edited).into();
+    product["chosen"] = edited.method().into();
     // An attention plan's key reads "attention <path>[ head_dim=...]", its path as the
     // file names it.
     let path_of = |key: String| {
@@ -713,6 +709,8 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
     product_and_attention(&follower, m);
     let log = follower.take_plan_log();
     assert!(follower.measured_plans().is_empty(), "nothing is measured");
+    let used = follower.plan_file().unwrap();
+    assert_eq!((used.stale, used.missing), (0, 0), "{used:?}");
     assert!(
         log.contains(&edited.key()),
         "the product runs on {}, the file's choice: {log:?}",
@@ -726,9 +724,10 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A plan file is refused, by name, when it was measured on another adapter, is not a
-/// plan file, or lies in a folder that does not exist; a choice it records that is no
-/// longer a candidate gives way to the rule.
+/// A plan file is refused, by name, when it was measured on another adapter, is of
+/// another format, is not a plan file, or lies in a folder that does not exist; a
+/// choice it records that is no longer a candidate gives way to the rule, or, where
+/// the device measures, to a new measurement that replaces it in the file.
 #[test]
 fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
     let dir = common::runs::temp_dir("plan_file_errors");
@@ -736,7 +735,8 @@ fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
     let name = dev.info().name.clone();
     let file = |plans: serde_json::Value| {
         serde_json::json!({
-            "adapter": name, "backend": dev.info().backend, "driver": "any", "plans": plans
+            "format": 1, "adapter": name, "backend": dev.info().backend, "driver": "any",
+            "plans": plans
         })
     };
     let path = dir.join("plans.json");
@@ -751,6 +751,10 @@ fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
         e.contains("plans.json") && e.contains("Some Other GPU") && e.contains(&name),
         "{e}"
     );
+    let mut later = file(serde_json::json!({}));
+    later["format"] = 2.into();
+    let e = refusal(&later.to_string());
+    assert!(e.contains("plans.json") && e.contains("format 2"), "{e}");
     let e = refusal("{\"plans\": [1, 2]}");
     assert!(
         e.contains("plans.json") && e.contains("not a plan file"),
@@ -765,7 +769,8 @@ fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
         "{e}"
     );
 
-    // A recorded choice that names no candidate: the rule runs.
+    // A recorded choice that names no candidate: the rule runs; where the device
+    // measures, the bucket is measured again and the file's choice replaced.
     let key = {
         let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
         measuring.set_measure_plans(true);
@@ -780,7 +785,8 @@ fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
             .unwrap()
             .clone()
     };
-    let stale = file(serde_json::json!({ key: {"chosen": "NoSuchKernel", "candidates": []} }));
+    let stale =
+        file(serde_json::json!({ key.clone(): {"chosen": "NoSuchKernel", "candidates": []} }));
     std::fs::write(&path, stale.to_string()).unwrap();
     dev.use_plan_file(&path).unwrap();
     dev.log_plans();
@@ -797,5 +803,20 @@ fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
     .unwrap();
     let rule = MatmulPlan::new(&dev, &shape);
     assert!(log.contains(&rule.key()), "{}: {log:?}", rule.describe());
+    let used = dev.plan_file().unwrap();
+    assert_eq!(used.stale, 1, "the product's choice is stale: {used:?}");
+    let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
+    measuring.set_measure_plans(true);
+    measuring.use_plan_file(&path).unwrap();
+    product_and_attention(&measuring, 38);
+    let methods: Vec<String> = MatmulPlan::candidates(&measuring, &shape)
+        .iter()
+        .map(MatmulPlan::method)
+        .collect();
+    let chosen = read_json(&path)["plans"][&key]["chosen"].clone();
+    assert!(
+        methods.iter().any(|m| chosen == m.as_str()),
+        "{key}: {chosen} measured again, among {methods:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -792,7 +792,14 @@ fn the_linear_probe_stops_where_its_objective_is_flat() {
     let device = small_binding_device();
     let (cols, classes, l2) = (6, 3, 1e-2);
     let (x, y) = clustered(11, 150, cols, classes);
-    let zero = probe_objective_gradient(&vec![0.0; classes * cols], &[0.0; 3], &x, &y, cols, l2);
+    let zero = probe_objective_gradient(
+        &vec![0.0; classes * cols],
+        &vec![0.0; classes],
+        &x,
+        &y,
+        cols,
+        l2,
+    );
     let (w, b) = train_logistic(&device, &x, &y, cols, classes, l2, 200).unwrap();
     let to_f64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
     let at_answer = probe_objective_gradient(&to_f64(&w), &to_f64(&b), &x, &y, cols, l2);
@@ -803,7 +810,8 @@ fn the_linear_probe_stops_where_its_objective_is_flat() {
         norm(&at_answer),
         norm(&zero)
     );
-    // linear_accuracy against a count made here.
+    // linear_accuracy against a count made here, in f64: no row may be so near a tie
+    // between its two best classes that f32 could order them otherwise.
     let correct = x
         .chunks(cols)
         .zip(&y)
@@ -814,7 +822,14 @@ fn the_linear_probe_stops_where_its_objective_is_flat() {
                         .map(|j| (w[c * cols + j] * row[j]) as f64)
                         .sum::<f64>()
             };
-            (0..classes).all(|c| c == label as usize || score(c) < score(label as usize))
+            let mut scores: Vec<f64> = (0..classes).map(score).collect();
+            let labelled = scores[label as usize];
+            scores.sort_by(|p, q| q.total_cmp(p));
+            assert!(
+                scores[0] - scores[1] > 1e-4,
+                "a near tie: choose another seed"
+            );
+            labelled == scores[0]
         })
         .count();
     let accuracy = linear_accuracy(&w, &b, &x, &y, cols);
@@ -857,6 +872,12 @@ fn knn_accuracy_matches_a_brute_force_count() {
         let best = (0..classes)
             .max_by(|&a, &b| votes[a].total_cmp(&votes[b]))
             .unwrap();
+        let mut sorted = votes.clone();
+        sorted.sort_by(|p, q| q.total_cmp(p));
+        assert!(
+            sorted[0] - sorted[1] > 1e-4 * sorted[0],
+            "a near tie of votes: choose another seed"
+        );
         correct += usize::from(best as u32 == label);
     }
     let want = 100.0 * correct as f64 / test_y.len() as f64;

@@ -13,7 +13,7 @@ pub mod tape;
 pub mod tensor;
 
 pub use device::{
-    parse_bytes, Counts, Device, DeviceInfo, Measured, MemoryPeaks, MEASURED_RUNS,
+    parse_bytes, Counts, Device, DeviceInfo, Measured, MemoryPeaks, PlanFileUse, MEASURED_RUNS,
     MEASURE_PLANS_ENV, MEMORY_LIMIT_ENV, PLANS_ENV, POISON_ENV,
 };
 pub use error::{Error, Result};

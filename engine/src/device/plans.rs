@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::Device;
+use super::{Device, DeviceInfo};
 use crate::error::{Error, Result};
 
 /// Environment variable that, set to 1, has matmul and attention time their candidate
@@ -48,6 +48,8 @@ pub(super) struct MeasuredPlans {
     measuring: AtomicBool,
     measured: Mutex<BTreeMap<String, Measured>>,
     file: Mutex<Option<PlanFile>>,
+    /// Whether `file` holds one: read on every product, spared the lock.
+    follows_file: AtomicBool,
 }
 
 impl MeasuredPlans {
@@ -56,21 +58,26 @@ impl MeasuredPlans {
             measuring: AtomicBool::new(std::env::var(MEASURE_PLANS_ENV).is_ok_and(|v| v == "1")),
             measured: Mutex::new(BTreeMap::new()),
             file: Mutex::new(None),
+            follows_file: AtomicBool::new(false),
         }
     }
 }
 
-/// A plan file as read and written: the adapter the choices were measured on, and each
-/// choice by key.
+/// The plan files this version reads and writes.
+const PLAN_FILE_FORMAT: u32 = 1;
+
+/// A plan file as read and written: its format, the adapter the choices were measured
+/// on, and each choice by key.
 #[derive(Serialize, Deserialize)]
 struct PlanFileContents {
+    format: u32,
     adapter: String,
     backend: String,
     driver: String,
     plans: BTreeMap<String, RecordedChoice>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct RecordedChoice {
     /// The fastest candidate's method (`Candidate::method`).
     chosen: String,
@@ -82,28 +89,108 @@ struct RecordedChoice {
 struct PlanFile {
     path: PathBuf,
     contents: PlanFileContents,
-    /// Keys whose recorded choice is no longer a candidate, warned about once.
+    /// Keys whose recorded choice is no longer a candidate, and keys the file lacks
+    /// while the device does not measure: each warned about once, then on the rule.
     stale: BTreeSet<String>,
+    missing: BTreeSet<String>,
+    /// Whether a failed write has been warned about.
+    write_failed: bool,
 }
 
+/// How a device uses its plan file (`Device::plan_file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanFileUse {
+    pub path: PathBuf,
+    /// Choices the file holds.
+    pub choices: usize,
+    /// Buckets whose recorded choice named no candidate of the call.
+    pub stale: usize,
+    /// Buckets the file lacked, on a device that did not measure them.
+    pub missing: usize,
+}
+
+/// The contents of the plan file at `path`, checked against this device's adapter.
+fn read_plan_file(path: &Path, info: &DeviceInfo, driver: &str) -> Result<PlanFileContents> {
+    let named = |detail: String| {
+        Error::Device(format!(
+            "plan file {} ({PLANS_ENV}): {detail}",
+            path.display()
+        ))
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
+    let contents: PlanFileContents = serde_json::from_str(&text).map_err(|e| {
+        named(format!(
+            "not a plan file as this version of ijepa writes them ({e}); remove it to measure again"
+        ))
+    })?;
+    if contents.format != PLAN_FILE_FORMAT {
+        return Err(named(format!(
+            "format {} where this version of ijepa reads format {PLAN_FILE_FORMAT}; remove it to \
+             measure again",
+            contents.format
+        )));
+    }
+    if contents.adapter != info.name || contents.backend != info.backend {
+        return Err(named(format!(
+            "measured on {} ({}), not on this device's {} ({}): measure the plans here \
+             ({MEASURE_PLANS_ENV}=1) into another file",
+            contents.adapter, contents.backend, info.name, info.backend
+        )));
+    }
+    if contents.driver != driver {
+        eprintln!(
+            "warning: plan file {} was measured under driver {}, this is {driver}: its \
+             choices are followed, but may no longer be the fastest",
+            path.display(),
+            contents.driver
+        );
+    }
+    Ok(contents)
+}
+
+/// The driver as a plan file records it.
+fn driver_of(info: &DeviceInfo) -> String {
+    format!("{} {}", info.driver, info.driver_info)
+}
+
+/// Tells temporary files of one process apart.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
 impl PlanFile {
-    /// Written to a temporary file first, then renamed over the old one, so that a run
-    /// stopped midway leaves the file whole.
-    fn save(&self) -> Result<()> {
-        let failed = |e: &dyn std::fmt::Display| {
-            Error::Device(format!(
-                "plan file {} ({PLANS_ENV}): cannot write it: {e}",
-                self.path.display()
-            ))
-        };
-        let text = serde_json::to_string_pretty(&self.contents).map_err(|e| failed(&e))?;
+    /// Write the file with `key`'s new choice. Choices other processes wrote meanwhile
+    /// (MPI ranks sharing the file) are read back first and kept. Written to a
+    /// temporary file of this process's, then renamed over the old one, so that a run
+    /// stopped midway leaves the file whole. A failure is a warning, once: the choice
+    /// stays in use for this run.
+    fn record(&mut self, key: String, choice: RecordedChoice, info: &DeviceInfo) {
+        if self.path.exists() {
+            if let Ok(on_disk) = read_plan_file(&self.path, info, &self.contents.driver) {
+                for (k, v) in on_disk.plans {
+                    self.contents.plans.entry(k).or_insert(v);
+                }
+            }
+        }
+        self.contents.plans.insert(key, choice);
         let temporary = PathBuf::from(format!(
-            "{}.{}.tmp",
+            "{}.{}-{}.tmp",
             self.path.display(),
-            std::process::id()
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&temporary, text + "\n").map_err(|e| failed(&e))?;
-        std::fs::rename(&temporary, &self.path).map_err(|e| failed(&e))
+        let written = serde_json::to_string_pretty(&self.contents)
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(&temporary, text + "\n").map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&temporary, &self.path).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temporary);
+            if !std::mem::replace(&mut self.write_failed, true) {
+                eprintln!(
+                    "warning: plan file {} ({PLANS_ENV}): cannot write it ({e}); the choices \
+                     measured stay in use for this run only",
+                    self.path.display()
+                );
+            }
+        }
     }
 }
 
@@ -121,7 +208,7 @@ impl Device {
     /// Whether ops with several plans look for a measured choice before their rule:
     /// the device measures plans, or follows a plan file.
     pub(crate) fn chooses_measured_plans(&self) -> bool {
-        self.measures_plans() || self.plans.file.lock().unwrap().is_some()
+        self.measures_plans() || self.plans.follows_file.load(Ordering::Relaxed)
     }
 
     /// Keep measured choices in `path` (`PLANS_ENV`): the choices it holds, if it exists,
@@ -130,45 +217,21 @@ impl Device {
     /// an adapter of this name and backend; one measured under another driver version
     /// is followed with a warning (the choices compute the same; their speed may differ).
     pub fn use_plan_file(&self, path: &Path) -> Result<()> {
-        let info = &self.info;
-        let driver = format!("{} {}", info.driver, info.driver_info);
-        let named = |detail: String| {
-            Error::Device(format!(
-                "plan file {} ({PLANS_ENV}): {detail}",
-                path.display()
-            ))
-        };
+        let driver = driver_of(&self.info);
         let contents = if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
-            let contents: PlanFileContents = serde_json::from_str(&text).map_err(|e| {
-                named(format!(
-                    "not a plan file as `ijepa` writes them ({e}); remove it to measure again"
-                ))
-            })?;
-            if contents.adapter != info.name || contents.backend != info.backend {
-                return Err(named(format!(
-                    "measured on {} ({}), not on this device's {} ({}): measure the plans \
-                     here ({MEASURE_PLANS_ENV}=1) into another file",
-                    contents.adapter, contents.backend, info.name, info.backend
-                )));
-            }
-            if contents.driver != driver {
-                eprintln!(
-                    "warning: plan file {} was measured under driver {}, this is {driver}: \
-                     its choices are followed, but may no longer be the fastest",
-                    path.display(),
-                    contents.driver
-                );
-            }
-            contents
+            read_plan_file(path, &self.info, &driver)?
         } else {
             let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
             if folder.is_some_and(|f| !f.is_dir()) {
-                return Err(named("its folder does not exist".into()));
+                return Err(Error::Device(format!(
+                    "plan file {} ({PLANS_ENV}): its folder does not exist",
+                    path.display()
+                )));
             }
             PlanFileContents {
-                adapter: info.name.clone(),
-                backend: info.backend.clone(),
+                format: PLAN_FILE_FORMAT,
+                adapter: self.info.name.clone(),
+                backend: self.info.backend.clone(),
                 driver,
                 plans: BTreeMap::new(),
             }
@@ -177,21 +240,30 @@ impl Device {
             path: path.to_path_buf(),
             contents,
             stale: BTreeSet::new(),
+            missing: BTreeSet::new(),
+            write_failed: false,
         });
+        self.plans.follows_file.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The plan file in use, if any, and how many choices it holds.
-    pub fn plan_file(&self) -> Option<(PathBuf, usize)> {
+    /// The plan file in use, if any, and what this device made of it so far.
+    pub fn plan_file(&self) -> Option<PlanFileUse> {
         let file = self.plans.file.lock().unwrap();
-        file.as_ref()
-            .map(|f| (f.path.clone(), f.contents.plans.len()))
+        file.as_ref().map(|f| PlanFileUse {
+            path: f.path.clone(),
+            choices: f.contents.plans.len(),
+            stale: f.stale.len(),
+            missing: f.missing.len(),
+        })
     }
 
     /// Which of `candidates` runs the call measured under `key` (`run(i)` running
     /// candidate i): the choice measured before in this process or recorded in the plan
     /// file; else, where the device measures plans, the fastest, measured now
-    /// ([`Device::fastest`]) and recorded; else none (the caller's rule).
+    /// ([`Device::fastest`]) and recorded; else none (the caller's rule). A product's
+    /// key names its candidates, so one whose candidates changed is a bucket the file
+    /// lacks; an attention key does not, so its recorded path may be stale.
     pub(crate) fn measured_choice(
         &self,
         key: String,
@@ -201,47 +273,62 @@ impl Device {
         if let Some(measured) = self.plans.measured.lock().unwrap().get(&key) {
             return Ok(Some(measured.chosen));
         }
+        let methods: Vec<String> = candidates.iter().map(|c| c.method()).collect();
+        debug_assert!(
+            methods.iter().collect::<BTreeSet<_>>().len() == methods.len(),
+            "{key}: two candidates share a method: {methods:?}"
+        );
+        let measuring = self.measures_plans();
         if let Some(file) = self.plans.file.lock().unwrap().as_mut() {
-            if let Some(recorded) = file.contents.plans.get(&key) {
-                if let Some(i) = candidates
-                    .iter()
-                    .position(|c| c.method() == recorded.chosen)
-                {
-                    return Ok(Some(i));
+            match file.contents.plans.get(&key) {
+                Some(recorded) => {
+                    if let Some(i) = methods.iter().position(|m| *m == recorded.chosen) {
+                        return Ok(Some(i));
+                    }
+                    if file.stale.insert(key.clone()) {
+                        eprintln!(
+                            "warning: plan file {}: `{}` is no longer a candidate for {key}; {}",
+                            file.path.display(),
+                            recorded.chosen,
+                            if measuring {
+                                "measuring again"
+                            } else {
+                                "following the rule"
+                            }
+                        );
+                    }
                 }
-                if file.stale.insert(key.clone()) {
+                None if !measuring && file.missing.insert(key.clone()) => {
                     eprintln!(
-                        "warning: plan file {}: `{}` is no longer a candidate for {key}; {}",
-                        file.path.display(),
-                        recorded.chosen,
-                        if self.measures_plans() {
-                            "measuring again"
-                        } else {
-                            "following the rule"
-                        }
+                        "warning: plan file {} has no choice for {key}; following the rule",
+                        file.path.display()
                     );
                 }
+                None => {}
             }
         }
-        if !self.measures_plans() {
+        if !measuring {
             return Ok(None);
         }
         let descriptions: Vec<String> = candidates.iter().map(|c| c.description()).collect();
         let measured = self.fastest(&key, &descriptions, run)?;
         let chosen = measured.chosen;
+        let recorded = RecordedChoice {
+            chosen: methods[chosen].clone(),
+            candidates: measured
+                .candidates
+                .iter()
+                .map(|(name, secs)| (name.clone(), secs.is_finite().then_some(secs * 1e3)))
+                .collect(),
+        };
+        self.plans
+            .measured
+            .lock()
+            .unwrap()
+            .insert(key.clone(), measured);
         if let Some(file) = self.plans.file.lock().unwrap().as_mut() {
-            let recorded = RecordedChoice {
-                chosen: candidates[chosen].method(),
-                candidates: measured
-                    .candidates
-                    .iter()
-                    .map(|(name, secs)| (name.clone(), secs.is_finite().then_some(secs * 1e3)))
-                    .collect(),
-            };
-            file.contents.plans.insert(key.clone(), recorded);
-            file.save()?;
+            file.record(key, recorded, &self.info);
         }
-        self.plans.measured.lock().unwrap().insert(key, measured);
         Ok(Some(chosen))
     }
 

@@ -293,6 +293,15 @@ impl AttentionPlan {
         }
     }
 
+    /// The path without the sizes: composed, or which fused family; what tells the
+    /// candidates of a bucket apart in any run (plan files).
+    pub fn method(&self) -> String {
+        match self.path {
+            AttentionPath::Fused(kind) => format!("fused {kind:?}"),
+            AttentionPath::Composed => "composed".to_string(),
+        }
+    }
+
     /// What runs, in words.
     pub fn describe(&self) -> String {
         let how = match self.path {
@@ -530,10 +539,7 @@ impl AttentionPlan {
 /// A candidate's path: composed, or which fused family.
 impl Candidate for AttentionPlan {
     fn method(&self) -> String {
-        match self.path {
-            AttentionPath::Fused(kind) => format!("fused {kind:?}"),
-            AttentionPath::Composed => "composed".to_string(),
-        }
+        AttentionPlan::method(self)
     }
 
     fn description(&self) -> String {

@@ -250,13 +250,10 @@ fn run_planned(
     run(&plan, a, b, bias, pre)
 }
 
-/// A candidate's kernel, and whether it splits K.
+/// A candidate's kernel, and how it splits K.
 impl Candidate for MatmulPlan {
     fn method(&self) -> String {
-        match self.split_k {
-            Some(_) => format!("{:?} split-K", self.kernel),
-            None => format!("{:?}", self.kernel),
-        }
+        MatmulPlan::method(self)
     }
 
     fn description(&self) -> String {
@@ -271,7 +268,7 @@ impl Candidate for MatmulPlan {
 fn measured_key(rule: &MatmulPlan, candidates: &[MatmulPlan]) -> String {
     let s = &rule.shape;
     let quarter = |x: usize| round_up_to_quarter_power(x as u64);
-    let kernels: Vec<String> = candidates.iter().map(MatmulPlan::method).collect();
+    let kernels: Vec<String> = candidates.iter().map(|p| p.method()).collect();
     format!(
         "matmul of at most {} x [{}x{}] x [{}x{}], t {:?}, b shared {}, bias {}, {:?}, {:?}: {}",
         quarter(s.batch),

@@ -613,12 +613,7 @@ impl MatmulPlan {
         // The count a GPU would choose, and 2; a mixed split's must divide K (no
         // leftover rows in f32). On a CPU adapter, for K past its loops' budget, the
         // count the rule splits f32 products into too.
-        let chosen = if mixed {
-            split_k_exact(true, shape)
-        } else {
-            split_k(true, shape)
-        }
-        .unwrap_or(2);
+        let chosen = gpu_split_count(shape, mixed);
         let deep = (device.is_cpu() && shape.k > CPU_LOOP_BUDGET).then(|| cpu_loop_slices(shape.k));
         let mut counts = vec![chosen];
         for extra in [Some(2), deep].into_iter().flatten() {
@@ -637,6 +632,22 @@ impl MatmulPlan {
             }));
         }
         plans
+    }
+
+    /// The kernel, and how K is split, without the sizes: what tells the candidates of
+    /// a bucket of sizes apart in any run (plan files). A split is named by its role
+    /// among [`candidates`](Self::candidates): the count a GPU's rule takes for the
+    /// shape, two slices, or as many as a CPU adapter's loop budget needs.
+    pub fn method(&self) -> String {
+        let kernel = format!("{:?}", self.kernel);
+        match self.split_k {
+            None => kernel,
+            Some(2) => format!("{kernel} split-K in 2"),
+            Some(n) if n == gpu_split_count(&self.shape, self.kernel.mixed()) => {
+                format!("{kernel} split-K as a GPU's rule")
+            }
+            Some(_) => format!("{kernel} split-K to the loop budget"),
+        }
     }
 
     /// What distinguishes this plan's pipelines from another's, whatever the sizes:
@@ -732,6 +743,18 @@ fn gpu_workgroups(shape: &MatmulShape) -> usize {
         TILE
     };
     shape.m.div_ceil(side) * shape.n.div_ceil(side)
+}
+
+/// The slices a GPU's rule splits a weight gradient of `shape` into (2 where it would
+/// not split): [`split_k_exact`]'s count for mixed kernels, whose slices must divide K,
+/// [`split_k`]'s otherwise.
+fn gpu_split_count(shape: &MatmulShape, mixed: bool) -> usize {
+    if mixed {
+        split_k_exact(true, shape)
+    } else {
+        split_k(true, shape)
+    }
+    .unwrap_or(2)
 }
 
 /// How many slices of K to split a product of the weight-gradient form into on a GPU,
