@@ -470,9 +470,11 @@ pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor
 /// (`precision::operand_type`): f16 under mixed precision where the plan reads it as it
 /// is, f32 otherwise. The plan reads it as it is when it is a fused family, or, where
 /// the device measures plans or follows a plan file, whichever is fastest (the
-/// composed path timed with its widening); the composed path by rule would only widen
-/// an f16 qkv again, one more dispatch for no memory saved (its products keep f32
-/// copies). An odd width 3 H hd stays f32: f16 rows are stored two to a word.
+/// composed path timed with its widening; a run that follows a file stores qkv as the
+/// run that measured it did, so that both run the same kernels); the composed path by
+/// rule would only widen an f16 qkv again, one more dispatch for no memory saved (its
+/// products keep f32 copies). An odd width 3 H hd stays f32: f16 rows are stored two
+/// to a word.
 pub fn qkv_storage(device: &Device, shape: &AttentionShape) -> DType {
     let stored = crate::precision::operand_type();
     let width = 3 * shape.heads * shape.head_dim;
