@@ -76,7 +76,10 @@ fn main() -> anyhow::Result<()> {
         |r| {
             println!(
                 "  {:<24} {:>10.2} {:>8.2} {:>8.2}",
-                r.features, r.all_labels, r.one_percent, r.knn
+                r.features,
+                r.all_labels,
+                r.one_percent(),
+                r.knn
             );
         },
     )?;

@@ -86,7 +86,7 @@ pub fn matmul(
 ) -> Result<()> {
     use engine::ops::cast::cast_forward;
     use engine::ops::matmul::{
-        matmul_with, set_coop_anatomy, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes,
+        matmul_with, set_coop_anatomy, Epilogue, MatmulPlan, MatmulShape, MatmulTypes,
     };
     if let Some(part) = anatomy {
         set_coop_anatomy(part);
@@ -157,12 +157,8 @@ pub fn matmul(
             } else {
                 ""
             };
-            let coop = matches!(
-                plan.kernel,
-                MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated
-            );
             let part = match anatomy {
-                Some(part) if coop => {
+                Some(part) if plan.kernel.cooperative() => {
                     format!(" (anatomy: {part:?} alone, the product's flops over its time)")
                 }
                 _ => String::new(),

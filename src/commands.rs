@@ -288,7 +288,10 @@ pub fn print_table(results: &[ProbeResult]) {
         let (mean, std) = r.one_percent_spread();
         println!(
             "| {} | {:.2} | {:.2} | {mean:.2} +- {std:.2} | {:.2} |",
-            r.features, r.all_labels, r.one_percent, r.knn
+            r.features,
+            r.all_labels,
+            r.one_percent(),
+            r.knn
         );
     }
 }
@@ -350,7 +353,7 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
             let (mean, std) = r.one_percent_spread();
             eprintln!(
                 "{}: all labels {:.2}%, 1% labels {:.2}% ({mean:.2} +- {std:.2} over {LOW_SHOT_SPLITS} splits), k-NN {:.2}%",
-                r.features, r.all_labels, r.one_percent, r.knn
+                r.features, r.all_labels, r.one_percent(), r.knn
             );
         },
     )?;

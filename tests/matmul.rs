@@ -611,9 +611,9 @@ fn tiles_past_the_grid_limit_fold_over_two_dimensions_and_match_the_cpu() {
     }
 }
 
-/// A product [m x 20] x [20 x 36] and attention over 2 x 2 heads of 9 tokens x 8 on
-/// `dev`, with nothing to differentiate: their outputs, and the product's operands.
-fn product_and_attention(dev: &std::sync::Arc<engine::Device>, m: usize) -> (Vec<f32>, Vec<f32>) {
+/// A product [m x 20] x [20 x 36], checked against the CPU, and attention over 2 x 2
+/// heads of 9 tokens x 8, on `dev`, with nothing to differentiate.
+fn product_and_attention(dev: &std::sync::Arc<engine::Device>, m: usize) {
     let mut r = rng(40 + m as u64);
     let (k, n) = (20, 36);
     let (a, b) = (random(&mut r, m * k), random(&mut r, k * n));
@@ -629,8 +629,20 @@ fn product_and_attention(dev: &std::sync::Arc<engine::Device>, m: usize) -> (Vec
     let want = cpu::matmul(&a, &b, None, 1, m, k, n, false, false, true);
     assert_close(&format!("m={m}"), &c.to_vec(), &want, 1e-5 * k as f32, 1e-4);
     let qkv = here(&[2, 9, 48], &random(&mut r, 2 * 9 * 48));
-    let out = engine::no_grad(|| ops::attention::attention(&qkv, 2, 0.35)).unwrap();
-    (a, out.to_vec())
+    engine::no_grad(|| ops::attention::attention(&qkv, 2, 0.35)).unwrap();
+}
+
+/// The shape of `product_and_attention`'s product of `m` rows.
+fn product_shape(dev: &std::sync::Arc<engine::Device>, m: usize) -> MatmulShape {
+    let zeros = |shape: &[usize]| engine::Tensor::zeros(dev, shape).unwrap();
+    MatmulShape::of(
+        &zeros(&[m, 20]),
+        &zeros(&[20, 36]),
+        Transpose::NONE,
+        None,
+        Epilogue::None,
+    )
+    .unwrap()
 }
 
 /// The measured key of `product_and_attention`'s product (the composed attention path,
@@ -662,16 +674,8 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
 
     // The product's bucket: [37x20] x [20x36] and [38x20] x [20x36] share it.
     let follower = std::sync::Arc::new(engine::Device::new().unwrap());
-    let (m, k, n) = (38, 20, 36);
-    let zeros = |shape: &[usize]| engine::Tensor::zeros(&follower, shape).unwrap();
-    let shape = MatmulShape::of(
-        &zeros(&[m, k]),
-        &zeros(&[k, n]),
-        Transpose::NONE,
-        None,
-        Epilogue::None,
-    )
-    .unwrap();
+    let m = 38;
+    let shape = product_shape(&follower, m);
     let rule = MatmulPlan::new(&follower, &shape);
     let (key, product) = plans
         .iter_mut()
@@ -689,7 +693,8 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
         let path = key.trim_start_matches("attention ");
         path.split(" head_dim").next().unwrap().to_string()
     };
-    let qkv_shape = AttentionShape::of(&zeros(&[2, 9, 48]), 2).unwrap();
+    let qkv = engine::Tensor::zeros(&follower, &[2, 9, 48]).unwrap();
+    let qkv_shape = AttentionShape::of(&qkv, 2).unwrap();
     let rule_path = path_of(AttentionPlan::new(&follower, &qkv_shape).key());
     let (_, attention) = plans
         .iter_mut()
@@ -792,15 +797,7 @@ fn plan_files_of_other_adapters_or_unreadable_ones_are_refused_by_name() {
     dev.log_plans();
     product_and_attention(&dev, 38);
     let log = dev.take_plan_log();
-    let zeros = |shape: &[usize]| engine::Tensor::zeros(&dev, shape).unwrap();
-    let shape = MatmulShape::of(
-        &zeros(&[38, 20]),
-        &zeros(&[20, 36]),
-        Transpose::NONE,
-        None,
-        Epilogue::None,
-    )
-    .unwrap();
+    let shape = product_shape(&dev, 38);
     let rule = MatmulPlan::new(&dev, &shape);
     assert!(log.contains(&rule.key()), "{}: {log:?}", rule.describe());
     let used = dev.plan_file().unwrap();

@@ -22,6 +22,12 @@ pub fn small_grid_device() -> Arc<Device> {
     Arc::new(Device::with_limits(|l| l.max_compute_workgroups_per_dimension = 8).unwrap())
 }
 
+/// A device of its own whose storage bindings hold only 3,072 bytes: what data split
+/// into chunks does (the probe's, the k-NN's queries), at small sizes.
+pub fn small_binding_device() -> Arc<Device> {
+    Arc::new(Device::with_limits(|l| l.max_storage_buffer_binding_size = 3072).unwrap())
+}
+
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }

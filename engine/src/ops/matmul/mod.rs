@@ -30,7 +30,7 @@ use crate::tape::record;
 use crate::tensor::{DType, Tensor};
 
 crate::kernel_params! {
-    /// matmul.wgsl's `Params` (also matmul_subgroup.wgsl's).
+    /// matmul_params.wgsl's `Params`, every matmul kernel's.
     pub struct MatmulParams {
         m: u32,
         n: u32,
@@ -147,10 +147,7 @@ pub fn pipeline_constants(
         (MatmulKernel::MixedCoopEmulated, _) => overrides.push(("SG", EMULATED_LANES as f64)),
         _ => {}
     }
-    if matches!(
-        kernel,
-        MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated
-    ) {
+    if kernel.cooperative() {
         let anatomy = COOP_ANATOMY.load(Ordering::Relaxed);
         if anatomy != CoopAnatomy::Product as u32 {
             overrides.push(("ANATOMY", anatomy as f64));

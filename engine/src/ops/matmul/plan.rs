@@ -134,6 +134,14 @@ impl MatmulKernel {
         )
     }
 
+    /// Whether the kernel is the cooperative-matrix one (`MixedCoop`, or its emulation).
+    pub fn cooperative(self) -> bool {
+        matches!(
+            self,
+            MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated
+        )
+    }
+
     /// Iterations of the kernel's loop over K for a product `k` deep, where a CPU
     /// adapter runs it (`CPU_LOOP_BUDGET`): the vec4 and subgroup kernels step four at a
     /// time, the others one.
