@@ -78,25 +78,42 @@ fn store_dx(i: u32, dx: f32) {
 }
 
 // Sizes the host grids with, set by it: the row kernels' invocations per workgroup (a
-// power of two; ops/rows.rs), and the parameter-gradient kernel's columns per
-// workgroup.
+// power of two; ops/rows.rs), the invocations that share a row in the kernels that
+// share rows (LANES, a power of two up to WG: a workgroup covers WG / LANES rows), and
+// the parameter-gradient kernel's columns per workgroup.
 override WG: u32;
+override LANES: u32;
 override COLS_PER_WG: u32;
 var<workgroup> partial: array<f32, 2u * WG>;
 
-// Sums of two values over the workgroup at once.
+// The row an invocation of the row-sharing kernels works on, and its lane in it. A
+// row past the end still takes part in the barriers, with nothing to read.
+struct RowLane {
+    row: u32,
+    lane: u32,
+    cols: u32,   // p.cols, or 0 past the end
+}
+
+fn row_lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowLane {
+    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
+    return RowLane(row, lid % LANES, select(0u, p.cols, row < p.rows));
+}
+
+// Sums of two values over the LANES invocations of a row at once.
 fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
     partial[lid] = a;
     partial[WG + lid] = b;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
+    let lane = lid % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
             partial[lid] += partial[lid + s];
             partial[WG + lid] += partial[WG + lid + s];
         }
         workgroupBarrier();
     }
-    let r = vec2<f32>(partial[0], partial[WG]);
+    let first = lid - lane;
+    let r = vec2<f32>(partial[first], partial[WG + first]);
     workgroupBarrier();
     return r;
 }
@@ -104,23 +121,22 @@ fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
 @compute @workgroup_size(WG)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
+    let at = row_lane(wid, nwg, lid);
+    let base = at.row * p.cols;
     let n = f32(p.cols);
     var s = 0.0;
-    for (var c = lid; c < p.cols; c += WG) { s += first_input(base + c); }
+    for (var c = at.lane; c < at.cols; c += LANES) { s += first_input(base + c); }
     // The f16 stores read pairs of sums that other invocations wrote.
     if (ADD && F16_OUT) { storageBarrier(); }
     let mean = reduce_sum2(lid, s, 0.0).x / n;
     // Two-pass variance: no cancellation for rows with a large mean.
     var v = 0.0;
-    for (var c = lid; c < p.cols; c += WG) { let d = input(base + c) - mean; v += d * d; }
+    for (var c = at.lane; c < at.cols; c += LANES) { let d = input(base + c) - mean; v += d * d; }
     let rstd = inverseSqrt(reduce_sum2(lid, v, 0.0).x / n + p.eps);
-    for (var c = lid * out_step(); c < p.cols; c += WG * out_step()) { store_y(base, c, mean, rstd); }
-    if (lid == 0u) {
-        stats_out[2u * row] = mean;
-        stats_out[2u * row + 1u] = rstd;
+    for (var c = at.lane * out_step(); c < at.cols; c += LANES * out_step()) { store_y(base, c, mean, rstd); }
+    if (at.lane == 0u && at.row < p.rows) {
+        stats_out[2u * at.row] = mean;
+        stats_out[2u * at.row + 1u] = rstd;
     }
 }
 
@@ -128,14 +144,17 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(WG)
 fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
-    let mean = stats_in[2u * row];
-    let rstd = stats_in[2u * row + 1u];
+    let at = row_lane(wid, nwg, lid);
+    let base = at.row * p.cols;
+    var mean = 0.0;
+    var rstd = 0.0;
+    if (at.row < p.rows) {
+        mean = stats_in[2u * at.row];
+        rstd = stats_in[2u * at.row + 1u];
+    }
     var sg = 0.0;
     var sgx = 0.0;
-    for (var c = lid; c < p.cols; c += WG) {
+    for (var c = at.lane; c < at.cols; c += LANES) {
         var g = dy[base + c];
         if (AFFINE) { g *= gamma[c]; }
         let xhat = (x[base + c] - mean) * rstd;
@@ -143,7 +162,7 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         sgx += g * xhat;
     }
     let sums = reduce_sum2(lid, sg, sgx) / f32(p.cols);
-    for (var c = lid; c < p.cols; c += WG) {
+    for (var c = at.lane; c < at.cols; c += LANES) {
         var g = dy[base + c];
         if (AFFINE) { g *= gamma[c]; }
         let xhat = (x[base + c] - mean) * rstd;

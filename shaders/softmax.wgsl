@@ -1,6 +1,6 @@
-// Softmax over the last dim of x viewed as [rows, cols]; one workgroup of WG per row
-// with tree reductions in workgroup memory, or (the `_rows` entries) one invocation
-// per row.
+// Softmax over the last dim of x viewed as [rows, cols]; LANES invocations per row with
+// tree reductions in workgroup memory, WG / LANES rows per workgroup, or (the `_rows`
+// entries) one invocation per row.
 // forward: out = softmax(x). backward (x = y, dy): out = y * (dy - sum(dy * y)).
 
 struct Params {
@@ -13,30 +13,41 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// Invocations per workgroup (a power of two), set by the host (ops/rows.rs).
+// Invocations per workgroup, and per row in the row-sharing kernels (powers of two,
+// LANES up to WG), set by the host (ops/rows.rs).
 override WG: u32;
+override LANES: u32;
 var<workgroup> partial: array<f32, WG>;
 
-fn reduce_max(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] = max(partial[lid], partial[lid + s]); }
-        workgroupBarrier();
-    }
-    let r = partial[0];
-    workgroupBarrier();
-    return r;
+// The row an invocation of the row-sharing kernels works on, and its lane in it. A
+// row past the end still takes part in the barriers, with nothing to read.
+struct RowLane {
+    row: u32,
+    lane: u32,
+    cols: u32,   // p.cols, or 0 past the end
 }
 
-fn reduce_sum(lid: u32, v: f32) -> f32 {
+fn row_lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowLane {
+    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
+    return RowLane(row, lid % LANES, select(0u, p.cols, row < p.rows));
+}
+
+// The maximum (take_max) or the sum of v over the LANES invocations of a row.
+fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {
     partial[lid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] += partial[lid + s]; }
+    let lane = lid % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            if (take_max) {
+                partial[lid] = max(partial[lid], partial[lid + s]);
+            } else {
+                partial[lid] += partial[lid + s];
+            }
+        }
         workgroupBarrier();
     }
-    let r = partial[0];
+    let r = partial[lid - lane];
     workgroupBarrier();
     return r;
 }
@@ -44,29 +55,27 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
 @compute @workgroup_size(WG)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
+    let at = row_lane(wid, nwg, lid);
+    let base = at.row * p.cols;
     var m = -3.4e38;
-    for (var c = lid; c < p.cols; c += WG) { m = max(m, x[base + c]); }
-    m = reduce_max(lid, m);
+    for (var c = at.lane; c < at.cols; c += LANES) { m = max(m, x[base + c]); }
+    m = reduce(lid, m, true);
     var s = 0.0;
-    for (var c = lid; c < p.cols; c += WG) { s += exp(x[base + c] - m); }
-    s = reduce_sum(lid, s);
+    for (var c = at.lane; c < at.cols; c += LANES) { s += exp(x[base + c] - m); }
+    s = reduce(lid, s, false);
     let inv = 1.0 / s;
-    for (var c = lid; c < p.cols; c += WG) { out[base + c] = exp(x[base + c] - m) * inv; }
+    for (var c = at.lane; c < at.cols; c += LANES) { out[base + c] = exp(x[base + c] - m) * inv; }
 }
 
 @compute @workgroup_size(WG)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
+    let at = row_lane(wid, nwg, lid);
+    let base = at.row * p.cols;
     var d = 0.0;
-    for (var c = lid; c < p.cols; c += WG) { d += dy[base + c] * x[base + c]; }
-    d = reduce_sum(lid, d);
-    for (var c = lid; c < p.cols; c += WG) { out[base + c] = x[base + c] * (dy[base + c] - d); }
+    for (var c = at.lane; c < at.cols; c += LANES) { d += dy[base + c] * x[base + c]; }
+    d = reduce(lid, d, false);
+    for (var c = at.lane; c < at.cols; c += LANES) { out[base + c] = x[base + c] * (dy[base + c] - d); }
 }
 
 // The same with one invocation per row and no barriers: faster for short rows

@@ -269,12 +269,14 @@ pub fn step(
         }
     }
     let mut counted = dev.counts();
+    let mut host_cpu_start = thread_cpu_seconds();
     // Step 0 warms the pipelines and the buffer pool and is not counted, in the kernel
     // times either: a CPU driver compiles each kernel at its first dispatch, inside its
     // timestamps.
     for s in 0..=steps {
         if s == 1 {
             counted = dev.counts();
+            host_cpu_start = thread_cpu_seconds();
             dev.take_profile_report();
         }
         let phases = run.step(s, true)?.phases.expect("phases were timed");
@@ -287,6 +289,9 @@ pub fn step(
             }
         }
     }
+    let host_cpu = thread_cpu_seconds()
+        .zip(host_cpu_start)
+        .map(|(end, start)| (end - start) / steps as f64);
     let config = &run.config;
     let b = config.batch_size;
     let (channels, size) = config.data.geometry()?;
@@ -338,6 +343,13 @@ pub fn step(
         mib(peaks[2]),
         mib(dev.memory_held()),
     );
+    if let Some(cpu) = host_cpu {
+        println!(
+            "train step {name} (batch {b}): host CPU {:.1} ms per step on the recording thread, {:.0}% of the step",
+            cpu * 1e3,
+            100.0 * cpu / total,
+        );
+    }
     if let Some(file) = dev.plan_file() {
         println!(
             "plan file {} ({}): {} choices; {} no longer a candidate, {} lacked and not measured (on the rule)",
@@ -374,6 +386,14 @@ pub fn step(
         prec = if b as f64 / total < 1.0 { 3 } else { 1 },
     );
     Ok(())
+}
+
+/// CPU seconds the calling thread has run (recording dispatches, wgpu's validation, the
+/// driver's submits), where the OS reports it per thread (Linux); None elsewhere.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: f64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(nanos * 1e-9)
 }
 
 /// The streaming pipeline on an image folder (its `train/` split, or the folder itself

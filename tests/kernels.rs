@@ -7,7 +7,7 @@ mod common;
 
 use common::{assert_close, cases, device, random, rng, upload};
 use engine::cpu;
-use engine::ops::rows::RowPlan;
+use engine::ops::rows::{RowKernel, RowPlan};
 use engine::ops::{self, elementwise, gather, layernorm, layout, loss, reduce, softmax};
 use engine::{DType, Indices, Tensor};
 
@@ -294,6 +294,82 @@ fn layernorm_forward_and_backward_match_cpu_with_and_without_affine_on_every_pla
             }
         }
     }
+}
+
+/// The differentiable LayerNorm and softmax, forward and backward, on one device.
+fn layernorm_and_softmax(dev: &std::sync::Arc<engine::Device>, rows: usize) {
+    let mut r = rng(11);
+    let cols = 24;
+    let here = |shape: &[usize], v: &[f32]| Tensor::from_slice(dev, shape, v).unwrap();
+    let x = here(&[rows, cols], &random(&mut r, rows * cols)).requires_grad();
+    let (g, b) = (here(&[cols], &random(&mut r, cols)), here(&[cols], &random(&mut r, cols)));
+    let y = ops::layernorm(&x, Some((&g, &b)), 1e-6).unwrap();
+    let p = ops::softmax(&y).unwrap();
+    engine::backward(&reduce::sum(&elementwise::mul(&p, &y).unwrap()).unwrap()).unwrap();
+}
+
+/// The row kernels' plans are measured and kept in a plan file like the products' and
+/// attention's: one device measures LayerNorm and softmax, forward and backward; a
+/// second follows the file, each choice first edited to one that neither the rule nor
+/// the measurement need have made (the forward to a short row's lanes, the backward to
+/// a workgroup per row), so that only the file can have chosen them.
+#[test]
+fn row_plans_are_measured_and_followed_from_a_plan_file() {
+    let dir = common::runs::temp_dir("row_plan_file");
+    let path = dir.join("plans.json");
+    let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
+    measuring.set_measure_plans(true);
+    measuring.use_plan_file(&path).unwrap();
+    layernorm_and_softmax(&measuring, 37);
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let follower = std::sync::Arc::new(engine::Device::new().unwrap());
+    let rule = RowPlan::new(&follower, 38, 24);
+    let [short, whole] = [8, 64].map(|lanes| RowPlan {
+        kernel: RowKernel::Lanes(lanes),
+        ..rule
+    });
+    assert!(rule != short && rule != whole, "{rule:?} is neither edited choice");
+    let ops_ = [
+        "layernorm forward,",
+        "layernorm backward,",
+        "softmax forward",
+        "softmax backward",
+    ];
+    for op in ops_ {
+        let (_, plan) = file["plans"]
+            .as_object_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|(k, _)| k.starts_with(op))
+            .unwrap_or_else(|| panic!("{op} measured into the file"));
+        let edited = if op.contains("forward") { short } else { whole };
+        plan["chosen"] = edited.method().into();
+    }
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+
+    // 37 and 38 rows share a bucket.
+    follower.use_plan_file(&path).unwrap();
+    follower.log_plans();
+    layernorm_and_softmax(&follower, 38);
+    let log = follower.take_plan_log();
+    assert!(follower.measured_plans().is_empty(), "nothing is measured");
+    let used = follower.plan_file().unwrap();
+    assert_eq!((used.stale, used.missing), (0, 0), "{used:?}");
+    let want = [
+        layernorm::plan_key(&short, true),
+        layernorm::plan_key(&whole, true),
+        softmax::plan_key(&short),
+        softmax::plan_key(&whole),
+    ];
+    for key in &want {
+        assert!(log.contains(key), "{key} runs, as the file says: {log:?}");
+    }
+    assert!(
+        log.iter().all(|k| !k.contains("PerInvocation")),
+        "the rule's plan does not run: {log:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

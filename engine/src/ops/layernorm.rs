@@ -52,12 +52,21 @@ const PARAM_GRADS: KernelDef<LayerNormParams> =
 const PARAM_GRADS_VEC4: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads_vec4", 6, 1).bound_from(11);
 
-fn overrides(dev: &Device, affine: bool, add: bool, f16_out: bool) -> [(&'static str, f64); 6] {
+/// The kernels' overrides; `lanes` is the row kernels' `LANES` (`RowKernel::lanes`),
+/// which the parameter-gradient kernels do not read.
+fn overrides(
+    dev: &Device,
+    lanes: usize,
+    affine: bool,
+    add: bool,
+    f16_out: bool,
+) -> [(&'static str, f64); 7] {
     [
         ("AFFINE", affine as u32 as f64),
         ("ADD", add as u32 as f64),
         ("F16_OUT", f16_out as u32 as f64),
         ("WG", ROW_WG as f64),
+        ("LANES", lanes as f64),
         ("COLS_PER_WG", columns_per_workgroup(dev) as f64),
         ("ROW_LANES", ROW_LANES as f64),
     ]
@@ -163,7 +172,13 @@ fn forward(
     };
     dev.dispatch(
         plan.pick_by_width(&FORWARD, &FORWARD_ROWS, &FORWARD_ROWS_VEC4),
-        &overrides(dev, affine.is_some(), addend.is_some(), out == DType::F16),
+        &overrides(
+            dev,
+            plan.kernel.lanes(),
+            affine.is_some(),
+            addend.is_some(),
+            out == DType::F16,
+        ),
         &LayerNormParams {
             rows: rows as u32,
             cols: cols as u32,
@@ -208,8 +223,18 @@ fn backward(
     dy: &Tensor,
     accumulate: Option<&Tensor>,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-    let plan = RowPlan::of(&saved.x);
-    let chunk = rows_per_workgroup(saved.x.device(), plan.rows, plan.cols);
+    let x = &saved.x;
+    let cols = x.last_dim();
+    let chunk = rows_per_workgroup(x.device(), x.numel() / cols.max(1), cols);
+    let plan = RowPlan::measured(
+        format_args!(
+            "layernorm backward, affine {}, accumulating {}",
+            gamma.is_some(),
+            accumulate.is_some()
+        ),
+        x,
+        |plan| layernorm_backward_with(plan, chunk, saved, gamma, dy, accumulate).map(drop),
+    )?;
     layernorm_backward_with(&plan, chunk, saved, gamma, dy, accumulate)
 }
 
@@ -252,7 +277,13 @@ pub fn layernorm_backward_with(
     };
     dev.dispatch(
         plan.pick_by_width(&BACKWARD, &BACKWARD_ROWS, &BACKWARD_ROWS_VEC4),
-        &overrides(dev, gamma.is_some(), accumulate.is_some(), false),
+        &overrides(
+            dev,
+            plan.kernel.lanes(),
+            gamma.is_some(),
+            accumulate.is_some(),
+            false,
+        ),
         &params,
         &[
             x.buffer(),
@@ -287,7 +318,7 @@ pub fn layernorm_backward_with(
             let (def, width) = by_width(cols, &PARAM_GRADS, &PARAM_GRADS_VEC4);
             dev.dispatch(
                 def,
-                &overrides(dev, true, false, false),
+                &overrides(dev, ROW_WG, true, false, false),
                 &LayerNormParams {
                     cols: (cols / width) as u32,
                     stride: (stride / width) as u32,
@@ -320,7 +351,12 @@ pub fn layernorm_to(
     eps: f32,
     out: DType,
 ) -> Result<Tensor> {
-    let (y, saved) = layernorm_forward_with(&RowPlan::of(x), x, affine, eps, out)?;
+    let plan = RowPlan::measured(
+        format_args!("layernorm forward, affine {}, y {out:?}", affine.is_some()),
+        x,
+        |plan| layernorm_forward_with(plan, x, affine, eps, out).map(drop),
+    )?;
+    let (y, saved) = layernorm_forward_with(&plan, x, affine, eps, out)?;
     record_layernorm(x, affine, &y, saved);
     Ok(y)
 }
@@ -347,7 +383,14 @@ pub fn add_layernorm_to(
     eps: f32,
     out: DType,
 ) -> Result<(Tensor, Tensor)> {
-    let plan = RowPlan::of(x);
+    let plan = RowPlan::measured(
+        format_args!(
+            "layernorm forward of a sum, affine {}, y {out:?}",
+            affine.is_some()
+        ),
+        x,
+        |plan| add_layernorm_forward_with(plan, x, addend, affine, eps, out).map(drop),
+    )?;
     let (y, saved, sum) = add_layernorm_forward_with(&plan, x, addend, affine, eps, out)?;
     record("add", &[x, addend], &sum, |ds, _| {
         Ok(vec![Some(ds.clone()), Some(ds.clone())])

@@ -17,7 +17,7 @@ crate::kernel_params! {
     }
 }
 
-/// x (or the forward's y), dy (backward) -> out; a workgroup per row, or (`_ROWS`) an
+/// x (or the forward's y), dy (backward) -> out; lanes per row, or (`_ROWS`) an
 /// invocation per row (`_ROWS_VEC4` on rows of whole vec4s).
 const FORWARD: KernelDef<SoftmaxParams> =
     KernelDef::new(&shaders::SOFTMAX, "softmax_forward", 2, 1);
@@ -31,7 +31,6 @@ const FORWARD_ROWS_VEC4: KernelDef<SoftmaxParams> =
     KernelDef::new(&shaders::SOFTMAX, "softmax_forward_rows_vec4", 2, 1).bound_from(4);
 const BACKWARD_ROWS_VEC4: KernelDef<SoftmaxParams> =
     KernelDef::new(&shaders::SOFTMAX, "softmax_backward_rows_vec4", 2, 1).bound_from(4);
-const OVERRIDES: &[(&str, f64)] = &[("WG", ROW_WG as f64)];
 
 /// The key `Device::log_plans` records for a softmax plan.
 pub fn plan_key(plan: &RowPlan) -> String {
@@ -40,7 +39,7 @@ pub fn plan_key(plan: &RowPlan) -> String {
 
 fn launch(
     plan: &RowPlan,
-    [workgroup, rows, rows_vec4]: [&KernelDef<SoftmaxParams>; 3],
+    [lanes, rows, rows_vec4]: [&KernelDef<SoftmaxParams>; 3],
     x: &Tensor,
     dy: Option<&Tensor>,
 ) -> Result<Tensor> {
@@ -49,8 +48,11 @@ fn launch(
     dev.note_plan(|| plan_key(plan));
     let out = Tensor::empty(dev, x.shape())?;
     dev.dispatch(
-        plan.pick_by_width(workgroup, rows, rows_vec4),
-        OVERRIDES,
+        plan.pick_by_width(lanes, rows, rows_vec4),
+        &[
+            ("WG", ROW_WG as f64),
+            ("LANES", plan.kernel.lanes() as f64),
+        ],
         &SoftmaxParams {
             rows: plan.rows as u32,
             cols: plan.cols as u32,
@@ -94,11 +96,19 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     softmax_backward_with(&RowPlan::of(y), y, dy)
 }
 
+/// Differentiable softmax over the last dim, forward and backward each on its measured
+/// plan where plans are measured or followed (`RowPlan::measured`).
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    let y = softmax_forward(x)?;
+    let plan = RowPlan::measured(format_args!("softmax forward"), x, |plan| {
+        softmax_forward_with(plan, x).map(drop)
+    })?;
+    let y = softmax_forward_with(&plan, x)?;
     let y2 = y.detach();
     record("softmax", &[x], &y, move |dy, _| {
-        Ok(vec![Some(softmax_backward(&y2, dy)?)])
+        let plan = RowPlan::measured(format_args!("softmax backward"), &y2, |plan| {
+            softmax_backward_with(plan, &y2, dy).map(drop)
+        })?;
+        Ok(vec![Some(softmax_backward_with(&plan, &y2, dy)?)])
     });
     Ok(y)
 }
