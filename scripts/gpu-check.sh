@@ -5,6 +5,7 @@
 # opened); f16 and f32 matmul to 4096^3 on every kernel; PyTorch's eager f32 steps
 # beside them; the ViT-S steps with plans measured (into plan files that come back in
 # $OUT), the f32 one again following its file, and its kernels timed (IJEPA_PROFILE=1);
+# the `fmnist` step's kernels timed and its plans measured;
 # the tensor-core kernel's parts timed alone (--coop-anatomy); last, the mixed products
 # on every kernel, tensor cores included (IJEPA_COOPERATIVE_MATRIX=1), against the CPU.
 # It carries what scripts/gpu-bench.sh does but tests/attention.rs
@@ -31,6 +32,10 @@ step 60 env IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-f32.json" "$bin" bench
 step 60 $coop IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-mixed.json" "$bin" bench step --preset fmnist --config $vits --steps 5 --precision mixed
 step 30 env IJEPA_PLANS="$out/plans-f32.json" "$bin" bench step --preset fmnist --config $vits --steps 5
 step 60 env IJEPA_PROFILE=1 "$bin" bench step --preset fmnist --config $vits --steps 2
+# The fmnist step's kernels (its short LayerNorm rows run on lanes per row by rule), and
+# its plans measured, the row kernels' among them.
+step 20 env IJEPA_PROFILE=1 "$bin" bench step --preset fmnist --steps 5
+step 40 env IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-fmnist.json" "$bin" bench step --preset fmnist --steps 5
 # What bounds the tensor-core kernel: each part of it alone, beside the whole above.
 for part in staging fragments half-accumulators; do
     step 30 $coop "$bin" bench matmul --size 4096 --f16 --kernel MixedCoop --coop-anatomy $part
