@@ -77,27 +77,10 @@ fn store_dx(i: u32, dx: f32) {
     if (ADD) { out[i] = dx + addend[i]; } else { out[i] = dx; }
 }
 
-// Sizes the host grids with, set by it: the row kernels' invocations per workgroup (a
-// power of two; ops/rows.rs), the invocations that share a row in the kernels that
-// share rows (LANES, a power of two up to WG: a workgroup covers WG / LANES rows), and
-// the parameter-gradient kernel's columns per workgroup.
-override WG: u32;
-override LANES: u32;
+// The parameter-gradient kernel's columns per workgroup, set by the host (WG, LANES
+// and each invocation's row: row_lanes.wgsl).
 override COLS_PER_WG: u32;
 var<workgroup> partial: array<f32, 2u * WG>;
-
-// The row an invocation of the row-sharing kernels works on, and its lane in it. A
-// row past the end still takes part in the barriers, with nothing to read.
-struct RowLane {
-    row: u32,
-    lane: u32,
-    cols: u32,   // p.cols, or 0 past the end
-}
-
-fn row_lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowLane {
-    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
-    return RowLane(row, lid % LANES, select(0u, p.cols, row < p.rows));
-}
 
 // Sums of two values over the LANES invocations of a row at once.
 fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {

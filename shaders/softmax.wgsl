@@ -13,24 +13,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// Invocations per workgroup, and per row in the row-sharing kernels (powers of two,
-// LANES up to WG), set by the host (ops/rows.rs).
-override WG: u32;
-override LANES: u32;
+// WG and LANES, and each invocation's row: row_lanes.wgsl.
 var<workgroup> partial: array<f32, WG>;
-
-// The row an invocation of the row-sharing kernels works on, and its lane in it. A
-// row past the end still takes part in the barriers, with nothing to read.
-struct RowLane {
-    row: u32,
-    lane: u32,
-    cols: u32,   // p.cols, or 0 past the end
-}
-
-fn row_lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowLane {
-    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
-    return RowLane(row, lid % LANES, select(0u, p.cols, row < p.rows));
-}
 
 // The maximum (take_max) or the sum of v over the LANES invocations of a row.
 fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {

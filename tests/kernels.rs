@@ -302,7 +302,10 @@ fn layernorm_and_softmax(dev: &std::sync::Arc<engine::Device>, rows: usize) {
     let cols = 24;
     let here = |shape: &[usize], v: &[f32]| Tensor::from_slice(dev, shape, v).unwrap();
     let x = here(&[rows, cols], &random(&mut r, rows * cols)).requires_grad();
-    let (g, b) = (here(&[cols], &random(&mut r, cols)), here(&[cols], &random(&mut r, cols)));
+    let (g, b) = (
+        here(&[cols], &random(&mut r, cols)),
+        here(&[cols], &random(&mut r, cols)),
+    );
     let y = ops::layernorm(&x, Some((&g, &b)), 1e-6).unwrap();
     let p = ops::softmax(&y).unwrap();
     engine::backward(&reduce::sum(&elementwise::mul(&p, &y).unwrap()).unwrap()).unwrap();
@@ -329,7 +332,10 @@ fn row_plans_are_measured_and_followed_from_a_plan_file() {
         kernel: RowKernel::Lanes(lanes),
         ..rule
     });
-    assert!(rule != short && rule != whole, "{rule:?} is neither edited choice");
+    assert!(
+        rule != short && rule != whole,
+        "{rule:?} is neither edited choice"
+    );
     let ops_ = [
         "layernorm forward,",
         "layernorm backward,",

@@ -16,7 +16,9 @@
 //! kernels (written on each family's loads and stores; naga needs the overrides
 //! declared before the tiles they size), are prepended to every module built on them.
 //! column_sums.wgsl, how a column sum's workgroups share its columns and rows, is
-//! prepended to the two kernel families that sum columns (reduce.wgsl, layernorm.wgsl).
+//! prepended to the two kernel families that sum columns (reduce.wgsl, layernorm.wgsl);
+//! row_lanes.wgsl, which row each invocation of a row kernel takes, to the two families
+//! of row kernels (softmax.wgsl, layernorm.wgsl).
 //! Directives (`enable f16;`) go before everything else.
 
 use crate::device::{KernelParams, ParamsLayout};
@@ -169,11 +171,16 @@ shader!(
     ["attention_layout.wgsl", "attention_qkv_words.wgsl"],
     Some(AttentionParams::LAYOUT)
 );
-shader!(SOFTMAX, "softmax.wgsl", [], Some(SoftmaxParams::LAYOUT));
+shader!(
+    SOFTMAX,
+    "softmax.wgsl",
+    ["row_lanes.wgsl"],
+    Some(SoftmaxParams::LAYOUT)
+);
 shader!(
     LAYERNORM,
     "layernorm.wgsl",
-    ["f16.wgsl", "column_sums.wgsl"],
+    ["f16.wgsl", "column_sums.wgsl", "row_lanes.wgsl"],
     Some(LayerNormParams::LAYOUT)
 );
 shader!(LAYOUT, "layout.wgsl", [], Some(PermuteParams::LAYOUT));

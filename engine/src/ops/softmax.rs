@@ -49,10 +49,7 @@ fn launch(
     let out = Tensor::empty(dev, x.shape())?;
     dev.dispatch(
         plan.pick_by_width(lanes, rows, rows_vec4),
-        &[
-            ("WG", ROW_WG as f64),
-            ("LANES", plan.kernel.lanes() as f64),
-        ],
+        &[("WG", ROW_WG as f64), ("LANES", plan.kernel.lanes() as f64)],
         &SoftmaxParams {
             rows: plan.rows as u32,
             cols: plan.cols as u32,
