@@ -112,6 +112,26 @@ fn other_shape_errors_name_the_shapes() {
     assert!(m.contains("[2, 2]") && m.contains('3'), "{m}");
 }
 
+/// A row plan whose lanes per row are not a power of two up to a workgroup is refused
+/// by name before it reaches a kernel, whose segmented reductions assume one.
+#[test]
+fn a_row_plan_of_impossible_lanes_is_refused() {
+    use engine::ops::rows::{RowKernel, RowPlan, ROW_WG};
+    let x = upload(&[5, 24], &[0.5; 120]);
+    for lanes in [0, 3, 2 * ROW_WG] {
+        let plan = RowPlan {
+            kernel: RowKernel::Lanes(lanes),
+            rows: 5,
+            cols: 24,
+        };
+        let m = message(ops::softmax::softmax_forward_with(&plan, &x));
+        assert!(
+            m.contains("power of two") && m.contains(&format!("Lanes({lanes})")),
+            "{m}"
+        );
+    }
+}
+
 #[test]
 fn backward_of_a_non_scalar_is_refused() {
     let x = upload(&[2], &[1.0, 2.0]).requires_grad();
