@@ -351,14 +351,7 @@ pub fn step(
         );
     }
     if let Some(file) = dev.plan_file() {
-        println!(
-            "plan file {} ({}): {} choices; {} no longer a candidate, {} lacked and not measured (on the rule)",
-            file.path.display(),
-            engine::PLANS_ENV,
-            file.choices,
-            file.stale,
-            file.missing
-        );
+        println!("{file}");
     }
     let measured = dev.measured_plans();
     if !measured.is_empty() {

@@ -260,6 +260,9 @@ pub fn pretrain(args: PretrainArgs, world: Box<dyn Collective>) -> Result<()> {
         }
         Ok(RunEnd::Reached) => {
             if rank == 0 {
+                if let Some(file) = device.plan_file() {
+                    eprintln!("{file}");
+                }
                 eprintln!(
                     "checkpoint: {} (step {})",
                     checkpoint.display(),

@@ -109,6 +109,20 @@ pub struct PlanFileUse {
     pub missing: usize,
 }
 
+/// One line for a run's end: the file, its choices, and the buckets that fell back.
+impl std::fmt::Display for PlanFileUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "plan file {} ({PLANS_ENV}): {} choices; {} no longer a candidate, {} lacked and not measured (on the rule)",
+            self.path.display(),
+            self.choices,
+            self.stale,
+            self.missing
+        )
+    }
+}
+
 /// The contents of the plan file at `path`, checked against this device's adapter.
 fn read_plan_file(path: &Path, info: &DeviceInfo, driver: &str) -> Result<PlanFileContents> {
     let named = |detail: String| {
