@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The short GPU call that follows a change of plans or kernels (about 4 minutes on an
+# The short GPU call that follows a change of plans or kernels (about 5 minutes on an
 # H200, most needed first, inside GPU_DEADLINE): the golden steps; `bench step` for
 # `fmnist` and ViT-S/16 at 224 in f32 and in mixed precision (cooperative matrices
 # opened); f16 and f32 matmul to 4096^3 on every kernel; PyTorch's eager f32 steps

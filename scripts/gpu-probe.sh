@@ -25,7 +25,7 @@ echo '{"precision": "mixed"}' > "$runs/mixed.json"
 # (docs/results/2026-12-05-lavapipe-plan-files.txt).
 for seed in 0 1; do
     if ((seed > 0 && deadline - SECONDS < SECONDS + 30)); then
-        echo "seed $seed skipped: seed 0 took ${SECONDS} s, the deadline is ${deadline} s" | tee -a "$log"
+        echo "seed $seed skipped: ${SECONDS} s elapsed, the deadline is ${deadline} s" | tee -a "$log"
         break
     fi
     for precision in f32 mixed; do

@@ -77,18 +77,18 @@ fn store_dx(i: u32, dx: f32) {
     if (ADD) { out[i] = dx + addend[i]; } else { out[i] = dx; }
 }
 
-// The parameter-gradient kernel's columns per workgroup, set by the host (WG, LANES
+// The parameter-gradient kernel's columns per workgroup, set by the host (WG, LANES_PER_ROW
 // and each invocation's row: row_lanes.wgsl).
 override COLS_PER_WG: u32;
 var<workgroup> partial: array<f32, 2u * WG>;
 
-// Sums of two values over the LANES invocations of a row at once.
+// Sums of two values over the LANES_PER_ROW invocations of a row at once.
 fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
     partial[lid] = a;
     partial[WG + lid] = b;
     workgroupBarrier();
-    let lane = lid % LANES;
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    let lane = lid % LANES_PER_ROW;
+    for (var s = LANES_PER_ROW / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
             partial[lid] += partial[lid + s];
             partial[WG + lid] += partial[WG + lid + s];
@@ -108,15 +108,15 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let base = at.row * p.cols;
     let n = f32(p.cols);
     var s = 0.0;
-    for (var c = at.lane; c < at.cols; c += LANES) { s += first_input(base + c); }
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) { s += first_input(base + c); }
     // The f16 stores read pairs of sums that other invocations wrote.
     if (ADD && F16_OUT) { storageBarrier(); }
     let mean = reduce_sum2(lid, s, 0.0).x / n;
     // Two-pass variance: no cancellation for rows with a large mean.
     var v = 0.0;
-    for (var c = at.lane; c < at.cols; c += LANES) { let d = input(base + c) - mean; v += d * d; }
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) { let d = input(base + c) - mean; v += d * d; }
     let rstd = inverseSqrt(reduce_sum2(lid, v, 0.0).x / n + p.eps);
-    for (var c = at.lane * out_step(); c < at.cols; c += LANES * out_step()) { store_y(base, c, mean, rstd); }
+    for (var c = at.lane * out_step(); c < at.cols; c += LANES_PER_ROW * out_step()) { store_y(base, c, mean, rstd); }
     if (at.lane == 0u && at.row < p.rows) {
         stats_out[2u * at.row] = mean;
         stats_out[2u * at.row + 1u] = rstd;
@@ -137,7 +137,7 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
     var sg = 0.0;
     var sgx = 0.0;
-    for (var c = at.lane; c < at.cols; c += LANES) {
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) {
         var g = dy[base + c];
         if (AFFINE) { g *= gamma[c]; }
         let xhat = (x[base + c] - mean) * rstd;
@@ -145,7 +145,7 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         sgx += g * xhat;
     }
     let sums = reduce_sum2(lid, sg, sgx) / f32(p.cols);
-    for (var c = at.lane; c < at.cols; c += LANES) {
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) {
         var g = dy[base + c];
         if (AFFINE) { g *= gamma[c]; }
         let xhat = (x[base + c] - mean) * rstd;

@@ -1,5 +1,5 @@
-// Softmax over the last dim of x viewed as [rows, cols]; LANES invocations per row with
-// tree reductions in workgroup memory, WG / LANES rows per workgroup, or (the `_rows`
+// Softmax over the last dim of x viewed as [rows, cols]; LANES_PER_ROW invocations per row with
+// tree reductions in workgroup memory, WG / LANES_PER_ROW rows per workgroup, or (the `_rows`
 // entries) one invocation per row.
 // forward: out = softmax(x). backward (x = y, dy): out = y * (dy - sum(dy * y)).
 
@@ -13,15 +13,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// WG and LANES, and each invocation's row: row_lanes.wgsl.
+// WG and LANES_PER_ROW, and each invocation's row: row_lanes.wgsl.
 var<workgroup> partial: array<f32, WG>;
 
-// The maximum (take_max) or the sum of v over the LANES invocations of a row.
+// The maximum (take_max) or the sum of v over the LANES_PER_ROW invocations of a row.
 fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {
     partial[lid] = v;
     workgroupBarrier();
-    let lane = lid % LANES;
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    let lane = lid % LANES_PER_ROW;
+    for (var s = LANES_PER_ROW / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
             if (take_max) {
                 partial[lid] = max(partial[lid], partial[lid + s]);
@@ -42,13 +42,13 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let at = row_lane(wid, nwg, lid);
     let base = at.row * p.cols;
     var m = -3.4e38;
-    for (var c = at.lane; c < at.cols; c += LANES) { m = max(m, x[base + c]); }
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) { m = max(m, x[base + c]); }
     m = reduce(lid, m, true);
     var s = 0.0;
-    for (var c = at.lane; c < at.cols; c += LANES) { s += exp(x[base + c] - m); }
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) { s += exp(x[base + c] - m); }
     s = reduce(lid, s, false);
     let inv = 1.0 / s;
-    for (var c = at.lane; c < at.cols; c += LANES) { out[base + c] = exp(x[base + c] - m) * inv; }
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) { out[base + c] = exp(x[base + c] - m) * inv; }
 }
 
 @compute @workgroup_size(WG)
@@ -57,9 +57,9 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let at = row_lane(wid, nwg, lid);
     let base = at.row * p.cols;
     var d = 0.0;
-    for (var c = at.lane; c < at.cols; c += LANES) { d += dy[base + c] * x[base + c]; }
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) { d += dy[base + c] * x[base + c]; }
     d = reduce(lid, d, false);
-    for (var c = at.lane; c < at.cols; c += LANES) { out[base + c] = x[base + c] * (dy[base + c] - d); }
+    for (var c = at.lane; c < at.cols; c += LANES_PER_ROW) { out[base + c] = x[base + c] * (dy[base + c] - d); }
 }
 
 // The same with one invocation per row and no barriers: faster for short rows

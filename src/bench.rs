@@ -269,14 +269,15 @@ pub fn step(
         }
     }
     let mut counted = dev.counts();
-    let mut host_cpu_start = thread_cpu_seconds();
+    // The recording thread's CPU time over the counted steps, against their wall time.
+    let mut host_cpu_start = (thread_cpu_seconds(), Instant::now());
     // Step 0 warms the pipelines and the buffer pool and is not counted, in the kernel
     // times either: a CPU driver compiles each kernel at its first dispatch, inside its
     // timestamps.
     for s in 0..=steps {
         if s == 1 {
             counted = dev.counts();
-            host_cpu_start = thread_cpu_seconds();
+            host_cpu_start = (thread_cpu_seconds(), Instant::now());
             dev.take_profile_report();
         }
         let phases = run.step(s, true)?.phases.expect("phases were timed");
@@ -290,8 +291,15 @@ pub fn step(
         }
     }
     let host_cpu = thread_cpu_seconds()
-        .zip(host_cpu_start)
-        .map(|(end, start)| (end - start) / steps as f64);
+        .zip(host_cpu_start.0)
+        .filter(|_| steps > 0)
+        .map(|(end, start)| {
+            let per_step = |seconds: f64| seconds / steps as f64;
+            (
+                per_step(end - start),
+                per_step(host_cpu_start.1.elapsed().as_secs_f64()),
+            )
+        });
     let config = &run.config;
     let b = config.batch_size;
     let (channels, size) = config.data.geometry()?;
@@ -343,11 +351,11 @@ pub fn step(
         mib(peaks[2]),
         mib(dev.memory_held()),
     );
-    if let Some(cpu) = host_cpu {
+    if let Some((cpu, wall)) = host_cpu {
         println!(
-            "train step {name} (batch {b}): host CPU {:.1} ms per step on the recording thread, {:.0}% of the step",
+            "train step {name} (batch {b}): host CPU {:.1} ms per step on the recording thread, {:.0}% of the step's wall time",
             cpu * 1e3,
-            100.0 * cpu / total,
+            100.0 * cpu / wall,
         );
     }
     if let Some(file) = dev.plan_file() {
@@ -356,7 +364,7 @@ pub fn step(
     let measured = dev.measured_plans();
     if !measured.is_empty() {
         println!(
-            "plans measured ({}=1), the best of {} runs each:",
+            "plans measured ({}=1), each the best of {} batches of runs, per run:",
             engine::MEASURE_PLANS_ENV,
             engine::MEASURED_RUNS
         );

@@ -295,12 +295,14 @@ pub const ATTENTION: [(usize, usize, usize, usize); 8] = [
     (1, 1, 45, 72),
 ];
 
-/// (rows, cols) of the softmax test: rows shorter and longer than `SHORT_ROW`.
-pub const SOFTMAX: [(usize, usize); 9] = [
+/// (rows, cols) of the softmax test: rows shorter and longer than `SHORT_ROW`, whose
+/// short rows' lanes (`short_row_lanes`) run through every count a GPU's rule picks.
+pub const SOFTMAX: [(usize, usize); 10] = [
     (5, 1),
     (5, 3),
     (5, 7),
     (66, 8),
+    (70, 24),
     (5, 33),
     (5, 65),
     (5, 130),
@@ -308,10 +310,11 @@ pub const SOFTMAX: [(usize, usize); 9] = [
     (5, 257),
 ];
 
-/// (rows, cols) of the LayerNorm test (each with and without affine parameters).
+/// (rows, cols) of the LayerNorm test (each with and without affine parameters): the
+/// short rows' lanes run through every count a GPU's rule picks, as the softmax test's.
 pub fn layernorm_shapes() -> Vec<(usize, usize)> {
     let mut shapes = Vec::new();
-    for cols in [3, 7, 33, 64, 65, 130, 300] {
+    for cols in [3, 7, 24, 33, 64, 65, 130, 300] {
         for rows in [1, 7, 300] {
             shapes.push((rows, cols));
         }

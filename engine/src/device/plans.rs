@@ -23,8 +23,14 @@ pub const MEASURE_PLANS_ENV: &str = "IJEPA_MEASURE_PLANS";
 /// Environment variable naming a plan file (`Device::use_plan_file`): the measured
 /// choices are read from it and what is newly measured is written to it.
 pub const PLANS_ENV: &str = "IJEPA_PLANS";
-/// Timed runs of each candidate plan, after one that warms its pipelines.
+/// Timed batches of runs of each candidate plan, after one run that warms its
+/// pipelines; the best batch's time per run counts.
 pub const MEASURED_RUNS: usize = 3;
+/// The least time a timed batch should take: a batch of a small kernel's runs, waited
+/// for once, times the kernels rather than the submit and the wait around each.
+const MIN_BATCH_SECONDS: f64 = 1e-3;
+/// The most runs in a batch.
+const MAX_BATCH_RUNS: usize = 32;
 
 /// One measured choice: each candidate plan, in words, with its best time in seconds,
 /// and the index of the fastest.
@@ -347,8 +353,10 @@ impl Device {
     }
 
     /// The fastest of the candidates `names` lists, `run(i)` running candidate i: each
-    /// is run once to warm its pipelines, then timed `MEASURED_RUNS` times, each run
-    /// waited for, the best time counting. A candidate whose first run fails (a grid
+    /// is run once to warm its pipelines and once more, waited for, to size a batch of
+    /// runs that takes at least `MIN_BATCH_SECONDS`; then `MEASURED_RUNS` batches are
+    /// timed, each waited for once, the best time per run counting (on a GPU a small
+    /// kernel takes less than a submit and a wait). A candidate whose first run fails (a grid
     /// past the adapter's limit, a loop past a CPU adapter's budget, a buffer that does
     /// not fit) is left out, its time infinite; the first failure is returned where
     /// every candidate fails.
@@ -367,12 +375,19 @@ impl Device {
                 continue;
             }
             self.synchronize();
+            let timed = |runs: usize, run: &mut dyn FnMut(usize) -> Result<()>| {
+                let start = std::time::Instant::now();
+                for _ in 0..runs {
+                    run(i)?;
+                }
+                self.synchronize();
+                Ok::<f64, Error>(start.elapsed().as_secs_f64() / runs as f64)
+            };
+            let once = timed(1, &mut run)?;
+            let runs = ((MIN_BATCH_SECONDS / once).ceil() as usize).clamp(1, MAX_BATCH_RUNS);
             let mut best = f64::INFINITY;
             for _ in 0..MEASURED_RUNS {
-                let start = std::time::Instant::now();
-                run(i)?;
-                self.synchronize();
-                best = best.min(start.elapsed().as_secs_f64());
+                best = best.min(timed(runs, &mut run)?);
             }
             candidates.push((name.clone(), best));
         }

@@ -52,7 +52,8 @@ const PARAM_GRADS: KernelDef<LayerNormParams> =
 const PARAM_GRADS_VEC4: KernelDef<LayerNormParams> =
     KernelDef::new(&shaders::LAYERNORM, "layernorm_param_grads_vec4", 6, 1).bound_from(11);
 
-/// The kernels' overrides; `lanes` is the row kernels' `LANES` (`RowKernel::lanes`),
+/// The kernels' overrides; `lanes` is the row kernels' `LANES_PER_ROW`
+/// (`RowKernel::lanes_override`),
 /// which the parameter-gradient kernels do not read.
 fn overrides(
     dev: &Device,
@@ -66,7 +67,7 @@ fn overrides(
         ("ADD", add as u32 as f64),
         ("F16_OUT", f16_out as u32 as f64),
         ("WG", ROW_WG as f64),
-        ("LANES", lanes as f64),
+        ("LANES_PER_ROW", lanes as f64),
         ("COLS_PER_WG", columns_per_workgroup(dev) as f64),
         ("ROW_LANES", ROW_LANES as f64),
     ]
@@ -85,7 +86,9 @@ pub fn plan_key(plan: &RowPlan, affine: bool) -> String {
     format!("layernorm {:?} affine={affine}", plan.kernel)
 }
 
-/// y = (x - mean) / sqrt(var + eps) (* gamma + beta).
+/// y = (x - mean) / sqrt(var + eps) (* gamma + beta), on the rule's plan
+/// (`RowPlan::of`; the differentiable `layernorm_to` measures its plan where plans are
+/// measured).
 pub fn layernorm_forward(
     x: &Tensor,
     affine: Option<(&Tensor, &Tensor)>,
@@ -174,7 +177,7 @@ fn forward(
         plan.pick_by_width(&FORWARD, &FORWARD_ROWS, &FORWARD_ROWS_VEC4),
         &overrides(
             dev,
-            plan.kernel.lanes(),
+            plan.kernel.lanes_override(),
             affine.is_some(),
             addend.is_some(),
             out == DType::F16,
@@ -208,6 +211,7 @@ fn forward(
 }
 
 /// Gradients (dx, dgamma, dbeta) given dy; the last two only with affine parameters.
+/// On the device's plan: the rule's, or the measured one where plans are measured.
 pub fn layernorm_backward(
     saved: &LayerNormSaved,
     gamma: Option<&Tensor>,
@@ -279,7 +283,7 @@ pub fn layernorm_backward_with(
         plan.pick_by_width(&BACKWARD, &BACKWARD_ROWS, &BACKWARD_ROWS_VEC4),
         &overrides(
             dev,
-            plan.kernel.lanes(),
+            plan.kernel.lanes_override(),
             gamma.is_some(),
             accumulate.is_some(),
             false,

@@ -14,8 +14,8 @@ use crate::tensor::Tensor;
 /// the rows that share it.
 pub const ROW_WG: usize = 64;
 
-/// Rows longer than this get a whole workgroup each; shorter ones one invocation each on
-/// a CPU adapter, a few lanes each on a GPU.
+/// Rows up to this long are short: one invocation each on a CPU adapter, a few lanes each
+/// on a GPU; longer rows get a whole workgroup each.
 pub const SHORT_ROW: usize = 256;
 
 /// How a row kernel covers its rows.
@@ -23,16 +23,16 @@ pub const SHORT_ROW: usize = 256;
 pub enum RowKernel {
     /// One invocation per row, `ROW_WG` rows per workgroup, no barriers.
     PerInvocation,
-    /// This many invocations per row (a power of two up to `ROW_WG`, the `LANES`
-    /// override), reducing through workgroup memory: `ROW_WG / lanes` rows per
+    /// This many invocations per row (a power of two up to `ROW_WG`, the
+    /// `LANES_PER_ROW` override), reducing through workgroup memory: `ROW_WG / lanes` rows per
     /// workgroup.
     Lanes(usize),
 }
 
 impl RowKernel {
-    /// The `LANES` override the kernel is compiled with (the per-invocation kernels do
-    /// not read it: one value keeps them one pipeline).
-    pub(crate) fn lanes(&self) -> usize {
+    /// The `LANES_PER_ROW` override the kernel is compiled with (the per-invocation
+    /// kernels do not read it: one value keeps them one pipeline).
+    pub(crate) fn lanes_override(&self) -> usize {
         match *self {
             RowKernel::PerInvocation => ROW_WG,
             RowKernel::Lanes(lanes) => lanes,
@@ -92,7 +92,7 @@ impl RowPlan {
         if (self.rows, self.cols) != (x.numel() / cols, cols) {
             return shape_err(op, format!("{self:?} does not fit {:?}", x.shape()));
         }
-        let lanes = self.kernel.lanes();
+        let lanes = self.kernel.lanes_override();
         if !lanes.is_power_of_two() || lanes > ROW_WG {
             return shape_err(
                 op,
@@ -121,10 +121,16 @@ impl RowPlan {
         let candidates = RowPlan::candidates(dev, rule.rows, rule.cols);
         let methods: Vec<String> = candidates.iter().map(RowPlan::method).collect();
         let quarter = |x: usize| round_up_to_quarter_power(x as u64);
+        // Rows of whole vec4s run other per-invocation kernels than the rest of a bucket.
         let key = format!(
-            "{op} of at most {} rows of at most {} columns: {}",
+            "{op} of at most {} rows of at most {} columns{}: {}",
             quarter(rule.rows),
             quarter(rule.cols),
+            if rule.cols.is_multiple_of(4) {
+                " (whole vec4s)"
+            } else {
+                ""
+            },
             methods.join(", ")
         );
         let chosen = dev.measured_choice(key, &candidates, |i| run(&candidates[i]))?;

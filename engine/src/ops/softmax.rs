@@ -49,7 +49,10 @@ fn launch(
     let out = Tensor::empty(dev, x.shape())?;
     dev.dispatch(
         plan.pick_by_width(lanes, rows, rows_vec4),
-        &[("WG", ROW_WG as f64), ("LANES", plan.kernel.lanes() as f64)],
+        &[
+            ("WG", ROW_WG as f64),
+            ("LANES_PER_ROW", plan.kernel.lanes_override() as f64),
+        ],
         &SoftmaxParams {
             rows: plan.rows as u32,
             cols: plan.cols as u32,
@@ -69,6 +72,7 @@ pub fn softmax_forward_with(plan: &RowPlan, x: &Tensor) -> Result<Tensor> {
     launch(plan, [&FORWARD, &FORWARD_ROWS, &FORWARD_ROWS_VEC4], x, None)
 }
 
+/// softmax(x) on the rule's plan (`RowPlan::of`).
 pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
     softmax_forward_with(&RowPlan::of(x), x)
 }
@@ -89,6 +93,7 @@ pub fn softmax_backward_with(plan: &RowPlan, y: &Tensor, dy: &Tensor) -> Result<
     )
 }
 
+/// The backward on the rule's plan (`RowPlan::of`).
 pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     softmax_backward_with(&RowPlan::of(y), y, dy)
 }
