@@ -79,9 +79,9 @@ fn casts_round_to_the_nearest_f16_saturate_and_widen_exactly() {
     assert_eq!(back.to_vec(), got);
 }
 
-/// Every product of `cases::mixed_matmul_shapes`, with a, b and c each in f16 or f32
-/// (not all f32), on every candidate plan, against the CPU on the f16 values of a and
-/// b: a mixed product rounds an f32 operand to f16 as it reads it.
+/// Every product of `cases::mixed_matmul_shapes`, with a, b and c each in f16 or f32,
+/// on every plan of the mixed kernels, against the CPU on the f16 values of a and b: a
+/// mixed product rounds an f32 operand to f16 as it reads it.
 #[test]
 fn mixed_products_match_the_cpu_on_their_f16_operands() {
     let dev = device();
@@ -134,13 +134,21 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
             DType::F32 => (1e-5 * k as f32, 1e-4),
             DType::F16 => (1e-5 * k as f32, 1e-3),
         };
-        let plans = MatmulPlan::candidates(&dev, &shape);
-        let rule = MatmulPlan::new(&dev, &shape);
+        let plans = MatmulPlan::mixed_candidates(&dev, &shape);
+        // f32 operands are multiplied as f16 on the mixed rule's plan (a mixed backward's).
+        let rule = if types.all_f32() {
+            MatmulPlan::mixed(&dev, &shape)
+        } else {
+            MatmulPlan::new(&dev, &shape)
+        };
         assert!(!rule.fits() || plans.contains(&rule));
-        assert!(
-            plans.iter().all(|p| p.kernel.mixed()),
-            "only the mixed kernels take {types:?}"
-        );
+        if !types.all_f32() {
+            assert_eq!(
+                plans,
+                MatmulPlan::candidates(&dev, &shape),
+                "only the mixed kernels take {types:?}"
+            );
+        }
         for plan in plans {
             // The emulated cooperative-matrix kernel compiles slowly on lavapipe (its
             // 16 accumulators' loops unrolled; 433 s against 109 s for this test with a
@@ -181,10 +189,11 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
         }
     }
     // Split-K ran on the weight-gradient shapes whose K splits evenly, in every mix
-    // (K 20 with row sums, on the tiled kernel, which takes slices of 10).
+    // (K 20 with row sums, on the tiled kernel, which takes slices of 10), f32 operands
+    // included (K 20 and 2048, with row sums).
     let split_ks: BTreeSet<usize> = split_shapes.iter().map(|s| s.0).collect();
     assert_eq!(split_ks, BTreeSet::from([20, 1000, 2048]));
-    assert_eq!(split_shapes.len(), 9);
+    assert_eq!(split_shapes.len(), 11);
     eprintln!(
         "{runs} mixed plans run against the CPU on {}",
         dev.info().name

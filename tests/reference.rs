@@ -1,15 +1,17 @@
 //! The golden I-JEPA steps (computed by the official PyTorch code) replayed through
 //! `ijepa check-reference`: every file in tests/data, plus any listed in the
-//! IJEPA_REFERENCE environment variable (paths separated by ':'). A tampered file
-//! must fail, so the check can fail.
+//! IJEPA_REFERENCE environment variable (paths separated by ':'), on the adapter's
+//! plans and on a GPU's. A tampered file must fail, so the check can fail.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn check(path: &Path) -> (bool, String) {
+/// `ijepa check-reference path`, with the environment variables `env` set.
+fn check(path: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ijepa"))
         .arg("check-reference")
         .arg(path)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text =
@@ -44,7 +46,17 @@ fn every_golden_step_matches() {
         "expected the shared golden file and the extra configs in tests/data"
     );
     for f in files {
-        let (ok, text) = check(&f);
+        let (ok, text) = check(&f, &[]);
+        assert!(ok && text.contains("PASS"), "{}:\n{text}", f.display());
+    }
+}
+
+/// The same on a GPU's plans (`IJEPA_GPU_PLANS=1`): on a CPU adapter, the kernels,
+/// splits, fused attention and row lanes a GPU would run, in the whole step.
+#[test]
+fn every_golden_step_matches_on_a_gpus_plans() {
+    for f in golden_files() {
+        let (ok, text) = check(&f, &[(engine::GPU_PLANS_ENV, "1")]);
         assert!(ok && text.contains("PASS"), "{}:\n{text}", f.display());
     }
 }
@@ -84,7 +96,7 @@ fn a_tampered_golden_step_fails() {
         safetensors::serialize(views, meta.metadata().clone()).unwrap(),
     )
     .unwrap();
-    let (ok, text) = check(&out);
+    let (ok, text) = check(&out, &[]);
     std::fs::remove_file(&out).unwrap();
     assert!(!ok, "a tampered file passed:\n{text}");
     assert!(

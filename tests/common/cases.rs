@@ -159,13 +159,14 @@ pub fn operand_shapes(shape: &MatmulShape) -> (Vec<usize>, Vec<usize>, Vec<usize
     (a_shape, b_shape, out_shape)
 }
 
-/// The products of the mixed-precision test (tests/mixed.rs): sizes of
-/// `matmul_shapes` that are not multiples of any tile (odd N among them), each with
-/// every transpose, shared b or not, with and without bias, in every mix of f16
-/// operands with an f32 output, and both operands in f16 with an f16 output where N
-/// is even; then each epilogue in the mixes a mixed-precision MLP runs it in (fc1's
-/// GELU into f16 with its input saved in f16, its gradient from an f32 dy and an f16
-/// weight through GELU's input in f16), and in f32.
+/// The products of the mixed-precision test (tests/mixed.rs), each run on the mixed
+/// kernels (`MatmulPlan::mixed_candidates`): sizes of `matmul_shapes` that are not
+/// multiples of any tile (odd N among them), each with every transpose, shared b or
+/// not, with and without bias, in every mix of f16 operands with an f32 output, and
+/// both operands in f16 with an f16 output where N is even; then each epilogue in the
+/// mixes a mixed-precision MLP runs it in (fc1's GELU into f16 with its input saved in
+/// f16, its gradient from an f32 dy and an f16 weight through GELU's input in f16), and
+/// in f32; last, weight gradients of f32 operands, as a mixed backward multiplies them.
 pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
     use engine::DType::{F16, F32};
     let mixes = |c| {
@@ -277,6 +278,19 @@ pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
             types,
         ));
     }
+    // Weight gradients with row sums of operands both stored in f32, as a mixed step's
+    // backward runs them (an f32 input and dc) on the mixed kernels: in the subgroup
+    // kernel's sizes, in sizes only the tiled ones take, and split along K.
+    for sizes in [(1, 36, 20, 12), (1, 33, 20, 12), (1, 40, 2048, 8)] {
+        shapes.push(shape(
+            sizes,
+            Transpose::A,
+            true,
+            false,
+            Epilogue::RowSums,
+            MatmulTypes::F32,
+        ));
+    }
     shapes
 }
 
@@ -325,9 +339,16 @@ pub fn layernorm_shapes() -> Vec<(usize, usize)> {
 /// The keys of every plan the kernel tests run on this device.
 pub fn tested_plan_keys(device: &Device) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
-    for shape in matmul_shapes().into_iter().chain(mixed_matmul_shapes()) {
+    for shape in matmul_shapes() {
         keys.extend(
             MatmulPlan::candidates(device, &shape)
+                .iter()
+                .map(MatmulPlan::key),
+        );
+    }
+    for shape in mixed_matmul_shapes() {
+        keys.extend(
+            MatmulPlan::mixed_candidates(device, &shape)
                 .iter()
                 .map(MatmulPlan::key),
         );

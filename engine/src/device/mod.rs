@@ -38,6 +38,12 @@ use batching::Batcher;
 /// short. Half of that leaves a kernel's other loops their share. The sums split longer
 /// chunks (`ops::reduce::max_rows_per_workgroup`), the products longer depths.
 pub const CPU_LOOP_BUDGET: usize = 32_768;
+
+/// Environment variable that, set to 1, has a CPU adapter plan every op as a GPU would:
+/// a GPU's kernels, splits and row lanes in place of lavapipe's (which then runs them,
+/// slowly), so that the GPU plans are tested, and their dispatches counted, where no
+/// GPU is at hand (`Device::set_gpu_plans`).
+pub const GPU_PLANS_ENV: &str = "IJEPA_GPU_PLANS";
 use pipelines::PipelineCache;
 use pool::BufferPool;
 use profile::Profiler;
@@ -71,6 +77,8 @@ pub struct Device {
     /// Whether ops that have several plans time them and keep the fastest
     /// (`MEASURE_PLANS_ENV`), what they measured, and the plan file (`PLANS_ENV`).
     plans: plans::MeasuredPlans,
+    /// Whether a CPU adapter plans as a GPU would (`GPU_PLANS_ENV`).
+    gpu_plans: AtomicBool,
 }
 
 /// A range of a storage buffer that a kernel binds, copies from or to: a tensor's
@@ -204,6 +212,7 @@ impl Device {
             plan_log: Mutex::new(None),
             plan_log_on: AtomicBool::new(false),
             plans: plans::MeasuredPlans::from_env(),
+            gpu_plans: AtomicBool::new(std::env::var(GPU_PLANS_ENV).is_ok_and(|v| v == "1")),
         };
         if let Some(path) = std::env::var_os(PLANS_ENV).filter(|p| !p.is_empty()) {
             device.use_plan_file(std::path::Path::new(&path))?;
@@ -221,10 +230,22 @@ impl Device {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// A CPU driver whose subgroups are exactly 8 lanes (lavapipe on x86): what the
-    /// subgroup matmul and attention kernels are written for.
+    /// Whether the plans follow a CPU adapter's rules: on a CPU adapter, unless it plans
+    /// as a GPU (`GPU_PLANS_ENV`, `set_gpu_plans`). What the adapter can run
+    /// (lavapipe's loop budget) stays `is_cpu`'s.
+    pub fn plans_as_cpu(&self) -> bool {
+        self.is_cpu() && !self.gpu_plans.load(Ordering::Relaxed)
+    }
+
+    /// Plan every op as a GPU would, on any adapter (a GPU already does), or not.
+    pub fn set_gpu_plans(&self, on: bool) {
+        self.gpu_plans.store(on, Ordering::Relaxed);
+    }
+
+    /// A CPU driver whose subgroups are exactly 8 lanes (lavapipe on x86), planning as a
+    /// CPU adapter: what the subgroup matmul and attention kernels are written for.
     pub fn has_cpu_subgroups_of_8(&self) -> bool {
-        self.is_cpu() && self.info.subgroup_size == Some((8, 8))
+        self.plans_as_cpu() && self.info.subgroup_size == Some((8, 8))
     }
 
     /// Whether shaders may use f16 values (`SHADER_F16`; f16 storage, as packed words,

@@ -242,7 +242,7 @@ impl AttentionPlan {
     /// cannot run (head dims not multiples of 8). Elsewhere the composed path.
     pub fn new(device: &Device, shape: &AttentionShape) -> AttentionPlan {
         let (tokens, head_dim) = (shape.tokens, shape.head_dim);
-        let fused = if device.is_cpu() {
+        let fused = if device.plans_as_cpu() {
             let kind = FusedAttention::Subgroup;
             ((head_dim <= 32 || tokens <= 64 || !tokens.is_multiple_of(4))
                 && kind.runs_on(device, head_dim))

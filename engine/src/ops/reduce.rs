@@ -24,7 +24,7 @@ const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_a
 /// group (see [`rows_per_workgroup`]), so that a 64-wide gradient still gives their
 /// threads 8 workgroups to share instead of one.
 pub fn columns_per_workgroup(dev: &Device) -> usize {
-    if dev.is_cpu() {
+    if dev.plans_as_cpu() {
         8
     } else {
         64
@@ -74,7 +74,7 @@ fn overrides(dev: &Device) -> [(&'static str, f64); 3] {
 /// dispatch for every bias and LayerNorm gradient of the step. The kernels' launchers
 /// cap every chunk, this one or a caller's, at `max_rows_per_workgroup`.
 pub fn rows_per_workgroup(dev: &Device, rows: usize, cols: usize) -> usize {
-    if dev.is_cpu() {
+    if dev.plans_as_cpu() {
         rows.max(1)
     } else if cols == 1 {
         SUM_ALL_PER_GROUP

@@ -66,7 +66,7 @@ impl RowPlan {
     pub fn new(device: &Device, rows: usize, cols: usize) -> RowPlan {
         let kernel = if cols > SHORT_ROW {
             RowKernel::Lanes(ROW_WG)
-        } else if device.is_cpu() {
+        } else if device.plans_as_cpu() {
             RowKernel::PerInvocation
         } else {
             RowKernel::Lanes(short_row_lanes(cols))

@@ -504,7 +504,7 @@ impl MatmulPlan {
     /// 1.6-3.3x; else the vec4 kernel where N and K allow, else the flat one. Products
     /// with an f16 operand or output run as [`MatmulPlan::mixed`] says.
     pub fn new(device: &Device, shape: &MatmulShape) -> MatmulPlan {
-        let gpu = !device.is_cpu();
+        let gpu = !device.plans_as_cpu();
         if !shape.types.all_f32() {
             return Self::mixed(device, shape);
         }
@@ -562,7 +562,7 @@ impl MatmulPlan {
     /// to `Tiled`; else blocks numbered across the batch. `MixedTiled` and `MixedCoop`
     /// are candidates only, where plans are measured.
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
-        if let Some(slices) = split_k_exact(!device.is_cpu(), shape) {
+        if let Some(slices) = split_k_exact(!device.plans_as_cpu(), shape) {
             return MatmulPlan {
                 kernel: Self::mixed(device, &slice_shape(shape, slices)).kernel,
                 shape: *shape,
@@ -572,7 +572,7 @@ impl MatmulPlan {
         let subgroup = MatmulKernel::MixedSubgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
             subgroup
-        } else if !device.is_cpu() {
+        } else if !device.plans_as_cpu() {
             MatmulKernel::MixedTiledPrefetch
         } else {
             MatmulKernel::Mixed
@@ -600,6 +600,13 @@ impl MatmulPlan {
     /// [`candidates`](Self::candidates) lists them.
     pub fn candidates_like(device: &Device, plan: &MatmulPlan) -> Vec<MatmulPlan> {
         Self::candidates_in(device, &plan.shape, plan.kernel.mixed())
+    }
+
+    /// The plans of the mixed kernels for a product, whatever its operands' storage:
+    /// [`candidates`](Self::candidates) where an operand or the output is f16, and for
+    /// operands both in f32 the f16 products a mixed step's backward runs on them.
+    pub fn mixed_candidates(device: &Device, shape: &MatmulShape) -> Vec<MatmulPlan> {
+        Self::candidates_in(device, shape, true)
     }
 
     fn candidates_in(device: &Device, shape: &MatmulShape, mixed: bool) -> Vec<MatmulPlan> {
