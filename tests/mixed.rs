@@ -583,14 +583,26 @@ fn the_qkv_is_stored_in_f16_where_attention_reads_it_so() {
 /// f16); held to 1e-3 and 2e-2.
 #[test]
 fn a_mixed_precision_step_follows_the_f32_step() {
+    mixed_steps_follow_the_f32_steps(&device());
+}
+
+/// The same on a GPU's plans (`IJEPA_GPU_PLANS`), on a device of its own: the tiled
+/// mixed kernels, their splits along K and the row lanes in whole steps.
+#[test]
+fn a_mixed_precision_step_follows_the_f32_step_on_a_gpus_plans() {
+    let dev = std::sync::Arc::new(engine::Device::new().unwrap());
+    dev.set_gpu_plans(true);
+    mixed_steps_follow_the_f32_steps(&dev);
+}
+
+fn mixed_steps_follow_the_f32_steps(dev: &std::sync::Arc<engine::Device>) {
     use train::synthetic::SyntheticRun;
-    let dev = device();
     let run = |precision| {
         let config = train::config::PretrainConfig {
             precision,
             ..common::runs::tiny_config(64, 1)
         };
-        let mut run = SyntheticRun::new(&dev, config, 3).unwrap();
+        let mut run = SyntheticRun::new(dev, config, 3).unwrap();
         let params = run.state.model.trainable_params();
         let mut losses = Vec::new();
         let mut first_grads = Vec::new();
@@ -608,7 +620,15 @@ fn a_mixed_precision_step_follows_the_f32_step() {
     };
     let (losses32, grads32) = run(Precision::F32);
     let (losses16, grads16) = run(Precision::Mixed);
-    eprintln!("losses: f32 {losses32:?}, mixed {losses16:?}");
+    eprintln!(
+        "{}{}: losses f32 {losses32:?}, mixed {losses16:?}",
+        dev.info().name,
+        if dev.plans_as_cpu() {
+            ""
+        } else {
+            " on a GPU's plans"
+        }
+    );
     for (l32, l16) in losses32.iter().zip(&losses16) {
         assert!(
             (l32 - l16).abs() <= 1e-3 * l32.abs(),
