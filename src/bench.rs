@@ -332,7 +332,15 @@ pub fn step(
             config.model, channels, size, size, config.patch_size
         ),
     };
-    let name = format!("{name} {}", config.precision.name());
+    let name = format!(
+        "{name} {}{}",
+        config.precision.name(),
+        if dev.is_cpu() && !dev.plans_as_cpu() {
+            ", a GPU's plans"
+        } else {
+            ""
+        }
+    );
     let flops = (now.flops - counted.flops) as f64 / n;
     println!(
         "train step {name} (batch {b}): {:.0} dispatches and {:.0} buffer copies in {:.0} submits, {:.2} GFLOP of matmul and attention per step: {:.1} GFLOP/s",

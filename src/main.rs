@@ -260,6 +260,14 @@ fn info() -> Result<()> {
     println!("adapter:                {}", i.name);
     println!("backend:                {}", i.backend);
     println!("device type:            {:?}", i.device_type);
+    println!(
+        "plans:                  {}",
+        match (device.is_cpu(), device.plans_as_cpu()) {
+            (_, true) => "a CPU adapter's rules",
+            (true, false) => "a GPU's rules, on a CPU adapter (IJEPA_GPU_PLANS=1)",
+            (false, false) => "a GPU's rules",
+        }
+    );
     println!("driver:                 {} ({})", i.driver, i.driver_info);
     println!(
         "max storage binding:    {} MiB",
