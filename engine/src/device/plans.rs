@@ -32,6 +32,9 @@ const MIN_BATCH_SECONDS: f64 = 1e-3;
 /// The most runs in a batch.
 const MAX_BATCH_RUNS: usize = 32;
 
+/// Buckets a plan file lacks that a run names in a warning; it counts the rest.
+const MISSING_NAMED: usize = 3;
+
 /// One measured choice: each candidate plan, in words, with its best time in seconds,
 /// and the index of the fastest.
 #[derive(Clone, Debug, PartialEq)]
@@ -319,10 +322,19 @@ impl Device {
                     }
                 }
                 None if !measuring && file.missing.insert(key.clone()) => {
-                    eprintln!(
-                        "warning: plan file {} has no choice for {key}; following the rule",
-                        file.path.display()
-                    );
+                    // A file measured over a few steps lacks many buckets of a longer
+                    // run's masks: the first are named, the rest counted (`plan_file`).
+                    match file.missing.len() {
+                        n if n <= MISSING_NAMED => eprintln!(
+                            "warning: plan file {} has no choice for {key}; following the rule",
+                            file.path.display()
+                        ),
+                        n if n == MISSING_NAMED + 1 => eprintln!(
+                            "warning: plan file {} lacks more buckets, which follow the rule too; the run's end counts them",
+                            file.path.display()
+                        ),
+                        _ => {}
+                    }
                 }
                 None => {}
             }
