@@ -318,51 +318,38 @@ fn layernorm_and_softmax(dev: &std::sync::Arc<engine::Device>, rows: usize) {
 /// have chosen them.
 #[test]
 fn row_plans_are_measured_and_followed_from_a_plan_file() {
-    let dir = common::runs::temp_dir("row_plan_file");
-    let path = dir.join("plans.json");
-    let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
-    measuring.set_measure_plans(true);
-    measuring.use_plan_file(&path).unwrap();
-    layernorm_and_softmax(&measuring, 37);
-    let mut file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let follower = std::sync::Arc::new(engine::Device::new().unwrap());
-    let rule = RowPlan::new(&follower, 38, 24);
-    let others: Vec<RowPlan> = RowPlan::candidates(&follower, 38, 24)
-        .into_iter()
-        .filter(|p| *p != rule)
-        .collect();
-    let [forward, backward] = [others[0], others[1]];
-    let ops_ = [
-        "layernorm forward,",
-        "layernorm backward,",
-        "softmax forward",
-        "softmax backward",
-    ];
-    for op in ops_ {
-        let (_, plan) = file["plans"]
-            .as_object_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|(k, _)| k.starts_with(op))
-            .unwrap_or_else(|| panic!("{op} measured into the file"));
-        let edited = if op.contains("forward") {
-            forward
-        } else {
-            backward
-        };
-        plan["chosen"] = edited.method().into();
-    }
-    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
-
     // 37 and 38 rows share a bucket.
-    follower.use_plan_file(&path).unwrap();
-    follower.log_plans();
-    layernorm_and_softmax(&follower, 38);
-    let log = follower.take_plan_log();
-    assert!(follower.measured_plans().is_empty(), "nothing is measured");
-    let used = follower.plan_file().unwrap();
-    assert_eq!((used.stale, used.missing), (0, 0), "{used:?}");
+    let (log, (rule, forward, backward)) = common::follow_an_edited_plan_file(
+        "row_plan_file",
+        layernorm_and_softmax,
+        (37, 38),
+        |plans, follower| {
+            let rule = RowPlan::new(follower, 38, 24);
+            let others: Vec<RowPlan> = RowPlan::candidates(follower, 38, 24)
+                .into_iter()
+                .filter(|p| *p != rule)
+                .collect();
+            let [forward, backward] = [others[0], others[1]];
+            for op in [
+                "layernorm forward,",
+                "layernorm backward,",
+                "softmax forward",
+                "softmax backward",
+            ] {
+                let (_, plan) = plans
+                    .iter_mut()
+                    .find(|(k, _)| k.starts_with(op))
+                    .unwrap_or_else(|| panic!("{op} measured into the file"));
+                let edited = if op.contains("forward") {
+                    forward
+                } else {
+                    backward
+                };
+                plan["chosen"] = edited.method().into();
+            }
+            (rule, forward, backward)
+        },
+    );
     let want = [
         layernorm::plan_key(&forward, true),
         layernorm::plan_key(&backward, true),
@@ -377,7 +364,6 @@ fn row_plans_are_measured_and_followed_from_a_plan_file() {
         log.iter().all(|k| !rules.contains(k)),
         "the rule's plan does not run: {log:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -660,62 +660,47 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
 /// rule's and the measured one, so that only the file can have chosen it.
 #[test]
 fn a_plan_file_keeps_measured_choices_for_later_runs() {
-    let dir = common::runs::temp_dir("plan_file");
-    let path = dir.join("plans.json");
-    let measuring = std::sync::Arc::new(engine::Device::new().unwrap());
-    measuring.set_measure_plans(true);
-    measuring.use_plan_file(&path).unwrap();
-    product_and_attention(&measuring, 37);
-    let mut file = read_json(&path);
-    assert_eq!(file["adapter"], measuring.info().name.as_str());
-    let plans = file["plans"].as_object_mut().unwrap();
-    // The composed attention path's products are measured too, as it is timed.
-    assert_eq!(plans.len(), measuring.measured_plans().len(), "{plans:?}");
-
-    // The product's bucket: [37x20] x [20x36] and [38x20] x [20x36] share it.
-    let follower = std::sync::Arc::new(engine::Device::new().unwrap());
-    let m = 38;
-    let shape = product_shape(&follower, m);
-    let rule = MatmulPlan::new(&follower, &shape);
-    let (key, product) = plans
-        .iter_mut()
-        .find(|(k, _)| k.starts_with(PRODUCT_BUCKET))
-        .unwrap();
-    let measured = product["chosen"].as_str().unwrap().to_string();
-    let edited = MatmulPlan::candidates(&follower, &shape)
-        .into_iter()
-        .find(|p| p.method() != measured && p.kernel != rule.kernel)
-        .unwrap_or_else(|| panic!("{key}: a third candidate"));
-    product["chosen"] = edited.method().into();
-    // An attention plan's key reads "attention <path>[ head_dim=...]", its path as the
-    // file names it.
-    let path_of = |key: String| {
-        let path = key.trim_start_matches("attention ");
-        path.split(" head_dim").next().unwrap().to_string()
-    };
-    let qkv = engine::Tensor::zeros(&follower, &[2, 9, 48]).unwrap();
-    let qkv_shape = AttentionShape::of(&qkv, 2).unwrap();
-    let rule_path = path_of(AttentionPlan::new(&follower, &qkv_shape).key());
-    let (_, attention) = plans
-        .iter_mut()
-        .find(|(k, _)| k.starts_with("attention"))
-        .unwrap();
-    let measured_path = attention["chosen"].as_str().unwrap().to_string();
-    let edited_path = AttentionPlan::candidates(&follower, &qkv_shape)
-        .into_iter()
-        .map(|p| path_of(p.key()))
-        .find(|p| *p != measured_path && *p != rule_path)
-        .unwrap();
-    attention["chosen"] = edited_path.clone().into();
-    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
-
-    follower.use_plan_file(&path).unwrap();
-    follower.log_plans();
-    product_and_attention(&follower, m);
-    let log = follower.take_plan_log();
-    assert!(follower.measured_plans().is_empty(), "nothing is measured");
-    let used = follower.plan_file().unwrap();
-    assert_eq!((used.stale, used.missing), (0, 0), "{used:?}");
+    // [37x20] x [20x36] and [38x20] x [20x36] share the product's bucket.
+    let (log, (edited, edited_path)) = common::follow_an_edited_plan_file(
+        "plan_file",
+        product_and_attention,
+        (37, 38),
+        |plans, follower| {
+            let shape = product_shape(follower, 38);
+            let rule = MatmulPlan::new(follower, &shape);
+            let (key, product) = plans
+                .iter_mut()
+                .find(|(k, _)| k.starts_with(PRODUCT_BUCKET))
+                .unwrap();
+            let measured = product["chosen"].as_str().unwrap().to_string();
+            let edited = MatmulPlan::candidates(follower, &shape)
+                .into_iter()
+                .find(|p| p.method() != measured && p.kernel != rule.kernel)
+                .unwrap_or_else(|| panic!("{key}: a third candidate"));
+            product["chosen"] = edited.method().into();
+            // An attention plan's key reads "attention <path>[ head_dim=...]", its path
+            // as the file names it.
+            let path_of = |key: String| {
+                let path = key.trim_start_matches("attention ");
+                path.split(" head_dim").next().unwrap().to_string()
+            };
+            let qkv = engine::Tensor::zeros(follower, &[2, 9, 48]).unwrap();
+            let qkv_shape = AttentionShape::of(&qkv, 2).unwrap();
+            let rule_path = path_of(AttentionPlan::new(follower, &qkv_shape).key());
+            let (_, attention) = plans
+                .iter_mut()
+                .find(|(k, _)| k.starts_with("attention"))
+                .unwrap();
+            let measured_path = attention["chosen"].as_str().unwrap().to_string();
+            let edited_path = AttentionPlan::candidates(follower, &qkv_shape)
+                .into_iter()
+                .map(|p| path_of(p.key()))
+                .find(|p| *p != measured_path && *p != rule_path)
+                .unwrap();
+            attention["chosen"] = edited_path.clone().into();
+            (edited, edited_path)
+        },
+    );
     assert!(
         log.contains(&edited.key()),
         "the product runs on {}, the file's choice: {log:?}",
@@ -726,7 +711,6 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
             .any(|k| k.starts_with(&format!("attention {edited_path}"))),
         "attention runs {edited_path}, the file's choice: {log:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A plan file is refused, by name, when it was measured on another adapter, is of

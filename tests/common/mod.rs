@@ -100,3 +100,42 @@ pub fn assert_second_output(
         ),
     }
 }
+
+/// A plan file measured by one device running `work` (`IJEPA_MEASURE_PLANS`), its
+/// choices then edited by `edit` (given the file's `plans` and a second device), and
+/// followed by that second device running `work` on sizes `follow` of the same buckets:
+/// the follower's plan log, once it is checked that it measured nothing and found no
+/// choice stale or missing, and what `edit` returned.
+pub fn follow_an_edited_plan_file<T>(
+    name: &str,
+    work: impl Fn(&Arc<Device>, usize),
+    (measure, follow): (usize, usize),
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>, &Arc<Device>) -> T,
+) -> (std::collections::BTreeSet<String>, T) {
+    let dir = runs::temp_dir(name);
+    let path = dir.join("plans.json");
+    let measuring = Arc::new(Device::new().unwrap());
+    measuring.set_measure_plans(true);
+    measuring.use_plan_file(&path).unwrap();
+    work(&measuring, measure);
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(file["adapter"], measuring.info().name.as_str());
+    let plans = file["plans"].as_object_mut().unwrap();
+    // What was timed inside a timed candidate (the composed attention path's
+    // products) is measured and written too.
+    assert_eq!(plans.len(), measuring.measured_plans().len(), "{plans:?}");
+    let follower = Arc::new(Device::new().unwrap());
+    let edited = edit(plans, &follower);
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+
+    follower.use_plan_file(&path).unwrap();
+    follower.log_plans();
+    work(&follower, follow);
+    let log = follower.take_plan_log();
+    assert!(follower.measured_plans().is_empty(), "nothing is measured");
+    let used = follower.plan_file().unwrap();
+    assert_eq!((used.stale, used.missing), (0, 0), "{used:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    (log, edited)
+}

@@ -228,8 +228,8 @@ fn backward(
     accumulate: Option<&Tensor>,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let x = &saved.x;
-    let cols = x.last_dim();
-    let chunk = rows_per_workgroup(x.device(), x.numel() / cols.max(1), cols);
+    let rows = RowPlan::of(x);
+    let chunk = rows_per_workgroup(x.device(), rows.rows, rows.cols);
     let plan = RowPlan::measured(
         format_args!(
             "layernorm backward, affine {}, accumulating {}",
