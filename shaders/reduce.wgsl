@@ -1,11 +1,13 @@
 // Sums. `sum_columns` reduces x viewed as [rows, cols] over its rows, one chunk of
 // `chunk` rows per workgroup row, into partial sums [ceil(rows / chunk), cols];
+// `sum_columns_pair` does the same for two inputs of the same rows at once;
 // `sum_all` reduces `chunk` values per workgroup into one partial sum. The host
 // repeats them until one row is left (once, when a chunk is all the rows).
 
 struct Params {
     rows: u32,
-    cols: u32,
+    cols: u32,     // of sum_columns_pair: both inputs' columns
+    first: u32,    // of sum_columns_pair: the first input's columns (the rest are the second's)
     chunk: u32,    // rows (values, for sum_all) per workgroup
 }
 
@@ -39,6 +41,38 @@ fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         var total = 0.0;
         for (var l = 0u; l < ROW_LANES; l++) { total += lanes[l * COLS_PER_WG + lid.x]; }
         out[block.chunk * p.cols + col] = total;
+    }
+}
+
+// sum_columns over first [rows, p.first] and second [rows, p.cols - p.first] at once:
+// columns past p.first are the second's. One dispatch where a split product sums its
+// partial products and their row sums (a weight gradient and its bias gradient).
+@group(0) @binding(3) var<storage, read> first: array<f32>;
+@group(0) @binding(4) var<storage, read> second: array<f32>;
+@group(0) @binding(5) var<storage, read_write> first_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> second_out: array<f32>;
+
+@compute @workgroup_size(COLS_PER_WG, ROW_LANES)
+fn sum_columns_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let block = column_block(wid, nwg, lid.x);
+    if (block.row_start >= p.rows) { return; }
+    // A workgroup's columns may start in one input and end in the other.
+    let in_first = block.col < p.first;
+    let cols = select(p.cols - p.first, p.first, in_first);
+    let col = select(block.col - p.first, block.col, in_first);
+    var acc = 0.0;
+    if (block.col < p.cols) {
+        for (var r = block.row_start + lid.y; r < block.row_end; r += ROW_LANES) {
+            if (in_first) { acc += first[r * cols + col]; } else { acc += second[r * cols + col]; }
+        }
+    }
+    lanes[lid.y * COLS_PER_WG + lid.x] = acc;
+    workgroupBarrier();
+    if (lid.y == 0u && block.col < p.cols) {
+        var total = 0.0;
+        for (var l = 0u; l < ROW_LANES; l++) { total += lanes[l * COLS_PER_WG + lid.x]; }
+        if (in_first) { first_out[block.chunk * cols + col] = total; } else { second_out[block.chunk * cols + col] = total; }
     }
 }
 

@@ -401,6 +401,64 @@ fn sums_match_cpu_across_multiple_passes() {
     }
 }
 
+#[test]
+fn paired_sums_match_cpu_in_one_pass_and_several() {
+    // Two inputs of the same rows summed by one dispatch per pass. Their columns meet
+    // inside a workgroup's columns (8 on a CPU adapter, 64 on a GPU) for the first
+    // sizes; the last are a split product's [slices, M N] and [slices, M].
+    let mut r = rng(17);
+    for &(rows, inner_x, inner_y) in &[
+        (0, 3, 5),
+        (1, 5, 3),
+        (2, 37, 5),
+        (3, 61, 70),
+        (700, 13, 9),
+        (8, 64 * 192, 64),
+    ] {
+        let x = random(&mut r, rows * inner_x);
+        let y = random(&mut r, rows * inner_y);
+        let tol = 1e-6 * (rows as f32).sqrt() * 10.0;
+        let (want_x, want_y) = (cpu::sum_leading(&x, inner_x), cpu::sum_leading(&y, inner_y));
+        let (tx, ty) = (upload(&[rows, inner_x], &x), upload(&[rows, inner_y], &y));
+        let by_rule = reduce::sum_leading_pair_forward(&tx, inner_x, &ty, inner_y).unwrap();
+        // In one pass, and in chunks of 256, 3 and 1 rows (several passes).
+        for (chunk, (got_x, got_y)) in
+            [(0, by_rule)]
+                .into_iter()
+                .chain([rows, 256, 3, 1].map(|chunk| {
+                    let sums =
+                        reduce::sum_leading_pair_forward_with(&tx, inner_x, &ty, inner_y, chunk);
+                    (chunk, sums.unwrap())
+                }))
+        {
+            let what = format!("paired sums of {rows}x{inner_x} and {rows}x{inner_y}, chunks of {chunk} rows (0: the rule's)");
+            assert_close(
+                &format!("{what}: first"),
+                &got_x.to_vec(),
+                &want_x,
+                tol,
+                1e-5,
+            );
+            assert_close(
+                &format!("{what}: second"),
+                &got_y.to_vec(),
+                &want_y,
+                tol,
+                1e-5,
+            );
+        }
+    }
+    let err = reduce::sum_leading_pair_forward(
+        &upload(&[4, 3], &[0.0; 12]),
+        3,
+        &upload(&[5, 2], &[0.0; 10]),
+        2,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("different rows"), "{err}");
+}
+
 /// What a LayerNorm forward of x (uploaded as tx) saves, its statistics from the CPU.
 fn saved_by_cpu(x: &[f32], tx: &Tensor, cols: usize) -> layernorm::LayerNormSaved {
     let (_, stats) = cpu::layernorm(x, cols, None, 1e-6);

@@ -12,11 +12,14 @@ crate::kernel_params! {
     pub struct ReduceParams {
         rows: u32,
         cols: u32,
+        first: u32,
         chunk: u32,
     }
 }
 
 const SUM_COLUMNS: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_columns", 1, 1);
+const SUM_COLUMNS_PAIR: KernelDef<ReduceParams> =
+    KernelDef::new(&shaders::REDUCE, "sum_columns_pair", 2, 2).bound_from(3);
 const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_all", 1, 1);
 
 /// Columns per workgroup of `sum_columns` and of LayerNorm's parameter gradients: 64
@@ -91,58 +94,149 @@ pub fn sum_leading_forward(x: &Tensor, inner: usize) -> Result<Tensor> {
 
 /// `sum_leading_forward` with `chunk` rows per workgroup in each pass.
 pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Result<Tensor> {
-    if inner == 0 || !x.numel().is_multiple_of(inner) {
-        return shape_err(
-            "sum_leading",
-            format!("{:?} is not a multiple of {inner}", x.shape()),
-        );
-    }
+    let rows = leading_rows("sum_leading", x, inner)?;
     let dev = x.device();
-    let mut rows = x.numel() / inner;
     if rows == 0 {
         return Tensor::zeros(dev, &[inner]);
     }
+    if inner > 1 {
+        let [sum] = sum_columns_passes([(x.clone(), inner)], rows, chunk)?;
+        return Ok(sum);
+    }
     let mut current = x.clone();
-    // Each pass shrinks rows by the chunk until one row is left: a chunk of one row
-    // would not shrink them, so it sums two.
-    let chunk = chunk.min(max_rows_per_workgroup(inner));
+    let mut rows = rows;
+    // Each pass shrinks rows by the chunk until one value is left: a chunk of one
+    // value would not shrink them, so it sums two.
+    let chunk = chunk.min(max_rows_per_workgroup(1));
     while rows > 1 {
         let chunk = chunk.clamp(2, rows);
-        if inner == 1 {
-            let groups = rows.div_ceil(chunk);
-            let out = Tensor::empty(dev, &[groups])?;
-            dev.dispatch(
-                &SUM_ALL,
-                &overrides(dev),
-                &ReduceParams {
-                    rows: rows as u32,
-                    cols: 1,
-                    chunk: chunk as u32,
-                },
-                &[current.buffer(), out.buffer()],
-                dev.grid_1d(groups as u32),
-            )?;
-            current = out;
-            rows = groups;
-        } else {
-            let chunks = rows.div_ceil(chunk);
-            let out = Tensor::empty(dev, &[chunks, inner])?;
-            dev.dispatch(
-                &SUM_COLUMNS,
-                &overrides(dev),
-                &ReduceParams {
-                    rows: rows as u32,
-                    cols: inner as u32,
-                    chunk: chunk as u32,
-                },
-                &[current.buffer(), out.buffer()],
-                column_sums_grid(dev, inner, chunks),
-            )?;
-            current = out;
-            rows = chunks;
-        }
+        let groups = rows.div_ceil(chunk);
+        let out = Tensor::empty(dev, &[groups])?;
+        dev.dispatch(
+            &SUM_ALL,
+            &overrides(dev),
+            &ReduceParams {
+                rows: rows as u32,
+                cols: 1,
+                first: 1,
+                chunk: chunk as u32,
+            },
+            &[current.buffer(), out.buffer()],
+            dev.grid_1d(groups as u32),
+        )?;
+        current = out;
+        rows = groups;
     }
-    current.view(&[inner])
+    current.view(&[1])
+}
+
+/// x viewed as [rows, inner] and y as [rows, inner_y] (the same rows), each summed over
+/// its rows: ([inner], [inner_y]) in one dispatch per pass where `sum_leading_forward`
+/// would make two (a split product's partial products and their row sums).
+pub fn sum_leading_pair_forward(
+    x: &Tensor,
+    inner: usize,
+    y: &Tensor,
+    inner_y: usize,
+) -> Result<(Tensor, Tensor)> {
+    let rows = x.numel() / inner.max(1);
+    let chunk = rows_per_workgroup(x.device(), rows, inner + inner_y);
+    sum_leading_pair_forward_with(x, inner, y, inner_y, chunk)
+}
+
+/// `sum_leading_pair_forward` with `chunk` rows per workgroup in each pass.
+pub fn sum_leading_pair_forward_with(
+    x: &Tensor,
+    inner: usize,
+    y: &Tensor,
+    inner_y: usize,
+    chunk: usize,
+) -> Result<(Tensor, Tensor)> {
+    let rows = leading_rows("sum_leading_pair", x, inner)?;
+    if leading_rows("sum_leading_pair", y, inner_y)? != rows {
+        return shape_err(
+            "sum_leading_pair",
+            format!(
+                "{:?} and {:?} have different rows of {inner} and {inner_y}",
+                x.shape(),
+                y.shape()
+            ),
+        );
+    }
+    if rows == 0 {
+        let dev = x.device();
+        return Ok((
+            Tensor::zeros(dev, &[inner])?,
+            Tensor::zeros(dev, &[inner_y])?,
+        ));
+    }
+    let [sum_x, sum_y] =
+        sum_columns_passes([(x.clone(), inner), (y.clone(), inner_y)], rows, chunk)?;
+    Ok((sum_x, sum_y))
+}
+
+/// The rows of x viewed as [rows, inner].
+fn leading_rows(op: &'static str, x: &Tensor, inner: usize) -> Result<usize> {
+    if inner == 0 || !x.numel().is_multiple_of(inner) {
+        return shape_err(op, format!("{:?} is not a multiple of {inner}", x.shape()));
+    }
+    Ok(x.numel() / inner)
+}
+
+/// Each of `parts` (a tensor viewed as [rows, its columns], every part `rows` long)
+/// summed over its rows, `chunk` rows per workgroup, pass after pass until one row is
+/// left: [columns] each. One part is `sum_columns`; two share `sum_columns_pair`'s
+/// dispatches.
+fn sum_columns_passes<const N: usize>(
+    parts: [(Tensor, usize); N],
+    mut rows: usize,
+    chunk: usize,
+) -> Result<[Tensor; N]> {
+    let dev = parts[0].0.device().clone();
+    let cols: [usize; N] = std::array::from_fn(|i| parts[i].1);
+    let total: usize = cols.iter().sum();
+    let mut current = parts.map(|(t, _)| t);
+    // Each pass shrinks rows by the chunk until one row is left: a chunk of one row
+    // would not shrink them, so it sums two.
+    let chunk = chunk.min(max_rows_per_workgroup(total));
+    while rows > 1 {
+        let chunk = chunk.clamp(2, rows);
+        let chunks = rows.div_ceil(chunk);
+        let mut outs = Vec::with_capacity(N);
+        for c in cols {
+            outs.push(Tensor::empty(&dev, &[chunks, c])?);
+        }
+        let kernel = match N {
+            1 => &SUM_COLUMNS,
+            2 => &SUM_COLUMNS_PAIR,
+            _ => unreachable!("sum_columns takes one or two parts"),
+        };
+        let buffers: Vec<_> = current.iter().chain(&outs).map(Tensor::buffer).collect();
+        dev.dispatch(
+            kernel,
+            &overrides(&dev),
+            &ReduceParams {
+                rows: rows as u32,
+                cols: total as u32,
+                first: cols[0] as u32,
+                chunk: chunk as u32,
+            },
+            &buffers,
+            column_sums_grid(&dev, total, chunks),
+        )?;
+        current = outs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one output per part"));
+        rows = chunks;
+    }
+    let sums = current
+        .iter()
+        .zip(cols)
+        .map(|(t, c)| t.view(&[c]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(sums
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one sum per part")))
 }
 
 /// Sum `t` over the leading dims it has beyond `shape` (a suffix of t's shape, or a

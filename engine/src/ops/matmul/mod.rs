@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::device::{round_up_to_quarter_power, Candidate, KernelDef, CPU_LOOP_BUDGET};
 use crate::error::{shape_err, Result};
 use crate::ops::cast::{cast, cast_forward};
-use crate::ops::reduce::{sum_leading_forward, sum_to_shape};
+use crate::ops::reduce::{sum_leading_forward, sum_leading_pair_forward, sum_to_shape};
 use crate::precision;
 use crate::shaders;
 use crate::tape::record;
@@ -323,10 +323,15 @@ fn split_k_product(
     let b3 = b.prefix_view(&[slices, rows, d.n])?;
     let (partial, partial_sums) =
         run_kernel(kernel, &a3, &b3, &slice_shape(d, slices), None, None)?;
-    let sum = sum_leading_forward(&partial, d.m * d.n)?.view(&[d.m, d.n])?;
-    let row_sums = partial_sums
-        .map(|p| sum_leading_forward(&p, d.m))
-        .transpose()?;
+    // The row sums' slices are summed in the same dispatch as the products'.
+    let (sum, row_sums) = match partial_sums {
+        Some(sums) => {
+            let (sum, row_sums) = sum_leading_pair_forward(&partial, d.m * d.n, &sums, d.m)?;
+            (sum, Some(row_sums))
+        }
+        None => (sum_leading_forward(&partial, d.m * d.n)?, None),
+    };
+    let sum = sum.view(&[d.m, d.n])?;
     let (main, rest) = (rows * slices, d.k - rows * slices);
     if rest == 0 {
         return Ok((sum, row_sums));
