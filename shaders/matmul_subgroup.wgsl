@@ -9,14 +9,14 @@
 //
 // On such a driver each invocation is one lane of a SIMD register, and a storage
 // load costs a loop over the 8 lanes whether or not their addresses agree. So the
-// kernel loads as little as it can per multiply-add: a subgroup computes a 32x64
-// block of c, lane l owning 8 of its columns for all 32 rows (64 vec4 accumulators).
-// Each 4-deep step of k, the 32x4 block of op(a) shared by the lanes is fetched four
-// vec4 per lane and handed round with subgroupBroadcast, and each lane loads only its
-// own two 4x4 blocks of op(b): 12 loads for 1,024 multiply-adds, against 8 for 64 in
-// the vec4 kernel. Fewer rows or columns load more per multiply-add; more no longer
-// gained (measured in docs/results/: 16, 32 and 64 rows of 4 columns, 32 rows of 4, 8
-// and 16 columns).
+// kernel loads as little as it can per multiply-add: a subgroup computes a 32x32
+// block of c, lane l owning columns 4l..4l+4 of it for all 32 rows (32 vec4
+// accumulators). Each 4-deep step of k, the 32x4 block of op(a) shared by the
+// lanes is fetched four vec4 per lane and handed round with subgroupBroadcast, and
+// each lane loads only its own 4x4 block of op(b): 8 loads for 512 multiply-adds,
+// against 8 for 64 in the vec4 kernel. Fewer rows load more per multiply-add, more
+// rows no longer fit the compiler's registers (measured in docs/results/, 16 and 64
+// rows against 32).
 
 const ROWS: u32 = 32u;
 
@@ -36,14 +36,9 @@ fn store_fetched_sums(f: vec4<f32>, batch: u32, row: u32, stores: bool) {
     if (stores && row + 4u < p.m) { store_row_sums4((batch * p.m + row + 4u) / 4u, next); }
 }
 
-// A workgroup is one subgroup of 8 lanes: a ROWS x 64 tile of c, lane l owning its
-// columns 4l..4l+4 (acc) and 32+4l..32+4l+4 (acc2), so that each fetch of op(a) serves
-// 8 columns. Small tiles give the CPU's threads enough workgroups to share even when c
-// is small (a weight gradient [64, 192] is 6 of them), and there is no workgroup memory
-// to reuse. Every array is at most 32 long: the compiler unrolls loops of up to 32
-// iterations, and the arrays they index then live in registers; a loop it does not
-// unroll leaves its array in memory, which every lane reads in turn (64 rows in one
-// array ran several times slower; measured in docs/results/).
+// A workgroup is one subgroup of 8 lanes: a ROWS x 32 tile of c. Small tiles give
+// the CPU's threads enough workgroups to share even when c is small (a weight
+// gradient [64, 192] is 12 of them), and there is no workgroup memory to reuse.
 @compute @workgroup_size(8)
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(subgroup_invocation_id) lane: u32) {
@@ -51,18 +46,12 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (tile.batch >= p.batch) { return; }
     let batch = tile.batch;
     let row0 = tile.m0;
-    let col0 = wid.x * 64u + 4u * lane;
+    let col0 = wid.x * 32u + 4u * lane;
     let a_base = batch * p.a_batch_stride;
     let b_base = batch * p.b_batch_stride;
-    // Columns past N are clamped: computed, never stored.
     let c = min(col0, p.n - 4u);
-    let c2 = min(col0 + 32u, p.n - 4u);
     var acc: array<vec4<f32>, ROWS>;
-    var acc2: array<vec4<f32>, ROWS>;
-    for (var i = 0u; i < ROWS; i++) {
-        acc[i] = vec4<f32>(0.0);
-        acc2[i] = vec4<f32>(0.0);
-    }
+    for (var i = 0u; i < ROWS; i++) { acc[i] = vec4<f32>(0.0); }
     // Under ROW_SUMS, fetch h summed over k.
     var fetched: array<vec4<f32>, ROWS / 8u>;
     for (var k = 0u; k < p.k; k += 4u) {
@@ -104,10 +93,8 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             }
         }
         let b0 = b_block(b_base, k, c);
-        let b1 = b_block(b_base, k, c2);
         for (var i = 0u; i < ROWS; i++) {
             acc[i] += times(rows[i], b0);
-            acc2[i] += times(rows[i], b1);
         }
     }
     if (ROW_SUMS) {
@@ -117,19 +104,11 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         }
     }
     if (col0 >= p.n) { return; }
-    let second = col0 + 32u < p.n;
     var bv = vec4<f32>(0.0);
-    var bv2 = vec4<f32>(0.0);
-    if (HAS_BIAS) {
-        bv = bias4[col0 / 4u];
-        if (second) { bv2 = bias4[col0 / 4u + 8u]; }
-    }
+    if (HAS_BIAS) { bv = bias4[col0 / 4u]; }
     let n4 = p.n / 4u;
     let o = (batch * p.m * p.n + col0) / 4u;
     for (var i = 0u; i < ROWS; i++) {
-        if (row0 + i < p.m) {
-            store4(o + (row0 + i) * n4, acc[i] + bv);
-            if (second) { store4(o + (row0 + i) * n4 + 8u, acc2[i] + bv2); }
-        }
+        if (row0 + i < p.m) { store4(o + (row0 + i) * n4, acc[i] + bv); }
     }
 }

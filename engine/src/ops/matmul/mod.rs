@@ -445,18 +445,16 @@ fn run_kernel(
         _ => None,
     };
     let overrides = pipeline_constants(kernel, d, dev.cooperative_subgroup());
-    let tiles = |(rows, columns): (usize, usize)| {
-        dev.grid_2d(d.n.div_ceil(columns), d.m.div_ceil(rows) * d.batch)
-    };
+    let tiles = |tile: usize| dev.grid_2d(d.n.div_ceil(tile), d.m.div_ceil(tile) * d.batch);
     let grid = match kernel {
-        MatmulKernel::Scalar | MatmulKernel::Vec4 => tiles((TILE, TILE)),
+        MatmulKernel::Scalar | MatmulKernel::Vec4 => tiles(TILE),
         MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => tiles(SUBGROUP_TILE),
         MatmulKernel::Tiled
         | MatmulKernel::TiledPrefetch
         | MatmulKernel::TiledPrefetchVec4
         | MatmulKernel::MixedTiled
-        | MatmulKernel::MixedTiledPrefetch => tiles((TILED_TILE, TILED_TILE)),
-        MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated => tiles((COOP_TILE, COOP_TILE)),
+        | MatmulKernel::MixedTiledPrefetch => tiles(TILED_TILE),
+        MatmulKernel::MixedCoop | MatmulKernel::MixedCoopEmulated => tiles(COOP_TILE),
         MatmulKernel::Flat | MatmulKernel::Mixed => {
             let blocks = d.batch * d.m.div_ceil(4) * d.n.div_ceil(4);
             dev.grid_1d(blocks.div_ceil(FLAT_BLOCKS) as u32)

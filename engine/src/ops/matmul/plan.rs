@@ -4,7 +4,7 @@
 //!
 //! | kernel | tile | chosen for |
 //! | --- | --- | --- |
-//! | `Subgroup` | 32x64, one 8-lane subgroup of 32x8 per lane | every product it takes (N, K multiples of 4; a weight gradient's M, N multiples of 4, any K) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer); `MixedSubgroup` likewise |
+//! | `Subgroup` | 32x32, one 8-lane subgroup of 32x4 per lane | every product it takes (N, K multiples of 4; a weight gradient's M, N multiples of 4, any K) on CPU adapters with 8-lane subgroups, whose storage loads it minimises; a weight gradient's bias gradient with it, op(a)'s rows summed as they are fetched (`Epilogue::RowSums`: one column-sum dispatch fewer); `MixedSubgroup` likewise |
 //! | `Tiled` | 128x128 in workgroup memory, 8x8 per invocation | nowhere now: `TiledPrefetch` measured faster on the H200 at every size from 1e9 multiply-adds; a candidate |
 //! | `Vec4` | 64x64, 4x4 per invocation, vec4 loads | what remains with N and K multiples of 4; on GPUs a weight gradient's bias gradient with it where it runs the product (`Epilogue::RowSums`, summed by its first column of workgroups; M a multiple of 4) |
 //! | `Flat` | 64 4x4 blocks per workgroup, numbered across the batch | what remains (attention over few tokens, odd sizes) |
@@ -50,10 +50,9 @@ pub const FLAT_BLOCKS: usize = 64;
 /// The side of the tile of the `Tiled` and `TiledPrefetch` kernels (`TILE_M`): 16x16
 /// invocations of 8x8, as those kernels are written.
 pub const TILED_TILE: usize = 128;
-/// The rows and columns of the tile of the `Subgroup` kernel, one 8-lane subgroup of
-/// 32 rows x 8 columns per lane (matmul_subgroup.wgsl's `ROWS`, lanes and column
-/// blocks).
-pub const SUBGROUP_TILE: (usize, usize) = (32, 64);
+/// The side of the tile of the `Subgroup` kernel, one 8-lane subgroup of 32 rows x 4
+/// columns per lane (matmul_subgroup.wgsl's `ROWS` and lanes).
+pub const SUBGROUP_TILE: usize = 32;
 /// The side of the tile of the `MixedCoop` kernel (matmul_coop.wgsl's `COOP_TILE`).
 pub const COOP_TILE: usize = 128;
 
@@ -82,7 +81,7 @@ pub enum MatmulKernel {
     /// `TiledPrefetch` loading its tiles and storing c as vec4s: `Vec4`'s shapes. A
     /// candidate only, where plans are measured.
     TiledPrefetchVec4,
-    /// 32x8 per lane, op(a) fetched once per 8-lane subgroup and broadcast: N and K
+    /// 32x4 per lane, op(a) fetched once per 8-lane subgroup and broadcast: N and K
     /// multiples of 4, M too when a is stored transposed, on adapters whose subgroups
     /// are exactly 8 lanes (CPU drivers).
     Subgroup,
@@ -230,8 +229,7 @@ impl MatmulKernel {
                 format!("{TILE}x{TILE} tiles, 4x4 per invocation")
             }
             MatmulKernel::Subgroup | MatmulKernel::MixedSubgroup => {
-                let (rows, columns) = SUBGROUP_TILE;
-                format!("{rows}x{columns} tiles, {rows}x8 per lane")
+                format!("{SUBGROUP_TILE}x{SUBGROUP_TILE} tiles, 32x4 per lane")
             }
             MatmulKernel::Flat | MatmulKernel::Mixed => {
                 format!("{FLAT_BLOCKS} 4x4 blocks per workgroup")
