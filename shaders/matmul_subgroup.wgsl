@@ -14,9 +14,14 @@
 // accumulators). Each 4-deep step of k, the 32x4 block of op(a) shared by the
 // lanes is fetched four vec4 per lane and handed round with subgroupBroadcast, and
 // each lane loads only its own 4x4 block of op(b): 8 loads for 512 multiply-adds,
-// against 8 for 64 in the vec4 kernel. Fewer rows load more per multiply-add, more
-// rows no longer fit the compiler's registers (measured in docs/results/, 16 and 64
-// rows against 32).
+// against 8 for 64 in the vec4 kernel. Fewer rows load more per multiply-add. Larger
+// blocks load less and ran faster on large products (64 rows x 8 columns per lane as
+// four arrays of 32: 1.2-1.9x) but not on the `fmnist-cpu` step's small ones, and their
+// pipelines compile two to five times as slowly, which every test process pays
+// (docs/results/2026-12-05-lavapipe-step-5.txt). No array may be longer than 32: the
+// compiler unrolls loops of at most 32 iterations, and an array indexed by a loop it
+// keeps lives in memory, where every access walks the lanes (64 rows in one array ran
+// 3x slower).
 
 const ROWS: u32 = 32u;
 

@@ -6,9 +6,9 @@
 
 struct Params {
     rows: u32,
-    cols: u32,     // of sum_columns_pair: both inputs' columns
-    first: u32,    // of sum_columns_pair: the first input's columns (the rest are the second's)
-    chunk: u32,    // rows (values, for sum_all) per workgroup
+    cols: u32,        // of sum_columns_pair: both inputs' columns
+    first_cols: u32,  // of sum_columns_pair: the first input's (the rest are the second's)
+    chunk: u32,       // rows (values, for sum_all) per workgroup
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,9 +44,10 @@ fn sum_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// sum_columns over first [rows, p.first] and second [rows, p.cols - p.first] at once:
-// columns past p.first are the second's. One dispatch where a split product sums its
-// partial products and their row sums (a weight gradient and its bias gradient).
+// sum_columns over first [rows, p.first_cols] and second [rows, p.cols - p.first_cols]
+// at once: the columns past p.first_cols are the second's. One dispatch where a split
+// product sums its partial products and their row sums (a weight gradient and its bias
+// gradient).
 @group(0) @binding(3) var<storage, read> first: array<f32>;
 @group(0) @binding(4) var<storage, read> second: array<f32>;
 @group(0) @binding(5) var<storage, read_write> first_out: array<f32>;
@@ -58,9 +59,9 @@ fn sum_columns_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let block = column_block(wid, nwg, lid.x);
     if (block.row_start >= p.rows) { return; }
     // A workgroup's columns may start in one input and end in the other.
-    let in_first = block.col < p.first;
-    let cols = select(p.cols - p.first, p.first, in_first);
-    let col = select(block.col - p.first, block.col, in_first);
+    let in_first = block.col < p.first_cols;
+    let cols = select(p.cols - p.first_cols, p.first_cols, in_first);
+    let col = select(block.col - p.first_cols, block.col, in_first);
     var acc = 0.0;
     if (block.col < p.cols) {
         for (var r = block.row_start + lid.y; r < block.row_end; r += ROW_LANES) {
@@ -72,7 +73,11 @@ fn sum_columns_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if (lid.y == 0u && block.col < p.cols) {
         var total = 0.0;
         for (var l = 0u; l < ROW_LANES; l++) { total += lanes[l * COLS_PER_WG + lid.x]; }
-        if (in_first) { first_out[block.chunk * cols + col] = total; } else { second_out[block.chunk * cols + col] = total; }
+        if (in_first) {
+            first_out[block.chunk * cols + col] = total;
+        } else {
+            second_out[block.chunk * cols + col] = total;
+        }
     }
 }
 

@@ -12,7 +12,7 @@ crate::kernel_params! {
     pub struct ReduceParams {
         rows: u32,
         cols: u32,
-        first: u32,
+        first_cols: u32,
         chunk: u32,
     }
 }
@@ -118,7 +118,7 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
             &ReduceParams {
                 rows: rows as u32,
                 cols: 1,
-                first: 1,
+                first_cols: 1,
                 chunk: chunk as u32,
             },
             &[current.buffer(), out.buffer()],
@@ -218,7 +218,7 @@ fn sum_columns_passes<const N: usize>(
             &ReduceParams {
                 rows: rows as u32,
                 cols: total as u32,
-                first: cols[0] as u32,
+                first_cols: cols[0] as u32,
                 chunk: chunk as u32,
             },
             &buffers,
