@@ -14,14 +14,15 @@
 // accumulators). Each 4-deep step of k, the 32x4 block of op(a) shared by the
 // lanes is fetched four vec4 per lane and handed round with subgroupBroadcast, and
 // each lane loads only its own 4x4 block of op(b): 8 loads for 512 multiply-adds,
-// against 8 for 64 in the vec4 kernel. Fewer rows load more per multiply-add. Larger
-// blocks load less and ran faster on large products (64 rows x 8 columns per lane as
-// four arrays of 32: 1.2-1.9x) but not on the `fmnist-cpu` step's small ones, and their
-// pipelines compile two to five times as slowly, which every test process pays
-// (docs/results/2026-12-05-lavapipe-step-5.txt). No array may be longer than 32: the
-// compiler unrolls loops of at most 32 iterations, and an array indexed by a loop it
-// keeps lives in memory, where every access walks the lanes (64 rows in one array ran
-// 3x slower).
+// against 8 for 64 in the vec4 kernel. Fewer rows would load more per multiply-add;
+// larger blocks load less and ran faster on large products (64 rows x 8 columns per
+// lane as four arrays of 32: products 1.2-1.5x, weight gradients 1.5-1.9x) but not on
+// the `fmnist-cpu` step's small ones, while a 1-step bench without the shader cache
+// took 1.9x (32x8) to 4.8x (64x8) as long to compile, as every CI test process does
+// (docs/results/2026-12-05-lavapipe-step-5.txt). On lavapipe no array here may be longer
+// than 32: its compiler unrolls loops of at most 32 iterations, and an array indexed by a
+// loop it keeps is evidently left in memory (64 rows in one array ran 3x slower, as two
+// arrays of 32 faster).
 
 const ROWS: u32 = 32u;
 

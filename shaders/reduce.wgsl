@@ -16,7 +16,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 // Sizes the host grids with, set by it.
-override COLS_PER_WG: u32;   // columns per workgroup of sum_columns
+override COLS_PER_WG: u32;   // columns per workgroup of sum_columns and sum_columns_pair
 override SUM_WG: u32;        // invocations per workgroup of sum_all
 
 var<workgroup> lanes: array<f32, COLS_PER_WG * ROW_LANES>;

@@ -403,9 +403,10 @@ fn sums_match_cpu_across_multiple_passes() {
 
 #[test]
 fn paired_sums_match_cpu_in_one_pass_and_several() {
-    // Two inputs of the same rows summed by one dispatch per pass. Their columns meet
-    // inside a workgroup's columns (8 on a CPU adapter, 64 on a GPU) for the first
-    // sizes; the last are a split product's [slices, M N] and [slices, M].
+    // Two inputs of the same rows summed by one dispatch per pass. From 2 rows, their
+    // columns meet inside a workgroup's (8 on a CPU adapter, 64 on a GPU) but in the
+    // last case, a split product's [slices, M N] and [slices, M]; 0 and 1 rows dispatch
+    // nothing.
     let mut r = rng(17);
     for &(rows, inner_x, inner_y) in &[
         (0, 3, 5),
@@ -421,7 +422,8 @@ fn paired_sums_match_cpu_in_one_pass_and_several() {
         let (want_x, want_y) = (cpu::sum_leading(&x, inner_x), cpu::sum_leading(&y, inner_y));
         let (tx, ty) = (upload(&[rows, inner_x], &x), upload(&[rows, inner_y], &y));
         let by_rule = reduce::sum_leading_pair_forward(&tx, inner_x, &ty, inner_y).unwrap();
-        // In one pass, and in chunks of 256, 3 and 1 rows (several passes).
+        // In one pass, and in chunks of 256, 3 and 1 rows (several passes; a chunk of one
+        // row sums two).
         for (chunk, (got_x, got_y)) in
             [(0, by_rule)]
                 .into_iter()

@@ -22,7 +22,8 @@ const SUM_COLUMNS_PAIR: KernelDef<ReduceParams> =
     KernelDef::new(&shaders::REDUCE, "sum_columns_pair", 2, 2).bound_from(3);
 const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_all", 1, 1);
 
-/// Columns per workgroup of `sum_columns` and of LayerNorm's parameter gradients: 64
+/// Columns per workgroup of `sum_columns` (and its pair) and of LayerNorm's parameter
+/// gradients: 64
 /// on GPUs; 8 on CPU adapters, which sum all the rows in one workgroup per column
 /// group (see [`rows_per_workgroup`]), so that a 64-wide gradient still gives their
 /// threads 8 workgroups to share instead of one.
@@ -69,8 +70,8 @@ fn overrides(dev: &Device) -> [(&'static str, f64); 3] {
     ]
 }
 
-/// Rows per workgroup of a sum over `rows` rows of `cols` columns (`sum_columns`,
-/// LayerNorm's parameter gradients; `sum_all` when `cols` is 1). On a GPU, a chunk
+/// Rows per workgroup of a sum over `rows` rows of `cols` columns (`sum_columns` and its
+/// pair, LayerNorm's parameter gradients; `sum_all` when `cols` is 1). On a GPU, a chunk
 /// (`CHUNK` rows, `SUM_ALL_PER_GROUP` values): many workgroups share the rows and
 /// their partial sums are reduced again. On a CPU adapter, all of them: its few cores
 /// are kept busy by the column groups alone, and a second pass would cost one more
@@ -104,19 +105,19 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
         return Ok(sum);
     }
     let mut current = x.clone();
-    let mut rows = rows;
-    // Each pass shrinks rows by the chunk until one value is left: a chunk of one
-    // value would not shrink them, so it sums two.
+    let mut values = rows;
+    // Each pass shrinks the values by the chunk until one is left: a chunk of one value
+    // would not shrink them, so it sums two.
     let chunk = chunk.min(max_rows_per_workgroup(1));
-    while rows > 1 {
-        let chunk = chunk.clamp(2, rows);
-        let groups = rows.div_ceil(chunk);
+    while values > 1 {
+        let chunk = chunk.clamp(2, values);
+        let groups = values.div_ceil(chunk);
         let out = Tensor::empty(dev, &[groups])?;
         dev.dispatch(
             &SUM_ALL,
             &overrides(dev),
             &ReduceParams {
-                rows: rows as u32,
+                rows: values as u32,
                 cols: 1,
                 first_cols: 1,
                 chunk: chunk as u32,
@@ -125,7 +126,7 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
             dev.grid_1d(groups as u32),
         )?;
         current = out;
-        rows = groups;
+        values = groups;
     }
     current.view(&[1])
 }
