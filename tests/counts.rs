@@ -4,9 +4,12 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{device, random, rng, upload};
 use engine::ops::attention::{attention_composed, attention_fused, FusedAttention};
-use engine::ops::{self, Transpose};
+use engine::ops::{self, reduce, Transpose};
+use engine::{Device, Tensor};
 
 #[test]
 fn matmul_and_attention_flops_are_counted_alike_on_every_path() {
@@ -47,4 +50,28 @@ fn matmul_and_attention_flops_are_counted_alike_on_every_path() {
             assert_eq!(fused, composed, "{kind:?}");
         }
     }
+}
+
+#[test]
+fn paired_column_sums_take_one_dispatch_per_pass() {
+    // A device of its own, whose counts the other test's dispatches do not reach.
+    let dev = Arc::new(Device::new().unwrap());
+    let mut r = rng(5);
+    let (rows, inner_x, inner_y) = (700, 13, 9);
+    let x = Tensor::from_slice(&dev, &[rows, inner_x], &random(&mut r, rows * inner_x)).unwrap();
+    let y = Tensor::from_slice(&dev, &[rows, inner_y], &random(&mut r, rows * inner_y)).unwrap();
+    let dispatches = |f: &dyn Fn()| {
+        let before = dev.counts().dispatches;
+        f();
+        dev.counts().dispatches - before
+    };
+    // In chunks of 3 rows: 700 -> 234 -> 78 -> 26 -> 9 -> 3 -> 1, six passes.
+    let paired = dispatches(&|| {
+        drop(reduce::sum_leading_pair_forward_with(&x, inner_x, &y, inner_y, 3).unwrap());
+    });
+    let apart = dispatches(&|| {
+        drop(reduce::sum_leading_forward_with(&x, inner_x, 3).unwrap());
+        drop(reduce::sum_leading_forward_with(&y, inner_y, 3).unwrap());
+    });
+    assert_eq!((paired, apart), (6, 12));
 }
