@@ -1,9 +1,10 @@
 // The part of a column sum that each workgroup takes, for the kernels that sum x viewed
 // as [rows, cols] over chunks of `chunk` rows into partial sums [chunks, cols]:
 // reduce.wgsl's sum_columns and sum_columns_pair, and layernorm.wgsl's
-// layernorm_param_grads, to which this file is prepended (it reads their `p` and COLS_PER_WG). A workgroup is COLS_PER_WG
-// columns x ROW_LANES row lanes; workgroup g, numbered across a grid that is 2-D when
-// large (millions of columns), takes column group g % groups of row chunk g / groups.
+// layernorm_param_grads, to which this file is prepended (it reads their `p` and
+// COLS_PER_WG). A workgroup is COLS_PER_WG columns x ROW_LANES row lanes; workgroup g,
+// numbered across a grid that is 2-D when large (millions of columns), takes column
+// group g % groups of row chunk g / groups.
 
 // Set by the host (ops/reduce.rs), which caps the rows of a chunk by it.
 override ROW_LANES: u32;

@@ -23,10 +23,9 @@ const SUM_COLUMNS_PAIR: KernelDef<ReduceParams> =
 const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_all", 1, 1);
 
 /// Columns per workgroup of `sum_columns` (and its pair) and of LayerNorm's parameter
-/// gradients: 64
-/// on GPUs; 8 on CPU adapters, which sum all the rows in one workgroup per column
-/// group (see [`rows_per_workgroup`]), so that a 64-wide gradient still gives their
-/// threads 8 workgroups to share instead of one.
+/// gradients: 64 on GPUs; 8 on CPU adapters, which sum all the rows in one workgroup
+/// per column group (see [`rows_per_workgroup`]), so that a 64-wide gradient still
+/// gives their threads 8 workgroups to share instead of one.
 pub fn columns_per_workgroup(dev: &Device) -> usize {
     if dev.plans_as_cpu() {
         8
@@ -101,7 +100,7 @@ pub fn sum_leading_forward_with(x: &Tensor, inner: usize, chunk: usize) -> Resul
         return Tensor::zeros(dev, &[inner]);
     }
     if inner > 1 {
-        let [sum] = sum_columns_passes([(x.clone(), inner)], rows, chunk)?;
+        let [sum] = sum_columns_passes([(x, inner)], rows, chunk)?;
         return Ok(sum);
     }
     let mut current = x.clone();
@@ -164,15 +163,7 @@ pub fn sum_leading_pair_forward_with(
             ),
         );
     }
-    if rows == 0 {
-        let dev = x.device();
-        return Ok((
-            Tensor::zeros(dev, &[inner])?,
-            Tensor::zeros(dev, &[inner_y])?,
-        ));
-    }
-    let [sum_x, sum_y] =
-        sum_columns_passes([(x.clone(), inner), (y.clone(), inner_y)], rows, chunk)?;
+    let [sum_x, sum_y] = sum_columns_passes([(x, inner), (y, inner_y)], rows, chunk)?;
     Ok((sum_x, sum_y))
 }
 
@@ -186,36 +177,43 @@ fn leading_rows(op: &'static str, x: &Tensor, inner: usize) -> Result<usize> {
 
 /// Each of `parts` (a tensor viewed as [rows, its columns], every part `rows` long)
 /// summed over its rows, `chunk` rows per workgroup, pass after pass until one row is
-/// left: [columns] each. One part is `sum_columns`; two share `sum_columns_pair`'s
-/// dispatches.
+/// left: [columns] each (zeros for no rows). One part is `sum_columns`; two share
+/// `sum_columns_pair`'s dispatches.
 fn sum_columns_passes<const N: usize>(
-    parts: [(Tensor, usize); N],
+    parts: [(&Tensor, usize); N],
     mut rows: usize,
     chunk: usize,
 ) -> Result<[Tensor; N]> {
-    let dev = parts[0].0.device().clone();
-    let cols: [usize; N] = std::array::from_fn(|i| parts[i].1);
+    const { assert!(N == 1 || N == 2, "sum_columns takes one or two parts") };
+    let kernel = if N == 1 {
+        &SUM_COLUMNS
+    } else {
+        &SUM_COLUMNS_PAIR
+    };
+    let dev = parts[0].0.device();
+    let cols = parts.map(|(_, c)| c);
     let total: usize = cols.iter().sum();
-    let mut current = parts.map(|(t, _)| t);
+    let mut current: Vec<Tensor> = if rows == 0 {
+        cols.iter()
+            .map(|&c| Tensor::zeros(dev, &[1, c]))
+            .collect::<Result<_>>()?
+    } else {
+        parts.iter().map(|(t, _)| (*t).clone()).collect()
+    };
     // Each pass shrinks rows by the chunk until one row is left: a chunk of one row
     // would not shrink them, so it sums two.
     let chunk = chunk.min(max_rows_per_workgroup(total));
     while rows > 1 {
         let chunk = chunk.clamp(2, rows);
         let chunks = rows.div_ceil(chunk);
-        let mut outs = Vec::with_capacity(N);
-        for c in cols {
-            outs.push(Tensor::empty(&dev, &[chunks, c])?);
-        }
-        let kernel = match N {
-            1 => &SUM_COLUMNS,
-            2 => &SUM_COLUMNS_PAIR,
-            _ => unreachable!("sum_columns takes one or two parts"),
-        };
+        let outs = cols
+            .iter()
+            .map(|&c| Tensor::empty(dev, &[chunks, c]))
+            .collect::<Result<Vec<_>>>()?;
         let buffers: Vec<_> = current.iter().chain(&outs).map(Tensor::buffer).collect();
         dev.dispatch(
             kernel,
-            &overrides(&dev),
+            &overrides(dev),
             &ReduceParams {
                 rows: rows as u32,
                 cols: total as u32,
@@ -223,11 +221,9 @@ fn sum_columns_passes<const N: usize>(
                 chunk: chunk as u32,
             },
             &buffers,
-            column_sums_grid(&dev, total, chunks),
+            column_sums_grid(dev, total, chunks),
         )?;
-        current = outs
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one output per part"));
+        current = outs;
         rows = chunks;
     }
     let sums = current
