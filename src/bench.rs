@@ -69,6 +69,52 @@ pub fn kernel_named(dev: &Device, name: &str) -> Result<engine::ops::matmul::Mat
     Ok(kernel)
 }
 
+/// The sizes of one product for `bench matmul --shape`: op(a) [m, k] x b [k, n], a
+/// stored [k, m] when `trans_a`.
+#[derive(Clone, Copy, Debug)]
+pub struct ProductSize {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub trans_a: bool,
+}
+
+impl ProductSize {
+    /// `MxKxN`, or `MxKxN:ta` for op(a) = a^T.
+    pub fn parse(arg: &str) -> std::result::Result<ProductSize, String> {
+        let expected =
+            "expected MxKxN or MxKxN:ta with whole numbers of at least 1, e.g. 3136x64x256";
+        let (dims, trans_a) = match arg.split_once(':') {
+            None => (arg, false),
+            Some((dims, "ta")) => (dims, true),
+            Some((_, other)) => return Err(format!("`{other}` in `{arg}`: {expected}")),
+        };
+        let dims: Vec<usize> = dims
+            .split('x')
+            .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+            .collect::<Option<_>>()
+            .filter(|dims: &Vec<usize>| dims.len() == 3)
+            .ok_or_else(|| format!("`{arg}`: {expected}"))?;
+        Ok(ProductSize {
+            m: dims[0],
+            k: dims[1],
+            n: dims[2],
+            trans_a,
+        })
+    }
+}
+
+impl std::fmt::Display for ProductSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ProductSize { m, k, n, trans_a } = *self;
+        if trans_a {
+            write!(f, "[{k}x{m}]^T x [{k}x{n}]")
+        } else {
+            write!(f, "[{m}x{k}] x [{k}x{n}]")
+        }
+    }
+}
+
 /// ViT-shaped matmuls (fc1 and its weight gradient), then squares up to `size`, each
 /// on the plan the adapter uses (its description printed); with `every_kernel`, first
 /// on every other candidate plan; with `only`, on that kernel's candidate plans alone,
@@ -79,6 +125,7 @@ pub fn kernel_named(dev: &Device, name: &str) -> Result<engine::ops::matmul::Mat
 pub fn matmul(
     dev: &Arc<Device>,
     size: usize,
+    sizes: &[ProductSize],
     every_kernel: bool,
     f16: bool,
     only: Option<engine::ops::matmul::MatmulKernel>,
@@ -112,17 +159,25 @@ pub fn matmul(
         },
     };
     let mut cases = Vec::new();
-    for d in [192, 384, 768] {
-        // fc1 over 8 images of 196 tokens, and its weight gradient over 32 images.
-        cases.push(("vit fc1", shape(8 * 196, d, 4 * d, false)));
-        cases.push(("vit fc1 dW", shape(d, 32 * 196, 4 * d, true)));
+    if sizes.is_empty() {
+        for d in [192, 384, 768] {
+            // fc1 over 8 images of 196 tokens, and its weight gradient over 32 images.
+            cases.push(("vit fc1".to_string(), shape(8 * 196, d, 4 * d, false)));
+            cases.push(("vit fc1 dW".to_string(), shape(d, 32 * 196, 4 * d, true)));
+        }
+        let mut s = 256;
+        while s < size {
+            cases.push(("square".to_string(), shape(s, s, s, false)));
+            s *= 2;
+        }
+        cases.push(("square".to_string(), shape(size, size, size, false)));
     }
-    let mut s = 256;
-    while s < size {
-        cases.push(("square", shape(s, s, s, false)));
-        s *= 2;
+    for size in sizes {
+        cases.push((
+            size.to_string(),
+            shape(size.m, size.k, size.n, size.trans_a),
+        ));
     }
-    cases.push(("square", shape(size, size, size, false)));
     for (label, shape) in cases {
         let a_shape = if shape.t.a {
             [shape.k, shape.m]
@@ -263,10 +318,12 @@ pub fn step(
     let mut peaks = [0u64; 3];
     // Where plans are measured, the steps run once beforehand, so that every plan
     // their masks' sizes need is measured before the clock starts.
+    let mut steps_run = steps + 1;
     if dev.measures_plans() {
         for s in 0..=steps {
             run.step(s, false)?;
         }
+        steps_run *= 2;
     }
     let mut counted = dev.counts();
     // The recording thread's CPU time over the counted steps, against their wall time.
@@ -380,9 +437,17 @@ pub fn step(
     for (key, m) in &measured {
         println!("  {key}:");
         for (i, (plan, secs)) in m.candidates.iter().enumerate() {
-            let mark = if i == m.chosen { "  <- chosen" } else { "" };
+            let mark = match (i == m.chosen, m.rule == Some(i)) {
+                (true, true) => "  <- chosen, the rule's",
+                (true, false) => "  <- chosen",
+                (false, true) => "  <- the rule's",
+                (false, false) => "",
+            };
             println!("    {:>9.3} ms  {plan}{mark}", secs * 1e3);
         }
+    }
+    if !measured.is_empty() {
+        print_rules_against_fastest(&measured, steps_run);
     }
     println!(
         "train step {name} (batch {b}): forward {:.1} ms, backward {:.1} ms, update {:.1} ms: {:.prec$} images/s on {}",
@@ -395,6 +460,42 @@ pub fn step(
         prec = if b as f64 / total < 1.0 { 3 } else { 1 },
     );
     Ok(())
+}
+
+/// How the rules' plans fare against the fastest candidates over the measured buckets'
+/// calls in `steps_run` steps, per step, and the buckets where the rules lose most.
+fn print_rules_against_fastest(measured: &[(String, engine::Measured)], steps_run: usize) {
+    const NAMED: usize = 8;
+    let report = engine::RulesAgainstFastest::of(measured);
+    let per_step = |seconds: f64| seconds / steps_run as f64 * 1e3;
+    println!(
+        "rules against the fastest: {} of {} measured buckets have their rule's plan among the candidates, \
+         {} of those on the fastest; their {} calls in {steps_run} steps take {:.3} ms a step on the rules' plans, \
+         {:.3} ms on the fastest ({:.2}x)",
+        report.ruled,
+        report.buckets,
+        report.rule_fastest,
+        report.calls,
+        per_step(report.by_rule),
+        per_step(report.fastest),
+        report.by_rule / report.fastest,
+    );
+    for loss in report.losses.iter().take(NAMED) {
+        println!(
+            "  {:>9.3} ms a step lost by rule over {} calls: {}\n      rule: {}\n      fastest: {}",
+            per_step(loss.seconds),
+            loss.calls,
+            loss.key,
+            loss.rule,
+            loss.fastest
+        );
+    }
+    if report.losses.len() > NAMED {
+        println!(
+            "  ... and {} more buckets where the rule is not the fastest",
+            report.losses.len() - NAMED
+        );
+    }
 }
 
 /// CPU seconds the calling thread has run (recording dispatches, wgpu's validation, the
@@ -480,4 +581,35 @@ pub fn data(
         worker_count(0),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProductSize;
+
+    #[test]
+    fn product_sizes_parse_with_and_without_a_transposed_a() {
+        let plain = ProductSize::parse("3136x64x256").unwrap();
+        assert_eq!(
+            (plain.m, plain.k, plain.n, plain.trans_a),
+            (3136, 64, 256, false)
+        );
+        assert_eq!(plain.to_string(), "[3136x64] x [64x256]");
+        let weight_gradient = ProductSize::parse("64x3136x256:ta").unwrap();
+        assert_eq!(
+            (weight_gradient.m, weight_gradient.k, weight_gradient.n),
+            (64, 3136, 256)
+        );
+        assert!(weight_gradient.trans_a);
+        assert_eq!(weight_gradient.to_string(), "[3136x64]^T x [3136x256]");
+    }
+
+    #[test]
+    fn bad_product_sizes_name_the_argument_and_the_form() {
+        for bad in ["64x64", "64x64x64x64", "0x4x4", "ax4x4", "4x4x4:tb", ""] {
+            let message = ProductSize::parse(bad).unwrap_err();
+            assert!(message.contains(&format!("`{bad}`")), "{bad}: {message}");
+            assert!(message.contains("MxKxN"), "{bad}: {message}");
+        }
+    }
 }

@@ -84,6 +84,11 @@ enum BenchKind {
         /// meaningless.
         #[arg(long, value_enum, requires = "kernel")]
         coop_anatomy: Option<CoopAnatomyArg>,
+        /// Time these products instead of the default ones: `MxKxN` is [M, K] x [K, N];
+        /// `MxKxN:ta` takes a stored [K, M] and transposed, as a weight gradient.
+        /// Repeat the option or separate shapes with commas.
+        #[arg(long = "shape", value_delimiter = ',', value_parser = bench::ProductSize::parse)]
+        shapes: Vec<bench::ProductSize>,
     },
     /// Attention forward + backward.
     Attention {
@@ -199,13 +204,14 @@ fn run(command: Command, launch: &world::Launch) -> Result<()> {
                 f16,
                 kernel,
                 coop_anatomy,
+                shapes,
             } => {
                 let dev = engine::Device::shared()?;
                 let kernel = kernel
                     .map(|name| bench::kernel_named(&dev, &name))
                     .transpose()?;
                 let anatomy = coop_anatomy.map(Into::into);
-                bench::matmul(&dev, size, every_kernel, f16, kernel, anatomy)
+                bench::matmul(&dev, size, &shapes, every_kernel, f16, kernel, anatomy)
             }
             BenchKind::Attention {
                 tokens,

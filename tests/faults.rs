@@ -597,7 +597,7 @@ fn bad_arguments_end_in_errors_not_panics() {
     let out = out.to_str().unwrap();
     let masks = dir.join("m.png");
     let masks = masks.to_str().unwrap();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["masks", "--patch-size", "0", "--out", masks],
             "--patch-size",
@@ -615,6 +615,7 @@ fn bad_arguments_end_in_errors_not_panics() {
         (&["pretrain", "--epochs", "0", "--out", out], "--epochs"),
         (&["bench", "step", "--steps", "0"], "--steps"),
         (&["bench", "matmul", "--size", "0"], "--size"),
+        (&["bench", "matmul", "--shape", "64x0x64"], "64x0x64"),
     ];
     for (args, expected) in cases {
         let (code, stderr) = ijepa(args);

@@ -458,6 +458,15 @@ fn measured_products_are_timed_once_per_bucket_and_keep_their_arithmetic() {
         let shape = MatmulShape::of(&ta, &tb, Transpose::NONE, None, Epilogue::None).unwrap();
         let plans = MatmulPlan::candidates(&dev, &shape);
         assert_eq!(choice.candidates.len(), plans.len(), "{key}: {choice:?}");
+        // The rule's plan is named among the candidates, and every call of the bucket
+        // is counted, the measured one and those that follow its choice.
+        let rule = choice.rule.map(|i| plans[i]);
+        assert_eq!(
+            rule,
+            Some(MatmulPlan::new(&dev, &shape)),
+            "{key}: {choice:?}"
+        );
+        assert_eq!(choice.calls, if m == 37 { 1 } else { 2 }, "{key}");
         let best = choice.candidates[choice.chosen].1;
         assert!(
             choice
@@ -673,6 +682,12 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
                 .find(|(k, _)| k.starts_with(PRODUCT_BUCKET))
                 .unwrap();
             let measured = product["chosen"].as_str().unwrap().to_string();
+            // The file names the rule's plan beside the measured choice.
+            assert_eq!(
+                product["rule"].as_str(),
+                Some(rule.method().as_str()),
+                "{key}"
+            );
             let edited = MatmulPlan::candidates(follower, &shape)
                 .into_iter()
                 .find(|p| p.method() != measured && p.kernel != rule.kernel)
@@ -692,6 +707,7 @@ fn a_plan_file_keeps_measured_choices_for_later_runs() {
                 .find(|(k, _)| k.starts_with("attention"))
                 .unwrap();
             let measured_path = attention["chosen"].as_str().unwrap().to_string();
+            assert_eq!(attention["rule"].as_str(), Some(rule_path.as_str()));
             let edited_path = AttentionPlan::candidates(follower, &qkv_shape)
                 .into_iter()
                 .map(|p| path_of(p.key()))

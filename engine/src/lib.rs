@@ -13,8 +13,9 @@ pub mod tape;
 pub mod tensor;
 
 pub use device::{
-    parse_bytes, Counts, Device, DeviceInfo, Measured, MemoryPeaks, PlanFileUse, GPU_PLANS_ENV,
-    MEASURED_RUNS, MEASURE_PLANS_ENV, MEMORY_LIMIT_ENV, PLANS_ENV, POISON_ENV,
+    parse_bytes, Counts, Device, DeviceInfo, Measured, MemoryPeaks, PlanFileUse, RuleLoss,
+    RulesAgainstFastest, GPU_PLANS_ENV, MEASURED_RUNS, MEASURE_PLANS_ENV, MEMORY_LIMIT_ENV,
+    PLANS_ENV, POISON_ENV,
 };
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};

@@ -25,7 +25,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use adapter::{DeviceInfo, ADAPTER_ENV, COOPERATIVE_MATRIX_ENV, LOCAL_RANK_ENV};
 pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
 pub(crate) use plans::Candidate;
-pub use plans::{Measured, PlanFileUse, MEASURED_RUNS, MEASURE_PLANS_ENV, PLANS_ENV};
+pub use plans::{
+    Measured, PlanFileUse, RuleLoss, RulesAgainstFastest, MEASURED_RUNS, MEASURE_PLANS_ENV,
+    PLANS_ENV,
+};
 pub(crate) use pool::round_up_to_quarter_power;
 pub use pool::{parse_bytes, MemoryPeaks, PooledBuffer, MEMORY_LIMIT_ENV, POISON_ENV};
 

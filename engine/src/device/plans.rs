@@ -36,11 +36,90 @@ const MAX_BATCH_RUNS: usize = 32;
 const MISSING_NAMED: usize = 3;
 
 /// One measured choice: each candidate plan, in words, with its best time in seconds,
-/// and the index of the fastest.
+/// the index of the fastest, the index of the plan the op's rule gives at the measured
+/// sizes (none where the rule's plan is not a candidate), and how many calls of the
+/// bucket this process has made so far, the measured one included.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measured {
     pub candidates: Vec<(String, f64)>,
     pub chosen: usize,
+    pub rule: Option<usize>,
+    pub calls: u64,
+}
+
+/// The calls of the measured buckets on their rules' plans against the fastest
+/// candidates, each bucket's time per call as measured times its calls: how far the
+/// rules are from the measurements on this device, and where.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RulesAgainstFastest {
+    /// Buckets measured.
+    pub buckets: usize,
+    /// Those whose rule's plan was a candidate that ran: the rest are left out below.
+    pub ruled: usize,
+    /// Of the ruled buckets, those whose rule's plan measured fastest.
+    pub rule_fastest: usize,
+    /// Calls of the ruled buckets.
+    pub calls: u64,
+    /// Seconds those calls take on the rules' plans, and on the fastest.
+    pub by_rule: f64,
+    pub fastest: f64,
+    /// The ruled buckets whose rule is not the fastest, most seconds lost first: key,
+    /// calls, the rule's and the fastest's method, seconds lost over the calls.
+    pub losses: Vec<RuleLoss>,
+}
+
+/// One bucket whose rule's plan is slower than its fastest candidate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleLoss {
+    pub key: String,
+    pub calls: u64,
+    pub rule: String,
+    pub fastest: String,
+    pub seconds: f64,
+}
+
+impl RulesAgainstFastest {
+    pub fn of(measured: &[(String, Measured)]) -> RulesAgainstFastest {
+        let mut report = RulesAgainstFastest {
+            buckets: measured.len(),
+            ruled: 0,
+            rule_fastest: 0,
+            calls: 0,
+            by_rule: 0.0,
+            fastest: 0.0,
+            losses: Vec::new(),
+        };
+        for (key, m) in measured {
+            let Some((rule, rule_secs)) = m
+                .rule
+                .map(|i| &m.candidates[i])
+                .filter(|(_, secs)| secs.is_finite())
+            else {
+                continue;
+            };
+            let (fastest, fastest_secs) = &m.candidates[m.chosen];
+            let calls = m.calls as f64;
+            report.ruled += 1;
+            report.calls += m.calls;
+            report.by_rule += rule_secs * calls;
+            report.fastest += fastest_secs * calls;
+            if m.rule == Some(m.chosen) {
+                report.rule_fastest += 1;
+            } else {
+                report.losses.push(RuleLoss {
+                    key: key.clone(),
+                    calls: m.calls,
+                    rule: rule.clone(),
+                    fastest: fastest.clone(),
+                    seconds: (rule_secs - fastest_secs) * calls,
+                });
+            }
+        }
+        report
+            .losses
+            .sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        report
+    }
 }
 
 /// A candidate plan as [`Device::measured_choice`] sees it.
@@ -90,6 +169,10 @@ struct PlanFileContents {
 struct RecordedChoice {
     /// The fastest candidate's method (`Candidate::method`).
     chosen: String,
+    /// The method of the plan the op's rule gave at the measured sizes, where it was a
+    /// candidate (files written before it was recorded lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
     /// Every candidate as measured, in words, with its best time in milliseconds (none:
     /// it could not run).
     candidates: Vec<(String, Option<f64>)>,
@@ -282,18 +365,21 @@ impl Device {
     }
 
     /// Which of `candidates` runs the call measured under `key` (`run(i)` running
-    /// candidate i): the choice measured before in this process or recorded in the plan
-    /// file; else, where the device measures plans, the fastest, measured now
-    /// ([`Device::fastest`]) and recorded; else none (the caller's rule). A product's
-    /// key names its candidates, so one whose candidates changed is a bucket the file
-    /// lacks; an attention key does not, so its recorded path may be stale.
+    /// candidate i, `rule` the index of the rule's plan among them): the choice measured
+    /// before in this process or recorded in the plan file; else, where the device
+    /// measures plans, the fastest, measured now ([`Device::fastest`]) and recorded;
+    /// else none (the caller's rule). A product's key names its candidates, so one whose
+    /// candidates changed is a bucket the file lacks; an attention key does not, so its
+    /// recorded path may be stale.
     pub(crate) fn measured_choice(
         &self,
         key: String,
         candidates: &[impl Candidate],
+        rule: Option<usize>,
         run: impl FnMut(usize) -> Result<()>,
     ) -> Result<Option<usize>> {
-        if let Some(measured) = self.plans.measured.lock().unwrap().get(&key) {
+        if let Some(measured) = self.plans.measured.lock().unwrap().get_mut(&key) {
+            measured.calls += 1;
             return Ok(Some(measured.chosen));
         }
         let methods: Vec<String> = candidates.iter().map(|c| c.method()).collect();
@@ -343,10 +429,14 @@ impl Device {
             return Ok(None);
         }
         let descriptions: Vec<String> = candidates.iter().map(|c| c.description()).collect();
-        let measured = self.fastest(&key, &descriptions, run)?;
+        let measured = Measured {
+            rule,
+            ..self.fastest(&key, &descriptions, run)?
+        };
         let chosen = measured.chosen;
         let recorded = RecordedChoice {
             chosen: methods[chosen].clone(),
+            rule: rule.map(|i| methods[i].clone()),
             candidates: measured
                 .candidates
                 .iter()
@@ -407,7 +497,12 @@ impl Device {
             .filter(|&i| candidates[i].1.is_finite())
             .min_by(|&i, &j| candidates[i].1.total_cmp(&candidates[j].1));
         match chosen {
-            Some(chosen) => Ok(Measured { candidates, chosen }),
+            Some(chosen) => Ok(Measured {
+                candidates,
+                chosen,
+                rule: None,
+                calls: 1,
+            }),
             None => Err(first_failure
                 .unwrap_or_else(|| Error::Device(format!("{key}: no candidate to measure")))),
         }
@@ -421,5 +516,60 @@ impl Device {
             .iter()
             .map(|(k, m)| (k.clone(), m.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Measured, RulesAgainstFastest};
+
+    fn bucket(times_ms: &[f64], chosen: usize, rule: Option<usize>, calls: u64) -> Measured {
+        Measured {
+            candidates: times_ms
+                .iter()
+                .enumerate()
+                .map(|(i, ms)| (format!("plan {i}"), ms * 1e-3))
+                .collect(),
+            chosen,
+            rule,
+            calls,
+        }
+    }
+
+    #[test]
+    fn rules_are_weighed_against_the_fastest_by_their_calls() {
+        let measured = vec![
+            // The rule is the fastest: no loss.
+            ("a".to_string(), bucket(&[1.0, 3.0], 0, Some(0), 10)),
+            // The rule loses 2 ms a call over 5 calls.
+            ("b".to_string(), bucket(&[4.0, 2.0], 1, Some(0), 5)),
+            // The rule loses 1 ms a call over 30 calls: more in all, listed first.
+            ("c".to_string(), bucket(&[3.0, 2.0, 9.0], 1, Some(0), 30)),
+            // Left out: no rule among the candidates, and a rule that could not run.
+            ("d".to_string(), bucket(&[1.0], 0, None, 100)),
+            (
+                "e".to_string(),
+                bucket(&[f64::INFINITY, 1.0], 1, Some(0), 100),
+            ),
+        ];
+        let report = RulesAgainstFastest::of(&measured);
+        assert_eq!(
+            (report.buckets, report.ruled, report.rule_fastest),
+            (5, 3, 1)
+        );
+        assert_eq!(report.calls, 45);
+        let close = |got: f64, want_ms: f64| (got * 1e3 - want_ms).abs() < 1e-9;
+        assert!(close(report.by_rule, 10.0 + 20.0 + 90.0), "{report:?}");
+        assert!(close(report.fastest, 10.0 + 10.0 + 60.0), "{report:?}");
+        let order: Vec<&str> = report.losses.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(order, ["c", "b"]);
+        assert!(close(report.losses[0].seconds, 30.0) && close(report.losses[1].seconds, 10.0));
+        assert_eq!(
+            (
+                report.losses[1].rule.as_str(),
+                report.losses[1].fastest.as_str()
+            ),
+            ("plan 0", "plan 1")
+        );
     }
 }

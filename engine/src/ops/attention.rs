@@ -522,7 +522,9 @@ impl AttentionPlan {
             }
         );
         let candidates = Self::candidates(dev, &shape);
-        let chosen = dev.measured_choice(key, &candidates, |i| {
+        let rule = Self::new(dev, &shape);
+        let ruled = candidates.iter().position(|c| *c == rule);
+        let chosen = dev.measured_choice(key, &candidates, ruled, |i| {
             let plan = &candidates[i];
             if differentiated {
                 crate::tape::on_own_tape(|| {
@@ -534,7 +536,7 @@ impl AttentionPlan {
                 crate::tape::no_grad(|| run_path(plan, qkv, scale_factor).map(drop))
             }
         })?;
-        Ok(chosen.map_or_else(|| Self::new(dev, &shape), |i| candidates[i]))
+        Ok(chosen.map_or(rule, |i| candidates[i]))
     }
 }
 

@@ -133,7 +133,8 @@ impl RowPlan {
             },
             methods.join(", ")
         );
-        let chosen = dev.measured_choice(key, &candidates, |i| run(&candidates[i]))?;
+        let ruled = candidates.iter().position(|c| *c == rule);
+        let chosen = dev.measured_choice(key, &candidates, ruled, |i| run(&candidates[i]))?;
         Ok(chosen.map_or(rule, |i| candidates[i]))
     }
 

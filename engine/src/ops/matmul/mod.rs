@@ -236,7 +236,9 @@ fn run_planned(
     let dev = a.device();
     let plan = if dev.chooses_measured_plans() {
         let candidates = MatmulPlan::candidates_like(dev, &rule);
-        let chosen = dev.measured_choice(measured_key(&rule, &candidates), &candidates, |i| {
+        let key = measured_key(&rule, &candidates);
+        let ruled = candidates.iter().position(|c| *c == rule);
+        let chosen = dev.measured_choice(key, &candidates, ruled, |i| {
             run(&candidates[i], a, b, bias, pre).map(drop)
         })?;
         chosen.map_or(rule, |i| candidates[i])
