@@ -8,7 +8,10 @@
 // is walked 8 rows at a time: chunk c of those 8 rows is read once per lane (lane t
 // reads row t: two pairs of words in f32, one in f16), handed round with
 // subgroupBroadcast, so a lane pays one chunk's loads instead of eight and the
-// exponentials of the online softmax are taken once per block of 8.
+// exponentials of the online softmax are taken once per block of 8. Two rows a lane,
+// sharing each load and broadcast between them, ran 1.4x slower on lavapipe, and dq
+// and dk/dv keeping the chunks they load for their second pass no faster
+// (docs/results/2026-12-05-lavapipe-step-6.txt).
 
 const CHUNKS: u32 = 32u;      // vec4 chunks of the largest head dim, 128
 const NEG: f32 = -3.4e38;

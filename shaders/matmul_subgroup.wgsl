@@ -22,7 +22,9 @@
 // (docs/results/2026-12-05-lavapipe-step-5.txt). On lavapipe no array here may be longer
 // than 32: its compiler unrolls loops of at most 32 iterations, and an array indexed by a
 // loop it keeps is evidently left in memory (64 rows in one array ran 3x slower, as two
-// arrays of 32 faster).
+// arrays of 32 faster). Reading op(b) from a uniform buffer, whose loads lavapipe makes
+// without the per-lane branches (half the time of a storage load alone), was no faster
+// here (docs/results/2026-12-05-lavapipe-step-6.txt).
 
 const ROWS: u32 = 32u;
 

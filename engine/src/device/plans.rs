@@ -63,12 +63,12 @@ pub struct RulesAgainstFastest {
     /// Seconds those calls take on the rules' plans, and on the fastest.
     pub by_rule: f64,
     pub fastest: f64,
-    /// The ruled buckets whose rule is not the fastest, most seconds lost first: key,
-    /// calls, the rule's and the fastest's method, seconds lost over the calls.
+    /// The ruled buckets whose rule is not the fastest, most seconds lost first.
     pub losses: Vec<RuleLoss>,
 }
 
-/// One bucket whose rule's plan is slower than its fastest candidate.
+/// One bucket whose rule's plan is slower than its fastest candidate: its key and
+/// calls, both plans in words, and the seconds the rule's plan loses over the calls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleLoss {
     pub key: String,
