@@ -209,22 +209,30 @@ fn products_deeper_than_a_cpu_adapters_loops_split_or_are_refused() {
     // an error (`CPU_LOOP_BUDGET`). A weight gradient deeper than that, on the subgroup
     // kernel (4 k a step) and on the flat one (K not a multiple of 4, 1 k a step), is
     // split into slices; a product that cannot be split is refused by name. GPUs run
-    // both, by their own rules.
+    // both, by their own rules; a CPU adapter planning as a GPU splits them as a GPU
+    // would, into slices its loops can walk.
     let dev = device();
+    let as_gpu = std::sync::Arc::new(engine::Device::new().unwrap());
+    as_gpu.set_gpu_plans(true);
     let budget = engine::device::CPU_LOOP_BUDGET;
     let mut r = rng(14);
     for (k, m, n) in [(4 * (2 * budget + 3), 4, 8), (budget + 3, 3, 5)] {
         let (a, b) = (random(&mut r, k * m), random(&mut r, k * n));
-        let (ta, tb) = (upload(&[k, m], &a), upload(&[k, n], &b));
-        let shape = MatmulShape::of(&ta, &tb, Transpose::A, None, Epilogue::None).unwrap();
-        let plan = MatmulPlan::new(&dev, &shape);
-        if dev.is_cpu() {
-            assert!(plan.split_k.is_some(), "{}", plan.describe());
-        }
-        let got = matmul::matmul_forward(&ta, &tb, Transpose::A, None).unwrap();
         let want = cpu::matmul(&a, &b, None, 1, m, k, n, true, false, true);
-        let what = format!("[{k}x{m}]^T x [{k}x{n}]: {}", plan.describe());
-        assert_close(&what, &got.to_vec(), &want, 1e-4, 1e-4);
+        for planner in [&dev, &as_gpu] {
+            let on = |shape: &[usize], data: &[f32]| {
+                engine::Tensor::from_slice(planner, shape, data).unwrap()
+            };
+            let (ta, tb) = (on(&[k, m], &a), on(&[k, n], &b));
+            let shape = MatmulShape::of(&ta, &tb, Transpose::A, None, Epilogue::None).unwrap();
+            let plan = MatmulPlan::new(planner, &shape);
+            if dev.is_cpu() {
+                assert!(plan.split_k.is_some(), "{}", plan.describe());
+            }
+            let got = matmul::matmul_forward(&ta, &tb, Transpose::A, None).unwrap();
+            let what = format!("[{k}x{m}]^T x [{k}x{n}]: {}", plan.describe());
+            assert_close(&what, &got.to_vec(), &want, 1e-4, 1e-4);
+        }
     }
     // Where plans are measured, the candidates that cannot run that deep are left out.
     let measuring = std::sync::Arc::new(engine::Device::new().unwrap());

@@ -509,6 +509,13 @@ impl MatmulPlan {
             return Self::mixed(device, shape);
         }
         if let Some(slices) = split_k(gpu, shape) {
+            // A CPU adapter planning as a GPU still walks each slice within its loops'
+            // budget (one k a step at most).
+            let slices = if device.is_cpu() {
+                slices.max(cpu_loop_slices(shape.k))
+            } else {
+                slices
+            };
             return MatmulPlan {
                 kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
                 shape: *shape,
