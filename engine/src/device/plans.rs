@@ -365,17 +365,17 @@ impl Device {
     }
 
     /// Which of `candidates` runs the call measured under `key` (`run(i)` running
-    /// candidate i, `rule` the index of the rule's plan among them): the choice measured
+    /// candidate i, `rule` the plan the op's rule gives): the choice measured
     /// before in this process or recorded in the plan file; else, where the device
     /// measures plans, the fastest, measured now ([`Device::fastest`]) and recorded;
     /// else none (the caller's rule). A product's key names its candidates, so one whose
     /// candidates changed is a bucket the file lacks; an attention key does not, so its
     /// recorded path may be stale.
-    pub(crate) fn measured_choice(
+    pub(crate) fn measured_choice<C: Candidate + PartialEq>(
         &self,
         key: String,
-        candidates: &[impl Candidate],
-        rule: Option<usize>,
+        candidates: &[C],
+        rule: &C,
         run: impl FnMut(usize) -> Result<()>,
     ) -> Result<Option<usize>> {
         if let Some(measured) = self.plans.measured.lock().unwrap().get_mut(&key) {
@@ -429,6 +429,7 @@ impl Device {
             return Ok(None);
         }
         let descriptions: Vec<String> = candidates.iter().map(|c| c.description()).collect();
+        let rule = candidates.iter().position(|c| c == rule);
         let measured = Measured {
             rule,
             ..self.fastest(&key, &descriptions, run)?

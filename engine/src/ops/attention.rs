@@ -523,8 +523,7 @@ impl AttentionPlan {
         );
         let candidates = Self::candidates(dev, &shape);
         let rule = Self::new(dev, &shape);
-        let ruled = candidates.iter().position(|c| *c == rule);
-        let chosen = dev.measured_choice(key, &candidates, ruled, |i| {
+        let chosen = dev.measured_choice(key, &candidates, &rule, |i| {
             let plan = &candidates[i];
             if differentiated {
                 crate::tape::on_own_tape(|| {

@@ -133,8 +133,7 @@ impl RowPlan {
             },
             methods.join(", ")
         );
-        let ruled = candidates.iter().position(|c| *c == rule);
-        let chosen = dev.measured_choice(key, &candidates, ruled, |i| run(&candidates[i]))?;
+        let chosen = dev.measured_choice(key, &candidates, &rule, |i| run(&candidates[i]))?;
         Ok(chosen.map_or(rule, |i| candidates[i]))
     }
 

@@ -237,8 +237,7 @@ fn run_planned(
     let plan = if dev.chooses_measured_plans() {
         let candidates = MatmulPlan::candidates_like(dev, &rule);
         let key = measured_key(&rule, &candidates);
-        let ruled = candidates.iter().position(|c| *c == rule);
-        let chosen = dev.measured_choice(key, &candidates, ruled, |i| {
+        let chosen = dev.measured_choice(key, &candidates, &rule, |i| {
             run(&candidates[i], a, b, bias, pre).map(drop)
         })?;
         chosen.map_or(rule, |i| candidates[i])

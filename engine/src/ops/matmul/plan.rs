@@ -534,7 +534,7 @@ impl MatmulPlan {
         };
         // A weight gradient deeper than a CPU adapter's loops may go is split into
         // slices that any kernel can walk.
-        if !gpu && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET {
+        if device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET {
             let slices = cpu_loop_slices(shape.k);
             return MatmulPlan {
                 kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
