@@ -69,26 +69,37 @@ pub fn kernel_named(dev: &Device, name: &str) -> Result<engine::ops::matmul::Mat
     Ok(kernel)
 }
 
-/// The sizes of one product for `bench matmul --shape`: op(a) [m, k] x b [k, n], a
-/// stored [k, m] when `trans_a`.
+/// The sizes of one product for `bench matmul --shape`: op(a) [m, k] x op(b) [k, n],
+/// a stored [k, m] when `trans_a` (a weight gradient), b stored [n, k] when `trans_b`
+/// (x W^T, every linear layer's forward).
 #[derive(Clone, Copy, Debug)]
 pub struct ProductSize {
     pub m: usize,
     pub k: usize,
     pub n: usize,
     pub trans_a: bool,
+    pub trans_b: bool,
 }
 
 impl ProductSize {
-    /// `MxKxN`, or `MxKxN:ta` for op(a) = a^T.
+    /// `MxKxN`, with `:ta` for op(a) = a^T and `:tb` for op(b) = b^T.
     pub fn parse(arg: &str) -> std::result::Result<ProductSize, String> {
-        let expected =
-            "expected MxKxN or MxKxN:ta with whole numbers of at least 1, e.g. 3136x64x256";
-        let (dims, trans_a) = match arg.split_once(':') {
-            None => (arg, false),
-            Some((dims, "ta")) => (dims, true),
-            Some((_, other)) => return Err(format!("`{other}` in `{arg}`: {expected}")),
-        };
+        let expected = "expected MxKxN, MxKxN:ta, MxKxN:tb or MxKxN:ta:tb with whole numbers \
+                        of at least 1, e.g. 3136x64x256";
+        let mut parts = arg.split(':');
+        let dims = parts.next().unwrap_or_default();
+        let (mut trans_a, mut trans_b) = (false, false);
+        for part in parts {
+            let flag = match part {
+                "ta" => &mut trans_a,
+                "tb" => &mut trans_b,
+                other => return Err(format!("`{other}` in `{arg}`: {expected}")),
+            };
+            if *flag {
+                return Err(format!("`{part}` twice in `{arg}`: {expected}"));
+            }
+            *flag = true;
+        }
         let dims: Vec<usize> = dims
             .split('x')
             .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
@@ -100,17 +111,27 @@ impl ProductSize {
             k: dims[1],
             n: dims[2],
             trans_a,
+            trans_b,
         })
     }
 }
 
 impl std::fmt::Display for ProductSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ProductSize { m, k, n, trans_a } = *self;
-        if trans_a {
-            write!(f, "[{k}x{m}]^T x [{k}x{n}]")
-        } else {
-            write!(f, "[{m}x{k}] x [{k}x{n}]")
+        let ProductSize {
+            m,
+            k,
+            n,
+            trans_a,
+            trans_b,
+        } = *self;
+        match trans_a {
+            true => write!(f, "[{k}x{m}]^T")?,
+            false => write!(f, "[{m}x{k}]")?,
+        }
+        match trans_b {
+            true => write!(f, " x [{n}x{k}]^T"),
+            false => write!(f, " x [{k}x{n}]"),
         }
     }
 }
@@ -140,15 +161,12 @@ pub fn matmul(
     }
     let name = &dev.info().name;
     let operand = if f16 { DType::F16 } else { DType::F32 };
-    let shape = |m, k, n, trans_a| MatmulShape {
+    let shape = |m, k, n, a, b| MatmulShape {
         batch: 1,
         m,
         k,
         n,
-        t: Transpose {
-            a: trans_a,
-            b: false,
-        },
+        t: Transpose { a, b },
         b_shared: true,
         bias: false,
         epilogue: Epilogue::None,
@@ -162,20 +180,26 @@ pub fn matmul(
     if sizes.is_empty() {
         for d in [192, 384, 768] {
             // fc1 over 8 images of 196 tokens, and its weight gradient over 32 images.
-            cases.push(("vit fc1".to_string(), shape(8 * 196, d, 4 * d, false)));
-            cases.push(("vit fc1 dW".to_string(), shape(d, 32 * 196, 4 * d, true)));
+            cases.push((
+                "vit fc1".to_string(),
+                shape(8 * 196, d, 4 * d, false, false),
+            ));
+            cases.push((
+                "vit fc1 dW".to_string(),
+                shape(d, 32 * 196, 4 * d, true, false),
+            ));
         }
         let mut s = 256;
         while s < size {
-            cases.push(("square".to_string(), shape(s, s, s, false)));
+            cases.push(("square".to_string(), shape(s, s, s, false, false)));
             s *= 2;
         }
-        cases.push(("square".to_string(), shape(size, size, size, false)));
+        cases.push(("square".to_string(), shape(size, size, size, false, false)));
     }
     for size in sizes {
         cases.push((
             size.to_string(),
-            shape(size.m, size.k, size.n, size.trans_a),
+            shape(size.m, size.k, size.n, size.trans_a, size.trans_b),
         ));
     }
     for (label, shape) in cases {
@@ -184,9 +208,14 @@ pub fn matmul(
         } else {
             [shape.m, shape.k]
         };
+        let b_shape = if shape.t.b {
+            [shape.n, shape.k]
+        } else {
+            [shape.k, shape.n]
+        };
         let (a, b) = (
             cast_forward(&synthetic(dev, &a_shape)?, operand)?,
-            cast_forward(&synthetic(dev, &[shape.k, shape.n])?, operand)?,
+            cast_forward(&synthetic(dev, &b_shape)?, operand)?,
         );
         let chosen = MatmulPlan::new(dev, &shape);
         let mut plans: Vec<MatmulPlan> = if every_kernel || only.is_some() {
@@ -588,11 +617,11 @@ mod tests {
     use super::ProductSize;
 
     #[test]
-    fn product_sizes_parse_with_and_without_a_transposed_a() {
+    fn product_sizes_parse_with_and_without_transposes() {
         let plain = ProductSize::parse("3136x64x256").unwrap();
         assert_eq!(
-            (plain.m, plain.k, plain.n, plain.trans_a),
-            (3136, 64, 256, false)
+            (plain.m, plain.k, plain.n, plain.trans_a, plain.trans_b),
+            (3136, 64, 256, false, false)
         );
         assert_eq!(plain.to_string(), "[3136x64] x [64x256]");
         let weight_gradient = ProductSize::parse("64x3136x256:ta").unwrap();
@@ -600,13 +629,27 @@ mod tests {
             (weight_gradient.m, weight_gradient.k, weight_gradient.n),
             (64, 3136, 256)
         );
-        assert!(weight_gradient.trans_a);
+        assert!(weight_gradient.trans_a && !weight_gradient.trans_b);
         assert_eq!(weight_gradient.to_string(), "[3136x64]^T x [3136x256]");
+        let linear = ProductSize::parse("3136x64x192:tb").unwrap();
+        assert!(!linear.trans_a && linear.trans_b);
+        assert_eq!(linear.to_string(), "[3136x64] x [192x64]^T");
+        let both = ProductSize::parse("8x16x4:tb:ta").unwrap();
+        assert!(both.trans_a && both.trans_b);
+        assert_eq!(both.to_string(), "[16x8]^T x [4x16]^T");
     }
 
     #[test]
     fn bad_product_sizes_name_the_argument_and_the_form() {
-        for bad in ["64x64", "64x64x64x64", "0x4x4", "ax4x4", "4x4x4:tb", ""] {
+        for bad in [
+            "64x64",
+            "64x64x64x64",
+            "0x4x4",
+            "ax4x4",
+            "4x4x4:tc",
+            "4x4x4:ta:ta",
+            "",
+        ] {
             let message = ProductSize::parse(bad).unwrap_err();
             assert!(message.contains(&format!("`{bad}`")), "{bad}: {message}");
             assert!(message.contains("MxKxN"), "{bad}: {message}");

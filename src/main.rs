@@ -85,7 +85,8 @@ enum BenchKind {
         #[arg(long, value_enum, requires = "kernel")]
         coop_anatomy: Option<CoopAnatomyArg>,
         /// Time these products instead of the default ones: `MxKxN` is [M, K] x [K, N];
-        /// `MxKxN:ta` takes a stored [K, M] and transposed, as a weight gradient.
+        /// `MxKxN:ta` takes a stored [K, M] and transposed, as a weight gradient;
+        /// `MxKxN:tb` a stored [N, K] and transposed, as x W^T in a linear layer.
         /// Repeat the option or separate shapes with commas.
         #[arg(long = "shape", value_delimiter = ',', value_parser = bench::ProductSize::parse)]
         shapes: Vec<bench::ProductSize>,
