@@ -378,6 +378,10 @@ fn sums_match_cpu_across_multiple_passes() {
         (7, 33),
         (70_000, 3),
         (513, 130),
+        // Rows of whole vec4s, summed as vec4s.
+        (7, 32),
+        (70_000, 4),
+        (513, 132),
     ] {
         let x = random(&mut r, rows * inner);
         let tol = 1e-6 * (rows as f32).sqrt() * 10.0;
@@ -405,8 +409,8 @@ fn sums_match_cpu_across_multiple_passes() {
 fn paired_sums_match_cpu_in_one_pass_and_several() {
     // Two inputs of the same rows summed by one dispatch per pass. From 2 rows, their
     // columns meet inside a workgroup's (8 on a CPU adapter, 64 on a GPU) but in the
-    // last case, a split product's [slices, M N] and [slices, M]; 0 and 1 rows dispatch
-    // nothing.
+    // case of 8 rows, a split product's [slices, M N] and [slices, M]; 0 and 1 rows
+    // dispatch nothing.
     let mut r = rng(17);
     for &(rows, inner_x, inner_y) in &[
         (0, 3, 5),
@@ -415,6 +419,10 @@ fn paired_sums_match_cpu_in_one_pass_and_several() {
         (3, 61, 70),
         (700, 13, 9),
         (8, 64 * 192, 64),
+        // Both of whole vec4s, summed as vec4s; one of them only, as columns.
+        (3, 60, 68),
+        (700, 12, 8),
+        (5, 36, 9),
     ] {
         let x = random(&mut r, rows * inner_x);
         let y = random(&mut r, rows * inner_y);

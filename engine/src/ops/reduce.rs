@@ -20,6 +20,11 @@ crate::kernel_params! {
 const SUM_COLUMNS: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_columns", 1, 1);
 const SUM_COLUMNS_PAIR: KernelDef<ReduceParams> =
     KernelDef::new(&shaders::REDUCE, "sum_columns_pair", 2, 2).bound_from(3);
+/// The same two on vec4s, for rows of whole vec4s (columns counted in vec4s).
+const SUM_COLUMNS_VEC4: KernelDef<ReduceParams> =
+    KernelDef::new(&shaders::REDUCE, "sum_columns_vec4", 1, 1).bound_from(7);
+const SUM_COLUMNS_PAIR_VEC4: KernelDef<ReduceParams> =
+    KernelDef::new(&shaders::REDUCE, "sum_columns_pair_vec4", 2, 2).bound_from(9);
 const SUM_ALL: KernelDef<ReduceParams> = KernelDef::new(&shaders::REDUCE, "sum_all", 1, 1);
 
 /// Columns per workgroup of `sum_columns` (and its pair) and of LayerNorm's parameter
@@ -185,13 +190,15 @@ fn sum_columns_passes<const N: usize>(
     chunk: usize,
 ) -> Result<[Tensor; N]> {
     const { assert!(N == 1 || N == 2, "sum_columns takes one or two parts") };
-    let kernel = if N == 1 {
-        &SUM_COLUMNS
-    } else {
-        &SUM_COLUMNS_PAIR
-    };
     let dev = parts[0].0.device();
     let cols = parts.map(|(_, c)| c);
+    // Rows of whole vec4s are summed four columns a load.
+    let (kernel, width) = match (N, cols.iter().all(|c| c.is_multiple_of(4))) {
+        (1, false) => (&SUM_COLUMNS, 1),
+        (1, true) => (&SUM_COLUMNS_VEC4, 4),
+        (_, false) => (&SUM_COLUMNS_PAIR, 1),
+        (_, true) => (&SUM_COLUMNS_PAIR_VEC4, 4),
+    };
     let total: usize = cols.iter().sum();
     let mut current: Vec<Tensor> = if rows == 0 {
         cols.iter()
@@ -216,12 +223,12 @@ fn sum_columns_passes<const N: usize>(
             &overrides(dev),
             &ReduceParams {
                 rows: rows as u32,
-                cols: total as u32,
-                first_cols: cols[0] as u32,
+                cols: (total / width) as u32,
+                first_cols: (cols[0] / width) as u32,
                 chunk: chunk as u32,
             },
             &buffers,
-            column_sums_grid(dev, total, chunks),
+            column_sums_grid(dev, total / width, chunks),
         )?;
         current = outs;
         rows = chunks;
