@@ -201,6 +201,57 @@ fn mixed_products_match_the_cpu_on_their_f16_operands() {
 }
 
 #[test]
+fn mixed_weight_gradients_deeper_than_a_cpu_adapters_loops_split_or_are_refused() {
+    // As f32 ones are (tests/matmul.rs), but a mixed split's slices must divide K: on a
+    // CPU adapter K = 9 x `CPU_LOOP_BUDGET` splits into 9 slices (16 planned as a GPU),
+    // while K = 4 x 65,539, which no count from 9 to 36 divides, is refused by name.
+    let dev = device();
+    let as_gpu = std::sync::Arc::new(engine::Device::new().unwrap());
+    as_gpu.set_gpu_plans(true);
+    let budget = engine::device::CPU_LOOP_BUDGET;
+    let mut r = rng(43);
+    let (m, n) = (4, 8);
+    for k in [9 * budget, 4 * (2 * budget + 3)] {
+        let (a, b) = (random(&mut r, k * m), random(&mut r, k * n));
+        for planner in [&dev, &as_gpu] {
+            let f16 = |shape: &[usize], data: &[f32]| {
+                let t = Tensor::from_slice(planner, shape, data).unwrap();
+                cast_forward(&t, DType::F16).unwrap()
+            };
+            let (ta, tb) = (f16(&[k, m], &a), f16(&[k, n], &b));
+            let want = cpu::matmul(
+                &ta.to_vec(),
+                &tb.to_vec(),
+                None,
+                1,
+                m,
+                k,
+                n,
+                true,
+                false,
+                true,
+            );
+            let shape = MatmulShape::of(&ta, &tb, Transpose::A, None, Epilogue::None).unwrap();
+            let plan = MatmulPlan::new(planner, &shape);
+            let got = matmul::matmul_forward(&ta, &tb, Transpose::A, None);
+            let what = format!("[{k}x{m}]^T x [{k}x{n}] in f16: {}", plan.describe());
+            if dev.is_cpu() && plan.split_k.is_none() {
+                let e = got.unwrap_err().to_string();
+                assert!(
+                    k != 9 * budget && e.contains(&format!("K = {k}")) && e.contains("divide"),
+                    "{what}: {e}"
+                );
+                continue;
+            }
+            if let Some(slices) = plan.split_k {
+                assert_eq!(k % slices, 0, "{what}");
+            }
+            assert_close(&what, &got.unwrap().to_vec(), &want, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
 fn an_f16_output_needs_an_even_n_and_f32_kernels_refuse_f16_operands() {
     let dev = device();
     let a = cast_forward(&upload(&[2, 3], &[0.5; 6]), DType::F16).unwrap();

@@ -386,10 +386,15 @@ fn run_kernel(
         );
     }
     if dev.is_cpu() && kernel.cpu_k_steps(d.k) > CPU_LOOP_BUDGET {
+        let splits = if d.splittable() && kernel.mixed() {
+            "a mixed weight gradient is split along K only into slices that divide it, and no count near the need does"
+        } else {
+            "only weight gradients are split along K"
+        };
         return shape_err(
             "matmul",
             format!(
-                "the {kernel:?} kernel would walk K = {} in {} steps, past the {CPU_LOOP_BUDGET} that a CPU adapter's loops may make (lavapipe cuts them short without an error); only weight gradients are split along K",
+                "the {kernel:?} kernel would walk K = {} in {} steps, past the {CPU_LOOP_BUDGET} that a CPU adapter's loops may make (lavapipe cuts them short without an error); {splits}",
                 d.k,
                 kernel.cpu_k_steps(d.k)
             ),

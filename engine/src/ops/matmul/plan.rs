@@ -31,10 +31,10 @@
 //! Split-K: on GPUs weight gradients are split along K, into as many slices as
 //! occupy the device where the product runs on few workgroups, else two (see
 //! [`split_k`]); mixed ones where the slices divide K ([`split_k_exact`]). The
-//! measurements behind these rules are in docs/results/. On CPU adapters an f32 weight
+//! measurements behind these rules are in docs/results/. On CPU adapters a weight
 //! gradient is split only where its kernel would loop over K more than
-//! `CPU_LOOP_BUDGET` times, which lavapipe would cut short; other products that deep are
-//! refused there.
+//! `CPU_LOOP_BUDGET` times, which lavapipe would cut short (a mixed one where a count of
+//! slices near that need divides K); other products that deep are refused there.
 //!
 //! Explained in the tour: docs/tour/04-matmul.md.
 
@@ -568,13 +568,24 @@ impl MatmulPlan {
     /// and its prefetching form is what `TiledPrefetch`, faster at every size there, is
     /// to `Tiled`; else blocks numbered across the batch. `MixedTiled` and `MixedCoop`
     /// are candidates only, where plans are measured.
+    /// On a CPU adapter, a weight gradient deeper than its loops may go is split as an
+    /// f32 one is, into the fewest slices its loops can walk that divide K (refused by
+    /// the kernel where no count up to four times that many does).
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
-        if let Some(slices) = split_k_exact(!device.plans_as_cpu(), shape) {
-            return MatmulPlan {
-                kernel: Self::mixed(device, &slice_shape(shape, slices)).kernel,
-                shape: *shape,
-                split_k: Some(slices),
-            };
+        let split = |slices| MatmulPlan {
+            kernel: Self::mixed(device, &slice_shape(shape, slices)).kernel,
+            shape: *shape,
+            split_k: Some(slices),
+        };
+        let walkable = |at_least: usize| {
+            if device.is_cpu() {
+                dividing_slices(shape.k, at_least.max(cpu_loop_slices(shape.k)))
+            } else {
+                Some(at_least)
+            }
+        };
+        if let Some(slices) = split_k_exact(!device.plans_as_cpu(), shape).and_then(walkable) {
+            return split(slices);
         }
         let subgroup = MatmulKernel::MixedSubgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
@@ -584,6 +595,11 @@ impl MatmulPlan {
         } else {
             MatmulKernel::Mixed
         };
+        if device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET {
+            if let Some(slices) = walkable(1) {
+                return split(slices);
+            }
+        }
         MatmulPlan {
             shape: *shape,
             kernel,
@@ -634,9 +650,17 @@ impl MatmulPlan {
         }
         // The count a GPU would choose, and 2; a mixed split's must divide K (no
         // leftover rows in f32). On a CPU adapter, for K past its loops' budget, the
-        // count the rule splits f32 products into too.
+        // count the rule splits the product into too.
         let chosen = gpu_split_count(shape, mixed);
-        let deep = (device.is_cpu() && shape.k > CPU_LOOP_BUDGET).then(|| cpu_loop_slices(shape.k));
+        let deep = (device.is_cpu() && shape.k > CPU_LOOP_BUDGET)
+            .then(|| cpu_loop_slices(shape.k))
+            .and_then(|s| {
+                if mixed {
+                    dividing_slices(shape.k, s)
+                } else {
+                    Some(s)
+                }
+            });
         let mut counts = vec![chosen];
         for extra in [Some(2), deep].into_iter().flatten() {
             if !counts.contains(&extra) {
@@ -822,6 +846,12 @@ pub fn split_k_exact(gpu: bool, shape: &MatmulShape) -> Option<usize> {
 /// k a step at most: lavapipe cuts loops past `CPU_LOOP_BUDGET` short.
 fn cpu_loop_slices(k: usize) -> usize {
     k.div_ceil(CPU_LOOP_BUDGET)
+}
+
+/// The fewest slices, from `at_least` to four times as many, that divide `k` (a mixed
+/// split's must: see [`split_k_exact`]), if any.
+fn dividing_slices(k: usize, at_least: usize) -> Option<usize> {
+    (at_least..=4 * at_least).find(|&s| k.is_multiple_of(s))
 }
 
 /// The batched product each slice of a split-K plan runs.
