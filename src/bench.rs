@@ -161,12 +161,15 @@ pub fn matmul(
     }
     let name = &dev.info().name;
     let operand = if f16 { DType::F16 } else { DType::F32 };
-    let shape = |m, k, n, a, b| MatmulShape {
+    let shape = |size: &ProductSize| MatmulShape {
         batch: 1,
-        m,
-        k,
-        n,
-        t: Transpose { a, b },
+        m: size.m,
+        k: size.k,
+        n: size.n,
+        t: Transpose {
+            a: size.trans_a,
+            b: size.trans_b,
+        },
         b_shared: true,
         bias: false,
         epilogue: Epilogue::None,
@@ -176,33 +179,34 @@ pub fn matmul(
             ..MatmulTypes::F32
         },
     };
+    let plain = |m, k, n| ProductSize {
+        m,
+        k,
+        n,
+        trans_a: false,
+        trans_b: false,
+    };
     let mut cases = Vec::new();
     if sizes.is_empty() {
         for d in [192, 384, 768] {
             // fc1 over 8 images of 196 tokens, and its weight gradient over 32 images.
-            cases.push((
-                "vit fc1".to_string(),
-                shape(8 * 196, d, 4 * d, false, false),
-            ));
-            cases.push((
-                "vit fc1 dW".to_string(),
-                shape(d, 32 * 196, 4 * d, true, false),
-            ));
+            cases.push(("vit fc1".to_string(), plain(8 * 196, d, 4 * d)));
+            let weight_gradient = ProductSize {
+                trans_a: true,
+                ..plain(d, 32 * 196, 4 * d)
+            };
+            cases.push(("vit fc1 dW".to_string(), weight_gradient));
         }
         let mut s = 256;
         while s < size {
-            cases.push(("square".to_string(), shape(s, s, s, false, false)));
+            cases.push(("square".to_string(), plain(s, s, s)));
             s *= 2;
         }
-        cases.push(("square".to_string(), shape(size, size, size, false, false)));
+        cases.push(("square".to_string(), plain(size, size, size)));
     }
-    for size in sizes {
-        cases.push((
-            size.to_string(),
-            shape(size.m, size.k, size.n, size.trans_a, size.trans_b),
-        ));
-    }
-    for (label, shape) in cases {
+    cases.extend(sizes.iter().map(|size| (size.to_string(), *size)));
+    for (label, size) in cases {
+        let shape = shape(&size);
         let a_shape = if shape.t.a {
             [shape.k, shape.m]
         } else {
