@@ -145,7 +145,12 @@ fn oversized_tensor_is_refused_before_allocation() {
     let limit = device().info().max_storage_binding;
     let elems = (limit / 4 + 1) as usize;
     let m = message(Tensor::zeros(&device(), &[elems]));
-    assert!(m.contains("max storage binding"), "{m}");
+    assert!(
+        m.contains("max storage binding")
+            && m.contains(&format!("a [{elems}] F32 tensor of"))
+            && m.contains("smaller batch"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -21,11 +21,16 @@ pub enum Error {
         position: usize,
         size: usize,
     },
-    /// A tensor is larger than the adapter can bind.
+    /// A tensor is larger than the adapter can bind: `what` names it (its shape and
+    /// element type where the tensor's maker knows them).
     #[error(
-        "a tensor of {bytes} bytes exceeds the adapter's max storage binding size of {limit} bytes"
+        "{what} of {bytes} bytes exceeds the adapter's max storage binding size of {limit} bytes; a smaller batch (or image size) keeps every tensor within it"
     )]
-    TooLarge { bytes: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
     /// A kernel would need more workgroups along one dimension of its grid than the
     /// adapter allows (sizes too large for one dispatch).
     #[error(

@@ -82,7 +82,16 @@ impl Tensor {
 
     /// `empty` with elements of `dtype`.
     pub(crate) fn empty_of(device: &Arc<Device>, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let buffer = device.alloc(dtype.bytes(numel(shape)))?;
+        let buffer = device
+            .alloc(dtype.bytes(numel(shape)))
+            .map_err(|e| match e {
+                Error::TooLarge { bytes, limit, .. } => Error::TooLarge {
+                    what: format!("a {shape:?} {dtype:?} tensor"),
+                    bytes,
+                    limit,
+                },
+                e => e,
+            })?;
         let storage = Storage {
             buffer: Arc::new(buffer),
             offset: 0,

@@ -140,7 +140,11 @@ impl Device {
     pub(crate) fn alloc(&self, bytes: u64) -> Result<PooledBuffer> {
         let limit = self.info.max_storage_binding.min(self.info.max_buffer_size);
         if bytes > limit {
-            return Err(Error::TooLarge { bytes, limit });
+            return Err(Error::TooLarge {
+                what: "a buffer".into(),
+                bytes,
+                limit,
+            });
         }
         let wanted = size_class(bytes).min(limit & !3);
         // The smallest free buffer of at least the wanted class and at most twice it:
