@@ -568,6 +568,7 @@ impl MatmulPlan {
     /// and its prefetching form is what `TiledPrefetch`, faster at every size there, is
     /// to `Tiled`; else blocks numbered across the batch. `MixedTiled` and `MixedCoop`
     /// are candidates only, where plans are measured.
+    ///
     /// On a CPU adapter, a weight gradient deeper than its loops may go is split as an
     /// f32 one is, into the fewest slices its loops can walk that divide K (refused by
     /// the kernel where no count up to four times that many does).
