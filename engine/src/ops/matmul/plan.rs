@@ -508,19 +508,10 @@ impl MatmulPlan {
         if !shape.types.all_f32() {
             return Self::mixed(device, shape);
         }
-        if let Some(slices) = split_k(gpu, shape) {
-            // A CPU adapter planning as a GPU still walks each slice within its loops'
-            // budget (one k a step at most).
-            let slices = if device.is_cpu() {
-                slices.max(cpu_loop_slices(shape.k))
-            } else {
-                slices
-            };
-            return MatmulPlan {
-                kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
-                shape: *shape,
-                split_k: Some(slices),
-            };
+        if let Some(slices) =
+            split_k(gpu, shape).and_then(|s| walkable_slices(device, shape.k, s, false))
+        {
+            return Self::split(device, shape, slices, Self::new);
         }
         let subgroup = MatmulKernel::Subgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
@@ -532,15 +523,8 @@ impl MatmulPlan {
         } else {
             MatmulKernel::Flat
         };
-        // A weight gradient deeper than a CPU adapter's loops may go is split into
-        // slices that any kernel can walk.
-        if device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET {
-            let slices = cpu_loop_slices(shape.k);
-            return MatmulPlan {
-                kernel: Self::new(device, &slice_shape(shape, slices)).kernel,
-                shape: *shape,
-                split_k: Some(slices),
-            };
+        if let Some(slices) = Self::deeper_than_cpu_loops(device, shape, kernel) {
+            return Self::split(device, shape, slices, Self::new);
         }
         MatmulPlan {
             shape: *shape,
@@ -573,20 +557,11 @@ impl MatmulPlan {
     /// f32 one is, into the fewest slices its loops can walk that divide K (refused by
     /// the kernel where no count up to four times that many does).
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
-        let split = |slices| MatmulPlan {
-            kernel: Self::mixed(device, &slice_shape(shape, slices)).kernel,
-            shape: *shape,
-            split_k: Some(slices),
-        };
-        let walkable = |at_least: usize| {
-            if device.is_cpu() {
-                dividing_slices(shape.k, at_least.max(cpu_loop_slices(shape.k)))
-            } else {
-                Some(at_least)
-            }
-        };
-        if let Some(slices) = split_k_exact(!device.plans_as_cpu(), shape).and_then(walkable) {
-            return split(slices);
+        let gpu = !device.plans_as_cpu();
+        if let Some(slices) =
+            split_k_exact(gpu, shape).and_then(|s| walkable_slices(device, shape.k, s, true))
+        {
+            return Self::split(device, shape, slices, Self::mixed);
         }
         let subgroup = MatmulKernel::MixedSubgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
@@ -596,16 +571,41 @@ impl MatmulPlan {
         } else {
             MatmulKernel::Mixed
         };
-        if device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET {
-            if let Some(slices) = walkable(1) {
-                return split(slices);
-            }
+        if let Some(slices) = Self::deeper_than_cpu_loops(device, shape, kernel) {
+            return Self::split(device, shape, slices, Self::mixed);
         }
         MatmulPlan {
             shape: *shape,
             kernel,
             split_k: None,
         }
+    }
+
+    /// `shape` over `slices` slices of K, each on the kernel `rule` (`new` or `mixed`)
+    /// gives a slice.
+    fn split(
+        device: &Device,
+        shape: &MatmulShape,
+        slices: usize,
+        rule: fn(&Device, &MatmulShape) -> MatmulPlan,
+    ) -> MatmulPlan {
+        MatmulPlan {
+            kernel: rule(device, &slice_shape(shape, slices)).kernel,
+            shape: *shape,
+            split_k: Some(slices),
+        }
+    }
+
+    /// The slices a weight gradient that `kernel` would walk past a CPU adapter's loop
+    /// budget is split into ([`walkable_slices`]); None where it fits, or on a GPU.
+    fn deeper_than_cpu_loops(
+        device: &Device,
+        shape: &MatmulShape,
+        kernel: MatmulKernel,
+    ) -> Option<usize> {
+        (device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET)
+            .then(|| walkable_slices(device, shape.k, 1, kernel.mixed()))
+            .flatten()
     }
 
     /// Every plan for this shape on this device: each kernel that takes it and runs
@@ -654,14 +654,8 @@ impl MatmulPlan {
         // count the rule splits the product into too.
         let chosen = gpu_split_count(shape, mixed);
         let deep = (device.is_cpu() && shape.k > CPU_LOOP_BUDGET)
-            .then(|| cpu_loop_slices(shape.k))
-            .and_then(|s| {
-                if mixed {
-                    dividing_slices(shape.k, s)
-                } else {
-                    Some(s)
-                }
-            });
+            .then(|| walkable_slices(device, shape.k, 1, mixed))
+            .flatten();
         let mut counts = vec![chosen];
         for extra in [Some(2), deep].into_iter().flatten() {
             if !counts.contains(&extra) {
@@ -849,9 +843,19 @@ fn cpu_loop_slices(k: usize) -> usize {
     k.div_ceil(CPU_LOOP_BUDGET)
 }
 
-/// The fewest slices, from `at_least` to four times as many, that divide `k` (a mixed
-/// split's must: see [`split_k_exact`]), if any.
-fn dividing_slices(k: usize, at_least: usize) -> Option<usize> {
+/// At least `at_least` slices of K that the device's loops can walk: on a CPU adapter
+/// at least `cpu_loop_slices` (lavapipe cuts longer loops short, whatever rule planned
+/// the split). For a mixed kernel, the fewest such from there to four times as many
+/// that divide K (its slices must: see [`split_k_exact`]), if any.
+fn walkable_slices(device: &Device, k: usize, at_least: usize, mixed: bool) -> Option<usize> {
+    let at_least = if device.is_cpu() {
+        at_least.max(cpu_loop_slices(k))
+    } else {
+        at_least
+    };
+    if !mixed {
+        return Some(at_least);
+    }
     (at_least..=4 * at_least).find(|&s| k.is_multiple_of(s))
 }
 
