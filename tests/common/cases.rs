@@ -165,8 +165,9 @@ pub fn operand_shapes(shape: &MatmulShape) -> (Vec<usize>, Vec<usize>, Vec<usize
 /// not, with and without bias, in every mix of f16 operands with an f32 output, and
 /// both operands in f16 with an f16 output where N is even; then each epilogue in the
 /// mixes a mixed-precision MLP runs it in (fc1's GELU into f16 with its input saved in
-/// f16, its gradient from an f32 dy and an f16 weight through GELU's input in f16), and
-/// in f32; last, weight gradients of f32 operands, as a mixed backward multiplies them.
+/// f16, its gradient from an f32 dy and an f16 weight through GELU's input in f16, into
+/// f16 as the hidden layer is stored), and in f32; last, weight gradients of f32
+/// operands, as a mixed backward multiplies them.
 pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
     use engine::DType::{F16, F32};
     let mixes = |c| {
@@ -243,9 +244,10 @@ pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
                     MatmulTypes { pre: c, ..types },
                 ));
             }
-            for pre in [F32, F16] {
+            for (pre, c) in [(F32, F32), (F16, F32), (F16, F16)] {
                 let types = MatmulTypes {
                     pre,
+                    c,
                     ..mixes(F32)[2]
                 };
                 shapes.push(shape(sizes, t, false, false, Epilogue::GeluGradient, types));

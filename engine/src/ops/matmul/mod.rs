@@ -567,7 +567,9 @@ pub fn matmul_backward(
     };
     let dbias = match row_sums {
         Some(sums) => Some(sums),
-        None if wants_dbias => Some(sum_leading_forward(dc, d.n)?),
+        // The column sums read f32: an f16 dc (GELU's gradient under mixed precision)
+        // is widened first, exactly.
+        None if wants_dbias => Some(sum_leading_forward(&cast_forward(dc, DType::F32)?, d.n)?),
         None => None,
     };
     Ok((da, db, dbias))
@@ -649,8 +651,9 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 /// and the backward's product dy w2 comes out multiplied by GELU' of it, so the GELU
 /// and its backward cost no dispatch of their own. Without a tape: `linear_gelu`, then
 /// fc2. Under `Precision::Mixed` the products multiply f16 values, the weights cast
-/// to f16, and the hidden activations and GELU's saved input are stored in f16 (as
-/// autocast keeps them); the output is f32.
+/// to f16, and the hidden activations, GELU's saved input and, in the backward, the
+/// gradient of GELU's input are stored in f16 (as autocast keeps them); the output is
+/// f32.
 pub fn mlp(
     x: &Tensor,
     w1: &Tensor,
@@ -702,9 +705,12 @@ pub fn mlp(
                 ],
             )?;
             let (dx, dw1, db1) = if fc1_needs.iter().any(|&n| n) {
+                // GELU's gradient only feeds fc1's products: stored as the hidden
+                // layer is (f16 under `Precision::Mixed`), it is what they would read.
                 let shape =
                     MatmulShape::of(dy, &w2, Transpose::NONE, None, Epilogue::GeluGradient)?
-                        .with_gelu_input(pre.dtype())?;
+                        .with_gelu_input(pre.dtype())?
+                        .with_output(h.dtype())?;
                 let plan = MatmulPlan::new(dy.device(), &shape);
                 let (dpre, _) = run_planned(plan, dy, &w2, None, Some(&pre))?;
                 matmul_backward(&x, &w1, Transpose::B, has_b1, &dpre, fc1_needs)?
