@@ -502,7 +502,8 @@ fn run_kernel(
 
 /// Gradients (da, db, dbias) of `op(a) @ op(b) + bias` given dc. The products of a
 /// mixed forward (an f16 operand) are mixed too, whatever their operands' storage: the
-/// gradient dc, and an operand that entered in f32, are multiplied as f16 values.
+/// gradient dc (f32, or f16 where only products read it: GELU's in the MLP), and an
+/// operand that entered in f32, are multiplied as f16 values.
 pub fn matmul_backward(
     a: &Tensor,
     b: &Tensor,
