@@ -15,8 +15,9 @@
 //! The backward's products follow their forward: the products of a mixed one are
 //! mixed, so the f32 gradients are rounded to f16 as they are read, as tensor cores
 //! need. The one gradient that only feeds products, that of GELU's input in the MLP,
-//! is stored in f16 as the hidden layer is (what fc1's products would read). The gradients of the mean loss sit near the bottom of f16's range, so a
-//! mixed-precision step scales the loss first (train's `LossScaler`, as `GradScaler`).
+//! is stored in f16 as the hidden layer is (what fc1's products would read). The
+//! gradients of the mean loss sit near the bottom of f16's range, so a mixed-precision
+//! step scales the loss first (train's `LossScaler`, as `GradScaler`).
 //! What f16 saves is the memory and bandwidth of the products' operands and of the
 //! activations they keep for the backward, and it opens tensor cores
 //! (`MatmulKernel::MixedCoop`, a measured candidate: on the H200 its staging still
