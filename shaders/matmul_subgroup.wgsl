@@ -24,11 +24,11 @@
 // loop it keeps is evidently left in memory (64 rows in one array ran 3x slower, as two
 // arrays of 32 faster). Reading op(b) from a uniform buffer, whose loads lavapipe makes
 // without the per-lane branches (half the time of a storage load alone), was no faster
-// here (docs/results/2026-12-05-lavapipe-step-6.txt). Nor was anything that loads less
-// once this is done: with no loads at all it ran 1.2-1.3x faster. The multiply-adds and
-// their accumulators bound it, and llvmpipe makes each multiply-add a multiply and an
-// add (`fma()` too), so writing them as fma gains nothing
-// (docs/results/2026-12-06-lavapipe-step-2.txt).
+// here (docs/results/2026-12-05-lavapipe-step-6.txt). Where b stays in cache (the
+// `fmnist-cpu` step's products) nothing that loads less would be faster: with no loads
+// at all they ran 1.2-1.3x faster. The multiply-adds and their accumulators bound them,
+// and llvmpipe makes each multiply-add a multiply and an add (`fma()` too), so writing
+// them as fma gains nothing (docs/results/2026-12-06-lavapipe-step-2.txt).
 
 const ROWS: u32 = 32u;
 
