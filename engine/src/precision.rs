@@ -14,8 +14,9 @@
 //!
 //! The backward's products follow their forward: the products of a mixed one are
 //! mixed, so the f32 gradients are rounded to f16 as they are read, as tensor cores
-//! need. The one gradient that only feeds products, that of GELU's input in the MLP,
-//! is stored in f16 as the hidden layer is (what fc1's products would read). The
+//! need. The gradient of GELU's input in the MLP, which only fc1's products and bias
+//! gradient read, is stored in f16 as the hidden layer is (what those products would
+//! read); the other gradients, attention's dqkv among them, are stored in f32. The
 //! gradients of the mean loss sit near the bottom of f16's range, so a mixed-precision
 //! step scales the loss first (train's `LossScaler`, as `GradScaler`).
 //! What f16 saves is the memory and bandwidth of the products' operands and of the
