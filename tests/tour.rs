@@ -1,8 +1,9 @@
 //! The tour's examples (docs/tour/), run as the reader runs them and held to what each
 //! chapter states: the kernels agree with the CPU reference, the gradcheck passes, the
 //! pool stops allocating, the golden step passes, and the step diagram in docs/tour/ is
-//! the one the model draws today. `cargo test` builds every example before the tests
-//! run; chapter 11's pretraining run is built but, taking minutes here, not run.
+//! the one the model draws today, and a mixed-precision step follows the f32 one.
+//! `cargo test` builds every example before the tests run; chapter 11's pretraining run
+//! is built but, taking minutes here, not run.
 
 mod common;
 
@@ -227,6 +228,39 @@ fn chapter_10_the_golden_step_passes() {
 }
 
 #[test]
+fn chapter_12_a_mixed_step_follows_the_f32_step_and_the_loss_scale_keeps_f16_normal() {
+    let out = run_example("12_speed_and_precision", &[]);
+    // Both steps were counted, and mixed precision holds less at its peak.
+    let dispatches = numbers_after(&out, "batch 16:");
+    assert_eq!(dispatches.len(), 2, "{out}");
+    assert!(dispatches.iter().all(|&d| d > 0.0), "{out}");
+    let peaks = numbers_after(&out, "backward");
+    assert!(
+        peaks[1] < peaks[0],
+        "mixed peak {} against f32 {}: {out}",
+        peaks[1],
+        peaks[0]
+    );
+    // f16 operands move the loss and gradients, by about f16's rounding, not more.
+    let loss = number_after(&out, "relative difference");
+    assert!(loss < 1e-3, "{out}");
+    let grads = number_after(&out, "relative L2");
+    assert!(grads > 0.0 && grads < 1e-2, "{out}");
+    // A GPU's plans run no CPU-only kernel.
+    let gpu = &out[out.find("plans on a GPU:").expect("the GPU's plans")..];
+    let gpu = &gpu[..gpu.find("loss:").unwrap()];
+    assert!(!gpu.contains("Subgroup"), "{out}");
+    assert_eq!(lines_with(gpu, "kernel").len(), 3, "{out}");
+    // Unscaled, the backward's first gradient lies in f16's subnormals; scaled by
+    // 2^16, every value is normal and rounds within f16's half step, 2^-11.
+    let normal_share = numbers_after(&out, "below f16's smallest normal");
+    assert_eq!(normal_share.len(), 2, "{out}");
+    assert!(normal_share[0] > 50.0 && normal_share[1] == 0.0, "{out}");
+    let errors = numbers_after(&out, "f16 rounding");
+    assert!(errors[0] > 1e-2 && errors[1] <= 2f64.powi(-11), "{out}");
+}
+
+#[test]
 fn the_step_diagram_in_the_tour_is_the_one_the_model_draws() {
     let dir = temp_dir("tour_diagram");
     let drawn = dir.join("step.svg");
@@ -262,7 +296,7 @@ fn tour_links_and_source_backlinks_resolve() {
             assert!(path.exists(), "{}: broken link {target}", page.display());
         }
     }
-    assert_eq!(pages, 12, "the table of contents and eleven chapters");
+    assert_eq!(pages, 13, "the table of contents and twelve chapters");
     let mut backlinks = 0;
     for dir in ["engine/src", "model/src", "train/src"] {
         let mut stack = vec![root.join(dir)];

@@ -28,6 +28,8 @@
 //! choices its forward made. Inside [`with_f16_copies`], a cast to f16 of a tensor
 //! whose copy was made beforehand (`PackedTensors::to_f16`: one cast per bucket of
 //! parameters) takes that copy instead of a dispatch of its own.
+//!
+//! Explained in the tour: docs/tour/12-speed-and-precision.md.
 
 use std::cell::{Cell, RefCell};
 

@@ -5,6 +5,8 @@
 //! from the loss times `scale` instead. An update whose scaled gradients hold an
 //! infinity or NaN is skipped and the scale halved; after `growth_interval` updates in
 //! a row without one, the scale doubles.
+//!
+//! Explained in the tour: docs/tour/12-speed-and-precision.md.
 
 /// GradScaler's defaults.
 const INIT_SCALE: f32 = 65536.0;
