@@ -9,22 +9,14 @@
 use engine::ops::cast::cast_forward;
 use engine::ops::matmul::{Epilogue, MatmulPlan, MatmulShape, Transpose};
 use engine::{DType, Device, Precision, Tensor};
+use half::f16;
 use model::ijepa::LOSS_BETA;
 use train::config::PretrainConfig;
 use train::synthetic::SyntheticRun;
 
-/// f16's smallest normal value, 2^-14: below it f16 keeps fewer significant bits.
-const F16_MIN_NORMAL: f64 = 6.103515625e-5;
-
-/// `x` rounded to the nearest f16 value, ties to even (inside f16's finite range):
-/// steps of 2^-24 below the smallest normal, 11 significant bits from there.
+/// `x` rounded to the nearest f16 value, ties to even.
 fn round_to_f16(x: f64) -> f64 {
-    let step = if x.abs() < F16_MIN_NORMAL {
-        2f64.powi(-24)
-    } else {
-        2f64.powi(x.abs().log2().floor() as i32 - 10)
-    };
-    (x / step).round_ties_even() * step
+    f16::from_f64(x).to_f64()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -155,7 +147,11 @@ fn main() -> anyhow::Result<()> {
         .expect("a mixed step has a loss scale") as f64;
     for (what, by) in [("unscaled", 1.0), ("times the loss scale", scale)] {
         let scaled: Vec<f64> = seed.iter().map(|g| g * by).collect();
-        let subnormal = scaled.iter().filter(|g| g.abs() < F16_MIN_NORMAL).count();
+        // Below f16's smallest normal value, 2^-14, f16 keeps fewer significant bits.
+        let subnormal = scaled
+            .iter()
+            .filter(|g| g.abs() < f16::MIN_POSITIVE.to_f64())
+            .count();
         let zeros = scaled
             .iter()
             .filter(|&&g| g != 0.0 && round_to_f16(g) == 0.0)
