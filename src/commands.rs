@@ -154,13 +154,14 @@ pub fn pretrain(args: PretrainArgs, world: Box<dyn Collective>) -> Result<()> {
     };
     if rank == 0 {
         eprintln!(
-        "[{}] pretraining {} (D={}, depth {}, predictor {}x{}) on {} images of {}x{}x{}: {} steps of {} ({} per epoch)",
+        "[{}] pretraining {} (D={}, depth {}, predictor {}x{}, {} precision) on {} images of {}x{}x{}: {} steps of {} ({} per epoch)",
         device.info().name,
         trainer.config.model,
         m.encoder.embed_dim,
         m.encoder.depth,
         m.predictor.embed_dim,
         m.predictor.depth,
+        trainer.config.precision.name(),
         trainer.splits.train.len(),
         trainer.splits.train.channels,
         trainer.splits.train.height,
