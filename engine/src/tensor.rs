@@ -192,6 +192,35 @@ impl Tensor {
         Ok(())
     }
 
+    /// Rows `start..start + len` of the first dim in a new tensor of the same type, by a
+    /// buffer copy (no kernel). Rows start on whole 32-bit words: any f32 row, an f16 one
+    /// where `start` times the row's length is even.
+    pub(crate) fn copy_rows(&self, start: usize, len: usize) -> Result<Tensor> {
+        let shape = self.shape();
+        let row = shape.iter().skip(1).product::<usize>();
+        let first = start * row;
+        let misaligned = self.dtype() == DType::F16 && !first.is_multiple_of(2);
+        if shape.is_empty() || start + len > shape[0] || misaligned {
+            return shape_err(
+                "copy_rows",
+                format!(
+                    "rows {start}..{} of {shape:?} in {:?}: past the end, or not on a 32-bit word",
+                    start + len,
+                    self.dtype()
+                ),
+            );
+        }
+        let mut out_shape = shape.to_vec();
+        out_shape[0] = len;
+        let out = Tensor::empty_of(self.device(), &out_shape, self.dtype())?;
+        let Storage { buffer, offset } = self.storage();
+        // An f16 tensor's words hold two values; its storage ends on a whole word.
+        let bytes = self.dtype().bytes(len * row);
+        let from = Binding::range(buffer.raw(), offset + self.dtype().bytes(first), bytes);
+        self.device().copy(&from, &out.binding(), bytes);
+        Ok(out)
+    }
+
     /// Read the values back to the host, f16 ones widened exactly (submits pending
     /// work and waits).
     pub fn to_vec(&self) -> Vec<f32> {

@@ -255,8 +255,8 @@ pub fn mixed_matmul_shapes() -> Vec<MatmulShape> {
         }
     }
     // Weight gradients a^T b of a 2-D a [K, M] and b [K, N], the form split-K takes:
-    // K split in 4 on a GPU (slices of 512), in 2 (the candidate count), not at all
-    // (odd: a mixed split needs slices that divide K).
+    // K split in 4 on a GPU (slices of 512), in 2 (the candidate count), in 2 with a
+    // row left over (odd), which a product in the same arithmetic adds.
     for k in [2048, 1000, 1001] {
         for types in mixes(F32) {
             shapes.push(shape(

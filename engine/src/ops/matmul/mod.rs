@@ -14,8 +14,8 @@ mod plan;
 use plan::slice_shape;
 
 pub use plan::{
-    split_k, split_k_exact, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes,
-    Transpose, COOP_TILE, FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
+    split_k, Epilogue, MatmulKernel, MatmulPlan, MatmulShape, MatmulTypes, Transpose, COOP_TILE,
+    FLAT_BLOCKS, SUBGROUP_TILE, TILE, TILED_TILE,
 };
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -300,8 +300,9 @@ fn run(
 }
 
 /// a^T b for a [K, M] and b [K, N] as `slices` partial products (each by `kernel`) over
-/// equal slices of K, summed, plus the few rows K leaves over; with the row sums of
-/// a^T (`Epilogue::RowSums`) summed the same way.
+/// equal slices of K, summed, plus the few rows K leaves over, multiplied in the same
+/// arithmetic (f16 values on a mixed kernel); with the row sums of a^T
+/// (`Epilogue::RowSums`) summed the same way.
 fn split_k_product(
     a: &Tensor,
     b: &Tensor,
@@ -319,7 +320,13 @@ fn split_k_product(
             ),
         );
     }
-    let rows = d.k / slices;
+    let mut rows = d.k / slices;
+    // The rows left over are copied out from their first row on: in f16, that row
+    // must begin a word, as an even count of rows makes it.
+    let f16 = a.dtype() == DType::F16 || b.dtype() == DType::F16;
+    if f16 && rows * slices < d.k && rows % 2 == 1 && rows > 1 {
+        rows -= 1;
+    }
     let a3 = a.prefix_view(&[slices, rows, d.m])?;
     let b3 = b.prefix_view(&[slices, rows, d.n])?;
     let (partial, partial_sums) =
@@ -337,21 +344,21 @@ fn split_k_product(
     if rest == 0 {
         return Ok((sum, row_sums));
     }
-    if kernel.mixed() {
-        return shape_err(
-            "matmul",
-            format!(
-                "a mixed split-K needs slices that divide K: {slices} do not divide {}",
-                d.k
-            ),
-        );
-    }
     use crate::ops::elementwise::add_forward;
-    let tail_a = crate::ops::layout::narrow_forward(a, 0, main, rest)?;
-    let tail_b = crate::ops::layout::narrow_forward(b, 0, main, rest)?;
-    let tail = matmul_forward(&tail_a, &tail_b, Transpose::A, None)?;
+    let (tail_a, tail_b) = (a.copy_rows(main, rest)?, b.copy_rows(main, rest)?);
+    let tail_shape = MatmulShape::of(&tail_a, &tail_b, Transpose::A, None, Epilogue::None)?;
+    let tail_plan = if kernel.mixed() {
+        MatmulPlan::mixed(a.device(), &tail_shape)
+    } else {
+        MatmulPlan::new(a.device(), &tail_shape)
+    };
+    let (tail, _) = run_planned(tail_plan, &tail_a, &tail_b, None, None)?;
+    // The column sums read f32: an f16 a is widened first, exactly.
     let row_sums = row_sums
-        .map(|sums| add_forward(&sums, &sum_leading_forward(&tail_a, d.m)?))
+        .map(|sums| {
+            let tail_sums = sum_leading_forward(&cast_forward(&tail_a, DType::F32)?, d.m)?;
+            add_forward(&sums, &tail_sums)
+        })
         .transpose()?;
     Ok((add_forward(&sum, &tail)?, row_sums))
 }
@@ -386,8 +393,8 @@ fn run_kernel(
         );
     }
     if dev.is_cpu() && kernel.cpu_k_steps(d.k) > CPU_LOOP_BUDGET {
-        let splits = if d.splittable() && kernel.mixed() {
-            "a mixed weight gradient is split along K only into slices that divide it, and no count near the need does"
+        let splits = if d.splittable() {
+            "split along K, as the rules plan a weight gradient this deep, it would fit"
         } else {
             "only weight gradients are split along K"
         };

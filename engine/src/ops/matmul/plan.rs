@@ -30,11 +30,10 @@
 //!
 //! Split-K: on GPUs weight gradients are split along K, into as many slices as
 //! occupy the device where the product runs on few workgroups, else two (see
-//! [`split_k`]); mixed ones where the slices divide K ([`split_k_exact`]). The
-//! measurements behind these rules are in docs/results/. On CPU adapters a weight
-//! gradient is split only where its kernel would loop over K more than
-//! `CPU_LOOP_BUDGET` times, which lavapipe would cut short (a mixed one where a count of
-//! slices near that need divides K); other products that deep are refused there.
+//! [`split_k`]), mixed ones as f32 ones. The measurements behind these rules are in
+//! docs/results/. On CPU adapters a weight gradient is split only where its kernel
+//! would loop over K more than `CPU_LOOP_BUDGET` times, which lavapipe would cut short;
+//! other products that deep are refused there.
 //!
 //! Explained in the tour: docs/tour/04-matmul.md.
 
@@ -508,10 +507,13 @@ impl MatmulPlan {
         if !shape.types.all_f32() {
             return Self::mixed(device, shape);
         }
-        if let Some(slices) =
-            split_k(gpu, shape).and_then(|s| walkable_slices(device, shape.k, s, false))
-        {
-            return Self::split(device, shape, slices, Self::new);
+        if let Some(slices) = split_k(gpu, shape) {
+            return Self::split(
+                device,
+                shape,
+                walkable_slices(device, shape.k, slices),
+                Self::new,
+            );
         }
         let subgroup = MatmulKernel::Subgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
@@ -545,8 +547,8 @@ impl MatmulPlan {
     /// The plan of a mixed product (its operands multiplied as f16 values), whatever
     /// the types its operands are stored in: `new`'s choice for products with an f16
     /// operand or output, and the backward's for every product of a mixed forward. A
-    /// GPU splits weight gradients along K as it does f32 ones, where the slices divide
-    /// K ([`split_k_exact`]). Then the subgroup kernel where it applies; on GPUs the
+    /// GPU splits weight gradients along K as it does f32 ones. Then the subgroup
+    /// kernel where it applies; on GPUs the
     /// prefetching tiled one: `MixedTiled` won every mixed product of the ViT-S/16 step
     /// on the H200, the cooperative-matrix kernel's included (2026-12-04-h200-check.txt),
     /// and its prefetching form is what `TiledPrefetch`, faster at every size there, is
@@ -554,14 +556,16 @@ impl MatmulPlan {
     /// are candidates only, where plans are measured.
     ///
     /// On a CPU adapter, a weight gradient deeper than its loops may go is split as an
-    /// f32 one is, into the fewest slices its loops can walk that divide K (refused by
-    /// the kernel where no count up to four times that many does).
+    /// f32 one is.
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.plans_as_cpu();
-        if let Some(slices) =
-            split_k_exact(gpu, shape).and_then(|s| walkable_slices(device, shape.k, s, true))
-        {
-            return Self::split(device, shape, slices, Self::mixed);
+        if let Some(slices) = split_k(gpu, shape) {
+            return Self::split(
+                device,
+                shape,
+                walkable_slices(device, shape.k, slices),
+                Self::mixed,
+            );
         }
         let subgroup = MatmulKernel::MixedSubgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
@@ -604,8 +608,7 @@ impl MatmulPlan {
         kernel: MatmulKernel,
     ) -> Option<usize> {
         (device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET)
-            .then(|| walkable_slices(device, shape.k, 1, kernel.mixed()))
-            .flatten()
+            .then(|| walkable_slices(device, shape.k, 1))
     }
 
     /// Every plan for this shape on this device: each kernel that takes it and runs
@@ -649,13 +652,11 @@ impl MatmulPlan {
         if !shape.splittable() || shape.k < 2 {
             return plans;
         }
-        // The count a GPU would choose, and 2; a mixed split's must divide K (no
-        // leftover rows in f32). On a CPU adapter, for K past its loops' budget, the
-        // count the rule splits the product into too.
-        let chosen = gpu_split_count(shape, mixed);
+        // The count a GPU would choose, and 2. On a CPU adapter, for K past its loops'
+        // budget, the count the rule splits the product into too.
+        let chosen = split_k(true, shape).unwrap_or(2);
         let deep = (device.is_cpu() && shape.k > CPU_LOOP_BUDGET)
-            .then(|| walkable_slices(device, shape.k, 1, mixed))
-            .flatten();
+            .then(|| walkable_slices(device, shape.k, 1));
         let mut counts = vec![chosen];
         for extra in [Some(2), deep].into_iter().flatten() {
             if !counts.contains(&extra) {
@@ -663,9 +664,6 @@ impl MatmulPlan {
             }
         }
         for slices in counts {
-            if mixed && !shape.k.is_multiple_of(slices) {
-                continue;
-            }
             plans.extend(runs(slice_shape(shape, slices)).map(|kernel| MatmulPlan {
                 shape: *shape,
                 kernel,
@@ -684,7 +682,7 @@ impl MatmulPlan {
         match self.split_k {
             None => kernel,
             Some(2) => format!("{kernel} split-K in 2"),
-            Some(n) if n == gpu_split_count(&self.shape, self.kernel.mixed()) => {
+            Some(n) if Some(n) == split_k(true, &self.shape) => {
                 format!("{kernel} split-K as a GPU's rule")
             }
             Some(_) => format!("{kernel} split-K to the loop budget"),
@@ -786,18 +784,6 @@ fn gpu_workgroups(shape: &MatmulShape) -> usize {
     shape.m.div_ceil(side) * shape.n.div_ceil(side)
 }
 
-/// The slices a GPU's rule splits a weight gradient of `shape` into (2 where it would
-/// not split): [`split_k_exact`]'s count for mixed kernels, whose slices must divide K,
-/// [`split_k`]'s otherwise.
-fn gpu_split_count(shape: &MatmulShape, mixed: bool) -> usize {
-    if mixed {
-        split_k_exact(true, shape)
-    } else {
-        split_k(true, shape)
-    }
-    .unwrap_or(2)
-}
-
 /// How many slices of K to split a product of the weight-gradient form into on a GPU,
 /// or None. Slicing K of a [K, M] and b [K, N] is a free reshape to a batched product
 /// of [S, K/S, M] and [S, K/S, N]. It pays most when the output has too few tiles to
@@ -806,7 +792,8 @@ fn gpu_split_count(shape: &MatmulShape, mixed: bool) -> usize {
 /// Where the whole product runs on under 64 workgroups, S is the largest count whose
 /// slices stay at least 512 long and whose workgroups, in the tiles of the kernel the
 /// slices run on, number at most 256; a count that divides K is preferred, since the
-/// rows left over cost four more dispatches. Every other weight gradient with K of at
+/// rows left over cost two buffer copies and two dispatches more (their product, and
+/// its addition). Every other weight gradient with K of at
 /// least 512 is split in two: on the H200 two slices beat the whole product at every
 /// such size measured, outputs that fill the device included (1.2-2.6x,
 /// docs/results/2026-12-04-h200-bench.txt). There a [1152, 384] output on 27 tiled
@@ -828,15 +815,6 @@ pub fn split_k(gpu: bool, shape: &MatmulShape) -> Option<usize> {
         .or((k >= 512).then_some(2))
 }
 
-/// The split of a mixed product: [`split_k`]'s where its slices divide K, else two
-/// where K is even, else none. The rows an uneven split leaves over are added by an f32
-/// product, which a mixed one, whose operands are rounded to f16, must not mix in.
-pub fn split_k_exact(gpu: bool, shape: &MatmulShape) -> Option<usize> {
-    split_k(gpu, shape)
-        .map(|s| if shape.k.is_multiple_of(s) { s } else { 2 })
-        .filter(|&s| shape.k.is_multiple_of(s))
-}
-
 /// How many slices of K a CPU adapter's kernels walk a weight gradient `k` deep in, one
 /// k a step at most: lavapipe cuts loops past `CPU_LOOP_BUDGET` short.
 fn cpu_loop_slices(k: usize) -> usize {
@@ -845,18 +823,13 @@ fn cpu_loop_slices(k: usize) -> usize {
 
 /// At least `at_least` slices of K that the device's loops can walk: on a CPU adapter
 /// at least `cpu_loop_slices` (lavapipe cuts longer loops short, whatever rule planned
-/// the split). For a mixed kernel, the fewest such from there to four times as many
-/// that divide K (its slices must: see [`split_k_exact`]), if any.
-fn walkable_slices(device: &Device, k: usize, at_least: usize, mixed: bool) -> Option<usize> {
-    let at_least = if device.is_cpu() {
+/// the split).
+fn walkable_slices(device: &Device, k: usize, at_least: usize) -> usize {
+    if device.is_cpu() {
         at_least.max(cpu_loop_slices(k))
     } else {
         at_least
-    };
-    if !mixed {
-        return Some(at_least);
     }
-    (at_least..=4 * at_least).find(|&s| k.is_multiple_of(s))
 }
 
 /// The batched product each slice of a split-K plan runs.
