@@ -34,6 +34,12 @@ fn store(base: u32, row: u32, col: u32, v: f32) {
     }
 }
 
+// Columns col0..col0+4 of row `row` of one batch entry of c, where they fall inside the
+// matrix, with the epilogue (`flat_product` stores through it, as the mixed family's).
+fn store_row4(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) { store(c_base, row, col0 + j, v[j]); }
+}
+
 // Invocation (x, y) of a (TILE / 4)^2 workgroup owns rows y + s i and columns x + s j
 // (i, j < 4, s = TILE / 4) of the workgroup's tile: neighbouring invocations read
 // neighbouring columns of b (contiguous, vectorisable) and share the rows of a.
@@ -78,37 +84,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-// The flat kernel, for small products of any shape: the 4x4 blocks of every batch
-// are numbered one after another and handed out FLAT_WG to a workgroup, so a batch of
-// 7x7 attention scores keeps every invocation busy instead of one tile each.
-// Scalar loads, edges clamped as in `matmul`.
+// The flat kernel, for small products of any shape: matmul_tiles.wgsl's `flat_product`.
 @compute @workgroup_size(FLAT_WG)
 fn matmul_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let row_blocks = (p.m + 3u) / 4u;
-    let col_blocks = (p.n + 3u) / 4u;
-    let block = (wid.x + wid.y * nwg.x) * FLAT_WG + lid;
-    let batch = block / (row_blocks * col_blocks);
-    if (batch >= p.batch) { return; }
-    let within = block % (row_blocks * col_blocks);
-    let row0 = (within / col_blocks) * 4u;
-    let col0 = (within % col_blocks) * 4u;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
-    let r = vec4<u32>(min(row0, p.m - 1u), min(row0 + 1u, p.m - 1u),
-                      min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
-    let q = vec4<u32>(min(col0, p.n - 1u), min(col0 + 1u, p.n - 1u),
-                      min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
-    var acc: array<vec4<f32>, 4>;
-    for (var kk = 0u; kk < p.k; kk++) {
-        let bv = vec4<f32>(load_b(b_base, kk, q.x), load_b(b_base, kk, q.y),
-                           load_b(b_base, kk, q.z), load_b(b_base, kk, q.w));
-        for (var i = 0u; i < 4u; i++) { acc[i] += load_a(a_base, r[i], kk) * bv; }
-    }
-    let c_base = batch * p.m * p.n;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) { store(c_base, row0 + i, col0 + j, acc[i][j]); }
-    }
+    flat_product(wid, nwg, lid);
 }
 
 // The vec4 kernel, for N and K multiples of 4, and M too when a is stored transposed:

@@ -6,8 +6,8 @@
 // half), so every operand is bound as words and each element read is converted to f32
 // on load: no adapter feature is needed. With C_F16, N is even, so that each
 // invocation's pairs of columns share a word. The kernels' layouts are matmul.wgsl's:
-// `matmul_mixed` numbers 4x4 blocks across the batch as its `matmul_flat` does; the
-// tiled kernels are matmul_tiles.wgsl's, on this file's loads and stores.
+// `matmul_mixed` is its `matmul_flat`, and the tiled kernels its tiled ones: the bodies
+// of matmul_tiles.wgsl, on this file's loads and stores.
 
 @group(0) @binding(1) var<storage, read> a: array<u32>;
 @group(0) @binding(2) var<storage, read> b: array<u32>;
@@ -93,34 +93,11 @@ fn store_row4(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
     }
 }
 
-// One invocation per 4x4 block of c, blocks numbered across the batch, FLAT_WG to a
-// workgroup: any shape. Rows and columns past the edge are clamped on load (computed,
-// not stored).
+// The flat kernel on this file's loads and stores: matmul_tiles.wgsl's `flat_product`.
 @compute @workgroup_size(FLAT_WG)
 fn matmul_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let row_blocks = (p.m + 3u) / 4u;
-    let col_blocks = (p.n + 3u) / 4u;
-    let block = (wid.x + wid.y * nwg.x) * FLAT_WG + lid;
-    let batch = block / (row_blocks * col_blocks);
-    if (batch >= p.batch) { return; }
-    let within = block % (row_blocks * col_blocks);
-    let row0 = (within / col_blocks) * 4u;
-    let col0 = (within % col_blocks) * 4u;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
-    let r = vec4<u32>(min(row0, p.m - 1u), min(row0 + 1u, p.m - 1u),
-                      min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
-    let q = vec4<u32>(min(col0, p.n - 1u), min(col0 + 1u, p.n - 1u),
-                      min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
-    var acc: array<vec4<f32>, 4>;
-    for (var kk = 0u; kk < p.k; kk++) {
-        let bv = vec4<f32>(load_b(b_base, kk, q.x), load_b(b_base, kk, q.y),
-                           load_b(b_base, kk, q.z), load_b(b_base, kk, q.w));
-        for (var i = 0u; i < 4u; i++) { acc[i] += load_a(a_base, r[i], kk) * bv; }
-    }
-    let c_base = batch * p.m * p.n;
-    for (var i = 0u; i < 4u; i++) { store_row4(c_base, row0 + i, col0, acc[i]); }
+    flat_product(wid, nwg, lid);
 }
 
 // The tiled kernels, for GPUs (matmul_tiles.wgsl): each element widened to f32 (an f16

@@ -1,7 +1,12 @@
-// The tiled matmul kernels' tiles and bodies, for GPUs, shared by the f32 family
-// (matmul.wgsl's `matmul_tiled` and `matmul_tiled_prefetch`) and the mixed one
-// (matmul_mixed.wgsl's `matmul_mixed_tiled` and `matmul_mixed_tiled_prefetch`), after
-// matmul_params.wgsl. A 16x16 workgroup computes a TILE_M x TILE_M tile of c (the
+// The matmul kernel bodies shared by the f32 family (matmul.wgsl's `matmul_flat`,
+// `matmul_tiled` and `matmul_tiled_prefetch`) and the mixed one (matmul_mixed.wgsl's
+// `matmul_mixed`, `matmul_mixed_tiled` and `matmul_mixed_tiled_prefetch`), after
+// matmul_params.wgsl: the flat kernel's, on each family's `load_a(base, row, kk)` and
+// `load_b(base, kk, col)` (op(a)[row][kk] and op(b)[kk][col] as multiplied) and
+// `store_row4(c_base, row, col0, v)` (four columns of a row of c with the epilogue,
+// where they fall inside); then the tiled kernels' tiles and bodies, for GPUs.
+//
+// The tiled kernels: a 16x16 workgroup computes a TILE_M x TILE_M tile of c (the
 // kernels are written for 16 x 8 = 128), 8x8 per invocation, held in registers; for
 // each TILE_K-deep step of K it stages op(a) and op(b) in workgroup memory, k-major, so
 // that the inner loop reads vec4s of b (and of a, in the prefetching kernel) and
@@ -13,6 +18,35 @@
 // multiplied, zero outside; `store_tile_pair(c_base, row, col0, v0, v1)`, columns
 // col0..col0+4 and col0+64..col0+68 of a row of c, with the epilogue, where they fall
 // inside; `store_tile_row_sum(i, v)`, element i of the row sums (ROW_SUMS).
+// The flat kernel, for small products of any shape: the 4x4 blocks of every batch
+// are numbered one after another and handed out FLAT_WG to a workgroup, so a batch of
+// 7x7 attention scores keeps every invocation busy instead of one tile each. Scalar
+// loads; rows and columns past the edge are clamped on load (computed, not stored).
+fn flat_product(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
+    let row_blocks = (p.m + 3u) / 4u;
+    let col_blocks = (p.n + 3u) / 4u;
+    let block = (wid.x + wid.y * nwg.x) * FLAT_WG + lid;
+    let batch = block / (row_blocks * col_blocks);
+    if (batch >= p.batch) { return; }
+    let within = block % (row_blocks * col_blocks);
+    let row0 = (within / col_blocks) * 4u;
+    let col0 = (within % col_blocks) * 4u;
+    let a_base = batch * p.a_batch_stride;
+    let b_base = batch * p.b_batch_stride;
+    let r = vec4<u32>(min(row0, p.m - 1u), min(row0 + 1u, p.m - 1u),
+                      min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
+    let q = vec4<u32>(min(col0, p.n - 1u), min(col0 + 1u, p.n - 1u),
+                      min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let bv = vec4<f32>(load_b(b_base, kk, q.x), load_b(b_base, kk, q.y),
+                           load_b(b_base, kk, q.z), load_b(b_base, kk, q.w));
+        for (var i = 0u; i < 4u; i++) { acc[i] += load_a(a_base, r[i], kk) * bv; }
+    }
+    let c_base = batch * p.m * p.n;
+    for (var i = 0u; i < 4u; i++) { store_row4(c_base, row0 + i, col0, acc[i]); }
+}
+
 const TILE_K: u32 = 16u;
 
 // Where a workgroup's tile of c lies, for every kernel of both families that tiles c

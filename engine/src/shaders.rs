@@ -12,9 +12,10 @@
 //! matmul_mixed.wgsl and on the fragment operations of matmul_coop_fragments.wgsl (the
 //! hardware's) or of matmul_coop_emulated.wgsl (lane by lane, for any adapter).
 //! matmul_params.wgsl, the parameters and overrides of both matmul families
-//! (matmul.wgsl, matmul_mixed.wgsl), and after it matmul_tiles.wgsl, their tiled
-//! kernels (written on each family's loads and stores; naga needs the overrides
-//! declared before the tiles they size), are prepended to every module built on them.
+//! (matmul.wgsl, matmul_mixed.wgsl), and after it matmul_tiles.wgsl, the bodies of
+//! their flat and tiled kernels (written on each family's loads and stores; naga needs
+//! the overrides declared before the tiles they size), are prepended to every module
+//! built on them.
 //! column_sums.wgsl, how a column sum's workgroups share its columns and rows, is
 //! prepended to the two kernel families that sum columns (reduce.wgsl, layernorm.wgsl);
 //! row_lanes.wgsl, which row each invocation of a row kernel takes, to the two families
