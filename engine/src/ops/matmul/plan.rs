@@ -508,12 +508,7 @@ impl MatmulPlan {
             return Self::mixed(device, shape);
         }
         if let Some(slices) = split_k(gpu, shape) {
-            return Self::split(
-                device,
-                shape,
-                walkable_slices(device, shape.k, slices),
-                Self::new,
-            );
+            return Self::split(device, shape, slices, Self::new);
         }
         let subgroup = MatmulKernel::Subgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
@@ -548,8 +543,8 @@ impl MatmulPlan {
     /// the types its operands are stored in: `new`'s choice for products with an f16
     /// operand or output, and the backward's for every product of a mixed forward. A
     /// GPU splits weight gradients along K as it does f32 ones. Then the subgroup
-    /// kernel where it applies; on GPUs the
-    /// prefetching tiled one: `MixedTiled` won every mixed product of the ViT-S/16 step
+    /// kernel where it applies; on GPUs the prefetching tiled one: `MixedTiled` won
+    /// every mixed product of the ViT-S/16 step
     /// on the H200, the cooperative-matrix kernel's included (2026-12-04-h200-check.txt),
     /// and its prefetching form is what `TiledPrefetch`, faster at every size there, is
     /// to `Tiled`; else blocks numbered across the batch. `MixedTiled` and `MixedCoop`
@@ -560,12 +555,7 @@ impl MatmulPlan {
     pub fn mixed(device: &Device, shape: &MatmulShape) -> MatmulPlan {
         let gpu = !device.plans_as_cpu();
         if let Some(slices) = split_k(gpu, shape) {
-            return Self::split(
-                device,
-                shape,
-                walkable_slices(device, shape.k, slices),
-                Self::mixed,
-            );
+            return Self::split(device, shape, slices, Self::mixed);
         }
         let subgroup = MatmulKernel::MixedSubgroup;
         let kernel = if subgroup.takes(shape) && subgroup.runs_on(device) {
@@ -585,14 +575,15 @@ impl MatmulPlan {
         }
     }
 
-    /// `shape` over `slices` slices of K, each on the kernel `rule` (`new` or `mixed`)
-    /// gives a slice.
+    /// `shape` over `slices` slices of K, or more where a CPU adapter's loops need them
+    /// ([`walkable_slices`]), each on the kernel `rule` (`new` or `mixed`) gives a slice.
     fn split(
         device: &Device,
         shape: &MatmulShape,
         slices: usize,
         rule: fn(&Device, &MatmulShape) -> MatmulPlan,
     ) -> MatmulPlan {
+        let slices = walkable_slices(device, shape.k, slices);
         MatmulPlan {
             kernel: rule(device, &slice_shape(shape, slices)).kernel,
             shape: *shape,
