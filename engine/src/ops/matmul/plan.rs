@@ -544,11 +544,11 @@ impl MatmulPlan {
     /// operand or output, and the backward's for every product of a mixed forward. A
     /// GPU splits weight gradients along K as it does f32 ones. Then the subgroup
     /// kernel where it applies; on GPUs the prefetching tiled one: `MixedTiled` won
-    /// every mixed product of the ViT-S/16 step
-    /// on the H200, the cooperative-matrix kernel's included (2026-12-04-h200-check.txt),
-    /// and its prefetching form is what `TiledPrefetch`, faster at every size there, is
-    /// to `Tiled`; else blocks numbered across the batch. `MixedTiled` and `MixedCoop`
-    /// are candidates only, where plans are measured.
+    /// every mixed product of the ViT-S/16 step on the H200, the cooperative-matrix
+    /// kernel's included (2026-12-04-h200-check.txt), and its prefetching form is what
+    /// `TiledPrefetch`, faster at every size there, is to `Tiled`; else blocks numbered
+    /// across the batch. `MixedTiled` and `MixedCoop` are candidates only, where plans
+    /// are measured.
     ///
     /// On a CPU adapter, a weight gradient deeper than its loops may go is split as an
     /// f32 one is.
