@@ -65,11 +65,12 @@ fn main() -> anyhow::Result<()> {
     let (f32_step, f32_grads) = &steps[0];
     let (mixed_step, mixed_grads) = &steps[1];
 
-    // Where each product runs: this adapter's rules, then a GPU's.
-    let rows = batch * 49;
-    let x = Tensor::zeros(&device, &[rows, 64])?;
-    let w = Tensor::zeros(&device, &[192, 64])?;
-    let dc = Tensor::zeros(&device, &[rows, 192])?;
+    // Where the target encoder's qkv products run: this adapter's rules, then a GPU's.
+    let encoder = config.model_config(1, 28)?.encoder;
+    let (rows, d) = (batch * encoder.num_patches(), encoder.embed_dim);
+    let x = Tensor::zeros(&device, &[rows, d])?;
+    let w = Tensor::zeros(&device, &[3 * d, d])?;
+    let dc = Tensor::zeros(&device, &[rows, 3 * d])?;
     let products = [
         (
             "qkv projection x W^T + bias",
@@ -77,7 +78,7 @@ fn main() -> anyhow::Result<()> {
                 &x,
                 &w,
                 Transpose::B,
-                Some(&Tensor::zeros(&device, &[192])?),
+                Some(&Tensor::zeros(&device, &[3 * d])?),
                 Epilogue::None,
             )?,
         ),
@@ -109,12 +110,10 @@ fn main() -> anyhow::Result<()> {
     device.set_gpu_plans(false);
 
     // Mixed against f32.
-    let relative = |a: f64, b: f64| (a - b).abs() / b.abs();
+    let (loss32, loss16) = (f32_step.loss as f64, mixed_step.loss as f64);
     println!(
-        "loss: f32 {:.7}, mixed {:.7}, relative difference {:.1e}",
-        f32_step.loss,
-        mixed_step.loss,
-        relative(mixed_step.loss as f64, f32_step.loss as f64)
+        "loss: f32 {loss32:.7}, mixed {loss16:.7}, relative difference {:.1e}",
+        (loss16 - loss32).abs() / loss32.abs()
     );
     let (mut diff, mut norm) = (0.0, 0.0);
     for ((name, g32), (name16, g16)) in f32_grads.iter().zip(mixed_grads) {

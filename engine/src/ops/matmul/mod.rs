@@ -394,7 +394,7 @@ fn run_kernel(
     }
     if dev.is_cpu() && kernel.cpu_k_steps(d.k) > CPU_LOOP_BUDGET {
         let splits = if d.splittable() {
-            "split along K, as the rules plan a weight gradient this deep, it would fit"
+            "a weight gradient this deep runs split along K, as its rule plans it"
         } else {
             "only weight gradients are split along K"
         };

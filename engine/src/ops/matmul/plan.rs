@@ -520,8 +520,8 @@ impl MatmulPlan {
         } else {
             MatmulKernel::Flat
         };
-        if let Some(slices) = Self::deeper_than_cpu_loops(device, shape, kernel) {
-            return Self::split(device, shape, slices, Self::new);
+        if Self::deeper_than_cpu_loops(device, shape, kernel) {
+            return Self::split(device, shape, 1, Self::new);
         }
         MatmulPlan {
             shape: *shape,
@@ -565,8 +565,8 @@ impl MatmulPlan {
         } else {
             MatmulKernel::Mixed
         };
-        if let Some(slices) = Self::deeper_than_cpu_loops(device, shape, kernel) {
-            return Self::split(device, shape, slices, Self::mixed);
+        if Self::deeper_than_cpu_loops(device, shape, kernel) {
+            return Self::split(device, shape, 1, Self::mixed);
         }
         MatmulPlan {
             shape: *shape,
@@ -591,15 +591,10 @@ impl MatmulPlan {
         }
     }
 
-    /// The slices a weight gradient that `kernel` would walk past a CPU adapter's loop
-    /// budget is split into ([`walkable_slices`]); None where it fits, or on a GPU.
-    fn deeper_than_cpu_loops(
-        device: &Device,
-        shape: &MatmulShape,
-        kernel: MatmulKernel,
-    ) -> Option<usize> {
-        (device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET)
-            .then(|| walkable_slices(device, shape.k, 1))
+    /// Whether `kernel` would walk a weight gradient past a CPU adapter's loop budget
+    /// (then split into the slices its loops can walk: [`MatmulPlan::split`]).
+    fn deeper_than_cpu_loops(device: &Device, shape: &MatmulShape, kernel: MatmulKernel) -> bool {
+        device.is_cpu() && shape.splittable() && kernel.cpu_k_steps(shape.k) > CPU_LOOP_BUDGET
     }
 
     /// Every plan for this shape on this device: each kernel that takes it and runs
