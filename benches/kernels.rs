@@ -56,6 +56,7 @@ fn attention(c: &mut Criterion) {
                 tokens,
                 heads,
                 head_dim,
+                qkv: qkv.dtype(),
             };
             for plan in AttentionPlan::candidates(&dev, &shape) {
                 let id = format!("{:?} N={tokens} hd={head_dim}", plan.path);

@@ -43,7 +43,7 @@ step 90 $coop IJEPA_PROFILE=1 "$bin" bench step --preset fmnist --config $vits -
 # Correctness on the hardware: the mixed products on every kernel, tensor cores
 # included, and every attention plan against the CPU; the golden steps.
 step 150 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture
-step 120 .gpu/attention-tests every_attention_plan --nocapture
+step 120 $coop .gpu/attention-tests every_attention_plan --nocapture
 for f in tests/data/*.safetensors; do
     step 60 "$bin" check-reference "$f"
 done

@@ -6,9 +6,10 @@
 # beside them; the ViT-S steps with plans measured (into plan files that come back in
 # $OUT), the f32 one again following its file, and its kernels timed (IJEPA_PROFILE=1);
 # the `fmnist` step's kernels timed and its plans measured;
-# the tensor-core kernel's parts timed alone (--coop-anatomy); last, the mixed products
-# on every kernel, tensor cores included (IJEPA_COOPERATIVE_MATRIX=1), against the CPU.
-# It carries what scripts/gpu-bench.sh does but tests/attention.rs
+# the tensor-core kernel's parts timed alone (--coop-anatomy); every attention plan on an
+# f16 qkv timed, the tensor-core family among them; last, attention on every plan and
+# the mixed products on every kernel, tensor cores included (IJEPA_COOPERATIVE_MATRIX=1),
+# against the CPU and the composed path. It carries what scripts/gpu-bench.sh does
 # (docs/results/README.md gives the call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,10 @@ step 40 env IJEPA_MEASURE_PLANS=1 IJEPA_PLANS="$out/plans-fmnist.json" "$bin" be
 for part in staging fragments half-accumulators; do
     step 30 $coop "$bin" bench matmul --size 4096 --f16 --kernel MixedCoop --coop-anatomy $part
 done
+# Attention on every plan, the tensor-core family's among them (timed, then held to the
+# composed path).
+step 30 $coop "$bin" bench attention --f16
+step 60 $coop .gpu/attention-tests every_attention_plan --nocapture
 # Last, with what is left: it compiles every candidate kernel for every shape, and ran
 # past 40 s on the H200 without a verdict.
 step 300 $coop .gpu/mixed-tests mixed_products_match_the_cpu --nocapture

@@ -1,5 +1,6 @@
 // qkv as words, for the fused families that read it element by element (attention.wgsl
-// and attention_blocked.wgsl, which have attention_layout.wgsl and this file prepended).
+// and attention_blocked.wgsl) or a pair of halves at a time (attention_coop.wgsl): each
+// has attention_layout.wgsl and this file prepended.
 
 @group(0) @binding(1) var<storage, read> f_qkv: array<u32>;
 @group(0) @binding(10) var<storage, read> q_qkv: array<u32>;

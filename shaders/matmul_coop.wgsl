@@ -4,10 +4,10 @@
 // built from f16.wgsl, gelu.wgsl, matmul_mixed.wgsl, the fragment operations and this
 // file, with `enable f16;`. The fragment operations (begin_fragments, zero_fragment,
 // fragment_a, fragment_b, multiply_add, store_fragment, and the types Accumulator,
-// FragmentA and FragmentB) come from matmul_coop_fragments.wgsl, the hardware's, on
-// devices that opened cooperative matrices with 16x16x16 f16 -> f32 products; or from
-// matmul_coop_emulated.wgsl, lane by lane, which runs this same kernel on any adapter
-// with f16 so that its tiling, staging and epilogue are tested everywhere.
+// FragmentA and FragmentB) come from coop_fragments.wgsl, the hardware's, on devices
+// that opened cooperative matrices with 16x16x16 f16 -> f32 products; or from
+// coop_emulated.wgsl, lane by lane, which runs this same kernel on any adapter with f16
+// so that its tiling, staging and epilogue are tested everywhere.
 //
 // Cooperative matrices belong to a subgroup. A workgroup is four subgroups of SG lanes
 // (the device's fixed subgroup size, numbered by consecutive invocations) and computes
@@ -33,9 +33,13 @@ const COOP_K: u32 = 32u;
 const A_STRIDE: u32 = COOP_K + 8u;
 const B_STRIDE: u32 = COOP_TILE + 8u;
 
-var<workgroup> a_coop: array<f16, COOP_TILE * A_STRIDE>;  // op(a) slice, [COOP_TILE][A_STRIDE]
-var<workgroup> b_coop: array<f16, COOP_K * B_STRIDE>;     // op(b) slice, [COOP_K][B_STRIDE]
-var<workgroup> c_coop: array<f32, 4u * 256u>;             // a 16x16 fragment of c per subgroup
+// Where the op(b) slice starts in coop_tiles, after op(a)'s.
+const B_AT: u32 = COOP_TILE * A_STRIDE;
+
+// The op(a) slice, [COOP_TILE][A_STRIDE], then the op(b) slice, [COOP_K][B_STRIDE].
+var<workgroup> coop_tiles: array<f16, B_AT + COOP_K * B_STRIDE>;
+// A 16x16 fragment of c per subgroup.
+var<workgroup> coop_out: array<f32, 4u * 256u>;
 
 @compute @workgroup_size(4u * SG)
 fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -77,11 +81,11 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             workgroupBarrier();
             for (var q = 0u; q < PAIRS / (4u * SG); q++) {
                 let at_a = a_staged_at(t + q * 4u * SG);
-                a_coop[at_a.x] = next_a[q].x;
-                a_coop[at_a.y] = next_a[q].y;
+                coop_tiles[at_a.x] = next_a[q].x;
+                coop_tiles[at_a.y] = next_a[q].y;
                 let at_b = b_staged_at(t + q * 4u * SG);
-                b_coop[at_b.x] = next_b[q].x;
-                b_coop[at_b.y] = next_b[q].y;
+                coop_tiles[B_AT + at_b.x] = next_b[q].x;
+                coop_tiles[B_AT + at_b.y] = next_b[q].y;
             }
             workgroupBarrier();
         }
@@ -101,14 +105,14 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             // loads with k0: loads that never change would leave the loop.
             var kf = kq;
             if (ANATOMY == 2u) { kf = (kq + 16u * (k0 / COOP_K)) % COOP_K; }
-            let a0 = fragment_a(sm * A_STRIDE + kf);
-            let a1 = fragment_a((sm + 16u) * A_STRIDE + kf);
-            let a2 = fragment_a((sm + 32u) * A_STRIDE + kf);
-            let a3 = fragment_a((sm + 48u) * A_STRIDE + kf);
-            let b0 = fragment_b(kf * B_STRIDE + sn);
-            let b1 = fragment_b(kf * B_STRIDE + sn + 16u);
-            let b2 = fragment_b(kf * B_STRIDE + sn + 32u);
-            let b3 = fragment_b(kf * B_STRIDE + sn + 48u);
+            let a0 = fragment_a(sm * A_STRIDE + kf, A_STRIDE);
+            let a1 = fragment_a((sm + 16u) * A_STRIDE + kf, A_STRIDE);
+            let a2 = fragment_a((sm + 32u) * A_STRIDE + kf, A_STRIDE);
+            let a3 = fragment_a((sm + 48u) * A_STRIDE + kf, A_STRIDE);
+            let b0 = fragment_b(B_AT + kf * B_STRIDE + sn, B_STRIDE);
+            let b1 = fragment_b(B_AT + kf * B_STRIDE + sn + 16u, B_STRIDE);
+            let b2 = fragment_b(B_AT + kf * B_STRIDE + sn + 32u, B_STRIDE);
+            let b3 = fragment_b(B_AT + kf * B_STRIDE + sn + 48u, B_STRIDE);
             // Half the accumulators (the anatomy's): c?2 and c?3 left out.
             let all = ANATOMY != 3u;
             c00 = multiply_add(a0, b0, c00);
@@ -150,13 +154,13 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // every subgroup stores its fragments in the same order, so the barriers are met by
 // the whole workgroup.
 fn store_c(c: Accumulator, c_base: u32, row0: u32, col0: u32, sg: u32) {
-    store_fragment(c, sg * 256u);
+    store_fragment(c, sg * 256u, 16u);
     workgroupBarrier();
     for (var e = lane_in_subgroup(); e < 64u; e += SG) {
         let r = e / 4u;
         let q = (e % 4u) * 4u;
         let i = sg * 256u + r * 16u + q;
-        let v = vec4<f32>(c_coop[i], c_coop[i + 1u], c_coop[i + 2u], c_coop[i + 3u]);
+        let v = vec4<f32>(coop_out[i], coop_out[i + 1u], coop_out[i + 2u], coop_out[i + 3u]);
         store_row4(c_base, row0 + r, col0 + q, v);
     }
     workgroupBarrier();

@@ -293,6 +293,7 @@ pub fn attention(
                 tokens: n,
                 heads,
                 head_dim: hd,
+                qkv: qkv.dtype(),
             };
             let chosen = AttentionPlan::new(dev, &shape);
             let mut composed_secs = None;

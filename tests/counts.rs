@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::{device, random, rng, upload};
 use engine::ops::attention::{attention_composed, attention_fused, FusedAttention};
 use engine::ops::{self, reduce, Transpose};
-use engine::{Device, Tensor};
+use engine::{DType, Device, Tensor};
 
 #[test]
 fn matmul_and_attention_flops_are_counted_alike_on_every_path() {
@@ -45,7 +45,7 @@ fn matmul_and_attention_flops_are_counted_alike_on_every_path() {
     let composed = flops_of(&|x| attention_composed(x, heads, 0.3));
     assert_eq!(composed, 12 * (batch * heads * tokens * tokens * hd) as u64);
     for kind in FusedAttention::ALL {
-        if kind.runs_on(&dev, hd) {
+        if kind.runs_on(&dev, hd, DType::F32) {
             let fused = flops_of(&|x| attention_fused(kind, x, heads, 0.3));
             assert_eq!(fused, composed, "{kind:?}");
         }

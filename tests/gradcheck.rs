@@ -8,7 +8,7 @@ mod common;
 
 use common::{device, random, rng, upload};
 use engine::ops::{self, Transpose};
-use engine::{gradcheck, GradcheckOptions, Indices, Result, Tensor};
+use engine::{gradcheck, DType, GradcheckOptions, Indices, Result, Tensor};
 
 /// sum(y * w) for a fixed random w of y's shape.
 fn weighted_sum(y: &Tensor, seed: u64) -> Result<Tensor> {
@@ -235,6 +235,7 @@ fn gradcheck_attention_on_every_plan() {
         tokens,
         heads,
         head_dim: hd,
+        qkv: DType::F32,
     };
     for plan in AttentionPlan::candidates(&device(), &shape) {
         check(

@@ -605,6 +605,7 @@ fn the_qkv_is_stored_in_f16_where_attention_reads_it_so() {
             tokens,
             heads,
             head_dim,
+            qkv: DType::F32,
         };
         let what = format!("{shape:?}");
         let fused = matches!(

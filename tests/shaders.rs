@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use engine::ops::attention::FusedAttention;
 use engine::ops::matmul::{
     pipeline_constants, Epilogue, MatmulKernel, MatmulShape, MatmulTypes, Transpose,
 };
@@ -235,4 +236,59 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
         }
     }
     assert_eq!(written, 96 + 2 * 3);
+}
+
+/// attention_coop.wgsl likewise runs only where cooperative matrices are opened: naga
+/// writes its three kernels to SPIR-V at every head dim the family takes, with the
+/// launcher's override values and a 32-lane subgroup. tests/attention.rs holds their
+/// values to the composed path, on GPUs that run them and everywhere on the emulation.
+#[test]
+fn the_cooperative_matrix_attention_writes_spirv_at_every_head_dim() {
+    let shader = &engine::shaders::ATTENTION_COOP;
+    let module = parse(shader);
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)));
+    let mut written = 0;
+    for hd in (16..=128).step_by(16) {
+        let constants: naga::back::PipelineConstants = FusedAttention::Coop
+            .pipeline_constants(hd, DType::F16, Some(32))
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        for entry in [
+            "attention_forward",
+            "attention_backward_dq",
+            "attention_backward_dkv",
+        ] {
+            let stage = naga::ShaderStage::Compute;
+            let (module, info) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((stage, entry)),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("head dim {hd}, {entry}: overrides: {e}"));
+            let options = naga::back::spv::Options {
+                lang_version: (1, 6),
+                ..Default::default()
+            };
+            let pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: stage,
+                entry_point: entry.to_string(),
+            };
+            let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+                .unwrap_or_else(|e| panic!("head dim {hd}, {entry}: SPIR-V: {e}"));
+            assert!(
+                words.len() > 5,
+                "head dim {hd}, {entry}: {} words",
+                words.len()
+            );
+            written += 1;
+        }
+    }
+    assert_eq!(written, 8 * 3);
 }

@@ -5,12 +5,13 @@
 //! prepended, as f16.wgsl's rounding to f16 is to the kernels that store or multiply
 //! f16 values. attention_layout.wgsl, the fused attention families' parameters and row
 //! offsets, is prepended to each of them, and attention_qkv_words.wgsl, qkv bound as
-//! words, to the two that read it element by element. matmul_subgroup.wgsl holds one entry point
+//! words, to the three that read it a word at a time (all but the subgroup family). matmul_subgroup.wgsl holds one entry point
 //! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands;
 //! matmul_mixed_subgroup.wgsl gives matmul_subgroup.wgsl's kernel its operands.
 //! matmul_coop.wgsl is the product on cooperative matrices, built on
-//! matmul_mixed.wgsl and on the fragment operations of matmul_coop_fragments.wgsl (the
-//! hardware's) or of matmul_coop_emulated.wgsl (lane by lane, for any adapter).
+//! matmul_mixed.wgsl, and attention_coop.wgsl the fused attention on them; both on the
+//! fragment operations of coop_fragments.wgsl (the hardware's) or of coop_emulated.wgsl
+//! (lane by lane, for any adapter with f16).
 //! matmul_params.wgsl, the parameters and overrides of both matmul families
 //! (matmul.wgsl, matmul_mixed.wgsl), and after it matmul_tiles.wgsl, the bodies of
 //! their flat and tiled kernels (written on each family's loads and stores; naga needs
@@ -35,9 +36,12 @@ use crate::ops::reduce::ReduceParams;
 use crate::ops::softmax::SoftmaxParams;
 use crate::ops::update::UpdateParams;
 
-/// One WGSL file as compiled: its name, its source (with what is prepended to it),
-/// the files prepended, and the layout of its `Params` struct, if it has one.
+/// One WGSL module as compiled: the name of its static here (what tells it from
+/// another: the emulated cooperative-matrix kernels end with the same file), its file,
+/// its source (with what is prepended to it), the files prepended, and the layout of
+/// its `Params` struct, if it has one.
 pub struct Shader {
+    pub name: &'static str,
     pub file: &'static str,
     pub source: &'static str,
     pub parts: &'static [&'static str],
@@ -53,6 +57,7 @@ macro_rules! shader {
     };
     ($name:ident, $file:literal, enable [$($ext:ident),*], [$($before:literal),*], $params:expr) => {
         pub static $name: Shader = Shader {
+            name: stringify!($name),
             file: $file,
             source: concat!(
                 $("enable ", stringify!($ext), ";\n",)*
@@ -130,13 +135,13 @@ shader!(
         "matmul_params.wgsl",
         "matmul_tiles.wgsl",
         "matmul_mixed.wgsl",
-        "matmul_coop_fragments.wgsl"
+        "coop_fragments.wgsl"
     ],
     Some(MatmulParams::LAYOUT)
 );
 shader!(
     MATMUL_COOP_EMULATED,
-    "matmul_coop_emulated.wgsl",
+    "coop_emulated.wgsl",
     enable[f16],
     [
         "f16.wgsl",
@@ -172,6 +177,33 @@ shader!(
     ["attention_layout.wgsl", "attention_qkv_words.wgsl"],
     Some(AttentionParams::LAYOUT)
 );
+// The fragment operations come after the kernels here: naga (30) lowers declarations in
+// source order, and where the fragments' use of coop_tiles comes first, the anonymous
+// override that sizes it lands before SG, on which its override processing fails.
+shader!(
+    ATTENTION_COOP,
+    "coop_fragments.wgsl",
+    enable [f16, wgpu_cooperative_matrix],
+    [
+        "f16.wgsl",
+        "attention_layout.wgsl",
+        "attention_qkv_words.wgsl",
+        "attention_coop.wgsl"
+    ],
+    Some(AttentionParams::LAYOUT)
+);
+shader!(
+    ATTENTION_COOP_EMULATED,
+    "coop_emulated.wgsl",
+    enable[f16],
+    [
+        "f16.wgsl",
+        "attention_layout.wgsl",
+        "attention_qkv_words.wgsl",
+        "attention_coop.wgsl"
+    ],
+    Some(AttentionParams::LAYOUT)
+);
 shader!(
     SOFTMAX,
     "softmax.wgsl",
@@ -197,6 +229,11 @@ shader!(
 shader!(UPDATE, "update.wgsl", [], Some(UpdateParams::LAYOUT));
 shader!(CAST, "cast.wgsl", ["f16.wgsl"], Some(CastParams::LAYOUT));
 
+/// The lanes per subgroup coop_emulated.wgsl is compiled for (its 8 elements of a
+/// 16x16 accumulator a lane): its "subgroups" are workgroup invocations, so any
+/// adapter runs them.
+pub const COOP_EMULATED_LANES: u32 = 32;
+
 pub static ALL: &[&Shader] = &[
     &GELU,
     &F16,
@@ -212,6 +249,8 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION,
     &ATTENTION_SUBGROUP,
     &ATTENTION_BLOCKED,
+    &ATTENTION_COOP,
+    &ATTENTION_COOP_EMULATED,
     &SOFTMAX,
     &LAYERNORM,
     &LAYOUT,

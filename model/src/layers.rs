@@ -194,6 +194,8 @@ impl Attention {
             tokens: s[1],
             heads,
             head_dim: hd,
+            // What qkv_storage decides; it asks about both.
+            qkv: DType::F32,
         };
         let qkv = self
             .qkv

@@ -8,7 +8,7 @@ use engine::ops::attention::{AttentionPlan, AttentionShape};
 use engine::ops::matmul::{Epilogue, MatmulPlan, MatmulShape, MatmulTypes, Transpose};
 use engine::ops::rows::RowPlan;
 use engine::ops::{layernorm, softmax};
-use engine::Device;
+use engine::{DType, Device};
 
 const TRANSPOSES: [Transpose; 4] = [
     Transpose::NONE,
@@ -355,12 +355,17 @@ pub fn tested_plan_keys(device: &Device) -> BTreeSet<String> {
                 .map(MatmulPlan::key),
         );
     }
-    for (batch, heads, tokens, hd) in ATTENTION {
+    // The attention test runs each case on an f32 and an f16 qkv.
+    for ((batch, heads, tokens, hd), qkv) in ATTENTION
+        .into_iter()
+        .flat_map(|case| [(case, DType::F32), (case, DType::F16)])
+    {
         let shape = AttentionShape {
             batch,
             tokens,
             heads,
             head_dim: hd,
+            qkv,
         };
         let plans = AttentionPlan::candidates(device, &shape);
         keys.extend(plans.iter().map(AttentionPlan::key));

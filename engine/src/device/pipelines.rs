@@ -101,17 +101,17 @@ pub(super) struct Kernel {
     pub(super) layout: wgpu::BindGroupLayout,
 }
 
-/// What tells one compiled pipeline from another: its shader file, entry point and
-/// override values, the values as bits so that the key of every dispatch is hashed
-/// without formatting a number.
+/// What tells one compiled pipeline from another: its shader module's name, entry
+/// point and override values, the values as bits so that the key of every dispatch is
+/// hashed without formatting a number.
 #[derive(PartialEq, Eq, Hash)]
 struct PipelineKey {
-    file: &'static str,
+    module: &'static str,
     entry: &'static str,
     constants: Vec<(&'static str, u64)>,
 }
 
-/// Shader modules by file and pipelines by entry point and override values, each
+/// Shader modules by name and pipelines by entry point and override values, each
 /// compiled once.
 pub(super) struct PipelineCache {
     kernels: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
@@ -134,7 +134,7 @@ impl Device {
     fn module(&self, shader: &'static Shader) -> wgpu::ShaderModule {
         let mut modules = self.pipelines.modules.lock().unwrap();
         modules
-            .entry(shader.file)
+            .entry(shader.name)
             .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(shader.file),
@@ -162,7 +162,7 @@ impl Device {
         constants: &[(&'static str, f64)],
     ) -> Arc<Kernel> {
         let key = PipelineKey {
-            file: def.shader.file,
+            module: def.shader.name,
             entry: def.entry,
             constants: constants
                 .iter()

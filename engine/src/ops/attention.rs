@@ -8,11 +8,14 @@
 //! backward recomputes the scores from it, and the tokens x tokens matrix is never
 //! written. `attention_composed` builds the same from permutes, matmul, scale and
 //! softmax; it is the oracle the fused kernels are tested against. The fused kernels
-//! come in three families: `attention.wgsl` (one row per invocation, the other side in
+//! come in four families: `attention.wgsl` (one row per invocation, the other side in
 //! workgroup-memory tiles; any adapter), `attention_blocked.wgsl` (32 x 32 score tiles
-//! as register-blocked products; GPUs) and `attention_subgroup.wgsl` (subgroup
-//! broadcasts; CPU adapters with 8-lane subgroups). `attention`, which the model calls,
-//! runs the path [`AttentionPlan::new`] picks for the adapter, head dim and token count:
+//! as register-blocked products; GPUs), `attention_subgroup.wgsl` (subgroup
+//! broadcasts; CPU adapters with 8-lane subgroups) and `attention_coop.wgsl` (products
+//! on cooperative matrices, f16 operands and f32 sums, for an f16 qkv; GPUs that opened
+//! them, and with its fragments emulated on any adapter with f16). `attention`, which
+//! the model calls, runs the path [`AttentionPlan::new`] picks for the adapter, head dim
+//! and token count:
 //!
 //! | path | chosen for |
 //! | --- | --- |
@@ -20,6 +23,8 @@
 //! | fused `Blocked` | GPUs: up to 128 tokens, or head dims under 64 |
 //! | fused `Tiled` | GPUs: above 128 tokens at head dims from 64, and where `Blocked` cannot run |
 //! | composed | everything else; the oracle the fused families are tested against |
+//! | fused `Coop` | never by rule (untimed on a GPU): where plans are measured, with an f16 qkv |
+//! | fused `CoopEmulated` | never by rule: it tests `Coop`'s staging and sums on any adapter with f16 |
 //!
 //! qkv is f32, or f16 where the qkv projection stored it so under mixed precision
 //! ([`qkv_storage`] says which): the fused kernels read either (their `QKV_F16`) and
@@ -42,7 +47,7 @@ use crate::ops::elementwise::scale;
 use crate::ops::layout::{narrow, permute, reshape};
 use crate::ops::matmul::{matmul, Transpose};
 use crate::ops::softmax::softmax;
-use crate::shaders::{self, Shader};
+use crate::shaders::{self, Shader, COOP_EMULATED_LANES};
 use crate::tape::record;
 use crate::tensor::{DType, Tensor};
 
@@ -68,6 +73,15 @@ const MAX_TILE: usize = 32;
 const TILED_WORKGROUP_BYTES: u32 = (2 * TILE_FLOATS * 4 + MAX_TILE * 8) as u32;
 /// Workgroup memory of the blocked family's dk/dv kernel, its largest.
 const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
+/// Workgroup memory of the cooperative-matrix family at head dim `hd`: four regions of
+/// 32 staged f16 rows (hd + 8 apart), two sets of 16 x 40 f16 probabilities per
+/// subgroup, 16 x 32 f32 scores per subgroup and 64 row statistics (its arrays).
+const fn coop_workgroup_bytes(hd: usize) -> u32 {
+    let subgroups = COOP_SUBGROUPS;
+    (2 * (4 * 32 * (hd + 8) + 2 * subgroups * 16 * 40) + 4 * subgroups * 16 * 32 + 8 * 64) as u32
+}
+/// Subgroups per workgroup of the cooperative-matrix family (its `SUBGROUPS`).
+const COOP_SUBGROUPS: usize = 2;
 /// Rows per workgroup of each family (their `ROWS`): one per invocation in the tiled
 /// family, at least a tile; one per lane of one 8-lane subgroup in the subgroup family
 /// (a head of few tokens then idles at most 7 lanes: 8 rows ran the fmnist-cpu step
@@ -76,6 +90,7 @@ const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
 const TILED_ROWS: usize = 64;
 const SUBGROUP_ROWS: usize = 8;
 const BLOCKED_ROWS: usize = 32;
+const COOP_ROWS: usize = 16 * COOP_SUBGROUPS;
 const _: () = assert!(TILED_ROWS >= MAX_TILE && TILED_ROWS <= 256);
 const _: () = assert!(SUBGROUP_ROWS.is_multiple_of(8) && SUBGROUP_ROWS <= 256);
 const _: () = assert!(BLOCKED_ROWS == 32);
@@ -96,6 +111,8 @@ const fn kernels(shader: &'static Shader) -> [KernelDef<AttentionParams>; 3] {
 const TILED: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION);
 const SUBGROUP: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION_SUBGROUP);
 const BLOCKED: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION_BLOCKED);
+const COOP: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION_COOP);
+const COOP_EMULATED: [KernelDef<AttentionParams>; 3] = kernels(&shaders::ATTENTION_COOP_EMULATED);
 const FORWARD: usize = 0;
 const BACKWARD_DQ: usize = 1;
 const BACKWARD_DKV: usize = 2;
@@ -114,18 +131,36 @@ pub enum FusedAttention {
     /// broadcasts: head dims that are multiples of 4, on adapters whose subgroups are
     /// exactly 8 lanes (CPU drivers, where workgroup memory costs as much as storage).
     Subgroup,
+    /// A workgroup of two subgroups owns 32 rows, 16 a subgroup; each block of 32
+    /// other rows is two products on cooperative matrices (scores, then probabilities
+    /// or score gradients times rows), f16 operands staged in workgroup memory, f32
+    /// sums: an f16 qkv at head dims that are multiples of 16, on devices that opened
+    /// 16x16x16 cooperative matrices.
+    Coop,
+    /// `Coop`'s kernels with the fragment operations emulated lane by lane: any
+    /// adapter with f16; slow, so never a rule's choice.
+    CoopEmulated,
 }
 
 impl FusedAttention {
-    pub const ALL: [FusedAttention; 3] = [
+    pub const ALL: [FusedAttention; 5] = [
         FusedAttention::Tiled,
         FusedAttention::Blocked,
         FusedAttention::Subgroup,
+        FusedAttention::Coop,
+        FusedAttention::CoopEmulated,
     ];
 
     /// Whether the device can run these kernels for this head dim (at most
-    /// `MAX_HEAD_DIM`, which they hold in registers).
-    pub fn runs_on(self, device: &Device, head_dim: usize) -> bool {
+    /// `MAX_HEAD_DIM`, which they hold in registers) on a qkv stored in `qkv`: the
+    /// cooperative-matrix families multiply f16 values, so they read an f16 qkv only
+    /// (an f32 one is attention in f32).
+    pub fn runs_on(self, device: &Device, head_dim: usize, qkv: DType) -> bool {
+        let coop = || {
+            qkv == DType::F16
+                && head_dim.is_multiple_of(16)
+                && device.info().workgroup_storage >= coop_workgroup_bytes(head_dim)
+        };
         head_dim <= MAX_HEAD_DIM
             && match self {
                 FusedAttention::Tiled => device.info().workgroup_storage >= TILED_WORKGROUP_BYTES,
@@ -136,6 +171,8 @@ impl FusedAttention {
                 FusedAttention::Subgroup => {
                     head_dim.is_multiple_of(4) && device.has_cpu_subgroups_of_8()
                 }
+                FusedAttention::Coop => device.cooperative_subgroup().is_some() && coop(),
+                FusedAttention::CoopEmulated => device.has_shader_f16() && coop(),
             }
     }
 
@@ -144,6 +181,8 @@ impl FusedAttention {
             FusedAttention::Tiled => &TILED,
             FusedAttention::Blocked => &BLOCKED,
             FusedAttention::Subgroup => &SUBGROUP,
+            FusedAttention::Coop => &COOP,
+            FusedAttention::CoopEmulated => &COOP_EMULATED,
         }
     }
 
@@ -157,6 +196,14 @@ impl FusedAttention {
             FusedAttention::Subgroup => {
                 "a head dim up to 128 that is a multiple of 4, and a CPU adapter with 8-lane subgroups"
             }
+            FusedAttention::Coop => {
+                "an f16 qkv, a head dim up to 128 that is a multiple of 16, the workgroup memory \
+                 of its staged rows, and cooperative matrices opened (IJEPA_COOPERATIVE_MATRIX=1)"
+            }
+            FusedAttention::CoopEmulated => {
+                "an f16 qkv, a head dim up to 128 that is a multiple of 16, the workgroup memory \
+                 of its staged rows, and f16 in shaders"
+            }
         }
     }
 
@@ -166,12 +213,27 @@ impl FusedAttention {
             FusedAttention::Tiled => TILED_ROWS,
             FusedAttention::Blocked => BLOCKED_ROWS,
             FusedAttention::Subgroup => SUBGROUP_ROWS,
+            FusedAttention::Coop | FusedAttention::CoopEmulated => COOP_ROWS,
         }
     }
 
     /// The pipeline overrides of this family's kernels at head dim `hd`, reading a qkv
-    /// of type `qkv`.
-    fn overrides(self, hd: usize, qkv: DType) -> Vec<(&'static str, f64)> {
+    /// of type `qkv`, with `coop_lanes` lanes to a subgroup for `Coop`'s cooperative
+    /// matrices (`Device::cooperative_subgroup`).
+    pub fn pipeline_constants(
+        self,
+        hd: usize,
+        qkv: DType,
+        coop_lanes: Option<u32>,
+    ) -> Vec<(&'static str, f64)> {
+        if let Some(lanes) = match self {
+            FusedAttention::Coop => coop_lanes,
+            FusedAttention::CoopEmulated => Some(COOP_EMULATED_LANES),
+            _ => None,
+        } {
+            // The kernels are written for f16 rows, and their ROWS is fixed.
+            return vec![("HD", hd as f64), ("QKV_F16", 1.0), ("SG", lanes as f64)];
+        }
         let mut overrides = vec![
             ("HD", hd as f64),
             ("ROWS", self.rows_per_workgroup() as f64),
@@ -193,13 +255,14 @@ pub enum AttentionPath {
 }
 
 /// The sizes of one attention call: `batch` images of `tokens` tokens, `heads` heads of
-/// `head_dim`, from a packed qkv [batch, tokens, 3 heads head_dim].
+/// `head_dim`, from a packed qkv [batch, tokens, 3 heads head_dim] stored in `qkv`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
     pub batch: usize,
     pub tokens: usize,
     pub heads: usize,
     pub head_dim: usize,
+    pub qkv: DType,
 }
 
 impl AttentionShape {
@@ -217,6 +280,7 @@ impl AttentionShape {
             tokens: s[1],
             heads,
             head_dim: s[2] / (3 * heads),
+            qkv: qkv.dtype(),
         })
     }
 }
@@ -245,7 +309,7 @@ impl AttentionPlan {
         let fused = if device.plans_as_cpu() {
             let kind = FusedAttention::Subgroup;
             ((head_dim <= 32 || tokens <= 64 || !tokens.is_multiple_of(4))
-                && kind.runs_on(device, head_dim))
+                && kind.runs_on(device, head_dim, shape.qkv))
             .then_some(kind)
         } else {
             let (tiled, blocked) = (FusedAttention::Tiled, FusedAttention::Blocked);
@@ -256,7 +320,7 @@ impl AttentionPlan {
             };
             [first, tiled]
                 .into_iter()
-                .find(|kind| kind.runs_on(device, head_dim))
+                .find(|kind| kind.runs_on(device, head_dim, shape.qkv))
         };
         AttentionPlan {
             path: fused.map_or(AttentionPath::Composed, AttentionPath::Fused),
@@ -275,7 +339,7 @@ impl AttentionPlan {
         plans.extend(
             FusedAttention::ALL
                 .into_iter()
-                .filter(|kind| kind.runs_on(device, shape.head_dim))
+                .filter(|kind| kind.runs_on(device, shape.head_dim, shape.qkv))
                 .map(|kind| plan(AttentionPath::Fused(kind))),
         );
         plans
@@ -336,7 +400,7 @@ fn launch(
     let bh = shape.batch * shape.heads;
     dev.dispatch(
         &kind.defs()[kernel],
-        &kind.overrides(shape.head_dim, qkv_type),
+        &kind.pipeline_constants(shape.head_dim, qkv_type, dev.cooperative_subgroup()),
         &AttentionParams {
             n: shape.tokens as u32,
             scale,
@@ -348,13 +412,13 @@ fn launch(
     )
 }
 
-/// Checks that `kind` can run this head dim here.
-fn check_kind(kind: FusedAttention, dev: &Device, hd: usize) -> Result<()> {
-    if !kind.runs_on(dev, hd) {
+/// Checks that `kind` can run this head dim and qkv type here.
+fn check_kind(kind: FusedAttention, dev: &Device, hd: usize, qkv: DType) -> Result<()> {
+    if !kind.runs_on(dev, hd, qkv) {
         return shape_err(
             "attention",
             format!(
-                "the {kind:?} kernels need {} (head dim {hd} on {}, {} KiB of workgroup memory)",
+                "the {kind:?} kernels need {} (head dim {hd}, {qkv:?} qkv, on {} with {} KiB of workgroup memory)",
                 kind.requirement(),
                 dev.info().name,
                 dev.info().workgroup_storage >> 10
@@ -375,7 +439,7 @@ pub fn attention_forward(
     let shape = AttentionShape::of(qkv, heads)?;
     let (b, n, h, hd) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
     let dev = qkv.device();
-    check_kind(kind, dev, hd)?;
+    check_kind(kind, dev, hd, qkv.dtype())?;
     let out = Tensor::empty(dev, &[b, n, h * hd])?;
     let lse = Tensor::empty(dev, &[b * h, n])?;
     // Scores and output: two N x N x hd products per head.
@@ -404,7 +468,7 @@ pub fn attention_backward(
     let shape = AttentionShape::of(qkv, heads)?;
     let (b, n, h, hd) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
     let dev = qkv.device();
-    check_kind(kind, dev, hd)?;
+    check_kind(kind, dev, hd, qkv.dtype())?;
     if out.shape() != [b, n, h * hd] || dout.shape() != out.shape() || lse.shape() != [b * h, n] {
         return shape_err(
             "attention backward",
@@ -480,7 +544,14 @@ pub fn qkv_storage(device: &Device, shape: &AttentionShape) -> DType {
     let width = 3 * shape.heads * shape.head_dim;
     let reads_f16 = device.chooses_measured_plans()
         || matches!(
-            AttentionPlan::new(device, shape).path,
+            AttentionPlan::new(
+                device,
+                &AttentionShape {
+                    qkv: DType::F16,
+                    ..*shape
+                }
+            )
+            .path,
             AttentionPath::Fused(_)
         );
     if stored == DType::F16 && width.is_multiple_of(2) && reads_f16 {

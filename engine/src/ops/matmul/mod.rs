@@ -71,8 +71,6 @@ const MIXED_COOP: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_COOP, "matmul_coop", 4, 2);
 const MIXED_COOP_EMULATED: KernelDef<MatmulParams> =
     KernelDef::new(&shaders::MATMUL_COOP_EMULATED, "matmul_coop", 4, 2);
-/// The workgroup of the emulated kernel, whose lanes need not be one subgroup.
-const EMULATED_LANES: u32 = 32;
 
 /// The kernel definition of each matmul kernel.
 fn kernel_def(kernel: MatmulKernel) -> &'static KernelDef<MatmulParams> {
@@ -144,7 +142,9 @@ pub fn pipeline_constants(
     }
     match (kernel, subgroup) {
         (MatmulKernel::MixedCoop, Some(lanes)) => overrides.push(("SG", lanes as f64)),
-        (MatmulKernel::MixedCoopEmulated, _) => overrides.push(("SG", EMULATED_LANES as f64)),
+        (MatmulKernel::MixedCoopEmulated, _) => {
+            overrides.push(("SG", shaders::COOP_EMULATED_LANES as f64))
+        }
         _ => {}
     }
     if kernel.cooperative() {
