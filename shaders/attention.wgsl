@@ -19,23 +19,7 @@ override ROWS: u32;
 override TILE_FLOATS: u32;
 override TILE: u32;
 
-// qkv is bound at 1, 10 and 20 (attention_qkv_words.wgsl).
-// forward
-@group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
-
-// backward, dq (also writes delta)
-@group(0) @binding(11) var<storage, read> q_out: array<f32>;
-@group(0) @binding(12) var<storage, read> q_dout: array<f32>;
-@group(0) @binding(13) var<storage, read> q_lse: array<f32>;
-@group(0) @binding(14) var<storage, read_write> q_dqkv: array<f32>;
-@group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
-
-// backward, dk and dv
-@group(0) @binding(21) var<storage, read> kv_dout: array<f32>;
-@group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
-@group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
-@group(0) @binding(24) var<storage, read_write> kv_dqkv: array<f32>;
+// The kernels' bindings are attention_bindings.wgsl's.
 
 // Two tiles of TILE rows x HD floats, and a tile's saved row statistics.
 var<workgroup> tile_a: array<f32, TILE_FLOATS>;

@@ -21,20 +21,7 @@ override ROWS: u32;
 const COLS: u32 = 16u;      // head-dim columns per invocation at the largest head dim
 const NEG: f32 = -3.4e38;
 
-// qkv is bound at 1, 10 and 20 (attention_qkv_words.wgsl).
-@group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
-
-@group(0) @binding(11) var<storage, read> q_out: array<f32>;
-@group(0) @binding(12) var<storage, read> q_dout: array<f32>;
-@group(0) @binding(13) var<storage, read> q_lse: array<f32>;
-@group(0) @binding(14) var<storage, read_write> q_dqkv: array<f32>;
-@group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
-
-@group(0) @binding(21) var<storage, read> kv_dout: array<f32>;
-@group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
-@group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
-@group(0) @binding(24) var<storage, read_write> kv_dqkv: array<f32>;
+// The kernels' bindings are attention_bindings.wgsl's.
 
 // Up to four score operands, 8 dims x 32 rows each, transposed (4 KiB); also the
 // scratch of the row reductions.

@@ -28,8 +28,8 @@
 
 override SG: u32;
 const SUBGROUPS: u32 = 2u;
-const OWN: u32 = 32u;       // SUBGROUPS x 16
-const BLOCK: u32 = 32u;     // the other side's rows per block: two fragments
+const OWN: u32 = 32u;       // SUBGROUPS x 16, a region of staged rows
+const BLOCK: u32 = 32u;     // the other side's rows per block (two fragments), a region
 const MAX_FRAGMENTS: u32 = 8u;  // HD / 16 at the largest head dim, 128
 const NEG: f32 = -3.4e38;
 
@@ -37,20 +37,7 @@ const NEG: f32 = -3.4e38;
 // fall in different banks; probabilities PS apart.
 const PS: u32 = BLOCK + 8u;
 
-// qkv is bound at 1, 10 and 20 (attention_qkv_words.wgsl).
-@group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
-
-@group(0) @binding(11) var<storage, read> q_out: array<f32>;
-@group(0) @binding(12) var<storage, read> q_dout: array<f32>;
-@group(0) @binding(13) var<storage, read> q_lse: array<f32>;
-@group(0) @binding(14) var<storage, read_write> q_dqkv: array<f32>;
-@group(0) @binding(15) var<storage, read_write> q_delta: array<f32>;
-
-@group(0) @binding(21) var<storage, read> kv_dout: array<f32>;
-@group(0) @binding(22) var<storage, read> kv_lse: array<f32>;
-@group(0) @binding(23) var<storage, read> kv_delta: array<f32>;
-@group(0) @binding(24) var<storage, read_write> kv_dqkv: array<f32>;
+// The kernels' bindings are attention_bindings.wgsl's.
 
 // Four regions of 32 staged rows (OWN_A, OWN_B, OTHER_A, OTHER_B), then each
 // subgroup's 16 x BLOCK probabilities, then its score gradients (the dk/dv kernel's).
@@ -72,13 +59,14 @@ fn staged_row(region: u32, r: u32) -> u32 {
     return (region * 32u + r) * (HD + 8u);
 }
 
-// Where subgroup sg's probabilities (which 0) or score gradients (which 1) start.
+// Where subgroup sg's probabilities (which 0) or score gradients (which 1) start,
+// after the four regions.
 fn probs_at(which: u32, sg: u32) -> u32 {
     return staged_row(4u, 0u) + (which * SUBGROUPS + sg) * 16u * PS;
 }
 
-// Staging moves pairs of halves: pair slot e of `rows` rows is row e / (HD / 2),
-// columns c, c + 1.
+// Staging moves pairs of halves: pair slot e of a region is its row e / (HD / 2), and
+// the columns c = 2 (e % (HD / 2)) and c + 1.
 fn pair_slot(e: u32) -> vec2<u32> {
     return vec2<u32>(e / (HD / 2u), 2u * (e % (HD / 2u)));
 }
@@ -132,84 +120,120 @@ fn fragments_out(acc: ptr<function, array<Accumulator, MAX_FRAGMENTS>>, d: u32, 
     if (d + 1u < HD / 16u) { store_fragment((*acc)[d + 1u], sg * 16u * BLOCK + 16u, BLOCK); }
 }
 
+// What a workgroup works on: its head (bh; p.bh or more where it has none), where the
+// head's rows live, its first own row, and this invocation's subgroup and lane.
+struct Work {
+    head: u32,
+    at: HeadLayout,
+    row0: u32,
+    sg: u32,
+    lane: u32,
+}
+
+fn work_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Work {
+    let head = head_of(wid, nwg);
+    begin_fragments(lid % SG);
+    return Work(head, head_layout(head), wid.x * OWN, lid / SG, lid % SG);
+}
+
+// Subgroup w.sg's probabilities exp(scale s - lse) from its scores in coop_out, into
+// its probability set 0 in f16, zero for columns past the token count: lse per own row
+// (own_stats), or per column, the block's rows (block_stats: the dk/dv kernel's scores
+// are transposed).
+fn store_probabilities(w: Work, t0: u32, per_column: bool) {
+    for (var e = w.lane; e < 16u * BLOCK; e += SG) {
+        let r = e / BLOCK;
+        let c = e % BLOCK;
+        let lse = select(own_stats[w.sg * 16u + r].x, block_stats[c].x, per_column);
+        let pr = exp(coop_out[w.sg * 16u * BLOCK + e] * p.scale - lse);
+        coop_tiles[probs_at(0u, w.sg) + r * PS + c] = to_f16(select(pr, 0.0, t0 + c >= p.n));
+    }
+}
+
+// The score gradients p (dp - delta), from the probabilities (set 0) and dp in
+// coop_out, into set `which`; delta per row or per column as lse above.
+fn store_score_gradients(w: Work, per_column: bool, which: u32) {
+    for (var e = w.lane; e < 16u * BLOCK; e += SG) {
+        let r = e / BLOCK;
+        let c = e % BLOCK;
+        let delta = select(own_stats[w.sg * 16u + r].y, block_stats[c].y, per_column);
+        let pr = f32(coop_tiles[probs_at(0u, w.sg) + r * PS + c]);
+        let ds = pr * (coop_out[w.sg * 16u * BLOCK + e] - delta);
+        coop_tiles[probs_at(which, w.sg) + r * PS + c] = to_f16(ds);
+    }
+}
+
+// Row r's element c of the pair of fragments fragments_out passed on, as the head dim's
+// column 16 d + c of own row row0 + 16 sg + r: (row, column), and whether it is a
+// value to write (inside the tokens and the head dim).
+fn out_slot(w: Work, d: u32, e: u32) -> vec3<u32> {
+    let row = w.row0 + w.sg * 16u + e / BLOCK;
+    let col = 16u * d + e % BLOCK;
+    return vec3<u32>(row, col, u32(row < p.n && col < HD));
+}
+
 @compute @workgroup_size(SUBGROUPS * SG)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let head = head_of(wid, nwg);
-    if (head >= p.bh) { return; }
-    let at = head_layout(head);
-    let row0 = wid.x * OWN;
-    let sg = lid / SG;
-    let lane = lid % SG;
-    begin_fragments(lane);
-    for (var e = lid; e < OWN * HD / 2u; e += SUBGROUPS * SG) {
-        let s = pair_slot(e);
-        let i = qkv_at(at, 0u, row0 + s.x) + s.y;
-        let v = select(vec2<f32>(0.0), unpack2x16float(f_qkv[i >> 1u]), row0 + s.x < p.n);
-        put_pair(staged_row(OWN_A, s.x) + s.y, v);
-    }
+    let w = work_of(wid, nwg, lid);
+    if (w.head >= p.bh) { return; }
+    stage_f_rows(OWN_A, 0u, w.row0, w.at, lid);
     for (var r = lid; r < OWN; r += SUBGROUPS * SG) { own_stats[r] = vec2<f32>(NEG, 0.0); }
     // First pass: each own row's running max and sum of exp over the keys.
     for (var t0 = 0u; t0 < p.n; t0 += BLOCK) {
         workgroupBarrier();
-        stage_f_keys(OTHER_A, 1u, t0, at, lid);
+        stage_f_rows(OTHER_A, 1u, t0, w.at, lid);
         workgroupBarrier();
-        block_scores(OWN_A, OTHER_A, sg);
+        block_scores(OWN_A, OTHER_A, w.sg);
         workgroupBarrier();
         let count = min(BLOCK, p.n - t0);
-        for (var r = lane; r < 16u; r += SG) {
-            let at_s = (sg * 16u + r) * BLOCK;
+        for (var r = w.lane; r < 16u; r += SG) {
+            let at_s = (w.sg * 16u + r) * BLOCK;
             var top = NEG;
             for (var c = 0u; c < count; c++) { top = max(top, coop_out[at_s + c] * p.scale); }
-            let stats = own_stats[sg * 16u + r];
+            let stats = own_stats[w.sg * 16u + r];
             let m = max(stats.x, top);
             var l = stats.y * exp(stats.x - m);
             for (var c = 0u; c < count; c++) { l += exp(coop_out[at_s + c] * p.scale - m); }
-            own_stats[sg * 16u + r] = vec2<f32>(m, l);
+            own_stats[w.sg * 16u + r] = vec2<f32>(m, l);
         }
     }
-    for (var r = lane; r < 16u; r += SG) {
-        let stats = own_stats[sg * 16u + r];
-        own_stats[sg * 16u + r].x = stats.x + log(stats.y);
+    for (var r = w.lane; r < 16u; r += SG) {
+        let stats = own_stats[w.sg * 16u + r];
+        own_stats[w.sg * 16u + r].x = stats.x + log(stats.y);
     }
     // Second pass: out = sum over the keys of exp(s - lse) v.
     var o = zero_fragments();
     for (var t0 = 0u; t0 < p.n; t0 += BLOCK) {
         workgroupBarrier();
-        stage_f_keys(OTHER_A, 1u, t0, at, lid);
-        stage_f_keys(OTHER_B, 2u, t0, at, lid);
+        stage_f_rows(OTHER_A, 1u, t0, w.at, lid);
+        stage_f_rows(OTHER_B, 2u, t0, w.at, lid);
         workgroupBarrier();
-        block_scores(OWN_A, OTHER_A, sg);
+        block_scores(OWN_A, OTHER_A, w.sg);
         workgroupBarrier();
-        for (var e = lane; e < 16u * BLOCK; e += SG) {
-            let r = e / BLOCK;
-            let c = e % BLOCK;
-            let pr = exp(coop_out[sg * 16u * BLOCK + e] * p.scale - own_stats[sg * 16u + r].x);
-            coop_tiles[probs_at(0u, sg) + r * PS + c] = to_f16(select(pr, 0.0, t0 + c >= p.n));
-        }
+        store_probabilities(w, t0, false);
         workgroupBarrier();
-        add_block_product(&o, 0u, OTHER_B, sg);
+        add_block_product(&o, 0u, OTHER_B, w.sg);
     }
     for (var d = 0u; d < HD / 16u; d += 2u) {
         workgroupBarrier();
-        fragments_out(&o, d, sg);
+        fragments_out(&o, d, w.sg);
         workgroupBarrier();
-        for (var e = lane; e < 16u * BLOCK; e += SG) {
-            let row = row0 + sg * 16u + e / BLOCK;
-            let col = 16u * d + e % BLOCK;
-            if (row < p.n && col < HD) { f_out[out_at(at, row) + col] = coop_out[sg * 16u * BLOCK + e]; }
+        for (var e = w.lane; e < 16u * BLOCK; e += SG) {
+            let at = out_slot(w, d, e);
+            if (at.z == 1u) { f_out[out_at(w.at, at.x) + at.y] = coop_out[w.sg * 16u * BLOCK + e]; }
         }
     }
-    for (var r = lane; r < 16u; r += SG) {
-        let row = row0 + sg * 16u + r;
-        if (row < p.n) { f_lse[head * p.n + row] = own_stats[sg * 16u + r].x; }
+    for (var r = w.lane; r < 16u; r += SG) {
+        let row = w.row0 + w.sg * 16u + r;
+        if (row < p.n) { f_lse[w.head * p.n + row] = own_stats[w.sg * 16u + r].x; }
     }
 }
 
-// Rows t0 .. t0 + BLOCK of qkv part `part` into a region, from the forward's binding,
+// Rows t0 .. t0 + 32 of qkv part `part` into a region, from the forward's binding,
 // zero past the token count.
-fn stage_f_keys(region: u32, part: u32, t0: u32, at: HeadLayout, lid: u32) {
-    for (var e = lid; e < BLOCK * HD / 2u; e += SUBGROUPS * SG) {
+fn stage_f_rows(region: u32, part: u32, t0: u32, at: HeadLayout, lid: u32) {
+    for (var e = lid; e < 32u * HD / 2u; e += SUBGROUPS * SG) {
         let s = pair_slot(e);
         let i = qkv_at(at, part, t0 + s.x) + s.y;
         let v = select(vec2<f32>(0.0), unpack2x16float(f_qkv[i >> 1u]), t0 + s.x < p.n);
@@ -220,28 +244,23 @@ fn stage_f_keys(region: u32, part: u32, t0: u32, at: HeadLayout, lid: u32) {
 @compute @workgroup_size(SUBGROUPS * SG)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
-    let head = head_of(wid, nwg);
-    if (head >= p.bh) { return; }
-    let at = head_layout(head);
-    let row0 = wid.x * OWN;
-    let sg = lid / SG;
-    let lane = lid % SG;
-    begin_fragments(lane);
+    let w = work_of(wid, nwg, lid);
+    if (w.head >= p.bh) { return; }
     // Own q and dout rows, each row's lse and delta (written out for dk/dv).
     for (var e = lid; e < OWN * HD / 2u; e += SUBGROUPS * SG) {
         let s = pair_slot(e);
-        let live = row0 + s.x < p.n;
-        let i = qkv_at(at, 0u, row0 + s.x) + s.y;
+        let live = w.row0 + s.x < p.n;
+        let i = qkv_at(w.at, 0u, w.row0 + s.x) + s.y;
         put_pair(staged_row(OWN_A, s.x) + s.y, select(vec2<f32>(0.0), unpack2x16float(q_qkv[i >> 1u]), live));
-        let o = out_at(at, min(row0 + s.x, p.n - 1u)) + s.y;
+        let o = out_at(w.at, min(w.row0 + s.x, p.n - 1u)) + s.y;
         put_pair(staged_row(OWN_B, s.x) + s.y, select(vec2<f32>(0.0), vec2<f32>(q_dout[o], q_dout[o + 1u]), live));
     }
     for (var r = lid; r < OWN; r += SUBGROUPS * SG) {
-        let row = min(row0 + r, p.n - 1u);
+        let row = min(w.row0 + r, p.n - 1u);
         var delta = 0.0;
-        for (var c = 0u; c < HD; c++) { delta += q_dout[out_at(at, row) + c] * q_out[out_at(at, row) + c]; }
-        own_stats[r] = vec2<f32>(q_lse[head * p.n + row], delta);
-        if (row0 + r < p.n) { q_delta[head * p.n + row] = delta; }
+        for (var c = 0u; c < HD; c++) { delta += q_dout[out_at(w.at, row) + c] * q_out[out_at(w.at, row) + c]; }
+        own_stats[r] = vec2<f32>(q_lse[w.head * p.n + row], delta);
+        if (w.row0 + r < p.n) { q_delta[w.head * p.n + row] = delta; }
     }
     var dq = zero_fragments();
     for (var t0 = 0u; t0 < p.n; t0 += BLOCK) {
@@ -249,42 +268,31 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         for (var e = lid; e < BLOCK * HD / 2u; e += SUBGROUPS * SG) {
             let s = pair_slot(e);
             let live = t0 + s.x < p.n;
-            let k = qkv_at(at, 1u, t0 + s.x) + s.y;
-            let v = qkv_at(at, 2u, t0 + s.x) + s.y;
+            let k = qkv_at(w.at, 1u, t0 + s.x) + s.y;
+            let v = qkv_at(w.at, 2u, t0 + s.x) + s.y;
             put_pair(staged_row(OTHER_A, s.x) + s.y, select(vec2<f32>(0.0), unpack2x16float(q_qkv[k >> 1u]), live));
             put_pair(staged_row(OTHER_B, s.x) + s.y, select(vec2<f32>(0.0), unpack2x16float(q_qkv[v >> 1u]), live));
         }
         workgroupBarrier();
-        // p = exp(scale q k^T - lse), then ds = p (dout v^T - delta).
-        block_scores(OWN_A, OTHER_A, sg);
+        // p = exp(scale q k^T - lse), then ds = p (dout v^T - delta) in its place.
+        block_scores(OWN_A, OTHER_A, w.sg);
         workgroupBarrier();
-        for (var e = lane; e < 16u * BLOCK; e += SG) {
-            let r = e / BLOCK;
-            let pr = exp(coop_out[sg * 16u * BLOCK + e] * p.scale - own_stats[sg * 16u + r].x);
-            coop_tiles[probs_at(0u, sg) + r * PS + e % BLOCK] = to_f16(pr);
-        }
+        store_probabilities(w, t0, false);
         workgroupBarrier();
-        block_scores(OWN_B, OTHER_B, sg);
+        block_scores(OWN_B, OTHER_B, w.sg);
         workgroupBarrier();
-        for (var e = lane; e < 16u * BLOCK; e += SG) {
-            let r = e / BLOCK;
-            let c = e % BLOCK;
-            let at_p = probs_at(0u, sg) + r * PS + c;
-            let ds = f32(coop_tiles[at_p]) * (coop_out[sg * 16u * BLOCK + e] - own_stats[sg * 16u + r].y);
-            coop_tiles[at_p] = to_f16(select(ds, 0.0, t0 + c >= p.n));
-        }
+        store_score_gradients(w, false, 0u);
         workgroupBarrier();
-        add_block_product(&dq, 0u, OTHER_A, sg);
+        add_block_product(&dq, 0u, OTHER_A, w.sg);
     }
     for (var d = 0u; d < HD / 16u; d += 2u) {
         workgroupBarrier();
-        fragments_out(&dq, d, sg);
+        fragments_out(&dq, d, w.sg);
         workgroupBarrier();
-        for (var e = lane; e < 16u * BLOCK; e += SG) {
-            let row = row0 + sg * 16u + e / BLOCK;
-            let col = 16u * d + e % BLOCK;
-            if (row < p.n && col < HD) {
-                q_dqkv[qkv_at(at, 0u, row) + col] = coop_out[sg * 16u * BLOCK + e] * p.scale;
+        for (var e = w.lane; e < 16u * BLOCK; e += SG) {
+            let at = out_slot(w, d, e);
+            if (at.z == 1u) {
+                q_dqkv[qkv_at(w.at, 0u, at.x) + at.y] = coop_out[w.sg * 16u * BLOCK + e] * p.scale;
             }
         }
     }
@@ -293,19 +301,14 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 @compute @workgroup_size(SUBGROUPS * SG)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
-    let head = head_of(wid, nwg);
-    if (head >= p.bh) { return; }
-    let at = head_layout(head);
-    let row0 = wid.x * OWN;
-    let sg = lid / SG;
-    let lane = lid % SG;
-    begin_fragments(lane);
+    let w = work_of(wid, nwg, lid);
+    if (w.head >= p.bh) { return; }
     // Own k and v rows.
     for (var e = lid; e < OWN * HD / 2u; e += SUBGROUPS * SG) {
         let s = pair_slot(e);
-        let live = row0 + s.x < p.n;
-        let k = qkv_at(at, 1u, row0 + s.x) + s.y;
-        let v = qkv_at(at, 2u, row0 + s.x) + s.y;
+        let live = w.row0 + s.x < p.n;
+        let k = qkv_at(w.at, 1u, w.row0 + s.x) + s.y;
+        let v = qkv_at(w.at, 2u, w.row0 + s.x) + s.y;
         put_pair(staged_row(OWN_A, s.x) + s.y, select(vec2<f32>(0.0), unpack2x16float(kv_qkv[k >> 1u]), live));
         put_pair(staged_row(OWN_B, s.x) + s.y, select(vec2<f32>(0.0), unpack2x16float(kv_qkv[v >> 1u]), live));
     }
@@ -317,51 +320,39 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         for (var e = lid; e < BLOCK * HD / 2u; e += SUBGROUPS * SG) {
             let s = pair_slot(e);
             let live = t0 + s.x < p.n;
-            let q = qkv_at(at, 0u, t0 + s.x) + s.y;
+            let q = qkv_at(w.at, 0u, t0 + s.x) + s.y;
             put_pair(staged_row(OTHER_A, s.x) + s.y, select(vec2<f32>(0.0), unpack2x16float(kv_qkv[q >> 1u]), live));
-            let o = out_at(at, min(t0 + s.x, p.n - 1u)) + s.y;
+            let o = out_at(w.at, min(t0 + s.x, p.n - 1u)) + s.y;
             put_pair(staged_row(OTHER_B, s.x) + s.y, select(vec2<f32>(0.0), vec2<f32>(kv_dout[o], kv_dout[o + 1u]), live));
         }
         for (var r = lid; r < BLOCK; r += SUBGROUPS * SG) {
-            let stat = head * p.n + min(t0 + r, p.n - 1u);
+            let stat = w.head * p.n + min(t0 + r, p.n - 1u);
             block_stats[r] = vec2<f32>(kv_lse[stat], kv_delta[stat]);
         }
         workgroupBarrier();
         // Transposed: own key rows x the block's queries. p = exp(scale k q^T - lse),
         // then ds = p (v dout^T - delta).
-        block_scores(OWN_A, OTHER_A, sg);
+        block_scores(OWN_A, OTHER_A, w.sg);
         workgroupBarrier();
-        for (var e = lane; e < 16u * BLOCK; e += SG) {
-            let r = e / BLOCK;
-            let c = e % BLOCK;
-            let pr = exp(coop_out[sg * 16u * BLOCK + e] * p.scale - block_stats[c].x);
-            coop_tiles[probs_at(0u, sg) + r * PS + c] = to_f16(select(pr, 0.0, t0 + c >= p.n));
-        }
+        store_probabilities(w, t0, true);
         workgroupBarrier();
-        block_scores(OWN_B, OTHER_B, sg);
+        block_scores(OWN_B, OTHER_B, w.sg);
         workgroupBarrier();
-        for (var e = lane; e < 16u * BLOCK; e += SG) {
-            let r = e / BLOCK;
-            let c = e % BLOCK;
-            let pr = f32(coop_tiles[probs_at(0u, sg) + r * PS + c]);
-            let ds = pr * (coop_out[sg * 16u * BLOCK + e] - block_stats[c].y);
-            coop_tiles[probs_at(1u, sg) + r * PS + c] = to_f16(ds);
-        }
+        store_score_gradients(w, true, 1u);
         workgroupBarrier();
-        add_block_product(&dv, 0u, OTHER_B, sg);
-        add_block_product(&dk, 1u, OTHER_A, sg);
+        add_block_product(&dv, 0u, OTHER_B, w.sg);
+        add_block_product(&dk, 1u, OTHER_A, w.sg);
     }
     for (var d = 0u; d < HD / 16u; d += 2u) {
         for (var part = 1u; part < 3u; part++) {
             workgroupBarrier();
-            if (part == 1u) { fragments_out(&dk, d, sg); } else { fragments_out(&dv, d, sg); }
+            if (part == 1u) { fragments_out(&dk, d, w.sg); } else { fragments_out(&dv, d, w.sg); }
             workgroupBarrier();
-            for (var e = lane; e < 16u * BLOCK; e += SG) {
-                let row = row0 + sg * 16u + e / BLOCK;
-                let col = 16u * d + e % BLOCK;
-                if (row < p.n && col < HD) {
-                    let g = coop_out[sg * 16u * BLOCK + e];
-                    kv_dqkv[qkv_at(at, part, row) + col] = select(g, g * p.scale, part == 1u);
+            for (var e = w.lane; e < 16u * BLOCK; e += SG) {
+                let at = out_slot(w, d, e);
+                if (at.z == 1u) {
+                    let g = coop_out[w.sg * 16u * BLOCK + e];
+                    kv_dqkv[qkv_at(w.at, part, at.x) + at.y] = select(g, g * p.scale, part == 1u);
                 }
             }
         }

@@ -51,6 +51,6 @@ fn out_at(at: HeadLayout, r: u32) -> u32 {
 // 20): f32, or f16 two to a word (QKV_F16) where the projection stored it so under mixed
 // precision. Either way the kernels sum in f32 (the cooperative-matrix family, for an
 // f16 qkv only, multiplies f16 values) and write out, dqkv, lse and delta in f32.
-// attention_qkv_words.wgsl binds it as words for the tiled, blocked and
+// attention_bindings.wgsl binds it as words for the tiled, blocked and
 // cooperative-matrix families; the subgroup family binds it as pairs of words.
 override QKV_F16: bool = false;

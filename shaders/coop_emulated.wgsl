@@ -39,23 +39,27 @@ fn fragment_b_transposed(at: u32, stride: u32) -> FragmentB {
     return vec3<u32>(at, 1u, stride);
 }
 
-// c + A B over this lane's elements.
+// c + A B over this lane's elements. The loop over them starts at the lane, so that
+// its trip count is not a constant: llvmpipe would unroll it at every call, and the
+// kernels took minutes to compile.
 fn multiply_add(a: FragmentA, b: FragmentB, c: Accumulator) -> Accumulator {
     var s = c;
-    for (var i = 0u; i < LANE_ELEMENTS; i++) {
-        let e = my_lane + i * SG;
+    var i = 0u;
+    for (var e = my_lane; e < 256u; e += SG) {
         let r = e / 16u;
         let n = e % 16u;
         for (var k = 0u; k < 16u; k++) {
             s[i] += f32(coop_tiles[a.x + r * a.y + k * a.z]) * f32(coop_tiles[b.x + k * b.y + n * b.z]);
         }
+        i++;
     }
     return s;
 }
 
 fn store_fragment(c: Accumulator, at: u32, stride: u32) {
-    for (var i = 0u; i < LANE_ELEMENTS; i++) {
-        let e = my_lane + i * SG;
+    var i = 0u;
+    for (var e = my_lane; e < 256u; e += SG) {
         coop_out[at + (e / 16u) * stride + e % 16u] = c[i];
+        i++;
     }
 }

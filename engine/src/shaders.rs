@@ -4,8 +4,9 @@
 //! struct. gelu.wgsl holds functions only; the kernels that apply GELU have it
 //! prepended, as f16.wgsl's rounding to f16 is to the kernels that store or multiply
 //! f16 values. attention_layout.wgsl, the fused attention families' parameters and row
-//! offsets, is prepended to each of them, and attention_qkv_words.wgsl, qkv bound as
-//! words, to the three that read it a word at a time (all but the subgroup family). matmul_subgroup.wgsl holds one entry point
+//! offsets, is prepended to each of them, and attention_bindings.wgsl, their bindings
+//! with qkv as words, to the three that read it a word at a time (all but the subgroup
+//! family). matmul_subgroup.wgsl holds one entry point
 //! that builds on matmul.wgsl. matmul_mixed.wgsl is the product with f16 operands;
 //! matmul_mixed_subgroup.wgsl gives matmul_subgroup.wgsl's kernel its operands.
 //! matmul_coop.wgsl is the product on cooperative matrices, built on
@@ -162,7 +163,7 @@ shader!(
 shader!(
     ATTENTION,
     "attention.wgsl",
-    ["attention_layout.wgsl", "attention_qkv_words.wgsl"],
+    ["attention_layout.wgsl", "attention_bindings.wgsl"],
     Some(AttentionParams::LAYOUT)
 );
 shader!(
@@ -174,7 +175,7 @@ shader!(
 shader!(
     ATTENTION_BLOCKED,
     "attention_blocked.wgsl",
-    ["attention_layout.wgsl", "attention_qkv_words.wgsl"],
+    ["attention_layout.wgsl", "attention_bindings.wgsl"],
     Some(AttentionParams::LAYOUT)
 );
 // The fragment operations come after the kernels here: naga (30) lowers declarations in
@@ -187,7 +188,7 @@ shader!(
     [
         "f16.wgsl",
         "attention_layout.wgsl",
-        "attention_qkv_words.wgsl",
+        "attention_bindings.wgsl",
         "attention_coop.wgsl"
     ],
     Some(AttentionParams::LAYOUT)
@@ -199,7 +200,7 @@ shader!(
     [
         "f16.wgsl",
         "attention_layout.wgsl",
-        "attention_qkv_words.wgsl",
+        "attention_bindings.wgsl",
         "attention_coop.wgsl"
     ],
     Some(AttentionParams::LAYOUT)
