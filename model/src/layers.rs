@@ -194,7 +194,7 @@ impl Attention {
             tokens: s[1],
             heads,
             head_dim: hd,
-            // What qkv_storage decides; it asks about both.
+            // Not read: the type is what qkv_storage decides.
             qkv: DType::F32,
         };
         let qkv = self

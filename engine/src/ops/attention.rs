@@ -22,9 +22,9 @@
 //! | fused `Subgroup` | CPU adapters with 8-lane subgroups: head dims up to 32, up to 64 tokens, token counts not multiples of 4 |
 //! | fused `Blocked` | GPUs: up to 128 tokens, or head dims under 64 |
 //! | fused `Tiled` | GPUs: above 128 tokens at head dims from 64, and where `Blocked` cannot run |
-//! | composed | everything else; the oracle the fused families are tested against |
 //! | fused `Coop` | never by rule (untimed on a GPU): where plans are measured, with an f16 qkv |
 //! | fused `CoopEmulated` | never by rule: it tests `Coop`'s staging and sums on any adapter with f16 |
+//! | composed | everything else; the oracle the fused families are tested against |
 //!
 //! qkv is f32, or f16 where the qkv projection stored it so under mixed precision
 //! ([`qkv_storage`] says which): the fused kernels read either (their `QKV_F16`) and
@@ -73,6 +73,8 @@ const MAX_TILE: usize = 32;
 const TILED_WORKGROUP_BYTES: u32 = (2 * TILE_FLOATS * 4 + MAX_TILE * 8) as u32;
 /// Workgroup memory of the blocked family's dk/dv kernel, its largest.
 const BLOCKED_WORKGROUP_BYTES: u32 = 20 << 10;
+/// Subgroups per workgroup of the cooperative-matrix family (its `SUBGROUPS`).
+const COOP_SUBGROUPS: usize = 2;
 /// Workgroup memory of the cooperative-matrix family at head dim `hd`: four regions of
 /// 32 staged f16 rows (hd + 8 apart), two sets of 16 x 40 f16 probabilities per
 /// subgroup, 16 x 32 f32 scores per subgroup and 64 row statistics (its arrays).
@@ -80,8 +82,6 @@ const fn coop_workgroup_bytes(hd: usize) -> u32 {
     let subgroups = COOP_SUBGROUPS;
     (2 * (4 * 32 * (hd + 8) + 2 * subgroups * 16 * 40) + 4 * subgroups * 16 * 32 + 8 * 64) as u32
 }
-/// Subgroups per workgroup of the cooperative-matrix family (its `SUBGROUPS`).
-const COOP_SUBGROUPS: usize = 2;
 /// Rows per workgroup of each family (their `ROWS`): one per invocation in the tiled
 /// family, at least a tile; one per lane of one 8-lane subgroup in the subgroup family
 /// (a head of few tokens then idles at most 7 lanes: 8 rows ran the fmnist-cpu step
@@ -530,7 +530,8 @@ pub fn attention(qkv: &Tensor, heads: usize, scale_factor: f32) -> Result<Tensor
     run(&plan, qkv, scale_factor)
 }
 
-/// The type a qkv projection stores for attention of `shape` in the current precision
+/// The type a qkv projection stores for attention of `shape`'s sizes (its `qkv` is not
+/// read: this decides it) in the current precision
 /// (`precision::operand_type`): f16 under mixed precision where the plan reads it as it
 /// is, f32 otherwise. The plan reads it as it is when it is a fused family, or, where
 /// the device measures plans or follows a plan file, whichever is fastest (the
