@@ -148,14 +148,7 @@ fn every_params_struct_has_the_layout_of_its_rust_struct() {
 /// kernel (and everywhere on its emulation).
 #[test]
 fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
-    let shader = &engine::shaders::MATMUL_COOP;
-    let module = parse(shader);
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)));
+    let (module, info) = validated(&engine::shaders::MATMUL_COOP);
     let mut written = 0;
     let forms = [(false, false), (false, true), (true, false), (true, true)]
         .into_iter()
@@ -200,36 +193,11 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
                     vec![0.0]
                 };
                 for anatomy in anatomies {
-                    let mut constants: naga::back::PipelineConstants =
-                        pipeline_constants(MatmulKernel::MixedCoop, &shape, Some(32))
-                            .into_iter()
-                            .map(|(name, value)| (name.to_string(), value))
-                            .collect();
-                    constants.insert("ANATOMY".to_string(), anatomy);
-                    let entry = (naga::ShaderStage::Compute, "matmul_coop");
-                    let (module, info) = naga::back::pipeline_constants::process_overrides(
-                        &module,
-                        &info,
-                        Some(entry),
-                        &constants,
-                    )
-                    .unwrap_or_else(|e| panic!("{shape:?}: overrides: {e}"));
-                    let options = naga::back::spv::Options {
-                        lang_version: (1, 6),
-                        ..Default::default()
-                    };
-                    let pipeline = naga::back::spv::PipelineOptions {
-                        shader_stage: entry.0,
-                        entry_point: entry.1.to_string(),
-                    };
-                    let words =
-                        naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
-                            .unwrap_or_else(|e| panic!("{shape:?}: SPIR-V: {e}"));
-                    assert!(
-                        words.len() > 5,
-                        "{shape:?}: {} words of SPIR-V",
-                        words.len()
-                    );
+                    let mut constants =
+                        pipeline_constants(MatmulKernel::MixedCoop, &shape, Some(32));
+                    constants.push(("ANATOMY", anatomy));
+                    let what = format!("{shape:?}, anatomy {anatomy}");
+                    write_spirv((&module, &info), "matmul_coop", &constants, &what);
                     written += 1;
                 }
             }
@@ -244,7 +212,29 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
 /// values to the composed path, on GPUs that run them and everywhere on the emulation.
 #[test]
 fn the_cooperative_matrix_attention_writes_spirv_at_every_head_dim() {
-    let shader = &engine::shaders::ATTENTION_COOP;
+    let (module, info) = validated(&engine::shaders::ATTENTION_COOP);
+    let mut written = 0;
+    for hd in (16..=128).step_by(16) {
+        let constants = FusedAttention::Coop.pipeline_constants(hd, DType::F16, Some(32));
+        for entry in [
+            "attention_forward",
+            "attention_backward_dq",
+            "attention_backward_dkv",
+        ] {
+            write_spirv(
+                (&module, &info),
+                entry,
+                &constants,
+                &format!("head dim {hd}"),
+            );
+            written += 1;
+        }
+    }
+    assert_eq!(written, 8 * 3);
+}
+
+/// A shader parsed and validated with every capability (cooperative matrices among them).
+fn validated(shader: &Shader) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = parse(shader);
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
@@ -252,43 +242,42 @@ fn the_cooperative_matrix_attention_writes_spirv_at_every_head_dim() {
     )
     .validate(&module)
     .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)));
-    let mut written = 0;
-    for hd in (16..=128).step_by(16) {
-        let constants: naga::back::PipelineConstants = FusedAttention::Coop
-            .pipeline_constants(hd, DType::F16, Some(32))
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value))
-            .collect();
-        for entry in [
-            "attention_forward",
-            "attention_backward_dq",
-            "attention_backward_dkv",
-        ] {
-            let stage = naga::ShaderStage::Compute;
-            let (module, info) = naga::back::pipeline_constants::process_overrides(
-                &module,
-                &info,
-                Some((stage, entry)),
-                &constants,
-            )
-            .unwrap_or_else(|e| panic!("head dim {hd}, {entry}: overrides: {e}"));
-            let options = naga::back::spv::Options {
-                lang_version: (1, 6),
-                ..Default::default()
-            };
-            let pipeline = naga::back::spv::PipelineOptions {
-                shader_stage: stage,
-                entry_point: entry.to_string(),
-            };
-            let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
-                .unwrap_or_else(|e| panic!("head dim {hd}, {entry}: SPIR-V: {e}"));
-            assert!(
-                words.len() > 5,
-                "head dim {hd}, {entry}: {} words",
-                words.len()
-            );
-            written += 1;
-        }
-    }
-    assert_eq!(written, 8 * 3);
+    (module, info)
+}
+
+/// One entry point of a validated module written to SPIR-V as wgpu's Vulkan backend
+/// writes it: its override values processed (as the pipeline gets them), then SPIR-V 1.6.
+fn write_spirv(
+    (module, info): (&naga::Module, &naga::valid::ModuleInfo),
+    entry: &str,
+    constants: &[(&str, f64)],
+    what: &str,
+) {
+    let constants: naga::back::PipelineConstants = constants
+        .iter()
+        .map(|&(name, value)| (name.to_string(), value))
+        .collect();
+    let stage = naga::ShaderStage::Compute;
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        module,
+        info,
+        Some((stage, entry)),
+        &constants,
+    )
+    .unwrap_or_else(|e| panic!("{what}, {entry}: overrides: {e}"));
+    let options = naga::back::spv::Options {
+        lang_version: (1, 6),
+        ..Default::default()
+    };
+    let pipeline = naga::back::spv::PipelineOptions {
+        shader_stage: stage,
+        entry_point: entry.to_string(),
+    };
+    let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+        .unwrap_or_else(|e| panic!("{what}, {entry}: SPIR-V: {e}"));
+    assert!(
+        words.len() > 5,
+        "{what}, {entry}: {} words of SPIR-V",
+        words.len()
+    );
 }
