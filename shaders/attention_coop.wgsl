@@ -163,6 +163,19 @@ fn store_score_gradients(w: Work, per_column: bool, which: u32) {
     }
 }
 
+// The backward's block: probabilities from the scores of regions OWN_A and OTHER_A
+// (set 0), then score gradients from those of OWN_B and OTHER_B, into set `which`;
+// lse and delta per row or per column (store_probabilities).
+fn block_gradients(w: Work, t0: u32, per_column: bool, which: u32) {
+    block_scores(OWN_A, OTHER_A, w.sg);
+    workgroupBarrier();
+    store_probabilities(w, t0, per_column);
+    workgroupBarrier();
+    block_scores(OWN_B, OTHER_B, w.sg);
+    workgroupBarrier();
+    store_score_gradients(w, per_column, which);
+}
+
 // Row r's element c of the pair of fragments fragments_out passed on, as the head dim's
 // column 16 d + c of own row row0 + 16 sg + r: (row, column), and whether it is a
 // value to write (inside the tokens and the head dim).
@@ -275,13 +288,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         }
         workgroupBarrier();
         // p = exp(scale q k^T - lse), then ds = p (dout v^T - delta) in its place.
-        block_scores(OWN_A, OTHER_A, w.sg);
-        workgroupBarrier();
-        store_probabilities(w, t0, false);
-        workgroupBarrier();
-        block_scores(OWN_B, OTHER_B, w.sg);
-        workgroupBarrier();
-        store_score_gradients(w, false, 0u);
+        block_gradients(w, t0, false, 0u);
         workgroupBarrier();
         add_block_product(&dq, 0u, OTHER_A, w.sg);
     }
@@ -332,13 +339,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         workgroupBarrier();
         // Transposed: own key rows x the block's queries. p = exp(scale k q^T - lse),
         // then ds = p (v dout^T - delta).
-        block_scores(OWN_A, OTHER_A, w.sg);
-        workgroupBarrier();
-        store_probabilities(w, t0, true);
-        workgroupBarrier();
-        block_scores(OWN_B, OTHER_B, w.sg);
-        workgroupBarrier();
-        store_score_gradients(w, true, 1u);
+        block_gradients(w, t0, true, 1u);
         workgroupBarrier();
         add_block_product(&dv, 0u, OTHER_B, w.sg);
         add_block_product(&dk, 1u, OTHER_A, w.sg);
