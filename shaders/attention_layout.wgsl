@@ -1,4 +1,4 @@
-// What the three fused attention families share (prepended to each): the parameters,
+// What the fused attention families share (prepended to each): the parameters,
 // where a head's rows live, and how q, k and v are read. q, k and v come packed as the
 // model's qkv projection gives them, [B, N, 3, H, HD] (parts 0, 1, 2 = q, k, v), and
 // out and dout are [B, N, H, HD], so neither side needs a permute. Head bh = b H + h;

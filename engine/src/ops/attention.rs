@@ -52,7 +52,7 @@ use crate::tape::record;
 use crate::tensor::{DType, Tensor};
 
 crate::kernel_params! {
-    /// attention_layout.wgsl's `Params`, shared by the three families.
+    /// attention_layout.wgsl's `Params`, shared by the fused families.
     pub struct AttentionParams {
         /// Tokens.
         n: u32,
