@@ -19,10 +19,6 @@ fn begin_fragments(lane: u32) {
     my_lane = lane;
 }
 
-fn lane_in_subgroup() -> u32 {
-    return my_lane;
-}
-
 fn zero_fragment() -> Accumulator {
     return Accumulator();
 }

@@ -10,16 +10,8 @@ alias Accumulator = coop_mat16x16<f32, C>;
 alias FragmentA = coop_mat16x16<f16, A>;
 alias FragmentB = coop_mat16x16<f16, B>;
 
-var<private> my_lane: u32;
-
-// The hardware keeps its fragments' state itself; the lane is the kernels' own work.
-fn begin_fragments(lane: u32) {
-    my_lane = lane;
-}
-
-fn lane_in_subgroup() -> u32 {
-    return my_lane;
-}
+// The hardware keeps its fragments' state itself (the emulation needs the lane).
+fn begin_fragments(lane: u32) {}
 
 // An f32 accumulator of zeros.
 fn zero_fragment() -> Accumulator {

@@ -54,7 +54,8 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let sg = t / SG;
     let sm = (sg / 2u) * SUB_TILE;
     let sn = (sg % 2u) * SUB_TILE;
-    begin_fragments(t % SG);
+    let lane = t % SG;
+    begin_fragments(lane);
     var c00 = zero_fragment();
     var c01 = zero_fragment();
     var c02 = zero_fragment();
@@ -132,31 +133,31 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let c_base = batch * p.m * p.n;
     let row = m0 + sm;
     let col = n0 + sn;
-    store_c(c00, c_base, row, col, sg);
-    store_c(c01, c_base, row, col + 16u, sg);
-    store_c(c02, c_base, row, col + 32u, sg);
-    store_c(c03, c_base, row, col + 48u, sg);
-    store_c(c10, c_base, row + 16u, col, sg);
-    store_c(c11, c_base, row + 16u, col + 16u, sg);
-    store_c(c12, c_base, row + 16u, col + 32u, sg);
-    store_c(c13, c_base, row + 16u, col + 48u, sg);
-    store_c(c20, c_base, row + 32u, col, sg);
-    store_c(c21, c_base, row + 32u, col + 16u, sg);
-    store_c(c22, c_base, row + 32u, col + 32u, sg);
-    store_c(c23, c_base, row + 32u, col + 48u, sg);
-    store_c(c30, c_base, row + 48u, col, sg);
-    store_c(c31, c_base, row + 48u, col + 16u, sg);
-    store_c(c32, c_base, row + 48u, col + 32u, sg);
-    store_c(c33, c_base, row + 48u, col + 48u, sg);
+    store_c(c00, c_base, row, col, sg, lane);
+    store_c(c01, c_base, row, col + 16u, sg, lane);
+    store_c(c02, c_base, row, col + 32u, sg, lane);
+    store_c(c03, c_base, row, col + 48u, sg, lane);
+    store_c(c10, c_base, row + 16u, col, sg, lane);
+    store_c(c11, c_base, row + 16u, col + 16u, sg, lane);
+    store_c(c12, c_base, row + 16u, col + 32u, sg, lane);
+    store_c(c13, c_base, row + 16u, col + 48u, sg, lane);
+    store_c(c20, c_base, row + 32u, col, sg, lane);
+    store_c(c21, c_base, row + 32u, col + 16u, sg, lane);
+    store_c(c22, c_base, row + 32u, col + 32u, sg, lane);
+    store_c(c23, c_base, row + 32u, col + 48u, sg, lane);
+    store_c(c30, c_base, row + 48u, col, sg, lane);
+    store_c(c31, c_base, row + 48u, col + 16u, sg, lane);
+    store_c(c32, c_base, row + 48u, col + 32u, sg, lane);
+    store_c(c33, c_base, row + 48u, col + 48u, sg, lane);
 }
 
 // The 16x16 fragment at rows row0.., columns col0.. of c, through subgroup sg's slot:
 // every subgroup stores its fragments in the same order, so the barriers are met by
 // the whole workgroup.
-fn store_c(c: Accumulator, c_base: u32, row0: u32, col0: u32, sg: u32) {
+fn store_c(c: Accumulator, c_base: u32, row0: u32, col0: u32, sg: u32, lane: u32) {
     store_fragment(c, sg * 256u, 16u);
     workgroupBarrier();
-    for (var e = lane_in_subgroup(); e < 64u; e += SG) {
+    for (var e = lane; e < 64u; e += SG) {
         let r = e / 4u;
         let q = (e % 4u) * 4u;
         let i = sg * 256u + r * 16u + q;
