@@ -1,8 +1,10 @@
 //! Every WGSL file parses and validates with naga (no GPU needed), every file under
 //! shaders/ is one the engine compiles in (alone or prepended to another), and every file's `Params` struct has the
 //! layout of the Rust struct its launchers upload: same size, and field by field the
-//! same name, byte offset and type. The cooperative-matrix matmul, which no CPU driver
-//! runs, is also written to SPIR-V, in every form its launcher compiles.
+//! same name, byte offset and type. The cooperative-matrix kernels, which no CPU driver
+//! runs, are also written to SPIR-V, in every form their launchers compile; with
+//! `IJEPA_SPIRV_OUT=DIR` each is saved there too, for Khronos's validator
+//! (scripts/validate-spirv.sh).
 
 use std::collections::BTreeSet;
 
@@ -197,7 +199,13 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
                         pipeline_constants(MatmulKernel::MixedCoop, &shape, Some(32));
                     constants.push(("ANATOMY", anatomy));
                     let what = format!("{shape:?}, anatomy {anatomy}");
-                    write_spirv((&module, &info), "matmul_coop", &constants, &what);
+                    let file = format!(
+                        "matmul_coop-t{}{}-{a:?}x{b:?}-{c:?}-{epilogue:?}{}-anatomy{anatomy}",
+                        u8::from(trans_a),
+                        u8::from(trans_b),
+                        if bias { "-bias" } else { "" },
+                    );
+                    write_spirv((&module, &info), "matmul_coop", &constants, (&what, &file));
                     written += 1;
                 }
             }
@@ -225,7 +233,7 @@ fn the_cooperative_matrix_attention_writes_spirv_at_every_head_dim() {
                 (&module, &info),
                 entry,
                 &constants,
-                &format!("head dim {hd}"),
+                (&format!("head dim {hd}"), &format!("{entry}-hd{hd}")),
             );
             written += 1;
         }
@@ -246,12 +254,13 @@ fn validated(shader: &Shader) -> (naga::Module, naga::valid::ModuleInfo) {
 }
 
 /// One entry point of a validated module written to SPIR-V as wgpu's Vulkan backend
-/// writes it: its override values processed (as the pipeline gets them), then SPIR-V 1.6.
+/// writes it on a Vulkan 1.3 driver: its override values processed (as the pipeline
+/// gets them), then SPIR-V 1.6; saved as `IJEPA_SPIRV_OUT/{file}.spv` where that is set.
 fn write_spirv(
     (module, info): (&naga::Module, &naga::valid::ModuleInfo),
     entry: &str,
     constants: &[(&str, f64)],
-    what: &str,
+    (what, file): (&str, &str),
 ) {
     let constants: naga::back::PipelineConstants = constants
         .iter()
@@ -280,4 +289,9 @@ fn write_spirv(
         "{what}, {entry}: {} words of SPIR-V",
         words.len()
     );
+    if let Some(dir) = std::env::var_os("IJEPA_SPIRV_OUT") {
+        let path = std::path::Path::new(&dir).join(format!("{file}.spv"));
+        std::fs::write(&path, bytemuck::cast_slice::<u32, u8>(&words))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
 }
