@@ -8,11 +8,12 @@
 
 use std::collections::BTreeSet;
 
+use engine::device::{pipeline_spirv, save_spirv, SPIRV_OUT_ENV};
 use engine::ops::attention::FusedAttention;
 use engine::ops::matmul::{
     pipeline_constants, Epilogue, MatmulKernel, MatmulShape, MatmulTypes, Transpose,
 };
-use engine::shaders::{Shader, ALL};
+use engine::shaders::{Shader, ALL, ATTENTION_COOP, MATMUL_COOP};
 use engine::DType;
 
 fn parse(shader: &Shader) -> naga::Module {
@@ -150,7 +151,6 @@ fn every_params_struct_has_the_layout_of_its_rust_struct() {
 /// kernel (and everywhere on its emulation).
 #[test]
 fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
-    let (module, info) = validated(&engine::shaders::MATMUL_COOP);
     let mut written = 0;
     let forms = [(false, false), (false, true), (true, false), (true, true)]
         .into_iter()
@@ -205,7 +205,7 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
                         u8::from(trans_b),
                         if bias { "-bias" } else { "" },
                     );
-                    write_spirv((&module, &info), "matmul_coop", &constants, (&what, &file));
+                    write_spirv(&MATMUL_COOP, "matmul_coop", &constants, (&what, &file));
                     written += 1;
                 }
             }
@@ -220,7 +220,6 @@ fn the_cooperative_matrix_matmul_writes_spirv_in_every_form() {
 /// values to the composed path, on GPUs that run them and everywhere on the emulation.
 #[test]
 fn the_cooperative_matrix_attention_writes_spirv_at_every_head_dim() {
-    let (module, info) = validated(&engine::shaders::ATTENTION_COOP);
     let mut written = 0;
     for hd in (16..=128).step_by(16) {
         let constants = FusedAttention::Coop.pipeline_constants(hd, DType::F16, Some(32));
@@ -230,7 +229,7 @@ fn the_cooperative_matrix_attention_writes_spirv_at_every_head_dim() {
             "attention_backward_dkv",
         ] {
             write_spirv(
-                (&module, &info),
+                &ATTENTION_COOP,
                 entry,
                 &constants,
                 (&format!("head dim {hd}"), &format!("{entry}-hd{hd}")),
@@ -241,57 +240,24 @@ fn the_cooperative_matrix_attention_writes_spirv_at_every_head_dim() {
     assert_eq!(written, 8 * 3);
 }
 
-/// A shader parsed and validated with every capability (cooperative matrices among them).
-fn validated(shader: &Shader) -> (naga::Module, naga::valid::ModuleInfo) {
-    let module = parse(shader);
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(shader.source)));
-    (module, info)
-}
-
-/// One entry point of a validated module written to SPIR-V as wgpu's Vulkan backend
-/// writes it on a Vulkan 1.3 driver: its override values processed (as the pipeline
-/// gets them), then SPIR-V 1.6; saved as `IJEPA_SPIRV_OUT/{file}.spv` where that is set.
+/// One entry point written to SPIR-V as wgpu's Vulkan backend writes it on a Vulkan 1.3
+/// driver (`engine::device::pipeline_spirv`: naga, the override values processed as
+/// the pipeline gets them, SPIR-V 1.6); saved as `IJEPA_SPIRV_OUT/{file}.spv` where
+/// that is set.
 fn write_spirv(
-    (module, info): (&naga::Module, &naga::valid::ModuleInfo),
+    shader: &Shader,
     entry: &str,
     constants: &[(&str, f64)],
     (what, file): (&str, &str),
 ) {
-    let constants: naga::back::PipelineConstants = constants
-        .iter()
-        .map(|&(name, value)| (name.to_string(), value))
-        .collect();
-    let stage = naga::ShaderStage::Compute;
-    let (module, info) = naga::back::pipeline_constants::process_overrides(
-        module,
-        info,
-        Some((stage, entry)),
-        &constants,
-    )
-    .unwrap_or_else(|e| panic!("{what}, {entry}: overrides: {e}"));
-    let options = naga::back::spv::Options {
-        lang_version: (1, 6),
-        ..Default::default()
-    };
-    let pipeline = naga::back::spv::PipelineOptions {
-        shader_stage: stage,
-        entry_point: entry.to_string(),
-    };
-    let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
-        .unwrap_or_else(|e| panic!("{what}, {entry}: SPIR-V: {e}"));
+    let words = pipeline_spirv(shader, entry, constants)
+        .unwrap_or_else(|e| panic!("{}, {what}, {entry}: {e}", shader.file));
     assert!(
         words.len() > 5,
         "{what}, {entry}: {} words of SPIR-V",
         words.len()
     );
-    if let Some(dir) = std::env::var_os("IJEPA_SPIRV_OUT") {
-        let path = std::path::Path::new(&dir).join(format!("{file}.spv"));
-        std::fs::write(&path, bytemuck::cast_slice::<u32, u8>(&words))
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if let Some(dir) = std::env::var_os(SPIRV_OUT_ENV) {
+        save_spirv(std::path::Path::new(&dir), file, &words).unwrap();
     }
 }

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use adapter::{DeviceInfo, ADAPTER_ENV, COOPERATIVE_MATRIX_ENV, LOCAL_RANK_ENV};
-pub use pipelines::{KernelDef, KernelParams, ParamsLayout};
+pub use pipelines::{
+    pipeline_spirv, save_spirv, KernelDef, KernelParams, ParamsLayout, SPIRV_OUT_ENV,
+};
 pub(crate) use plans::Candidate;
 pub use plans::{
     Measured, PlanFileUse, RuleLoss, RulesAgainstFastest, MEASURED_RUNS, MEASURE_PLANS_ENV,

@@ -10,7 +10,9 @@
 //! Explained in the tour: docs/tour/01-first-kernel.md.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::Device;
@@ -118,7 +120,13 @@ pub(super) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     /// Keep wgpu's runtime bounds checks in shaders (IJEPA_CHECKED_SHADERS=1).
     checked_shaders: bool,
+    /// Where each new pipeline's SPIR-V is saved (`SPIRV_OUT_ENV`).
+    spirv_out: Option<PathBuf>,
 }
+
+/// `IJEPA_SPIRV_OUT=DIR`: every pipeline a device compiles is also saved into DIR as
+/// [`pipeline_spirv`] writes it, for Khronos's validator (scripts/validate-spirv.sh).
+pub const SPIRV_OUT_ENV: &str = "IJEPA_SPIRV_OUT";
 
 impl PipelineCache {
     pub(super) fn new() -> PipelineCache {
@@ -126,6 +134,7 @@ impl PipelineCache {
             kernels: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             checked_shaders: std::env::var("IJEPA_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
+            spirv_out: std::env::var_os(SPIRV_OUT_ENV).map(PathBuf::from),
         }
     }
 }
@@ -228,6 +237,20 @@ impl Device {
                 },
                 cache: None,
             });
+        if let Some(dir) = &self.pipelines.spirv_out {
+            // One file per pipeline key, whichever test or process compiles it.
+            let mut hasher = DefaultHasher::new();
+            key.hash(&mut hasher);
+            let name = format!("{}-{}-{:016x}", def.shader.name, def.entry, hasher.finish());
+            let saved = pipeline_spirv(def.shader, def.entry, constants)
+                .and_then(|words| save_spirv(dir, &name, &words));
+            if let Err(e) = saved {
+                eprintln!(
+                    "warning: {SPIRV_OUT_ENV}: {}, {}: {e}",
+                    def.shader.file, def.entry
+                );
+            }
+        }
         let kernel = Arc::new(Kernel { pipeline, layout });
         self.pipelines
             .kernels
@@ -236,4 +259,62 @@ impl Device {
             .insert(key, kernel.clone());
         kernel
     }
+}
+
+/// A pipeline's SPIR-V as naga writes it for wgpu's Vulkan backend on a Vulkan 1.3
+/// driver: `entry` of `shader` with its override values processed, SPIR-V 1.6, no
+/// runtime checks (as the engine creates its modules). For validators: no driver here
+/// checks SPIR-V strictly, and some kernels run only on GPUs that have what they use.
+pub fn pipeline_spirv(
+    shader: &Shader,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> Result<Vec<u32>, String> {
+    let module =
+        naga::front::wgsl::parse_str(shader.source).map_err(|e| e.emit_to_string(shader.source))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(shader.source))?;
+    let constants: naga::back::PipelineConstants = constants
+        .iter()
+        .map(|&(name, value)| (name.to_string(), value))
+        .collect();
+    let stage = naga::ShaderStage::Compute;
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((stage, entry)),
+        &constants,
+    )
+    .map_err(|e| format!("overrides: {e}"))?;
+    let options = naga::back::spv::Options {
+        lang_version: (1, 6),
+        zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None,
+        force_loop_bounding: false,
+        ..Default::default()
+    };
+    let pipeline = naga::back::spv::PipelineOptions {
+        shader_stage: stage,
+        entry_point: entry.to_string(),
+    };
+    naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+        .map_err(|e| format!("SPIR-V: {e}"))
+}
+
+/// SPIR-V words saved as `dir/{name}.spv`, written whole and renamed (tests and
+/// processes may save the same pipeline at once).
+pub fn save_spirv(dir: &Path, name: &str, words: &[u32]) -> Result<(), String> {
+    let path = dir.join(format!("{name}.spv"));
+    let temporary = dir.join(format!(
+        ".{name}.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&temporary, bytemuck::cast_slice::<u32, u8>(words)))
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
