@@ -6,9 +6,9 @@
 //! those of workgroup and function variables too, which SPIR-V 1.5 on forbids for
 //! Vulkan (VUID-StandaloneSpirv-None-10684; for workgroup memory naga's open issue
 //! gfx-rs/wgpu#7696). Drivers have taken it (NVIDIA's ran every kernel with workgroup
-//! and private arrays on the H200), and SPIRV-Tools stops at the first such error, so
-//! the tool strips those decorations from the types that no buffer reaches, says how
-//! many, and validates the rest.
+//! and function-scope arrays on the H200), and SPIRV-Tools stops at the first such
+//! error, so the tool strips those decorations from the types that no buffer reaches,
+//! says how many, and validates the rest.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,7 +19,6 @@ const OP_TYPE_ARRAY: u32 = 28;
 const OP_TYPE_RUNTIME_ARRAY: u32 = 29;
 const OP_TYPE_STRUCT: u32 = 30;
 const OP_TYPE_POINTER: u32 = 32;
-const OP_VARIABLE: u32 = 59;
 const OP_DECORATE: u32 = 71;
 const OP_MEMBER_DECORATE: u32 = 72;
 /// Storage classes without an explicit layout: Workgroup, Private, Function.
@@ -27,28 +26,30 @@ const UNLAID: [u32; 3] = [4, 6, 7];
 /// ArrayStride, MatrixStride, RowMajor, ColMajor, Offset.
 const LAYOUT_DECORATIONS: [u32; 5] = [6, 7, 4, 5, 35];
 
-/// The instructions after the 5-word header: (offset, opcode, operands).
-fn instructions(words: &[u32]) -> Vec<(usize, u32, &[u32])> {
+/// The instructions after the 5-word header, (offset, opcode, operands), or None where
+/// the word counts do not walk the binary exactly (left to the validator to report).
+fn instructions(words: &[u32]) -> Option<Vec<(usize, u32, &[u32])>> {
     let mut out = Vec::new();
     let mut at = 5;
     while at < words.len() {
         let count = (words[at] >> 16) as usize;
         if count == 0 || at + count > words.len() {
-            break;
+            return None;
         }
         out.push((at, words[at] & 0xffff, &words[at + 1..at + count]));
         at += count;
     }
-    out
+    Some(out)
 }
 
 /// `words` without the layout decorations of the types that only workgroup, private
-/// and function variables reach, and how many were dropped.
+/// and function pointers reach, and how many were dropped (a malformed binary as it is).
 fn strip_unlaid_layouts(words: &[u32]) -> (Vec<u32>, usize) {
-    let insts = instructions(words);
+    let Some(insts) = instructions(words) else {
+        return (words.to_vec(), 0);
+    };
     let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut pointers: HashMap<u32, (u32, u32)> = HashMap::new();
-    let mut roots = (Vec::new(), Vec::new()); // (UNLAID classes, the others)
+    let (mut unlaid_roots, mut laid_roots) = (Vec::new(), Vec::new());
     for &(_, op, ops) in &insts {
         match op {
             OP_TYPE_ARRAY | OP_TYPE_RUNTIME_ARRAY => {
@@ -57,27 +58,10 @@ fn strip_unlaid_layouts(words: &[u32]) -> (Vec<u32>, usize) {
             OP_TYPE_STRUCT => {
                 members.insert(ops[0], ops[1..].to_vec());
             }
-            OP_TYPE_POINTER => {
-                pointers.insert(ops[0], (ops[1], ops[2]));
-            }
+            // Every variable's type is a pointer type: its class and pointee.
+            OP_TYPE_POINTER if UNLAID.contains(&ops[1]) => unlaid_roots.push(ops[2]),
+            OP_TYPE_POINTER => laid_roots.push(ops[2]),
             _ => {}
-        }
-    }
-    for &(_, op, ops) in &insts {
-        if op == OP_TYPE_POINTER || op == OP_VARIABLE {
-            let (class, pointee) = if op == OP_VARIABLE {
-                let Some(&(class, pointee)) = pointers.get(&ops[0]) else {
-                    continue;
-                };
-                (class, pointee)
-            } else {
-                (ops[1], ops[2])
-            };
-            if UNLAID.contains(&class) {
-                roots.0.push(pointee);
-            } else {
-                roots.1.push(pointee);
-            }
         }
     }
     let reach = |from: Vec<u32>| {
@@ -90,7 +74,7 @@ fn strip_unlaid_layouts(words: &[u32]) -> (Vec<u32>, usize) {
         }
         seen
     };
-    let (unlaid, laid) = (reach(roots.0), reach(roots.1));
+    let (unlaid, laid) = (reach(unlaid_roots), reach(laid_roots));
     let only_unlaid: HashSet<u32> = unlaid.difference(&laid).copied().collect();
     let mut out = words[..5].to_vec();
     let mut dropped = 0;
